@@ -1,0 +1,1 @@
+"""dopplergen shared core: presets, model builders, pipeline folder, sampler and normalisation."""

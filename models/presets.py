@@ -1,0 +1,136 @@
+"""Architecture presets: a registry of named configs (tiny for tests, demo for the CPU, base for the GPU)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that fixes the shape of a pipeline; training hyper-parameters live in training/config.py."""
+
+    name: str
+    image_size: int  # spectrograms are resized to image_size x image_size (doppler x time)
+    channels: int = 1  # 1 = dB magnitude; 3 = colour-mapped RGB datasets
+    # --- stage 1: AutoencoderKL ---
+    vae_block_out_channels: tuple[int, ...] = (32, 64)  # one entry per resolution; len-1 downsamplings
+    vae_layers_per_block: int = 1
+    vae_norm_num_groups: int = 8
+    latent_channels: int = 4  # as in Stable Diffusion and the user's notes
+    # --- stage 2: UNet2DConditionModel ---
+    unet_block_out_channels: tuple[int, ...] = (32, 64)
+    unet_layers_per_block: int = 1
+    unet_down_block_types: tuple[str, ...] = ("CrossAttnDownBlock2D", "DownBlock2D")
+    unet_up_block_types: tuple[str, ...] = ("UpBlock2D", "CrossAttnUpBlock2D")
+    unet_attention_head_dim: int = 8
+    unet_norm_num_groups: int = 8
+    cross_attention_dim: int = 32  # width of the user tokens; 768 in the user's notes (base preset)
+    user_tokens: int = 4  # cross-attention tokens per user
+    # --- noise schedule (DDPMScheduler config) ---
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"  # cosine schedule: better than linear at small resolutions
+    prediction_type: str = "v_prediction"  # "epsilon" or "v_prediction"
+
+    @property
+    def vae_downsample(self) -> int:
+        return 2 ** (len(self.vae_block_out_channels) - 1)
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // self.vae_downsample
+
+    def vae_config(self) -> dict[str, Any]:
+        n = len(self.vae_block_out_channels)
+        return dict(
+            in_channels=self.channels,
+            out_channels=self.channels,
+            down_block_types=("DownEncoderBlock2D",) * n,
+            up_block_types=("UpDecoderBlock2D",) * n,
+            block_out_channels=self.vae_block_out_channels,
+            layers_per_block=self.vae_layers_per_block,
+            latent_channels=self.latent_channels,
+            norm_num_groups=self.vae_norm_num_groups,
+            sample_size=self.image_size,
+            scaling_factor=1.0,  # replaced by the value measured on the data after stage 1
+        )
+
+    def unet_config(self) -> dict[str, Any]:
+        return dict(
+            sample_size=self.latent_size,
+            in_channels=self.latent_channels,
+            out_channels=self.latent_channels,
+            down_block_types=self.unet_down_block_types,
+            up_block_types=self.unet_up_block_types,
+            block_out_channels=self.unet_block_out_channels,
+            layers_per_block=self.unet_layers_per_block,
+            attention_head_dim=self.unet_attention_head_dim,
+            norm_num_groups=self.unet_norm_num_groups,
+            cross_attention_dim=self.cross_attention_dim,
+        )
+
+    def scheduler_config(self) -> dict[str, Any]:
+        return dict(
+            num_train_timesteps=self.num_train_timesteps,
+            beta_schedule=self.beta_schedule,
+            prediction_type=self.prediction_type,
+            clip_sample=False,  # we clamp in image space after decoding, not latents
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_overrides(self, **kw: Any) -> Preset:
+        unknown = set(kw) - set(self.to_dict())
+        if unknown:
+            raise ValueError(f"unknown preset fields: {sorted(unknown)}")
+        return replace(self, **{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})
+
+
+PRESETS: dict[str, Preset] = {
+    # ~32 px, a few hundred k parameters: unit tests in seconds.
+    "tiny": Preset(name="tiny", image_size=32),
+    # 64x64 -> latent 4x16x16; trains on 2 CPU cores in well under an hour. The shipped checkpoint.
+    "demo": Preset(
+        name="demo",
+        image_size=64,
+        vae_block_out_channels=(32, 64, 64),
+        vae_layers_per_block=1,
+        unet_block_out_channels=(64, 128, 128),
+        unet_layers_per_block=1,
+        unet_down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        unet_up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        unet_attention_head_dim=32,
+        unet_norm_num_groups=32,
+        cross_attention_dim=128,
+        user_tokens=4,
+    ),
+    # The user's target: 256x256 -> latent 4x32x32, cross_attention_dim=768 (Stable Diffusion layout, slimmer).
+    "base": Preset(
+        name="base",
+        image_size=256,
+        vae_block_out_channels=(64, 128, 256, 256),
+        vae_layers_per_block=2,
+        vae_norm_num_groups=32,
+        unet_block_out_channels=(192, 384, 768, 768),
+        unet_layers_per_block=2,
+        unet_down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        unet_up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        unet_attention_head_dim=64,
+        unet_norm_num_groups=32,
+        cross_attention_dim=768,
+        user_tokens=8,
+    ),
+}
+
+
+def get_preset(name: str, channels: int | None = None) -> Preset:
+    """Look up a preset by name; raise a clear error listing the choices."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    preset = PRESETS[name]
+    if channels is not None:
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        preset = replace(preset, channels=channels)
+    return preset

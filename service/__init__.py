@@ -1,0 +1,1 @@
+"""dopplergen generation service: FastAPI app, dynamic batcher and Prometheus metrics."""

@@ -1,0 +1,24 @@
+"""Shared fixtures: offline hub, fixed threads, and a tiny random pipeline folder."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+TINY_USERS = ["alice", "bob", "carol"]
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory) -> str:
+    """A random-weight `tiny` pipeline folder saved the way training exports it."""
+    from models.pipeline import build_untrained_pipeline
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("pipelines") / "tiny"
+    build_untrained_pipeline("tiny", TINY_USERS, dyn_range_db=60.0, version="test").save(path)
+    return str(path)

@@ -1,0 +1,1 @@
+"""dopplergen training side: simulator, datasets, the two training stages, evaluation and bulk export."""

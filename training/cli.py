@@ -1,0 +1,45 @@
+"""The `dopplergen` console script: one entry point, one module per subcommand, imported lazily."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
+# Modules are imported only when their subcommand runs, so `serve` never pulls in training code
+# and `simulate` never pays for importing diffusers.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("training.simulate_cli", "write a simulated micro-Doppler dataset folder"),
+    "train-vae": ("training.train_vae", "stage 1: train the AutoencoderKL on spectrograms"),
+    "train-unet": ("training.train_unet", "stage 2: train the user-conditioned UNet and export the pipeline"),
+    "evaluate": ("training.evaluate", "write a JSON + Markdown + PNG quality report for a pipeline"),
+    "generate": ("training.generate", "bulk-export generated spectrograms to a dataset folder"),
+    "serve": ("service.cli", "start the HTTP generation service"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dopplergen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        # Only the requested subcommand's module is imported to register its options.
+        if argv and argv[0] == name:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
