@@ -17,7 +17,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    # matplotlib and the HF libraries want a writable cache; the app user has no home of its own.
+    # Caches in /tmp: writable whatever user or read-only root filesystem the container runs with.
     MPLCONFIGDIR=/tmp/matplotlib \
     HF_HOME=/tmp/huggingface
 
@@ -34,7 +34,8 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
  && rm /tmp/requirements.txt /tmp/torch.txt
 
 # --- code layer: cheap to rebuild ---------------------------------------------------------------
-COPY README* ./
+# README* may be absent; pyproject.toml is listed too so the wildcard never matches nothing.
+COPY pyproject.toml README* ./
 COPY models ./models
 COPY training ./training
 COPY service ./service

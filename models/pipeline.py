@@ -81,9 +81,9 @@ class DopplerPipeline:
     # ---- device placement ------------------------------------------------------------------------
     def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> DopplerPipeline:
         """Move to a device; the UNet and user encoder take `dtype`, the small VAE stays fp32 for a safe decode."""
-        self.unet.to(device=device, dtype=dtype)
-        self.user_encoder.to(device=device, dtype=dtype)
-        self.vae.to(device=device, dtype=torch.float32)
+        # Cast only when the dtype changes: diffusers warns on every dtype-carrying .to().
+        for module, want in ((self.unet, dtype), (self.user_encoder, dtype), (self.vae, torch.float32)):
+            module.to(device=device) if module.dtype == want else module.to(device=device, dtype=want)
         for m in (self.unet, self.user_encoder, self.vae):
             m.eval().requires_grad_(False)
         return self

@@ -1,0 +1,59 @@
+# dopplergen: every set-up step lives here, so a fresh clone needs only Python 3.10+ and the package registries.
+#   make serve   - create .venv, install (CPU torch pin), serve the shipped demo checkpoint on :8000
+#   make test    - create .venv, install, run the whole test suite (what CI runs)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU installs pin torch to the local CPU wheel; on a CUDA host use `make serve CONSTRAINTS=` to get the CUDA build.
+CONSTRAINTS ?= constraints-cpu.txt
+PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
+HOST ?= 0.0.0.0
+PORT ?= 8000
+PIPELINE ?= checkpoints/demo
+DATA ?= data/sim10
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install serve test test-fast lint bench demo-checkpoint simulate evaluate clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when the dependency list changes.
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(PIP_C) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+serve: install
+	$(BIN)/dopplergen serve --pipeline $(PIPELINE) --host $(HOST) --port $(PORT)
+
+# The whole suite, slow end-to-end tests included. pytest exits 5 when it collects nothing, which fails here.
+test: install
+	bash scripts/install_prometheus.sh || echo "warning: could not install prometheus; its test will say why"
+	$(BIN)/python -m pytest -q --timeout=600 tests
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+lint: install
+	$(BIN)/ruff check models training service tests benchmarks
+
+simulate: install
+	$(BIN)/dopplergen simulate --out $(DATA)
+
+demo-checkpoint: install
+	bash scripts/make_demo_checkpoint.sh
+
+evaluate: install
+	$(BIN)/dopplergen evaluate --pipeline $(PIPELINE) --data $(DATA) --out out/report
+
+bench: install
+	$(BIN)/python benchmarks/simulate.py
+	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/serve_load.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache out

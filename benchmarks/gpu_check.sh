@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One prepared GPU session (run through the device tool): sampler dtype/compile/batch sweep, the serving
+# benchmark in fp16, and stage training throughput on demo and base. Every output lands in $OUT.
+set -uo pipefail
+OUT=${OUT:-out/gpu}; mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)" | tee -a "$OUT/gpu.txt"
+timeout 60 python3 benchmarks/sample_speed.py --device cuda --dtypes fp32,fp16,bf16 --batches 1,16,64 --repeats 3 --warmup 1 2>&1 | grep -v "kept in float32" | tee "$OUT/sample_speed.txt"
+timeout 60 python3 benchmarks/serve_load.py --device cuda --dtype fp16 --quick 2>&1 | tee "$OUT/serve_fp16.txt"
+timeout 40 python3 benchmarks/train.py 2>&1 | tee "$OUT/train.txt"
