@@ -1,0 +1,294 @@
+"""The dataset folder (meta.json + manifest.csv + <user>/<id>.npy), and ImageFolder-style folders of PNG/NPY.
+
+Layout and rules: DESIGN.md "Dataset folder". Every bad file raises DatasetError naming it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = (0.70, 0.15, 0.15)  # per user; every user gets at least one recording in each split
+DEFAULT_DYN_RANGE_DB = 60.0  # for folders without meta.json (PNG grey 0..255 -> -R..0 dB)
+IMAGE_SUFFIXES = (".png", ".npy")
+
+
+class DatasetError(ValueError):
+    """A dataset folder or one of its files is unusable; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One spectrogram to write: user, id (file stem), dB array (doppler, time), split, extra manifest columns."""
+
+    user: str
+    rec_id: str
+    db: np.ndarray
+    split: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SpectrogramSet:
+    """Spectrograms in dB (N, C, H, W) with integer labels indexing `users` (sorted, whole-dataset order)."""
+
+    x: np.ndarray  # float32 (N, C, H, W), dB relative to peak (<= 0)
+    labels: np.ndarray  # int64 (N,)
+    users: list[str]  # index order of labels; the same for every split of one dataset
+    paths: list[str]  # relative to the dataset root
+    splits: np.ndarray  # (N,) str
+    meta: dict[str, Any]
+    fingerprint: str  # sha256 of meta.json, manifest and every file's bytes (of the whole folder)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # other manifest columns, per row
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def dyn_range_db(self) -> float:
+        return float(self.meta.get("dyn_range_db", DEFAULT_DYN_RANGE_DB))
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> SpectrogramSet:
+        """Rows `index` (a boolean mask or integer indices); users, meta and fingerprint are kept."""
+        idx = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, dtype=np.int64)
+        return replace(self, x=self.x[idx], labels=self.labels[idx], paths=[self.paths[i] for i in idx],
+                       splits=self.splits[idx], extra={k: v[idx] for k, v in self.extra.items()})
+
+    def filter(self, split: str | Sequence[str] | None = None, users: Sequence[str] | None = None) -> SpectrogramSet:
+        """Rows of the given split(s) and/or users (labels keep the whole-dataset user order)."""
+        keep = np.ones(len(self), dtype=bool)
+        if split is not None:
+            keep &= np.isin(self.splits, [split] if isinstance(split, str) else list(split))
+        if users is not None:
+            unknown = set(users) - set(self.users)
+            if unknown:
+                raise DatasetError(f"unknown users {sorted(unknown)}; the dataset has {self.users}")
+            keep &= np.isin(self.labels, [self.users.index(u) for u in users])
+        return self.subset(keep)
+
+    def first_k_per_user(self, k: int, seed: int = 0) -> SpectrogramSet:
+        """k rows per user, drawn without replacement with `seed` (fewer if a user has fewer)."""
+        rng = np.random.default_rng(seed)
+        picks = [rng.permutation(np.flatnonzero(self.labels == u))[:k] for u in np.unique(self.labels)]
+        return self.subset(np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64))
+
+    def counts(self) -> dict[str, int]:
+        """Rows per user id."""
+        return {u: int((self.labels == i).sum()) for i, u in enumerate(self.users)}
+
+
+# ---------------------------------------------------------------------------------------------- write
+def assign_splits(n: int, seed: int, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> list[str]:
+    """Deterministic split names for n recordings of one user: ~70/15/15, at least one in each (n >= 3)."""
+    if n < 3:
+        raise ValueError(f"need at least 3 recordings per user to fill train/val/test, got {n}")
+    n_val = max(1, int(round(fractions[1] * n)))
+    n_test = max(1, int(round(fractions[2] * n)))
+    names = np.array(["train"] * (n - n_val - n_test) + ["val"] * n_val + ["test"] * n_test)
+    return names[np.random.default_rng(seed).permutation(n)].tolist()
+
+
+def write_dataset(out_dir: str | Path, records: Iterable[Record], meta: dict[str, Any]) -> Path:
+    """Write <out>/<user>/<id>.npy for each record, then manifest.csv and meta.json (byte-reproducible)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for rec in records:
+        if rec.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {rec.split!r}")
+        rel = f"{rec.user}/{rec.rec_id}.npy"
+        (out / rec.user).mkdir(exist_ok=True)
+        np.save(out / rel, np.asarray(rec.db, dtype=np.float32))
+        rows.append({"path": rel, "user": rec.user, "split": rec.split, **rec.extra})
+    extra_cols = sorted({k for r in rows for k in r} - {"path", "user", "split"})
+    with open(out / "manifest.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "user", "split", *extra_cols], lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    meta = {"format_version": FORMAT_VERSION, **meta}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- read
+def _read_npy(path: Path, rel: str) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DatasetError(f"{rel}: listed in manifest.csv but the file is missing") from None
+    except Exception as e:  # noqa: BLE001 - numpy raises several types for a corrupt file
+        raise DatasetError(f"{rel}: cannot read .npy ({e})") from None
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DatasetError(f"{rel}: expected a numeric array, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise DatasetError(f"{rel}: contains NaN or inf")
+    if arr.max(initial=-np.inf) > 1e-3:
+        raise DatasetError(f"{rel}: values up to {arr.max():.3g} > 0; expected dB relative to the peak (<= 0)")
+    return arr
+
+
+def _read_png(path: Path, rel: str, channels: int, dyn_range_db: float) -> np.ndarray:
+    """PNG -> dB: grey (or each RGB channel) 0..max -> -dyn_range_db..0. Row 0 = the top = most positive Doppler."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if channels == 3:
+                im = im.convert("RGB")
+            elif im.mode not in ("L", "I", "I;16", "F"):
+                im = im.convert("L")  # colour-mapped RGB read as luminance; use channels=3 to keep colour
+            full = 65535.0 if im.mode.startswith("I") else 255.0
+            arr = np.asarray(im, dtype=np.float32)
+    except FileNotFoundError:
+        raise DatasetError(f"{rel}: listed in manifest.csv but the file is missing") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"{rel}: cannot read image ({e})") from None
+    if im.mode == "F":
+        full = 1.0
+    arr = arr / full * dyn_range_db - dyn_range_db
+    return np.moveaxis(arr, -1, 0) if arr.ndim == 3 else arr
+
+
+def _to_channels(arr: np.ndarray, channels: int, rel: str) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise DatasetError(f"{rel}: expected (doppler, time) or (channels, doppler, time), got shape {arr.shape}")
+    if arr.shape[0] == channels:
+        return arr
+    if arr.shape[0] == 1:
+        return np.repeat(arr, channels, axis=0)
+    raise DatasetError(f"{rel}: has {arr.shape[0]} channels, asked for {channels}")
+
+
+def _resize(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (C, H, W) to (C, *hw) in dB (for real data recorded at another resolution)."""
+    return np.stack([np.asarray(Image.fromarray(c, mode="F").resize((hw[1], hw[0]), Image.BILINEAR)) for c in arr])
+
+
+def _rescale_axes(meta: dict[str, Any], old_hw: tuple[int, int], new_hw: tuple[int, int]) -> None:
+    """Keep meta's axes true after a resize: same Doppler band and duration, new bin sizes."""
+    if "doppler_hz_per_bin" in meta:
+        old_step = float(meta["doppler_hz_per_bin"])
+        new_step = old_step * old_hw[0] / new_hw[0]
+        meta["doppler_hz_per_bin"] = new_step
+        if "doppler_hz_row0" in meta:
+            top_edge = float(meta["doppler_hz_row0"]) + old_step / 2  # descending axis: row 0 is the top
+            meta["doppler_hz_row0"] = top_edge - new_step / 2
+    if "seconds_per_frame" in meta:
+        meta["seconds_per_frame"] = float(meta["seconds_per_frame"]) * old_hw[1] / new_hw[1]
+    meta.pop("doppler_hz", None)
+
+
+def _image_folder_rows(root: Path, seed: int) -> list[dict[str, str]]:
+    """ImageFolder layout: one folder per user of .png/.npy files; a deterministic per-user split."""
+    user_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not user_dirs:
+        raise DatasetError(f"{root}: no manifest.csv and no user folders")
+    rows = []
+    for d in user_dirs:
+        files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DatasetError(f"{d}: user folder has no .png or .npy files")
+        if len(files) < 3:
+            raise DatasetError(f"{d}: needs at least 3 files to split into train/val/test, has {len(files)}")
+        # The split of one user depends only on its name and file list, not on the other users.
+        splits = assign_splits(len(files), seed=zlib.crc32(d.name.encode()) ^ seed)
+        rows += [{"path": f"{d.name}/{f.name}", "user": d.name, "split": s} for f, s in zip(files, splits, strict=True)]
+    return rows
+
+
+def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, channels: int = 1, *,
+                 users: Sequence[str] | None = None, size: int | tuple[int, int] | None = None,
+                 dyn_range_db: float | None = None, seed: int = 0) -> SpectrogramSet:
+    """Read a dataset folder (manifest.csv) or an ImageFolder-style folder into a SpectrogramSet.
+
+    `size` resizes every image (bilinear, in dB); otherwise all must share one shape. `dyn_range_db`
+    maps PNG grey levels to dB (default: meta.json's, else 60). `seed` only affects ImageFolder splits.
+    """
+    root = Path(path)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a directory")
+    digest = hashlib.sha256()
+    meta: dict[str, Any] = {}
+    if (root / "meta.json").exists():
+        raw = (root / "meta.json").read_bytes()
+        digest.update(raw)
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{root / 'meta.json'}: invalid JSON ({e})") from None
+    if (root / "manifest.csv").exists():
+        raw = (root / "manifest.csv").read_bytes()
+        digest.update(raw)
+        rows = list(csv.DictReader(io.StringIO(raw.decode())))
+        missing = {"path", "user", "split"} - set(rows[0] if rows else {})
+        if not rows or missing:
+            raise DatasetError(f"{root / 'manifest.csv'}: needs rows with path,user,split (missing {sorted(missing)})")
+        meta.setdefault("source", "manifest")
+    else:
+        rows = _image_folder_rows(root, seed)
+        digest.update(json.dumps(rows).encode())
+        meta.setdefault("source", "imagefolder")
+    dyn = float(dyn_range_db or meta.get("dyn_range_db", DEFAULT_DYN_RANGE_DB))
+    meta["dyn_range_db"] = dyn
+    hw = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))
+    expect = hw or (tuple(meta["image_size"]) if "image_size" in meta else None)
+
+    arrays = []
+    for r in rows:
+        rel, file = r["path"], root / r["path"]
+        if r["split"] not in SPLITS:
+            raise DatasetError(f"{rel}: split {r['split']!r} is not one of {SPLITS}")
+        if not file.exists():
+            raise DatasetError(f"{rel}: listed in manifest.csv but the file is missing")
+        digest.update(rel.encode())
+        digest.update(file.read_bytes())
+        if file.suffix.lower() == ".png":
+            arr = _read_png(file, rel, channels, dyn)
+        elif file.suffix.lower() == ".npy":
+            arr = _read_npy(file, rel)
+        else:
+            raise DatasetError(f"{rel}: unsupported file type (expected .png or .npy)")
+        arr = _to_channels(arr, channels, rel)
+        if hw is not None and arr.shape[1:] != hw:
+            arr = _resize(arr, hw)
+        expect = expect or arr.shape[1:]
+        if tuple(arr.shape[1:]) != tuple(expect):
+            raise DatasetError(f"{rel}: shape {arr.shape[1:]} differs from the dataset's {tuple(expect)}; pass size=")
+        arrays.append(arr)
+
+    all_users = sorted({r["user"] for r in rows})
+    if hw is not None and "image_size" in meta and tuple(meta["image_size"]) != tuple(hw):
+        _rescale_axes(meta, tuple(meta["image_size"]), hw)
+    meta["image_size"] = list(expect)
+    meta["channels"] = channels
+    extra_cols = [k for k in rows[0] if k not in ("path", "user", "split")]
+    extra = {}
+    for k in extra_cols:
+        col = [r.get(k, "") for r in rows]
+        try:
+            extra[k] = np.array([float(v) for v in col])
+        except ValueError:
+            extra[k] = np.array(col)
+    out = SpectrogramSet(
+        x=np.stack(arrays).astype(np.float32), labels=np.array([all_users.index(r["user"]) for r in rows], np.int64),
+        users=all_users, paths=[r["path"] for r in rows], splits=np.array([r["split"] for r in rows]),
+        meta=meta, fingerprint=digest.hexdigest(), extra=extra,
+    )
+    return out.filter(split=split, users=users) if (split is not None or users is not None) else out
