@@ -1,0 +1,45 @@
+"""The app factory: settings + engine + batcher + metrics behind FastAPI, with a lifespan that loads and warms up."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from models.pipeline import DopplerPipeline
+from service.engine import SampleFn
+from service.errors import install_error_handlers
+from service.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from service.routes import PATHS, router
+from service.settings import Settings
+from service.state import Service
+
+
+def create_app(
+    settings: Settings | None = None, pipeline: DopplerPipeline | None = None, sample_fn: SampleFn | None = None
+) -> FastAPI:
+    """Build the app. `pipeline` skips loading from disk; `sample_fn` replaces models.sampling.sample (tests)."""
+    settings = settings or Settings()
+    service = Service(settings, pipeline, sample_fn, routes=PATHS)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="dopplergen",
+        summary="User-specific synthetic micro-Doppler spectrograms from a latent diffusion model.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    install_error_handlers(app, service.metrics)
+    app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, metrics=service.metrics, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=service.metrics, routes=PATHS)  # outermost: sees 413s too
+    return app

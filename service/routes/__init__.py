@@ -1,0 +1,13 @@
+"""HTTP routes, one module per resource: generate (POST /generate), catalog (/users, /info), ops (health, metrics)."""
+
+from fastapi import APIRouter
+
+from service.routes import catalog, generate, ops
+
+router = APIRouter()
+router.include_router(generate.router)
+router.include_router(catalog.router)
+router.include_router(ops.router)
+
+# The route templates, for bounded metric labels (a request to any other path is counted as "other").
+PATHS = tuple(route.path for sub in (generate.router, catalog.router, ops.router) for route in sub.routes)

@@ -1,0 +1,67 @@
+"""What the model offers: GET /users and GET /info."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.encoding import NPY_MEDIA_TYPE, PNG_MEDIA_TYPE
+from service.errors import ApiError
+from service.routes.deps import ApiKey, ServiceDep
+from service.schemas import COLORMAPS, UsersResponse
+from service.state import Service
+
+router = APIRouter(tags=["catalog"], dependencies=[ApiKey])
+
+
+def _loaded(service: Service):
+    if service.engine.pipe is None:
+        raise ApiError(503, "not_ready", "not ready: the model is loading", headers={"Retry-After": "5"})
+    return service.engine.pipe
+
+
+@router.get("/users", response_model=UsersResponse, summary="User IDs the model can generate for, in index order")
+async def users(service: ServiceDep) -> UsersResponse:
+    users = _loaded(service).users
+    return UsersResponse(users=users, count=len(users))
+
+
+@router.get("/info", summary="Model, spectrogram geometry, dB scale, device, batching settings and limits")
+async def info(service: ServiceDep) -> dict:
+    pipe, engine, s = _loaded(service), service.engine, service.settings
+    dyn = float(pipe.normalization.dyn_range_db)
+    h, w = pipe.image_size
+    return {
+        "model": {"name": pipe.name, "version": pipe.version, "route": pipe.route},
+        "status": service.status,
+        "image_size": [h, w],
+        "channels": pipe.channels,
+        "shape": [pipe.channels, h, w],
+        "dyn_range_db": dyn,
+        "db_range": [-dyn, 0.0],
+        "num_users": len(pipe.users),
+        "device": engine.device,
+        "dtype": engine.dtype,
+        "batching": {
+            "max_batch_size": s.max_batch_size,
+            "max_wait_ms": s.resolved_max_wait_ms(engine.device),
+            "max_queue": s.max_queue,
+            "batch_padding": engine.padding,
+            "request_timeout_s": s.request_timeout_s,
+        },
+        "schedulers": list(engine.schedulers),
+        "defaults": {
+            "num_inference_steps": engine.default_steps,
+            "guidance_scale": engine.default_guidance,
+            "scheduler": "dpmsolver++",
+            "format": "png",
+        },
+        "limits": {
+            "max_samples_per_request": s.max_samples_per_request,
+            "max_steps": engine.max_steps,
+            "max_body_bytes": s.max_body_bytes,
+            "guidance_scale": [0.0, 50.0],
+        },
+        "formats": {"png": PNG_MEDIA_TYPE, "npy": NPY_MEDIA_TYPE},
+        "colormaps": list(COLORMAPS),
+        "auth_required": s.api_key is not None,
+    }

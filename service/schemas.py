@@ -1,0 +1,89 @@
+"""Request and response bodies of the HTTP API (pydantic 2); limits that depend on settings are checked in routes."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models.sampling import SCHEDULERS
+
+SchedulerName = Literal["ddpm", "ddim", "dpmsolver++"]
+assert set(SchedulerName.__args__) == set(SCHEDULERS), "keep the schema in step with models.sampling"
+# Colour maps offered for PNG output; matplotlib supplies the lookup tables.
+COLORMAPS = ("gray", "viridis", "magma", "inferno", "plasma", "cividis", "turbo", "jet")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed accepts 64-bit seeds; JSON clients prefer < 2**53
+
+
+class GenerateRequest(BaseModel):
+    """POST /generate. Unset steps/guidance fall back to the pipeline's defaults (see GET /info)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=256, description="a user from GET /users")
+    num_samples: int = Field(1, ge=1, description="1..max_samples_per_request")
+    num_inference_steps: int | None = Field(None, ge=1, description="1..max_steps; default from the pipeline")
+    guidance_scale: float | None = Field(None, ge=0.0, le=50.0, description="classifier-free guidance; 1 = off")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="sample i uses seed + i; null = random seeds")
+    scheduler: SchedulerName = "dpmsolver++"
+    format: Literal["png", "npy"] = "png"
+    bit_depth: Literal[8, 16] = Field(8, description="PNG bit depth (grayscale); colour maps are 8-bit")
+    colormap: Literal[COLORMAPS] | None = Field(None, description="PNG only: colour-map a 1-channel spectrogram")
+
+    @field_validator("guidance_scale")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
+class Timings(BaseModel):
+    queue_ms: float = Field(description="longest wait of this request's samples before their batch started")
+    inference_ms: float = Field(description="device time of the batches this request took part in")
+    total_ms: float = Field(description="request received -> response ready, encoding included")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    route: str
+
+
+class SampleItem(BaseModel):
+    seed: int
+    format: Literal["png", "npy"]
+    media_type: str
+    shape: list[int] = Field(description="(channels, doppler, time) of the spectrogram")
+    dtype: str = Field(description="float32 for npy; uint8/uint16 PNG pixels")
+    db_range: tuple[float, float] = Field(description="dB values covered: (-dyn_range_db, 0)")
+    mapping: str = Field(description="how stored values map to dB")
+    colormap: str | None = None
+    data: str = Field(description="base64 of the .png or .npy file bytes")
+
+
+class GenerateResponse(BaseModel):
+    items: list[SampleItem]
+    seeds: list[int]
+    num_inference_steps: int
+    guidance_scale: float
+    scheduler: str
+    timings: Timings
+    model: ModelRef
+
+
+class UsersResponse(BaseModel):
+    users: list[str]
+    count: int
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="machine-readable reason, e.g. invalid, unknown_user, queue_full")
+    message: str
+    details: list[ErrorDetail] | None = None

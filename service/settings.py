@@ -1,0 +1,110 @@
+"""Service settings: environment variables with the DOPPLERGEN_ prefix, validated when constructed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# <repo root>/checkpoints/demo, resolved from this file so it does not depend on the working directory.
+DEFAULT_PIPELINE = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+
+
+class Settings(BaseSettings):
+    """Every knob of the HTTP service; `DOPPLERGEN_<NAME>` in the environment, CLI flags override."""
+
+    model_config = SettingsConfigDict(env_prefix="DOPPLERGEN_", extra="ignore", frozen=True)
+
+    # --- model --------------------------------------------------------------------------------------
+    pipeline: Path = DEFAULT_PIPELINE  # exported pipeline folder (what `train-unet` writes)
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on CUDA, fp32 on the CPU
+    warmup: bool = True  # run one tiny sample before /readyz turns 200
+    # --- batching -----------------------------------------------------------------------------------
+    max_batch_size: int = Field(16, ge=1, le=1024)  # samples per forward pass
+    # A batch closes this long after its first sample. Unset: 10 ms on a GPU; 100 ms on the CPU, where a
+    # batch takes seconds and (with fixed padding) a partial batch costs as much as a full one.
+    max_wait_ms: float | None = Field(None, ge=0, le=60_000)
+    max_queue: int = Field(256, ge=1, le=1_000_000)  # queued samples; beyond this requests get 429
+    request_timeout_s: float = Field(60.0, gt=0, le=3600)  # queue + inference budget; then 504
+    # fixed: pad every batch to max_batch_size, so a sample is bitwise identical alone or batched
+    # (BLAS picks kernels by batch size); none: run the real batch size. auto: fixed on CPU, none on GPU.
+    batch_padding: Literal["auto", "fixed", "none"] = "auto"
+    # --- limits and auth ----------------------------------------------------------------------------
+    api_key: SecretStr | None = None  # when set, /generate, /users and /info need X-API-Key or Bearer
+    max_samples_per_request: int = Field(16, ge=1, le=4096)
+    max_steps: int = Field(1000, ge=1, le=10_000)  # capped again by the scheduler's training steps
+    max_body_bytes: int = Field(65_536, ge=256, le=64 * 1024 * 1024)  # larger bodies get 413
+    # --- server -------------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, v: str) -> str:
+        v = v.strip().lower()
+        if not _DEVICE_RE.match(v):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
+
+    @field_validator("api_key", "max_wait_ms", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        # DOPPLERGEN_API_KEY= (empty, as docker-compose passes an unset variable) means "not set".
+        return None if v in ("", None) else v
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.max_samples_per_request > self.max_queue:
+            raise ValueError(
+                f"max_samples_per_request ({self.max_samples_per_request}) exceeds max_queue ({self.max_queue}):"
+                " such a request could never be queued"
+            )
+        return self
+
+    # --- resolved values (need torch, so imported lazily) ---------------------------------------------
+    def resolved_device(self) -> str:
+        """`auto` -> `cuda` when a GPU is visible, else `cpu`; an explicit CUDA device must exist."""
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} requested but CUDA is not available")
+        return self.device
+
+    def resolved_dtype(self, device: str) -> str:
+        """`auto` -> fp16 on CUDA, fp32 elsewhere; fp16 on the CPU is refused (slow and unsupported kernels)."""
+        if self.dtype == "auto":
+            return "fp16" if device.startswith("cuda") else "fp32"
+        if self.dtype == "fp16" and device == "cpu":
+            raise ValueError("dtype fp16 is not supported on the CPU; use fp32 or bf16")
+        return self.dtype
+
+    def resolved_max_wait_ms(self, device: str) -> float:
+        if self.max_wait_ms is not None:
+            return self.max_wait_ms
+        return 100.0 if device == "cpu" else 10.0
+
+    def resolved_padding(self, device: str) -> str:
+        if self.batch_padding == "auto":
+            return "fixed" if device == "cpu" else "none"
+        return self.batch_padding
+
+
+def torch_dtype(name: str):  # -> torch.dtype
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]

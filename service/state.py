@@ -1,0 +1,106 @@
+"""Runtime state shared by the routes: settings, metrics, engine, batcher, readiness; and its start/stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from models.pipeline import DopplerPipeline
+from service.batcher import Batcher
+from service.engine import Engine, SampleFn
+from service.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger("dopplergen.service")
+
+
+class Service:
+    """Runtime state the routes share: settings, metrics, the engine, the batcher and readiness."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: DopplerPipeline | None = None,
+        sample_fn: SampleFn | None = None,
+        routes: tuple[str, ...] = (),  # route templates, to export their metric series from the start
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics(routes=routes)
+        self.engine = Engine(settings, pipeline, sample_fn)
+        self.batcher = Batcher(
+            self.engine.run_batch,
+            self.engine.executor,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.resolved_max_wait_ms(self.engine.device) / 1000.0,
+            max_queue=settings.max_queue,
+            metrics=self.metrics,
+        )
+        self.ready = False
+        self.failure: str | None = None  # why loading failed, if it did
+        self.on_fatal: Callable[[str], None] | None = None  # set by `dopplergen serve`: stop the server
+        self._settled = asyncio.Event()  # set once loading succeeded or failed
+        self._startup: asyncio.Task | None = None
+        self._stopped = False
+
+    @property
+    def status(self) -> str:
+        if self.failure:
+            return "failed"
+        if not self.batcher.accepting:
+            return "shutting_down"
+        return "ready" if self.ready else "loading"
+
+    def begin_shutdown(self) -> None:
+        """Stop intake (new work gets 503, /readyz turns 503); safe to call from a signal handler."""
+        self.batcher.begin_shutdown()
+
+    async def start(self) -> None:
+        self.batcher.start()
+        self._startup = asyncio.get_running_loop().create_task(self._load_and_warm_up(), name="dopplergen-startup")
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        await asyncio.wait_for(self._settled.wait(), timeout_s)
+        if self.failure:
+            raise RuntimeError(f"the pipeline failed to load: {self.failure}")
+
+    async def stop(self) -> None:
+        """Stop intake, finish queued and running work (up to request_timeout_s), release the device thread."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.begin_shutdown()
+        if self._startup is not None and not self._startup.done():
+            self._startup.cancel()
+        await self.batcher.close(drain_timeout_s=self.settings.request_timeout_s)
+        self.ready = False
+        self.metrics.model_loaded.set(0)
+        self.engine.close()
+        log.info("stopped")
+
+    async def _load_and_warm_up(self) -> None:
+        loop, engine = asyncio.get_running_loop(), self.engine
+        t0 = time.perf_counter()
+        try:
+            pipe = await loop.run_in_executor(engine.executor, engine.load)
+            self.metrics.set_model(
+                name=pipe.name, version=pipe.version, route=pipe.route, device=engine.device, dtype=engine.dtype
+            )
+            if self.settings.warmup:
+                await loop.run_in_executor(engine.executor, engine.warmup)
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.error("could not load and warm up the pipeline: %s", self.failure, exc_info=True)
+            self._settled.set()
+            if self.on_fatal is not None:
+                self.on_fatal(self.failure)
+            return
+        self.ready = True
+        self.metrics.model_loaded.set(1)
+        self._settled.set()
+        log.info(
+            "ready: %s %s on %s (%s), %d users, batch %d (%s padding), in %.1fs",
+            pipe.name, pipe.version, engine.device, engine.dtype, len(pipe.users),
+            self.settings.max_batch_size, engine.padding, time.perf_counter() - t0,
+        )

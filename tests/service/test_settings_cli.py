@@ -1,0 +1,79 @@
+"""Settings from the environment, validated at construction; `dopplergen serve` flags override them."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.cli import run, settings_from_args
+from service.settings import DEFAULT_PIPELINE, Settings
+from training.cli import build_parser
+
+
+def test_defaults_and_cpu_resolution():
+    s = Settings()
+    assert DEFAULT_PIPELINE.parts[-2:] == ("checkpoints", "demo") and s.pipeline == DEFAULT_PIPELINE
+    assert (s.max_batch_size, s.api_key, s.port) == (16, None, 8000)
+    assert s.resolved_device() in ("cpu", "cuda")
+    assert s.resolved_dtype("cpu") == "fp32" and s.resolved_dtype("cuda") == "fp16"
+    assert s.resolved_padding("cpu") == "fixed" and s.resolved_padding("cuda") == "none"
+    assert s.resolved_max_wait_ms("cpu") == 100 and s.resolved_max_wait_ms("cuda") == 10
+    assert Settings(max_wait_ms=0).resolved_max_wait_ms("cpu") == 0
+
+
+def test_environment_variables_are_read(monkeypatch):
+    monkeypatch.setenv("DOPPLERGEN_MAX_BATCH_SIZE", "4")
+    monkeypatch.setenv("DOPPLERGEN_API_KEY", "tok-9f2b")
+    monkeypatch.setenv("DOPPLERGEN_BATCH_PADDING", "none")
+    monkeypatch.setenv("DOPPLERGEN_LOG_LEVEL", "DEBUG")
+    s = Settings()
+    assert s.max_batch_size == 4 and s.api_key.get_secret_value() == "tok-9f2b"
+    assert s.batch_padding == "none" and s.log_level == "debug"
+    assert "tok-9f2b" not in repr(s)  # the key never shows in logs or tracebacks
+    monkeypatch.setenv("DOPPLERGEN_API_KEY", "")  # how docker-compose passes an unset variable
+    monkeypatch.setenv("DOPPLERGEN_MAX_WAIT_MS", "")
+    assert Settings().api_key is None and Settings().max_wait_ms is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"max_batch_size": 0}, {"max_wait_ms": -1}, {"max_queue": 0}, {"request_timeout_s": 0}, {"device": "tpu"},
+     {"dtype": "fp8"}, {"batch_padding": "some"}, {"port": 70000}, {"max_samples_per_request": 300, "max_queue": 200}],
+)
+def test_bad_knobs_fail_at_construction(bad):
+    with pytest.raises(ValidationError):
+        Settings(**bad)
+
+
+def test_fp16_on_the_cpu_is_refused():
+    with pytest.raises(ValueError, match="fp16"):
+        Settings(dtype="fp16").resolved_dtype("cpu")
+
+
+def test_flags_override_environment(monkeypatch):
+    monkeypatch.setenv("DOPPLERGEN_PORT", "9000")
+    monkeypatch.setenv("DOPPLERGEN_MAX_WAIT_MS", "20")
+    argv = ["serve", "--port", "9100", "--pipeline", "/x/p", "--max-batch-size", "8", "--batch-padding", "none",
+            "--no-warmup"]
+    s = settings_from_args(build_parser(argv).parse_args(argv))
+    assert (s.port, str(s.pipeline), s.max_batch_size, s.batch_padding, s.warmup) == (9100, "/x/p", 8, "none", False)
+    assert s.max_wait_ms == 20  # not given as a flag: the environment wins over the default
+
+
+def test_serve_refuses_a_missing_pipeline_or_bad_flag_with_a_message(tmp_path, capsys):
+    argv = ["serve", "--pipeline", str(tmp_path / "nope")]
+    assert run(build_parser(argv).parse_args(argv)) == 2
+    assert "no pipeline folder" in capsys.readouterr().err
+    argv = ["serve", "--max-batch-size", "0"]
+    assert run(build_parser(argv).parse_args(argv)) == 2
+    assert "max_batch_size" in capsys.readouterr().err
+
+
+def test_serve_exits_1_when_the_pipeline_fails_to_load(tmp_path):
+    from service.app import create_app
+    from service.cli import serve
+
+    (tmp_path / "dopplergen.json").write_text('{"format_version": 999}')  # passes the CLI's check, fails loading
+    app = create_app(Settings(pipeline=tmp_path, device="cpu", port=0, log_level="warning"))
+    assert serve(app, access_log=False) == 1
+    assert "format_version" in app.state.service.failure

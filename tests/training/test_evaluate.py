@@ -1,0 +1,183 @@
+"""Evaluator: the augmentation protocol's data rules, few-shot adaptation, physics read-outs, and a tiny end-to-end run."""
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from training.protocol import (
+    FewShotConfig,
+    adapt_new_users,
+    check_disjoint,
+    population_pipeline,
+    run_augmentation,
+    select_k_per_user,
+    summarize_trials,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a machine shared with other jobs, 2 spinning OpenMP threads run ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    """A tiny simulated dataset (3 users x 12, 32x32) and an untrained tiny pipeline that claims it as provenance."""
+    from models.pipeline import build_untrained_pipeline
+    from training.dataset import load_dataset
+    from training.simulate_cli import SimulateConfig, simulate_dataset
+
+    root = tmp_path_factory.mktemp("eval")
+    simulate_dataset(root / "data", SimulateConfig(users=3, per_user=12, size=32, seed=5, preview_per_user=0),
+                     progress=False)
+    ds = load_dataset(root / "data")
+    torch.manual_seed(0)
+    prov = dict(fingerprint=ds.fingerprint, meta=ds.meta, simulate=ds.meta["simulate"], users=ds.users)
+    build_untrained_pipeline("tiny", ds.users, version="test", dataset=prov).save(root / "pipe")
+    pop_prov = dict(fingerprint="population", simulate={"profiles": [{"seed": 900_001}, {"seed": 900_002}]})
+    build_untrained_pipeline("tiny", ["p0", "p1"], version="pop", dataset=pop_prov).save(root / "pop")
+    return SimpleNamespace(root=root, data=str(root / "data"), pipe=str(root / "pipe"), pop=str(root / "pop"), ds=ds)
+
+
+# ---- protocol: selections and the "generator sees only its k" rule ---------------------------------------------
+def test_select_k_per_user_is_exact_deterministic_and_seeded():
+    labels = np.repeat(np.arange(4), 10)
+    a = select_k_per_user(labels, 3, seed=0)
+    assert np.bincount(labels[a]).tolist() == [3, 3, 3, 3] and len(set(a)) == 12
+    assert np.array_equal(a, select_k_per_user(labels, 3, seed=0))
+    assert not np.array_equal(a, select_k_per_user(labels, 3, seed=1))
+    assert set(select_k_per_user(labels, 3, seed=0)) <= set(select_k_per_user(labels, 10, seed=0))
+    assert np.array_equal(select_k_per_user(labels, None, seed=0), np.arange(40))
+    with pytest.raises(ValueError, match="fewer than k"):
+        select_k_per_user(labels, 11, seed=0)
+
+
+def test_splits_are_disjoint(sim):
+    check_disjoint(sim.ds.filter("train").paths, sim.ds.filter("test").paths)
+    with pytest.raises(ValueError, match="in both"):
+        check_disjoint(["u/1.npy", "u/2.npy"], ["u/2.npy"])
+
+
+def test_generator_sees_only_the_classifiers_k():
+    n_users, per_user = 3, 8
+    labels = np.repeat(np.arange(n_users), per_user)
+    x = np.arange(len(labels), dtype=np.float32).reshape(-1, 1, 1, 1) * np.ones((1, 1, 2, 2), np.float32)  # row id
+    paths = [f"u{c}/{i}.npy" for i, c in enumerate(labels)]
+    seen, trained = [], []
+
+    def make_generator(k, seed, x_k, y_k):
+        seen.append((k, seed, x_k[:, 0, 0, 0].astype(int).tolist(), y_k.tolist()))
+        return None, "spy"
+
+    def synthesize(handle, m, seed):
+        return np.full((m * n_users, 1, 2, 2), -1.0, np.float32), np.repeat(np.arange(n_users), m)
+
+    def fit_score(xs, ys, seed, steps):
+        trained.append((len(xs), steps))
+        return 0.5
+
+    trials = run_augmentation(x, labels, paths, k_values=(2, None), seeds=(0, 1), m_per_user=4,
+                              make_generator=make_generator, synthesize=synthesize, fit_score=fit_score,
+                              budget_for=lambda n: 10 * n)
+    assert len(trials) == 4 and [t.k for t in trials] == ["2", "2", "all", "all"]
+    for (k, seed, rows, ys), t in zip(seen, trials, strict=True):
+        expect = select_k_per_user(labels, k, seed)
+        assert rows == expect.tolist() and ys == labels[expect].tolist()  # exactly the classifier's k, nothing else
+        assert t.generator_saw == [paths[i] for i in expect] and t.n_real == len(expect)
+    # real-only and augmented runs get the same optimiser budget
+    assert trained[0] == (6, 10 * (6 + 12)) and trained[1] == (18, 10 * (6 + 12))
+    s = summarize_trials(trials)
+    assert s["2"]["gain"]["mean"] == 0.0 and s["all"]["n_real"] == 24
+
+
+def test_fewshot_adaptation_learns_only_new_user_rows(tiny_pipeline_dir):
+    from models.pipeline import DopplerPipeline
+    from models.sampling import sample
+
+    pop = DopplerPipeline.load(tiny_pipeline_dir)
+    unet_before = {k: v.clone() for k, v in pop.unet.state_dict().items()}
+    vae_before = {k: v.clone() for k, v in pop.vae.state_dict().items()}
+    x = np.random.default_rng(0).uniform(-60, 0, size=(4, 1, 32, 32)).astype(np.float32)
+    cfg = dict(batch_size=4, time_shifts=2, seed=0)
+    p0, _ = adapt_new_users(pop, x, np.array([0, 0, 1, 1]), ["dave", "erin"], FewShotConfig(steps=0, **cfg))
+    p3, log = adapt_new_users(pop, x, np.array([0, 0, 1, 1]), ["dave", "erin"], FewShotConfig(steps=3, **cfg))
+    assert p3.users == ["dave", "erin"] and p3.meta["fewshot"]["n_recordings"] == 4
+    w0, w3 = p0.user_encoder.embedding.weight, p3.user_encoder.embedding.weight
+    assert not torch.equal(w0[:2], w3[:2])  # the new users' rows were learnt
+    assert torch.equal(w3[2], pop.user_encoder.embedding.weight[pop.user_encoder.null_index])  # null row kept
+    assert all(torch.equal(v, p3.unet.state_dict()[k]) for k, v in unet_before.items())  # UNet frozen
+    assert all(torch.equal(v, p3.vae.state_dict()[k]) for k, v in vae_before.items())  # VAE frozen
+    assert np.isfinite(log["loss_last"])
+    assert sample(p3, [0, 1], [1, 2], num_inference_steps=2).shape == (2, 1, 32, 32)
+
+
+def test_population_sharing_a_target_profile_is_refused(sim, tmp_path):
+    from models.pipeline import build_untrained_pipeline
+
+    target_seed = sim.ds.meta["simulate"]["profiles"][0]["seed"]
+    bad = tmp_path / "bad"
+    build_untrained_pipeline("tiny", ["p0"], dataset=dict(fingerprint="x", simulate={"profiles": [{"seed": target_seed}]})
+                             ).save(bad)
+    ctx = SimpleNamespace(out=tmp_path, device="cpu", data=SimpleNamespace(meta=sim.ds.meta, fingerprint="y"),
+                          log=print)
+    with pytest.raises(SystemExit, match="disjoint population"):
+        population_pipeline(ctx, str(bad), population_seed=1)
+    pop, info = population_pipeline(ctx, sim.pop, population_seed=1)
+    assert info["shared_profiles"] == [] and info["population_user_seeds"] == [900_001, 900_002]
+
+
+# ---- physics read-outs through the dataset's meta axes (the evaluator's path) --------------------------------
+def test_kinematic_readouts_match_the_simulated_speed_and_cadence(tmp_path):
+    from training.dataset import load_dataset
+    from training.evaluate_sections import kinematic_readouts
+    from training.simulate_cli import SimulateConfig, simulate_dataset
+
+    simulate_dataset(tmp_path / "d", SimulateConfig(users=1, per_user=6, size=64, seed=3, preview_per_user=0),
+                     progress=False)
+    ds = load_dataset(tmp_path / "d")
+    r = kinematic_readouts(ds.x, ds.labels, ds.users, ds.meta)[ds.users[0]]
+    radial = ds.extra["speed_mps"] * np.cos(np.radians(ds.extra["aspect_deg"]))
+    assert np.median(np.asarray(r["torso_mps"]) / radial) == pytest.approx(1.0, abs=0.1)
+    assert np.nanmedian(r["cadence_spm"]) == pytest.approx(np.median(120.0 / ds.extra["cycle_s"]), rel=0.1)
+    assert 3.0 < np.median(np.asarray(r["envelope_mps"]) / radial) < 6.0
+
+
+# ---- end to end ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_evaluate_quick_end_to_end_with_fewshot_and_summary(sim, tmp_path):
+    from training.cli import main
+
+    pipe = tmp_path / "pipe"
+    shutil.copytree(sim.pipe, pipe)
+    out = tmp_path / "report"
+    rc = main(["evaluate", "--pipeline", str(pipe), "--data", sim.data, "--out", str(out), "--quick", "--fewshot",
+               "--population-pipeline", sim.pop, "--threads", "1", "--steps", "3", "--write-summary"])
+    assert rc == 0
+    res = json.loads((out / "report.json").read_text())
+    for key in ("reconstruction", "gan", "fidelity", "physics", "sweep", "augmentation", "targets", "runtime_s"):
+        assert key in res, key
+    assert 0 <= res["gan"]["affinity"] <= 1 and res["fidelity"]["fd_generated_test"] >= 0
+    assert {r["scheduler"] for r in res["sweep"]["rows"]} == {"ddpm", "ddim", "dpmsolver++"}
+    trials = {t["k"]: t for t in res["augmentation"]["trials"]}
+    n_train = res["data"]["n_train"]
+    assert len(trials["3"]["generator_saw"]) == 3 * 3 and len(trials["all"]["generator_saw"]) == n_train
+    assert trials["3"]["generator"].startswith("population")
+    assert [t["name"] for t in res["targets"]][:4] == ["affinity / real-test accuracy", "TSTR / TRTR",
+                                                        "augmentation gain at k=5", "two-sample test accuracy"]
+    md = (out / "report.md").read_text()
+    assert "## Headline metrics against targets" in md and "**Protocol.**" in md
+    for fig in ("real_vs_generated", "metrics", "sampler_sweep", "augmentation"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
+    summary = json.loads((pipe / "dopplergen.json").read_text())["evaluation"]
+    assert summary["quick"] is True and summary["data_fingerprint"] == res["data"]["fingerprint"]
+    assert json.loads((Path(sim.pipe) / "dopplergen.json").read_text()).get("evaluation") is None  # only when asked

@@ -1,0 +1,145 @@
+"""`dopplergen evaluate`: a JSON + Markdown + PNG quality report for a pipeline against a real (or simulated) dataset.
+
+Sections (docs/evaluation.md explains each and why): VAE reconstruction, affinity (GAN-test), diversity
+(GAN-train / TSTR), Fréchet distance and classifier two-sample test in the reference classifier's
+features, physics consistency, sampler sweep and augmentation gain (k real per user vs k real + m
+synthetic, with few-shot generators that never see more than the classifier's k: training/protocol.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from training import evaluate_sections as sec
+from training.protocol import augmentation_section
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How much work each section does; --quick swaps in QUICK."""
+
+    quick: bool = False
+    gen_per_user: int = 0  # generated per user for affinity/TSTR/FD/C2ST/physics; 0 = as many as real train per user
+    classifier_epochs: int = 0  # reference classifier epochs; 0 = training.classifier's default
+    classifier_min_steps: int = 0  # floor on its optimiser steps; 0 = training.classifier's default (300)
+    seeds: tuple[int, ...] = (0, 1, 2)  # augmentation-gain repeats (k selection, classifier init, synthetic draw)
+    k_values: tuple[int | None, ...] = (5, 10, 20, None)  # real recordings per user; None = all
+    synth_per_user: int = 30  # m: synthetic recordings per user added in the augmentation runs
+    fewshot_steps: int = 150  # optimiser steps of the few-shot user-row adaptation
+    sweep_per_user: int = 10  # generated per user for each sampler-sweep setting (same seeds for all)
+    ddpm_per_user: int = 2  # DDPM-1000 is ~35x slower than DPM-Solver++ 20: fewer samples, same seeds' prefix
+    sweep_samplers: tuple[tuple[str, int], ...] = (("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 20),
+                                                   ("dpmsolver++", 10), ("dpmsolver++", 5))
+    sweep_guidance: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+    batch_size: int = 16  # sampler batch (fixed shape, pad_to): samples do not depend on their batch
+    figure_per_user: int = 4  # real and generated examples per user in the figure
+
+
+QUICK = EvalSettings(quick=True, gen_per_user=6, classifier_epochs=2, classifier_min_steps=5, seeds=(0,), k_values=(3, None),
+                     synth_per_user=4, fewshot_steps=5, sweep_per_user=2, ddpm_per_user=1,
+                     sweep_samplers=(("ddpm", 50), ("ddim", 5), ("dpmsolver++", 5)), sweep_guidance=(1.0, 2.0),
+                     batch_size=8, figure_per_user=2)
+
+TARGETS = dict(affinity_ratio=0.90, tstr_ratio=0.80, gain_k5=0.05, c2st=0.75, physics=0.10)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pipeline", required=True, help="pipeline folder to evaluate (e.g. checkpoints/demo)")
+    p.add_argument("--data", required=True, help="dataset folder with train and test splits (e.g. data/sim10)")
+    p.add_argument("--out", required=True, help="report folder: report.json, report.md, figures")
+    p.add_argument("--quick", action="store_true", help="tiny sample counts and epochs: a smoke test, not a measurement")
+    p.add_argument("--fewshot", action="store_true",
+                   help="measure augmentation gain at small k with generators adapted from a disjoint population")
+    p.add_argument("--population-pipeline", default=None,
+                   help="pipeline trained on a disjoint simulated population (default: train one under --out)")
+    p.add_argument("--population-seed", type=int, default=1,
+                   help="simulate seed of the population that --fewshot trains (must differ from the data's)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+    p.add_argument("--scheduler", default=None, choices=("ddpm", "ddim", "dpmsolver++"),
+                   help="sampler (default: the pipeline's)")
+    p.add_argument("--gen-per-user", type=int, default=None, help="override generated samples per user")
+    p.add_argument("--seeds", type=int, default=None, help="number of augmentation repeats (default 3)")
+    p.add_argument("--synth-per-user", type=int, default=None, help="m: synthetic per user in augmentation runs")
+    p.add_argument("--fewshot-steps", type=int, default=None, help="optimiser steps of the few-shot adaptation")
+    p.add_argument("--ddpm-per-user", type=int, default=None,
+                   help="samples per user for DDPM-1000 in the sweep (and the N of its equal-N FD column)")
+    p.add_argument("--no-sweep", action="store_true", help="skip the sampler sweep")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed (generated-sample seeds derive from it)")
+    p.add_argument("--device", default="cpu", help="torch device for sampling (the reference CNN trains on the CPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's); 1 is far faster on a machine busy with other jobs")
+    p.add_argument("--markdown", default=None,
+                   help="where to write the Markdown report (default: <out>/report.md); figure links are relative")
+    p.add_argument("--write-summary", action="store_true",
+                   help="also write the headline numbers into the pipeline's dopplergen.json 'evaluation' field")
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.pipeline import DopplerPipeline
+    from training.generate import pipeline_fingerprint, sampling_defaults
+
+    t_start = time.perf_counter()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    st = QUICK if args.quick else EvalSettings()
+    if args.gen_per_user is not None:
+        st = replace(st, gen_per_user=args.gen_per_user)
+    if args.seeds is not None:
+        st = replace(st, seeds=tuple(range(args.seeds)))
+    for opt in ("synth_per_user", "fewshot_steps", "ddpm_per_user"):
+        if getattr(args, opt) is not None:
+            st = replace(st, **{opt: getattr(args, opt)})
+    out = Path(args.out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    log = sec.Log(out / "evaluate.log")
+
+    # ---- load: pipeline, the two splits, and the protocol's first checks ----------------------------------------
+    pipe = DopplerPipeline.load(args.pipeline, device=args.device)
+    steps, guidance, scheduler = sampling_defaults(pipe.meta, args.steps, args.guidance, args.scheduler)
+    data = sec.load_data(args.data, pipe, log)
+    ctx = sec.Context(pipe=pipe, data=data, st=st, steps=steps, guidance=guidance, scheduler=scheduler,
+                      seed=args.seed, device=args.device, out=out, log=log, threads=args.threads)
+    p_ds = pipe.meta.get("dataset") or {}
+    res: dict[str, Any] = {
+        "pipeline": dict(path=str(args.pipeline), name=pipe.name, version=pipe.version,
+                         fingerprint=pipeline_fingerprint(args.pipeline), dataset_fingerprint=p_ds.get("fingerprint")),
+        "data": dict(path=str(args.data), fingerprint=data.fingerprint, n_train=len(data.train_y), n_test=len(data.test_y),
+                     users=data.users, matches_pipeline=p_ds.get("fingerprint") in (None, data.fingerprint)),
+        "settings": dict(asdict(st), steps=steps, guidance=guidance, scheduler=scheduler, seed=args.seed,
+                         device=args.device, gen_per_user=ctx.gen_per_user, fewshot=bool(args.fewshot)),
+    }
+    if not res["data"]["matches_pipeline"]:
+        log(f"warning: {args.data} is not the dataset the pipeline was trained on (fingerprints differ)")
+
+    # ---- sections -------------------------------------------------------------------------------------------------
+    res["reconstruction"] = sec.reconstruction(ctx)
+    ref = sec.reference_classifier(ctx)
+    pool = sec.generated_pool(ctx)
+    res["gan"] = sec.gan_metrics(ctx, ref, pool)
+    res["fidelity"] = sec.fidelity(ctx, ref, pool)
+    res["physics"] = sec.physics(ctx, pool)
+    res["sweep"] = sec.sweep(ctx, ref, pool) if not args.no_sweep else dict(note="skipped (--no-sweep)", rows=[])
+    res["augmentation"] = augmentation_section(ctx, pool, fewshot=args.fewshot, population=args.population_pipeline,
+                                               population_seed=args.population_seed)
+
+    # ---- targets, figures, report files, optional summary in the pipeline --------------------------------------------
+    res["targets"] = sec.targets(res, TARGETS)
+    sec.figures(ctx, pool, res)
+    res["runtime_s"] = time.perf_counter() - t_start
+    res["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    md = sec.write_report(out, res, Path(args.markdown) if args.markdown else None)
+    if args.write_summary:
+        sec.write_summary(Path(args.pipeline), out, res)
+    met = sum(1 for t in res["targets"] if t["pass"])
+    judged = sum(1 for t in res["targets"] if t["pass"] is not None)
+    log(f"evaluate: {met}/{judged} targets met | affinity {res['gan']['affinity_ratio']:.2f}x real | "
+        f"TSTR {res['gan']['tstr_ratio']:.2f}x TRTR | C2ST {res['fidelity']['c2st']['accuracy']:.2f} | "
+        f"{res['runtime_s']:.0f} s -> {md}")
+    return 0

@@ -1,0 +1,182 @@
+"""Metric functions for synthetic spectrograms when Inception features do not apply (see PHYSICS.md).
+
+- Fréchet distance between Gaussian fits of feature sets (Heusel et al. 2017), in the features of a
+  classifier trained on the domain instead of Inception.
+- Classifier two-sample test (C2ST; Lopez-Paz & Oquab, ICLR 2017): held-out accuracy of a fresh
+  real-vs-generated classifier; 0.5 = indistinguishable.
+- VAE reconstruction PSNR/SSIM (torchmetrics) in normalised model space.
+- Kinematic consistency: relative errors of physical read-outs (Erol, Gurbuz & Amin, TAES 2020).
+All functions are pure: arrays in, numbers out.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import linalg
+
+# fit(x, y, seed) -> predict(x) -> labels; the two-sample test is generic over the classifier.
+FitFn = Callable[[np.ndarray, np.ndarray, int], Callable[[np.ndarray], np.ndarray]]
+
+
+# ---- Fréchet distance ----------------------------------------------------------------------------------
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between Gaussian fits (Heusel et al. 2017)."""
+    a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"need two (N, D) feature arrays of equal D, got {a.shape} and {b.shape}")
+    if min(len(a), len(b)) < 2:
+        raise ValueError("need at least 2 samples per set")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    with warnings.catch_warnings():
+        # Fewer samples than feature dimensions give singular covariances: regularise then, as pytorch-fid does.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s_a @ s_b)
+        if not np.isfinite(covmean).all() or np.abs(covmean @ covmean - s_a @ s_b).max() > 1e-3 * max(
+                1.0, np.abs(s_a @ s_b).max()):
+            eps = np.eye(len(s_a)) * 1e-6 * max(1.0, float(np.trace(s_a) + np.trace(s_b)) / len(s_a))
+            covmean = linalg.sqrtm((s_a + eps) @ (s_b + eps))
+    covmean = np.real(covmean)
+    d = float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2.0 * np.trace(covmean))
+    return max(d, 0.0)  # tiny negative values are round-off
+
+
+# ---- classifier two-sample test -----------------------------------------------------------------------
+def two_sample_test(x_a: np.ndarray, x_b: np.ndarray, fit: FitFn, *, seed: int = 0,
+                    test_fraction: float = 0.5) -> dict[str, float]:
+    """Train a fresh A-vs-B classifier on a balanced part, score held-out accuracy (Lopez-Paz & Oquab 2017).
+
+    Both sets are cut to the same size first, so chance is exactly 0.5. `stderr` is the binomial
+    standard error of the held-out accuracy at 0.5: accuracies within ~2 stderr of 0.5 mean "cannot tell".
+    """
+    rng = np.random.default_rng(seed)
+    n = min(len(x_a), len(x_b))
+    n_test = int(round(n * test_fraction))
+    if n_test < 1 or n - n_test < 1:
+        raise ValueError(f"too few samples ({n} per set) for a two-sample test")
+    ia, ib = rng.permutation(len(x_a))[:n], rng.permutation(len(x_b))[:n]
+    a, b = np.asarray(x_a)[ia], np.asarray(x_b)[ib]
+    x_train = np.concatenate([a[n_test:], b[n_test:]])
+    y_train = np.concatenate([np.zeros(n - n_test, np.int64), np.ones(n - n_test, np.int64)])
+    x_test = np.concatenate([a[:n_test], b[:n_test]])
+    y_test = np.concatenate([np.zeros(n_test, np.int64), np.ones(n_test, np.int64)])
+    predict = fit(x_train, y_train, seed)
+    acc = float((np.asarray(predict(x_test)) == y_test).mean())
+    return dict(accuracy=acc, n_train=int(len(y_train)), n_test=int(len(y_test)),
+                stderr=float(np.sqrt(0.25 / len(y_test))))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, seed: int = 0, steps: int = 300,
+                 weight_decay: float = 1e-3) -> Callable[[np.ndarray], np.ndarray]:
+    """A standardised multinomial logistic regression (L-BFGS): a cheap classifier on feature vectors."""
+    g = torch.Generator().manual_seed(seed)
+    x_t = torch.as_tensor(np.asarray(x, np.float32).reshape(len(x), -1))
+    mean, std = x_t.mean(0), x_t.std(0).clamp_min(1e-6)
+    y_t = torch.as_tensor(np.asarray(y, np.int64))
+    num_classes = int(y_t.max()) + 1
+    lin = torch.nn.Linear(x_t.shape[1], num_classes)
+    with torch.no_grad():
+        lin.weight.normal_(0, 0.01, generator=g)
+        lin.bias.zero_()
+    opt = torch.optim.LBFGS(lin.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+    z = (x_t - mean) / std
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(lin(z), y_t) + weight_decay * lin.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+    def predict(xq: np.ndarray) -> np.ndarray:
+        zq = (torch.as_tensor(np.asarray(xq, np.float32).reshape(len(xq), -1)) - mean) / std
+        with torch.no_grad():
+            return lin(zq).argmax(1).numpy()
+
+    return predict
+
+
+# ---- VAE reconstruction ---------------------------------------------------------------------------------
+@torch.no_grad()
+def reconstruct(vae: Any, x_model: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Encode to the posterior mode and decode: (N, C, H, W) in model space [-1, 1], clamped."""
+    device = next(vae.parameters()).device
+    outs = []
+    for i in range(0, len(x_model), batch_size):
+        xb = x_model[i:i + batch_size].to(device=device, dtype=torch.float32)
+        outs.append(vae.decode(vae.encode(xb).latent_dist.mode()).sample.float().clamp(-1, 1).cpu())
+    return torch.cat(outs)
+
+
+def reconstruction_metrics(x_model: torch.Tensor, rec_model: torch.Tensor, dyn_range_db: float) -> dict[str, float]:
+    """PSNR and SSIM per image (mean over images) with data range 2 in model space [-1, 1].
+
+    The dB <-> model map is linear, so this PSNR equals the PSNR in dB with data range = dyn_range_db.
+    """
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    x, r = x_model.float(), rec_model.float()
+    psnr = peak_signal_noise_ratio(r, x, data_range=2.0, dim=(1, 2, 3), reduction="elementwise_mean")
+    ssim = structural_similarity_index_measure(r, x, data_range=2.0)
+    mae_db = float((r - x).abs().mean() * dyn_range_db / 2.0)
+    return dict(psnr_db=float(psnr), ssim=float(ssim), mae_db=mae_db, n=int(len(x)))
+
+
+# ---- kinematic (physics) consistency ---------------------------------------------------------------------
+def relative_error(real: Sequence[float], generated: Sequence[float]) -> float:
+    """|median(gen) - median(real)| / |median(real)| over the finite values; NaN when either set is empty."""
+    r = np.asarray(real, np.float64)
+    g = np.asarray(generated, np.float64)
+    r, g = r[np.isfinite(r)], g[np.isfinite(g)]
+    if len(r) == 0 or len(g) == 0:
+        return float("nan")
+    ref = np.median(r)
+    return float(abs(np.median(g) - ref) / max(abs(ref), 1e-12))
+
+
+def physics_consistency(real: dict[str, dict[str, list[float]]],
+                        generated: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """Per user and quantity: real and generated medians and their relative error; plus mean and worst over users.
+
+    `real[user][quantity]` is the list of per-spectrogram read-outs (e.g. torso speed) for that user. A user
+    whose generated spectrograms give no valid read-out at all counts as a 100% error (it is a failure, not
+    a missing value); users with no valid real read-out are left out.
+    """
+    per_user: dict[str, dict[str, dict[str, float]]] = {}
+    quantities = sorted({q for d in real.values() for q in d})
+    for user in sorted(real):
+        per_user[user] = {}
+        for q in quantities:
+            r, g = real[user].get(q, []), generated.get(user, {}).get(q, [])
+            err = relative_error(r, g)
+            if not np.isfinite(err) and np.isfinite(_nanmedian(r)):
+                err = 1.0
+            per_user[user][q] = dict(
+                real_median=_nanmedian(r), generated_median=_nanmedian(g), rel_error=err,
+                generated_valid=float(np.isfinite(np.asarray(g, float)).mean()) if len(g) else 0.0,
+            )
+
+    def over_users(q: str, fn) -> float:
+        v = [per_user[u][q]["rel_error"] for u in per_user if np.isfinite(per_user[u][q]["rel_error"])]
+        return float(fn(v)) if v else float("nan")
+
+    return dict(per_user=per_user, mean_rel_error={q: over_users(q, np.mean) for q in quantities},
+                max_rel_error={q: over_users(q, np.max) for q in quantities})
+
+
+def _nanmedian(v: Sequence[float]) -> float:
+    a = np.asarray(v, np.float64)
+    a = a[np.isfinite(a)]
+    return float(np.median(a)) if len(a) else float("nan")
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample std (ddof=1; 0 for a single value) of repeated measurements."""
+    v = np.asarray(values, np.float64)
+    return dict(mean=float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else 0.0, n=int(len(v)))

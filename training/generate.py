@@ -1,0 +1,234 @@
+"""`dopplergen generate`: bulk-export generated spectrograms to a dataset folder (resumable, multi-process).
+
+The output is a dataset folder in the interchange format (meta.json, manifest.csv, <user>/<id>.npy in dB),
+so it can be fed back to training, to the evaluator, or to any downstream classifier.
+
+Determinism: sample i of user u always gets seed `derive_seed(--seed, u, i)` and is computed at a fixed
+batch shape (`pad_to=--batch-size`), so a file's bytes depend only on (pipeline, user, i, settings): not
+on which batch, which process or which (resumed) run produced it. `accelerate launch --num_processes N
+-m training generate ...` splits the batches across processes and writes the same bytes as one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MANIFEST_FIELDS = ("path", "user", "split", "seed", "steps", "guidance", "scheduler")
+# Settings that change a file's bytes: a resumed run must match them exactly.
+_BYTE_SETTINGS = ("pipeline_fingerprint", "steps", "guidance", "scheduler", "seed", "batch_size", "seed_rule")
+SEED_RULE = "sha256('{seed}:{user}:{i}')[:8] & (2**53-1)"
+
+
+def derive_seed(base_seed: int, user: str, i: int) -> int:
+    """Per-sample seed from (run seed, user, index): stable across runs, processes and Python versions."""
+    digest = hashlib.sha256(f"{int(base_seed)}:{user}:{int(i)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**53 - 1)  # fits a JSON number exactly
+
+
+@dataclass(frozen=True)
+class Item:
+    user: str
+    index: int
+    seed: int
+    relpath: str  # "<user>/<user>_gen<index>.npy", relative to the output folder
+
+
+def plan_items(users: list[str], per_user: int, base_seed: int) -> list[Item]:
+    """Every sample of the export, in a fixed order (user-major), with its seed and file name."""
+    return [
+        Item(u, i, derive_seed(base_seed, u, i), f"{u}/{u}_gen{i:05d}.npy")
+        for u in users
+        for i in range(per_user)
+    ]
+
+
+def pipeline_fingerprint(path: str | Path) -> str:
+    """Hash of the pipeline's weights and metadata files: the identity of the generator behind the files."""
+    h = hashlib.sha256()
+    path = Path(path)
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")):
+        if f.name == "dopplergen.json":
+            continue  # its "evaluation" field may change without changing the generator
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def dataset_meta(pipe: Any) -> dict[str, Any]:
+    """Radar/STFT metadata of the data the pipeline was trained on (its provenance), else the pipeline's own.
+
+    The axes and units carry over; what described the *real* recordings (their users, simulate options,
+    source) moves under "provenance", so nobody mistakes the export for the training data.
+    """
+    ds = pipe.meta.get("dataset")
+    meta: dict[str, Any] = {}
+    provenance: dict[str, Any] = {}
+    if isinstance(ds, dict):
+        inner = ds.get("meta")
+        meta = dict(inner) if isinstance(inner, dict) else {}
+        provenance = {k: ds.get(k) for k in ("fingerprint", "path") if ds.get(k) is not None}
+    for key in ("users", "simulate", "source"):
+        if key in meta:
+            provenance[key] = meta.pop(key)
+    h, w = pipe.image_size
+    meta.setdefault("dyn_range_db", pipe.normalization.dyn_range_db)
+    meta.update(image_size=[h, w], channels=pipe.channels, source="generated", provenance=provenance)
+    return meta
+
+
+def sampling_defaults(meta: dict[str, Any], steps: int | None, guidance: float | None,
+                      scheduler: str | None) -> tuple[int, float, str]:
+    """Explicit settings win; else the serving defaults recorded in dopplergen.json; else 20 / 2.0 / DPM-Solver++."""
+    return (int(steps if steps is not None else meta.get("num_inference_steps", 20)),
+            float(guidance if guidance is not None else meta.get("guidance_scale", 2.0)),
+            str(scheduler if scheduler is not None else meta.get("scheduler", "dpmsolver++")))
+
+
+def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
+    """Write to a temporary name then rename, so an interrupted run never leaves a half file to be 'resumed'."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def write_manifest(out: Path, items: list[Item], split: str, settings: dict[str, Any]) -> None:
+    rows = [
+        dict(path=it.relpath, user=it.user, split=split, seed=it.seed, steps=settings["steps"],
+             guidance=settings["guidance"], scheduler=settings["scheduler"])
+        for it in items
+    ]
+    tmp = out / ".manifest.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out / "manifest.csv")
+
+
+def check_or_write_meta(out: Path, meta: dict[str, Any]) -> None:
+    """Record the settings before any file appears; refuse to resume into a folder made with other settings."""
+    meta_file = out / "meta.json"
+    if meta_file.is_file():
+        old = json.loads(meta_file.read_text()).get("generation", {})
+        new = meta["generation"]
+        diff = {k: (old.get(k), new[k]) for k in _BYTE_SETTINGS if old.get(k) != new[k]}
+        if diff:
+            raise SystemExit(
+                f"{out} was generated with other settings {diff}; resume needs the same ones (or a fresh --out)"
+            )
+        # Keep the union of users/per-user so an export can be extended (more users or more samples).
+        meta["generation"]["per_user"] = max(int(old.get("per_user", 0)), new["per_user"])
+        known = set(old.get("users", [])) | set(new["users"])
+        meta["generation"]["users"] = [u for u in new["pipeline_users"] if u in known]
+    out.mkdir(parents=True, exist_ok=True)
+    meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pipeline", required=True, help="pipeline folder (e.g. checkpoints/demo)")
+    p.add_argument("--per-user", type=int, required=True, help="samples to generate for each user")
+    p.add_argument("--users", default=None, help="comma-separated user IDs (default: all users of the pipeline)")
+    p.add_argument("--out", required=True, help="output dataset folder (re-running resumes it)")
+    p.add_argument("--steps", type=int, default=None, help="inference steps (default: the pipeline's, else 20)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale, 1 = none (default: the pipeline's, else 2.0)")
+    p.add_argument("--scheduler", default=None, choices=("ddpm", "ddim", "dpmsolver++"),
+                   help="sampler (default: the pipeline's, else dpmsolver++)")
+    p.add_argument("--batch-size", type=int, default=16, help="samples per network call (fixed shape; part of the bytes)")
+    p.add_argument("--seed", type=int, default=0, help="run seed; sample i of user u gets derive_seed(seed, u, i)")
+    p.add_argument("--split", default="train", choices=("train", "synthetic"),
+                   help="split written in manifest.csv: 'train' (default) loads anywhere a dataset does, e.g. as "
+                        "training data; 'synthetic' marks rows to be merged with real data")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per process (default: torch's). CPU kernels may round differently with another "
+                        "thread count, so compare bytes across runs at equal threads (torchrun/accelerate use 1)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device; 'auto' = the one accelerate assigns to this process (cuda:<rank> on GPUs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from accelerate import PartialState
+    from tqdm import tqdm
+
+    from models.pipeline import DopplerPipeline
+    from models.sampling import sample
+
+    if args.per_user < 1 or args.batch_size < 1 or (args.steps is not None and args.steps < 1):
+        raise SystemExit("--per-user, --batch-size and --steps must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # PartialState only forms a CPU process group (gloo) when told it runs on the CPU.
+    state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
+    device = state.device if args.device == "auto" else args.device
+    pipe = DopplerPipeline.load(args.pipeline, device=device)
+    asked = pipe.users if not args.users else [u.strip() for u in args.users.split(",") if u.strip()]
+    args.steps, args.guidance, args.scheduler = sampling_defaults(pipe.meta, args.steps, args.guidance, args.scheduler)
+    unknown = [u for u in asked if u not in pipe.users]
+    if unknown:
+        raise SystemExit(f"unknown users {unknown}; the pipeline knows {pipe.users}")
+    users = [u for u in pipe.users if u in asked]  # the pipeline's user order, whatever order was asked
+
+    out = Path(args.out)
+    settings = dict(
+        pipeline=str(args.pipeline), pipeline_name=pipe.name, pipeline_version=pipe.version,
+        pipeline_fingerprint=pipeline_fingerprint(args.pipeline), steps=args.steps, guidance=args.guidance,
+        scheduler=args.scheduler, seed=args.seed, batch_size=args.batch_size, per_user=args.per_user,
+        users=users, pipeline_users=pipe.users, seed_rule=SEED_RULE, torch_threads=torch.get_num_threads(),
+    )
+    meta = {**dataset_meta(pipe), "generation": settings}
+    if state.is_main_process:
+        check_or_write_meta(out, meta)
+    state.wait_for_everyone()
+    meta = json.loads((out / "meta.json").read_text())
+
+    # ---- plan: all items, minus files already written; batches dealt round-robin to processes ----------------
+    all_items = plan_items(users, args.per_user, args.seed)
+    todo = [it for it in all_items if not (out / it.relpath).is_file()]
+    batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
+    mine = batches[state.process_index :: state.num_processes]
+
+    t0 = time.perf_counter()
+    desc = "generate" if state.num_processes == 1 else f"generate (process 0 of {state.num_processes})"
+    bar = tqdm(total=sum(map(len, mine)), desc=desc, unit="sample", disable=not state.is_main_process)
+    for batch in mine:
+        x = sample(
+            pipe, [pipe.user_encoder.index_of(it.user) for it in batch], [it.seed for it in batch],
+            num_inference_steps=args.steps, guidance_scale=args.guidance, scheduler=args.scheduler,
+            pad_to=args.batch_size,
+        )  # (B, C, H, W) dB
+        for it, img in zip(batch, x, strict=True):
+            arr = img[0] if img.shape[0] == 1 else img  # (doppler, time); RGB keeps (C, H, W)
+            atomic_save_npy(out / it.relpath, arr.numpy().astype(np.float32))
+        bar.update(len(batch))
+    bar.close()
+    state.wait_for_everyone()
+
+    # ---- manifest: every item of every run into this folder, written once by the main process ----------------
+    if state.is_main_process:
+        g = meta["generation"]
+        every = plan_items(g["users"], int(g["per_user"]), args.seed)
+        present = [it for it in every if (out / it.relpath).is_file()]
+        write_manifest(out, present, args.split, settings)
+        dt = time.perf_counter() - t0
+        rate = len(todo) / dt if dt > 0 else 0.0
+        print(
+            f"generated {len(todo)} new samples ({len(all_items) - len(todo)} already there) for {len(users)} users "
+            f"in {dt:.1f} s ({rate:.2f} samples/s, {state.num_processes} process(es)) -> {out} "
+            f"[{len(present)} files in manifest]"
+        )
+    return 0
