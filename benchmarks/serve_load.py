@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -64,7 +66,9 @@ def resolve_pipeline(args: argparse.Namespace) -> Path:
         return demo
     from models.pipeline import build_untrained_pipeline
 
-    out = Path(tempfile.mkdtemp(prefix="dopplergen-bench-")) / "demo-untrained"
+    tmp = Path(tempfile.mkdtemp(prefix="dopplergen-bench-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    out = tmp / "demo-untrained"
     build_untrained_pipeline("demo", [f"user{i:02d}" for i in range(8)], version="untrained").save(out)
     print(f"# {demo} not found: built an untrained `demo`-preset pipeline in {out} (speed does not depend on weights)")
     return out
