@@ -1,0 +1,66 @@
+"""The README's main command (`make serve`) reaches ready on the shipped demo checkpoint and answers /generate."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.e2e.conftest import REPO, free_port, log_tail, wait_for
+
+DEMO = REPO / "checkpoints" / "demo"
+
+
+@pytest.mark.slow
+def test_make_serve_answers_generate_with_the_demo_checkpoint(tmp_path):
+    assert (DEMO / "dopplergen.json").is_file(), "the demo checkpoint must be committed under checkpoints/demo"
+    port = free_port()
+    log = tmp_path / "make-serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOPPLERGEN_")}
+    env["DOPPLERGEN_MAX_BATCH_SIZE"] = "2"  # a lone request pays for a padded batch; keep it short on CI
+    with open(log, "wb") as fh:
+        # Exactly the README's command, on a free port; its own process group so teardown reaches uvicorn.
+        proc = subprocess.Popen(
+            ["make", "serve", f"PORT={port}"], cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, f"make serve exited early:\n{log_tail(log)}"
+        try:
+            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(ready, 600, "make serve to become ready", interval_s=1.0, detail=lambda: log_tail(log))
+        info = httpx.get(f"{url}/info", timeout=10).json()
+        users = httpx.get(f"{url}/users", timeout=10).json()
+        assert info["model"]["route"] == "kl" and info["image_size"] == [64, 64]
+        assert users["count"] == 10  # the default simulated benchmark: 10 people
+        user = users["users"][0]
+        r = httpx.post(
+            f"{url}/generate",
+            json={"user_id": user, "num_samples": 1, "seed": 1, "num_inference_steps": 10},
+            headers={"Accept": "image/png"},
+            timeout=300,
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "image/png"
+        img = Image.open(io.BytesIO(r.content))
+        assert img.size == (64, 64)
+        assert len(set(img.getdata())) > 16  # a spectrogram, not a blank image
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
