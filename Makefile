@@ -31,10 +31,12 @@ serve: install
 	$(BIN)/dopplergen serve --pipeline $(PIPELINE) --host $(HOST) --port $(PORT)
 
 # The whole suite, slow end-to-end tests included. pytest exits 5 when it collects nothing, which fails here.
+test: export OMP_NUM_THREADS ?= 1
 test: install
 	bash scripts/install_prometheus.sh || echo "warning: could not install prometheus; its test will say why"
 	$(BIN)/python -m pytest -q --timeout=600 tests
 
+test-fast: export OMP_NUM_THREADS ?= 1
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 
@@ -23,6 +23,8 @@ class Preset:
     unet_layers_per_block: int = 1
     unet_down_block_types: tuple[str, ...] = ("CrossAttnDownBlock2D", "DownBlock2D")
     unet_up_block_types: tuple[str, ...] = ("UpBlock2D", "CrossAttnUpBlock2D")
+    # Passed to diffusers as `attention_head_dim`, which UNet2DConditionModel uses as the NUMBER of heads
+    # (a historical naming issue, diffusers#2011); Stable Diffusion 1.x uses 8.
     unet_attention_head_dim: int = 8
     unet_norm_num_groups: int = 8
     cross_attention_dim: int = 32  # width of the user tokens; 768 in the user's notes (base preset)
@@ -100,7 +102,7 @@ PRESETS: dict[str, Preset] = {
         unet_layers_per_block=1,
         unet_down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         unet_up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        unet_attention_head_dim=32,
+        unet_attention_head_dim=32,  # 32 heads: what the shipped checkpoint was trained with (narrow, but it works)
         unet_norm_num_groups=32,
         cross_attention_dim=128,
         user_tokens=4,
@@ -116,7 +118,7 @@ PRESETS: dict[str, Preset] = {
         unet_layers_per_block=2,
         unet_down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         unet_up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        unet_attention_head_dim=64,
+        unet_attention_head_dim=8,  # 8 heads (head width 24/48/96), as in SD 1.x; 64 "heads" ran out of memory
         unet_norm_num_groups=32,
         cross_attention_dim=768,
         user_tokens=8,

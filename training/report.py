@@ -156,6 +156,9 @@ def _gan(res: dict[str, Any]) -> list[str]:
 def _fidelity(res: dict[str, Any]) -> list[str]:
     f = res["fidelity"]
     c = f["c2st"]
+    vae_row = ([f"The same test on the VAE's own reconstructions of real train recordings (no diffusion at all) gives "
+                f"**{_f(f['c2st_vae']['accuracy'])}**: the floor for any generator that decodes through this VAE.", ""]
+               if f.get("c2st_vae") else [])
     return ["## Fidelity distances", "",
             f"Fréchet distance in the reference classifier's {f['feature_dim']}-d feature space, {f['n']} vs {f['n']} "
             "recordings (sample counts matched, since the estimate is biased by N).", "",
@@ -165,7 +168,7 @@ def _fidelity(res: dict[str, Any]) -> list[str]:
             f"| ratio | {_f(f['fd_ratio'], 2)} |", "",
             f"Classifier two-sample test ({c['classifier']}): held-out accuracy **{_f(c['accuracy'])}** on "
             f"{c['n_test']} recordings (±{_f(c['stderr'])} binomial s.e. at chance; 0.5 = indistinguishable, "
-            "1.0 = always told apart).", ""]
+            "1.0 = always told apart).", "", *vae_row]
 
 
 def _physics(res: dict[str, Any]) -> list[str]:

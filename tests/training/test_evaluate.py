@@ -167,6 +167,7 @@ def test_evaluate_quick_end_to_end_with_fewshot_and_summary(sim, tmp_path):
     for key in ("reconstruction", "gan", "fidelity", "physics", "sweep", "augmentation", "targets", "runtime_s"):
         assert key in res, key
     assert 0 <= res["gan"]["affinity"] <= 1 and res["fidelity"]["fd_generated_test"] >= 0
+    assert 0 <= res["fidelity"]["c2st_vae"]["accuracy"] <= 1
     assert {r["scheduler"] for r in res["sweep"]["rows"]} == {"ddpm", "ddim", "dpmsolver++"}
     trials = {t["k"]: t for t in res["augmentation"]["trials"]}
     n_train = res["data"]["n_train"]
