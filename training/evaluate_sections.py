@@ -291,7 +291,8 @@ def sweep(ctx: Context, ref: Reference, pool: Pool) -> dict[str, Any]:
             f"{st.ddpm_per_user} per user (one batch); the others {st.sweep_per_user} per user. 'FD (N small)' uses "
             f"the first {st.ddpm_per_user} per user of every setting, so all rows, DDPM included, compare at equal N; "
             "'FD' uses all samples of the row (not available for DDPM at its N). Small N inflates FD: compare rows "
-            "with each other, not with the fidelity section. Affinity uses all samples of the row.")
+            "with each other, not with the fidelity section. Affinity uses all samples of the row; s / sample is wall "
+            "time on the evaluating machine (noisy when it is shared).")
     return dict(note=note, rows=rows, conclusion=_sweep_conclusion(rows, ctx))
 
 
@@ -322,7 +323,8 @@ def targets(res: dict[str, Any], tg: dict[str, float]) -> list[dict[str, Any]]:
     def add(name, value, target, op, pct=False, points=False):
         ok = None if value is None or not math.isfinite(value) else (value >= target if op == ">=" else value <= target)
         fmt = (lambda v: f"{100 * v:+.1f} points") if points else ((lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3f}"))
-        margin = "" if ok is None else (fmt(value - target) if points else f"{value - target:+.3f}")
+        margin = "" if ok is None else (f"{100 * (value - target):+.1f} points" if (points or pct)
+                                        else f"{value - target:+.3f}")
         out.append(dict(name=name, value=value, target=target, op=op, pass_=ok, display="n/a" if ok is None else fmt(value),
                         target_display=fmt(target), margin=margin))
         out[-1]["pass"] = out[-1].pop("pass_")
@@ -362,6 +364,17 @@ def write_report(out: Path, res: dict[str, Any], md_path: Path | None = None) ->
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(markdown(res, figures=Path(os.path.relpath(out / "figures", md_path.parent)).as_posix()))
     return md_path
+
+
+def rerender(out: Path, md_path: Path | None = None, targets_: dict[str, float] | None = None) -> Path:
+    """Re-write report.md (and the metrics figure) from report.json, e.g. after a formatting fix; no re-measuring."""
+    from training import report
+    from training.evaluate import TARGETS
+
+    res = json.loads((out / "report.json").read_text())
+    res["targets"] = targets(res, targets_ or TARGETS)
+    report.metrics_figure(res["targets"], out / "figures" / "metrics.png")
+    return write_report(out, res, md_path)
 
 
 def write_summary(pipeline: Path, out: Path, res: dict[str, Any]) -> None:

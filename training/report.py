@@ -127,7 +127,7 @@ def markdown(res: dict[str, Any], figures: str = "figures") -> str:
     L += ["", f"![headline metrics]({figures}/metrics.png)", ""]
     pictures = dict(gan=("real test vs generated, per user", "real_vs_generated.png"),
                     augmentation=("augmentation gain", "augmentation.png"), sweep=("sampler sweep", "sampler_sweep.png"))
-    for section in ("reconstruction", "gan", "fidelity", "physics", "augmentation", "sweep"):
+    for section in ("reconstruction", "gan", "fidelity", "physics", "augmentation", "sweep", "appendix"):
         L += _SECTIONS[section](res)
         if section in pictures and res.get("figures", {}).get(pictures[section][1]):
             L += [f"![{pictures[section][0]}]({figures}/{pictures[section][1]})", ""]
@@ -157,7 +157,8 @@ def _fidelity(res: dict[str, Any]) -> list[str]:
     f = res["fidelity"]
     c = f["c2st"]
     vae_row = ([f"The same test on the VAE's own reconstructions of real train recordings (no diffusion at all) gives "
-                f"**{_f(f['c2st_vae']['accuracy'])}**: the floor for any generator that decodes through this VAE.", ""]
+                f"**{_f(f['c2st_vae']['accuracy'])}**: the floor for any generator that decodes through this VAE."
+                + (f" ({f['c2st_vae']['note']})" if f["c2st_vae"].get("note") else ""), ""]
                if f.get("c2st_vae") else [])
     return ["## Fidelity distances", "",
             f"Fréchet distance in the reference classifier's {f['feature_dim']}-d feature space, {f['n']} vs {f['n']} "
@@ -214,5 +215,11 @@ def _sweep(res: dict[str, Any]) -> list[str]:
     return L + [""]
 
 
+def _appendix(res: dict[str, Any]) -> list[str]:
+    """Optional follow-up notes (res["appendix"]: a title and lines), clearly apart from the measured run."""
+    a = res.get("appendix")
+    return ["## " + a["title"], "", *a["lines"], ""] if a else []
+
+
 _SECTIONS = dict(reconstruction=_reconstruction, gan=_gan, fidelity=_fidelity, physics=_physics,
-                 augmentation=_augmentation, sweep=_sweep)
+                 augmentation=_augmentation, sweep=_sweep, appendix=_appendix)
