@@ -244,3 +244,20 @@ def write_options(cfg: TrainConfig, run_dir: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     return path
+
+
+def run_stage(stage: str, args: argparse.Namespace, main: typing.Callable[[TrainConfig], Any], *required: str) -> int:
+    """The `run(args)` of a training subcommand: resolve, --dry-run or train; config errors exit 2."""
+    import sys
+
+    try:
+        cfg = resolve(stage, args)
+        if args.dry_run:
+            print(json.dumps(to_dict(cfg), indent=2))
+            return 0
+        require(cfg, *required)
+        main(cfg)
+    except ConfigError as err:
+        print(f"dopplergen train-{stage}: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -7,7 +7,6 @@ import copy
 import hashlib
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -27,8 +26,7 @@ from training.config import (
     ConfigError,
     UNetConfig,
     add_config_arguments,
-    require,
-    resolve,
+    run_stage,
     to_dict,
     write_options,
 )
@@ -266,14 +264,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = resolve("unet", args)
-        if args.dry_run:
-            print(json.dumps(to_dict(cfg), indent=2))
-            return 0
-        require(cfg, "data", "out", "vae")
-        main(cfg)
-    except ConfigError as err:
-        print(f"dopplergen train-unet: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_stage("unet", args, main, "data", "out", "vae")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -20,12 +19,9 @@ from models.normalization import Normalization
 from models.presets import get_preset
 from training import common
 from training.config import (
-    ConfigError,
     VAEConfig,
     add_config_arguments,
-    require,
-    resolve,
-    to_dict,
+    run_stage,
     write_options,
 )
 from training.preview import spectrogram_grid
@@ -193,14 +189,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = resolve("vae", args)
-        if args.dry_run:
-            print(json.dumps(to_dict(cfg), indent=2))
-            return 0
-        require(cfg, "data", "out")
-        main(cfg)
-    except ConfigError as err:
-        print(f"dopplergen train-vae: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_stage("vae", args, main, "data", "out")
