@@ -66,13 +66,17 @@ class Engine:
                 guidance_scale=key.guidance_scale, scheduler=key.scheduler, pad_to=pad_to,
             )
         except torch.cuda.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if pad_to is not None and pad_to > len(seeds):
+                # The padding rows alone may be what does not fit: first drop them, keeping the batch whole.
+                log.warning("out of device memory at padded batch %d; retrying unpadded", pad_to)
+                return self._sample(key, users, seeds, None)
             if len(seeds) == 1:
                 raise
             # Halve and retry; each sample has its own generator, so the split changes no sample's noise.
             half = len(seeds) // 2
             log.warning("out of device memory at batch %d; retrying as %d + %d", len(seeds), half, len(seeds) - half)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
             return torch.cat(
                 [self._sample(key, users[:half], seeds[:half], None), self._sample(key, users[half:], seeds[half:], None)]
             )
