@@ -13,6 +13,16 @@ import torch  # noqa: E402
 TINY_USERS = ["alice", "bob", "carol"]
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread per test: the tiny models gain nothing from two, and on a shared 2-core box
+    (or with a live server subprocess beside the test) spinning OpenMP threads run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory) -> str:
     """A random-weight `tiny` pipeline folder saved the way training exports it."""

@@ -17,7 +17,7 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from safetensors.torch import load_file, save_file
 
-from training.config import ConfigError, TrainConfig
+from training.config import ConfigError, TrainConfig, write_options
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -30,6 +30,15 @@ def make_accelerator(cfg: TrainConfig, run_dir: str | Path) -> Accelerator:
     # picks its MULTI_CPU (gloo) mode when told cpu=True; its own `--cpu` launcher needs mpirun for >1 process.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     return Accelerator(mixed_precision=cfg.mixed_precision, project_config=project, cpu=multi_cpu)
+
+
+def start_run(cfg: TrainConfig, run_dir: str | Path) -> Accelerator:
+    """Accelerator for the run, options written once (main process), model init seeded identically everywhere."""
+    accelerator = make_accelerator(cfg, run_dir)
+    if accelerator.is_main_process:
+        write_options(cfg, run_dir)
+    torch.manual_seed(cfg.seed)  # model init: identical on every process
+    return accelerator
 
 
 def step_generator(seed: int, step: int, rank: int, stream: int = 0, device: str | torch.device = "cpu"

@@ -28,7 +28,6 @@ from training.config import (
     add_config_arguments,
     run_stage,
     to_dict,
-    write_options,
 )
 from training.preview import spectrogram_grid
 
@@ -95,11 +94,8 @@ def main(cfg: UNetConfig) -> Path:
     # ---- setup ---------------------------------------------------------------------------------------
     out = Path(cfg.out)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else out.with_name(out.name + "-run")
-    accelerator = common.make_accelerator(cfg, run_dir)
+    accelerator = common.start_run(cfg, run_dir)
     device, rank, main_proc = accelerator.device, accelerator.process_index, accelerator.is_main_process
-    if main_proc:
-        write_options(cfg, run_dir)
-    torch.manual_seed(cfg.seed)  # model init: identical on every process
 
     # ---- data: frozen VAE, latents cached in memory ----------------------------------------------------
     preset = get_preset(cfg.preset, channels=cfg.channels)

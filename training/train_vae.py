@@ -22,7 +22,6 @@ from training.config import (
     VAEConfig,
     add_config_arguments,
     run_stage,
-    write_options,
 )
 from training.preview import spectrogram_grid
 
@@ -75,11 +74,8 @@ def main(cfg: VAEConfig) -> dict:
     """Train stage 1 and return its summary (also written to <out>/vae_summary.json)."""
     # ---- setup ---------------------------------------------------------------------------------------
     run_dir = Path(cfg.out)
-    accelerator = common.make_accelerator(cfg, run_dir)
+    accelerator = common.start_run(cfg, run_dir)
     device, rank, main_proc = accelerator.device, accelerator.process_index, accelerator.is_main_process
-    if main_proc:
-        write_options(cfg, run_dir)
-    torch.manual_seed(cfg.seed)  # model init: identical on every process
 
     # ---- data ----------------------------------------------------------------------------------------
     preset = get_preset(cfg.preset, channels=cfg.channels)

@@ -31,14 +31,6 @@ def _clean_env(monkeypatch):
             monkeypatch.delenv(name)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The tiny model gains nothing from two threads, and on a shared 2-core box OpenMP spin-waits hurt."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="session")
 def tiny_pipe(tiny_pipeline_dir) -> DopplerPipeline:

@@ -20,16 +20,6 @@ from training.protocol import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a machine shared with other jobs, 2 spinning OpenMP threads run ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     """A tiny simulated dataset (3 users x 12, 32x32) and an untrained tiny pipeline that claims it as provenance."""

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from training.cli import main
 from training.generate import derive_seed
@@ -18,13 +17,6 @@ from training.generate import derive_seed
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ["--per-user", "3", "--steps", "2", "--batch-size", "2", "--seed", "7", "--threads", "1"]
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a machine shared with other jobs, 2 spinning OpenMP threads run ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 
