@@ -1,8 +1,15 @@
-"""Builders for the two diffusers models and the user encoder, from a preset (never from a hub)."""
+"""Builders for the diffusers models and the user encoder, from a preset (never from a hub)."""
 
 from __future__ import annotations
 
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    Transformer2DModel,
+    UNet2DConditionModel,
+    VQDiffusionScheduler,
+    VQModel,
+)
 
 from models.presets import Preset
 from models.user_encoder import UserEncoder
@@ -12,8 +19,27 @@ def build_vae(preset: Preset) -> AutoencoderKL:
     return AutoencoderKL(**preset.vae_config())
 
 
-def build_unet(preset: Preset) -> UNet2DConditionModel:
-    return UNet2DConditionModel(**preset.unet_config())
+def build_vq(preset: Preset) -> VQModel:
+    return VQModel(**preset.vq_config())
+
+
+def build_autoencoder(preset: Preset, kind: str = "kl") -> AutoencoderKL | VQModel:
+    """Stage 1 of either route: "kl" (AutoencoderKL, the main line) or "vq" (VQModel, the comparison)."""
+    if kind not in ("kl", "vq"):
+        raise ValueError(f"unknown autoencoder {kind!r}; choose 'kl' or 'vq'")
+    return build_vae(preset) if kind == "kl" else build_vq(preset)
+
+
+def build_unet(preset: Preset, in_channels: int | None = None) -> UNet2DConditionModel:
+    """`in_channels` other than the preset's latent_channels: a VQ model whose code width differs."""
+    cfg = preset.unet_config()
+    if in_channels is not None:
+        cfg.update(in_channels=in_channels, out_channels=in_channels)
+    return UNet2DConditionModel(**cfg)
+
+
+def build_transformer(preset: Preset) -> Transformer2DModel:
+    return Transformer2DModel(**preset.transformer_config())
 
 
 def build_user_encoder(preset: Preset, users: list[str]) -> UserEncoder:
@@ -22,3 +48,7 @@ def build_user_encoder(preset: Preset, users: list[str]) -> UserEncoder:
 
 def build_noise_scheduler(preset: Preset) -> DDPMScheduler:
     return DDPMScheduler(**preset.scheduler_config())
+
+
+def build_vq_scheduler(preset: Preset) -> VQDiffusionScheduler:
+    return VQDiffusionScheduler(**preset.vq_scheduler_config())

@@ -8,16 +8,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import DDPMScheduler, Transformer2DModel, UNet2DConditionModel, VQDiffusionScheduler
 
-from models.builders import build_noise_scheduler, build_unet, build_user_encoder, build_vae
+from models import autoencoder as ae
+from models.builders import (
+    build_autoencoder,
+    build_noise_scheduler,
+    build_transformer,
+    build_unet,
+    build_user_encoder,
+    build_vq_scheduler,
+)
 from models.normalization import Normalization
 from models.presets import Preset, get_preset
 from models.user_encoder import UserEncoder
 
 FORMAT_VERSION = 1
 META_FILE = "dopplergen.json"
-ROUTES = ("kl",)  # latent space of stage 1; the experimental VQ route adds its own
+# kl: AutoencoderKL + UNet (the main line); vq-latent: VQModel + the same UNet on pre-quantisation latents
+# (LDM "VQ-reg"); vq-diffusion: VQModel + discrete-diffusion Transformer2DModel over code indices (VQ-Diffusion).
+ROUTES = ("kl", "vq-latent", "vq-diffusion")
+SCHEDULER_CLASSES = {"DDPMScheduler": DDPMScheduler, "VQDiffusionScheduler": VQDiffusionScheduler}
+
+
+def route_of(vae: ae.Autoencoder, denoiser: torch.nn.Module) -> str:
+    """The route follows from the two stage classes; dopplergen.json records it for readers of the folder."""
+    if isinstance(denoiser, Transformer2DModel):
+        if not ae.is_vq(vae):
+            raise PipelineError("a discrete-diffusion Transformer needs a VQModel stage 1")
+        return "vq-diffusion"
+    return "vq-latent" if ae.is_vq(vae) else "kl"
 
 
 class PipelineError(RuntimeError):
@@ -26,13 +46,31 @@ class PipelineError(RuntimeError):
 
 @dataclass
 class DopplerPipeline:
-    """Stage-1 autoencoder, stage-2 UNet, user encoder and noise schedule, plus the metadata that ties them."""
+    """Stage-1 autoencoder, stage-2 denoiser, user encoder and noise schedule, plus the metadata that ties them.
 
-    vae: AutoencoderKL
-    unet: UNet2DConditionModel
+    `denoiser` is a UNet2DConditionModel (routes kl and vq-latent, saved as unet/) or a Transformer2DModel
+    over code indices (route vq-diffusion, saved as transformer/); `scheduler_config` is the matching
+    DDPMScheduler or VQDiffusionScheduler config.
+    """
+
+    vae: ae.Autoencoder
+    denoiser: UNet2DConditionModel | Transformer2DModel
     user_encoder: UserEncoder
     scheduler_config: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def unet(self) -> UNet2DConditionModel | Transformer2DModel:
+        """The stage-2 network under its Stable Diffusion name (a Transformer2DModel on the vq-diffusion route)."""
+        return self.denoiser
+
+    @unet.setter
+    def unet(self, module: torch.nn.Module) -> None:  # e.g. torch.compile(pipe.unet)
+        self.denoiser = module
+
+    @property
+    def denoiser_folder(self) -> str:
+        return "transformer" if isinstance(self.denoiser, Transformer2DModel) else "unet"
 
     # ---- metadata accessors -------------------------------------------------------------------
     @property
@@ -54,9 +92,10 @@ class DopplerPipeline:
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
+        """(channels, h, w) of the stage-2 latent grid; the vq-diffusion route has h*w code indices instead."""
         h, w = self.image_size
-        down = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        return (int(self.vae.config.latent_channels), h // down, w // down)
+        down = ae.downsample(self.vae)
+        return (ae.latent_channels(self.vae), h // down, w // down)
 
     @property
     def name(self) -> str:
@@ -68,35 +107,39 @@ class DopplerPipeline:
 
     @property
     def route(self) -> str:
-        return str(self.meta.get("route", "kl"))
+        return route_of(self.vae, self.denoiser)
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        return self.user_encoder.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.unet.dtype
+        return self.user_encoder.dtype
 
     # ---- device placement ------------------------------------------------------------------------
     def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> DopplerPipeline:
-        """Move to a device; the UNet and user encoder take `dtype`, the small VAE stays fp32 for a safe decode."""
+        """Move to a device; the denoiser and user encoder take `dtype`, the small VAE stays fp32 for a safe decode."""
         # Cast only when the dtype changes: diffusers warns on every dtype-carrying .to().
-        for module, want in ((self.unet, dtype), (self.user_encoder, dtype), (self.vae, torch.float32)):
+        for module, want in ((self.denoiser, dtype), (self.user_encoder, dtype), (self.vae, torch.float32)):
             module.to(device=device) if module.dtype == want else module.to(device=device, dtype=want)
-        for m in (self.unet, self.user_encoder, self.vae):
+        for m in (self.denoiser, self.user_encoder, self.vae):
             m.eval().requires_grad_(False)
         return self
+
+    @property
+    def scheduler_class(self) -> type:
+        return VQDiffusionScheduler if self.route == "vq-diffusion" else DDPMScheduler
 
     # ---- persistence -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.vae.save_pretrained(path / "vae", safe_serialization=True)
-        self.unet.save_pretrained(path / "unet", safe_serialization=True)
+        self.denoiser.save_pretrained(path / self.denoiser_folder, safe_serialization=True)
         self.user_encoder.save_pretrained(path / "user_encoder", safe_serialization=True)
-        DDPMScheduler.from_config(self.scheduler_config).save_config(path / "scheduler")
-        meta = {"format_version": FORMAT_VERSION, **self.meta}
+        self.scheduler_class.from_config(self.scheduler_config).save_config(path / "scheduler")
+        meta = {"format_version": FORMAT_VERSION, **self.meta, "route": self.route}
         meta["latent_scaling_factor"] = float(self.vae.config.scaling_factor)
         (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return path
@@ -114,38 +157,52 @@ class DopplerPipeline:
         version = meta.get("format_version")
         if version != FORMAT_VERSION:
             raise PipelineError(f"{meta_file}: unsupported format_version {version!r} (expected {FORMAT_VERSION})")
-        for sub in ("vae", "unet", "user_encoder", "scheduler"):
+        route = meta.get("route", "kl")
+        if route not in ROUTES:
+            raise PipelineError(f"{meta_file}: unknown route {route!r} (expected one of {list(ROUTES)})")
+        denoiser_cls, sub_denoiser = ((Transformer2DModel, "transformer") if route == "vq-diffusion"
+                                      else (UNet2DConditionModel, "unet"))
+        for sub in ("vae", sub_denoiser, "user_encoder", "scheduler"):
             if not (path / sub).is_dir():
-                raise PipelineError(f"{path}: missing sub-folder {sub}/")
+                raise PipelineError(f"{path}: missing sub-folder {sub}/ (route {route})")
         kw = dict(use_safetensors=True, low_cpu_mem_usage=False)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kw)
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kw)
+        vae = ae.load_autoencoder(str(path), subfolder="vae")
+        denoiser = denoiser_cls.from_pretrained(path, subfolder=sub_denoiser, **kw)
         user_encoder = UserEncoder.from_pretrained(path, subfolder="user_encoder", **kw)
-        scheduler_config = dict(DDPMScheduler.from_pretrained(path, subfolder="scheduler").config)
-        pipe = cls(vae=vae, unet=unet, user_encoder=user_encoder, scheduler_config=scheduler_config, meta=meta)
+        sched_file = path / "scheduler" / "scheduler_config.json"
+        sched_name = json.loads(sched_file.read_text()).get("_class_name") if sched_file.is_file() else None
+        if sched_name not in SCHEDULER_CLASSES:
+            raise PipelineError(f"{path}/scheduler: unsupported scheduler {sched_name!r}")
+        scheduler_config = dict(SCHEDULER_CLASSES[sched_name].from_pretrained(path, subfolder="scheduler").config)
+        pipe = cls(vae=vae, denoiser=denoiser, user_encoder=user_encoder, scheduler_config=scheduler_config,
+                   meta=meta)
+        if pipe.route != route:
+            raise PipelineError(f"{path}: dopplergen.json says route {route!r} but the folder holds {pipe.route!r}")
         return pipe.to(device, dtype)
 
 
 def build_untrained_pipeline(
-    preset: str | Preset, users: list[str], dyn_range_db: float = 60.0, **meta: Any
+    preset: str | Preset, users: list[str], dyn_range_db: float = 60.0, route: str = "kl", **meta: Any
 ) -> DopplerPipeline:
     """A pipeline with random weights from a preset: the starting point of training, and a fixture for tests."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
+    if route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}; choose one of {list(ROUTES)}")
     base_meta = {
         "name": f"dopplergen-{preset.name}",
         "version": "untrained",
-        "route": "kl",
+        "route": route,
         "preset": preset.to_dict(),
         "image_size": [preset.image_size, preset.image_size],
         "channels": preset.channels,
         "normalization": Normalization(dyn_range_db=dyn_range_db).to_dict(),
     }
     base_meta.update(meta)
-    pipe = DopplerPipeline(
-        vae=build_vae(preset),
-        unet=build_unet(preset),
-        user_encoder=build_user_encoder(preset, users),
-        scheduler_config=dict(build_noise_scheduler(preset).config),
-        meta=base_meta,
-    )
+    vae = build_autoencoder(preset, "kl" if route == "kl" else "vq")
+    if route == "vq-diffusion":
+        denoiser, sched = build_transformer(preset), build_vq_scheduler(preset)
+    else:
+        denoiser, sched = build_unet(preset, in_channels=ae.latent_channels(vae)), build_noise_scheduler(preset)
+    pipe = DopplerPipeline(vae=vae, denoiser=denoiser, user_encoder=build_user_encoder(preset, users),
+                           scheduler_config=dict(sched.config), meta=base_meta)
     return pipe.to("cpu")

@@ -29,6 +29,13 @@ class Preset:
     unet_norm_num_groups: int = 8
     cross_attention_dim: int = 32  # width of the user tokens; 768 in the user's notes (base preset)
     user_tokens: int = 4  # cross-attention tokens per user
+    # --- experimental VQ route (MISSION.md priority 2): VQModel + discrete diffusion or latent diffusion ---
+    vq_num_embeddings: int = 128  # codebook size; the user's notes use 8192
+    vq_embed_dim: int = 4  # code width = channels of the pre-quantisation latent the VQ-latent route diffuses
+    transformer_layers: int = 2  # Transformer2DModel depth of the discrete (VQ-Diffusion) route
+    transformer_heads: int = 2
+    transformer_head_dim: int = 16  # width = heads x head_dim
+    vq_diffusion_timesteps: int = 20  # VQDiffusionScheduler num_train_timesteps (the paper uses 100)
     # --- noise schedule (DDPMScheduler config) ---
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"  # cosine schedule: better than linear at small resolutions
@@ -56,6 +63,28 @@ class Preset:
             sample_size=self.image_size,
             scaling_factor=1.0,  # replaced by the value measured on the data after stage 1
         )
+
+    def vq_config(self) -> dict[str, Any]:
+        """diffusers VQModel with the same encoder/decoder as the KL VAE, so the two latent spaces compare fairly."""
+        return dict(self.vae_config(), num_vq_embeddings=self.vq_num_embeddings, vq_embed_dim=self.vq_embed_dim)
+
+    def transformer_config(self) -> dict[str, Any]:
+        """diffusers Transformer2DModel over code indices (VQ-Diffusion, Gu et al. 2022): +1 class for [MASK]."""
+        return dict(
+            num_attention_heads=self.transformer_heads,
+            attention_head_dim=self.transformer_head_dim,
+            num_layers=self.transformer_layers,
+            num_vector_embeds=self.vq_num_embeddings + 1,
+            sample_size=self.latent_size,
+            num_embeds_ada_norm=self.vq_diffusion_timesteps,
+            cross_attention_dim=self.cross_attention_dim,
+            norm_num_groups=self.unet_norm_num_groups,
+            activation_fn="geglu-approximate",
+            norm_type="ada_norm",  # timestep-conditioned LayerNorm, as in VQ-Diffusion
+        )
+
+    def vq_scheduler_config(self) -> dict[str, Any]:
+        return dict(num_vec_classes=self.vq_num_embeddings + 1, num_train_timesteps=self.vq_diffusion_timesteps)
 
     def unet_config(self) -> dict[str, Any]:
         return dict(
@@ -106,6 +135,14 @@ PRESETS: dict[str, Preset] = {
         unet_norm_num_groups=32,
         cross_attention_dim=128,
         user_tokens=4,
+        # 512 codes of width 4: the same 4x16x16 latent grid as the KL route, so the VQ-latent route runs the
+        # identical UNet and only the latent space differs (LDM's VQ-reg vs KL-reg comparison).
+        vq_num_embeddings=512,
+        vq_embed_dim=4,
+        transformer_layers=6,
+        transformer_heads=4,
+        transformer_head_dim=32,
+        vq_diffusion_timesteps=100,
     ),
     # The user's target: 256x256 -> latent 4x32x32, cross_attention_dim=768 (Stable Diffusion layout, slimmer).
     "base": Preset(
@@ -122,6 +159,12 @@ PRESETS: dict[str, Preset] = {
         unet_norm_num_groups=32,
         cross_attention_dim=768,
         user_tokens=8,
+        vq_num_embeddings=8192,  # the user's notes: 8192 x 256 (LDM's VQ-reg models use 3-4 wide codes instead)
+        vq_embed_dim=256,
+        transformer_layers=24,
+        transformer_heads=16,
+        transformer_head_dim=64,
+        vq_diffusion_timesteps=100,
     ),
 }
 

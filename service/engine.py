@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from models.pipeline import DopplerPipeline
-from models.sampling import SCHEDULERS, sample
+from models.sampling import CONTINUOUS_SCHEDULERS, sample
 from service.batcher import BatchKey
 from service.settings import Settings, torch_dtype
 
@@ -51,7 +51,7 @@ class Engine:
         """One tiny batch at the serving shape, so the first request pays no kernel selection or allocation."""
         self.sample_fn(
             self.pipe, [0], [0], num_inference_steps=2, guidance_scale=self.default_guidance,
-            scheduler=DEFAULT_SCHEDULER, pad_to=self.pad_to,
+            scheduler=self.default_scheduler, pad_to=self.pad_to,
         )
 
     def run_batch(self, key: BatchKey, user_indices: list[int], seeds: list[int]) -> list[np.ndarray]:
@@ -104,5 +104,12 @@ class Engine:
         return min(self.settings.max_steps, train_steps)
 
     @property
+    def default_scheduler(self) -> str:
+        return str(self.pipe.meta.get("scheduler", DEFAULT_SCHEDULER)) if self.pipe else DEFAULT_SCHEDULER
+
+    @property
     def schedulers(self) -> tuple[str, ...]:
-        return SCHEDULERS
+        """What this pipeline's route can sample with: code-index diffusion or the continuous schedulers."""
+        if self.pipe is not None and self.pipe.route == "vq-diffusion":
+            return ("vq-diffusion",)
+        return CONTINUOUS_SCHEDULERS

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.sampling import SCHEDULERS
 
-SchedulerName = Literal["ddpm", "ddim", "dpmsolver++"]
+SchedulerName = Literal["ddpm", "ddim", "dpmsolver++", "vq-diffusion"]
 assert set(SchedulerName.__args__) == set(SCHEDULERS), "keep the schema in step with models.sampling"
 # Colour maps offered for PNG output; matplotlib supplies the lookup tables.
 COLORMAPS = ("gray", "viridis", "magma", "inferno", "plasma", "cividis", "turbo", "jet")
@@ -26,7 +26,8 @@ class GenerateRequest(BaseModel):
     num_inference_steps: int | None = Field(None, ge=1, description="1..max_steps; default from the pipeline")
     guidance_scale: float | None = Field(None, ge=0.0, le=50.0, description="classifier-free guidance; 1 = off")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="sample i uses seed + i; null = random seeds")
-    scheduler: SchedulerName = "dpmsolver++"
+    scheduler: SchedulerName | None = Field(
+        None, description="null = the pipeline's own (GET /info); vq-diffusion pipelines take only 'vq-diffusion'")
     format: Literal["png", "npy"] = "png"
     bit_depth: Literal[8, 16] = Field(8, description="PNG bit depth (grayscale); colour maps are 8-bit")
     colormap: Literal[COLORMAPS] | None = Field(None, description="PNG only: colour-map a 1-channel spectrogram")

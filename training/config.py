@@ -47,29 +47,52 @@ class TrainConfig:
 
 @dataclass
 class VAEConfig(TrainConfig):
-    """Stage 1: AutoencoderKL with reconstruction + KL loss (Kingma & Welling 2014; Rombach et al. 2022)."""
+    """Stage 1: AutoencoderKL + KL loss (Kingma & Welling 2014; Rombach et al. 2022), or VQModel + codebook loss."""
 
+    autoencoder: str = "kl"  # "kl" = AutoencoderKL (main line); "vq" = VQModel (the experimental comparison route)
     l1_weight: float = 1.0  # L1 reconstruction in model space: sharper limb traces than L2 alone
     l2_weight: float = 0.0  # L2 reconstruction
     kl_weight: float = 1e-6  # small, as in Stable Diffusion: a near-deterministic latent that still has a scale
     eval_batch_size: int = 64  # batch for scaling-factor measurement and test PSNR (no gradients)
+    codebook_weight: float = 1.0  # VQ only: weight of the codebook + 0.25 x commitment loss (van den Oord 2017)
+    dead_code_every: int = 100  # VQ only: re-seed unused codes from encoder outputs this often (0 = never)
+    dead_code_probe: int = 256  # VQ only: train images encoded to find the unused codes (stateless: exact resume)
 
 
 @dataclass
-class UNetConfig(TrainConfig):
-    """Stage 2: user-conditioned latent diffusion (DDPM, Ho et al. 2020) with classifier-free guidance."""
+class Stage2Config(TrainConfig):
+    """What both stage-2 trainers share: the frozen autoencoder, user dropout, augmentation and export."""
 
-    vae: str = ""  # trained VAE folder (train-vae writes <run>/vae); frozen here
+    vae: str = ""  # trained autoencoder folder (train-vae writes <run>/vae); frozen here
     run_dir: str = ""  # resume state, JSONL and figures; "" = <out>-run next to the pipeline folder
-    prediction_type: str = ""  # "" = the preset's (v_prediction); or "epsilon" / "v_prediction"
-    snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 disables
     null_user_prob: float = 0.1  # drop the user to the null token this often: trains the CFG unconditional branch
     latent_shifts: int = 8  # cached latents per image at evenly spaced circular time shifts (the augmentation)
     guidance_scale: float = 2.0  # default stored in dopplergen.json and used for the preview grids
-    num_inference_steps: int = 20  # default stored in dopplergen.json (DPM-Solver++ steps) and for previews
+    num_inference_steps: int = 20  # default sampling steps stored in dopplergen.json and used for previews
     preview_per_user: int = 4  # generated (and real) spectrograms per user in the preview grid
-    export_dtype: str = "fp32"  # "fp32" or "fp16" weights in the exported UNet / user encoder (halves the size)
+    export_dtype: str = "fp32"  # "fp32" or "fp16" weights in the exported network / user encoder (halves the size)
     name: str = ""  # model name in dopplergen.json; "" = dopplergen-<preset>
+
+    stage_name = "stage2"  # class attribute, not an option: names the run's log, plots and dopplergen.json entry
+
+
+@dataclass
+class UNetConfig(Stage2Config):
+    """Stage 2: user-conditioned latent diffusion (DDPM, Ho et al. 2020) with classifier-free guidance."""
+
+    prediction_type: str = ""  # "" = the preset's (v_prediction); or "epsilon" / "v_prediction"
+    snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 disables
+
+    stage_name = "unet"
+
+
+@dataclass
+class VQDConfig(Stage2Config):
+    """Stage 2 of the discrete route: VQ-Diffusion (Gu et al. 2022) over the codes of a frozen VQModel."""
+
+    t_groups: int = 4  # timesteps per batch: diffusers' AdaLayerNorm takes one timestep per forward call
+
+    stage_name = "transformer"
 
 
 # Per-preset training defaults: what works for each size; flags and --config files override them.
@@ -93,20 +116,34 @@ TRAINING_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "base": dict(max_steps=100000, batch_size=32, lr=1e-4, lr_warmup_steps=1000, checkpointing_steps=5000,
                      image_every=5000, ema_decay=0.9999, latent_shifts=4),
     },
+    # num_inference_steps here counts VQ-Diffusion steps (the preset's vq_diffusion_timesteps, or fewer, respaced).
+    "transformer": {
+        "tiny": dict(max_steps=50, batch_size=8, lr_warmup_steps=5, checkpointing_steps=25, log_every=5,
+                     image_every=0, preview_per_user=2, num_inference_steps=5, latent_shifts=2, t_groups=2),
+        # the same budget as the demo UNet (1000 steps x 64), so `dopplergen compare` compares like with like
+        "demo": dict(max_steps=1000, batch_size=64, lr=4e-4, lr_warmup_steps=100, checkpointing_steps=250,
+                     log_every=10, image_every=500, ema_decay=0.999, guidance_scale=3.0, num_inference_steps=100,
+                     export_dtype="fp16"),
+        "base": dict(max_steps=100000, batch_size=32, lr=1e-4, lr_warmup_steps=1000, checkpointing_steps=5000,
+                     image_every=5000, ema_decay=0.9999, latent_shifts=4, num_inference_steps=100),
+    },
 }
 
-STAGES: dict[str, type[TrainConfig]] = {"vae": VAEConfig, "unet": UNetConfig}
+STAGES: dict[str, type[TrainConfig]] = {"vae": VAEConfig, "unet": UNetConfig, "transformer": VQDConfig}
 CHOICES: dict[str, tuple[str, ...]] = {
     "preset": tuple(PRESETS),
     "lr_schedule": ("constant", "cosine"),
     "mixed_precision": ("no", "fp16", "bf16"),
     "prediction_type": ("", "epsilon", "v_prediction"),
     "export_dtype": ("fp32", "fp16"),
+    "autoencoder": ("kl", "vq"),
 }
 POSITIVE = {"max_steps", "batch_size", "checkpointing_steps", "checkpoints_total_limit", "log_every",
-            "eval_batch_size", "latent_shifts", "num_inference_steps", "preview_per_user", "users_in_grid"}
+            "eval_batch_size", "latent_shifts", "num_inference_steps", "preview_per_user", "users_in_grid",
+            "t_groups"}
 NON_NEGATIVE = {"lr_warmup_steps", "weight_decay", "max_grad_norm", "l1_weight", "l2_weight", "kl_weight",
-                "snr_gamma", "image_every", "guidance_scale"}
+                "snr_gamma", "image_every", "guidance_scale",
+                "codebook_weight", "dead_code_every", "dead_code_probe"}
 NOT_OPTIONS = {"config", "dry_run", "command"}  # argparse names that are not config fields
 
 
@@ -223,7 +260,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"channels must be 1 or 3, got {cfg.channels}")
     if isinstance(cfg, VAEConfig) and cfg.l1_weight + cfg.l2_weight <= 0:
         raise ConfigError("at least one of l1_weight and l2_weight must be > 0")
-    if isinstance(cfg, UNetConfig) and not 0.0 <= cfg.null_user_prob < 1.0:
+    if isinstance(cfg, Stage2Config) and not 0.0 <= cfg.null_user_prob < 1.0:
         raise ConfigError(f"null_user_prob must be in [0, 1), got {cfg.null_user_prob}")
 
 

@@ -34,6 +34,7 @@ class EvalSettings:
     ddpm_per_user: int = 2  # DDPM-1000 is ~35x slower than DPM-Solver++ 20: fewer samples, same seeds' prefix
     sweep_samplers: tuple[tuple[str, int], ...] = (("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 20),
                                                    ("dpmsolver++", 10), ("dpmsolver++", 5))
+    sweep_vq_steps: tuple[int, ...] = (100, 50, 25, 10)  # vq-diffusion route: respaced VQ-Diffusion steps
     sweep_guidance: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
     batch_size: int = 16  # sampler batch (fixed shape, pad_to): samples do not depend on their batch
     figure_per_user: int = 4  # real and generated examples per user in the figure
@@ -41,7 +42,8 @@ class EvalSettings:
 
 QUICK = EvalSettings(quick=True, gen_per_user=6, classifier_epochs=2, classifier_min_steps=5, seeds=(0,), k_values=(3, None),
                      synth_per_user=4, fewshot_steps=5, sweep_per_user=2, ddpm_per_user=1,
-                     sweep_samplers=(("ddpm", 50), ("ddim", 5), ("dpmsolver++", 5)), sweep_guidance=(1.0, 2.0),
+                     sweep_samplers=(("ddpm", 50), ("ddim", 5), ("dpmsolver++", 5)), sweep_vq_steps=(10, 5),
+                     sweep_guidance=(1.0, 2.0),
                      batch_size=8, figure_per_user=2)
 
 TARGETS = dict(affinity_ratio=0.90, tstr_ratio=0.80, gain_k5=0.05, c2st=0.75, physics=0.10)
@@ -60,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="simulate seed of the population that --fewshot trains (must differ from the data's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
-    p.add_argument("--scheduler", default=None, choices=("ddpm", "ddim", "dpmsolver++"),
+    p.add_argument("--scheduler", default=None, choices=("ddpm", "ddim", "dpmsolver++", "vq-diffusion"),
                    help="sampler (default: the pipeline's)")
     p.add_argument("--gen-per-user", type=int, default=None, help="override generated samples per user")
     p.add_argument("--seeds", type=int, default=None, help="number of augmentation repeats (default 3)")

@@ -139,6 +139,13 @@ def reconstruction(ctx: Context) -> dict[str, Any]:
     out["space"] = ("PSNR and SSIM are computed in the normalised model space [-1, 1] (data_range = 2; torchmetrics), "
                     f"which for this linear map equals PSNR in dB with data range {ctx.data.dyn_range_db:g} dB.")
     ctx.log(f"reconstruction: PSNR {out['psnr_db']:.2f} dB, SSIM {out['ssim']:.4f} on {out['n']} test recordings")
+    from models import autoencoder as ae
+
+    if ae.is_vq(ctx.pipe.vae):  # codebook collapse is the classic VQ failure: report the usage on unseen data
+        codes = torch.cat([ae.encode_codes(ctx.pipe.vae, x_model[i:i + 64]).cpu() for i in range(0, len(x_model), 64)])
+        out["codebook"] = ae.codebook_usage(codes, int(ctx.pipe.vae.config.num_vq_embeddings))
+        ctx.log(f"codebook: perplexity {out['codebook']['perplexity']:.1f} of {out['codebook']['num_codes']}, "
+                f"{100 * out['codebook']['dead_fraction']:.1f}% unused on the test split")
     return out
 
 
@@ -256,7 +263,7 @@ def sweep(ctx: Context, ref: Reference, pool: Pool) -> dict[str, Any]:
     f_test = ctx.cache.get("f_test_all")
     n_users = len(ctx.data.users)
     rows = []
-    settings = [("sampler", s, n, ctx.guidance) for s, n in st.sweep_samplers]
+    settings = [("sampler", s, n, ctx.guidance) for s, n in sweep_samplers(ctx)]
     settings += [("guidance", ctx.scheduler, ctx.steps, g) for g in st.sweep_guidance]
     done: dict[tuple, dict[str, Any]] = {}
     for kind, sched, steps, g in settings:
@@ -285,8 +292,8 @@ def sweep(ctx: Context, ref: Reference, pool: Pool) -> dict[str, Any]:
         ctx.log(f"sweep {sched:11s} {steps:4d} steps, guidance {g}: affinity {row['affinity']:.3f}, "
                 f"FD(N={row['n']}) {row['fd']:.2f}, FD(N={row['n_small']}) {row['fd_small']:.2f}, "
                 f"{row['seconds_per_sample']:.3f} s/sample")
-    ddpm_steps = max((n for s, n in st.sweep_samplers if s == "ddpm"), default=0)
-    note = (f"Every setting samples the same seeds (those of the generated pool). DDPM-{ddpm_steps} costs ~"
+    ddpm_steps = max((n for s, n in sweep_samplers(ctx) if s == "ddpm"), default=0)
+    note = "" if not ddpm_steps else (f"Every setting samples the same seeds (those of the generated pool). DDPM-{ddpm_steps} costs ~"
             f"{ddpm_steps // max(1, ctx.steps)}x the UNet calls of {ctx.scheduler} {ctx.steps}, so it gets "
             f"{st.ddpm_per_user} per user (one batch); the others {st.sweep_per_user} per user. 'FD (N small)' uses "
             f"the first {st.ddpm_per_user} per user of every setting, so all rows, DDPM included, compare at equal N; "
@@ -296,9 +303,19 @@ def sweep(ctx: Context, ref: Reference, pool: Pool) -> dict[str, Any]:
     return dict(note=note, rows=rows, conclusion=_sweep_conclusion(rows, ctx))
 
 
+def sweep_samplers(ctx: Context) -> list[tuple[str, int]]:
+    """The continuous schedulers for kl / vq-latent; respaced VQ-Diffusion step counts for vq-diffusion."""
+    if ctx.pipe.route != "vq-diffusion":
+        return list(ctx.st.sweep_samplers)
+    total = int(ctx.pipe.scheduler_config["num_train_timesteps"])
+    return [("vq-diffusion", n) for n in sorted({min(n, total) for n in ctx.st.sweep_vq_steps}, reverse=True)]
+
+
 def _sweep_conclusion(rows: list[dict[str, Any]], ctx: Context) -> str:
-    dpm = sorted((r for r in rows if r["kind"] == "sampler" and r["scheduler"] == "dpmsolver++"), key=lambda r: r["steps"])
-    ref = next((r for r in dpm if r["steps"] == 20), dpm[-1] if dpm else None)
+    name = "vq-diffusion" if ctx.pipe.route == "vq-diffusion" else "dpmsolver++"
+    dpm = sorted((r for r in rows if r["kind"] == "sampler" and r["scheduler"] == name), key=lambda r: r["steps"])
+    ref_steps = ctx.steps if name == "vq-diffusion" else 20
+    ref = next((r for r in dpm if r["steps"] == ref_steps), dpm[-1] if dpm else None)
     if ref is None:
         return ""
     ok = [r for r in dpm if r["affinity"] >= ref["affinity"] - 0.02 and r["fd"] <= 1.15 * ref["fd"]]
@@ -306,8 +323,9 @@ def _sweep_conclusion(rows: list[dict[str, Any]], ctx: Context) -> str:
     guid = [r for r in rows if r["kind"] == "guidance"]
     best_aff = max(guid, key=lambda r: r["affinity"]) if guid else None
     best_fd = min(guid, key=lambda r: r["fd"]) if guid else None
-    s = (f"DPM-Solver++ keeps affinity within 2 points and FD within 15% of its 20-step result down to {fewest} steps "
-         f"(of {[r['steps'] for r in dpm]}).")
+    label = "VQ-Diffusion (respaced)" if name == "vq-diffusion" else "DPM-Solver++"
+    s = (f"{label} keeps affinity within 2 points and FD within 15% of its {ref['steps']}-step result down to "
+         f"{fewest} steps (of {[r['steps'] for r in dpm]}).")
     if best_aff and best_fd:
         s += (f" Over guidance {[r['guidance'] for r in guid]}, affinity peaks at {best_aff['guidance']} "
               f"({100 * best_aff['affinity']:.1f}%) and FD is lowest at {best_fd['guidance']} "

@@ -105,13 +105,10 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, seed: int = 0, steps: int = 300,
 # ---- VAE reconstruction ---------------------------------------------------------------------------------
 @torch.no_grad()
 def reconstruct(vae: Any, x_model: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Encode to the posterior mode and decode: (N, C, H, W) in model space [-1, 1], clamped."""
-    device = next(vae.parameters()).device
-    outs = []
-    for i in range(0, len(x_model), batch_size):
-        xb = x_model[i:i + batch_size].to(device=device, dtype=torch.float32)
-        outs.append(vae.decode(vae.encode(xb).latent_dist.mode()).sample.float().clamp(-1, 1).cpu())
-    return torch.cat(outs)
+    """Encode (posterior mode, or nearest codes for a VQModel) and decode: (N, C, H, W) in model space, clamped."""
+    from models.autoencoder import reconstruct as ae_reconstruct
+
+    return ae_reconstruct(vae, x_model.float(), batch_size)
 
 
 def reconstruction_metrics(x_model: torch.Tensor, rec_model: torch.Tensor, dyn_range_db: float) -> dict[str, float]:

@@ -146,7 +146,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="inference steps (default: the pipeline's, else 20)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale, 1 = none (default: the pipeline's, else 2.0)")
-    p.add_argument("--scheduler", default=None, choices=("ddpm", "ddim", "dpmsolver++"),
+    p.add_argument("--scheduler", default=None, choices=("ddpm", "ddim", "dpmsolver++", "vq-diffusion"),
                    help="sampler (default: the pipeline's, else dpmsolver++)")
     p.add_argument("--batch-size", type=int, default=16, help="samples per network call (fixed shape; part of the bytes)")
     p.add_argument("--seed", type=int, default=0, help="run seed; sample i of user u gets derive_seed(seed, u, i)")

@@ -67,13 +67,14 @@ def encode_latents(pipe: Any, x_db: torch.Tensor, time_shifts: int, batch: int =
     x = pipe.normalization.to_model(x_db.float())  # (N, C, H, W)
     w = x.shape[-1]
     rolled = torch.cat([torch.roll(x, shifts=int(round(s * w / time_shifts)), dims=-1) for s in range(time_shifts)])
-    vae = pipe.vae
-    sf, shift = float(vae.config.scaling_factor), float(vae.config.shift_factor or 0.0)
+    from models import autoencoder as ae
+
+    vae, sf = pipe.vae, float(pipe.vae.config.scaling_factor)
     means, stds = [], []
     for i in range(0, len(rolled), batch):
-        post = vae.encode(rolled[i:i + batch].to(vae.device)).latent_dist
-        means.append(((post.mean - shift) * sf).float().cpu())
-        stds.append((post.std * sf).float().cpu())
+        mean, std = ae.posterior(vae, rolled[i:i + batch])
+        means.append(ae.scale(vae, mean).float().cpu())
+        stds.append((std * sf).float().cpu())
     return torch.cat(means), torch.cat(stds)  # (N * time_shifts, 4, h, w) each
 
 
@@ -88,6 +89,9 @@ def adapt_new_users(pop_pipe: Any, x_db: np.ndarray, labels: np.ndarray, users: 
     from models.user_encoder import UserEncoder
 
     cfg = cfg or FewShotConfig()
+    if pop_pipe.route == "vq-diffusion":
+        raise NotImplementedError("few-shot user-row adaptation is implemented for the UNet routes (kl, vq-latent), "
+                                  "not yet for vq-diffusion; evaluate it without --fewshot")
     labels = np.asarray(labels, np.int64)
     if len(labels) != len(x_db) or labels.min() < 0 or labels.max() >= len(users):
         raise ValueError("labels must index `users` and match x_db")
@@ -102,7 +106,7 @@ def adapt_new_users(pop_pipe: Any, x_db: np.ndarray, labels: np.ndarray, users: 
         enc.embedding.weight.copy_(torch.cat([start, old.embedding.weight[old.null_index:].float().cpu()]))
         enc.position.copy_(old.position.float().cpu())
         enc.norm.load_state_dict({k: v.float().cpu() for k, v in old.norm.state_dict().items()})
-    pipe = DopplerPipeline(vae=pop_pipe.vae, unet=pop_pipe.unet, user_encoder=enc,
+    pipe = DopplerPipeline(vae=pop_pipe.vae, denoiser=pop_pipe.denoiser, user_encoder=enc,
                            scheduler_config=dict(pop_pipe.scheduler_config), meta=dict(pop_pipe.meta))
     device = pop_pipe.device
     pipe.to(device, torch.float32)

@@ -1,4 +1,5 @@
-"""Stage 1: train the AutoencoderKL on spectrograms, measure the latent scaling factor, save the EMA VAE."""
+"""Stage 1: train the autoencoder (AutoencoderKL, or VQModel for the comparison route), measure the latent
+scaling factor, save the EMA model."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL
+from accelerate.utils import broadcast
 from diffusers.training_utils import EMAModel
 from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio
 from tqdm.auto import tqdm
 
-from models.builders import build_vae
+from models import autoencoder as ae
+from models.builders import build_autoencoder
 from models.normalization import Normalization
 from models.presets import get_preset
 from training import common
@@ -27,37 +29,63 @@ from training.preview import spectrogram_grid
 
 
 class VAEWithPosterior(nn.Module):
-    """Encode, sample, decode in one forward, so DDP sees a forward call and also hands back the KL term."""
+    """Encode, regularise, decode in one forward, so DDP sees a forward call; works for both autoencoders.
 
-    def __init__(self, vae: AutoencoderKL):
+    Returns the reconstruction, the regulariser (KL per latent element, or the VQ codebook + commitment loss)
+    and, for a VQModel, the chosen code indices (for the usage statistics).
+    """
+
+    def __init__(self, vae: ae.Autoencoder):
         super().__init__()
         self.vae = vae
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, generator: torch.Generator):
+        if ae.is_vq(self.vae):
+            h = self.vae.encode(x).latents
+            z_q, q_loss, (_, _, idx) = self.vae.quantize(h)  # straight-through z_q
+            rec = self.vae.decode(z_q, force_not_quantize=True).sample
+            return rec, q_loss, idx.reshape(len(x), -1)
         post = self.vae.encode(x).latent_dist
         rec = self.vae.decode(post.sample(generator=generator)).sample  # (N, C, H, W)
-        return rec, post.kl()  # kl: (N,), summed over latent elements
+        return rec, post.kl().mean() / x[0].numel(), None  # KL per pixel, as kl_weight means in Stable Diffusion
 
 
 @torch.no_grad()
-def encode_stats(vae: AutoencoderKL, x: torch.Tensor, batch: int, seed: int) -> tuple[float, float]:
-    """Mean and std of sampled latents over a whole split: the std gives the scaling factor (Rombach et al. 2022)."""
+def encode_stats(vae: ae.Autoencoder, x: torch.Tensor, batch: int, seed: int) -> tuple[float, float]:
+    """Mean and std of the latents stage 2 will see, over a whole split: 1/std is the scaling factor
+    (Rombach et al. 2022). KL: posterior samples; VQ: the deterministic pre-quantisation latents."""
     gen = torch.Generator("cpu").manual_seed(seed)
-    zs = [vae.encode(x[i:i + batch].to(vae.device)).latent_dist.sample(generator=gen).float().cpu()
-          for i in range(0, len(x), batch)]
+    zs = []
+    for i in range(0, len(x), batch):
+        mean, std = ae.posterior(vae, x[i:i + batch])
+        zs.append(mean.float().cpu() + std.float().cpu() * torch.randn(mean.shape, generator=gen))
     z = torch.cat(zs)  # (N, 4, h, w)
     return float(z.mean()), float(z.std())
 
 
 @torch.no_grad()
-def reconstruct(vae: AutoencoderKL, x: torch.Tensor, batch: int) -> torch.Tensor:
-    """Decode the posterior mean: the deterministic reconstruction used for PSNR and figures."""
-    outs = [vae.decode(vae.encode(x[i:i + batch].to(vae.device)).latent_dist.mode()).sample.float().cpu()
-            for i in range(0, len(x), batch)]
-    return torch.cat(outs).clamp(-1, 1)
+def reset_dead_codes(vq, x: torch.Tensor, gen: torch.Generator, n_probe: int, batch: int) -> int:
+    """Re-seed the codes no probe image uses with randomly chosen encoder outputs (codebook reset, as in Jukebox,
+    Dhariwal et al. 2020); the probe is drawn from the step's own generator, so a resumed run repeats it exactly."""
+    probe = x[torch.randperm(len(x), generator=gen)[:n_probe]]
+    hs = torch.cat([vq.encode(probe[i:i + batch].to(vq.device)).latents for i in range(0, len(probe), batch)])
+    flat = hs.permute(0, 2, 3, 1).reshape(-1, hs.shape[1])  # (N*h*w, D)
+    codebook = vq.quantize.embedding.weight
+    used = torch.bincount(torch.cdist(flat, codebook).argmin(dim=1), minlength=len(codebook)) > 0
+    dead = (~used).nonzero().flatten()
+    if len(dead):
+        pick = torch.randint(0, len(flat), (len(dead),), generator=gen)
+        codebook.data[dead] = flat[pick.to(flat.device)].to(codebook.dtype)
+    return int(len(dead))
 
 
-def recon_figure(vae: AutoencoderKL, x: torch.Tensor, picks, norm: Normalization, meta: dict, path: Path,
+@torch.no_grad()
+def reconstruct(vae: ae.Autoencoder, x: torch.Tensor, batch: int) -> torch.Tensor:
+    """Decode the posterior mean (or the nearest codes): the deterministic reconstruction for PSNR and figures."""
+    return ae.reconstruct(vae, x, batch)
+
+
+def recon_figure(vae: ae.Autoencoder, x: torch.Tensor, picks, norm: Normalization, meta: dict, path: Path,
                  title: str) -> None:
     """Two rows per user, originals above their reconstructions, in dB with the dataset's axes."""
     flat = [i for _, idx in picks for i in idx]
@@ -90,7 +118,8 @@ def main(cfg: VAEConfig) -> dict:
     picks = common.first_per_user(fig_labels.numpy(), ds.users, 4, cfg.users_in_grid)
 
     # ---- model, optimiser, EMA -------------------------------------------------------------------------
-    model = VAEWithPosterior(build_vae(preset)).to(device)
+    vq = cfg.autoencoder == "vq"
+    model = VAEWithPosterior(build_autoencoder(preset, cfg.autoencoder)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMAModel(model.vae.parameters(), decay=cfg.ema_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -99,11 +128,14 @@ def main(cfg: VAEConfig) -> dict:
     ema.to(device)
     schedule = common.lr_lambda(cfg)
     logger = common.JsonlLogger(run_dir / "log.jsonl", main_proc, resume_step=start)
-    eval_vae = build_vae(preset).to(device).eval().requires_grad_(False)  # holds EMA weights for figures/export
+    # holds EMA weights for figures/export
+    eval_vae = build_autoencoder(preset, cfg.autoencoder).to(device).eval().requires_grad_(False)
+    reg_name = "vq" if vq else "kl"
 
     # ---- train -----------------------------------------------------------------------------------------
     model.train()
-    bar = tqdm(total=cfg.max_steps, initial=start, disable=not main_proc, desc="train-vae", dynamic_ncols=True)
+    bar = tqdm(total=cfg.max_steps, initial=start, disable=not main_proc, desc=f"train-vae ({cfg.autoencoder})",
+               dynamic_ncols=True)
     meter, t0, last = common.Throughput(), time.perf_counter(), {}
     for step in range(start, cfg.max_steps):
         gen = common.step_generator(cfg.seed, step, rank)
@@ -114,29 +146,39 @@ def main(cfg: VAEConfig) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * schedule(step)  # stateless schedule: nothing to restore on resume
         with accelerator.autocast():
-            rec, kl = model(xb, gen)
+            rec, reg, codes = model(xb, gen)
         rec = rec.float()
         l1, l2 = (rec - xb).abs().mean(), (rec - xb).pow(2).mean()
-        kl = kl.float().mean() / xb[0].numel()  # per pixel, so kl_weight means what it means in Stable Diffusion
-        loss = cfg.l1_weight * l1 + cfg.l2_weight * l2 + cfg.kl_weight * kl
+        reg = reg.float().mean()
+        loss = cfg.l1_weight * l1 + cfg.l2_weight * l2 + (cfg.codebook_weight if vq else cfg.kl_weight) * reg
         accelerator.backward(loss)
         if cfg.max_grad_norm > 0:
             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        if vq and cfg.dead_code_every and done % cfg.dead_code_every == 0 and done < cfg.max_steps:
+            vq_model = accelerator.unwrap_model(model).vae
+            reset_dead_codes(vq_model, x, common.step_generator(cfg.seed, step, 0, stream=1), cfg.dead_code_probe,
+                             cfg.eval_batch_size)
+            weight = vq_model.quantize.embedding.weight
+            weight.data.copy_(broadcast(weight.data.contiguous(), from_process=0))  # identical on every rank
         ema.step(accelerator.unwrap_model(model).vae.parameters())
         meter.add(len(xb) * accelerator.num_processes)
-        done = step + 1
         bar.update(1)
 
         # ---- log -------------------------------------------------------------------------------------
         if done % cfg.log_every == 0 or done == cfg.max_steps:
-            vals = accelerator.reduce(torch.stack([loss, l1, l2, kl]).detach(), reduction="mean").tolist()
-            last = dict(step=done, loss=vals[0], l1=vals[1], l2=vals[2], kl=vals[3], lr=cfg.lr * schedule(step),
+            vals = accelerator.reduce(torch.stack([loss, l1, l2, reg]).detach(), reduction="mean").tolist()
+            last = dict(step=done, loss=vals[0], l1=vals[1], l2=vals[2], lr=cfg.lr * schedule(step),
                         samples_per_s=meter.read(), num_processes=accelerator.num_processes,
-                        elapsed_s=time.perf_counter() - t0)
+                        elapsed_s=time.perf_counter() - t0, **{reg_name: vals[3]})
+            if codes is not None:
+                usage = ae.codebook_usage(codes, preset.vq_num_embeddings)  # this batch, this rank
+                last.update(perplexity=usage["perplexity"], batch_dead_fraction=usage["dead_fraction"])
             logger.log(**last)
-            bar.set_postfix(loss=f"{vals[0]:.4f}", l1=f"{vals[1]:.4f}")
+            bar.set_postfix(loss=f"{vals[0]:.4f}", l1=f"{vals[1]:.4f}",
+                            **({"ppl": f"{last['perplexity']:.0f}"} if codes is not None else {}))
 
         # ---- checkpoint and figures ----------------------------------------------------------------------
         if done % cfg.checkpointing_steps == 0 or done == cfg.max_steps:
@@ -144,7 +186,7 @@ def main(cfg: VAEConfig) -> dict:
         if main_proc and cfg.image_every and done % cfg.image_every == 0 and done != cfg.max_steps:
             ema.copy_to(eval_vae.parameters())
             recon_figure(eval_vae, fig_x, picks, norm, ds.meta, run_dir / "figures" / f"recon-{done:06d}.png",
-                         f"VAE (EMA) reconstructions, step {done}")
+                         f"{cfg.autoencoder.upper()} autoencoder (EMA) reconstructions, step {done}")
     bar.close()
 
     # ---- export: EMA weights, measured scaling factor, metrics, figures -----------------------------------
@@ -162,19 +204,26 @@ def main(cfg: VAEConfig) -> dict:
                 # model space spans 2 units = dyn_range_db dB, so this equals PSNR over the dB images.
                 psnr[split] = float(peak_signal_noise_ratio(reconstruct(eval_vae, xs, cfg.eval_batch_size), xs,
                                                             data_range=2.0))
-        summary = dict(steps=cfg.max_steps, scaling_factor=1.0 / std, latent_mean=mean, latent_std=std,
-                       psnr_db=psnr, final=last, dataset_fingerprint=ds.fingerprint,
-                       trained_on_fingerprint=trained_on,
+        summary = dict(autoencoder=cfg.autoencoder, steps=cfg.max_steps, scaling_factor=1.0 / std,
+                       latent_mean=mean, latent_std=std, psnr_db=psnr, final=last,
+                       dataset_fingerprint=ds.fingerprint, trained_on_fingerprint=trained_on,
                        peak_rss_mb=common.peak_rss_mb())
+        if vq:  # codebook usage over the whole train split: collapse is the classic VQ failure
+            codes = torch.cat([ae.encode_codes(eval_vae, x[i:i + cfg.eval_batch_size]).cpu()
+                               for i in range(0, len(x), cfg.eval_batch_size)])
+            summary["codebook"] = ae.codebook_usage(codes, preset.vq_num_embeddings)
         (run_dir / "vae_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         recon_figure(eval_vae, fig_x, picks, norm, ds.meta, run_dir / "figures" / "recon.png",
-                     f"VAE (EMA) reconstructions, {'test' if x_test is not None else 'train'} split, "
+                     f"{cfg.autoencoder.upper()} autoencoder (EMA) reconstructions, {'test' if x_test is not None else 'train'} split, "
                      f"step {cfg.max_steps}, PSNR {psnr.get('test', psnr['train']):.1f} dB")
-        common.plot_losses(common.read_jsonl(run_dir / "log.jsonl"), ["loss", "l1", "kl"],
+        common.plot_losses(common.read_jsonl(run_dir / "log.jsonl"), ["loss", "l1", reg_name],
                            run_dir / "figures" / "loss.png", "train-vae")
         print(f"train-vae: {cfg.max_steps} steps in {time.perf_counter() - t0:.0f} s | loss {last.get('loss', 0):.4f} | "
               f"PSNR " + ", ".join(f"{k} {v:.2f} dB" for k, v in psnr.items()) +
-              f" | scaling_factor {1.0 / std:.4f} | saved {run_dir / 'vae'}")
+              f" | scaling_factor {1.0 / std:.4f}" +
+              (f" | codebook perplexity {summary['codebook']['perplexity']:.1f} of {preset.vq_num_embeddings}, "
+               f"{100 * summary['codebook']['dead_fraction']:.1f}% dead" if vq else "") +
+              f" | saved {run_dir / 'vae'}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary

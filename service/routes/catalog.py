@@ -31,7 +31,8 @@ async def info(service: ServiceDep) -> dict:
     dyn = float(pipe.normalization.dyn_range_db)
     h, w = pipe.image_size
     return {
-        "model": {"name": pipe.name, "version": pipe.version, "route": pipe.route},
+        "model": {"name": pipe.name, "version": pipe.version, "route": pipe.route,
+                  "autoencoder": type(pipe.vae).__name__, "denoiser": type(pipe.denoiser).__name__},
         "status": service.status,
         "image_size": [h, w],
         "channels": pipe.channels,
@@ -52,7 +53,7 @@ async def info(service: ServiceDep) -> dict:
         "defaults": {
             "num_inference_steps": engine.default_steps,
             "guidance_scale": engine.default_guidance,
-            "scheduler": "dpmsolver++",
+            "scheduler": engine.default_scheduler,
             "format": "png",
         },
         "limits": {

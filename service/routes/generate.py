@@ -57,7 +57,11 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
     engine = service.engine
     steps = body.num_inference_steps or engine.default_steps
     guidance = engine.default_guidance if body.guidance_scale is None else float(body.guidance_scale)
+    scheduler = body.scheduler or engine.default_scheduler
     _check_limits(body, steps, service)
+    if scheduler not in engine.schedulers:
+        raise invalid("scheduler", f"{scheduler!r} does not apply to this {engine.pipe.route} pipeline; "
+                                   f"choose one of {list(engine.schedulers)}")
     raw_png = _wants_raw_png(request.headers.get("accept", ""))
     if raw_png and (body.num_samples != 1 or body.format != "png"):
         raise ApiError(
@@ -73,7 +77,7 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
         seeds = [secrets.randbelow(2**31) for _ in range(body.num_samples)]
     else:
         seeds = [body.seed + i for i in range(body.num_samples)]
-    key = BatchKey(num_inference_steps=steps, guidance_scale=guidance, scheduler=body.scheduler)
+    key = BatchKey(num_inference_steps=steps, guidance_scale=guidance, scheduler=scheduler)
     try:
         job = service.batcher.submit(key, user_index, seeds)
     except QueueFull as exc:
@@ -91,7 +95,7 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
     if raw_png:
         return _raw_png_response(items[0], files[0], timings, model)
     response = GenerateResponse(items=items, seeds=seeds, num_inference_steps=steps, guidance_scale=guidance,
-                                scheduler=body.scheduler, timings=timings, model=model)
+                                scheduler=scheduler, timings=timings, model=model)
     return JSONResponse(response.model_dump(mode="json"))
 
 

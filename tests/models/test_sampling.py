@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from models.pipeline import DopplerPipeline
-from models.sampling import SCHEDULERS, sample
+from models.sampling import CONTINUOUS_SCHEDULERS, sample
 
 
 @pytest.fixture(scope="module")
@@ -10,14 +10,14 @@ def pipe(tiny_pipeline_dir):
     return DopplerPipeline.load(tiny_pipeline_dir)
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("scheduler", CONTINUOUS_SCHEDULERS)
 def test_all_schedulers_run_finite_and_in_db_range(pipe, scheduler):
     out = sample(pipe, [0, 1], [1, 2], num_inference_steps=4, guidance_scale=2.0, scheduler=scheduler)
     assert out.shape == (2, 1, 32, 32) and out.dtype == torch.float32
     assert torch.isfinite(out).all() and out.min() >= -60.0 and out.max() <= 0.0
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("scheduler", CONTINUOUS_SCHEDULERS)
 def test_same_seed_same_sample_alone_or_batched_bitwise(pipe, scheduler):
     kw = dict(num_inference_steps=4, guidance_scale=3.0, scheduler=scheduler, pad_to=8)
     alone = sample(pipe, [1], [1234], **kw)
