@@ -61,71 +61,113 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-batch", type=int, default=16, help="batch of the side-by-side sampling timing")
     p.add_argument("--timing-repeats", type=int, default=3, help="timed repeats per route and setting (median)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="run up to this many training stages / evaluations at once, as subprocesses logging to "
+                        "<out>/logs/ (each with --threads or 1 thread); 1 = one after another in this process")
     p.add_argument("--markdown", default=None,
                    help="also write the report here (figures are copied next to it), e.g. docs/compare-demo.md")
 
 
 # ---- stages -------------------------------------------------------------------------------------------------
-def _cli(argv: list[str]) -> None:
+def run_commands(cmds: list[tuple[str, list[str]]], args: argparse.Namespace, out: Path) -> None:
+    """Run `dopplergen` commands: in this process one by one (--jobs 1), or as up to --jobs subprocesses at once,
+    each logging to <out>/logs/<name>.log; any failure stops the comparison with the log's tail."""
+    import subprocess
+    import sys
+
     from training.cli import main as cli
 
-    print("$ dopplergen " + shlex.join(argv), flush=True)
-    rc = cli(argv)
-    if rc:
-        raise SystemExit(f"dopplergen {argv[0]} failed with exit code {rc}")
+    if args.jobs <= 1:
+        for _, argv in cmds:
+            print("$ dopplergen " + shlex.join(argv), flush=True)
+            if cli(argv):
+                raise SystemExit(f"dopplergen {argv[0]} failed")
+        return
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or 1)}
+    pending, running = list(cmds), []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            name, argv = pending.pop(0)
+            log = out / "logs" / f"{name}.log"
+            print(f"$ dopplergen {shlex.join(argv)}  > {log}", flush=True)
+            running.append((name, log, subprocess.Popen([sys.executable, "-m", "training", *argv], env=env,
+                                                        stdout=log.open("w"), stderr=subprocess.STDOUT)))
+        time.sleep(1.0)
+        for item in list(running):
+            name, log, proc = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode:
+                for _, _, other in running:
+                    other.terminate()
+                tail = log.read_text(errors="replace")[-2000:]
+                raise SystemExit(f"{name} failed (exit {proc.returncode}); end of {log}:\n{tail}")
+            print(f"compare: {name} done", flush=True)
 
 
-def train_route(route: str, args: argparse.Namespace, out: Path) -> Path:
-    """The route's pipeline folder: taken as given, found from an earlier run, or trained now (stage 1 shared)."""
-    given = getattr(args, route.replace("-", "_"))
-    if given:
-        return Path(given)
-    pipe_dir = out / route
-    if (pipe_dir / "dopplergen.json").is_file():
-        print(f"compare: {route}: taking the existing {pipe_dir}")
-        return pipe_dir
+def pipeline_dirs(routes: list[str], args: argparse.Namespace, out: Path) -> dict[str, Path]:
+    """Each route's pipeline folder: taken as given, found from an earlier run, or trained now. Stage 1 runs first
+    (one VQModel serves both VQ routes), then every missing stage 2; a stage with resume checkpoints resumes."""
+    dirs, todo = {}, []
+    for route in routes:
+        given = getattr(args, route.replace("-", "_"))
+        dirs[route] = Path(given) if given else out / route
+        if given or (dirs[route] / "dopplergen.json").is_file():
+            print(f"compare: {route}: taking the existing pipeline {dirs[route]}")
+        else:
+            todo.append(route)
     extra = shlex.split(args.train_args)
-    kind = STAGE1[route]
-    vae_run = out / f"{kind}-vae"
-    if not (vae_run / "vae" / "config.json").is_file():
-        resume = ["--resume", "latest"] if (vae_run / "checkpoints").is_dir() else []
-        _cli(["train-vae", "--preset", args.preset, "--autoencoder", kind, "--data", args.data, "--out", str(vae_run),
-              *(["--max-steps", str(args.vae_steps)] if args.vae_steps else []), *resume, *extra])
-    run_dir = out / f"{route}-run"
-    resume = ["--resume", "latest"] if (run_dir / "checkpoints").is_dir() else []
-    _cli([STAGE2[route], "--preset", args.preset, "--data", args.data, "--vae", str(vae_run / "vae"),
-          "--out", str(pipe_dir), "--run-dir", str(run_dir), "--name", f"dopplergen-{args.preset}-{route}",
-          *(["--max-steps", str(args.stage2_steps)] if args.stage2_steps else []), *resume, *extra])
-    return pipe_dir
+
+    def resume(run: Path) -> list[str]:
+        return ["--resume", "latest"] if (run / "checkpoints").is_dir() else []
+
+    stage1 = []
+    for kind in dict.fromkeys(STAGE1[r] for r in todo):  # ordered, unique
+        run = out / f"{kind}-vae"
+        if not (run / "vae" / "config.json").is_file():
+            stage1.append((f"train-vae-{kind}", [
+                "train-vae", "--preset", args.preset, "--autoencoder", kind, "--data", args.data, "--out", str(run),
+                *(["--max-steps", str(args.vae_steps)] if args.vae_steps else []), *resume(run), *extra]))
+    run_commands(stage1, args, out)
+    stage2 = []
+    for route in todo:
+        run = out / f"{route}-run"
+        stage2.append((f"{STAGE2[route]}-{route}", [
+            STAGE2[route], "--preset", args.preset, "--data", args.data, "--vae", str(out / f"{STAGE1[route]}-vae" / "vae"),
+            "--out", str(dirs[route]), "--run-dir", str(run), "--name", f"dopplergen-{args.preset}-{route}",
+            *(["--max-steps", str(args.stage2_steps)] if args.stage2_steps else []), *resume(run), *extra]))
+    run_commands(stage2, args, out)
+    return dirs
 
 
-def evaluate_route(route: str, pipe_dir: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """`dopplergen evaluate` at the shared settings; an existing report of the same pipeline is reused."""
-    from training import evaluate
+def evaluate_routes(dirs: dict[str, Path], args: argparse.Namespace, out: Path) -> dict[str, dict[str, Any]]:
+    """`dopplergen evaluate` of every route at the shared settings; a report of the same pipeline and flags is reused."""
     from training.generate import pipeline_fingerprint
 
-    report_dir = out / f"eval-{route}"
-    report = report_dir / "report.json"
-    flags = (["--quick"] if args.quick else []) + shlex.split(args.evaluate_args)
-    if report.is_file():
+    flags = (["--quick"] if args.quick else []) + shlex.split(args.evaluate_args)  # what the numbers depend on
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    todo = []
+    for route, pipe_dir in dirs.items():
+        report = out / f"eval-{route}" / "report.json"
+        if report.is_file():
+            res = json.loads(report.read_text())
+            if res["pipeline"]["fingerprint"] == pipeline_fingerprint(pipe_dir) and res.get("compare_flags") == flags:
+                print(f"compare: {route}: reusing {report}")
+                continue
+        todo.append((f"evaluate-{route}", ["evaluate", "--pipeline", str(pipe_dir), "--data", args.data,
+                                           "--out", str(report.parent), *flags, *threads]))
+    run_commands(todo, args, out)
+    reports = {}
+    for route in dirs:
+        report = out / f"eval-{route}" / "report.json"
         res = json.loads(report.read_text())
-        same = (res["pipeline"]["fingerprint"] == pipeline_fingerprint(pipe_dir)
-                and res.get("compare_flags") == flags)
-        if same:
-            print(f"compare: {route}: reusing {report}")
-            return res
-    argv = ["--pipeline", str(pipe_dir), "--data", args.data, "--out", str(report_dir), *flags]
-    if args.threads:
-        argv += ["--threads", str(args.threads)]
-    p = argparse.ArgumentParser(prog="dopplergen evaluate")
-    evaluate.add_arguments(p)
-    print("$ dopplergen evaluate " + shlex.join(argv), flush=True)
-    if evaluate.run(p.parse_args(argv)):
-        raise SystemExit(f"evaluate failed for {route}")
-    res = json.loads(report.read_text())
-    res["compare_flags"] = flags  # what made this report, so a rerun with other flags re-evaluates
-    report.write_text(json.dumps(res, indent=2) + "\n")
-    return res
+        if res.get("compare_flags") != flags:
+            res["compare_flags"] = flags  # what made this report, so a rerun with other flags re-evaluates
+            report.write_text(json.dumps(res, indent=2) + "\n")
+        reports[route] = res
+    return reports
 
 
 # ---- measurements made here --------------------------------------------------------------------------------------
@@ -328,8 +370,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    pipe_dirs = {route: train_route(route, args, out) for route in routes}
-    reports = {route: evaluate_route(route, pipe_dirs[route], args, out) for route in routes}
+    pipe_dirs = pipeline_dirs(routes, args, out)
+    reports = evaluate_routes(pipe_dirs, args, out)
 
     pipes = {route: DopplerPipeline.load(pipe_dirs[route]) for route in routes}
     rows = [row_of(route, reports[route]) for route in routes]
@@ -346,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
         r.update(model_size(pipe_dirs[r["route"]], pipes[r["route"]]))
     cmp = dict(preset=args.preset, data=args.data, out=str(out), routes=routes,
                pipelines={k: str(v) for k, v in pipe_dirs.items()},
-               evaluate_flags=(["--quick"] if args.quick else []) + shlex.split(args.evaluate_args),
+               evaluate_flags=next(iter(reports.values()))["compare_flags"],
                rows=rows, verdicts=verdicts(rows),
                timing=dict(batch=args.timing_batch, repeats=args.timing_repeats, seconds_per_sample=timed,
                            torch_threads=torch.get_num_threads()),

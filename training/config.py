@@ -122,7 +122,7 @@ TRAINING_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                      image_every=0, preview_per_user=2, num_inference_steps=5, latent_shifts=2, t_groups=2),
         # the same budget as the demo UNet (1000 steps x 64), so `dopplergen compare` compares like with like
         "demo": dict(max_steps=1000, batch_size=64, lr=4e-4, lr_warmup_steps=100, checkpointing_steps=250,
-                     log_every=10, image_every=500, ema_decay=0.999, guidance_scale=3.0, num_inference_steps=100,
+                     log_every=10, image_every=500, ema_decay=0.999, guidance_scale=3.0, num_inference_steps=50,
                      export_dtype="fp16"),
         "base": dict(max_steps=100000, batch_size=32, lr=1e-4, lr_warmup_steps=1000, checkpointing_steps=5000,
                      image_every=5000, ema_decay=0.9999, latent_shifts=4, num_inference_steps=100),

@@ -42,7 +42,7 @@ def test_compare_runs_end_to_end_at_the_smallest_setting(tmp_path):
     rc = main(["compare", "--data", str(data), "--out", str(out), "--preset", "tiny", "--vae-steps", "2",
                "--stage2-steps", "2", "--train-args", "--batch-size 4 --image-every 0",
                "--quick", "--evaluate-args", "--gen-per-user 2 --seeds 1", "--timing-batch", "2",
-               "--timing-repeats", "1", "--threads", "1", "--markdown", str(md)])
+               "--timing-repeats", "1", "--threads", "1", "--jobs", "2", "--markdown", str(md)])
     assert rc == 0
     cmp = json.loads((out / "compare.json").read_text())
     assert [r["route"] for r in cmp["rows"]] == ["kl", "vq-latent", "vq-diffusion"]
@@ -54,6 +54,9 @@ def test_compare_runs_end_to_end_at_the_smallest_setting(tmp_path):
     assert cmp["rows"][1]["codebook"]["num_codes"] == 128 and cmp["rows"][0]["codebook"] is None
     # The two VQ routes share one stage-1 run; the KL route has its own.
     assert {p.name for p in out.glob("*-vae")} == {"kl-vae", "vq-vae"}
+    # --jobs 2 ran the stages as subprocesses, each with its own log.
+    assert {p.stem for p in (out / "logs").glob("*.log")} >= {"train-vae-kl", "train-vae-vq", "train-transformer-vq-diffusion",
+                                                             "evaluate-kl", "evaluate-vq-diffusion"}
     text = md.read_text()
     assert "| metric | `kl` | `vq-latent` | `vq-diffusion` |" in text and "## Verdict per metric" in text
     assert (md.parent / "compare" / "compare_samples.png").stat().st_size > 1000
