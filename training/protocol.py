@@ -52,6 +52,46 @@ def check_disjoint(train_paths: Sequence[str], test_paths: Sequence[str]) -> Non
 
 
 # ---- few-shot adaptation: new user-encoder rows, everything else frozen ------------------------------------------
+def _latent_loss(pipe: Any, x_db: torch.Tensor, cfg: Any) -> Callable:
+    """The stage-2 diffusion loss of the UNet routes (kl, vq-latent) on the k recordings' cached latents."""
+    mean, std = encode_latents(pipe, x_db, cfg.time_shifts)
+    sched = DDPMScheduler.from_config(pipe.scheduler_config)
+    pred_type, device = sched.config.prediction_type, pipe.device
+
+    def loss(idx: torch.Tensor, context: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)).to(device)
+        noise = torch.randn(z0.shape, generator=g).to(device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g).to(device)
+        noisy = sched.add_noise(z0, noise, t)
+        target = noise if pred_type == "epsilon" else sched.get_velocity(z0, noise, t)
+        pred = pipe.denoiser(noisy, t, encoder_hidden_states=context).sample
+        return torch.nn.functional.mse_loss(pred.float(), target.float())
+
+    return loss
+
+
+def _code_loss(pipe: Any, x_db: torch.Tensor, cfg: Any) -> Callable:
+    """The VQ-Diffusion x_0 cross-entropy (route vq-diffusion) on the k recordings' cached code grids."""
+    from diffusers import VQDiffusionScheduler
+
+    from training.train_transformer import cache_codes, corrupt
+
+    x = pipe.normalization.to_model(x_db)
+    w = x.shape[-1]
+    codes = cache_codes(pipe.vae, x, [int(round(s * w / cfg.time_shifts)) for s in range(cfg.time_shifts)])
+    codes = codes.reshape(-1, codes.shape[-1])  # (shifts * N, L), shift-major like the labels' np.tile
+    sched = VQDiffusionScheduler.from_config(pipe.scheduler_config)
+
+    def loss(idx: torch.Tensor, context: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        t = int(torch.randint(0, sched.config.num_train_timesteps, (1,), generator=g))  # AdaLayerNorm: one t per call
+        x0 = codes[idx]
+        x_t = corrupt(sched, x0, t, g).to(pipe.device)
+        log_p = pipe.denoiser(x_t, encoder_hidden_states=context, timestep=torch.tensor(t, device=pipe.device)).sample
+        return torch.nn.functional.nll_loss(log_p.float(), x0.to(pipe.device))
+
+    return loss
+
+
 @dataclass
 class FewShotConfig:
     steps: int = 300  # optimiser steps on the new rows (all target users at once; rows do not interact)
@@ -89,9 +129,6 @@ def adapt_new_users(pop_pipe: Any, x_db: np.ndarray, labels: np.ndarray, users: 
     from models.user_encoder import UserEncoder
 
     cfg = cfg or FewShotConfig()
-    if pop_pipe.route == "vq-diffusion":
-        raise NotImplementedError("few-shot user-row adaptation is implemented for the UNet routes (kl, vq-latent), "
-                                  "not yet for vq-diffusion; evaluate it without --fewshot")
     labels = np.asarray(labels, np.int64)
     if len(labels) != len(x_db) or labels.min() < 0 or labels.max() >= len(users):
         raise ValueError("labels must index `users` and match x_db")
@@ -115,23 +152,15 @@ def adapt_new_users(pop_pipe: Any, x_db: np.ndarray, labels: np.ndarray, users: 
     row_mask = torch.ones(enc.embedding.weight.shape[0], 1, device=device)
     row_mask[enc.null_index] = 0.0  # the null user stays the population's
 
-    mean, std = encode_latents(pipe, torch.as_tensor(np.asarray(x_db, np.float32)), cfg.time_shifts)
+    x_db = torch.as_tensor(np.asarray(x_db, np.float32))
     lat_labels = torch.as_tensor(np.tile(labels, cfg.time_shifts))
-    sched = DDPMScheduler.from_config(pipe.scheduler_config)
-    pred_type = sched.config.prediction_type
+    loss_fn = (_code_loss if pipe.route == "vq-diffusion" else _latent_loss)(pipe, x_db, cfg)
     opt = torch.optim.Adam([enc.embedding.weight], lr=cfg.lr)
     losses = []
     enc.train()
     for _ in range(cfg.steps):
-        idx = torch.randint(0, len(mean), (cfg.batch_size,), generator=g)
-        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)).to(device)
-        noise = torch.randn(z0.shape, generator=g).to(device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch_size,), generator=g).to(device)
-        noisy = sched.add_noise(z0, noise, t)
-        target = noise if pred_type == "epsilon" else sched.get_velocity(z0, noise, t)
-        context = enc(lat_labels[idx].to(device))  # (B, T, D)
-        pred = pipe.unet(noisy, t, encoder_hidden_states=context).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+        idx = torch.randint(0, len(lat_labels), (cfg.batch_size,), generator=g)
+        loss = loss_fn(idx, enc(lat_labels[idx].to(device)), g)  # context: (B, T, D)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         enc.embedding.weight.grad.mul_(row_mask)
@@ -231,12 +260,15 @@ def population_pipeline(ctx: Any, path: str | None, population_seed: int) -> tup
         carrier = float(ctx.data.meta.get("carrier_hz", 24e9)) / 1e9
         quick = ["--max-steps", "20", "--batch-size", "8"] if ctx.st.quick else []
         users, per_user = (4, 8) if ctx.st.quick else (20, 100)
+        route = ctx.pipe.route  # the population generator is of the evaluated pipeline's route
+        stage2 = "train-transformer" if route == "vq-diffusion" else "train-unet"
         cmds = [
             ["simulate", "--users", str(users), "--per-user", str(per_user), "--size", str(size), "--carrier-ghz",
              f"{carrier:g}", "--seed", str(population_seed), "--preview-per-user", "0", "--out", str(out / "data"),
              "--workers", str(max(1, min(8, (os.cpu_count() or 1) - 1)))],
-            ["train-vae", "--preset", preset, "--data", str(out / "data"), "--out", str(out / "vae_run"), *quick],
-            ["train-unet", "--preset", preset, "--data", str(out / "data"), "--vae", str(out / "vae_run" / "vae"),
+            ["train-vae", "--preset", preset, "--autoencoder", "kl" if route == "kl" else "vq", "--data",
+             str(out / "data"), "--out", str(out / "vae_run"), *quick],
+            [stage2, "--preset", preset, "--data", str(out / "data"), "--vae", str(out / "vae_run" / "vae"),
              "--out", str(out / "pipeline"), *quick],
         ]
         env = dict(os.environ, **({"OMP_NUM_THREADS": str(ctx.threads)} if getattr(ctx, "threads", None) else {}))
@@ -245,6 +277,9 @@ def population_pipeline(ctx: Any, path: str | None, population_seed: int) -> tup
             subprocess.run([sys.executable, "-m", "training", *cmd], check=True, env=env)
         path = str(out / "pipeline")
     pop = DopplerPipeline.load(path, device=ctx.device)
+    if pop.route != ctx.pipe.route:
+        raise SystemExit(f"population pipeline {path} is a {pop.route} pipeline but the evaluated one is "
+                         f"{ctx.pipe.route}: few-shot generators must be of the evaluated route")
     pop_seeds = {p["seed"] for p in ((pop.meta.get("dataset") or {}).get("simulate") or {}).get("profiles", [])}
     tgt_seeds = {p["seed"] for p in (ctx.data.meta.get("simulate") or {}).get("profiles", [])}
     info = dict(path=str(path), users=len(pop.users), population_user_seeds=sorted(pop_seeds),

@@ -90,11 +90,14 @@ def test_generator_sees_only_the_classifiers_k():
     assert s["2"]["gain"]["mean"] == 0.0 and s["all"]["n_real"] == 24
 
 
-def test_fewshot_adaptation_learns_only_new_user_rows(tiny_pipeline_dir):
-    from models.pipeline import DopplerPipeline
+@pytest.mark.parametrize("route", ["kl", "vq-latent", "vq-diffusion"])
+def test_fewshot_adaptation_learns_only_new_user_rows(route, tiny_pipeline_dir):
+    from models.pipeline import DopplerPipeline, build_untrained_pipeline
     from models.sampling import sample
 
-    pop = DopplerPipeline.load(tiny_pipeline_dir)
+    torch.manual_seed(0)
+    pop = (DopplerPipeline.load(tiny_pipeline_dir) if route == "kl"
+           else build_untrained_pipeline("tiny", ["p0", "p1", "p2"], route=route))
     unet_before = {k: v.clone() for k, v in pop.unet.state_dict().items()}
     vae_before = {k: v.clone() for k, v in pop.vae.state_dict().items()}
     x = np.random.default_rng(0).uniform(-60, 0, size=(4, 1, 32, 32)).astype(np.float32)
@@ -105,10 +108,10 @@ def test_fewshot_adaptation_learns_only_new_user_rows(tiny_pipeline_dir):
     w0, w3 = p0.user_encoder.embedding.weight, p3.user_encoder.embedding.weight
     assert not torch.equal(w0[:2], w3[:2])  # the new users' rows were learnt
     assert torch.equal(w3[2], pop.user_encoder.embedding.weight[pop.user_encoder.null_index])  # null row kept
-    assert all(torch.equal(v, p3.unet.state_dict()[k]) for k, v in unet_before.items())  # UNet frozen
+    assert all(torch.equal(v, p3.unet.state_dict()[k]) for k, v in unet_before.items())  # UNet / Transformer frozen
     assert all(torch.equal(v, p3.vae.state_dict()[k]) for k, v in vae_before.items())  # VAE frozen
     assert np.isfinite(log["loss_last"])
-    assert sample(p3, [0, 1], [1, 2], num_inference_steps=2).shape == (2, 1, 32, 32)
+    assert p3.route == route and sample(p3, [0, 1], [1, 2], num_inference_steps=2).shape == (2, 1, 32, 32)
 
 
 def test_population_sharing_a_target_profile_is_refused(sim, tmp_path):
@@ -119,11 +122,14 @@ def test_population_sharing_a_target_profile_is_refused(sim, tmp_path):
     build_untrained_pipeline("tiny", ["p0"], dataset=dict(fingerprint="x", simulate={"profiles": [{"seed": target_seed}]})
                              ).save(bad)
     ctx = SimpleNamespace(out=tmp_path, device="cpu", data=SimpleNamespace(meta=sim.ds.meta, fingerprint="y"),
-                          log=print)
+                          log=print, pipe=SimpleNamespace(route="kl"))
     with pytest.raises(SystemExit, match="disjoint population"):
         population_pipeline(ctx, str(bad), population_seed=1)
     pop, info = population_pipeline(ctx, sim.pop, population_seed=1)
     assert info["shared_profiles"] == [] and info["population_user_seeds"] == [900_001, 900_002]
+    ctx.pipe.route = "vq-diffusion"  # a KL population cannot stand in for a VQ-Diffusion generator
+    with pytest.raises(SystemExit, match="must be of the evaluated route"):
+        population_pipeline(ctx, sim.pop, population_seed=1)
 
 
 # ---- physics read-outs through the dataset's meta axes (the evaluator's path) --------------------------------
