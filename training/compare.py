@@ -29,7 +29,8 @@ ROUTES = ("kl", "vq-latent", "vq-diffusion")
 STAGE1 = {"kl": "kl", "vq-latent": "vq", "vq-diffusion": "vq"}  # route -> train-vae --autoencoder
 STAGE2 = {"kl": "train-unet", "vq-latent": "train-unet", "vq-diffusion": "train-transformer"}
 
-# (key in the row, label, higher is better?, tie tolerance) for the table and the per-metric verdict
+# (key in the row, label, higher is better?, tie tolerance); a tolerance below 1 in a row marked "rel" is relative:
+# timings on a shared CPU wobble by a few per cent, so 5% apart counts as a tie.
 METRICS = (
     ("psnr_db", "reconstruction PSNR (dB)", True, 0.1),
     ("ssim", "reconstruction SSIM", True, 0.005),
@@ -39,9 +40,9 @@ METRICS = (
     ("fd", "Fréchet distance to real test", False, 0.05),
     ("c2st", "two-sample test accuracy (0.5 = indistinguishable)", False, 0.01),
     ("physics_max", "physics: worst mean relative error", False, 0.005),
-    ("s_per_sample", "sampling s / sample, default steps", False, 0.0),
-    ("s_per_sample_fast", "sampling s / sample, fewest steps at equal quality", False, 0.0),
-    ("size_mb", "pipeline weights (MB)", False, 0.0),
+    ("s_per_sample", "sampling s / sample, default steps", False, "5%"),
+    ("s_per_sample_fast", "sampling s / sample, fewest steps at equal quality", False, "5%"),
+    ("size_mb", "pipeline weights (MB)", False, 0.01),
 )
 
 
@@ -237,7 +238,8 @@ def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         vals.sort(key=lambda v: -v[0] if higher else v[0])
         (best, who), (second, _) = vals[0], vals[1]
-        tied = [w for v, w in vals if abs(v - best) <= tol]
+        limit = abs(best) * float(tol.rstrip("%")) / 100 if isinstance(tol, str) else tol
+        tied = [w for v, w in vals if abs(v - best) <= limit]
         out.append(dict(metric=label, key=key, best=who if len(tied) == 1 else None, tied=tied if len(tied) > 1 else [],
                         values={w: v for v, w in vals}, margin=abs(best - second)))
     return out
@@ -308,7 +310,8 @@ def write_markdown(path: Path, cmp: dict[str, Any], fig_rel: str) -> None:
               f"({cmp['timing']['batch']} samples, fixed-shape padding) {cmp['timing']['repeats']} times, interleaved, "
               "in one process; the table quotes medians. 'Equal quality' is each route's own: the fewest sweep steps "
               "that keep affinity within 2 points and FD within 15% of its default-steps result.", "",
-              "Per-route reports: " + ", ".join(f"`eval-{r}/report.md`" for r in routes) + f" under `{cmp['out']}`."]
+              "Per-route reports: " + ", ".join(f"[{r}]({fig_rel}/eval-{r}/report.md)" for r in routes)
+              + f" (copies of `{cmp['out']}/eval-<route>/`)."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -403,6 +406,12 @@ def run(args: argparse.Namespace) -> int:
         fig_dir.mkdir(parents=True, exist_ok=True)
         for f in (out / "figures").glob("compare_*.png"):
             shutil.copyfile(f, fig_dir / f.name)
+        for route in routes:  # each route's own evaluate report, with its figures, next to the comparison
+            src, dst = out / f"eval-{route}", fig_dir / f"eval-{route}"
+            (dst / "figures").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / "report.md", dst / "report.md")
+            for f in (src / "figures").glob("*.png"):
+                shutil.copyfile(f, dst / "figures" / f.name)
         write_markdown(md, cmp, os.path.relpath(fig_dir, md.parent))
     wins = ", ".join(f"{v['key']}: {v['best'] or 'tie'}" for v in cmp["verdicts"])
     print(f"compare: {len(routes)} routes in {cmp['runtime_s'] / 60:.1f} min | {wins} | wrote {out / 'compare.md'}")

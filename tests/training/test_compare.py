@@ -60,6 +60,7 @@ def test_compare_runs_end_to_end_at_the_smallest_setting(tmp_path):
     text = md.read_text()
     assert "| metric | `kl` | `vq-latent` | `vq-diffusion` |" in text and "## Verdict per metric" in text
     assert (md.parent / "compare" / "compare_samples.png").stat().st_size > 1000
+    assert (md.parent / "compare" / "eval-vq-diffusion" / "report.md").is_file()
     # A rerun takes the pipelines and reports that exist instead of redoing them.
     before = (out / "eval-kl" / "report.json").stat().st_mtime_ns
     assert main(["compare", "--data", str(data), "--out", str(out), "--preset", "tiny", "--quick", "--evaluate-args",
