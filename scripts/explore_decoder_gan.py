@@ -1,0 +1,84 @@
+"""Exploration for the two-sample gap of the demo model (issue 4); a measurement, not part of the product.
+
+Question: does fine-tuning only the VAE decoder with an adversarial loss (the encoder, hence the latent space
+and the trained UNet, stay as they are; Esser et al. 2021 / Rombach et al. 2022 train their autoencoders this
+way) make reconstructions hard to tell from real recordings? A PatchGAN discriminator (hinge loss) plus L1
+trains decoder + post_quant_conv on one half of the train split; the other half is scored with evaluate's
+two-sample test (fresh CNN, real vs reconstruction), before and after.
+
+    OMP_NUM_THREADS=1 python scripts/explore_decoder_gan.py checkpoints/demo [STEPS] [ADV_WEIGHT] [OUT]
+
+Measured 2026-11-26 (2-core VM, checkpoints/demo, 490 held-out pairs, stderr 0.023): before 1.000 (MAE 1.96 dB);
+600 steps at weight 0.1: 0.998 (MAE 2.50 dB); 1000 steps at weight 0.5: 0.998 (MAE 2.88 dB). Inconclusive, not
+negative: the discriminator's hinge loss stayed at ~2.0 (chance) throughout, so it never pushed the decoder;
+the discriminator set-up (width, learning rate, warm-up, R1) is the thing to fix next.
+"""
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.pipeline import DopplerPipeline
+from training import fidelity as fm
+from training.classifier import train_classifier
+from training.dataset import load_dataset
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+steps = int(sys.argv[2]) if len(sys.argv) > 2 else 600
+adv_w = float(sys.argv[3]) if len(sys.argv) > 3 else 0.1
+t0 = time.time()
+pipe = DopplerPipeline.load(sys.argv[1])
+vae, norm = pipe.vae, pipe.normalization
+x_db = load_dataset("data/sim10").filter("train").x
+rng = np.random.default_rng(0)
+perm = rng.permutation(len(x_db))
+fit_idx, use_idx = perm[: len(x_db) // 2], perm[len(x_db) // 2:]
+x = norm.to_model(torch.as_tensor(x_db)).float()
+
+
+def c2st(tag):
+    rec = norm.to_db(fm.reconstruct(vae, x[use_idx])).numpy()
+    fit = lambda a, b, s: train_classifier(a, b, 2, dyn_range_db=norm.dyn_range_db, seed=s, threads=1).predict  # noqa: E731
+    res = fm.two_sample_test(x_db[use_idx], rec, fit, seed=0)
+    mae = float(np.abs(rec - x_db[use_idx]).mean())
+    print(f"[{time.time() - t0:5.0f} s] {tag}: C2ST real vs reconstruction {res['accuracy']:.3f} "
+          f"(stderr {res['stderr']:.3f}); MAE {mae:.2f} dB", flush=True)
+
+
+c2st("before")
+disc = nn.Sequential(  # PatchGAN: 64x64 -> 7x7 logits
+    nn.Conv2d(1, 32, 4, 2, 1), nn.LeakyReLU(0.2),
+    nn.Conv2d(32, 64, 4, 2, 1), nn.GroupNorm(8, 64), nn.LeakyReLU(0.2),
+    nn.Conv2d(64, 128, 4, 2, 1), nn.GroupNorm(8, 128), nn.LeakyReLU(0.2),
+    nn.Conv2d(128, 1, 3, 1, 0))
+vae.requires_grad_(False)
+params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+for p in params:
+    p.requires_grad_(True)
+vae.train()
+opt_g = torch.optim.Adam(params, lr=1e-4, betas=(0.5, 0.9))
+opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.9))
+xf = x[fit_idx]
+with torch.no_grad():
+    lat = torch.cat([vae.encode(xf[i:i + 64]).latent_dist.mean for i in range(0, len(xf), 64)])
+for step in range(steps):
+    idx = torch.randint(0, len(xf), (16,))
+    real, z = xf[idx], lat[idx]
+    fake = vae.decode(z).sample.clamp(-1, 1)
+    d_loss = torch.relu(1 - disc(real)).mean() + torch.relu(1 + disc(fake.detach())).mean()
+    opt_d.zero_grad()
+    d_loss.backward()
+    opt_d.step()
+    g_loss = (fake - real).abs().mean() - adv_w * disc(fake).mean()
+    opt_g.zero_grad()
+    g_loss.backward()
+    opt_g.step()
+    if (step + 1) % 100 == 0:
+        print(f"[{time.time() - t0:5.0f} s] step {step + 1}: d {d_loss.item():.3f} g {g_loss.item():.3f}", flush=True)
+vae.eval()
+c2st(f"after {steps} steps, adversarial weight {adv_w}")
+if len(sys.argv) > 4:
+    vae.save_pretrained(sys.argv[4], safe_serialization=True)
