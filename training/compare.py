@@ -92,8 +92,10 @@ def run_commands(cmds: list[tuple[str, list[str]]], args: argparse.Namespace, ou
             name, argv = pending.pop(0)
             log = out / "logs" / f"{name}.log"
             print(f"$ dopplergen {shlex.join(argv)}  > {log}", flush=True)
-            running.append((name, log, subprocess.Popen([sys.executable, "-m", "training", *argv], env=env,
-                                                        stdout=log.open("w"), stderr=subprocess.STDOUT)))
+            with log.open("w") as fh:  # the child keeps its own copy of the descriptor
+                proc = subprocess.Popen([sys.executable, "-m", "training", *argv], env=env, stdout=fh,
+                                        stderr=subprocess.STDOUT)
+            running.append((name, log, proc))
         time.sleep(1.0)
         for item in list(running):
             name, log, proc = item
@@ -154,7 +156,9 @@ def evaluate_routes(dirs: dict[str, Path], args: argparse.Namespace, out: Path) 
         report = out / f"eval-{route}" / "report.json"
         if report.is_file():
             res = json.loads(report.read_text())
-            if res["pipeline"]["fingerprint"] == pipeline_fingerprint(pipe_dir) and res.get("compare_flags") == flags:
+            same = (res["pipeline"]["fingerprint"] == pipeline_fingerprint(pipe_dir)
+                    and res["data"]["path"] == str(args.data) and res.get("compare_flags") == flags)
+            if same:
                 print(f"compare: {route}: reusing {report}")
                 continue
         todo.append((f"evaluate-{route}", ["evaluate", "--pipeline", str(pipe_dir), "--data", args.data,
