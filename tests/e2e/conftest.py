@@ -150,6 +150,19 @@ def wait_for(
     pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}" + (f"\n{detail()}" if detail else ""))
 
 
+def http_ready(proc: subprocess.Popen, url: str, log_path: Path, name: str) -> Callable[[], bool]:
+    """A `wait_for` predicate: `url` answers 200; fails at once, with the log, if `proc` exited first."""
+
+    def ready() -> bool:
+        assert proc.poll() is None, f"{name} exited with {proc.returncode}:\n{log_tail(log_path)}"
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False  # not listening yet
+
+    return ready
+
+
 def log_tail(path: Path, n: int = 60) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -215,19 +228,8 @@ def run_server(pipeline: Path, log_dir: Path, **env_overrides: str) -> Iterator[
         )
     server = LiveServer(url=f"http://127.0.0.1:{port}", port=port, process=proc, log_path=log_path)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        with server.client(timeout_s=5.0) as client:
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"dopplergen serve exited with {proc.returncode}:\n{server.log_tail()}")
-                try:
-                    if client.get("/readyz").status_code == 200 and proc.poll() is None:
-                        break  # (a dead proc means someone else answered on the port we picked)
-                except httpx.TransportError:
-                    pass  # not listening yet
-                if time.monotonic() > deadline:
-                    pytest.fail(f"/readyz not 200 after {READY_TIMEOUT_S:.0f}s:\n{server.log_tail()}")
-                time.sleep(0.25)
+        wait_for(http_ready(proc, f"{server.url}/readyz", log_path, "dopplergen serve"), READY_TIMEOUT_S,
+                 "/readyz to answer 200", detail=server.log_tail)
         yield server
     finally:
         stop_process(proc)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import REPO, free_port, log_tail, wait_for
+from tests.e2e.conftest import REPO, free_port, http_ready, log_tail, wait_for
 
 DEMO = REPO / "checkpoints" / "demo"
 
@@ -31,15 +31,9 @@ def test_make_serve_answers_generate_with_the_demo_checkpoint(tmp_path):
         )
     url = f"http://127.0.0.1:{port}"
 
-    def ready() -> bool:
-        assert proc.poll() is None, f"make serve exited early:\n{log_tail(log)}"
-        try:
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_for(ready, 600, "make serve to become ready", interval_s=1.0, detail=lambda: log_tail(log))
+        wait_for(http_ready(proc, f"{url}/readyz", log, "make serve"), 600, "make serve to become ready",
+                 interval_s=1.0, detail=lambda: log_tail(log))
         info = httpx.get(f"{url}/info", timeout=10).json()
         users = httpx.get(f"{url}/users", timeout=10).json()
         assert info["model"]["route"] == "kl" and info["image_size"] == [64, 64]

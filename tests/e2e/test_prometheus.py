@@ -21,7 +21,7 @@ from tests.e2e.conftest import (
     LiveServer,
     dashboard_expressions,
     free_port,
-    log_tail,
+    http_ready,
     stop_process,
     wait_for,
 )
@@ -96,15 +96,7 @@ def prometheus(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory
         )
     prom = Prometheus(f"http://127.0.0.1:{port}", config["scrape_configs"][0]["job_name"])
     try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, f"prometheus exited {proc.returncode}:\n{log_tail(log_path)}"
-            try:
-                return httpx.get(f"{prom.url}/-/ready", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(ready, SCRAPE_WAIT_S, "prometheus /-/ready")
+        wait_for(http_ready(proc, f"{prom.url}/-/ready", log_path, "prometheus"), SCRAPE_WAIT_S, "prometheus /-/ready")
         yield prom
     finally:
         stop_process(proc, grace_s=10)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,15 +17,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e.conftest import free_port, http_ready, wait_for
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 REPO = Path(__file__).resolve().parents[2]
 LONG = {"user_id": "alice", "num_inference_steps": 60, "format": "npy"}  # ~0.5-2 s on the tiny model
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metric(base: str, name: str, **labels) -> float:
@@ -36,14 +31,6 @@ def metric(base: str, name: str, **labels) -> float:
             if s.name == name and s.labels == labels:
                 return s.value
     return 0.0
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +45,7 @@ def server(tiny_pipeline_dir, tmp_path_factory):
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 
-    def ready() -> bool:
-        assert proc.poll() is None, f"server exited early:\n{log_path.read_text()}"
-        try:
-            return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(ready, 90, "readiness")
+    wait_for(http_ready(proc, f"{base}/readyz", log_path, "dopplergen serve"), 90, "readiness")
     yield proc, base, log_path
     if proc.poll() is None:
         proc.kill()
