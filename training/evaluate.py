@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from training import evaluate_sections as sec
-from training.protocol import augmentation_section
+from training.protocol import MIXES, augmentation_section
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class EvalSettings:
     k_values: tuple[int | None, ...] = (5, 10, 20, None)  # real recordings per user; None = all
     synth_per_user: int = 30  # m: synthetic recordings per user added in the augmentation runs
     fewshot_steps: int = 150  # optimiser steps of the few-shot user-row adaptation
+    augment_mix: str = "balanced"  # how the augmented classifier combines real and synthetic (protocol.MIXES)
     sweep_per_user: int = 10  # generated per user for each sampler-sweep setting (same seeds for all)
     ddpm_per_user: int = 2  # DDPM-1000 is ~35x slower than DPM-Solver++ 20: fewer samples, same seeds' prefix
     sweep_samplers: tuple[tuple[str, int], ...] = (("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 20),
@@ -68,6 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=None, help="number of augmentation repeats (default 3)")
     p.add_argument("--synth-per-user", type=int, default=None, help="m: synthetic per user in augmentation runs")
     p.add_argument("--fewshot-steps", type=int, default=None, help="optimiser steps of the few-shot adaptation")
+    p.add_argument("--augment-mix", default=None, choices=MIXES,
+                   help="augmented classifier's training set: 'balanced' (default) repeats the k real to about m per "
+                        "user so real and synthetic are equally frequent; 'concat' uses them as they are")
     p.add_argument("--ddpm-per-user", type=int, default=None,
                    help="samples per user for DDPM-1000 in the sweep (and the N of its equal-N FD column)")
     p.add_argument("--no-sweep", action="store_true", help="skip the sampler sweep")
@@ -95,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         st = replace(st, gen_per_user=args.gen_per_user)
     if args.seeds is not None:
         st = replace(st, seeds=tuple(range(args.seeds)))
-    for opt in ("synth_per_user", "fewshot_steps", "ddpm_per_user"):
+    for opt in ("synth_per_user", "fewshot_steps", "ddpm_per_user", "augment_mix"):
         if getattr(args, opt) is not None:
             st = replace(st, **{opt: getattr(args, opt)})
     out = Path(args.out)

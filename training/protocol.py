@@ -189,6 +189,7 @@ class Trial:
         return self.acc_augmented - self.acc_real
 
 
+MIXES = ("balanced", "concat")  # how run_augmentation combines the k real with the synthetic recordings
 # make_generator(k, seed, x_db_k, labels_k) -> (handle, description); only the classifier's k reach it.
 MakeGenerator = Callable[[int | None, int, np.ndarray, np.ndarray], tuple[Any, str]]
 # synthesize(handle, m_per_user, seed) -> (x_db (N,C,H,W), labels (N,)) in the dataset's user index order.
@@ -201,13 +202,18 @@ FitScore = Callable[[np.ndarray, np.ndarray, int, int], float]
 def run_augmentation(train_x: np.ndarray, train_labels: np.ndarray, train_paths: Sequence[str], *,
                      k_values: Sequence[int | None], seeds: Sequence[int], m_per_user: int,
                      make_generator: MakeGenerator, synthesize: Synthesize, fit_score: FitScore,
-                     budget_for: Callable[[int], int], progress: Callable[[str], None] = lambda s: None
-                     ) -> list[Trial]:
+                     budget_for: Callable[[int], int], progress: Callable[[str], None] = lambda s: None,
+                     mix: str = "balanced") -> list[Trial]:
     """For each (k, seed): real-only vs real + m synthetic per user, at the same classifier optimiser budget.
 
-    The budget (sample presentations) is `budget_for(n_real + n_synthetic)` for both runs, so a gain cannot
-    come from the augmented run simply taking more optimiser steps.
+    The budget (optimiser steps) is `budget_for(n_real + n_synthetic)` for both runs, so a gain cannot
+    come from the augmented run simply taking more optimiser steps. `mix` says how the augmented set is made:
+    "concat" = the k real and the synthetic as they are; "balanced" = the k real repeated (round(m / k) times,
+    at least once) so that real and synthetic recordings are about equally frequent in the classifier's
+    batches. The repeats are not new data: the classifier's random time shifts and flips vary them.
     """
+    if mix not in MIXES:
+        raise ValueError(f"mix must be one of {MIXES}, got {mix!r}")
     trials = []
     for k in k_values:
         for seed in seeds:
@@ -217,7 +223,9 @@ def run_augmentation(train_x: np.ndarray, train_labels: np.ndarray, train_paths:
             x_syn, y_syn = synthesize(handle, m_per_user, seed)
             budget = budget_for(len(idx) + len(y_syn))
             acc_real = fit_score(x_k, y_k, seed, budget)
-            acc_aug = fit_score(np.concatenate([x_k, x_syn]), np.concatenate([y_k, y_syn]), seed, budget)
+            reps = max(1, round(len(y_syn) / len(idx))) if mix == "balanced" else 1
+            acc_aug = fit_score(np.concatenate([x_k] * reps + [x_syn]), np.concatenate([y_k] * reps + [y_syn]), seed,
+                                budget)
             t = Trial(k=k_label(k), seed=seed, n_real=len(idx), n_synthetic=len(y_syn), acc_real=acc_real,
                       acc_augmented=acc_aug, generator=desc, generator_saw=[str(train_paths[i]) for i in idx])
             progress(f"k={t.k} seed={seed}: real {acc_real:.3f} -> augmented {acc_aug:.3f} ({t.gain:+.3f})")
@@ -343,7 +351,7 @@ def augmentation_section(ctx: Any, pool: Any, *, fewshot: bool, population: str 
 
     trials = run_augmentation(d.train_x, d.train_y, d.train_paths, k_values=k_values, seeds=st.seeds,
                               m_per_user=st.synth_per_user, make_generator=make_generator, synthesize=synthesize,
-                              fit_score=fit_score, budget_for=budget_for, progress=ctx.log)
+                              fit_score=fit_score, budget_for=budget_for, progress=ctx.log, mix=st.augment_mix)
     test_set = set(d.test_paths)
     leaks = [t for t in trials if test_set & set(t.generator_saw)]
     if leaks:
@@ -352,7 +360,11 @@ def augmentation_section(ctx: Any, pool: Any, *, fewshot: bool, population: str 
         f"Classifier = training.classifier UserCNN, scored on the real test split ({len(d.test_y)} recordings). For each "
         f"k and seed {list(st.seeds)}: k real train recordings per user are drawn with the seed; the classifier is "
         f"trained on them alone, then on them plus m = {st.synth_per_user} synthetic recordings per user, with the same "
-        "optimiser budget (steps) for both runs. k = all: the synthetic data comes from the evaluated pipeline, which "
+        "optimiser budget (steps) for both runs"
+        + (" (mix `balanced`: the k real are repeated round(m / k) times, at least once, so real and synthetic are "
+           "about equally frequent in the batches; the CNN's random time shifts and flips vary the repeats)"
+           if st.augment_mix == "balanced" else " (mix `concat`: the k real and the synthetic as they are)")
+        + ". k = all: the synthetic data comes from the evaluated pipeline, which "
         "was trained on the full train split = the classifier's own real data. Small k "
         + (f"(`--fewshot`): a population pipeline trained on a disjoint simulated population ({pop_info['users']} "
            f"users, profile seeds {pop_info['population_user_seeds'][:3]}..., none shared with the targets) is adapted "

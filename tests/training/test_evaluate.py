@@ -58,7 +58,8 @@ def test_splits_are_disjoint(sim):
         check_disjoint(["u/1.npy", "u/2.npy"], ["u/2.npy"])
 
 
-def test_generator_sees_only_the_classifiers_k():
+@pytest.mark.parametrize("mix", ["concat", "balanced"])
+def test_generator_sees_only_the_classifiers_k(mix):
     n_users, per_user = 3, 8
     labels = np.repeat(np.arange(n_users), per_user)
     x = np.arange(len(labels), dtype=np.float32).reshape(-1, 1, 1, 1) * np.ones((1, 1, 2, 2), np.float32)  # row id
@@ -73,21 +74,34 @@ def test_generator_sees_only_the_classifiers_k():
         return np.full((m * n_users, 1, 2, 2), -1.0, np.float32), np.repeat(np.arange(n_users), m)
 
     def fit_score(xs, ys, seed, steps):
-        trained.append((len(xs), steps))
+        trained.append((len(xs), steps, xs[:, 0, 0, 0].astype(int).tolist(), ys.tolist()))
         return 0.5
 
     trials = run_augmentation(x, labels, paths, k_values=(2, None), seeds=(0, 1), m_per_user=4,
                               make_generator=make_generator, synthesize=synthesize, fit_score=fit_score,
-                              budget_for=lambda n: 10 * n)
+                              budget_for=lambda n: 10 * n, mix=mix)
     assert len(trials) == 4 and [t.k for t in trials] == ["2", "2", "all", "all"]
     for (k, seed, rows, ys), t in zip(seen, trials, strict=True):
         expect = select_k_per_user(labels, k, seed)
         assert rows == expect.tolist() and ys == labels[expect].tolist()  # exactly the classifier's k, nothing else
         assert t.generator_saw == [paths[i] for i in expect] and t.n_real == len(expect)
-    # real-only and augmented runs get the same optimiser budget
-    assert trained[0] == (6, 10 * (6 + 12)) and trained[1] == (18, 10 * (6 + 12))
+    # real-only and augmented runs get the same optimiser budget; the budget counts real + synthetic once
+    real_rows = select_k_per_user(labels, 2, 0).tolist()
+    assert trained[0][:3] == (6, 10 * (6 + 12), real_rows)
+    reps = 2 if mix == "balanced" else 1  # m = 4 synthetic vs k = 2 real per user
+    assert trained[1][:2] == (6 * reps + 12, 10 * (6 + 12))
+    assert trained[1][2][:6 * reps] == real_rows * reps and trained[1][2][6 * reps:] == [-1] * 12  # real, then synthetic
+    assert trained[1][3][:6 * reps] == labels[real_rows].tolist() * reps
+    assert trained[5][0] == 24 + 12  # k = all (8 real vs 4 synthetic per user): real is never repeated
     s = summarize_trials(trials)
     assert s["2"]["gain"]["mean"] == 0.0 and s["all"]["n_real"] == 24
+
+
+def test_run_augmentation_rejects_unknown_mix():
+    with pytest.raises(ValueError, match="mix"):
+        run_augmentation(np.zeros((2, 1, 2, 2)), np.array([0, 1]), ["a", "b"], k_values=(None,), seeds=(0,),
+                         m_per_user=1, make_generator=None, synthesize=None, fit_score=None, budget_for=None,
+                         mix="interleave")
 
 
 @pytest.mark.parametrize("route", ["kl", "vq-latent", "vq-diffusion"])
