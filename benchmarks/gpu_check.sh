@@ -15,5 +15,5 @@ python3 -c "import torch, diffusers, fastapi; print('torch', torch.__version__, 
 # Priority order: what the 2026-11-26 run could not measure comes first.
 timeout 150 python3 benchmarks/serve_load.py --device cuda --dtype fp16 --batch 64 --quick 2>&1 | tee "$OUT/serve_fp16.txt"
 timeout 120 python3 benchmarks/train.py --presets base 2>&1 | tee "$OUT/train_base.txt"
-timeout 200 python3 benchmarks/sample_speed.py --device cuda --dtypes fp32,fp16 --batches 1,64 --repeats 3 --compile 2>&1 | grep -v "kept in float32" | tee "$OUT/sample_speed_compile.txt"
+timeout 200 python3 benchmarks/sample_speed.py --device cuda --dtypes fp32,fp16 --batches 1,64 --repeats 3 --compile --compile-mode reduce-overhead 2>&1 | grep -v "kept in float32" | tee "$OUT/sample_speed_compile.txt"
 timeout 60 python3 benchmarks/sample_speed.py --device cuda --preset base --pipeline none --dtypes fp32,fp16,bf16 --batches 1,16 --repeats 3 --warmup 1 2>&1 | grep -v "kept in float32" | tee "$OUT/sample_speed_base.txt"

@@ -59,6 +59,8 @@ def main() -> int:
     ap.add_argument("--dtypes", default="fp32")
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile(unet)")
+    ap.add_argument("--compile-mode", default="max-autotune-no-cudagraphs",
+                    help="torch.compile mode, e.g. 'default', 'reduce-overhead' (CUDA graphs), 'max-autotune-no-cudagraphs'")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--warmup", type=int, default=2)
@@ -72,12 +74,12 @@ def main() -> int:
         for compiled in ([False, True] if args.compile else [False]):
             pipe = load(args, DTYPES[dname])
             if compiled:
-                pipe.unet = torch.compile(pipe.unet, mode="max-autotune-no-cudagraphs", dynamic=False)
+                pipe.unet = torch.compile(pipe.unet, mode=args.compile_mode, dynamic=False)
             for b in batches:
                 t = time_batch(pipe, b, args)
                 sps = b / t
                 base = base or sps
-                tag = f"{dname}{'+compile' if compiled else ''}"
+                tag = f"{dname}{f'+compile({args.compile_mode})' if compiled else ''}"
                 print(f"{tag:14s} batch={b:3d}  {t * 1e3:9.1f} ms/batch  {sps:8.1f} samples/s  x{sps / base:6.2f} vs first row")
     return 0
 

@@ -51,8 +51,8 @@ def bench(stage: str, preset_name: str, batch: int, steps: int, warmup: int, dev
         x = x.to(device)
 
         def loss_fn():
-            rec, kl = model(x, gen)
-            return (rec - x).abs().mean() + 1e-6 * kl.mean() / x[0].numel()
+            rec, kl_per_pixel, _ = model(x, gen)  # (reconstruction, KL per pixel, VQ indices or None)
+            return (rec - x).abs().mean() + 1e-6 * kl_per_pixel
     else:
         users = [f"user{i:02d}" for i in range(10)]
         model = Denoiser(preset, users).to(device)
