@@ -25,8 +25,15 @@ fi
 "$PY" -m training train-vae --preset demo --data "$DATA" --out "$RUNS/demo-vae" --resume latest
 
 # 3. Stage 2: user-conditioned UNet (demo preset defaults: 1000 steps x 64, v-prediction, Min-SNR-5,
-#    null-user dropout 0.1, circular time-shift augmentation), exported with EMA weights in fp16.
+#    null-user dropout 0.1, circular time-shift augmentation, guidance 2 stored as the serving default),
+#    exported with EMA weights in fp16.
 "$PY" -m training train-unet --preset demo --data "$DATA" --vae "$RUNS/demo-vae/vae" --out "$OUT" \
     --run-dir "$RUNS/demo-unet" --resume latest
+# 3b. The same run continued to 3000 steps (the cosine schedule restarts from its value at step 1000 of 3000;
+#     EMA and optimiser state carry on). Measured on sim10: TSTR 0.85x TRTR instead of 0.77x, Fréchet distance
+#     12.2 instead of 18.5 (guidance 2). About 40 min more on 2 shared cores. This is how the shipped
+#     checkpoint was made; the 1000-step export above is overwritten.
+"$PY" -m training train-unet --preset demo --data "$DATA" --vae "$RUNS/demo-vae/vae" --out "$OUT" \
+    --run-dir "$RUNS/demo-unet" --resume latest --max-steps 3000
 
 du -sh "$OUT"
