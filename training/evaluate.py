@@ -31,6 +31,7 @@ class EvalSettings:
     synth_per_user: int = 30  # m: synthetic recordings per user added in the augmentation runs
     fewshot_steps: int = 150  # optimiser steps of the few-shot user-row adaptation
     augment_mix: str = "balanced"  # how the augmented classifier combines real and synthetic (protocol.MIXES)
+    population_steps: int = 0  # stage-2 steps of the population --fewshot trains; 0 = protocol.POPULATION_STAGE2_STEPS
     sweep_per_user: int = 10  # generated per user for each sampler-sweep setting (same seeds for all)
     ddpm_per_user: int = 2  # DDPM-1000 is ~35x slower than DPM-Solver++ 20: fewer samples, same seeds' prefix
     sweep_samplers: tuple[tuple[str, int], ...] = (("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 20),
@@ -69,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=None, help="number of augmentation repeats (default 3)")
     p.add_argument("--synth-per-user", type=int, default=None, help="m: synthetic per user in augmentation runs")
     p.add_argument("--fewshot-steps", type=int, default=None, help="optimiser steps of the few-shot adaptation")
+    p.add_argument("--population-steps", type=int, default=None,
+                   help="stage-2 steps of the population generator that --fewshot trains (default: 3000 for the "
+                        "demo preset, else the preset's training default)")
     p.add_argument("--augment-mix", default=None, choices=MIXES,
                    help="augmented classifier's training set: 'balanced' (default) repeats the k real to about m per "
                         "user so real and synthetic are equally frequent; 'concat' uses them as they are")
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         st = replace(st, gen_per_user=args.gen_per_user)
     if args.seeds is not None:
         st = replace(st, seeds=tuple(range(args.seeds)))
-    for opt in ("synth_per_user", "fewshot_steps", "ddpm_per_user", "augment_mix"):
+    for opt in ("synth_per_user", "fewshot_steps", "ddpm_per_user", "augment_mix", "population_steps"):
         if getattr(args, opt) is not None:
             st = replace(st, **{opt: getattr(args, opt)})
     out = Path(args.out)

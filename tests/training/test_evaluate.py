@@ -14,6 +14,7 @@ from training.protocol import (
     adapt_new_users,
     check_disjoint,
     population_pipeline,
+    population_stage2_steps,
     run_augmentation,
     select_k_per_user,
     summarize_trials,
@@ -95,6 +96,12 @@ def test_generator_sees_only_the_classifiers_k(mix):
     assert trained[5][0] == 24 + 12  # k = all (8 real vs 4 synthetic per user): real is never repeated
     s = summarize_trials(trials)
     assert s["2"]["gain"]["mean"] == 0.0 and s["all"]["n_real"] == 24
+
+
+def test_population_stage2_steps():
+    assert population_stage2_steps("demo") == 3000  # measured: 1000 steps left the population generator under-trained
+    assert population_stage2_steps("tiny") == 0 and population_stage2_steps("base") == 0  # 0 = the preset's registry
+    assert population_stage2_steps("demo", 500) == 500 and population_stage2_steps("base", 7) == 7
 
 
 def test_run_augmentation_rejects_unknown_mix():
