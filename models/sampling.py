@@ -19,6 +19,21 @@ from models.pipeline import DopplerPipeline
 
 SCHEDULERS = ("ddpm", "ddim", "dpmsolver++", "vq-diffusion")
 CONTINUOUS_SCHEDULERS = SCHEDULERS[:3]
+# What each pipeline route can sample with; the last entry is the route's default.
+SAMPLERS_BY_ROUTE = {
+    "kl": CONTINUOUS_SCHEDULERS, "vq-latent": CONTINUOUS_SCHEDULERS, "vq-diffusion": ("vq-diffusion",),
+}
+# The sampling defaults everyone shares (service, generate, evaluate, training previews); a pipeline's
+# dopplergen.json may override them (num_inference_steps, guidance_scale, scheduler).
+DEFAULT_STEPS = 20  # DPM-Solver++(2M) is near converged at 20 steps on the demo checkpoint
+DEFAULT_GUIDANCE = 2.0  # classifier-free guidance scale the demo checkpoint was evaluated at
+DEFAULT_SAMPLER = "dpmsolver++"  # DPM-Solver++(2M), for the continuous routes
+assert SAMPLERS_BY_ROUTE["kl"][-1] == DEFAULT_SAMPLER
+
+
+def default_sampler(route: str) -> str:
+    """The sampler a route uses when none is asked for (DPM-Solver++ on kl / vq-latent, vq-diffusion otherwise)."""
+    return SAMPLERS_BY_ROUTE[route][-1]
 
 
 def make_scheduler(name: str, scheduler_config: dict) -> SchedulerMixin:
@@ -43,8 +58,8 @@ def initial_latents(seeds: Sequence[int], shape: tuple[int, ...]) -> tuple[torch
 
 def scheduler_for(pipe: DopplerPipeline, name: str | None) -> str:
     """Check a requested scheduler against the pipeline's route; None picks the route's own."""
-    allowed = ("vq-diffusion",) if pipe.route == "vq-diffusion" else CONTINUOUS_SCHEDULERS
-    name = name or allowed[-1]
+    allowed = SAMPLERS_BY_ROUTE[pipe.route]
+    name = name or default_sampler(pipe.route)
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {list(allowed)}")
     if name not in allowed:
@@ -115,8 +130,8 @@ def sample(
     pipe: DopplerPipeline,
     user_indices: Sequence[int],
     seeds: Sequence[int],
-    num_inference_steps: int = 20,
-    guidance_scale: float = 2.0,
+    num_inference_steps: int = DEFAULT_STEPS,
+    guidance_scale: float = DEFAULT_GUIDANCE,
     scheduler: str | None = None,
     pad_to: int | None = None,
 ) -> torch.Tensor:

@@ -10,7 +10,14 @@ import numpy as np
 import torch
 
 from models.pipeline import DopplerPipeline
-from models.sampling import CONTINUOUS_SCHEDULERS, sample
+from models.sampling import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    SAMPLERS_BY_ROUTE,
+    default_sampler,
+    sample,
+)
 from service.batcher import BatchKey
 from service.settings import Settings, torch_dtype
 
@@ -19,7 +26,6 @@ log = logging.getLogger("dopplergen.engine")
 # Same signature as models.sampling.sample; tests inject slow or failing fakes.
 SampleFn = Callable[..., torch.Tensor]
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-DEFAULT_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER = 20, 2.0, "dpmsolver++"
 
 
 class Engine:
@@ -105,11 +111,9 @@ class Engine:
 
     @property
     def default_scheduler(self) -> str:
-        return str(self.pipe.meta.get("scheduler", DEFAULT_SCHEDULER)) if self.pipe else DEFAULT_SCHEDULER
+        return str(self.pipe.meta.get("scheduler", default_sampler(self.pipe.route))) if self.pipe else DEFAULT_SAMPLER
 
     @property
     def schedulers(self) -> tuple[str, ...]:
         """What this pipeline's route can sample with: code-index diffusion or the continuous schedulers."""
-        if self.pipe is not None and self.pipe.route == "vq-diffusion":
-            return ("vq-diffusion",)
-        return CONTINUOUS_SCHEDULERS
+        return SAMPLERS_BY_ROUTE[self.pipe.route if self.pipe is not None else "kl"]
