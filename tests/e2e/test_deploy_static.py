@@ -4,6 +4,7 @@ metric the Grafana dashboard plots is really exported by the running service."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -50,6 +51,37 @@ def default_of(value: str) -> str:
     """`${VAR:-default}` -> default; anything else unchanged (what compose uses when VAR is unset)."""
     m = re.fullmatch(r"\$\{\w+:?-([^}]*)\}", str(value))
     return m.group(1) if m else str(value)
+
+
+class MissingVariable(ValueError):
+    """A `${VAR:?message}` whose variable is unset: compose refuses the file with the message."""
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's variable interpolation (`${VAR}`, `:-`/`-` defaults, `:?`/`?` required) against `env`."""
+
+    def one(m: re.Match) -> str:
+        name, colon, op, arg = m.group(1), m.group(2), m.group(3), m.group(4) or ""
+        unset = name not in env or (colon == ":" and env[name] == "")
+        if op == "-":
+            return arg if unset else env[name]
+        if op == "?":
+            if unset:
+                raise MissingVariable(f"{name}: {arg}")
+            return env[name]
+        return env.get(name, "")
+
+    return re.sub(r"\$\{(\w+)(?:(:?)([-?])([^}]*))?\}", one, str(value))
+
+
+def published(spec: str | dict, env: dict[str, str]) -> tuple[str, str, int]:
+    """(host address, host port, container port) of a `ports:` entry; no host address = every interface."""
+    if isinstance(spec, dict):
+        return (interpolate(spec.get("host_ip", "0.0.0.0"), env), interpolate(spec.get("published", ""), env),
+                int(spec["target"]))
+    parts = interpolate(spec, env).split(":")
+    host_ip = parts[0] if len(parts) == 3 else "0.0.0.0"
+    return host_ip, parts[-2] if len(parts) >= 2 else "", int(parts[-1].split("/")[0])
 
 
 def seconds(duration: str) -> float:
@@ -105,6 +137,38 @@ def test_api_serves_on_8000_with_known_settings(services: dict) -> None:
     assert env["DOPPLERGEN_HOST"] == "0.0.0.0", "must listen beyond the container's loopback"
     assert [container_port(p) for p in api["ports"]] == [API_PORT]
     assert env["DOPPLERGEN_API_KEY"] is None, "API key passes through from the host, never a literal"
+
+
+def test_every_published_port_binds_to_loopback_unless_the_operator_says_otherwise(services: dict) -> None:
+    ports = [(name, spec) for name, svc in services.items() for spec in svc.get("ports", [])]
+    assert {name for name, _ in ports} >= {"api", "prometheus", "grafana", "lb"}
+    for name, spec in ports:
+        assert published(spec, {})[0] == "127.0.0.1", f"{name} publishes {spec!r} beyond loopback by default"
+        assert published(spec, {"DOPPLERGEN_BIND": "10.1.2.3"})[0] == "10.1.2.3", f"{name}: DOPPLERGEN_BIND ignored"
+    assert not any(svc.get("network_mode") == "host" for svc in services.values()), "host networking skips the bind"
+
+
+def test_no_default_passwords_and_grafana_requires_one(services: dict) -> None:
+    grafana = services["grafana"]["environment"]
+    with pytest.raises(MissingVariable, match="GRAFANA_ADMIN_PASSWORD"):
+        interpolate(grafana["GF_SECURITY_ADMIN_PASSWORD"], {})
+    with pytest.raises(MissingVariable):
+        interpolate(grafana["GF_SECURITY_ADMIN_PASSWORD"], {"GRAFANA_ADMIN_PASSWORD": ""})
+    assert interpolate(grafana["GF_SECURITY_ADMIN_PASSWORD"], {"GRAFANA_ADMIN_PASSWORD": "p4ss"}) == "p4ss"
+    assert str(grafana.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() == "false"
+    for name, svc in services.items():  # no secret-looking setting may fall back to a literal
+        for key, value in (svc.get("environment") or {}).items():
+            if re.search(r"PASSWORD|SECRET|API_KEY|TOKEN", key) and value is not None:
+                assert re.fullmatch(r"\$\{\w+:?\?[^}]*\}", str(value)), f"{name}.{key} has a default: {value!r}"
+
+
+def test_stop_grace_period_covers_request_timeout_and_drain(services: dict) -> None:
+    """SIGTERM -> SIGKILL must outlast `dopplergen serve`'s shutdown: in-flight requests get up to
+    request_timeout_s + 5 s (uvicorn's timeout_graceful_shutdown), then the batcher drains for up to
+    request_timeout_s more."""
+    api = services["api"]
+    timeout_s = float(interpolate(api["environment"]["DOPPLERGEN_REQUEST_TIMEOUT_S"], {}))
+    assert seconds(api["stop_grace_period"]) >= 2 * timeout_s + 5 + 10, api["stop_grace_period"]
 
 
 def test_api_pipeline_lives_in_the_checkpoint_volume(services: dict, compose: dict) -> None:
@@ -190,7 +254,12 @@ def test_compose_file_validates_with_docker_compose() -> None:
             break
     else:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
-    out = subprocess.run([*cmd, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=REPO)
+    env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    refused = subprocess.run([*cmd, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=REPO,
+                             env=env)
+    assert refused.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in refused.stderr
+    out = subprocess.run([*cmd, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=REPO,
+                         env={**env, "GRAFANA_ADMIN_PASSWORD": "test-only"})
     assert out.returncode == 0, out.stderr
 
 
@@ -209,7 +278,7 @@ def test_cpu_override_merges_with_docker_compose_v2() -> None:
         pytest.skip("`docker compose` v2 is not installed (docker-compose v1 cannot read !reset)")
     out = subprocess.run(
         ["docker", "compose", "-f", str(COMPOSE), "-f", str(COMPOSE_CPU), "--profile", "train", "config", "--format", "json"],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "GRAFANA_ADMIN_PASSWORD": "test-only"},
     )
     assert out.returncode == 0, out.stderr
     merged = json.loads(out.stdout)["services"]
@@ -366,6 +435,18 @@ def test_docs_show_the_documented_commands() -> None:
         "accelerate launch --num_processes",
     ):
         assert cmd in docs, f"docs/deployment.md does not show `{cmd}`"
+
+
+def test_docs_say_what_listens_where_and_what_protects_it(services: dict) -> None:
+    docs = (REPO / "docs" / "deployment.md").read_text()
+    assert "## Exposure" in docs
+    section = docs.split("## Exposure", 1)[1].split("\n## ", 1)[0]
+    for needle in ("DOPPLERGEN_BIND", "127.0.0.1", "GRAFANA_ADMIN_PASSWORD", "DOPPLERGEN_API_KEY", "/metrics"):
+        assert needle in section, f"the exposure section does not mention {needle}"
+    for name, svc in services.items():
+        for spec in svc.get("ports", []):
+            host_port = published(spec, {})[1]
+            assert host_port.split("-")[0] in section, f"the exposure section does not list {name}'s port {host_port}"
 
 
 # --- live: the dashboard's metrics exist on a real /metrics -------------------------------------
