@@ -1,4 +1,5 @@
-"""The pipeline folder: save and load vae/, unet/, user_encoder/, scheduler/ and dopplergen.json (safetensors only)."""
+"""The pipeline folder: save and load vae/, unet/, user_encoder/, [condition_encoder/,] scheduler/ and dopplergen.json
+(safetensors only)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from models.builders import (
     build_user_encoder,
     build_vq_scheduler,
 )
+from models.conditions import ConditionEncoder, encode_context
 from models.normalization import Normalization
 from models.presets import Preset, get_preset
 from models.user_encoder import UserEncoder
@@ -58,6 +60,8 @@ class DopplerPipeline:
     user_encoder: UserEncoder
     scheduler_config: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    # speed, aspect, ... -> extra tokens beside the user's (condition_encoder/); None: identity is the only condition
+    condition_encoder: ConditionEncoder | None = None
 
     @property
     def unet(self) -> UNet2DConditionModel | Transformer2DModel:
@@ -76,6 +80,15 @@ class DopplerPipeline:
     @property
     def users(self) -> list[str]:
         return self.user_encoder.users
+
+    @property
+    def conditions(self) -> list[str]:
+        """Names of the conditions a request may set (dopplergen.json["conditions"] has their ranges and stats)."""
+        return self.condition_encoder.names if self.condition_encoder is not None else []
+
+    def encode_context(self, user_idx: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """Each row's cross-attention tokens: its user's, then its conditions' (values (N, K), NaN = absent)."""
+        return encode_context(self.user_encoder, self.condition_encoder, user_idx, values)
 
     @property
     def normalization(self) -> Normalization:
@@ -121,9 +134,12 @@ class DopplerPipeline:
     def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> DopplerPipeline:
         """Move to a device; the denoiser and user encoder take `dtype`, the small VAE stays fp32 for a safe decode."""
         # Cast only when the dtype changes: diffusers warns on every dtype-carrying .to().
-        for module, want in ((self.denoiser, dtype), (self.user_encoder, dtype), (self.vae, torch.float32)):
+        placed = [(self.denoiser, dtype), (self.user_encoder, dtype), (self.vae, torch.float32)]
+        if self.condition_encoder is not None:
+            placed.append((self.condition_encoder, dtype))
+        for module, want in placed:
             module.to(device=device) if module.dtype == want else module.to(device=device, dtype=want)
-        for m in (self.denoiser, self.user_encoder, self.vae):
+        for m, _ in placed:
             m.eval().requires_grad_(False)
         return self
 
@@ -138,6 +154,8 @@ class DopplerPipeline:
         self.vae.save_pretrained(path / "vae", safe_serialization=True)
         self.denoiser.save_pretrained(path / self.denoiser_folder, safe_serialization=True)
         self.user_encoder.save_pretrained(path / "user_encoder", safe_serialization=True)
+        if self.condition_encoder is not None:
+            self.condition_encoder.save_pretrained(path / "condition_encoder", safe_serialization=True)
         self.scheduler_class.from_config(self.scheduler_config).save_config(path / "scheduler")
         meta = {"format_version": FORMAT_VERSION, **self.meta, "route": self.route}
         meta["latent_scaling_factor"] = float(self.vae.config.scaling_factor)
@@ -169,13 +187,15 @@ class DopplerPipeline:
         vae = ae.load_autoencoder(str(path), subfolder="vae")
         denoiser = denoiser_cls.from_pretrained(path, subfolder=sub_denoiser, **kw)
         user_encoder = UserEncoder.from_pretrained(path, subfolder="user_encoder", **kw)
+        condition_encoder = (ConditionEncoder.from_pretrained(path, subfolder="condition_encoder", **kw)
+                             if (path / "condition_encoder").is_dir() else None)  # absent: a user-only pipeline
         sched_file = path / "scheduler" / "scheduler_config.json"
         sched_name = json.loads(sched_file.read_text()).get("_class_name") if sched_file.is_file() else None
         if sched_name not in SCHEDULER_CLASSES:
             raise PipelineError(f"{path}/scheduler: unsupported scheduler {sched_name!r}")
         scheduler_config = dict(SCHEDULER_CLASSES[sched_name].from_pretrained(path, subfolder="scheduler").config)
         pipe = cls(vae=vae, denoiser=denoiser, user_encoder=user_encoder, scheduler_config=scheduler_config,
-                   meta=meta)
+                   meta=meta, condition_encoder=condition_encoder)
         if pipe.route != route:
             raise PipelineError(f"{path}: dopplergen.json says route {route!r} but the folder holds {pipe.route!r}")
         return pipe.to(device, dtype)

@@ -118,11 +118,18 @@ def _check_request(pipe: DopplerPipeline, user_indices, seeds, num_inference_ste
     return idx, list(seeds)
 
 
-def _context(pipe: DopplerPipeline, idx: torch.Tensor, use_cfg: bool) -> torch.Tensor:
+def _context(pipe: DopplerPipeline, idx: torch.Tensor, use_cfg: bool, conditions: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """User tokens (+ condition tokens when the pipeline has them); the unconditional branch is the null user with
+    every condition absent."""
+    if conditions is not None and len(conditions) < len(idx):  # padding rows: conditions absent
+        pad = torch.full((len(idx) - len(conditions), conditions.shape[1]), float("nan"))
+        conditions = torch.cat([conditions.float().cpu(), pad])
     if use_cfg:
         null = torch.full_like(idx, pipe.user_encoder.null_index)
-        return pipe.user_encoder(torch.cat([null, idx]))  # (2N, T, D): unconditional first
-    return pipe.user_encoder(idx)  # (N, T, D)
+        values = None if conditions is None else torch.cat([torch.full_like(conditions, float("nan")), conditions])
+        return pipe.encode_context(torch.cat([null, idx]), values)  # (2N, T, D): unconditional first
+    return pipe.encode_context(idx, conditions)  # (N, T, D)
 
 
 @torch.no_grad()
@@ -134,6 +141,7 @@ def sample(
     guidance_scale: float = DEFAULT_GUIDANCE,
     scheduler: str | None = None,
     pad_to: int | None = None,
+    conditions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Classifier-free guided sampling (Ho & Salimans 2022) in the stage-1 latent space; returns (N, C, H, W) dB on the CPU.
 
@@ -142,12 +150,16 @@ def sample(
     BLAS and oneDNN pick kernels by batch size, so without it a sample can differ in the last bits
     between a batch of 1 and a batch of 16; at a fixed shape each row is computed identically wherever
     it sits, which makes samples bitwise batch-invariant on the CPU.
+    `conditions` (N, K): each row's condition values (`pipe.condition_encoder.values_tensor`), NaN = absent;
+    None = all absent (and no extra tokens at all for a pipeline without a condition encoder).
     """
     scheduler = scheduler_for(pipe, scheduler)
     n_real = len(seeds)
     idx, seeds = _check_request(pipe, user_indices, seeds, num_inference_steps, pad_to)
     use_cfg = guidance_scale != 1.0
-    context = _context(pipe, idx, use_cfg)
+    if conditions is not None and (pipe.condition_encoder is None or len(conditions) != n_real):
+        raise ValueError("conditions need a pipeline with a condition encoder and one row per sample")
+    context = _context(pipe, idx, use_cfg, conditions)
     if scheduler == "vq-diffusion":
         x = _sample_codes(pipe, context, seeds, num_inference_steps, guidance_scale, use_cfg)
     else:

@@ -1,0 +1,119 @@
+"""Per-user training distributions of the conditions, recorded in dopplergen.json["conditions"], and the rule for a
+condition a request leaves out: it is drawn from that user's training distribution, seeded by the sample's seed.
+
+The block written into dopplergen.json, one entry per condition:
+
+    "speed_mps": {"type": "numeric", "range": [0.62, 2.0], "encoding": "fourier-mlp",
+                  "per_user": {"user00": {"n": 98, "mean": 1.31, "std": 0.2, "quantiles": [21 values, 0..100 %]}},
+                  "all": {...the same over every user...}}
+    "activity":  {"type": "categorical", "values": ["walk", "run"], "encoding": "embedding",
+                  "per_user": {"user00": {"n": 98, "counts": {"walk": 60, "run": 38}}}, "all": {...}}
+
+A user without recorded stats (e.g. enrolled from recordings without condition columns) draws from "all".
+Drawing from the user's own distribution, rather than feeding the model "absent", keeps the value that was used
+known: it is echoed with the sample, and the same (user, seed, given conditions) always resolves the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from models.conditions import CATEGORICAL, ENCODINGS, NUMERIC
+
+QUANTILES = 21  # 0, 5, ..., 100 %: enough to redraw a uniform or a bell-shaped spread faithfully
+ROUND = 100.0  # ranges are widened outward to 1/ROUND of a unit, so the training data is always inside
+
+
+def is_numeric(column: np.ndarray) -> bool:
+    return np.issubdtype(np.asarray(column).dtype, np.number)
+
+
+def _numeric_stats(x: np.ndarray) -> dict[str, Any]:
+    x = np.asarray(x, dtype=np.float64)
+    return {"n": int(x.size), "mean": float(x.mean()), "std": float(x.std()),
+            "quantiles": [float(q) for q in np.quantile(x, np.linspace(0, 1, QUANTILES))]}
+
+
+def _categorical_stats(x: np.ndarray, values: list[str]) -> dict[str, Any]:
+    labels = [str(v) for v in x]
+    return {"n": len(labels), "counts": {v: labels.count(v) for v in values if v in labels}}
+
+
+def describe_conditions(columns: Mapping[str, np.ndarray], row_users: Sequence[str],
+                        names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The dopplergen.json "conditions" block from the training rows' condition columns and users."""
+    users = np.asarray(row_users)
+    desc: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if name not in columns:
+            raise KeyError(f"no column {name!r} in the dataset; it has {sorted(columns)}")
+        col = np.asarray(columns[name])
+        if len(col) != len(users) or len(col) == 0:
+            raise ValueError(f"column {name!r} has {len(col)} rows for {len(users)} users")
+        if is_numeric(col):
+            if not np.isfinite(col).all():
+                raise ValueError(f"condition column {name!r} has missing or non-finite values")
+            lo, hi = math.floor(col.min() * ROUND) / ROUND, math.ceil(col.max() * ROUND) / ROUND
+            hi = hi if hi > lo else lo + 1.0 / ROUND
+            entry = {"type": NUMERIC, "range": [lo, hi], "all": _numeric_stats(col),
+                     "per_user": {str(u): _numeric_stats(col[users == u]) for u in sorted(set(users))}}
+        else:
+            values = sorted({str(v) for v in col})
+            entry = {"type": CATEGORICAL, "values": values, "all": _categorical_stats(col, values),
+                     "per_user": {str(u): _categorical_stats(col[users == u], values) for u in sorted(set(users))}}
+        entry["encoding"] = ENCODINGS[entry["type"]]
+        desc[name] = entry
+    return desc
+
+
+def encoder_specs(desc: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[dict[str, Any]]:
+    """ConditionEncoder(conditions=...) specs, in `names` order, from a description block."""
+    out = []
+    for name in names:
+        d = desc[name]
+        key = "range" if d["type"] == NUMERIC else "values"
+        out.append({"name": name, "type": d["type"], key: list(d[key])})
+    return out
+
+
+def public_conditions(desc: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What GET /info lists per condition: type, range or values, encoding (no per-user statistics)."""
+    return {name: {k: d[k] for k in ("type", "range", "values", "encoding") if k in d} for name, d in desc.items()}
+
+
+def user_stats(desc_entry: Mapping[str, Any], user_id: str) -> dict[str, Any]:
+    """A user's recorded distribution of one condition, else the whole training set's."""
+    return desc_entry.get("per_user", {}).get(user_id) or desc_entry["all"]
+
+
+def draw_condition(desc_entry: Mapping[str, Any], user_id: str, rng: np.random.Generator) -> float | str:
+    """One value from the user's training distribution (inverse-CDF through the recorded quantiles)."""
+    stats = user_stats(desc_entry, user_id)
+    u = float(rng.uniform())
+    if desc_entry["type"] == NUMERIC:
+        q = np.asarray(stats["quantiles"], dtype=np.float64)
+        return float(np.interp(u, np.linspace(0, 1, len(q)), q))
+    labels, counts = zip(*sorted(stats["counts"].items()), strict=True)
+    cdf = np.cumsum(counts) / float(sum(counts))
+    return labels[int(np.searchsorted(cdf, u, side="right").clip(0, len(labels) - 1))]
+
+
+def resolve_conditions(desc: Mapping[str, Mapping[str, Any]], names: Sequence[str], user_id: str,
+                       given: Mapping[str, Any] | None, seed: int) -> dict[str, float | str]:
+    """Every condition of `names`: the given value where there is one, else a draw from the user's training
+    distribution. Deterministic in (user, seed, given): each condition has its own stream, so giving one
+    condition never changes the draw of another."""
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    out: dict[str, float | str] = {}
+    for name in names:
+        if name in given:
+            out[name] = given[name]
+        else:
+            rng = np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, 0xC0DD, zlib.crc32(name.encode())])
+            out[name] = draw_condition(desc[name], user_id, rng)
+    return out
