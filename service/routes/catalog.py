@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from service.axes import pipeline_axes
 from service.encoding import NPY_MEDIA_TYPE, PNG_MEDIA_TYPE
 from service.errors import ApiError
 from service.routes.deps import ApiKey, ServiceDep
@@ -39,6 +40,7 @@ async def info(service: ServiceDep) -> dict:
         "shape": [pipe.channels, h, w],
         "dyn_range_db": dyn,
         "db_range": [-dyn, 0.0],
+        **pipeline_axes(pipe.meta, (h, w)),  # doppler_hz_row0, doppler_hz_per_bin, seconds_per_frame, ...
         "num_users": len(pipe.users),
         "device": engine.device,
         "dtype": engine.dtype,
