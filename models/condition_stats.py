@@ -81,9 +81,19 @@ def encoder_specs(desc: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -
     return out
 
 
-def public_conditions(desc: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """What GET /info lists per condition: type, range or values, encoding (no per-user statistics)."""
-    return {name: {k: d[k] for k in ("type", "range", "values", "encoding") if k in d} for name, d in desc.items()}
+def offered_conditions(encoder: Any, desc: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """GET /info's "conditions": what the pipeline's condition encoder takes ({} without one), with how an
+    omitted value is chosen."""
+    if encoder is None:
+        return {}
+    desc = desc or {}
+    out = {}
+    for spec in encoder.specs:
+        entry = {k: v for k, v in spec.items() if k != "name"}
+        entry["encoding"] = desc.get(spec["name"], {}).get("encoding", ENCODINGS[spec["type"]])
+        entry["omitted"] = "drawn from the user's training distribution (seeded by the sample's seed)"
+        out[spec["name"]] = entry
+    return out
 
 
 def user_stats(desc_entry: Mapping[str, Any], user_id: str) -> dict[str, Any]:

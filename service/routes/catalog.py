@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from models.condition_stats import offered_conditions
 from service.axes import pipeline_axes
 from service.encoding import NPY_MEDIA_TYPE, PNG_MEDIA_TYPE
 from service.errors import ApiError
@@ -41,6 +42,8 @@ async def info(service: ServiceDep) -> dict:
         "dyn_range_db": dyn,
         "db_range": [-dyn, 0.0],
         **pipeline_axes(pipe.meta, (h, w)),  # doppler_hz_row0, doppler_hz_per_bin, seconds_per_frame, ...
+        # speed_mps, aspect_deg, activity, ...: type, range or values, encoding; {} for an identity-only pipeline
+        "conditions": offered_conditions(pipe.condition_encoder, pipe.meta.get("conditions")),
         "num_users": len(pipe.users),
         "device": engine.device,
         "dtype": engine.dtype,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.condition_stats import describe_conditions, encoder_specs, public_conditions, resolve_conditions
+from models.condition_stats import describe_conditions, encoder_specs, offered_conditions, resolve_conditions
 from models.conditions import ConditionEncoder, ConditionError, drop_conditions
 from models.pipeline import DopplerPipeline, build_untrained_pipeline
 from models.sampling import sample
@@ -135,8 +135,11 @@ def test_describe_records_types_ranges_and_per_user_distributions():
     assert desc["activity"]["values"] == ["run", "walk"] and desc["activity"]["encoding"] == "embedding"
     assert sum(desc["activity"]["per_user"]["bob"]["counts"].values()) == 200
     specs = encoder_specs(desc, ["speed_mps", "activity"])
-    assert [s["name"] for s in specs] == ["speed_mps", "activity"] and ConditionEncoder(conditions=specs)
-    assert set(public_conditions(desc)["aspect_deg"]) == {"type", "range", "encoding"}
+    assert [s["name"] for s in specs] == ["speed_mps", "activity"]
+    offered = offered_conditions(ConditionEncoder(conditions=specs), desc)
+    assert list(offered) == ["speed_mps", "activity"] and offered["speed_mps"]["range"] == sp["range"]
+    assert offered["activity"]["values"] == ["run", "walk"] and "per_user" not in offered["speed_mps"]
+    assert offered_conditions(None, desc) == {}
     json.dumps(desc)  # goes into dopplergen.json as is
     with pytest.raises(KeyError, match="no column 'range_m'"):
         describe_conditions(cols, users, ["range_m"])
