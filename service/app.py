@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from models.pipeline import DopplerPipeline
 from service.engine import SampleFn
 from service.errors import install_error_handlers
-from service.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware, SafeHeadersMiddleware
 from service.routes import PATHS, router
 from service.settings import Settings
 from service.state import Service
@@ -41,5 +41,7 @@ def create_app(
     install_error_handlers(app, service.metrics)
     app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, metrics=service.metrics, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, metrics=service.metrics, api_key=settings.api_key)  # before any body read
+    app.add_middleware(SafeHeadersMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=service.metrics, routes=PATHS)  # outermost: sees 413s too
     return app

@@ -1,4 +1,7 @@
-"""One JSON error shape for every failure: {"error": reason, "message": text, "details": [{field, message}]}."""
+"""One JSON error shape for every failure: {"error": reason, "message": text, "details": [{field, message}]}.
+
+A 500 never carries exception text (paths, tensor shapes, library internals): its message is generic and the
+cause goes to the server log."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.metrics import REJECTION_REASONS, Metrics
 
 log = logging.getLogger("dopplergen.errors")
+INTERNAL_MESSAGE = "internal server error; the server log has the details"
 
 
 class ApiError(Exception):
@@ -53,6 +57,9 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         if exc.reason in REJECTION_REASONS:
             metrics.reject(exc.reason)
+        if exc.status >= 500 and exc.status not in (503, 504):  # 503/504 messages are fixed texts, not causes
+            log.error("%s on %s: %s", exc.reason, request.url.path, exc.message)
+            return error_response(exc.status, exc.reason, INTERNAL_MESSAGE, exc.headers)
         return error_response(exc.status, exc.reason, exc.message, exc.headers, exc.details)
 
     @app.exception_handler(RequestValidationError)
@@ -78,4 +85,4 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
-        return error_response(500, "internal", "internal server error; the server log has the details")
+        return error_response(500, "internal", INTERNAL_MESSAGE)

@@ -1,14 +1,23 @@
-"""Pure ASGI middleware: request count/latency by route template, and the request body size limit (413)."""
+"""Pure ASGI middleware: request count/latency by route template, the API key check (401) before any body is
+read, the request body size limit (413), and response header values made safe to send."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable
 
+from pydantic import SecretStr
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import error_response
 from service.metrics import OTHER_ROUTE, Metrics
+from service.routes.deps import UNAUTHORIZED, api_key_matches, protected_paths
+
+# Control characters (CR and LF above all) would end a header line early: a 500, or a forged header.
+_UNSAFE_HEADER_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class RequestMetricsMiddleware:
@@ -96,3 +105,48 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+class ApiKeyMiddleware:
+    """401 for a path whose route declares the ApiKey dependency, before the body is read or parsed.
+
+    FastAPI parses the JSON body before it runs dependencies, so the dependency alone would answer 422 to an
+    unauthenticated client with a broken body; here the key is checked first, on the headers only. A path is
+    protected for every method when any route on it declares the key.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, api_key: SecretStr | None) -> None:
+        self.app, self.metrics, self.api_key = app, metrics, api_key
+        self._paths: list[re.Pattern] | None = None  # found on the first request, once every route exists
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.api_key is None or api_key_matches(Headers(scope=scope), self.api_key):
+            await self.app(scope, receive, send)
+            return
+        if self._paths is None:
+            self._paths = protected_paths(scope["app"].router.routes)
+        if not any(p.match(scope["path"]) for p in self._paths):
+            await self.app(scope, receive, send)
+            return
+        self.metrics.reject("unauthorized")
+        response = error_response(401, "unauthorized", UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+
+class SafeHeadersMiddleware:
+    """Replaces control characters in response header values with spaces (values built from pipeline metadata)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_safe(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [(k, _UNSAFE_HEADER_BYTES.sub(b" ", v)) for k, v in message.get("headers", [])]
+            await send(message)
+
+        await self.app(scope, receive, send_safe)
