@@ -22,14 +22,20 @@ from models.builders import (
 )
 from models.conditions import ConditionEncoder, encode_context
 from models.normalization import Normalization
+from models.pipeline_meta import (
+    FORMAT_VERSION,
+    META_FILE,
+    ROUTES,
+    MetaError,
+    check_against_models,
+    check_folder,
+    read_meta,
+    validate_meta,
+)
 from models.presets import Preset, get_preset
 from models.user_encoder import UserEncoder
 
-FORMAT_VERSION = 1
-META_FILE = "dopplergen.json"
-# kl: AutoencoderKL + UNet (the main line); vq-latent: VQModel + the same UNet on pre-quantisation latents
-# (LDM "VQ-reg"); vq-diffusion: VQModel + discrete-diffusion Transformer2DModel over code indices (VQ-Diffusion).
-ROUTES = ("kl", "vq-latent", "vq-diffusion")
+# FORMAT_VERSION, META_FILE, ROUTES: the dopplergen.json schema and its checks live in models/pipeline_meta.py.
 SCHEDULER_CLASSES = {"DDPMScheduler": DDPMScheduler, "VQDiffusionScheduler": VQDiffusionScheduler}
 
 
@@ -150,6 +156,12 @@ class DopplerPipeline:
     # ---- persistence -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         path = Path(path)
+        meta = {"format_version": FORMAT_VERSION, **self.meta, "route": self.route}
+        meta["latent_scaling_factor"] = float(self.vae.config.scaling_factor)
+        try:
+            validate_meta(meta)  # never write a folder that load() would refuse
+        except MetaError as exc:
+            raise PipelineError(str(exc)) from None
         path.mkdir(parents=True, exist_ok=True)
         self.vae.save_pretrained(path / "vae", safe_serialization=True)
         self.denoiser.save_pretrained(path / self.denoiser_folder, safe_serialization=True)
@@ -157,8 +169,6 @@ class DopplerPipeline:
         if self.condition_encoder is not None:
             self.condition_encoder.save_pretrained(path / "condition_encoder", safe_serialization=True)
         self.scheduler_class.from_config(self.scheduler_config).save_config(path / "scheduler")
-        meta = {"format_version": FORMAT_VERSION, **self.meta, "route": self.route}
-        meta["latent_scaling_factor"] = float(self.vae.config.scaling_factor)
         (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return path
 
@@ -168,21 +178,14 @@ class DopplerPipeline:
     ) -> DopplerPipeline:
         """Load a pipeline folder with stock diffusers `from_pretrained` (safetensors only, nothing unpickled)."""
         path = Path(path)
-        meta_file = path / META_FILE
-        if not meta_file.is_file():
-            raise PipelineError(f"{path} is not a dopplergen pipeline folder (no {META_FILE})")
-        meta = json.loads(meta_file.read_text())
-        version = meta.get("format_version")
-        if version != FORMAT_VERSION:
-            raise PipelineError(f"{meta_file}: unsupported format_version {version!r} (expected {FORMAT_VERSION})")
-        route = meta.get("route", "kl")
-        if route not in ROUTES:
-            raise PipelineError(f"{meta_file}: unknown route {route!r} (expected one of {list(ROUTES)})")
+        try:  # the schema (models/pipeline_meta.py) first: a fault names its field before any model is built
+            meta, checked = read_meta(path)
+            check_folder(path, checked.route)
+        except MetaError as exc:
+            raise PipelineError(str(exc)) from None
+        route = checked.route
         denoiser_cls, sub_denoiser = ((Transformer2DModel, "transformer") if route == "vq-diffusion"
                                       else (UNet2DConditionModel, "unet"))
-        for sub in ("vae", sub_denoiser, "user_encoder", "scheduler"):
-            if not (path / sub).is_dir():
-                raise PipelineError(f"{path}: missing sub-folder {sub}/ (route {route})")
         kw = dict(use_safetensors=True, low_cpu_mem_usage=False)
         vae = ae.load_autoencoder(str(path), subfolder="vae")
         denoiser = denoiser_cls.from_pretrained(path, subfolder=sub_denoiser, **kw)
@@ -198,6 +201,10 @@ class DopplerPipeline:
                    meta=meta, condition_encoder=condition_encoder)
         if pipe.route != route:
             raise PipelineError(f"{path}: dopplergen.json says route {route!r} but the folder holds {pipe.route!r}")
+        try:
+            check_against_models(checked, vae.config.in_channels, ae.downsample(vae), len(user_encoder.users))
+        except MetaError as exc:
+            raise PipelineError(f"{path}: {exc}") from None
         return pipe.to(device, dtype)
 
 

@@ -61,6 +61,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from models.pipeline_meta import MetaError, check_folder, read_meta
+
+    try:  # metadata and layout now: a fault ends `serve` at once, naming the field, instead of a failed start
+        check_folder(settings.pipeline, read_meta(settings.pipeline)[1].route)
+    except MetaError as exc:
+        print(f"dopplergen serve: {settings.pipeline} cannot be served:\n  {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
