@@ -1,0 +1,155 @@
+"""Measure the synthetic-data filters (issue 17) at small k on the same seeds: unfiltered vs each filter alone vs
+combinations, and the synthetic-to-real ratio. Results and their reading: docs/evaluation.md, "Round 3 levers".
+
+For each seed: k real train recordings per user (training.eval.augmentation.select_k_per_user), the real-only CNN
+trained on them (which is also the filters' reference classifier and whose k recordings give the physics reference:
+no other real recording is used by a filter), then for each variant m synthetic per user picked by
+training.eval.filters from factor x m candidates, and a CNN trained on real + synthetic (the evaluator's balanced
+mix and optimiser budget). Gains are paired per seed; intervals are Student-t over the seeds (training.eval.stats).
+
+The candidates come from one pool sampled once per user and re-ordered per seed. Generator: `--pipeline` as is
+(the demo checkpoint saw every train recording of these users, so this measures the filters on a generator that
+knows the people, not the protocol's few-shot gain), or `--population` adapted to each seed's k recordings.
+
+    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python experiments/filter_levers.py --pipeline checkpoints/demo \
+        --data data/sim10 --k 5 --seeds 5 --m 20 --out runs/levers/levers.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+VARIANTS = ["none", "physics", "confidence", "diversity", "physics,confidence", "physics,diversity",
+            "confidence,diversity", "physics,confidence,diversity"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pipeline", default="checkpoints/demo")
+    p.add_argument("--data", default="data/sim10")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--m", type=int, default=20, help="synthetic per user for the filter variants")
+    p.add_argument("--factor", type=float, default=3.0)
+    p.add_argument("--tau", type=float, default=0.5)
+    p.add_argument("--z-max", type=float, default=3.0)
+    p.add_argument("--pool-per-user", type=int, default=120)
+    p.add_argument("--variants", nargs="+", default=VARIANTS)
+    p.add_argument("--ratios", type=float, nargs="*", default=[0.5, 1, 2, 5], help="synthetic : real, unfiltered")
+    p.add_argument("--ratio-filter", default="none", help="filter used for the ratio rows")
+    p.add_argument("--out", default="runs/levers/levers.json")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+
+    from models.pipeline import DopplerPipeline
+    from training.eval import filters as F
+    from training.eval.augmentation import select_k_per_user
+    from training.eval.classifier import accuracy
+    from training.eval.context import Context, Log, load_data
+    from training.eval.evaluate import EvalSettings
+    from training.eval.stats import format_ci, paired_difference, t_interval
+    from training.generate import sampling_defaults
+
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = Log(out.with_suffix(".log"))
+    pipe = DopplerPipeline.load(a.pipeline, device="cpu")
+    d = load_data(a.data, pipe, log)
+    steps, guidance, sched = sampling_defaults(pipe.meta, None, None, None)
+    ctx = Context(pipe=pipe, data=d, st=EvalSettings(), steps=steps, guidance=guidance, scheduler=sched, seed=0,
+                  device="cpu", out=out.parent, log=log, threads=1)
+    U = len(d.users)
+
+    # ---- the candidate pool: sampled once, cached ------------------------------------------------------------------
+    cache = out.parent / f"pool_{a.pool_per_user}.npz"
+    if cache.is_file():
+        z = np.load(cache)
+        pool_x, pool_y = z["x"], z["y"]
+    else:
+        y, seeds = ctx.plan(a.pool_per_user, stream=77)
+        pool = ctx.sample(pipe, y, seeds, desc="pool")
+        pool_x, pool_y = pool.x, pool.y
+        np.savez(cache, x=pool_x, y=pool_y)
+        log(f"pool: {len(pool_y)} samples ({steps} {sched} steps, guidance {guidance}) in {pool.seconds:.0f} s")
+    full = ctx.fit(d.train_x, d.train_y, seed=0)  # diagnostic only: identity of the kept samples
+    log(f"diagnostic CNN on the full train split: test {accuracy(full, d.test_x, d.test_y):.3f}; pool identity "
+        f"{accuracy(full, pool_x, pool_y):.3f}")
+
+    epochs, floor, batch = 20, 150, 64  # training.eval.classifier defaults, as the evaluator's budget uses them
+
+    def fit_score(x, y, seed, n_total):
+        budget = max(floor, epochs * -(-n_total // batch))
+        clf = ctx.fit(x, y, seed=seed, epochs=max(1, -(-budget // -(-len(x) // batch))))
+        return clf, accuracy(clf, d.test_x, d.test_y)
+
+    rows = []
+    for seed in range(a.seeds):
+        t0 = time.perf_counter()
+        idx = select_k_per_user(d.train_y, a.k, seed)
+        x_k, y_k = d.train_x[idx], d.train_y[idx]
+        ref_r = F.readouts(x_k, d.meta)
+        rng = np.random.default_rng([seed, 0xF1])
+        order = {u: rng.permutation(np.flatnonzero(pool_y == u)) for u in range(U)}
+        real_cache: dict[int, tuple] = {}
+
+        def run(variant, m, kind, seed=seed, idx=idx, x_k=x_k, y_k=y_k, ref_r=ref_r, order=order,
+                real_cache=real_cache):
+            cfg = F.FilterConfig(filters=() if variant == "none" else variant, factor=a.factor, tau=a.tau,
+                                 z_max=a.z_max, fill=True)
+            n_c = cfg.candidates(m)
+            cand = np.concatenate([order[u][:n_c] for u in range(U)])
+            n_total = len(idx) + m * U
+            if n_total not in real_cache:  # the real-only CNN at this budget: baseline and the filters' classifier
+                real_cache[n_total] = fit_score(x_k, y_k, seed, n_total)
+            clf_real, acc_real = real_cache[n_total]
+            sel = F.filter_candidates(pool_x[cand], pool_y[cand], m, U, cfg, meta=d.meta, clf=clf_real,
+                                      ref_readouts=ref_r, ref_y=y_k, ref_source="the classifier's k real recordings")
+            x_s, y_s = pool_x[cand][sel.index], pool_y[cand][sel.index]
+            reps = max(1, round(len(y_s) / len(idx)))
+            _, acc_aug = fit_score(np.concatenate([x_k] * reps + [x_s]), np.concatenate([y_k] * reps + [y_s]),
+                                   seed, n_total)
+            row = dict(kind=kind, seed=seed, variant=variant, m=m, ratio=m / a.k, acc_real=acc_real,
+                       acc_augmented=acc_aug, gain=acc_aug - acc_real,
+                       identity=float((full.predict(x_s) == y_s).mean()),
+                       rejection_rate=sel.report["rejection_rate"],
+                       per_filter={k: v["rate"] for k, v in sel.report["per_filter"].items()},
+                       topped_up=sel.report["topped_up"])
+            log(f"seed {seed} {kind} {variant:30s} m={m:3d}: real {acc_real:.3f} -> {acc_aug:.3f} "
+                f"({row['gain']:+.3f}) identity {row['identity']:.2f} | {F.summary_line(sel.report)}")
+            rows.append(row)
+
+        for v in a.variants:
+            run(v, a.m, "filter")
+        for r in a.ratios:
+            run(a.ratio_filter, max(1, int(r * a.k + 0.5)), "ratio")
+        log(f"seed {seed} done in {time.perf_counter() - t0:.0f} s")
+        out.write_text(json.dumps(dict(args=vars(a), rows=rows), indent=1) + "\n")
+
+    # ---- summary: gain CI per variant, paired difference vs unfiltered -------------------------------------------------
+    summary = []
+    for kind, key in (("filter", "variant"), ("ratio", "m")):
+        base = {r["seed"]: r["gain"] for r in rows if r["kind"] == "filter" and r["variant"] == "none"}
+        for val in dict.fromkeys(r[key] for r in rows if r["kind"] == kind):
+            rs = sorted((r for r in rows if r["kind"] == kind and r[key] == val), key=lambda r: r["seed"])
+            g = [r["gain"] for r in rs]
+            ci = t_interval(g)
+            diff = paired_difference(g, [base[r["seed"]] for r in rs]) if len(base) == len(rs) else None
+            s = dict(kind=kind, variant=rs[0]["variant"], m=rs[0]["m"], ratio=rs[0]["ratio"], gain=ci, vs_none=diff,
+                     identity=float(np.mean([r["identity"] for r in rs])),
+                     rejection_rate=float(np.mean([r["rejection_rate"] for r in rs])),
+                     per_filter={f: float(np.mean([r["per_filter"][f] for r in rs])) for f in rs[0]["per_filter"]})
+            summary.append(s)
+            log(f"{kind:6s} {rs[0]['variant']:30s} m={rs[0]['m']:3d} gain {format_ci(ci)} | vs none "
+                f"{format_ci(diff) if diff else 'n/a'} | identity {s['identity']:.2f} | rejected "
+                f"{100 * s['rejection_rate']:.0f}% {s['per_filter']}")
+    out.write_text(json.dumps(dict(args=vars(a), rows=rows, summary=summary), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
