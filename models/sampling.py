@@ -1,21 +1,25 @@
 """The one sampler: classifier-free guided latent diffusion, shared by training previews, evaluation, export and the service.
 
-`sample()` serves all three pipeline routes: continuous latent diffusion (kl, vq-latent) with the DDPM /
-DDIM / DPM-Solver++ schedulers, and discrete diffusion over VQ code indices (vq-diffusion) with a
-VQDiffusionScheduler respaced to the requested number of steps.
+A sample is a `Row` that carries everything of its own: conditioning tokens, noise generator, sampler state,
+step count, position in its schedule and guidance scale. `step_rows()` advances any set of rows by one step
+with one guided forward pass, whatever mix of timesteps, samplers and guidance they hold; the service's
+step-level batcher calls it once per device step, and `sample()` is the same loop over rows that start
+together. All three pipeline routes are served: continuous latent diffusion (kl, vq-latent) with the
+per-row DDPM / DDIM / DPM-Solver++ of models.samplers, and discrete diffusion over VQ code indices
+(vq-diffusion) with a VQDiffusionScheduler respaced to the requested number of steps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, VQDiffusionScheduler
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from models import autoencoder as ae
+from models import samplers as S
 from models.pipeline import DopplerPipeline
+from models.samplers import respaced_vq_scheduler  # noqa: F401  (re-exported: tests and tools use it from here)
 
 SCHEDULERS = ("ddpm", "ddim", "dpmsolver++", "vq-diffusion")
 CONTINUOUS_SCHEDULERS = SCHEDULERS[:3]
@@ -28,32 +32,12 @@ SAMPLERS_BY_ROUTE = {
 DEFAULT_STEPS = 20  # DPM-Solver++(2M) is near converged at 20 steps on the demo checkpoint
 DEFAULT_GUIDANCE = 2.0  # classifier-free guidance scale the demo checkpoint was evaluated at
 DEFAULT_SAMPLER = "dpmsolver++"  # DPM-Solver++(2M), for the continuous routes
-assert SAMPLERS_BY_ROUTE["kl"][-1] == DEFAULT_SAMPLER
+assert SAMPLERS_BY_ROUTE["kl"][-1] == DEFAULT_SAMPLER and set(CONTINUOUS_SCHEDULERS) == set(S.SAMPLER_NAMES)
 
 
 def default_sampler(route: str) -> str:
     """The sampler a route uses when none is asked for (DPM-Solver++ on kl / vq-latent, vq-diffusion otherwise)."""
     return SAMPLERS_BY_ROUTE[route][-1]
-
-
-def make_scheduler(name: str, scheduler_config: dict) -> SchedulerMixin:
-    """Build an inference scheduler from the training DDPM config (same betas, same prediction type)."""
-    if name == "vq-diffusion" or scheduler_config.get("_class_name") == "VQDiffusionScheduler":
-        raise ValueError("the vq-diffusion scheduler only samples code indices; use respaced_vq_scheduler()")
-    if name == "ddpm":
-        return DDPMScheduler.from_config(scheduler_config)
-    if name == "ddim":
-        return DDIMScheduler.from_config(scheduler_config)
-    if name == "dpmsolver++":
-        # DPM-Solver++(2M), Lu et al. 2022: deterministic, good quality in 10-25 steps.
-        return DPMSolverMultistepScheduler.from_config(scheduler_config, algorithm_type="dpmsolver++", solver_order=2)
-    raise ValueError(f"unknown scheduler {name!r}; choose one of {list(SCHEDULERS)}")
-
-
-def initial_latents(seeds: Sequence[int], shape: tuple[int, ...]) -> tuple[torch.Tensor, list[torch.Generator]]:
-    """One CPU generator per sample, so each sample's noise depends only on its own seed."""
-    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-    return torch.stack([torch.randn(shape, generator=g) for g in gens]), gens  # (N, C, h, w)
 
 
 def scheduler_for(pipe: DopplerPipeline, name: str | None) -> str:
@@ -67,69 +51,185 @@ def scheduler_for(pipe: DopplerPipeline, name: str | None) -> str:
     return name
 
 
-def respaced_vq_scheduler(scheduler_config: dict, num_inference_steps: int) -> tuple[VQDiffusionScheduler, list[int]]:
-    """A VQDiffusionScheduler that jumps between `num_inference_steps` of the trained timesteps.
+@dataclass(eq=False)
+class Row:
+    """One sample on its way: its own tokens, noise, sampler state, step count and guidance."""
 
-    The mask-and-replace process composes in closed form: from trained step s to t > s, a token survives with
-    probability att[t]/att[s] and stays unmasked with (1-ctt[t])/(1-ctt[s]) (Gu et al. 2022, Sec. 4.1; the
-    "fast inference" of their Sec. 4.5 and Improved DDPM's respacing). Writing those into the single-step
-    tables makes diffusers' own posterior q(x_s | x_t, x_0) exact for the jump. Returns the scheduler (its
-    index i runs over the kept steps) and the trained timestep each index stands for (what the model sees).
+    sampler: str
+    steps: int
+    guidance: float
+    cond: torch.Tensor  # (T, D) the row's user (+ condition) tokens
+    uncond: torch.Tensor  # (T, D) the null user with every condition absent, for classifier-free guidance
+    gen: torch.Generator  # seeded once: the initial noise, then DDPM's or the Gumbel noise, step by step
+    x: torch.Tensor  # (C, h, w) float32 latent, or (h*w,) long code indices on the vq-diffusion route
+    # models.samplers.Schedule, or (respaced VQDiffusionScheduler, trained timesteps) on the vq-diffusion route
+    schedule: S.Schedule | tuple
+    i: int = 0  # steps taken
+    x0_prev: torch.Tensor | None = None  # DPM-Solver++(2M)'s previous x0 estimate
+
+    @property
+    def done(self) -> bool:
+        return self.i >= self.steps
+
+
+
+def start_row(
+    pipe: DopplerPipeline, user_index: int, seed: int, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
+    sampler: str | None = None, conditions: torch.Tensor | None = None,
+) -> Row:
+    """A new row at step 0: the conditioning of `pipe.encode_context` and the seed's own initial noise.
+
+    `conditions` (K,) are the row's condition values (NaN = absent), for pipelines with a condition encoder.
     """
-    sched = VQDiffusionScheduler.from_config(scheduler_config)
-    T = int(sched.config.num_train_timesteps)
-    n = int(num_inference_steps)
-    if not 1 <= n <= T:
-        raise ValueError(f"num_inference_steps must be in 1..{T} (the trained vq-diffusion timesteps), got {n}")
-    kept = sorted({int(round(v)) for v in np.linspace(0, T - 1, n)})  # includes 0 and T-1
-    if n < T:
-        k = sched.num_embed - 1  # non-mask classes
-        att = sched.log_cumprod_at.double().exp().numpy()[kept]
-        ctt = sched.log_cumprod_ct.double().exp().numpy()[kept]
-        prev_att = np.concatenate(([1.0], att[:-1]))
-        prev_ctt = np.concatenate(([0.0], ctt[:-1]))
-        at = att / prev_att
-        ct = 1.0 - (1.0 - ctt) / (1.0 - prev_ctt)
-        bt = (1.0 - at - ct) / k
-        btt = (1.0 - att - ctt) / k
-        f32 = lambda a: torch.log(torch.as_tensor(a, dtype=torch.float64)).float()  # noqa: E731
-        sched.log_at, sched.log_bt, sched.log_ct = f32(at), f32(bt), f32(ct)
-        # cumulative tables keep their trailing "t = -1" entry (identity), as diffusers builds them
-        sched.log_cumprod_at = torch.cat([f32(att), sched.log_cumprod_at[-1:]])
-        sched.log_cumprod_bt = torch.cat([f32(btt), sched.log_cumprod_bt[-1:]])
-        sched.log_cumprod_ct = torch.cat([f32(ctt), sched.log_cumprod_ct[-1:]])
-    sched.set_timesteps(len(kept))
-    return sched, kept
-
-
-def _check_request(pipe: DopplerPipeline, user_indices, seeds, num_inference_steps, pad_to):
-    if len(user_indices) != len(seeds):
-        raise ValueError(f"got {len(user_indices)} user indices but {len(seeds)} seeds")
-    if len(seeds) == 0:
-        raise ValueError("nothing to sample")
-    if num_inference_steps < 1:
+    sampler = scheduler_for(pipe, sampler)
+    if steps < 1:
         raise ValueError("num_inference_steps must be >= 1")
-    if pad_to is not None and pad_to > len(seeds):
-        user_indices = list(user_indices) + [pipe.user_encoder.null_index] * (pad_to - len(seeds))
-        seeds = list(seeds) + [0] * (pad_to - len(seeds))
-    idx = torch.as_tensor(list(user_indices), dtype=torch.long, device=pipe.device)
-    if idx.min() < 0 or idx.max() > pipe.user_encoder.null_index:
+    if not 0 <= int(user_index) <= pipe.user_encoder.null_index:
         raise ValueError("user index out of range")
-    return idx, list(seeds)
+    if conditions is not None and pipe.condition_encoder is None:
+        raise ValueError("conditions need a pipeline with a condition encoder")
+    idx = torch.tensor([int(user_index), pipe.user_encoder.null_index], dtype=torch.long, device=pipe.device)
+    values = None
+    if conditions is not None:
+        values = torch.stack([conditions.float().cpu(), torch.full_like(conditions.float().cpu(), float("nan"))])
+    cond, uncond = pipe.encode_context(idx, values)  # (T, D) each
+    gen = torch.Generator("cpu").manual_seed(int(seed))
+    if sampler == "vq-diffusion":
+        plan = S.vq_schedule(pipe.scheduler_config, steps)
+        _, h, w = pipe.latent_shape
+        x = torch.full((h * w,), plan[0].mask_class, dtype=torch.long, device=pipe.device)
+        steps = len(plan[1])
+    else:
+        plan = S.make_schedule(sampler, pipe.scheduler_config, steps)
+        x = torch.randn(pipe.latent_shape, generator=gen).to(pipe.device)  # init_noise_sigma is 1 for all three
+    return Row(sampler, int(steps), float(guidance), cond, uncond, gen, x, plan)
 
 
-def _context(pipe: DopplerPipeline, idx: torch.Tensor, use_cfg: bool, conditions: torch.Tensor | None = None
-             ) -> torch.Tensor:
-    """User tokens (+ condition tokens when the pipeline has them); the unconditional branch is the null user with
-    every condition absent."""
-    if conditions is not None and len(conditions) < len(idx):  # padding rows: conditions absent
-        pad = torch.full((len(idx) - len(conditions), conditions.shape[1]), float("nan"))
-        conditions = torch.cat([conditions.float().cpu(), pad])
+@torch.no_grad()
+def step_rows(
+    pipe: DopplerPipeline, rows: Sequence[Row], pad_to: int | None = None, cfg: bool | None = None,
+    denoiser: torch.nn.Module | None = None,
+) -> None:
+    """Advance every row by one step of its own schedule, in place, with one guided forward pass.
+
+    `pad_to` runs the network at a fixed batch (padding rows are thrown away): BLAS and oneDNN pick kernels
+    by batch size, so only at a fixed shape is each row computed bit for bit the same wherever it sits.
+    `cfg=None` runs the unconditional half only when some row has guidance != 1; True always runs it (a
+    fixed shape again). `denoiser` replaces pipe.denoiser (e.g. a compiled one).
+    """
+    if not rows:
+        return
+    if any(r.done for r in rows):
+        raise ValueError("a row has already taken all its steps")
+    use_cfg = any(r.guidance != 1.0 for r in rows) if cfg is None else cfg
+    net = denoiser or pipe.denoiser
+    if rows[0].sampler == "vq-diffusion":
+        _step_codes(pipe, rows, pad_to, use_cfg, net)
+    else:
+        _step_latents(pipe, rows, pad_to, use_cfg, net)
+
+
+def _guided(out: torch.Tensor, rows: Sequence[Row], b: int, use_cfg: bool) -> torch.Tensor:
+    """Classifier-free guidance per row (Ho & Salimans 2022): uncond + g (cond - uncond); g = 1 keeps cond as is."""
+    n = len(rows)
+    if not use_cfg:
+        return out[:n]
+    uncond, cond = out[:n], out[b:b + n]
+    g = torch.tensor([r.guidance for r in rows], dtype=out.dtype, device=out.device).view(-1, *[1] * (out.dim() - 1))
+    return torch.where(g == 1.0, cond, uncond + g * (cond - uncond))
+
+
+def _context(rows: Sequence[Row], b: int, use_cfg: bool) -> torch.Tensor:
+    pad = [rows[0].uncond] * (b - len(rows))
+    cond = torch.stack([r.cond for r in rows] + pad)  # (b, T, D)
+    return torch.cat([torch.stack([r.uncond for r in rows] + pad), cond]) if use_cfg else cond  # uncond first
+
+
+def _step_latents(pipe, rows, pad_to, use_cfg, net) -> None:
+    n, dev = len(rows), pipe.device
+    b = max(pad_to or n, n)
+    sched, at = [r.schedule for r in rows], [r.i for r in rows]
+    x = torch.stack([r.x for r in rows])  # (n, C, h, w) float32
+    t = torch.tensor([s.t[i] for s, i in zip(sched, at, strict=True)] + [0] * (b - n), device=dev)
+    x_in = torch.cat([x, x.new_zeros((b - n, *x.shape[1:]))]) if b > n else x
     if use_cfg:
-        null = torch.full_like(idx, pipe.user_encoder.null_index)
-        values = None if conditions is None else torch.cat([torch.full_like(conditions, float("nan")), conditions])
-        return pipe.encode_context(torch.cat([null, idx]), values)  # (2N, T, D): unconditional first
-    return pipe.encode_context(idx, conditions)  # (N, T, D)
+        x_in, t = torch.cat([x_in, x_in]), torch.cat([t, t])
+    out = net(x_in.to(pipe.dtype), t, encoder_hidden_states=_context(rows, b, use_cfg).to(pipe.dtype)).sample
+    out = _guided(out.float(), rows, b, use_cfg)  # (n, C, h, w)
+    new_x, new_x0 = [None] * n, [None] * n
+    for name in dict.fromkeys(r.sampler for r in rows):  # one vectorised update per sampler present
+        sel = [k for k in range(n) if rows[k].sampler == name]
+        whole = len(sel) == n
+        ix = torch.tensor(sel, device=dev)
+        xs, outs = (x, out) if whole else (x[ix], out[ix])
+        sub_s, sub_i = [sched[k] for k in sel], [at[k] for k in sel]
+
+        def c(key: str, sub_s=sub_s, sub_i=sub_i) -> torch.Tensor:
+            return S.coefficients(sub_s, sub_i, key, dev)
+
+        x0, eps = S.split_prediction(xs, outs, c("alpha"), c("sigma"), sub_s[0].prediction_type, sub_s[0].clip)
+        if name == "ddim":
+            xn = S.ddim_step(x0, eps, c("alpha_next"), c("sigma_next"))
+        elif name == "ddpm":  # each row's noise from its own generator, drawn only while t > 0 (as diffusers)
+            noise = torch.stack([torch.randn(rows[k].x.shape, generator=rows[k].gen) if sched[k].t[at[k]] > 0
+                                 else torch.zeros(rows[k].x.shape) for k in sel]).to(dev)
+            xn = S.ddpm_step(xs, x0, c("c_x0"), c("c_x"), c("std"), noise)
+        else:
+            prev = torch.stack([rows[k].x0_prev if rows[k].x0_prev is not None else x0[j] for j, k in enumerate(sel)])
+            xn = S.dpmsolver_2m_step(xs, x0, prev, c("ratio"), c("phi"), c("k"))
+        for j, k in enumerate(sel):
+            new_x[k], new_x0[k] = xn[j], (x0[j] if name == "dpmsolver++" else None)
+    for k, r in enumerate(rows):  # only now, so an exception above leaves every row as it was
+        r.x, r.x0_prev, r.i = new_x[k], new_x0[k], r.i + 1
+
+
+def _step_codes(pipe, rows, pad_to, use_cfg, net) -> None:
+    """VQ-Diffusion step (Gu et al. 2022) per group of rows at the same respaced step (the Transformer takes one
+    timestep per call); follows diffusers' VQDiffusionPipeline: guided log-probabilities renormalised, clamped at -70."""
+    groups: dict[tuple[int, int], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.steps, r.i), []).append(r)
+    updates = []
+    for group in groups.values():
+        sched, model_t = group[0].schedule
+        i = int(sched.timesteps[group[0].i])
+        n = len(group)
+        b = max(pad_to or n, n)
+        codes = torch.stack([r.x for r in group] + [group[0].x] * (b - n))  # (b, L)
+        model_in = torch.cat([codes, codes]) if use_cfg else codes
+        t = torch.tensor(model_t[i], dtype=torch.long, device=pipe.device)  # one scalar: AdaLayerNorm needs it
+        ctx = _context(group, b, use_cfg).to(pipe.dtype)
+        logp = net(model_in, encoder_hidden_states=ctx, timestep=t).sample.float()  # (b or 2b, K, L)
+        if use_cfg:
+            guided = _guided(logp, group, b, True)
+            renorm = guided - torch.logsumexp(guided, dim=1, keepdim=True)
+            g = torch.tensor([r.guidance for r in group], device=logp.device).view(-1, 1, 1)
+            logp = torch.where(g == 1.0, guided, renorm)
+        else:
+            logp = logp[:n]
+        logp = logp.clamp(-70)
+        log_prev = logp if i == 0 else sched.q_posterior(logp, codes[:n], i)  # (n, K or K+1, L)
+        u = torch.stack([torch.rand(log_prev.shape[1:], generator=r.gen) for r in group]).to(log_prev.device)
+        updates.append((group, S.gumbel_max(log_prev, u)))
+    for group, new in updates:
+        for r, x in zip(group, new, strict=True):
+            r.x, r.i = x, r.i + 1
+
+
+@torch.no_grad()
+def finish_rows(pipe: DopplerPipeline, rows: Sequence[Row]) -> torch.Tensor:
+    """Decode finished rows -> (N, C, H, W) dB on the CPU; one row at a time, so a row's pixels never depend on
+    which rows finished with it."""
+    out = []
+    for r in rows:
+        if not r.done:
+            raise ValueError("a row has steps left")
+        if r.sampler == "vq-diffusion":
+            _, h, w = pipe.latent_shape
+            out.append(ae.decode_codes(pipe.vae, r.x[None], (h, w)))
+        else:
+            out.append(ae.decode_latents(pipe.vae, r.x[None].float()))
+    return pipe.normalization.to_db(torch.cat(out).float().cpu())
 
 
 @torch.no_grad()
@@ -146,68 +246,21 @@ def sample(
     """Classifier-free guided sampling (Ho & Salimans 2022) in the stage-1 latent space; returns (N, C, H, W) dB on the CPU.
 
     `scheduler=None` picks the route's own (DPM-Solver++ for kl and vq-latent, vq-diffusion for vq-diffusion).
-    `pad_to` runs the networks at a fixed batch size (padding with null-user rows that are thrown away).
-    BLAS and oneDNN pick kernels by batch size, so without it a sample can differ in the last bits
-    between a batch of 1 and a batch of 16; at a fixed shape each row is computed identically wherever
-    it sits, which makes samples bitwise batch-invariant on the CPU.
-    `conditions` (N, K): each row's condition values (`pipe.condition_encoder.values_tensor`), NaN = absent;
-    None = all absent (and no extra tokens at all for a pipeline without a condition encoder).
+    `pad_to` runs the networks at a fixed batch size (see step_rows), which makes samples bitwise
+    batch-invariant on the CPU. `conditions` (N, K): each row's condition values
+    (`pipe.condition_encoder.values_tensor`), NaN = absent; None = all absent (and no extra tokens at all
+    for a pipeline without a condition encoder).
     """
     scheduler = scheduler_for(pipe, scheduler)
-    n_real = len(seeds)
-    idx, seeds = _check_request(pipe, user_indices, seeds, num_inference_steps, pad_to)
-    use_cfg = guidance_scale != 1.0
-    if conditions is not None and (pipe.condition_encoder is None or len(conditions) != n_real):
+    if len(user_indices) != len(seeds):
+        raise ValueError(f"got {len(user_indices)} user indices but {len(seeds)} seeds")
+    if len(seeds) == 0:
+        raise ValueError("nothing to sample")
+    if conditions is not None and (pipe.condition_encoder is None or len(conditions) != len(seeds)):
         raise ValueError("conditions need a pipeline with a condition encoder and one row per sample")
-    context = _context(pipe, idx, use_cfg, conditions)
-    if scheduler == "vq-diffusion":
-        x = _sample_codes(pipe, context, seeds, num_inference_steps, guidance_scale, use_cfg)
-    else:
-        x = _sample_latents(pipe, context, seeds, num_inference_steps, guidance_scale, use_cfg, scheduler)
-    return pipe.normalization.to_db(x[:n_real].float().cpu())
-
-
-def _sample_latents(pipe, context, seeds, num_inference_steps, guidance_scale, use_cfg, scheduler) -> torch.Tensor:
-    """Continuous latent diffusion (routes kl and vq-latent); returns images in model space."""
-    device, dtype = pipe.device, pipe.dtype
-    sched = make_scheduler(scheduler, pipe.scheduler_config)
-    sched.set_timesteps(num_inference_steps, device=device)
-    latents, gens = initial_latents(seeds, pipe.latent_shape)
-    latents = (latents * sched.init_noise_sigma).to(device=device, dtype=dtype)  # (N, 4, h, w)
-    for t in sched.timesteps:
-        model_in = torch.cat([latents, latents]) if use_cfg else latents
-        model_in = sched.scale_model_input(model_in, t)
-        out = pipe.denoiser(model_in, t, encoder_hidden_states=context).sample
-        if use_cfg:
-            uncond, cond = out.chunk(2)
-            out = uncond + guidance_scale * (cond - uncond)
-        # Stochastic schedulers (DDPM) draw their noise from each sample's own generator.
-        latents = sched.step(out, t, latents, generator=gens).prev_sample
-    return ae.decode_latents(pipe.vae, latents.to(torch.float32))  # (N, C, H, W)
-
-
-def _sample_codes(pipe, context, seeds, num_inference_steps, guidance_scale, use_cfg) -> torch.Tensor:
-    """Discrete diffusion over code indices (route vq-diffusion), from all-[MASK]; returns images in model space.
-
-    Follows diffusers' VQDiffusionPipeline (guided log-probabilities renormalised, clamped at -70) but draws
-    each sample's Gumbel noise from its own generator, so a sample depends only on its seed.
-    """
-    device = pipe.device
-    sched, model_t = respaced_vq_scheduler(pipe.scheduler_config, num_inference_steps)
-    sched.set_timesteps(len(model_t), device=device)
-    n, (_, h, w) = len(seeds), pipe.latent_shape
-    codes = torch.full((n, h * w), sched.mask_class, dtype=torch.long, device=device)
-    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-    for i in sched.timesteps.tolist():
-        model_in = torch.cat([codes, codes]) if use_cfg else codes
-        t = torch.tensor(model_t[i], dtype=torch.long, device=device)  # one scalar: diffusers' AdaLayerNorm needs it
-        logp = pipe.denoiser(model_in, encoder_hidden_states=context, timestep=t).sample.float()  # (N, K, L)
-        if use_cfg:
-            uncond, cond = logp.chunk(2)
-            logp = uncond + guidance_scale * (cond - uncond)
-            logp = logp - torch.logsumexp(logp, dim=1, keepdim=True)
-        logp = logp.clamp(-70)
-        log_prev = logp if i == 0 else sched.q_posterior(logp, codes, i)  # (N, K or K+1, L)
-        u = torch.stack([torch.rand(log_prev.shape[1:], generator=g) for g in gens]).to(device)
-        codes = (log_prev - torch.log(-torch.log(u + 1e-30) + 1e-30)).argmax(dim=1)  # Gumbel-max draw
-    return ae.decode_codes(pipe.vae, codes, (h, w))
+    rows = [start_row(pipe, u, s, num_inference_steps, guidance_scale, scheduler,
+                      None if conditions is None else conditions[k])
+            for k, (u, s) in enumerate(zip(user_indices, seeds, strict=True))]
+    while not rows[0].done:
+        step_rows(pipe, rows, pad_to)
+    return finish_rows(pipe, rows)
