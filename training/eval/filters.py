@@ -150,6 +150,8 @@ def select(y: np.ndarray, n_per_user: int, num_users: int, cfg: FilterConfig, *,
     per_user: dict[int, dict[str, int]] = {}
     for u in range(num_users):
         idx = np.flatnonzero(y == u)
+        if len(idx) == 0:
+            continue  # a person nobody asked for (e.g. only in the reference data)
         passed = idx[ok_p[idx] & ok_c[idx]]
         if "diversity" in on and len(passed) > n_per_user:
             start = int(np.argmax(conf[passed])) if conf is not None else _nearest_mean(feats[passed])
@@ -158,7 +160,8 @@ def select(y: np.ndarray, n_per_user: int, num_users: int, cfg: FilterConfig, *,
         else:
             chosen = passed[:n_per_user]
         if len(chosen) < n_per_user and cfg.fill:
-            rest = [i for i in rank if y[i] == u and i not in set(chosen.tolist())][: n_per_user - len(chosen)]
+            taken = set(chosen.tolist())
+            rest = [i for i in rank if y[i] == u and i not in taken][: n_per_user - len(chosen)]
             topped += len(rest)
             chosen = np.concatenate([chosen, np.asarray(rest, np.int64)])
         short += n_per_user - len(chosen)
@@ -173,7 +176,8 @@ def select(y: np.ndarray, n_per_user: int, num_users: int, cfg: FilterConfig, *,
         per_filter["confidence"] = dict(rejected=int((~ok_c).sum()), rate=float((~ok_c).sum() / n))
     if "diversity" in on:
         per_filter["diversity"] = dict(rejected=not_diverse, rate=not_diverse / n)
-    report = dict(config=asdict(cfg), candidates=int(len(y)), requested=int(n_per_user * num_users), kept=int(len(index)),
+    report = dict(config=asdict(cfg), candidates=int(len(y)), requested=int(n_per_user * len(per_user)),
+                  kept=int(len(index)),
                   rejection_rate=1.0 - len(index) / n, passed_hard_filters=int((ok_p & ok_c).sum()),
                   per_filter=per_filter, topped_up=topped, shortfall=short, per_user=per_user)
     return Selection(index.astype(np.int64), report)
@@ -225,3 +229,36 @@ def summary_line(report: dict[str, Any]) -> str:
         f"; {report['shortfall']} short of the {report['requested']} requested" if report["shortfall"] else "")
     return (f"filter: kept {report['kept']} of {report['candidates']} candidates (rejection rate "
             f"{100 * report['rejection_rate']:.1f}%; rejected by {parts}{extra})")
+
+
+def filter_with_reference(x_db: np.ndarray, persons: Sequence[str], n_per_user: int, cfg: FilterConfig, *,
+                          meta: dict[str, Any], reference: str | None = None, seed: int = 0) -> Selection:
+    """`filter_candidates` for an export: candidates of named persons, reference = a real dataset folder's train split
+    (its read-outs for physics; a reference CNN trained on it for confidence and diversity), or none (physics only)."""
+    from training.data.dataset import load_dataset
+    from training.eval.classifier import train_classifier
+
+    names = list(dict.fromkeys(persons))
+    clf = ref_r = ref_y = None
+    space = names
+    if reference is not None:
+        ds = load_dataset(reference, channels=x_db.shape[1], size=tuple(x_db.shape[-2:]))
+        ds = ds.filter("train") if "train" in set(ds.splits.tolist()) else ds
+        space = list(ds.users) + [u for u in names if u not in ds.users]  # labels: the reference's, then the rest
+        missing = [u for u in names if u not in ds.users]
+        if cfg.needs_classifier and missing:
+            raise SystemExit(f"--reference {reference} has no recordings of {missing}: the confidence and diversity "
+                             "filters need every exported person in it")
+        if "physics" in cfg.filters:
+            ref_r, ref_y = readouts(ds.x, {**meta, **ds.meta}), ds.labels  # its own axes (after any resize)
+        if cfg.needs_classifier:
+            clf = train_classifier(ds.x, ds.labels, len(ds.users), dyn_range_db=ds.dyn_range_db, seed=seed)
+    elif cfg.needs_classifier:
+        raise SystemExit("--filter confidence/diversity needs --reference DATA: real recordings of the exported "
+                         "persons to train the reference classifier on")
+    y = np.array([space.index(p) for p in persons], np.int64)
+    try:
+        return filter_candidates(x_db, y, n_per_user, len(space), cfg, meta=meta, clf=clf, ref_readouts=ref_r,
+                                 ref_y=ref_y, ref_source=f"{reference} (train split)")
+    except KeyError as e:
+        raise SystemExit(f"the physics filter needs the radar axes in the pipeline's dataset meta ({e})") from None

@@ -107,3 +107,31 @@ def test_filter_options_are_validated():
     line = F.summary_line(F.select(np.zeros(4, np.int64), 2, 1, F.FilterConfig(filters="confidence"),
                                    conf=np.array([0.9, 0.1, 0.2, 0.8])).report)
     assert "kept 2 of 4" in line and "confidence 50.0%" in line
+
+
+def test_people_without_candidates_are_not_counted_short():
+    sel = F.select(np.array([2, 2, 2]), 2, 4, F.FilterConfig(filters="confidence"), conf=np.array([0.9, 0.2, 0.7]))
+    assert sel.index.tolist() == [0, 2]
+    assert sel.report["requested"] == 2 and sel.report["shortfall"] == 0
+
+
+def test_export_filter_against_a_reference_dataset(tmp_path):
+    from training.data.simulate import SimulateConfig, simulate_dataset, user_profiles
+    from training.data.users import simulate_recording
+
+    cfg = SimulateConfig(users=2, per_user=8, size=64, seed=4, preview_per_user=0)
+    meta = simulate_dataset(tmp_path / "ref", cfg, progress=False)
+    p = user_profiles(cfg)[1]
+    normal = np.stack([simulate_recording(p, j, size=64).db for j in range(30, 33)])[:, None]
+    fast = simulate_recording(dataclasses.replace(p, speed_mps=p.speed_mps * 1.6), 0, size=64).db[None, None]
+    x = np.concatenate([fast, normal])
+    persons = [p.user_id] * 4
+    sel = F.filter_with_reference(x, persons, 4, F.FilterConfig(filters="physics"), meta=meta,
+                                  reference=str(tmp_path / "ref"))
+    assert 0 not in sel.index and len(sel.index) >= 2
+    assert "ref (train split)" in sel.report["physics_reference"]
+    with pytest.raises(SystemExit, match="needs --reference"):
+        F.filter_with_reference(x, persons, 4, F.FilterConfig(filters="confidence"), meta=meta)
+    with pytest.raises(SystemExit, match="no recordings of"):
+        F.filter_with_reference(x, ["stranger"] * 4, 4, F.FilterConfig(filters="confidence"), meta=meta,
+                                reference=str(tmp_path / "ref"))
