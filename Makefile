@@ -41,7 +41,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 lint: install
-	$(BIN)/ruff check models training service tests benchmarks
+	$(BIN)/ruff check models training service tests benchmarks experiments
 
 simulate: install
 	$(BIN)/dopplergen simulate --out $(DATA)

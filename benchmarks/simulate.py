@@ -20,15 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.simulate import (  # noqa: E402
-    SEGMENT_NAMES,
-    SEGMENTS,
-    TORSO_WIDTH,
-    Gait,
-    body_points,
-    default_prf,
-    simulate_walk,
-)
+from training.data.radar import default_prf, simulate_walk  # noqa: E402
+from training.data.walker import SEGMENT_NAMES, SEGMENTS, TORSO_WIDTH, Gait, body_points  # noqa: E402
 
 HEIGHT, SPEED, CARRIER, DURATION, RANGE = 1.75, 1.4, 24e9, 3.0, 12.0
 

@@ -42,6 +42,11 @@ class Normalization:
         return asdict(self)
 
     @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> Normalization:
+        """The mapping of a dataset folder, from its meta.json (60 dB when the folder does not say, e.g. PNG folders)."""
+        return cls(dyn_range_db=float(meta.get("dyn_range_db", cls.dyn_range_db)))
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalization:
         unknown = set(d) - {"dyn_range_db", "kind"}
         if unknown:

@@ -23,7 +23,7 @@ class TrainConfig:
     """Options shared by both stages."""
 
     preset: str = "demo"  # architecture preset from models/presets.py; also picks the training defaults below
-    data: str = ""  # dataset folder (meta.json + manifest.csv), read with training.dataset.load_dataset
+    data: str = ""  # dataset folder (meta.json + manifest.csv), read with training.data.dataset.load_dataset
     out: str = ""  # where the stage writes its result (VAE run folder / pipeline folder)
     channels: int = 1  # 1 = dB magnitude, 3 = colour-mapped RGB datasets
     seed: int = 0  # every random draw of step s on rank r comes from (seed, s, r): resume is exact

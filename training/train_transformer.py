@@ -12,17 +12,22 @@ import argparse
 from pathlib import Path
 
 import torch
-from diffusers import VQDiffusionScheduler
 from torch import nn
-from torch.nn import functional as F
 
 from models import autoencoder as ae
 from models.builders import build_transformer, build_user_encoder, build_vq_scheduler
 from models.normalization import Normalization
 from models.presets import Preset, get_preset
-from training import common
 from training.config import ConfigError, VQDConfig, add_config_arguments, run_stage
-from training.stage2 import Stage2Loop, load_frozen_autoencoder
+from training.loop import (
+    Stage2Loop,
+    draw_batch,
+    load_frozen_autoencoder,
+    load_split,
+    start_run,
+    step_generator,
+)
+from training.losses import cache_codes, code_loss, corrupt, time_shifts
 
 
 class CodeDenoiser(nn.Module):
@@ -44,43 +49,25 @@ class CodeDenoiser(nn.Module):
         return torch.cat(outs)  # (B, K, L) log-probabilities of x_0
 
 
-def corrupt(sched: VQDiffusionScheduler, x0: torch.Tensor, t: int, gen: torch.Generator) -> torch.Tensor:
-    """Draw x_t ~ q(x_t | x_0): keep with prob a_t, a uniformly random code with K*b_t, [MASK] with c_t."""
-    k = sched.num_embed - 1
-    c = float(sched.log_cumprod_ct[t].exp())
-    b = float(sched.log_cumprod_bt[t].exp())
-    u = torch.rand(x0.shape, generator=gen)
-    rand_codes = torch.randint(0, k, x0.shape, generator=gen)
-    out = torch.where(u < c + k * b, rand_codes, x0)
-    return torch.where(u < c, torch.full_like(x0, sched.mask_class), out)
-
-
-@torch.no_grad()
-def cache_codes(vq, x: torch.Tensor, shifts: list[int], batch: int = 64) -> torch.Tensor:
-    """Code indices of every image at every circular time shift: (S, N, L) long, on the CPU."""
-    return torch.stack([torch.cat([ae.encode_codes(vq, torch.roll(x, s, dims=-1)[i:i + batch]).cpu()
-                                   for i in range(0, len(x), batch)]) for s in shifts])
-
-
 def main(cfg: VQDConfig) -> Path:
     """Train the VQ-Diffusion stage and export a vq-diffusion pipeline folder to cfg.out."""
     # ---- setup ---------------------------------------------------------------------------------------
     out = Path(cfg.out)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else out.with_name(out.name + "-run")
-    accelerator = common.start_run(cfg, run_dir)
+    accelerator = start_run(cfg, run_dir)
     device, rank = accelerator.device, accelerator.process_index
     if cfg.batch_size % cfg.t_groups:
         raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of t_groups {cfg.t_groups}")
 
     # ---- data: frozen VQModel, codes cached in memory -------------------------------------------------
     preset = get_preset(cfg.preset, channels=cfg.channels)
-    x, labels, ds = common.load_split(cfg.data, "train", cfg.channels, preset.image_size)  # (N, C, H, W)
-    norm = Normalization(dyn_range_db=float(ds.meta.get("dyn_range_db", 60.0)))
+    x, labels, ds = load_split(cfg.data, "train", cfg.channels, preset.image_size)  # (N, C, H, W)
+    norm = Normalization.from_meta(ds.meta)
     vq = load_frozen_autoencoder(cfg, preset, device, accelerator.print)
     if not ae.is_vq(vq):
         raise ConfigError(f"{cfg.vae} is an AutoencoderKL; train-transformer needs a VQModel (train-vae --autoencoder vq)")
     w = x.shape[-1]
-    shifts = [round(i * w / cfg.latent_shifts) for i in range(cfg.latent_shifts)] if cfg.time_shift else [0]
+    shifts = time_shifts(w, cfg.latent_shifts) if cfg.time_shift else [0]
     codes = cache_codes(vq, x, shifts)  # (S, N, L)
     usage = ae.codebook_usage(codes[0], preset.vq_num_embeddings)
     accelerator.print(f"cached codes {tuple(codes.shape)} of {len(ds.users)} users; codebook perplexity "
@@ -97,8 +84,8 @@ def main(cfg: VQDConfig) -> Path:
 
     # ---- train -----------------------------------------------------------------------------------------
     for step in loop.steps():
-        gen = common.step_generator(cfg.seed, step, rank)
-        idx = common.draw_batch(len(x), cfg.batch_size, gen)
+        gen = step_generator(cfg.seed, step, rank)
+        idx = draw_batch(len(x), cfg.batch_size, gen)
         b = len(idx)
         s = torch.randint(0, len(shifts), (b,), generator=gen)
         x0 = codes[s, idx]  # (B, L)
@@ -110,7 +97,7 @@ def main(cfg: VQDConfig) -> Path:
         loop.set_lr(step)
         with accelerator.autocast():
             log_p = loop.model(x_t, t, user, cfg.t_groups)  # (B, K, L)
-        loop.update(F.nll_loss(log_p.float(), x0), step, b)  # cross-entropy of x_0 over every code position
+        loop.update(code_loss(log_p, x0), step, b)  # cross-entropy of x_0 over every code position
 
     # ---- export the pipeline folder (EMA weights) -----------------------------------------------------------
     return loop.export(out, "train-transformer (x_0 cross-entropy)", f"{cfg.num_inference_steps} VQ-Diffusion steps")

@@ -19,13 +19,14 @@ from models import autoencoder as ae
 from models.builders import build_autoencoder
 from models.normalization import Normalization
 from models.presets import get_preset
-from training import common
+from training import checkpoints, logs, loop
 from training.config import (
     VAEConfig,
     add_config_arguments,
     run_stage,
 )
-from training.preview import spectrogram_grid
+from training.eval import plots
+from training.eval.plots import spectrogram_grid
 
 
 class VAEWithPosterior(nn.Module):
@@ -102,20 +103,20 @@ def main(cfg: VAEConfig) -> dict:
     """Train stage 1 and return its summary (also written to <out>/vae_summary.json)."""
     # ---- setup ---------------------------------------------------------------------------------------
     run_dir = Path(cfg.out)
-    accelerator = common.start_run(cfg, run_dir)
+    accelerator = loop.start_run(cfg, run_dir)
     device, rank, main_proc = accelerator.device, accelerator.process_index, accelerator.is_main_process
 
     # ---- data ----------------------------------------------------------------------------------------
     preset = get_preset(cfg.preset, channels=cfg.channels)
-    x, labels, ds = common.load_split(cfg.data, "train", cfg.channels, preset.image_size)  # (N, C, H, W) in [-1, 1]
+    x, labels, ds = loop.load_split(cfg.data, "train", cfg.channels, preset.image_size)  # (N, C, H, W) in [-1, 1]
     try:
-        x_test, labels_test, _ = common.load_split(cfg.data, "test", cfg.channels, preset.image_size)
+        x_test, labels_test, _ = loop.load_split(cfg.data, "test", cfg.channels, preset.image_size)
     except (ValueError, KeyError) as err:
         accelerator.print(f"no test split ({err}); reporting PSNR on the train split only")
         x_test, labels_test = None, None
-    norm = Normalization(dyn_range_db=float(ds.meta.get("dyn_range_db", 60.0)))
+    norm = Normalization.from_meta(ds.meta)
     fig_x, fig_labels = (x_test, labels_test) if x_test is not None else (x, labels)
-    picks = common.first_per_user(fig_labels.numpy(), ds.users, 4, cfg.users_in_grid)
+    picks = loop.first_per_user(fig_labels.numpy(), ds.users, 4, cfg.users_in_grid)
 
     # ---- model, optimiser, EMA -------------------------------------------------------------------------
     vq = cfg.autoencoder == "vq"
@@ -123,11 +124,11 @@ def main(cfg: VAEConfig) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMAModel(model.vae.parameters(), decay=cfg.ema_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
-    start = common.resume_from(accelerator, cfg.resume, run_dir, ema=ema)
-    trained_on = common.check_dataset(accelerator, run_dir, ds, resumed=start > 0)
+    start = checkpoints.resume_from(accelerator, cfg.resume, run_dir, ema=ema)
+    trained_on = checkpoints.check_dataset(accelerator, run_dir, ds, resumed=start > 0)
     ema.to(device)
-    schedule = common.lr_lambda(cfg)
-    logger = common.JsonlLogger(run_dir / "log.jsonl", main_proc, resume_step=start)
+    schedule = loop.lr_lambda(cfg)
+    logger = logs.JsonlLogger(run_dir / "log.jsonl", main_proc, resume_step=start)
     # holds EMA weights for figures/export
     eval_vae = build_autoencoder(preset, cfg.autoencoder).to(device).eval().requires_grad_(False)
     reg_name = "vq" if vq else "kl"
@@ -136,12 +137,12 @@ def main(cfg: VAEConfig) -> dict:
     model.train()
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not main_proc, desc=f"train-vae ({cfg.autoencoder})",
                dynamic_ncols=True)
-    meter, t0, last = common.Throughput(), time.perf_counter(), {}
+    meter, t0, last = logs.Throughput(), time.perf_counter(), {}
     for step in range(start, cfg.max_steps):
-        gen = common.step_generator(cfg.seed, step, rank)
-        xb = x[common.draw_batch(len(x), cfg.batch_size, gen)]  # (B, C, H, W)
+        gen = loop.step_generator(cfg.seed, step, rank)
+        xb = x[loop.draw_batch(len(x), cfg.batch_size, gen)]  # (B, C, H, W)
         if cfg.time_shift:
-            xb = common.roll_time(xb, torch.randint(0, xb.shape[-1], (len(xb),), generator=gen))
+            xb = loop.roll_time(xb, torch.randint(0, xb.shape[-1], (len(xb),), generator=gen))
         xb = xb.to(device)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * schedule(step)  # stateless schedule: nothing to restore on resume
@@ -159,7 +160,7 @@ def main(cfg: VAEConfig) -> dict:
         done = step + 1
         if vq and cfg.dead_code_every and done % cfg.dead_code_every == 0 and done < cfg.max_steps:
             vq_model = accelerator.unwrap_model(model).vae
-            reset_dead_codes(vq_model, x, common.step_generator(cfg.seed, step, 0, stream=1), cfg.dead_code_probe,
+            reset_dead_codes(vq_model, x, loop.step_generator(cfg.seed, step, 0, stream=1), cfg.dead_code_probe,
                              cfg.eval_batch_size)
             weight = vq_model.quantize.embedding.weight
             weight.data.copy_(broadcast(weight.data.contiguous(), from_process=0))  # identical on every rank
@@ -182,7 +183,7 @@ def main(cfg: VAEConfig) -> dict:
 
         # ---- checkpoint and figures ----------------------------------------------------------------------
         if done % cfg.checkpointing_steps == 0 or done == cfg.max_steps:
-            common.save_checkpoint(accelerator, run_dir, done, cfg.checkpoints_total_limit, ema=ema)
+            checkpoints.save_checkpoint(accelerator, run_dir, done, cfg.checkpoints_total_limit, ema=ema)
         if main_proc and cfg.image_every and done % cfg.image_every == 0 and done != cfg.max_steps:
             ema.copy_to(eval_vae.parameters())
             recon_figure(eval_vae, fig_x, picks, norm, ds.meta, run_dir / "figures" / f"recon-{done:06d}.png",
@@ -192,7 +193,7 @@ def main(cfg: VAEConfig) -> dict:
     # ---- export: EMA weights, measured scaling factor, metrics, figures -----------------------------------
     accelerator.wait_for_everyone()
     summary: dict = {}
-    last = last or (common.read_jsonl(run_dir / "log.jsonl") or [{}])[-1]  # a resume with nothing left to do
+    last = last or (logs.read_jsonl(run_dir / "log.jsonl") or [{}])[-1]  # a resume with nothing left to do
     if main_proc:
         ema.copy_to(eval_vae.parameters())
         mean, std = encode_stats(eval_vae, x, cfg.eval_batch_size, cfg.seed)
@@ -207,7 +208,7 @@ def main(cfg: VAEConfig) -> dict:
         summary = dict(autoencoder=cfg.autoencoder, steps=cfg.max_steps, scaling_factor=1.0 / std,
                        latent_mean=mean, latent_std=std, psnr_db=psnr, final=last,
                        dataset_fingerprint=ds.fingerprint, trained_on_fingerprint=trained_on,
-                       peak_rss_mb=common.peak_rss_mb())
+                       peak_rss_mb=logs.peak_rss_mb())
         if vq:  # codebook usage over the whole train split: collapse is the classic VQ failure
             codes = torch.cat([ae.encode_codes(eval_vae, x[i:i + cfg.eval_batch_size]).cpu()
                                for i in range(0, len(x), cfg.eval_batch_size)])
@@ -216,7 +217,7 @@ def main(cfg: VAEConfig) -> dict:
         recon_figure(eval_vae, fig_x, picks, norm, ds.meta, run_dir / "figures" / "recon.png",
                      f"{cfg.autoencoder.upper()} autoencoder (EMA) reconstructions, {'test' if x_test is not None else 'train'} split, "
                      f"step {cfg.max_steps}, PSNR {psnr.get('test', psnr['train']):.1f} dB")
-        common.plot_losses(common.read_jsonl(run_dir / "log.jsonl"), ["loss", "l1", reg_name],
+        plots.plot_losses(logs.read_jsonl(run_dir / "log.jsonl"), ["loss", "l1", reg_name],
                            run_dir / "figures" / "loss.png", "train-vae")
         print(f"train-vae: {cfg.max_steps} steps in {time.perf_counter() - t0:.0f} s | loss {last.get('loss', 0):.4f} | "
               f"PSNR " + ", ".join(f"{k} {v:.2f} dB" for k, v in psnr.items()) +

@@ -41,7 +41,7 @@ def test_derive_seed_is_stable_and_distinct():
 
 
 def test_generate_writes_a_loadable_dataset_with_seed_records(tiny_pipeline_dir, tmp_path):
-    from training.dataset import load_dataset
+    from training.data.dataset import load_dataset
 
     out = tmp_path / "gen"
     _generate(tiny_pipeline_dir, out, "--users", "bob,alice")

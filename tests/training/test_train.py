@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training import common
+from training import checkpoints, logs
 from training.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,12 +71,12 @@ def vae_run(dataset, tmp_path_factory) -> Path:
 def test_vae_writes_expected_files_and_measured_scaling(vae_run):
     from diffusers import AutoencoderKL
 
-    assert sorted(s for s, _ in common.list_checkpoints(vae_run)) == [2, 3]  # retention limit 2 of 3 saved
+    assert sorted(s for s, _ in checkpoints.list_checkpoints(vae_run)) == [2, 3]  # retention limit 2 of 3 saved
     ckpt = vae_run / "checkpoints" / "checkpoint-3"
     assert {"model.safetensors", "optimizer.bin", "ema.safetensors", "step.json"} <= {p.name for p in ckpt.iterdir()}
     for f in ("training_options.json", "log.jsonl", "vae_summary.json", "figures/recon.png", "figures/loss.png"):
         assert (vae_run / f).is_file(), f
-    assert [r["step"] for r in common.read_jsonl(vae_run / "log.jsonl")] == [1, 2, 3]
+    assert [r["step"] for r in logs.read_jsonl(vae_run / "log.jsonl")] == [1, 2, 3]
     assert json.loads((vae_run / "training_options.json").read_text())["max_steps"] == 3
     summary = json.loads((vae_run / "vae_summary.json").read_text())
     vae = AutoencoderKL.from_pretrained(vae_run / "vae")  # stock diffusers
@@ -98,7 +98,7 @@ def test_unet_exports_a_loadable_pipeline(dataset, vae_run, tmp_path):
     out = tmp_path / "pipe"
     assert cli(_unet_args(dataset, vae_run / "vae", out, 3, "--export-dtype", "fp16")) == 0
     run = Path(str(out) + "-run")
-    assert sorted(s for s, _ in common.list_checkpoints(run)) == [2, 3]
+    assert sorted(s for s, _ in checkpoints.list_checkpoints(run)) == [2, 3]
     assert (run / "training_options.json").is_file() and (out / "figures" / "preview.png").is_file()
     meta = json.loads((out / "dopplergen.json").read_text())
     assert meta["route"] == "kl" and meta["version"].startswith("0.1.0+") and meta["evaluation"] is None
@@ -126,7 +126,7 @@ class _Killed(Exception):
 
 def _kill_after(monkeypatch, k: int) -> None:
     """Simulate a crash right after checkpoint-k is written (the run was meant to go on)."""
-    real = common.save_checkpoint
+    real = checkpoints.save_checkpoint
 
     def save_then_die(accelerator, run_dir, step, limit, ema=None):
         path = real(accelerator, run_dir, step, limit, ema=ema)
@@ -134,7 +134,7 @@ def _kill_after(monkeypatch, k: int) -> None:
             raise _Killed
         return path
 
-    monkeypatch.setattr(common, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_die)  # both stages call it through the module
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -154,7 +154,7 @@ def test_kill_and_resume_equals_uninterrupted(stage, dataset, vae_run, tmp_path,
         with pytest.raises(_Killed):
             cli(args(tmp_path / "b"))
     run_b = tmp_path / "b" if stage == "vae" else tmp_path / "b-run"
-    assert [s for s, _ in common.list_checkpoints(run_b)] == [1, 2]
+    assert [s for s, _ in checkpoints.list_checkpoints(run_b)] == [1, 2]
     assert cli(args(tmp_path / "b", "--resume", "latest")) == 0
     run_a = tmp_path / "a" if stage == "vae" else tmp_path / "a-run"
     for f in ("model.safetensors", "ema.safetensors"):
@@ -165,7 +165,7 @@ def test_kill_and_resume_equals_uninterrupted(stage, dataset, vae_run, tmp_path,
         a, b = _weights(tmp_path / "a" / sub), _weights(tmp_path / "b" / sub)
         assert all(torch.equal(a[k], b[k]) for k in a), sub
     # The JSONL of the resumed run has each step once.
-    assert [r["step"] for r in common.read_jsonl(run_b / "log.jsonl")] == [1, 2, 3, 4]
+    assert [r["step"] for r in logs.read_jsonl(run_b / "log.jsonl")] == [1, 2, 3, 4]
 
 
 def test_dry_run_resolves_registry_file_and_flags(tmp_path, capsys):
@@ -220,7 +220,7 @@ def test_two_processes_with_accelerate_launch(dataset, vae_run, tmp_path):
     assert (out / "dopplergen.json").is_file()
     opts = json.loads((Path(str(out) + "-run") / "training_options.json").read_text())
     assert opts["batch_size"] == 4
-    rows = common.read_jsonl(Path(str(out) + "-run") / "log.jsonl")
+    rows = logs.read_jsonl(Path(str(out) + "-run") / "log.jsonl")
     assert [r["step"] for r in rows] == [1, 2]  # logged once (main process), not once per process
     assert rows[0]["num_processes"] == 2
     ckpt = Path(str(out) + "-run") / "checkpoints" / "checkpoint-2"

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.training.test_train import _kill_after, _Killed, _unet_args, _vae_args, _write_dataset
-from training import common
+from training import logs
 from training.cli import main as cli
 
 
@@ -39,7 +39,7 @@ def test_vq_stage1_reports_codebook_usage_and_measured_scaling(vq_run):
     assert summary["autoencoder"] == "vq"
     usage = summary["codebook"]
     assert usage["num_codes"] == 128 and 1.0 <= usage["perplexity"] <= 128 and 0.0 <= usage["dead_fraction"] < 1.0
-    rows = common.read_jsonl(vq_run / "log.jsonl")
+    rows = logs.read_jsonl(vq_run / "log.jsonl")
     assert [r["step"] for r in rows] == [1, 2] and all("perplexity" in r and "vq" in r for r in rows)
     vq = VQModel.from_pretrained(vq_run / "vae")  # stock diffusers
     assert vq.config.scaling_factor == pytest.approx(1.0 / summary["latent_std"]) and vq.config.scaling_factor != 1.0

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from training.classifier import accuracy, train_classifier
+from training.eval.classifier import accuracy, train_classifier
 
 
 def toy_set(n_per_class, seed):

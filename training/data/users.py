@@ -7,15 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from training.simulate import (
+from training.data.radar import (
     DEFAULT_CARRIER_HZ,
     DEFAULT_DURATION_S,
     DEFAULT_DYN_RANGE_DB,
-    Gait,
     Spectrogram,
     default_prf,
     simulate_walk,
 )
+from training.data.walker import Gait
 
 MAX_SPEED_MPS = 2.0  # dataset PRF is sized for this walk speed, so every recording shares one PRF
 

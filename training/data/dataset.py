@@ -292,3 +292,17 @@ def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, cha
         meta=meta, fingerprint=digest.hexdigest(), extra=extra,
     )
     return out.filter(split=split, users=users) if (split is not None or users is not None) else out
+
+
+def axes_from_meta(meta: dict[str, Any], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(doppler_hz (D,), time_s (T,)) for an image of `shape` from a dataset's meta.json."""
+    d, t = shape
+    if "doppler_hz" in meta and len(meta["doppler_hz"]) == d:
+        doppler = np.asarray(meta["doppler_hz"], dtype=float)
+    else:
+        top = float(meta["doppler_hz_row0"])
+        step = float(meta["doppler_hz_per_bin"])
+        sign = -1.0 if str(meta.get("doppler_axis", "descending")).startswith("desc") else 1.0
+        doppler = top + sign * step * np.arange(d)
+    time_s = (np.arange(t) + 0.5) * float(meta["seconds_per_frame"])
+    return doppler, time_s

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from training.compare import METRICS, fewest_steps, verdicts
+from training.eval.compare_report import METRICS, fewest_steps, verdicts
 
 
 def test_verdicts_pick_the_better_direction_and_report_ties():
@@ -34,7 +34,7 @@ def test_fewest_steps_keeps_quality_relative_to_the_default():
 @pytest.mark.slow
 def test_compare_runs_end_to_end_at_the_smallest_setting(tmp_path):
     from training.cli import main
-    from training.simulate_cli import SimulateConfig, simulate_dataset
+    from training.data.simulate import SimulateConfig, simulate_dataset
 
     data = tmp_path / "data"
     simulate_dataset(data, SimulateConfig(users=3, per_user=8, size=32, seed=5, preview_per_user=0), progress=False)

@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from models.pipeline import DopplerPipeline
-from training import fidelity as fm
-from training.classifier import train_classifier
-from training.dataset import load_dataset
+from training.data.dataset import load_dataset
+from training.eval import metrics as fm
+from training.eval.classifier import train_classifier
 
 torch.set_num_threads(1)
 torch.manual_seed(0)

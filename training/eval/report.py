@@ -1,106 +1,25 @@
-"""The evaluation report: Markdown tables from report.json's dict, and the PNG figures (matplotlib, Agg)."""
+"""The evaluation report: headline targets, report.json, the Markdown tables and the figures (drawn by plots.py)."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-CMAP = "jet"  # one colour map for every spectrogram in the report, as in the dataset previews
+from training.eval import plots
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+# The headline targets the report judges a pipeline by (docs/evaluation.md says why each).
+TARGETS = dict(affinity_ratio=0.90, tstr_ratio=0.80, gain_k5=0.05, c2st=0.75, physics=0.10)
 
 
 def _f(v: Any, nd: int = 3, pct: bool = False) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
     return f"{100 * v:.1f}%" if pct else f"{v:.{nd}f}"
-
-
-# ---- figures ---------------------------------------------------------------------------------------------------
-def real_vs_generated_figure(rows: list[tuple[str, list[np.ndarray], list[np.ndarray]]], meta: dict[str, Any],
-                             path: Path, title: str) -> Path:
-    """Per user a 'real' row above a 'generated' row: same colour map, colour limits and axes (A's grid helper)."""
-    from training.preview import spectrogram_grid
-
-    grid = []
-    for user, real, gen in rows:
-        grid += [(f"{user} real", real), (f"{user} generated", gen)]
-    return spectrogram_grid(grid, meta, path, title=title, cmap=CMAP)
-
-
-def metrics_figure(targets: list[dict[str, Any]], path: Path) -> Path:
-    """Bar chart: each headline metric against its target (green = met, red = missed)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(targets) + 1.2))
-    names = [t["name"] for t in targets]
-    vals = [t["value"] if t["value"] is not None and math.isfinite(t["value"]) else 0.0 for t in targets]
-    colours = ["tab:green" if t["pass"] else ("tab:gray" if t["pass"] is None else "tab:red") for t in targets]
-    y = np.arange(len(targets))
-    ax.barh(y, vals, color=colours)
-    for i, t in enumerate(targets):
-        ax.plot([t["target"]] * 2, [i - 0.4, i + 0.4], "k--", lw=1)
-        ax.text(max(vals[i], 0) + 0.01, i, f"{t['display']} (target {t['op']} {t['target_display']})", va="center",
-                fontsize=7)
-    ax.set_yticks(y, names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(min(0.0, min(vals) - 0.05), max(1.3, max(vals) + 0.6))
-    ax.set_title("headline metrics vs targets (dashed)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
-
-
-def sweep_figure(sweep: list[dict[str, Any]], path: Path) -> Path:
-    """Affinity and Fréchet distance against sampler/steps (left) and against guidance scale (right)."""
-    plt = _plt()
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6))
-    samplers = [s for s in sweep if s["kind"] == "sampler"]
-    guid = sorted((s for s in sweep if s["kind"] == "guidance"), key=lambda s: s["guidance"])
-    labels = [f"{s['scheduler']}\n{s['steps']} steps" for s in samplers]
-    x = np.arange(len(samplers))
-    for row, (key, name) in enumerate((("affinity", "affinity (GAN-test acc.)"), ("fd_small", "Fréchet distance (N small)"))):
-        axes[row][0].bar(x, [s[key] for s in samplers], color="tab:blue")
-        axes[row][0].set_xticks(x, labels, fontsize=7)
-        axes[row][0].set_ylabel(name, fontsize=8)
-        axes[row][1].plot([s["guidance"] for s in guid], [s[key] for s in guid], "o-")
-        axes[row][1].set_xlabel("guidance scale", fontsize=8)
-        axes[row][1].set_ylabel(name, fontsize=8)
-    n_small = samplers[0]["n_small"] if samplers else 0
-    fig.suptitle(f"sampler sweep (Fréchet distance on the same {n_small} seeds for every setting)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
-
-
-def augmentation_figure(summary: dict[str, dict[str, Any]], path: Path) -> Path:
-    """Test accuracy vs real recordings per user: real only vs real + synthetic (mean ± std over seeds)."""
-    plt = _plt()
-    ks = list(summary)
-    x = np.arange(len(ks))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key, name, off in (("acc_real", "real only", -0.1), ("acc_augmented", "real + synthetic", 0.1)):
-        ax.errorbar(x + off, [summary[k][key]["mean"] for k in ks], yerr=[summary[k][key]["std"] for k in ks],
-                    fmt="o-", capsize=3, label=name)
-    ax.set_xticks(x, [f"k={k}" for k in ks])
-    ax.set_ylabel("real test accuracy")
-    ax.set_title("augmentation gain", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
 
 
 # ---- markdown ---------------------------------------------------------------------------------------------------
@@ -223,3 +142,89 @@ def _appendix(res: dict[str, Any]) -> list[str]:
 
 _SECTIONS = dict(reconstruction=_reconstruction, gan=_gan, fidelity=_fidelity, physics=_physics,
                  augmentation=_augmentation, sweep=_sweep, appendix=_appendix)
+
+
+# ---- targets and report files ---------------------------------------------------------------------------------------------
+def targets(res: dict[str, Any], tg: dict[str, float]) -> list[dict[str, Any]]:
+    """Headline metrics against their fixed targets; pass None when a metric was not measured."""
+    out = []
+
+    def add(name, value, target, op, pct=False, points=False):
+        ok = None if value is None or not math.isfinite(value) else (value >= target if op == ">=" else value <= target)
+        fmt = (lambda v: f"{100 * v:+.1f} points") if points else ((lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3f}"))
+        margin = "" if ok is None else (f"{100 * (value - target):+.1f} points" if (points or pct)
+                                        else f"{value - target:+.3f}")
+        out.append(dict(name=name, value=value, target=target, op=op, pass_=ok, display="n/a" if ok is None else fmt(value),
+                        target_display=fmt(target), margin=margin))
+        out[-1]["pass"] = out[-1].pop("pass_")
+
+    g, f = res["gan"], res["fidelity"]
+    add("affinity / real-test accuracy", g["affinity_ratio"], tg["affinity_ratio"], ">=")
+    add("TSTR / TRTR", g["tstr_ratio"], tg["tstr_ratio"], ">=")
+    k5 = res["augmentation"]["summary"].get("5", {}).get("gain", {}).get("mean")
+    add("augmentation gain at k=5", k5, tg["gain_k5"], ">=", points=True)
+    add("two-sample test accuracy", f["c2st"]["accuracy"], tg["c2st"], "<=")
+    for q, v in res["physics"].get("mean_rel_error", {}).items():
+        add(f"physics rel. error: {q} (mean over users)", v, tg["physics"], "<=", pct=True)
+    return out
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
+def write_report(out: Path, res: dict[str, Any], md_path: Path | None = None) -> Path:
+    """report.json in `out`; report.md in `out` or at md_path, with figure links relative to it."""
+    res["figures"] = {p.name: True for p in (out / "figures").glob("*.png")}
+    (out / "report.json").write_text(json.dumps(_jsonable(res), indent=2) + "\n")
+    md_path = md_path or out / "report.md"
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(markdown(res, figures=Path(os.path.relpath(out / "figures", md_path.parent)).as_posix()))
+    return md_path
+
+
+def rerender(out: Path, md_path: Path | None = None, targets_: dict[str, float] | None = None) -> Path:
+    """Re-write report.md (and the metrics figure) from report.json, e.g. after a formatting fix; no re-measuring."""
+    res = json.loads((out / "report.json").read_text())
+    res["targets"] = targets(res, targets_ or TARGETS)
+    plots.metrics_figure(res["targets"], out / "figures" / "metrics.png")
+    return write_report(out, res, md_path)
+
+
+def write_summary(pipeline: Path, out: Path, res: dict[str, Any]) -> None:
+    """Headline numbers into dopplergen.json's "evaluation" field (only with --write-summary)."""
+    meta_file = pipeline / "dopplergen.json"
+    meta = json.loads(meta_file.read_text())
+    meta["evaluation"] = _jsonable(dict(
+        created=res["created"], report=str(out), data_fingerprint=res["data"]["fingerprint"],
+        quick=res["settings"]["quick"], runtime_s=round(res["runtime_s"], 1),
+        metrics={t["name"]: t["value"] for t in res["targets"]},
+        targets_met={t["name"]: t["pass"] for t in res["targets"]},
+        trtr=res["gan"]["trtr"], affinity=res["gan"]["affinity"], tstr=res["gan"]["tstr"],
+        fd_generated_test=res["fidelity"]["fd_generated_test"], fd_train_test=res["fidelity"]["fd_train_test"],
+        psnr_db=res["reconstruction"]["psnr_db"], ssim=res["reconstruction"]["ssim"]))
+    meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def figures(ctx: Any, pool: Any, res: dict[str, Any]) -> None:
+    """The report's PNGs: real vs generated per user, sampler sweep, augmentation gain, metrics against targets."""
+    d, k = ctx.data, ctx.st.figure_per_user
+    rows = [(u, [x[0] for x in d.test_x[d.test_y == i][:k]], [x[0] for x in pool.x[pool.y == i][:k]])
+            for i, u in enumerate(d.users)]
+    fig_dir = ctx.out / "figures"
+    plots.real_vs_generated_figure(rows, d.meta, fig_dir / "real_vs_generated.png",
+                                    f"real test (top) vs generated (bottom) per user; {ctx.scheduler} {ctx.steps} steps, "
+                                    f"guidance {ctx.guidance}")
+    if res["sweep"]["rows"]:
+        plots.sweep_figure(res["sweep"]["rows"], fig_dir / "sampler_sweep.png")
+    if res["augmentation"]["summary"]:
+        plots.augmentation_figure(res["augmentation"]["summary"], fig_dir / "augmentation.png")
+    plots.metrics_figure(res["targets"], fig_dir / "metrics.png")

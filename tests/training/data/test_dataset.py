@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from training.cli import main
-from training.dataset import DatasetError, Record, assign_splits, load_dataset, write_dataset
+from training.data.dataset import DatasetError, Record, assign_splits, load_dataset, write_dataset
 
 
 def make_folder(root, users=("bob", "alice"), per_user=5, shape=(16, 12)):

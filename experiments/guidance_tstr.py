@@ -30,10 +30,10 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from models.pipeline import DopplerPipeline
-    from training import evaluate_sections as sec
-    from training import fidelity as fm
-    from training.classifier import accuracy
-    from training.evaluate import EvalSettings
+    from training.eval import context as sec
+    from training.eval import metrics as fm
+    from training.eval.classifier import accuracy
+    from training.eval.evaluate import EvalSettings
     from training.generate import sampling_defaults
 
     out = Path(a.out)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.fidelity import (
+from training.eval.metrics import (
     fit_logistic,
     frechet_distance,
     mean_std,

@@ -20,9 +20,9 @@ import torch
 from scipy.special import ndtr
 
 from models.pipeline import DopplerPipeline
-from training import fidelity as fm
-from training.classifier import train_classifier
-from training.dataset import load_dataset
+from training.data.dataset import load_dataset
+from training.eval import metrics as fm
+from training.eval.classifier import train_classifier
 
 torch.set_num_threads(1)
 t0 = time.time()

@@ -9,24 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from training.protocol import (
-    FewShotConfig,
-    adapt_new_users,
-    check_disjoint,
-    population_pipeline,
-    population_stage2_steps,
-    run_augmentation,
-    select_k_per_user,
-    summarize_trials,
-)
+from training.enrol import FewShotConfig, adapt_new_users
+from training.eval.augmentation import check_disjoint, run_augmentation, select_k_per_user, summarize_trials
+from training.eval.population import population_pipeline, population_stage2_steps
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     """A tiny simulated dataset (3 users x 12, 32x32) and an untrained tiny pipeline that claims it as provenance."""
     from models.pipeline import build_untrained_pipeline
-    from training.dataset import load_dataset
-    from training.simulate_cli import SimulateConfig, simulate_dataset
+    from training.data.dataset import load_dataset
+    from training.data.simulate import SimulateConfig, simulate_dataset
 
     root = tmp_path_factory.mktemp("eval")
     simulate_dataset(root / "data", SimulateConfig(users=3, per_user=12, size=32, seed=5, preview_per_user=0),
@@ -155,9 +148,9 @@ def test_population_sharing_a_target_profile_is_refused(sim, tmp_path):
 
 # ---- physics read-outs through the dataset's meta axes (the evaluator's path) --------------------------------
 def test_kinematic_readouts_match_the_simulated_speed_and_cadence(tmp_path):
-    from training.dataset import load_dataset
-    from training.evaluate_sections import kinematic_readouts
-    from training.simulate_cli import SimulateConfig, simulate_dataset
+    from training.data.dataset import load_dataset
+    from training.data.simulate import SimulateConfig, simulate_dataset
+    from training.eval.metrics import kinematic_readouts
 
     simulate_dataset(tmp_path / "d", SimulateConfig(users=1, per_user=6, size=64, seed=3, preview_per_user=0),
                      progress=False)

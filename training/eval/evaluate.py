@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from training import evaluate_sections as sec
-from training.protocol import MIXES, augmentation_section
+from training.eval import report, sections, sweep
+from training.eval.augmentation import MIXES, augmentation_section
+from training.eval.context import Context, Log, load_data
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,8 @@ class EvalSettings:
 
     quick: bool = False
     gen_per_user: int = 0  # generated per user for affinity/TSTR/FD/C2ST/physics; 0 = as many as real train per user
-    classifier_epochs: int = 0  # reference classifier epochs; 0 = training.classifier's default
-    classifier_min_steps: int = 0  # floor on its optimiser steps; 0 = training.classifier's default (300)
+    classifier_epochs: int = 0  # reference classifier epochs; 0 = training.eval.classifier's default
+    classifier_min_steps: int = 0  # floor on its optimiser steps; 0 = training.eval.classifier's default (300)
     seeds: tuple[int, ...] = (0, 1, 2)  # augmentation-gain repeats (k selection, classifier init, synthetic draw)
     k_values: tuple[int | None, ...] = (5, 10, 20, None)  # real recordings per user; None = all
     synth_per_user: int = 30  # m: synthetic recordings per user added in the augmentation runs
@@ -47,9 +48,6 @@ QUICK = EvalSettings(quick=True, gen_per_user=6, classifier_epochs=2, classifier
                      sweep_samplers=(("ddpm", 50), ("ddim", 5), ("dpmsolver++", 5)), sweep_vq_steps=(10, 5),
                      sweep_guidance=(1.0, 2.0),
                      batch_size=8, figure_per_user=2)
-
-TARGETS = dict(affinity_ratio=0.90, tstr_ratio=0.80, gain_k5=0.05, c2st=0.75, physics=0.10)
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", required=True, help="pipeline folder to evaluate (e.g. checkpoints/demo)")
@@ -108,13 +106,13 @@ def run(args: argparse.Namespace) -> int:
             st = replace(st, **{opt: getattr(args, opt)})
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    log = sec.Log(out / "evaluate.log")
+    log = Log(out / "evaluate.log")
 
     # ---- load: pipeline, the two splits, and the protocol's first checks ----------------------------------------
     pipe = DopplerPipeline.load(args.pipeline, device=args.device)
     steps, guidance, scheduler = sampling_defaults(pipe.meta, args.steps, args.guidance, args.scheduler)
-    data = sec.load_data(args.data, pipe, log)
-    ctx = sec.Context(pipe=pipe, data=data, st=st, steps=steps, guidance=guidance, scheduler=scheduler,
+    data = load_data(args.data, pipe, log)
+    ctx = Context(pipe=pipe, data=data, st=st, steps=steps, guidance=guidance, scheduler=scheduler,
                       seed=args.seed, device=args.device, out=out, log=log, threads=args.threads)
     p_ds = pipe.meta.get("dataset") or {}
     res: dict[str, Any] = {
@@ -129,24 +127,24 @@ def run(args: argparse.Namespace) -> int:
         log(f"warning: {args.data} is not the dataset the pipeline was trained on (fingerprints differ)")
 
     # ---- sections -------------------------------------------------------------------------------------------------
-    res["reconstruction"] = sec.reconstruction(ctx)
-    ref = sec.reference_classifier(ctx)
-    pool = sec.generated_pool(ctx)
-    res["gan"] = sec.gan_metrics(ctx, ref, pool)
-    res["fidelity"] = sec.fidelity(ctx, ref, pool)
-    res["physics"] = sec.physics(ctx, pool)
-    res["sweep"] = sec.sweep(ctx, ref, pool) if not args.no_sweep else dict(note="skipped (--no-sweep)", rows=[])
+    res["reconstruction"] = sections.reconstruction(ctx)
+    ref = sections.reference_classifier(ctx)
+    pool = sections.generated_pool(ctx)
+    res["gan"] = sections.gan_metrics(ctx, ref, pool)
+    res["fidelity"] = sections.fidelity(ctx, ref, pool)
+    res["physics"] = sections.physics(ctx, pool)
+    res["sweep"] = sweep.sweep(ctx, ref, pool) if not args.no_sweep else dict(note="skipped (--no-sweep)", rows=[])
     res["augmentation"] = augmentation_section(ctx, pool, fewshot=args.fewshot, population=args.population_pipeline,
                                                population_seed=args.population_seed)
 
     # ---- targets, figures, report files, optional summary in the pipeline --------------------------------------------
-    res["targets"] = sec.targets(res, TARGETS)
-    sec.figures(ctx, pool, res)
+    res["targets"] = report.targets(res, report.TARGETS)
+    report.figures(ctx, pool, res)
     res["runtime_s"] = time.perf_counter() - t_start
     res["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    md = sec.write_report(out, res, Path(args.markdown) if args.markdown else None)
+    md = report.write_report(out, res, Path(args.markdown) if args.markdown else None)
     if args.write_summary:
-        sec.write_summary(Path(args.pipeline), out, res)
+        report.write_summary(Path(args.pipeline), out, res)
     met = sum(1 for t in res["targets"] if t["pass"])
     judged = sum(1 for t in res["targets"] if t["pass"] is not None)
     log(f"evaluate: {met}/{judged} targets met | affinity {res['gan']['affinity_ratio']:.2f}x real | "

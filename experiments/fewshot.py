@@ -50,10 +50,11 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from models.pipeline import DopplerPipeline
-    from training import evaluate_sections as sec
-    from training.classifier import accuracy
-    from training.evaluate import EvalSettings
-    from training.protocol import FewShotConfig, adapt_new_users, select_k_per_user
+    from training.enrol import FewShotConfig, adapt_new_users
+    from training.eval import context as sec
+    from training.eval.augmentation import select_k_per_user
+    from training.eval.classifier import accuracy
+    from training.eval.evaluate import EvalSettings
 
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +66,7 @@ def main() -> None:
                       device="cpu", out=out.parent, log=log, threads=1)
     ref = ctx.fit(d.train_x, d.train_y, seed=0)
     log(f"reference CNN on the full real train split: test {accuracy(ref, d.test_x, d.test_y):.3f}")
-    epochs, floor, batch = 20, 150, 64  # training.classifier's defaults, as the evaluator's budget_for uses them
+    epochs, floor, batch = 20, 150, 64  # training.eval.classifier's defaults, as the evaluator's budget_for uses them
 
     def budget_for(n_total):
         return max(floor, epochs * -(-n_total // batch))
@@ -78,7 +79,7 @@ def main() -> None:
         """A short, low-LR fine-tune of a trained classifier on (x, y) alone, with the classifier's augmentation."""
         import torch.nn.functional as F
 
-        from training.classifier import _augment
+        from training.eval.classifier import _augment
 
         gen = torch.Generator().manual_seed(seed)
         xt = clf.norm.to_model(torch.as_tensor(np.asarray(x, dtype=np.float32)))

@@ -1,6 +1,6 @@
 """Benchmark difficulty check: reference-classifier test accuracy with all training data vs k per user.
 
-    python -m training.calibrate --data data/sim10 [--k 5] [--seeds 0 1]
+    python -m experiments.calibrate --data data/sim10 [--k 5] [--seeds 0 1]
 
 DESIGN.md asks for a benchmark that is learnable (full data: >= 85 %) yet not trivial (k = 5 per user:
 at least 15 points lower), leaving room for augmentation to show its value.
@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from training.classifier import accuracy, train_classifier
-from training.dataset import load_dataset
+from training.data.dataset import load_dataset
+from training.eval.classifier import accuracy, train_classifier
 
 
 def calibrate(data: str, k: int = 5, seeds: tuple[int, ...] = (0, 1), epochs: int = 20) -> dict[str, list[float]]:

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from training.physics import kinematics, torso_line_hz
-from training.simulate import SPEED_OF_LIGHT, boulic_cycle, default_prf, simulate_walk
-from training.users import make_user, simulate_recording
+from training.data.radar import SPEED_OF_LIGHT, default_prf, simulate_walk
+from training.data.users import make_user, simulate_recording
+from training.data.walker import boulic_cycle
+from training.eval.metrics import kinematics, torso_line_hz
 
 CLEAN = dict(snr_db=30.0, clutter_db=-10.0, seed=1)
 

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from training.dataset import Record, assign_splits, write_dataset
-from training.preview import spectrogram_grid
-from training.simulate import DEFAULT_DURATION_S, DEFAULT_DYN_RANGE_DB, SEGMENT_NAMES
-from training.users import UserProfile, Variation, make_user, simulate_recording, user_ids
+from training.data.dataset import Record, assign_splits, write_dataset
+from training.data.radar import DEFAULT_DURATION_S, DEFAULT_DYN_RANGE_DB
+from training.data.users import UserProfile, Variation, make_user, simulate_recording, user_ids
+from training.data.walker import SEGMENT_NAMES
+from training.eval.plots import spectrogram_grid
 
 SIMULATOR_VERSION = 1  # bump when the physics changes the output for a given seed
 MANIFEST_EXTRAS = ("speed_mps", "aspect_deg", "range_m", "snr_db", "clutter_db", "start_phase", "height_m", "cycle_s")

@@ -1,0 +1,1 @@
+"""Data: the walking simulator, simulated users, and the dataset folder reader/writer."""

@@ -1,0 +1,1 @@
+"""Evaluation: the quality report, the augmentation protocol, metrics, the reference classifier, figures, compare."""

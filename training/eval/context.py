@@ -1,0 +1,125 @@
+"""What every section of `dopplergen evaluate` shares: the log, the real splits, generated pools and classifiers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.normalization import Normalization
+from training.data.dataset import load_dataset
+from training.eval.augmentation import check_disjoint
+from training.eval.classifier import train_classifier
+from training.generate import derive_seed
+
+
+class Log:
+    """Print a line (main process) and keep it in <out>/evaluate.log, with the elapsed time."""
+
+    def __init__(self, path: Path):
+        self.path, self.t0 = path, time.perf_counter()
+        path.write_text("")
+
+    def __call__(self, msg: str) -> None:
+        line = f"[{time.perf_counter() - self.t0:7.1f} s] {msg}"
+        print(line, flush=True)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+
+
+@dataclass
+class Data:
+    """Real train and test splits restricted to the pipeline's users; labels index `users`."""
+
+    train_x: np.ndarray  # (N, C, H, W) dB
+    train_y: np.ndarray
+    train_paths: list[str]
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_paths: list[str]
+    users: list[str]
+    meta: dict[str, Any]
+    fingerprint: str
+
+    @property
+    def dyn_range_db(self) -> float:
+        return Normalization.from_meta(self.meta).dyn_range_db
+
+
+def load_data(path: str, pipe: Any, log: Log) -> Data:
+    h, w = pipe.image_size
+    ds = load_dataset(path, channels=pipe.channels)
+    if tuple(ds.x.shape[-2:]) != (h, w):
+        log(f"resizing {path} from {ds.x.shape[-2:]} to the pipeline's {h}x{w}")
+        ds = load_dataset(path, channels=pipe.channels, size=(h, w))
+    users = [u for u in ds.users if u in pipe.users]
+    if not users:
+        raise SystemExit(f"no user of {path} ({ds.users[:5]}...) is known to the pipeline ({pipe.users[:5]}...)")
+    if len(users) < len(ds.users):
+        log(f"warning: evaluating {len(users)} of {len(ds.users)} users (the others are unknown to the pipeline)")
+    remap = np.array([users.index(u) if u in users else -1 for u in ds.users])
+    tr, te = ds.filter("train", users=users), ds.filter("test", users=users)
+    check_disjoint(tr.paths, te.paths)  # the protocol's first rule: no test recording is a train recording
+    return Data(tr.x, remap[tr.labels], tr.paths, te.x, remap[te.labels], te.paths, users, ds.meta, ds.fingerprint)
+
+
+@dataclass
+class Pool:
+    x: np.ndarray  # (N, C, H, W) dB
+    y: np.ndarray  # labels into Data.users
+    seeds: list[int]
+    seconds: float = 0.0
+
+
+@dataclass
+class Context:
+    pipe: Any
+    data: Data
+    st: Any  # EvalSettings
+    steps: int
+    guidance: float
+    scheduler: str
+    seed: int
+    device: str
+    out: Path
+    log: Log
+    threads: int | None = None  # CPU threads for the classifiers (None: training.eval.classifier's choice)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gen_per_user(self) -> int:
+        return self.st.gen_per_user or int(np.median(np.bincount(self.data.train_y)))
+
+    def sample(self, pipe: Any, y: np.ndarray, seeds: list[int], *, steps: int | None = None,
+               guidance: float | None = None, scheduler: str | None = None, desc: str = "sample",
+               batch_size: int | None = None) -> Pool:
+        """Batched, batch-invariant sampling (pad_to) for dataset labels y with explicit seeds."""
+        from tqdm import tqdm
+
+        from models.sampling import sample
+
+        idx = [pipe.user_encoder.index_of(self.data.users[int(c)]) for c in y]
+        b = batch_size or self.st.batch_size
+        outs, t0 = [], time.perf_counter()
+        for i in tqdm(range(0, len(idx), b), desc=desc, unit="batch", leave=False):
+            outs.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=steps or self.steps,
+                               guidance_scale=self.guidance if guidance is None else guidance,
+                               scheduler=scheduler or self.scheduler, pad_to=b).numpy())
+        return Pool(np.concatenate(outs).astype(np.float32), np.asarray(y, np.int64), list(seeds),
+                    time.perf_counter() - t0)
+
+    def plan(self, per_user: int, stream: int = 0) -> tuple[np.ndarray, list[int]]:
+        """Labels and seeds of per_user samples per user (user-major); stream 0 = the main generated pool."""
+        y = np.repeat(np.arange(len(self.data.users)), per_user)
+        base = self.seed if stream == 0 else self.seed * 1_000_003 + stream
+        return y, [derive_seed(base, self.data.users[c], i % per_user) for i, c in enumerate(y)]
+
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int, num_classes: int | None = None, epochs: int | None = None):
+        kw: dict[str, Any] = {"epochs": epochs or self.st.classifier_epochs} if (epochs or self.st.classifier_epochs) else {}
+        if self.st.classifier_min_steps:
+            kw["min_steps"] = self.st.classifier_min_steps
+        return train_classifier(x, y, num_classes or len(self.data.users), dyn_range_db=self.data.dyn_range_db,
+                                seed=seed, threads=self.threads, **kw)

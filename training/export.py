@@ -1,0 +1,102 @@
+"""The end of stage 2: the exported pipeline folder (EMA weights, versioned by a weights hash, dopplergen.json) with
+its preview grid, loss curve and the stage-1 figures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.normalization import Normalization
+from models.pipeline import DopplerPipeline
+from models.presets import Preset
+from models.sampling import sample
+from training.config import Stage2Config, to_dict
+from training.eval.plots import plot_losses, spectrogram_grid
+from training.logs import read_jsonl
+
+VERSION = "0.1.0"
+
+
+def preview_figure(pipe: DopplerPipeline, x_db, picks, cfg: Stage2Config, path: Path, title: str) -> None:
+    """Two rows per user, real spectrograms above generated ones (fixed seeds), in dB with the dataset's axes."""
+    users = [pipe.user_encoder.index_of(u) for u, _ in picks]
+    k = cfg.preview_per_user
+    seeds = [1000 * u + j for u in users for j in range(k)]
+    gen = sample(pipe, [u for u in users for _ in range(k)], seeds, cfg.num_inference_steps, cfg.guidance_scale)
+    rows = []
+    for r, (user, idx) in enumerate(picks):
+        rows += [(f"{user} real", [x_db[i] for i in idx]), (f"{user} gen", list(gen[r * k:(r + 1) * k].numpy()))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spectrogram_grid(rows, pipe.meta["dataset"]["meta"], path, title=title)
+
+
+def weights_hash(modules: list[nn.Module]) -> str:
+    """Short content hash of the exported weights: the '+local' part of the version."""
+    h = hashlib.sha256()
+    for m in modules:
+        for name, t in sorted(m.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:10]
+
+
+def export_pipeline(pipe: DopplerPipeline, shadow: nn.Module, cfg, out: Path, run_dir: Path, x_db, picks, last: dict,
+                    t0: float, loss_title: str, sampler_text: str) -> None:
+    """Final preview, optional fp16 cast, versioned save, loss plot and stage-1 figures: the end of either stage 2."""
+    figures = out / "figures"
+    stage = cfg.stage_name
+    preview_figure(pipe, x_db, picks, cfg, figures / "preview.png",
+                   f"real | generated (EMA, step {cfg.max_steps}, guidance {cfg.guidance_scale}, {sampler_text})")
+    if cfg.export_dtype == "fp16":
+        shadow.half()  # halves the shipped size; DopplerPipeline.load casts back to the serving dtype
+    pipe.meta["version"] = f"{VERSION}+{weights_hash([shadow])}"
+    pipe.meta["training"]["final"] = last
+    pipe.save(out)
+    plot_losses(read_jsonl(run_dir / "log.jsonl"), ["loss"], figures / f"{stage}_loss.png", loss_title)
+    vae_figs = Path(cfg.vae).parent / "figures"
+    for src, dst in (("recon.png", "vae_recon.png"), ("loss.png", "vae_loss.png")):
+        if (vae_figs / src).is_file():
+            shutil.copyfile(vae_figs / src, figures / dst)
+    (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+    for f in figures.glob("*.png"):
+        shutil.copyfile(f, run_dir / "figures" / f.name)
+    print(f"train-{stage}: {cfg.max_steps} steps in {time.perf_counter() - t0:.0f} s | loss {last.get('loss', 0):.4f} | "
+          f"{pipe.meta['version']} | {pipe.route} | exported {out}")
+
+
+def export_meta(cfg, preset: Preset, ds, norm: Normalization, route: str = "kl") -> dict:
+    """dopplergen.json contents: what the service, evaluator and a reader of the folder need to know."""
+    summary_file = Path(cfg.vae).parent / "vae_summary.json"
+    options_file = Path(cfg.vae).parent / "training_options.json"
+    meta_ds = dict(ds.meta)
+    return {
+        "name": cfg.name or f"dopplergen-{preset.name}",
+        "version": VERSION,  # "+<weights hash>" is appended at export
+        "route": route,
+        "preset": preset.to_dict(),
+        "image_size": [preset.image_size, preset.image_size],
+        "channels": preset.channels,
+        "normalization": norm.to_dict(),
+        "guidance_scale": cfg.guidance_scale,  # serving defaults
+        "num_inference_steps": cfg.num_inference_steps,
+        "scheduler": "vq-diffusion" if route == "vq-diffusion" else "dpmsolver++",
+        "dataset": {
+            "fingerprint": ds.fingerprint,
+            "path": str(cfg.data),
+            "meta": meta_ds,
+            "simulate": meta_ds.get("simulate"),  # simulate options keyed by name; None for real data
+            "users": list(ds.users),
+        },
+        "training": {
+            cfg.stage_name: to_dict(cfg),
+            "vae": json.loads(options_file.read_text()) if options_file.is_file() else None,
+            "vae_summary": json.loads(summary_file.read_text()) if summary_file.is_file() else None,
+        },
+        "evaluation": None,  # filled in by `dopplergen evaluate`
+    }
