@@ -17,6 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                           "stage 2 of the VQ route: VQ-Diffusion Transformer over code indices; exports the pipeline"),
     "evaluate": ("training.eval.evaluate", "write a JSON + Markdown + PNG quality report for a pipeline"),
     "generate": ("training.generate", "bulk-export generated spectrograms to a dataset folder"),
+    "import": ("training.data.importer",
+               "published images (colour-mapped, any size, windows of sessions) -> a dataset folder, split by session"),
+    "merge": ("training.data.merge", "real + generated dataset folders -> one folder with provenance per row"),
     "compare": ("training.eval.compare", "train/evaluate the kl, vq-latent and vq-diffusion routes side by side"),
     # The one place the command line reaches the service: a lazy dispatch by name (never imported by training code
     # otherwise), so the dependency direction service -> models <- training holds. tests/test_layout.py allows it.

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from models.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, SCHEDULERS, default_sampler
+
 MANIFEST_FIELDS = ("path", "user", "split", "seed", "steps", "guidance", "scheduler")
 # Settings that change a file's bytes: a resumed run must match them exactly.
 _BYTE_SETTINGS = ("pipeline_fingerprint", "steps", "guidance", "scheduler", "seed", "batch_size", "seed_rule")
@@ -89,10 +91,11 @@ def dataset_meta(pipe: Any) -> dict[str, Any]:
 
 def sampling_defaults(meta: dict[str, Any], steps: int | None, guidance: float | None,
                       scheduler: str | None) -> tuple[int, float, str]:
-    """Explicit settings win; else the serving defaults recorded in dopplergen.json; else 20 / 2.0 / DPM-Solver++."""
-    return (int(steps if steps is not None else meta.get("num_inference_steps", 20)),
-            float(guidance if guidance is not None else meta.get("guidance_scale", 2.0)),
-            str(scheduler if scheduler is not None else meta.get("scheduler", "dpmsolver++")))
+    """Explicit settings win; else the serving defaults recorded in dopplergen.json; else models.sampling's
+    (20 steps, guidance 2.0, the route's own sampler: DPM-Solver++ or VQ-Diffusion)."""
+    return (int(steps if steps is not None else meta.get("num_inference_steps", DEFAULT_STEPS)),
+            float(guidance if guidance is not None else meta.get("guidance_scale", DEFAULT_GUIDANCE)),
+            str(scheduler if scheduler is not None else meta.get("scheduler", default_sampler(meta.get("route", "kl")))))
 
 
 def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
@@ -146,13 +149,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="inference steps (default: the pipeline's, else 20)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale, 1 = none (default: the pipeline's, else 2.0)")
-    p.add_argument("--scheduler", default=None, choices=("ddpm", "ddim", "dpmsolver++", "vq-diffusion"),
-                   help="sampler (default: the pipeline's, else dpmsolver++)")
+    p.add_argument("--scheduler", default=None, choices=SCHEDULERS,
+                   help="sampler (default: the pipeline's, else the route's own: dpmsolver++ or vq-diffusion)")
     p.add_argument("--batch-size", type=int, default=16, help="samples per network call (fixed shape; part of the bytes)")
     p.add_argument("--seed", type=int, default=0, help="run seed; sample i of user u gets derive_seed(seed, u, i)")
     p.add_argument("--split", default="train", choices=("train", "synthetic"),
                    help="split written in manifest.csv: 'train' (default) loads anywhere a dataset does, e.g. as "
-                        "training data; 'synthetic' marks rows to be merged with real data")
+                        "training data; 'synthetic' marks rows to be merged with real data "
+                        "(`dopplergen merge REAL SYNTH --out DST`)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads per process (default: torch's). CPU kernels may round differently with another "
                         "thread count, so compare bytes across runs at equal threads (torchrun/accelerate use 1)")

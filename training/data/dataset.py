@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
+READ_SPLITS = (*SPLITS, "synthetic")  # `dopplergen generate --split synthetic` rows: generated, to merge with real ones
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)  # per user; every user gets at least one recording in each split
 DEFAULT_DYN_RANGE_DB = 60.0  # for folders without meta.json (PNG grey 0..255 -> -R..0 dB)
 IMAGE_SUFFIXES = (".png", ".npy")
@@ -253,8 +254,8 @@ def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, cha
     arrays = []
     for r in rows:
         rel, file = r["path"], root / r["path"]
-        if r["split"] not in SPLITS:
-            raise DatasetError(f"{rel}: split {r['split']!r} is not one of {SPLITS}")
+        if r["split"] not in READ_SPLITS:
+            raise DatasetError(f"{rel}: split {r['split']!r} is not one of {READ_SPLITS}")
         if not file.exists():
             raise DatasetError(f"{rel}: listed in manifest.csv but the file is missing")
         digest.update(rel.encode())

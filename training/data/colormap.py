@@ -1,0 +1,205 @@
+"""Colour-mapped spectrogram images back to values: the nearest colour on a matplotlib colour map's curve.
+
+A published micro-Doppler image shows a value v in [0, 1] as the colour cmap(v). Inverting it is a
+nearest-neighbour search of each pixel's RGB among a dense sampling of the map's curve (scipy cKDTree). The
+distance to the curve is the inversion error: a few 8-bit levels for a clean PNG or JPEG in that map, large
+for pixels that are not map colours at all (axes, tick labels, white margins, another map). Where those
+pixels sit tells a frame or colour bar (rows and columns at the edges, crop it) from a wrong map (everywhere).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+# Tried, in this order, when the asked map does not fit; any matplotlib name (and its "_r" twin) is accepted.
+CANDIDATES = ("jet", "turbo", "viridis", "plasma", "inferno", "magma", "cividis", "gray", "hot", "rainbow",
+              "nipy_spectral", "gist_ncar", "hsv", "coolwarm", "bone", "copper", "cubehelix")
+CURVE_POINTS = 2048  # samples of the map's curve: 1/2047 of the value range between neighbours (0.03 dB of 60)
+OFF_MAP = 0.15  # a pixel this far from the curve (Euclidean RGB in [0, 1], ~38 of 255) is not a map colour
+# JPEG's 4:2:0 chroma subsampling smears jet's sharp hue changes: a quality-90 JPEG of a jet spectrogram measured
+# 10/255 mean error with 4% of pixels off the map; a wrong map measured 50..120/255 with 70..100% off.
+FIT_OK = 0.08  # largest mean inversion error of a usable image in its map (20 of 255)
+OFF_OK = 0.10  # largest fraction of off-map pixels in a usable image
+FRAME_LINE = 0.5  # a row/column with more off-map pixels than this is frame, margin or label, not spectrogram
+
+
+@dataclass(frozen=True)
+class Inversion:
+    """One image read through one colour map: values on the map and each pixel's distance from it."""
+
+    value: np.ndarray  # (H, W) float in [0, 1]: position on the map's curve (0 = its first colour)
+    distance: np.ndarray  # (H, W) float: RGB distance from the curve (0..sqrt(3))
+
+    @property
+    def mean_error(self) -> float:
+        return float(self.distance.mean())
+
+    @property
+    def off_fraction(self) -> float:
+        return float((self.distance > OFF_MAP).mean())
+
+
+@functools.lru_cache(maxsize=32)
+def _curve(name: str):
+    """(K, 3) dense RGB samples along the map, linearly interpolated between its table entries, and a KD-tree."""
+    import matplotlib
+    from scipy.spatial import cKDTree
+
+    try:
+        cmap = matplotlib.colormaps[name]
+    except KeyError:
+        hint = " (MATLAB's parula is not in matplotlib; try viridis or turbo)" if name == "parula" else ""
+        raise ValueError(f"unknown colour map {name!r}{hint}; use a matplotlib name such as "
+                         f"{', '.join(CANDIDATES[:8])}") from None
+    table = cmap(np.linspace(0.0, 1.0, cmap.N))[:, :3]  # (N, 3)
+    t = np.linspace(0.0, 1.0, CURVE_POINTS)
+    dense = np.stack([np.interp(t, np.linspace(0.0, 1.0, len(table)), table[:, c]) for c in range(3)], axis=1)
+    return dense, cKDTree(dense)
+
+
+def check_name(name: str) -> None:
+    """Raise ValueError for a colour map matplotlib does not know."""
+    _curve(name)
+
+
+def invert(rgb: np.ndarray, name: str) -> Inversion:
+    """Nearest point of the map's curve for every pixel of an (H, W, 3) uint8 image (unique colours queried once)."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {rgb.dtype} {rgb.shape}")
+    _, tree = _curve(name)
+    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    uniq, inverse = np.unique(codes.ravel(), return_inverse=True)
+    colours = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=1) / 255.0  # (U, 3)
+    dist, idx = tree.query(colours)
+    value = (idx / (CURVE_POINTS - 1))[inverse].reshape(codes.shape)
+    return Inversion(value=value.astype(np.float32), distance=dist[inverse].reshape(codes.shape).astype(np.float32))
+
+
+def _longest_run(ok: np.ndarray) -> tuple[int, int]:
+    """(start, stop) of the longest run of True in a 1-D mask ((0, 0) when there is none)."""
+    best, start = (0, 0), None
+    for i, flag in enumerate([*ok.tolist(), False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            best = max(best, (start, i), key=lambda r: r[1] - r[0])
+            start = None
+    return best
+
+
+def _close(ok: np.ndarray, gap: int) -> np.ndarray:
+    """Fill runs of at most `gap` False between True values (a sharp line inside a plot is not its edge)."""
+    ok = ok.copy()
+    idx = np.flatnonzero(ok)
+    for a, b in zip(idx[:-1], idx[1:], strict=True):
+        if 1 < b - a <= gap + 1:
+            ok[a + 1 : b] = True
+    return ok
+
+
+def _plot_box(off: np.ndarray) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of the largest block of mostly-map lines: columns over the block's rows and back, twice.
+
+    Margins, axes and labels fill whole lines with off-map pixels; a gap of a few lines between the plot and
+    a colour bar separates them. Lines inside the plot with blended colours (a sharp edge resampled by the
+    plotting program) are bridged when only a line or two wide.
+    """
+    h, w = off.shape
+    y0, y1, x0, x1 = 0, h, 0, w
+    for _ in range(2):
+        x0, x1 = _longest_run(_close(off[y0:y1].mean(axis=0) < FRAME_LINE, max(2, w // 100)))
+        if x1 == x0:
+            return 0, 0, 0, 0  # no column is mostly map colours: nothing to crop to
+        y0, y1 = _longest_run(_close(off[:, x0:x1].mean(axis=1) < FRAME_LINE, max(2, h // 100)))
+        if y1 == y0:
+            return 0, 0, 0, 0
+    return y0, y1, x0, x1
+
+
+def _bar_run(value: np.ndarray, axis: int) -> tuple[int, int] | None:
+    """A colour bar along `axis`: >= 3 neighbouring lines, alike, each running monotonically over most of the map."""
+    v = value if axis == 1 else value.T  # columns of v are the candidate bar lines
+    h, w = v.shape
+    if w < 8 or h < 8:
+        return None
+    ramp = np.arange(h) - (h - 1) / 2
+    vc = v - v.mean(axis=0)
+    corr = (ramp @ vc) / (np.linalg.norm(ramp) * np.linalg.norm(vc, axis=0) + 1e-9)
+    alike = np.r_[np.abs(np.diff(v, axis=1)).mean(axis=0) < 0.01, False]
+    alike |= np.r_[False, alike[:-1]]
+    bar = (np.abs(corr) > 0.98) & (np.ptp(v, axis=0) > 0.5) & alike
+    start, stop = _longest_run(bar)
+    if stop - start < 3 or (start > 0.3 * w and stop < 0.7 * w):  # colour bars sit at an edge
+        return None
+    return start, stop
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why an image cannot be read through the map as it is, and the crop (y0, y1, x0, x1) that would help."""
+
+    kind: str  # "frame" (axes, margins, labels or a colour bar around the spectrogram) or "colormap"
+    message: str
+    crop: tuple[int, int, int, int] | None = None
+
+
+def diagnose(inv: Inversion, name: str) -> Problem | None:
+    """None for a clean image in this map; else a frame/colour bar (with a suggested crop) or a misfit map."""
+    h, w = inv.value.shape
+    y0, y1, x0, x1 = _plot_box(inv.distance > OFF_MAP)
+    framed = (y1 - y0, x1 - x0) != (h, w)
+    clean = inv.mean_error <= FIT_OK and inv.off_fraction <= OFF_OK
+    if clean and not framed:
+        for axis in (1, 0):
+            run = _bar_run(inv.value, axis)
+            if run is not None:
+                crop = _crop_beside(run, axis, h, w)
+                what = "columns" if axis == 1 else "rows"
+                return Problem("frame", f"looks like it carries a colour bar ({what} {run[0]}..{run[1] - 1} "
+                               f"are a ramp through the {name} map)", crop)
+        return None
+    if framed and (y1 - y0) * (x1 - x0) >= 0.2 * h * w:
+        inner = Inversion(inv.value[y0:y1, x0:x1], inv.distance[y0:y1, x0:x1])
+        if inner.mean_error <= FIT_OK:
+            pad = 1  # step inside anti-aliased frame lines
+            crop = (y0 + pad, y1 - pad, x0 + pad, x1 - pad)
+            return Problem("frame", f"looks like it carries axes, margins or a colour bar: {inv.off_fraction:.0%} "
+                           f"of its pixels are not {name} colours, in whole rows/columns around "
+                           f"rows {y0}..{y1 - 1}, columns {x0}..{x1 - 1}", crop)
+    return Problem("colormap", f"does not fit the {name} colour map: mean inversion error "
+                   f"{255 * inv.mean_error:.1f}/255, {inv.off_fraction:.0%} of pixels off the map")
+
+
+def _crop_beside(run: tuple[int, int], axis: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """The larger side of the image next to a colour bar at `run` (columns if axis == 1, else rows)."""
+    n = w if axis == 1 else h
+    lo, hi = (0, run[0]) if run[0] >= n - run[1] else (run[1], n)
+    return (0, h, lo, hi) if axis == 1 else (lo, hi, 0, w)
+
+
+def rank_candidates(rgb: np.ndarray, exclude: str = "", top: int = 3) -> list[tuple[str, float]]:
+    """The `top` maps of CANDIDATES with the smallest mean inversion error on `rgb`, as (name, error of 255)."""
+    scores = []
+    for name in CANDIDATES:
+        if name == exclude:
+            continue
+        scores.append((name, 255 * invert(rgb, name).mean_error))
+    return sorted(scores, key=lambda s: s[1])[:top]
+
+
+def to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
+    """(H, W) grey or (H, W, 3/4) colour, uint8/uint16/float in [0, 1], as (H, W, 3) uint8."""
+    a = np.asarray(arr)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (3, 4):
+        raise ValueError(f"expected a grey (H, W) or colour (H, W, 3|4) image, got shape {a.shape}")
+    a = a[..., :3]
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.uint16:
+        return (a // 257).astype(np.uint8)
+    return np.clip(np.rint(a.astype(np.float64) * 255), 0, 255).astype(np.uint8)

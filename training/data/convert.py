@@ -1,0 +1,97 @@
+"""One published file to a dB array: read it, crop it, invert its colour map, resize it; explain a misfit.
+
+Used by `dopplergen import` (training/data/importer.py). Errors name the file and say what to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from training.data import colormap
+from training.data.dataset import DatasetError
+
+
+def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
+    """'Y0:Y1,X0:X1' (Python slice bounds, negative counts from the end) -> (y0, y1, x0, x1); 'auto' -> None."""
+    if not text or text == "auto":
+        return None
+    try:
+        (y0, y1), (x0, x1) = (tuple(int(v) for v in part.split(":")) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--crop {text!r}: expected Y0:Y1,X0:X1 (pixel rows then columns), e.g. 40:440,80:600, "
+                         "or auto") from None
+    return y0, y1, x0, x1
+
+
+def read_source(path: Path, rel: str) -> np.ndarray:
+    """An image as (H, W, 3) uint8, or a .npy value array as (H, W) float64; DatasetError naming the file."""
+    try:
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path, allow_pickle=False)
+            if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+                return colormap.to_rgb_uint8(arr)  # an RGB array of a colour-mapped image
+            if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+                raise ValueError(f"expected a 2-D numeric array or an (H, W, 3) image, got {arr.dtype} {arr.shape}")
+            if not np.isfinite(arr).all():
+                raise ValueError("contains NaN or inf")
+            return arr.astype(np.float64)
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise DatasetError(f"{rel}: listed in manifest.csv but the file is missing") from None
+    except Exception as e:  # noqa: BLE001 - PIL and numpy raise many types for a corrupt file
+        raise DatasetError(f"{rel}: cannot read ({type(e).__name__}: {e})") from None
+
+
+def values_to_db(arr: np.ndarray, unit: str, dyn_range_db: float) -> np.ndarray:
+    """A .npy value array in dB relative to its own peak, clipped to [-dyn_range_db, 0]."""
+    if unit == "power":
+        arr = 10 * np.log10(np.maximum(arr, 1e-30))
+    elif unit == "amplitude":
+        arr = 20 * np.log10(np.maximum(np.abs(arr), 1e-30))
+    return np.clip(arr - arr.max(), -dyn_range_db, 0.0)
+
+
+def colours_to_db(rgb: np.ndarray, name: str, crop: str | None,
+                  dyn_range_db: float) -> tuple[np.ndarray, colormap.Inversion, colormap.Problem | None]:
+    """Crop, invert the colour map `name`, diagnose: (dB image, inversion, problem or None)."""
+    box = parse_crop(crop)
+    if box is not None:
+        y0, y1, x0, x1 = box
+        rgb = rgb[y0:y1, x0:x1]
+        if min(rgb.shape[:2]) < 4:
+            raise ValueError(f"--crop {crop} leaves {rgb.shape[0]}x{rgb.shape[1]} pixels of this image")
+    inv = colormap.invert(rgb, name)
+    problem = colormap.diagnose(inv, name)
+    if crop == "auto" and problem is not None and problem.kind == "frame" and problem.crop is not None:
+        y0, y1, x0, x1 = problem.crop
+        inv = colormap.invert(rgb[y0:y1, x0:x1], name)
+        problem = colormap.diagnose(inv, name)
+    return ((inv.value - 1.0) * dyn_range_db).astype(np.float32), inv, problem
+
+
+def resize_db(db: np.ndarray, n: int, dyn_range_db: float) -> np.ndarray:
+    """Antialiased resize to n x n in dB (Pillow's Lanczos, its support widened when shrinking), clipped back."""
+    img = Image.fromarray(np.ascontiguousarray(db, dtype=np.float32), mode="F").resize((n, n), Image.LANCZOS)
+    return np.clip(np.asarray(img, dtype=np.float32), -dyn_range_db, 0.0)
+
+
+def explain(rel: str, rgb: np.ndarray, problem: colormap.Problem, name: str, crop: str | None) -> str:
+    """A failure message that says what to do: the crop to pass, or the colour maps that fit better."""
+    msg = f"{rel}: {problem.message}"
+    if problem.kind == "frame" and problem.crop is not None:
+        y0, y1, x0, x1 = problem.crop
+        base = parse_crop(crop)
+        if base is not None:  # the suggestion is inside the already cropped image
+            y0, y1, x0, x1 = y0 + base[0] % rgb.shape[0], y1 + base[0] % rgb.shape[0], \
+                x0 + base[2] % rgb.shape[1], x1 + base[2] % rgb.shape[1]
+        return f"{msg}. Crop to the spectrogram: --crop {y0}:{y1},{x0}:{x1} (or --crop auto, per image)"
+    best = colormap.rank_candidates(rgb, exclude=name)
+    names = ", ".join(f"{n} ({e:.1f}/255)" for n, e in best)
+    if best and best[0][1] >= 255 * colormap.invert(rgb, name).mean_error:
+        return (f"{msg}, and no other map fits better ({names}): heavy JPEG compression, overlays (text, markers) "
+                "on the spectrogram, or a map matplotlib does not have")
+    return f"{msg}. Best-fitting colour maps: {names}; pass --colormap NAME"

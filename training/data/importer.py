@@ -1,0 +1,250 @@
+"""`dopplergen import`: published micro-Doppler images (colour-mapped, any size, windows of recording sessions)
+-> a dataset folder: meta.json, manifest.csv (path,user,split,group,source), <user>/<id>.npy in dB <= 0.
+
+SRC is an ImageFolder (one folder per person of .png/.jpg/.npy, optionally a sub-folder per session) or a
+folder with manifest.csv (path,user[,group][,condition columns]). Colours go back to dB through the named
+colour map (training/data/colormap.py), images are resized with antialiasing (Lanczos, in dB), and whole
+sessions go to one split (training/data/sessions.py). Everything is written into a temporary folder beside
+DST and renamed into place at the end, so a failure leaves nothing in DST.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.data import colormap, sessions
+from training.data.convert import colours_to_db, explain, parse_crop, read_source, resize_db, values_to_db
+from training.data.dataset import DatasetError, Record, write_dataset
+from training.data.staging import check_free, staged_folder
+
+SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
+AXIS_KEYS = ("doppler_hz_per_bin", "doppler_hz_row0", "seconds_per_frame")  # change with crop and size
+NOT_CARRIED = ("format_version", "image_size", "channels", "source", "dyn_range_db", "users", "import")
+
+
+@dataclass
+class ImportConfig:
+    """Options of one import; written into meta.json["import"]."""
+
+    size: int = 64  # output images are size x size (doppler x time)
+    colormap: str = "jet"  # matplotlib colour map the images were drawn with ("gray" for grey images)
+    group: str | None = None  # regex whose first group names the session in a person's folder (None: default rule)
+    dyn_range_db: float = 60.0  # dB the colour map spans: its first colour is -dyn_range_db, its last 0 dB
+    test_fraction: float = 0.15  # of each person's files, in whole sessions
+    val_fraction: float = 0.15  # of each person's files, in whole sessions (0: no val split)
+    seed: int = 0  # shuffles sessions before they are dealt to splits
+    crop: str | None = None  # "Y0:Y1,X0:X1" box kept of every image, or "auto" (each image's detected plot area)
+    npy_unit: str = "db"  # .npy value arrays: db (re-referenced to their peak), power or amplitude
+
+    def validate(self) -> None:
+        if not 8 <= self.size <= 1024:
+            raise ValueError("--size must be within 8..1024")
+        if not 10.0 <= self.dyn_range_db <= 200.0:
+            raise ValueError("--dyn-range-db must be within 10..200")
+        if self.test_fraction < 0 or self.val_fraction < 0 or self.test_fraction + self.val_fraction >= 1:
+            raise ValueError("--test-fraction and --val-fraction must be >= 0 and sum to less than 1")
+        if self.npy_unit not in ("db", "power", "amplitude"):
+            raise ValueError("--npy-unit must be db, power or amplitude")
+        colormap.check_name(self.colormap)
+        sessions.compile_group(self.group)
+        parse_crop(self.crop)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One published file: its person, its path under SRC, its session, and the manifest's other columns."""
+
+    user: str
+    rel: str
+    session: str
+    extra: dict[str, str]
+
+
+def discover(src: Path, pattern) -> list[Source]:
+    """Every file of SRC with its person and session (manifest.csv if present, else the ImageFolder layout)."""
+    if not src.is_dir():
+        raise DatasetError(f"{src}: not a directory")
+    manifest = src / "manifest.csv"
+    if manifest.is_file():
+        with open(manifest, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or not {"path", "user"} <= set(rows[0]):
+            raise DatasetError(f"{manifest}: needs rows with at least path,user columns")
+        out = []
+        for r in rows:
+            rel = r["path"]
+            inner = rel.split("/", 1)[1] if rel.startswith(r["user"] + "/") else rel
+            session = r.get("group") or sessions.session_of(inner, pattern)
+            extra = {k: v for k, v in r.items() if k not in ("path", "user", "split", "group", "source") and k}
+            out.append(Source(r["user"], rel, session, extra))
+        return out
+    people = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not people:
+        raise DatasetError(f"{src}: no manifest.csv and no person folders (expected SRC/<person>/*.png|jpg|npy)")
+    out = []
+    for person in people:
+        files = sorted(f for f in person.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
+                       and not any(part.startswith(".") for part in f.relative_to(person).parts))
+        if not files:
+            raise DatasetError(f"{person}: person folder has no {'/'.join(SUFFIXES)} files")
+        for f in files:
+            inner = f.relative_to(person).as_posix()
+            out.append(Source(person.name, f"{person.name}/{inner}", sessions.session_of(inner, pattern), {}))
+    return out
+
+
+def rec_id(user: str, rel: str, taken: set[str]) -> str:
+    """File id under <user>/: the path inside the person's folder without its suffix, made unique."""
+    inner = rel.split("/", 1)[1] if rel.startswith(user + "/") else rel
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(Path(inner).with_suffix("")))
+    rid, k = stem.replace("/", "__"), 1
+    while rid in taken:
+        k += 1
+        rid = f"{stem}_{k}"
+    taken.add(rid)
+    return rid
+
+
+def plan_splits(sources: list[Source], cfg: ImportConfig) -> dict[tuple[str, str], str]:
+    """(user, session) -> split; DatasetError for a person with too few sessions (naming what was found)."""
+    out = {}
+    for user in sorted({s.user for s in sources}):
+        mine = [s for s in sources if s.user == user]
+        sizes: dict[str, int] = {}
+        for s in mine:
+            sizes[s.session] = sizes.get(s.session, 0) + 1
+        try:
+            split = sessions.split_sessions(sizes, cfg.test_fraction, cfg.val_fraction,
+                                            sessions.person_seed(user, cfg.seed))
+        except ValueError as e:
+            rule = f"--group {cfg.group!r}" if cfg.group else f"the default rule ({sessions.DEFAULT_RULE})"
+            found = sessions.describe([s.session for s in mine], [s.rel for s in mine])
+            raise DatasetError(f"{user}: too few recordings: {e}. Found {found} by {rule}. Add recordings of this "
+                               "person, lower --val-fraction to 0, or, if each file is its own recording, pass "
+                               "--group '(.*)'") from None
+        out.update({(user, name): sp for name, sp in split.items()})
+    return out
+
+
+def _convert(src: Path, sources: list[Source], splits, cfg: ImportConfig, stats: dict[str, Any], progress: bool):
+    """Yield a Record per readable, well-fitting file; collect the failures and inversion errors in `stats`."""
+    from tqdm import tqdm
+
+    taken: dict[str, set[str]] = {}
+    for s in tqdm(sources, desc="import", unit="file", disable=not progress):
+        try:
+            arr = read_source(src / s.rel, s.rel)
+            if arr.ndim == 2:
+                db, error = values_to_db(arr, cfg.npy_unit, cfg.dyn_range_db), 0.0
+            else:
+                db, inv, problem = colours_to_db(arr, cfg.colormap, cfg.crop, cfg.dyn_range_db)
+                if problem is not None:  # full advice (crop, candidate maps) for the first few only: it costs
+                    advice = len(stats["failures"]) < 3
+                    stats["failures"].append(explain(s.rel, arr, problem, cfg.colormap, cfg.crop) if advice
+                                             else f"{s.rel}: {problem.message}")
+                    continue
+                error = 255 * inv.mean_error
+        except (DatasetError, ValueError) as e:
+            stats["failures"].append(str(e) if str(e).startswith(s.rel) else f"{s.rel}: {e}")
+            continue
+        stats["errors"].append(error)
+        rid = rec_id(s.user, s.rel, taken.setdefault(s.user, set()))
+        stats["report"].append((f"{s.user}/{rid}.npy", s.rel, f"{error:.3f}"))
+        yield Record(s.user, rid, resize_db(db, cfg.size, cfg.dyn_range_db), splits[(s.user, s.session)],
+                     {"group": s.session, "source": s.rel, **s.extra})
+
+
+def _meta(src: Path, cfg: ImportConfig) -> dict[str, Any]:
+    """meta.json: what SRC/meta.json says about the radar (axes only without a crop), plus the import options."""
+    meta: dict[str, Any] = {}
+    if (src / "meta.json").is_file():
+        try:
+            meta = {k: v for k, v in json.loads((src / "meta.json").read_text()).items() if k not in NOT_CARRIED}
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{src / 'meta.json'}: invalid JSON ({e})") from None
+    if cfg.crop:
+        meta = {k: v for k, v in meta.items() if k not in AXIS_KEYS}  # the crop changed them by an unknown amount
+    return {**meta, "source": "imported", "image_size": [cfg.size, cfg.size], "channels": 1,
+            "dyn_range_db": cfg.dyn_range_db, "import": {**asdict(cfg), "src": str(src)}}
+
+
+def import_dataset(src: str | Path, out: str | Path, cfg: ImportConfig, progress: bool = True) -> dict[str, Any]:
+    """Import SRC into the dataset folder `out` (all or nothing) and return the summary numbers."""
+    cfg.validate()
+    src, out = Path(src), Path(out)
+    check_free(out)
+    sources = discover(src, sessions.compile_group(cfg.group))
+    splits = plan_splits(sources, cfg)
+    meta = _meta(src, cfg)
+    first = read_source(src / sources[0].rel, sources[0].rel)  # fail fast on a systematic misfit (map, frame)
+    problem = colours_to_db(first, cfg.colormap, cfg.crop, cfg.dyn_range_db)[2] if first.ndim == 3 else None
+    if problem is not None:
+        raise DatasetError(f"{explain(sources[0].rel, first, problem, cfg.colormap, cfg.crop)} "
+                           f"(nothing was written to {out})")
+    stats: dict[str, Any] = {"failures": [], "errors": [], "report": []}
+    with staged_folder(out) as tmp:
+        write_dataset(tmp, _convert(src, sources, splits, cfg, stats, progress), meta)
+        if stats["failures"]:
+            n = len(stats["failures"])
+            shown = "\n  ".join(stats["failures"][:5])
+            raise DatasetError(f"{n} of {len(sources)} file(s) could not be imported (nothing was written to "
+                               f"{out}):\n  {shown}" + (f"\n  ... and {n - 5} more" if n > 5 else ""))
+        errors = np.asarray(stats["errors"])
+        meta["import"].update(mean_inversion_error_255=round(float(errors.mean()), 4),
+                              max_inversion_error_255=round(float(errors.max()), 4))
+        (tmp / "meta.json").write_text(json.dumps({**json.loads((tmp / "meta.json").read_text()), **meta},
+                                                  indent=2, sort_keys=True) + "\n")
+        with open(tmp / "import_report.csv", "w", newline="") as fh:
+            csv.writer(fh, lineterminator="\n").writerows([("path", "source", "inversion_error_255"),
+                                                           *stats["report"]])
+    per_split = {sp: sum(1 for s in sources if splits[(s.user, s.session)] == sp) for sp in ("train", "val", "test")}
+    sess = {sp: sum(1 for v in splits.values() if v == sp) for sp in ("train", "val", "test")}
+    return {"files": len(sources), "people": len({s.user for s in sources}), "sessions": len(splits),
+            "per_split": per_split, "sessions_per_split": sess, "mean_error": float(errors.mean()),
+            "max_error": float(errors.max())}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = ImportConfig()
+    p.add_argument("src", type=Path, help="ImageFolder (SRC/<person>/*.png|jpg|npy) or a folder with manifest.csv")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to create (must not exist or be empty)")
+    p.add_argument("--size", type=int, required=True, help="output size N: images become N x N (doppler x time)")
+    p.add_argument("--colormap", default=d.colormap, help="matplotlib colour map of the images: jet (default), "
+                   "turbo, viridis, gray, ...; a misfit names the best-fitting ones")
+    p.add_argument("--group", default=None, help="regex; its first group names the session in the path inside a "
+                   f"person's folder (default: {sessions.DEFAULT_RULE})")
+    p.add_argument("--dyn-range-db", type=float, default=d.dyn_range_db, help="dB the colour map spans (default 60)")
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction, help="per person, whole sessions (0.15)")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="per person, whole sessions (0.15)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the session shuffle (default 0)")
+    p.add_argument("--crop", default=None, help="Y0:Y1,X0:X1 box kept of every image (rows, then columns), "
+                   "or 'auto' to crop each image to its detected plot area")
+    p.add_argument("--npy-unit", default=d.npy_unit, choices=("db", "power", "amplitude"),
+                   help="what 2-D .npy arrays hold (default db)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = ImportConfig(size=args.size, colormap=args.colormap, group=args.group, dyn_range_db=args.dyn_range_db,
+                       test_fraction=args.test_fraction, val_fraction=args.val_fraction, seed=args.seed,
+                       crop=args.crop, npy_unit=args.npy_unit)
+    t0 = time.perf_counter()
+    try:
+        s = import_dataset(args.src, args.out, cfg)
+    except (DatasetError, ValueError) as e:
+        print(f"dopplergen import: error: {e}", file=sys.stderr)
+        return 2
+    n, k = s["per_split"], s["sessions_per_split"]
+    print(f"import: {s['files']} files of {s['people']} people in {s['sessions']} sessions -> {args.out} "
+          f"({cfg.size}x{cfg.size}, {cfg.colormap}, {cfg.dyn_range_db:g} dB); train/val/test {n['train']}/{n['val']}/"
+          f"{n['test']} files ({k['train']}/{k['val']}/{k['test']} sessions); mean inversion error "
+          f"{s['mean_error']:.2f}/255 (worst {s['max_error']:.2f}) in {time.perf_counter() - t0:.1f} s")
+    return 0
