@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from training.data.sessions import default_session, split_sessions
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -195,7 +198,8 @@ def _rescale_axes(meta: dict[str, Any], old_hw: tuple[int, int], new_hw: tuple[i
 
 
 def _image_folder_rows(root: Path, seed: int) -> list[dict[str, str]]:
-    """ImageFolder layout: one folder per user of .png/.npy files; a deterministic per-user split."""
+    """ImageFolder layout: one folder per user of .png/.npy files; a deterministic per-user split, by session
+    when the file names are windows of sessions (training/data/sessions.py), else per file."""
     user_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not user_dirs:
         raise DatasetError(f"{root}: no manifest.csv and no user folders")
@@ -207,7 +211,14 @@ def _image_folder_rows(root: Path, seed: int) -> list[dict[str, str]]:
         if len(files) < 3:
             raise DatasetError(f"{d}: needs at least 3 files to split into train/val/test, has {len(files)}")
         # The split of one user depends only on its name and file list, not on the other users.
-        splits = assign_splits(len(files), seed=zlib.crc32(d.name.encode()) ^ seed)
+        user_seed = zlib.crc32(d.name.encode()) ^ seed
+        groups = [default_session(f.name) for f in files]
+        if 3 <= len(set(groups)) < len(files):  # windows of sessions (walk_s03_w12.png): no session spans two splits
+            by_group = split_sessions(dict(Counter(groups)), SPLIT_FRACTIONS[2], SPLIT_FRACTIONS[1], user_seed)
+            rows += [{"path": f"{d.name}/{f.name}", "user": d.name, "split": by_group[g], "group": g}
+                     for f, g in zip(files, groups, strict=True)]
+            continue
+        splits = assign_splits(len(files), seed=user_seed)
         rows += [{"path": f"{d.name}/{f.name}", "user": d.name, "split": s} for f, s in zip(files, splits, strict=True)]
     return rows
 
@@ -279,7 +290,7 @@ def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, cha
         _rescale_axes(meta, tuple(meta["image_size"]), hw)
     meta["image_size"] = list(expect)
     meta["channels"] = channels
-    extra_cols = [k for k in rows[0] if k not in ("path", "user", "split")]
+    extra_cols = list(dict.fromkeys(k for r in rows for k in r if k not in ("path", "user", "split")))
     extra = {}
     for k in extra_cols:
         col = [r.get(k, "") for r in rows]

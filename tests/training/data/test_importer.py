@@ -227,3 +227,13 @@ def test_existing_destination_is_refused(imported, jet_src):
     with pytest.raises(DatasetError, match="already exists"):
         import_dataset(jet_src[0], imported, ImportConfig(size=64), progress=False)
     assert sorted(p.name for p in imported.iterdir()) == before
+
+
+def test_the_reader_keeps_sessions_whole_in_an_image_folder_too(jet_src, tmp_path):
+    ds = load_dataset(jet_src[0])  # no import: the reader's own ImageFolder split
+    pairs = {(u, g, s) for u, g, s in zip(ds.labels, ds.extra["group"], ds.splits, strict=True)}
+    assert len(pairs) == 12 and len({(u, g) for u, g, _ in pairs}) == 12  # 12 sessions, each in one split
+    for j in range(4):  # plain numbered files: every file its own recording, split per file as before
+        (tmp_path / "u" / f"{j}.npy").parent.mkdir(exist_ok=True)
+        np.save(tmp_path / "u" / f"{j}.npy", np.full((8, 8), -1.0, np.float32))
+    assert "group" not in load_dataset(tmp_path).extra
