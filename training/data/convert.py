@@ -39,6 +39,9 @@ def read_source(path: Path, rel: str) -> np.ndarray:
                 raise ValueError("contains NaN or inf")
             return arr.astype(np.float64)
         with Image.open(path) as im:
+            if im.mode.startswith("I") or im.mode == "F":  # 16-bit / float grey: scale before PIL clips it to 8 bits
+                full = 65535.0 if im.mode.startswith("I") else 1.0
+                return colormap.to_rgb_uint8(np.clip(np.asarray(im, dtype=np.float64) / full, 0.0, 1.0))
             return np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise DatasetError(f"{rel}: listed in manifest.csv but the file is missing") from None

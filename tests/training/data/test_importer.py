@@ -237,3 +237,27 @@ def test_the_reader_keeps_sessions_whole_in_an_image_folder_too(jet_src, tmp_pat
         (tmp_path / "u" / f"{j}.npy").parent.mkdir(exist_ok=True)
         np.save(tmp_path / "u" / f"{j}.npy", np.full((8, 8), -1.0, np.float32))
     assert "group" not in load_dataset(tmp_path).extra
+
+
+def test_cli_prints_one_summary_line_and_fails_with_exit_code_2(jet_src, tmp_path, capsys):
+    from training.cli import main
+
+    assert main(["import", str(jet_src[0]), "--out", str(tmp_path / "a"), "--size", "32", "--val-fraction", "0"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("import: 36 files of 3 people in 12 sessions") and "mean inversion error" in out[-1]
+    assert main(["import", str(jet_src[0]), "--out", str(tmp_path / "b"), "--size", "32", "--colormap", "nope"]) == 2
+    assert "unknown colour map 'nope'" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_sixteen_bit_grey_png_through_the_gray_map(tmp_path):
+    rng = np.random.default_rng(2)
+    truth = {}
+    for p in range(2):
+        (tmp_path / "src" / f"p{p}").mkdir(parents=True)
+        for s in range(3):
+            truth[f"p{p}/r{s}.png"] = known_db(64, p, s, 0, rng)
+            grey = np.rint((truth[f"p{p}/r{s}.png"] + DYN) / DYN * 65535).astype(np.uint16)
+            Image.fromarray(grey).save(tmp_path / "src" / f"p{p}" / f"r{s}.png")
+    import_dataset(tmp_path / "src", tmp_path / "out", ImportConfig(size=32, colormap="gray"), progress=False)
+    mae, corr = recovery(tmp_path / "out", truth)
+    assert mae < 1.0 and corr >= 0.99, (mae, corr)
