@@ -34,6 +34,7 @@ serve: install
 test: export OMP_NUM_THREADS ?= 1
 test: install
 	bash scripts/install_prometheus.sh || echo "warning: could not install prometheus; its test will say why"
+	bash scripts/install_chromium.sh || echo "warning: could not install chromium; the browser test (tests/e2e/test_web.py) will say why"
 	$(BIN)/python -m pytest -q --timeout=600 tests
 
 test-fast: export OMP_NUM_THREADS ?= 1

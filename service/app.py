@@ -10,8 +10,9 @@ from fastapi import FastAPI
 from models.pipeline import DopplerPipeline
 from service.engine import SampleFn
 from service.errors import install_error_handlers
+from service.examples import ExampleStore
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware, SafeHeadersMiddleware
-from service.routes import PATHS, router
+from service.routes import PATHS, router, web
 from service.settings import Settings
 from service.state import Service
 
@@ -38,8 +39,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.examples = ExampleStore(settings.data) if settings.data else None  # real recordings for the page
     install_error_handlers(app, service.metrics)
     app.include_router(router)
+    web.install(app)  # GET / and /static
     app.add_middleware(BodyLimitMiddleware, metrics=service.metrics, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, metrics=service.metrics, api_key=settings.api_key)  # before any body read
     app.add_middleware(SafeHeadersMiddleware)

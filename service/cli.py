@@ -11,6 +11,7 @@ from pathlib import Path
 # flag dest -> Settings field (same name); every flag defaults to None = "keep the env/default value".
 _FLAGS: list[tuple[str, dict]] = [
     ("--pipeline", dict(type=Path, help="pipeline folder (default: DOPPLERGEN_PIPELINE or <repo>/checkpoints/demo)")),
+    ("--data", dict(type=Path, help="dataset folder whose real recordings the web page shows (DOPPLERGEN_DATA)")),
     ("--host", dict(help="bind address (default 127.0.0.1; 0.0.0.0 in the container)")),
     ("--port", dict(type=int, help="TCP port (default 8000)")),
     ("--device", dict(help="auto | cpu | cuda | cuda:N (auto picks CUDA when present)")),
@@ -73,7 +74,11 @@ def run(args: argparse.Namespace) -> int:
     )
     from service.app import create_app
 
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # e.g. --data names a folder with neither manifest.csv nor user folders
+        print(f"dopplergen serve: {exc}", file=sys.stderr)
+        return 2
     return serve(app, access_log=getattr(args, "access_log", True))
 
 

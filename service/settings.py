@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on CUDA, fp32 on the CPU
     warmup: bool = True  # run one tiny sample before /readyz turns 200
+    data: Path | None = None  # a dataset folder: the web page shows its real recordings beside generated ones
     # --- batching -----------------------------------------------------------------------------------
     max_batch_size: int = Field(16, ge=1, le=1024)  # samples per forward pass
     # A batch closes this long after its first sample. Unset: 10 ms on a GPU; 100 ms on the CPU, where a
@@ -59,7 +60,7 @@ class Settings(BaseSettings):
     def _lower_log_level(cls, v: object) -> object:
         return v.lower() if isinstance(v, str) else v
 
-    @field_validator("api_key", "max_wait_ms", mode="before")
+    @field_validator("api_key", "max_wait_ms", "data", mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         # DOPPLERGEN_API_KEY= (empty, as docker-compose passes an unset variable) means "not set".
@@ -67,6 +68,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
+        if self.data is not None and not self.data.is_dir():
+            raise ValueError(f"data: {self.data} is not a folder (a dataset folder with manifest.csv)")
         if self.max_samples_per_request > self.max_queue:
             raise ValueError(
                 f"max_samples_per_request ({self.max_samples_per_request}) exceeds max_queue ({self.max_queue}):"

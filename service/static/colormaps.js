@@ -1,0 +1,61 @@
+// Colour maps for drawing spectrograms: 64 evenly spaced anchors per map (6 hex digits each), sampled from
+// matplotlib (the same tables the server uses for PNG output) with:
+//   matplotlib.colormaps[name](numpy.linspace(0, 1, 64))[:, :3] * 255, rounded
+// and linearly interpolated to 256 entries here.
+
+const ANCHORS = {
+  viridis: "44015446075a470d6047136548186a481d6f482374482878472d7b46327e453781443b844240864045883e49893d4e8a" +
+    "3a538b38588c365c8d34608d32648e31688e2f6c8e2d708e2c738e2a778e297b8e277f8e26828e24868e238a8d218e8d" +
+    "20928c1f968b1f9a8a1f9e891fa18721a58523a98326ad812ab07f2fb47c35b7793bbb7542be714ac16d52c5695ac864" +
+    "65cb5e6ece5877d15381d34d8bd64695d840a0da39aadc32b5de2bc0df25cae11fd5e21adfe318eae51af4e61efde725",
+  magma: "00000402010903031206051a0a08220e0b2b130d34180f3d1d114722115029115a2f116336106b3d0f71440f764a1079" +
+    "52137c59157e5f187f651a806b1d81721f817822817e24828426818b2981912b81982d809e2f7fa5317eab337cb2357b" +
+    "ba3878c03a76c73d73cd4071d3436ed9466bdf4a68e44f64e95462ed5a5ff1605df4675cf66e5cf8765cfa7d5efb8560" +
+    "fc8e64fd9668fe9d6cfea571feac76feb47bfebb81fec287feca8dfed194fed89afde0a1fde7a9fceeb0fcf6b8fcfdbf",
+  inferno: "00000402010a04031207051b0b072410092d150b371b0c41210c4a280b532f0a5b3609613d0965440a684a0c6b510e6c" +
+    "59106e5f136e65156e6c186e721a6e781c6d7f1e6c85216b8c23699225689827669f2a63a52c60ab2f5eb1325ab73557" +
+    "bf3952c43c4eca404acf4446d44842d94d3dde5238e25734e65d2fea632aed6925f06f20f3761bf57d15f78410f98b0b" +
+    "fa9407fb9b06fca309fcaa0ffcb216fbba1ffac228f9c932f7d13df5d949f4e156f2e865f1ef75f3f586f6fa96fcffa4",
+  plasma: "0d088719068c2206902a059331059738049a3f049c46039f4c02a15302a35901a56001a66600a76c00a87201a87801a8" +
+    "8004a88606a68b0aa5910ea39613a19c179ea11b9ba62098ab2494b02991b42e8db83289bd3786c13b82c5407ec9447a" +
+    "cd4a76d14e72d5536fd8576bdb5c68de6164e26561e56a5de76f5aea7457ed7953ef7e50f1834cf48849f68d45f79342" +
+    "f99a3efb9f3afca537fdab33fdb130feb72dfebd2afdc328fdca26fcd025fbd724f9dd25f7e425f5eb27f2f227f0f921",
+  cividis: "00224e00255400285b002b62002e6a0030700533711235701a386f213b6e273e6e2d416d32436d36466c3b496c3f4c6c" +
+    "444f6c48526c4c556c50576c545a6d575d6d5b606e5e636f62656f656870696b716c6e727071737374757777767a7a78" +
+    "7e7d788280798683798a86788e8978928c78958f779992779d9576a19975a59c74a99f73ada272b1a570b6a96fbaac6d" +
+    "bfb06bc3b369c7b767ccba64d0be62d4c15fd9c55cddc858e1cc55e6d051ead34cefd748f3db42f8df3cfde334fee838",
+  turbo: "30123b351e58392a733d358b4040a2424bb54456c74661d6466be34776ee4680f6458afc4294ff3d9efe37a8fa2fb2f4" +
+    "27bee920c7df1bd0d518d7ca18dec01ae4b620eaac2aefa135f39443f78752fa7a61fc6c71fe5f80ff538fff499cfe40" +
+    "a9fb39b4f836bef434c8ef34d2e935dbe236e3db38ebd339f1cb3af6c33afaba39fcb136fea732fe9b2dfe9029fc8423" +
+    "f9751df56918f15d13ec530fe7490ce14109da3907d23105ca2a04c12302b71d02ac1701a11201950d018808027a0403",
+  jet: "0000800000920000a40000b60000c80000da0000ed0000ff0000ff0010ff0020ff0030ff0040ff0050ff0060ff0070ff" +
+    "0084ff0094ff00a4ff00b4ff00c4ff00d4ff00e4f80cf4eb19ffde26ffd133ffc440ffb74dffaa5aff9d66ff9073ff83" +
+    "83ff7390ff669dff5aaaff4db7ff40c4ff33d1ff26deff19ebff0cf8f500ffe600ffd700ffc800ffb900ffab00ff9c00" +
+    "ff8900ff7a00ff6c00ff5d00ff4e00ff3f00ff3000ff2200ff1300ed0400da0000c80000b60000a40000920000800000",
+  gray: "0000000404040808080c0c0c1010101414141818181c1c1c2020202424242828282c2c2c3030303434343838383c3c3c" +
+    "4141414545454949494d4d4d5151515555555959595d5d5d6161616565656969696d6d6d7171717575757979797d7d7d" +
+    "8282828686868a8a8a8e8e8e9292929696969a9a9a9e9e9ea2a2a2a6a6a6aaaaaaaeaeaeb2b2b2b6b6b6babababebebe" +
+    "c3c3c3c7c7c7cbcbcbcfcfcfd3d3d3d7d7d7dbdbdbdfdfdfe3e3e3e7e7e7ebebebefefeff3f3f3f7f7f7fbfbfbffffff",
+};
+
+export const COLORMAP_NAMES = Object.keys(ANCHORS);
+
+const cache = new Map();
+
+/** A 256 x 3 lookup table (Uint8ClampedArray, r g b per entry) for a colour map name. */
+export function lut(name) {
+  if (!cache.has(name)) {
+    const hex = ANCHORS[name] || ANCHORS.viridis;
+    const n = hex.length / 6;
+    const anchor = (i, c) => parseInt(hex.substr(i * 6 + c * 2, 2), 16);
+    const table = new Uint8ClampedArray(256 * 3);
+    for (let k = 0; k < 256; k++) {
+      const x = (k / 255) * (n - 1);
+      const i = Math.min(Math.floor(x), n - 2);
+      const f = x - i;
+      for (let c = 0; c < 3; c++) table[k * 3 + c] = Math.round(anchor(i, c) * (1 - f) + anchor(i + 1, c) * f);
+    }
+    cache.set(name, table);
+  }
+  return cache.get(name);
+}
