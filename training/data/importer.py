@@ -157,6 +157,7 @@ def _convert(src: Path, sources: list[Source], splits, cfg: ImportConfig, stats:
             stats["failures"].append(str(e) if str(e).startswith(s.rel) else f"{s.rel}: {e}")
             continue
         stats["errors"].append(error)
+        stats["medians"].append(float(np.median(db)))
         rid = rec_id(s.user, s.rel, taken.setdefault(s.user, set()))
         stats["report"].append((f"{s.user}/{rid}.npy", s.rel, f"{error:.3f}"))
         yield Record(s.user, rid, resize_db(db, cfg.size, cfg.dyn_range_db), splits[(s.user, s.session)],
@@ -190,7 +191,7 @@ def import_dataset(src: str | Path, out: str | Path, cfg: ImportConfig, progress
     if problem is not None:
         raise DatasetError(f"{explain(sources[0].rel, first, problem, cfg.colormap, cfg.crop)} "
                            f"(nothing was written to {out})")
-    stats: dict[str, Any] = {"failures": [], "errors": [], "report": []}
+    stats: dict[str, Any] = {"failures": [], "errors": [], "report": [], "medians": []}
     with staged_folder(out) as tmp:
         write_dataset(tmp, _convert(src, sources, splits, cfg, stats, progress), meta)
         if stats["failures"]:
@@ -210,7 +211,7 @@ def import_dataset(src: str | Path, out: str | Path, cfg: ImportConfig, progress
     sess = {sp: sum(1 for v in splits.values() if v == sp) for sp in ("train", "val", "test")}
     return {"files": len(sources), "people": len({s.user for s in sources}), "sessions": len(splits),
             "per_split": per_split, "sessions_per_split": sess, "mean_error": float(errors.mean()),
-            "max_error": float(errors.max())}
+            "max_error": float(errors.max()), "median_db": float(np.median(stats["medians"]))}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -247,4 +248,9 @@ def run(args: argparse.Namespace) -> int:
           f"({cfg.size}x{cfg.size}, {cfg.colormap}, {cfg.dyn_range_db:g} dB); train/val/test {n['train']}/{n['val']}/"
           f"{n['test']} files ({k['train']}/{k['val']}/{k['test']} sessions); mean inversion error "
           f"{s['mean_error']:.2f}/255 (worst {s['max_error']:.2f}) in {time.perf_counter() - t0:.1f} s")
+    if s["median_db"] > -cfg.dyn_range_db / 2:  # a map and its "_r" twin fit equally well; only the values tell
+        twin = cfg.colormap[:-2] if cfg.colormap.endswith("_r") else cfg.colormap + "_r"
+        print(f"import: warning: the median pixel is {s['median_db']:.1f} dB, in the upper half of the map, where a "
+              f"spectrogram's noise floor rarely is; if the images use the reversed map, re-import with --colormap "
+              f"{twin}", file=sys.stderr)
     return 0

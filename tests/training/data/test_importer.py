@@ -261,3 +261,14 @@ def test_sixteen_bit_grey_png_through_the_gray_map(tmp_path):
     import_dataset(tmp_path / "src", tmp_path / "out", ImportConfig(size=32, colormap="gray"), progress=False)
     mae, corr = recovery(tmp_path / "out", truth)
     assert mae < 1.0 and corr >= 0.99, (mae, corr)
+
+
+def test_reversed_map_is_flagged(tmp_path, capsys):
+    from training.cli import main
+
+    build(tmp_path / "src", name="jet_r", people=2, n_sessions=3, windows=1, size=32)
+    assert main(["import", str(tmp_path / "src"), "--out", str(tmp_path / "a"), "--size", "32"]) == 0
+    assert "re-import with --colormap jet_r" in capsys.readouterr().err
+    assert main(["import", str(tmp_path / "src"), "--out", str(tmp_path / "b"), "--size", "32", "--colormap",
+                 "jet_r"]) == 0
+    assert "warning" not in capsys.readouterr().err
