@@ -1,17 +1,18 @@
 # syntax=docker/dockerfile:1
-# dopplergen service + training image.
+# dopplergen images: the serving image (default) and, with --build-arg DEPS=train, the training image.
 #
-# One copy of CUDA: the base is plain python:3.11-slim (no CUDA toolkit) and torch's own pip wheels
-# bring the CUDA runtime libraries. The default index is PyPI, whose Linux x86_64 torch wheels are
-# CUDA builds; pick a specific CUDA build with e.g.
-#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
-# and a CPU-only image (a few hundred MB instead of several GB) with
-#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# (docker-compose.cpu.yml does the latter).
+# Dependencies come from hash-locked files (requirements/*.txt, written by scripts/lock.sh from
+# pyproject.toml's ranges, every version the one the test suite ran with) and are installed with
+# --require-hashes --no-deps: nothing unpinned, nothing unchecked, no resolver at build time.
+#   DEPS=serve (default)  requirements/serve*.txt: what service/ and models/ import, no training packages
+#   DEPS=train            requirements/train*.txt: + accelerate, scipy, torchmetrics, tqdm, pyyaml
+# One copy of CUDA: the base is plain python:3.11-slim (no CUDA toolkit); torch's own pip wheels bring the
+# CUDA runtime libraries (TORCH=cuda, PyPI's Linux torch build). TORCH=cpu installs the CPU-only torch
+# build from the PyTorch CPU index instead, a few hundred MB rather than several GB (docker-compose.cpu.yml).
 
-FROM python:3.11-slim
+ARG DEPS=serve
 
-ARG TORCH_INDEX_URL=https://pypi.org/simple
+FROM python:3.11-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -23,23 +24,28 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# --- dependency layer: rebuilt only when pyproject.toml changes ---------------------------------
-# The requirement list is read from pyproject.toml (the single source of truth); torch is installed
-# first from TORCH_INDEX_URL, then the rest from PyPI, which finds torch already satisfied.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
- && grep -E '^torch([<>=!~ ]|$)' /tmp/requirements.txt > /tmp/torch.txt \
- && pip install --index-url "$TORCH_INDEX_URL" -r /tmp/torch.txt \
- && pip install -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt /tmp/torch.txt
+# --- dependency layer: rebuilt only when a lock file changes ---------------------------------------
+FROM base AS deps
+ARG DEPS
+ARG TORCH=cuda
+ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
+COPY requirements/ ./requirements/
+RUN case "$TORCH" in \
+      cuda) lock="requirements/$DEPS.txt"; extra="" ;; \
+      cpu) lock="requirements/$DEPS-cpu.txt"; extra="--extra-index-url $TORCH_CPU_INDEX_URL" ;; \
+      *) echo "TORCH must be cuda or cpu, got '$TORCH'" >&2; exit 2 ;; \
+    esac \
+ && pip install --require-hashes --no-deps $extra -r "$lock"
 
 # --- code layer: cheap to rebuild ---------------------------------------------------------------
+FROM deps AS app
 # README* may be absent; pyproject.toml is listed too so the wildcard never matches nothing.
 COPY pyproject.toml README* ./
 COPY models ./models
 COPY training ./training
 COPY service ./service
-RUN pip install --no-deps . \
+# --no-build-isolation: build with the locked setuptools instead of fetching an unpinned one.
+RUN pip install --no-deps --no-build-isolation . \
  && useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
  && mkdir -p /checkpoints /data /runs \
  && chown app:app /checkpoints /data /runs

@@ -14,7 +14,7 @@ PIPELINE ?= checkpoints/demo
 DATA ?= data/sim10
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install serve test test-fast lint bench demo-checkpoint simulate evaluate clean
+.PHONY: install serve test test-fast lint lock bench demo-checkpoint simulate evaluate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check models training service tests benchmarks experiments
+
+# Re-lock the Docker image's dependencies (requirements/*.txt, hashes) after a change to pyproject.toml.
+lock: install
+	$(BIN)/python -m pip install -q 'uv>=0.5'
+	UV="$(BIN)/python -m uv" PYTHON=$(BIN)/python sh scripts/lock.sh
 
 simulate: install
 	$(BIN)/dopplergen simulate --out $(DATA)

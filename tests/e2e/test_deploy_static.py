@@ -199,8 +199,10 @@ def test_api_healthcheck_probes_readyz_after_warmup(services: dict) -> None:
 
 
 def test_train_job_runs_the_pipeline_script(services: dict) -> None:
-    train = services["train"]
-    assert train["image"] == services["api"]["image"], "train reuses the api image"
+    train, api = services["train"], services["api"]
+    # one Dockerfile, two dependency sets: the serving image carries no training packages
+    assert api["build"]["args"]["DEPS"] == "serve" and train["build"]["args"]["DEPS"] == "train"
+    assert train["build"]["context"] == api["build"]["context"] and train["image"] != api["image"]
     assert "/app/deploy/train.sh" in " ".join(train["command"])
     assert train.get("restart") in ("no", None)
 
@@ -270,7 +272,8 @@ def test_cpu_override_drops_gpu_and_pins_cpu() -> None:
         # A plain list would be appended to the base file's devices; only !reset removes them.
         assert isinstance(devices, ComposeTag) and devices.tag == "!reset", name
     assert override["api"]["environment"]["DOPPLERGEN_DEVICE"] == "cpu"
-    assert "whl/cpu" in override["api"]["build"]["args"]["TORCH_INDEX_URL"]
+    for name in ("api", "train"):  # requirements/*-cpu.txt: torch's CPU-only build
+        assert override[name]["build"]["args"]["TORCH"] == "cpu", name
 
 
 def test_cpu_override_merges_with_docker_compose_v2() -> None:
@@ -324,18 +327,19 @@ def test_dockerfile_caches_dependencies_before_code() -> None:
     dep_install = min(n for n, (i, a) in enumerate(ins) if i == "RUN" and "pip install" in a)
     assert dep_install < code_copy, "dependencies must be installed before the code is copied"
     before = [a for n, a in copies if n < dep_install]
-    assert before == ["pyproject.toml ./"], f"only pyproject.toml may precede the dependency layer: {before}"
+    assert before == ["requirements/ ./requirements/"], f"only the lock files may precede the dependency layer: {before}"
 
 
 def test_dockerfile_has_one_copy_of_cuda() -> None:
     ins = dockerfile_instructions()
-    base = [a for i, a in ins if i == "FROM"]
-    assert len(base) == 1
-    installs_torch = any(i == "RUN" and re.search(r"pip install .*torch", a) for i, a in ins)
-    if re.match(r"(pytorch/pytorch|nvidia/cuda)", base[0]):
+    stages = {a.split()[-1] for i, a in ins if i == "FROM" and " AS " in a.upper()}
+    external = [a.split()[0] for i, a in ins if i == "FROM" and a.split()[0] not in stages]
+    assert len(external) == 1, f"one external base image: {external}"
+    installs_torch = any(i == "RUN" and "pip install" in a for i, a in ins)  # torch comes with the lock
+    if re.match(r"(pytorch/pytorch|nvidia/cuda)", external[0]):
         assert not installs_torch, "a CUDA/PyTorch base must not get a second torch+CUDA from pip"
     else:
-        assert "cuda" not in base[0].lower()
+        assert "cuda" not in external[0].lower()
 
 
 def test_dockerfile_ships_demo_pipeline_where_the_volume_goes(services: dict) -> None:
