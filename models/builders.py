@@ -11,6 +11,7 @@ from diffusers import (
     VQModel,
 )
 
+from models.conditions import ConditionEncoder
 from models.presets import Preset
 from models.user_encoder import UserEncoder
 
@@ -44,6 +45,11 @@ def build_transformer(preset: Preset) -> Transformer2DModel:
 
 def build_user_encoder(preset: Preset, users: list[str]) -> UserEncoder:
     return UserEncoder(users=list(users), cross_attention_dim=preset.cross_attention_dim, num_tokens=preset.user_tokens)
+
+
+def build_condition_encoder(preset: Preset, conditions: list[dict]) -> ConditionEncoder:
+    """Speed, aspect, activity, ... -> one cross-attention token each, as wide as the user's tokens."""
+    return ConditionEncoder(conditions=conditions, cross_attention_dim=preset.cross_attention_dim)
 
 
 def build_noise_scheduler(preset: Preset) -> DDPMScheduler:

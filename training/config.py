@@ -82,6 +82,9 @@ class UNetConfig(Stage2Config):
 
     prediction_type: str = ""  # "" = the preset's (v_prediction); or "epsilon" / "v_prediction"
     snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 disables
+    conditions: str = "auto"  # manifest columns to condition on, e.g. "speed_mps,aspect_deg"; "auto" = those of speed_mps, aspect_deg, activity the manifest has; "none" = identity only
+    condition_drop_prob: float = 0.1  # each condition is left out (its learned absent value) this often, independently: guidance and optional request fields
+    init_from: str = ""  # a pipeline folder whose UNet and user encoder (same users) start this run, e.g. to add conditions to a trained model
 
     stage_name = "unet"
 
@@ -265,6 +268,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("at least one of l1_weight and l2_weight must be > 0")
     if isinstance(cfg, Stage2Config) and not 0.0 <= cfg.null_user_prob < 1.0:
         raise ConfigError(f"null_user_prob must be in [0, 1), got {cfg.null_user_prob}")
+    if isinstance(cfg, UNetConfig) and not 0.0 <= cfg.condition_drop_prob < 1.0:
+        raise ConfigError(f"condition_drop_prob must be in [0, 1), got {cfg.condition_drop_prob}")
 
 
 def require(cfg: TrainConfig, *names: str) -> None:

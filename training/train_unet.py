@@ -14,11 +14,13 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from models import autoencoder as ae
-from models.builders import build_unet, build_user_encoder
+from models.builders import build_condition_encoder, build_unet, build_user_encoder
+from models.condition_stats import describe_conditions, encoder_specs
+from models.conditions import drop_conditions, encode_context
 from models.normalization import Normalization
-from models.pipeline import route_of
+from models.pipeline import DopplerPipeline, route_of
 from models.presets import Preset, get_preset
-from training.config import UNetConfig, add_config_arguments, run_stage
+from training.config import ConfigError, UNetConfig, add_config_arguments, run_stage
 from training.loop import (
     Stage2Loop,
     draw_batch,
@@ -29,17 +31,48 @@ from training.loop import (
 )
 from training.losses import cache_latents, latent_loss, noised, time_shifts
 
+CONDITION_COLUMNS = ("speed_mps", "aspect_deg", "activity")  # what --conditions auto takes when the manifest has them
+
 
 class Denoiser(nn.Module):
-    """UNet + user encoder as one module: one DDP wrapper, one optimiser, one EMA."""
+    """UNet + user encoder (+ condition encoder) as one module: one DDP wrapper, one optimiser, one EMA."""
 
-    def __init__(self, preset: Preset, users: list[str], in_channels: int | None = None):
+    def __init__(self, preset: Preset, users: list[str], in_channels: int | None = None,
+                 conditions: list[dict] | None = None):
         super().__init__()
         self.unet = build_unet(preset, in_channels=in_channels)
         self.user_encoder = build_user_encoder(preset, users)
+        self.condition_encoder = build_condition_encoder(preset, conditions) if conditions else None
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor, user_idx: torch.Tensor) -> torch.Tensor:
-        return self.unet(z_t, t, encoder_hidden_states=self.user_encoder(user_idx)).sample  # (N, 4, h, w)
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, user_idx: torch.Tensor,
+                values: torch.Tensor | None = None) -> torch.Tensor:
+        context = encode_context(self.user_encoder, self.condition_encoder, user_idx, values)  # (N, T_u + T_c, D)
+        return self.unet(z_t, t, encoder_hidden_states=context).sample  # (N, 4, h, w)
+
+
+def condition_names(cfg: UNetConfig, columns: dict) -> list[str]:
+    """The manifest columns this run conditions on (--conditions)."""
+    if cfg.conditions in ("", "none"):
+        return []
+    if cfg.conditions == "auto":
+        return [c for c in CONDITION_COLUMNS if c in columns]
+    names = [c.strip() for c in cfg.conditions.split(",") if c.strip()]
+    missing = [c for c in names if c not in columns]
+    if missing:
+        raise ConfigError(f"conditions {missing} are not columns of {cfg.data}/manifest.csv (it has {sorted(columns)})")
+    return names
+
+
+def init_from_pipeline(model: Denoiser, path: str, users: list[str]) -> None:
+    """Start from a trained pipeline's UNet and user rows (the condition encoder too, if it has the same one)."""
+    src = DopplerPipeline.load(path)
+    if src.users != list(users):
+        raise ConfigError(f"init_from {path} has users {src.users[:5]}..., the data has {list(users)[:5]}...")
+    model.unet.load_state_dict(src.denoiser.state_dict())
+    model.user_encoder.load_state_dict(src.user_encoder.state_dict())
+    if model.condition_encoder is not None and src.condition_encoder is not None and \
+            src.condition_encoder.specs == model.condition_encoder.specs:
+        model.condition_encoder.load_state_dict(src.condition_encoder.state_dict())
 
 
 def main(cfg: UNetConfig) -> Path:
@@ -64,12 +97,24 @@ def main(cfg: UNetConfig) -> Path:
     accelerator.print(f"cached latents {tuple(lat_mean.shape)} of {len(ds.users)} users, scaling {scaling:.4f}")
 
     # ---- model, noise schedule, the shared loop (optimiser, EMA, resume, logs) -------------------------------------
-    model = Denoiser(preset, ds.users, in_channels=ae.latent_channels(vae)).to(device)
+    names = condition_names(cfg, ds.extra)
+    desc = describe_conditions(ds.extra, [ds.users[i] for i in labels], names) if names else None
+    model = Denoiser(preset, ds.users, ae.latent_channels(vae), encoder_specs(desc, names) if names else None)
+    if cfg.init_from:
+        init_from_pipeline(model, cfg.init_from, ds.users)
+    model.to(device)
+    cond_values = None
+    if model.condition_encoder is not None:  # (N, K): every train recording's condition values
+        cond_values = model.condition_encoder.values_tensor([{n: ds.extra[n][i] for n in names} for i in range(len(x))])
+        accelerator.print(f"conditioning on {names} (each absent with p={cfg.condition_drop_prob})")
     null_user = model.user_encoder.null_index
     noise_sched = DDPMScheduler(**preset.scheduler_config())
     num_t = noise_sched.config.num_train_timesteps
     loop = Stage2Loop(cfg, accelerator, model, run_dir, ds)
-    loop.attach(vae, "unet", noise_sched.config, preset, ds, norm, x, labels, route_of(vae, loop.shadow.unet))
+    meta = loop.attach(vae, "unet", noise_sched.config, preset, ds, norm, x, labels, route_of(vae, loop.shadow.unet))
+    if desc:  # ranges, encodings and per-user training distributions: what an omitted condition is drawn from
+        meta["conditions"] = desc
+        loop.pipe.condition_encoder = loop.shadow.condition_encoder
 
     # ---- train -----------------------------------------------------------------------------------------
     for step in loop.steps():
@@ -83,11 +128,15 @@ def main(cfg: UNetConfig) -> Path:
         user[torch.rand(b, generator=gen) < cfg.null_user_prob] = null_user  # classifier-free guidance dropout
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, num_t, (b,), generator=gen)
+        values = None
+        if cond_values is not None:  # drawn after the identity-only run's draws: that run stays bit for bit the same
+            values = drop_conditions(cond_values[idx], cfg.condition_drop_prob, gen)
+            values[user == null_user] = float("nan")  # the guidance branch: null user with every condition absent
         z0, noise, t, user = z0.to(device), noise.to(device), t.to(device), user.to(device)
         z_t, target = noised(noise_sched, z0, noise, t)
         loop.set_lr(step)
         with accelerator.autocast():
-            pred = loop.model(z_t, t, user)
+            pred = loop.model(z_t, t, user, values)
         loop.update(latent_loss(noise_sched, pred, target, t, cfg.snr_gamma).mean(), step, b)  # Min-SNR if gamma > 0
 
     # ---- export the pipeline folder (EMA weights) -----------------------------------------------------------

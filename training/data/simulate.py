@@ -20,6 +20,7 @@ from training.data.walker import SEGMENT_NAMES
 from training.eval.plots import spectrogram_grid
 
 SIMULATOR_VERSION = 1  # bump when the physics changes the output for a given seed
+COVER_CONDITIONS = dict(aspect_deg=70.0, speed_span=0.3)  # --cover-conditions: 0..70 deg both sides, 0.7-1.3x own
 MANIFEST_EXTRAS = ("speed_mps", "aspect_deg", "range_m", "snr_db", "clutter_db", "start_phase", "height_m", "cycle_s")
 
 
@@ -48,6 +49,10 @@ class SimulateConfig:
             raise ValueError("--carrier-ghz must be within 1..300")
         if not 10.0 <= self.dyn_range_db <= 200.0:
             raise ValueError("--dyn-range-db must be within 10..200")
+        if not 0.0 <= self.variation.get("aspect_deg", 0.0) <= 89.0:
+            raise ValueError("--aspect-deg must be within 0..89 (at 90 deg the walk is tangential: no torso Doppler)")
+        if not 0.0 <= self.variation.get("speed_span", 0.0) <= 0.6:
+            raise ValueError("--speed-span must be within 0..0.6")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,6 +67,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration-s", type=float, default=d.duration_s, help="seconds per recording (default 3)")
     p.add_argument("--preview-per-user", type=int, default=d.preview_per_user, help="examples per row in preview.png")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; output is identical)")
+    v = Variation()
+    p.add_argument("--aspect-deg", type=float, default=v.aspect_deg,
+                   help=f"aspect angle drawn uniformly in +-this many degrees (default {v.aspect_deg:g})")
+    p.add_argument("--speed-span", type=float, default=v.speed_span,
+                   help="> 0: speed uniform in the person's preferred speed x [1 - span, 1 + span] (default 0: "
+                        f"normal with {v.speed_rel:g} relative spread)")
+    p.add_argument("--cover-conditions", action="store_true",
+                   help=f"cover the condition space for speed/aspect-conditioned training: --aspect-deg "
+                        f"{COVER_CONDITIONS['aspect_deg']:g} --speed-span {COVER_CONDITIONS['speed_span']:g}")
 
 
 def user_profiles(cfg: SimulateConfig) -> list[UserProfile]:
@@ -125,7 +139,10 @@ def simulate_dataset(out: Path, cfg: SimulateConfig, workers: int = 1, progress:
 def run(args: argparse.Namespace) -> int:
     cfg = SimulateConfig(users=args.users, per_user=args.per_user, size=args.size, carrier_ghz=args.carrier_ghz,
                          seed=args.seed, dyn_range_db=args.dyn_range_db, duration_s=args.duration_s,
-                         preview_per_user=args.preview_per_user)
+                         preview_per_user=args.preview_per_user,
+                         variation=Variation(aspect_deg=args.aspect_deg, speed_span=args.speed_span).to_dict())
+    if args.cover_conditions:
+        cfg.variation.update(COVER_CONDITIONS)
     try:
         cfg.validate()
     except ValueError as e:

@@ -41,13 +41,19 @@ class Variation:
 
     speed_rel: float = 0.08  # std of speed / preferred speed
     aspect_deg: float = 30.0  # aspect angle drawn uniformly in +-this (walker approaches the radar)
+    # > 0: speed drawn uniformly in preferred x [1 - span, 1 + span] (clipped to 0.5..MAX_SPEED_MPS) instead of
+    # normal(1, speed_rel): covers slow and fast walks of every person on purpose, for speed-conditioned training
+    speed_span: float = 0.0
     range_m: tuple[float, float] = (6.0, 18.0)  # radar to track centre
     snr_db: tuple[float, float] = (22.0, 35.0)  # per-pulse SNR
     clutter_db: tuple[float, float] = (-25.0, -5.0)  # static clutter relative to the body return
     gait_rel: float = 0.10  # std of the day-to-day jitter on each gait parameter (relative)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not d["speed_span"]:
+            del d["speed_span"]  # unset: the default dataset's meta.json (and fingerprint) stay as they were
+        return d
 
 
 def user_ids(n: int) -> list[str]:
@@ -93,13 +99,19 @@ def _jitter_gait(gait: Gait, r: np.random.Generator, rel: float) -> Gait:
     return replace(gait, **changes)
 
 
+def _speed(preferred: float, v: Variation, r: np.random.Generator) -> float:
+    if v.speed_span > 0:
+        return float(np.clip(preferred * r.uniform(1 - v.speed_span, 1 + v.speed_span), 0.5, MAX_SPEED_MPS))
+    return float(preferred * max(0.7, 1 + r.normal(0, v.speed_rel)))
+
+
 def recording_kwargs(profile: UserProfile, rec_seed: int, variation: Variation | None = None) -> dict[str, Any]:
     """simulate_walk keyword arguments for one recording of `profile` (reproducible from rec_seed)."""
     v = variation or Variation()
     r = np.random.default_rng([profile.seed, rec_seed, 0xD0])
     return dict(
         height_m=profile.height_m,
-        speed_mps=float(profile.speed_mps * max(0.7, 1 + r.normal(0, v.speed_rel))),
+        speed_mps=_speed(profile.speed_mps, v, r),
         aspect_deg=float(r.uniform(-v.aspect_deg, v.aspect_deg)),
         range_m=float(r.uniform(*v.range_m)),
         start_phase=float(r.uniform()),
