@@ -1,1 +1,1 @@
-"""dopplergen generation service: FastAPI app, dynamic batcher and Prometheus metrics."""
+"""dopplergen generation service: FastAPI app, step-level batching worker and Prometheus metrics."""

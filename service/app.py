@@ -1,4 +1,4 @@
-"""The app factory: settings + engine + batcher + metrics behind FastAPI, with a lifespan that loads and warms up."""
+"""The app factory: settings + engine + step worker + metrics behind FastAPI, with a lifespan that loads and warms up."""
 
 from __future__ import annotations
 
@@ -8,21 +8,26 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from models.pipeline import DopplerPipeline
-from service.engine import SampleFn
+from service.engine import Stepper
 from service.errors import install_error_handlers
 from service.examples import ExampleStore
-from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware, SafeHeadersMiddleware
+from service.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    RequestMetricsMiddleware,
+    SafeHeadersMiddleware,
+)
 from service.routes import PATHS, router, web
 from service.settings import Settings
 from service.state import Service
 
 
 def create_app(
-    settings: Settings | None = None, pipeline: DopplerPipeline | None = None, sample_fn: SampleFn | None = None
+    settings: Settings | None = None, pipeline: DopplerPipeline | None = None, stepper: Stepper | None = None
 ) -> FastAPI:
-    """Build the app. `pipeline` skips loading from disk; `sample_fn` replaces models.sampling.sample (tests)."""
+    """Build the app. `pipeline` skips loading from disk; `stepper` replaces the model row by row (tests)."""
     settings = settings or Settings()
-    service = Service(settings, pipeline, sample_fn, routes=PATHS)
+    service = Service(settings, pipeline, stepper, routes=PATHS)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

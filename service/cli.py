@@ -16,13 +16,15 @@ _FLAGS: list[tuple[str, dict]] = [
     ("--port", dict(type=int, help="TCP port (default 8000)")),
     ("--device", dict(help="auto | cpu | cuda | cuda:N (auto picks CUDA when present)")),
     ("--dtype", dict(choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp16 on CUDA, fp32 on the CPU")),
-    ("--max-batch-size", dict(type=int, help="samples per forward pass (default 16)")),
-    ("--max-wait-ms", dict(type=float, help="a batch closes this long after its first sample (default: 100 CPU, 10 GPU)")),
+    ("--max-batch-size", dict(type=int, help="slots: rows (samples) per denoising step (default 16)")),
+    ("--max-wait-ms", dict(type=float, help="from idle, wait this long for more rows before the first step (default 0)")),
     ("--max-queue", dict(type=int, help="queued samples before 429 (default 256)")),
     ("--request-timeout-s", dict(type=float, help="per-request budget before 504 (default 60)")),
     ("--max-samples-per-request", dict(type=int, help="default 16")),
     ("--max-steps", dict(type=int, help="largest num_inference_steps accepted (default 1000)")),
-    ("--batch-padding", dict(choices=["auto", "fixed", "none"], help="fixed = bitwise batch invariance (CPU default)")),
+    ("--batch-padding", dict(choices=["auto", "fixed", "buckets", "none"],
+                             help="fixed = bitwise batch invariance; buckets (auto) = powers of two, within 0.05 dB")),
+    ("--compile", dict(choices=["auto", "on", "off"], help="torch.compile reduce-overhead (auto: on with CUDA)")),
     ("--log-level", dict(choices=["critical", "error", "warning", "info", "debug"])),
 ]
 

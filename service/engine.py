@@ -1,10 +1,23 @@
-"""The device side of the service: load the pipeline, warm it up, and run batches on one dedicated thread."""
+"""The device side of the service: load the pipeline, compile and warm it up, and step rows on one thread.
+
+The engine knows the model and the device; the scheduling of rows into slots is service.worker's. A
+`Stepper` is the model seen row by row (models.sampling's start_row / step_rows / finish_rows); tests
+inject a fake one. Every method that touches the model runs on `executor`, one dedicated thread.
+
+Padding (settings.batch_padding): `fixed` runs every step at `max_batch_size` rows (bitwise identical
+samples whatever shares the device, but a lone request pays for a full batch); `buckets` pads to the next
+power of two (1, 2, 4, ... max_batch_size): a lone request runs at its own size, and the few shapes are
+what CUDA graphs capture; `none` runs the exact row count. On CUDA, `compile` wraps the denoiser in
+torch.compile(mode="reduce-overhead") and warms every bucket before /readyz turns ready.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -16,34 +29,72 @@ from models.sampling import (
     DEFAULT_STEPS,
     SAMPLERS_BY_ROUTE,
     default_sampler,
-    sample,
+    finish_rows,
+    start_row,
+    step_rows,
 )
-from service.batcher import BatchKey
 from service.settings import Settings, torch_dtype
 
 log = logging.getLogger("dopplergen.engine")
-
-# Same signature as models.sampling.sample; tests inject slow or failing fakes.
-SampleFn = Callable[..., torch.Tensor]
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+EMA = 0.2  # weight of the newest step time in the running estimate per batch shape
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """What a request asks of each of its rows (the seed is per row)."""
+
+    user_index: int
+    steps: int
+    guidance: float
+    sampler: str
+    conditions: torch.Tensor | None = None  # (K,) condition values, NaN = absent (pipelines with conditions)
+
+
+class Stepper(Protocol):
+    """The model, one row at a time: start a row, step a batch of rows, decode a finished row."""
+
+    def start(self, pipe: DopplerPipeline, spec: RowSpec, seed: int) -> Any: ...
+    def step(self, pipe: DopplerPipeline, rows: list[Any], pad_to: int | None, cfg: bool | None) -> None: ...
+    def finish(self, pipe: DopplerPipeline, row: Any) -> np.ndarray: ...
+
+
+class ModelStepper:
+    """models.sampling's rows; `denoiser` is the compiled network when compilation is on."""
+
+    def __init__(self) -> None:
+        self.denoiser: Any = None
+
+    def start(self, pipe: DopplerPipeline, spec: RowSpec, seed: int) -> Any:
+        return start_row(pipe, spec.user_index, seed, spec.steps, spec.guidance, spec.sampler, spec.conditions)
+
+    def step(self, pipe: DopplerPipeline, rows: list[Any], pad_to: int | None, cfg: bool | None) -> None:
+        if self.denoiser is not None:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten now
+        step_rows(pipe, rows, pad_to, cfg, self.denoiser)
+
+    def finish(self, pipe: DopplerPipeline, row: Any) -> np.ndarray:
+        return finish_rows(pipe, [row])[0].numpy()  # (C, H, W) float32 dB
 
 
 class Engine:
-    """Owns the pipeline on its device. Every method that touches the model runs on `executor` (one thread)."""
+    """Owns the pipeline on its device, the padding policy and the measured cost of a step."""
 
-    def __init__(
-        self, settings: Settings, pipeline: DopplerPipeline | None = None, sample_fn: SampleFn | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, pipeline: DopplerPipeline | None = None, stepper: Stepper | None = None):
         self.settings = settings
         self.pipe = pipeline
-        self.sample_fn = sample_fn or sample
+        self.stepper = stepper or ModelStepper()
         if pipeline is not None:  # injected (tests, embedding): serve it where it already is
             self.device, self.dtype = str(pipeline.device), DTYPE_NAMES.get(pipeline.dtype, str(pipeline.dtype))
         else:
             self.device = settings.resolved_device()
             self.dtype = settings.resolved_dtype(self.device)
         self.padding = settings.resolved_padding(self.device)
-        # One thread: CUDA work stays on one stream and batches never overlap on the device.
+        self.compiled = False
+        self.slots = settings.max_batch_size  # rows per step; halved on CUDA out-of-memory
+        self.step_s: dict[int, float] = {}  # running estimate of one step's wall time, by padded batch
+        self.decode_s = 0.0  # running estimate of one row's decode
+        # One thread: CUDA work stays on one stream and steps never overlap on the device.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dopplergen-device")
 
     # ---- runs on the device thread -----------------------------------------------------------------------
@@ -54,47 +105,97 @@ class Engine:
         return self.pipe
 
     def warmup(self) -> None:
-        """One tiny batch at the serving shape, so the first request pays no kernel selection or allocation."""
-        self.sample_fn(
-            self.pipe, [0], [0], num_inference_steps=2, guidance_scale=self.default_guidance,
-            scheduler=self.default_scheduler, pad_to=self.pad_to,
-        )
+        """Compile (when on) and run a few steps at every padded shape: kernels chosen, graphs captured, step cost measured."""
+        if self.settings.resolved_compile(self.device) and self.pipe.route != "vq-diffusion":
+            if isinstance(self.stepper, ModelStepper):
+                log.info("compiling the denoiser (reduce-overhead) for batches %s", self.buckets)
+                self.stepper.denoiser = torch.compile(self.pipe.denoiser, mode="reduce-overhead", dynamic=False)
+                self.compiled = True
+        spec = RowSpec(0, 3 if self.compiled else 2, self.default_guidance, self.default_scheduler)
+        for b in self.buckets if self.padding != "none" else sorted({1, self.slots}):
+            rows = [self.start(spec, 0) for _ in range(b)]
+            try:
+                while not rows[0].done:  # CUDA graphs record on the second call and replay from the third
+                    last = self.step(rows)
+            except torch.cuda.OutOfMemoryError:
+                if b == 1:
+                    raise
+                self.slots = max(k for k in self.buckets if k < b)  # serve only the shapes that fit
+                log.warning("out of device memory at %d rows while warming up: %d slots", b, self.slots)
+                torch.cuda.empty_cache() if torch.cuda.is_available() else None
+                break
+            self.step_s[self.pad_for(b) or b] = last  # the first call's one-off costs do not count
+        t0 = time.perf_counter()
+        self.finish(rows[0])
+        self.decode_s = time.perf_counter() - t0
 
-    def run_batch(self, key: BatchKey, user_indices: list[int], seeds: list[int]) -> list[np.ndarray]:
-        """Sample a batch -> one float32 (C, H, W) dB array per sample."""
-        out = self._sample(key, user_indices, seeds, self.pad_to)
-        return list(out.numpy())
+    def start(self, spec: RowSpec, seed: int) -> Any:
+        return self.stepper.start(self.pipe, spec, seed)
 
-    def _sample(self, key: BatchKey, users: list[int], seeds: list[int], pad_to: int | None) -> torch.Tensor:
-        try:
-            return self.sample_fn(
-                self.pipe, users, seeds, num_inference_steps=key.num_inference_steps,
-                guidance_scale=key.guidance_scale, scheduler=key.scheduler, pad_to=pad_to,
-            )
-        except torch.cuda.OutOfMemoryError:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if pad_to is not None and pad_to > len(seeds):
-                # The padding rows alone may be what does not fit: first drop them, keeping the batch whole.
-                log.warning("out of device memory at padded batch %d; retrying unpadded", pad_to)
-                return self._sample(key, users, seeds, None)
-            if len(seeds) == 1:
-                raise
-            # Halve and retry; each sample has its own generator, so the split changes no sample's noise.
-            half = len(seeds) // 2
-            log.warning("out of device memory at batch %d; retrying as %d + %d", len(seeds), half, len(seeds) - half)
-            return torch.cat(
-                [self._sample(key, users[:half], seeds[:half], None), self._sample(key, users[half:], seeds[half:], None)]
-            )
+    def step(self, rows: list[Any]) -> float:
+        """One denoising step over `rows` at the padded shape; returns its wall time and updates the estimate."""
+        pad = self.pad_for(len(rows))
+        cfg = True if (self.padding == "fixed" or self.compiled) else None  # fixed shapes: always both CFG halves
+        t0 = time.perf_counter()
+        self.stepper.step(self.pipe, rows, pad, cfg)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t0
+        key = pad or len(rows)
+        old = self.step_s.get(key)
+        self.step_s[key] = elapsed if old is None else (1 - EMA) * old + EMA * elapsed
+        return elapsed
+
+    def finish(self, row: Any) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = self.stepper.finish(self.pipe, row)
+        self.decode_s = (1 - EMA) * self.decode_s + EMA * (time.perf_counter() - t0)
+        return out
+
+    def shrink(self) -> bool:
+        """After CUDA out-of-memory: halve the slot count (kept from then on); False when already at one row."""
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if self.slots == 1:
+            return False
+        self.slots //= 2
+        log.warning("out of device memory: serving at most %d rows per step from now on", self.slots)
+        return True
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    # ---- facts about the loaded model (valid once load() has run) ----------------------------------------
+    # ---- shapes and costs --------------------------------------------------------------------------------
     @property
-    def pad_to(self) -> int | None:
-        return self.settings.max_batch_size if self.padding == "fixed" else None
+    def buckets(self) -> list[int]:
+        """The padded batch sizes: powers of two below the slot count, and the slot count itself."""
+        if self.padding == "fixed":
+            return [self.slots]
+        out, b = [], 1
+        while b < self.slots:
+            out.append(b)
+            b *= 2
+        return out + [self.slots]
 
+    def pad_for(self, n: int) -> int | None:
+        if self.padding == "none":
+            return None
+        return next(b for b in self.buckets if b >= n) if n <= self.slots else n
+
+    def est_step_s(self, n: int) -> float | None:
+        """Estimated wall time of a step over n rows (None before anything was measured)."""
+        if not self.step_s:
+            return None
+        key = self.pad_for(min(n, self.slots)) or min(n, self.slots)
+        if key in self.step_s:
+            return self.step_s[key]
+        above = [b for b in self.step_s if b >= key]
+        if above:
+            return self.step_s[min(above)]
+        top = max(self.step_s)
+        return self.step_s[top] * key / top
+
+    # ---- facts about the loaded model (valid once load() has run) ----------------------------------------
     @property
     def default_steps(self) -> int:
         return int(self.pipe.meta.get("num_inference_steps", DEFAULT_STEPS)) if self.pipe else DEFAULT_STEPS

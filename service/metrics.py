@@ -10,7 +10,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 # Generation takes milliseconds on a GPU and up to minutes for 1000-step DDPM on a CPU.
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-REJECTION_REASONS = ("queue_full", "timeout", "unauthorized", "not_ready", "invalid", "unknown_user", "disconnected")
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)  # one step: ms on a GPU
+REJECTION_REASONS = ("queue_full", "overloaded", "too_long", "timeout", "unauthorized", "not_ready", "invalid",
+                     "unknown_user", "disconnected")
+ROW_EXITS = ("finished", "cancelled", "failed")
+CANCEL_REASONS = ("timeout", "disconnected", "server")
 # Route label values are route templates or "other", never a raw path, so the label set stays bounded.
 OTHER_ROUTE = "other"
 
@@ -27,15 +31,31 @@ class Metrics:
             "dopplergen_request_latency_seconds", "HTTP request latency.", ["route"], buckets=SECONDS_BUCKETS, registry=r
         )
         self.queue_wait = Histogram(
-            "dopplergen_queue_wait_seconds", "Time a sample waited in the queue before its batch started.",
+            "dopplergen_queue_wait_seconds", "Time a sample waited before its first denoising step.",
             buckets=SECONDS_BUCKETS, registry=r,
         )
         self.inference = Histogram(
-            "dopplergen_inference_seconds", "Wall time of one batch on the device.", buckets=SECONDS_BUCKETS, registry=r
+            "dopplergen_inference_seconds", "A request's first step to its last sample decoded.",
+            buckets=SECONDS_BUCKETS, registry=r,
         )
         self.batch_size = Histogram(
-            "dopplergen_batch_size", "Samples per batch (before padding).", buckets=BATCH_BUCKETS, registry=r
+            "dopplergen_batch_size", "Rows per denoising step (before padding).", buckets=BATCH_BUCKETS, registry=r
         )
+        # --- step-level batching ---
+        self.step_seconds = Histogram(
+            "dopplergen_step_seconds", "Wall time of one denoising step over the slots.", buckets=STEP_BUCKETS, registry=r
+        )
+        self.slot_occupancy = Gauge(
+            "dopplergen_slot_occupancy", "Share of the slots (max_batch_size) used by the last step.", registry=r
+        )
+        self.rows_joined = Counter("dopplergen_rows_joined_total", "Rows (samples) that took their first step.",
+                                   registry=r)
+        self.rows_left = Counter("dopplergen_rows_left_total", "Rows that left the slots, by why.", ["reason"],
+                                 registry=r)
+        self.cancellations = Counter("dopplergen_cancellations_total", "Requests cancelled before they finished.",
+                                     ["reason"], registry=r)
+        self.job_chunks = Counter("dopplergen_job_chunks_total", "Chunks of device jobs run between steps.",
+                                  registry=r)
         self.samples = Counter("dopplergen_samples_generated_total", "Samples generated.", registry=r)
         self.rejections = Counter(
             "dopplergen_rejections_total", "Requests refused or abandoned, by reason.", ["reason"], registry=r
@@ -52,6 +72,10 @@ class Metrics:
         # Export every bounded series from the start, so dashboards and rate() see zeros instead of gaps.
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason=reason)
+        for reason in ROW_EXITS:
+            self.rows_left.labels(reason=reason)
+        for reason in CANCEL_REASONS:
+            self.cancellations.labels(reason=reason)
         for route in (*routes, OTHER_ROUTE):
             self.request_latency.labels(route=route)
 

@@ -41,8 +41,9 @@ class GenerateRequest(BaseModel):
 
 
 class Timings(BaseModel):
-    queue_ms: float = Field(description="longest wait of this request's samples before their batch started")
-    inference_ms: float = Field(description="device time of the batches this request took part in")
+    queue_ms: float = Field(description="request admitted -> its last sample's first denoising step")
+    inference_ms: float = Field(description="its first denoising step -> its last sample decoded (steps are shared "
+                                            "with whatever else runs)")
     total_ms: float = Field(description="request received -> response ready, encoding included")
 
 

@@ -28,15 +28,20 @@ class Settings(BaseSettings):
     warmup: bool = True  # run one tiny sample before /readyz turns 200
     data: Path | None = None  # a dataset folder: the web page shows its real recordings beside generated ones
     # --- batching -----------------------------------------------------------------------------------
-    max_batch_size: int = Field(16, ge=1, le=1024)  # samples per forward pass
-    # A batch closes this long after its first sample. Unset: 10 ms on a GPU; 100 ms on the CPU, where a
-    # batch takes seconds and (with fixed padding) a partial batch costs as much as a full one.
+    max_batch_size: int = Field(16, ge=1, le=1024)  # slots: rows (samples) per denoising step
+    # Rows join at the next step boundary, so nothing waits for a batch to fill: when the device is idle the
+    # first step starts this long after work arrives (unset: 0, start at once).
     max_wait_ms: float | None = Field(None, ge=0, le=60_000)
     max_queue: int = Field(256, ge=1, le=1_000_000)  # queued samples; beyond this requests get 429
     request_timeout_s: float = Field(60.0, gt=0, le=3600)  # queue + inference budget; then 504
-    # fixed: pad every batch to max_batch_size, so a sample is bitwise identical alone or batched
-    # (BLAS picks kernels by batch size); none: run the real batch size. auto: fixed on CPU, none on GPU.
-    batch_padding: Literal["auto", "fixed", "none"] = "auto"
+    # fixed: pad every step to max_batch_size, so a sample is bitwise identical alone or batched (BLAS picks
+    # kernels by batch size); none: run the real row count; buckets: pad to the next power of two
+    # (1, 2, 4, ...), so a lone request runs at its own size and samples agree within 0.05 dB whatever
+    # shares the device. auto: buckets everywhere.
+    batch_padding: Literal["auto", "fixed", "buckets", "none"] = "auto"
+    # torch.compile(mode="reduce-overhead") of the denoiser (CUDA graphs), one graph per padded batch size,
+    # warmed before /readyz turns ready. auto: on with CUDA, off elsewhere; off turns it off.
+    compile: Literal["auto", "on", "off"] = "auto"
     # --- limits and auth ----------------------------------------------------------------------------
     api_key: SecretStr | None = None  # when set, /generate, /users and /info need X-API-Key or Bearer
     max_samples_per_request: int = Field(16, ge=1, le=4096)
@@ -99,12 +104,13 @@ class Settings(BaseSettings):
     def resolved_max_wait_ms(self, device: str) -> float:
         if self.max_wait_ms is not None:
             return self.max_wait_ms
-        return 100.0 if device == "cpu" else 10.0
+        return 0.0
 
     def resolved_padding(self, device: str) -> str:
-        if self.batch_padding == "auto":
-            return "fixed" if device == "cpu" else "none"
-        return self.batch_padding
+        return "buckets" if self.batch_padding == "auto" else self.batch_padding
+
+    def resolved_compile(self, device: str) -> bool:
+        return device.startswith("cuda") if self.compile == "auto" else self.compile == "on"
 
 
 def torch_dtype(name: str):  # -> torch.dtype

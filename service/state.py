@@ -1,4 +1,4 @@
-"""Runtime state shared by the routes: settings, metrics, engine, batcher, readiness; and its start/stop."""
+"""Runtime state shared by the routes: settings, metrics, engine, step worker, readiness; and its start/stop."""
 
 from __future__ import annotations
 
@@ -8,34 +8,30 @@ import time
 from collections.abc import Callable
 
 from models.pipeline import DopplerPipeline
-from service.batcher import Batcher
-from service.engine import Engine, SampleFn
+from service.engine import Engine, Stepper
 from service.metrics import Metrics
 from service.settings import Settings
+from service.worker import StepWorker
 
 log = logging.getLogger("dopplergen.service")
 
 
 class Service:
-    """Runtime state the routes share: settings, metrics, the engine, the batcher and readiness."""
+    """Runtime state the routes share: settings, metrics, the engine, the step worker and readiness."""
 
     def __init__(
         self,
         settings: Settings,
         pipeline: DopplerPipeline | None = None,
-        sample_fn: SampleFn | None = None,
+        stepper: Stepper | None = None,
         routes: tuple[str, ...] = (),  # route templates, to export their metric series from the start
     ) -> None:
         self.settings = settings
         self.metrics = Metrics(routes=routes)
-        self.engine = Engine(settings, pipeline, sample_fn)
-        self.batcher = Batcher(
-            self.engine.run_batch,
-            self.engine.executor,
-            max_batch_size=settings.max_batch_size,
+        self.engine = Engine(settings, pipeline, stepper)
+        self.worker = StepWorker(
+            self.engine, self.metrics, max_queue=settings.max_queue, request_timeout_s=settings.request_timeout_s,
             max_wait_s=settings.resolved_max_wait_ms(self.engine.device) / 1000.0,
-            max_queue=settings.max_queue,
-            metrics=self.metrics,
         )
         self.ready = False
         self.failure: str | None = None  # why loading failed, if it did
@@ -48,16 +44,15 @@ class Service:
     def status(self) -> str:
         if self.failure:
             return "failed"
-        if not self.batcher.accepting:
+        if not self.worker.accepting:
             return "shutting_down"
         return "ready" if self.ready else "loading"
 
     def begin_shutdown(self) -> None:
         """Stop intake (new work gets 503, /readyz turns 503); safe to call from a signal handler."""
-        self.batcher.begin_shutdown()
+        self.worker.begin_shutdown()
 
     async def start(self) -> None:
-        self.batcher.start()
         self._startup = asyncio.get_running_loop().create_task(self._load_and_warm_up(), name="dopplergen-startup")
 
     async def wait_ready(self, timeout_s: float) -> None:
@@ -73,7 +68,7 @@ class Service:
         self.begin_shutdown()
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
-        await self.batcher.close(drain_timeout_s=self.settings.request_timeout_s)
+        await self.worker.close(drain_timeout_s=self.settings.request_timeout_s)
         self.ready = False
         self.metrics.model_loaded.set(0)
         self.engine.close()
@@ -89,6 +84,7 @@ class Service:
             )
             if self.settings.warmup:
                 await loop.run_in_executor(engine.executor, engine.warmup)
+            self.worker.start()  # the step loop takes over the device thread
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
             log.error("could not load and warm up the pipeline: %s", self.failure, exc_info=True)
@@ -100,7 +96,7 @@ class Service:
         self.metrics.model_loaded.set(1)
         self._settled.set()
         log.info(
-            "ready: %s %s on %s (%s), %d users, batch %d (%s padding), in %.1fs",
-            pipe.name, pipe.version, engine.device, engine.dtype, len(pipe.users),
-            self.settings.max_batch_size, engine.padding, time.perf_counter() - t0,
+            "ready: %s %s on %s (%s%s), %d users, %d slots (%s padding), in %.1fs",
+            pipe.name, pipe.version, engine.device, engine.dtype, ", compiled" if engine.compiled else "",
+            len(pipe.users), engine.slots, engine.padding, time.perf_counter() - t0,
         )

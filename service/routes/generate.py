@@ -1,4 +1,4 @@
-"""POST /generate: validate, queue the samples, wait (watching for disconnect and timeout), encode, answer."""
+"""POST /generate: validate, admit the rows, wait (watching for disconnect and timeout), encode, answer."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.batcher import Batcher, BatchFailed, BatchKey, Job, QueueFull, ShuttingDown
 from service.encoding import b64, encode_npy, encode_png
+from service.engine import RowSpec
 from service.errors import ApiError, invalid
 from service.routes.deps import ApiKey, ReadyService
+from service.rows import BatchFailed, Overloaded, QueueFull, ShuttingDown, TooLong
+from service.rows import Request as Rows
 from service.schemas import (
     MAX_SEED,
     ErrorResponse,
@@ -25,6 +27,7 @@ from service.schemas import (
     Timings,
 )
 from service.state import Service
+from service.worker import StepWorker
 
 router = APIRouter(tags=["generate"])
 
@@ -35,9 +38,9 @@ _ERRORS = {
         404: "unknown user_id",
         406: "Accept: image/png with num_samples > 1 or format npy",
         413: "body larger than max_body_bytes",
-        422: "invalid field (the message names it)",
-        429: "queue full; see Retry-After",
-        500: "the batch holding this request failed",
+        422: "invalid field (the message names it), or too_long: could never finish within request_timeout_s",
+        429: "overloaded (the work ahead would not let it finish in time) or queue full; see Retry-After",
+        500: "a denoising step holding this request's rows failed",
         503: "not ready, or shutting down",
         504: "request_timeout_s passed before the samples were done",
     }.items()
@@ -77,16 +80,20 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
         seeds = [secrets.randbelow(2**31) for _ in range(body.num_samples)]
     else:
         seeds = [body.seed + i for i in range(body.num_samples)]
-    key = BatchKey(num_inference_steps=steps, guidance_scale=guidance, scheduler=scheduler)
+    spec = RowSpec(user_index=user_index, steps=steps, guidance=guidance, sampler=scheduler)
     try:
-        job = service.batcher.submit(key, user_index, seeds)
-    except QueueFull as exc:
-        raise ApiError(429, "queue_full", f"{exc}; retry after {exc.retry_after_s}s",
+        job = service.worker.submit(spec, seeds)
+    except (QueueFull, Overloaded) as exc:
+        reason = "queue_full" if isinstance(exc, QueueFull) else "overloaded"
+        raise ApiError(429, reason, f"{exc}; retry after {exc.retry_after_s}s",
                        headers={"Retry-After": str(exc.retry_after_s)}) from None
+    except TooLong as exc:
+        raise ApiError(422, "too_long", str(exc), details=[{"field": "num_inference_steps", "message": str(exc)}]
+                       ) from None
     except ShuttingDown as exc:
         raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
 
-    results = await _wait(request, service.batcher, job, service.settings.request_timeout_s - (time.monotonic() - t0))
+    results = await _wait(request, service.worker, job, service.settings.request_timeout_s - (time.monotonic() - t0))
     items, files = await run_in_threadpool(_encode_all, results, seeds, body, service)
     timings = Timings(queue_ms=job.queue_s * 1e3, inference_ms=job.inference_s * 1e3,
                       total_ms=(time.monotonic() - t0) * 1e3)
@@ -133,13 +140,13 @@ def _wants_raw_png(accept: str) -> bool:
     return q.get("image/png", 0.0) > q.get("application/json", 0.0)
 
 
-async def _wait(request: Request, batcher: Batcher, job: Job, timeout_s: float) -> list[np.ndarray]:
-    """Wait for the job; drop its queued samples if the client disconnects or the time budget runs out."""
+async def _wait(request: Request, worker: StepWorker, job: Rows, timeout_s: float) -> list[np.ndarray]:
+    """Wait for the rows; drop them at the next step if the client disconnects or the time budget runs out."""
     gone = asyncio.ensure_future(_client_disconnected(request))
     try:
         await asyncio.wait({job.future, gone}, timeout=max(timeout_s, 0.0), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:  # the server cancelled this request: its work must not run
-        batcher.cancel(job)
+        worker.cancel(job, "server")
         raise
     finally:
         disconnected = gone.done() and not gone.cancelled()
@@ -151,11 +158,11 @@ async def _wait(request: Request, batcher: Batcher, job: Job, timeout_s: float) 
             raise ApiError(500, "batch_failed", str(exc)) from None
         except ShuttingDown as exc:
             raise ApiError(503, "not_ready", str(exc)) from None
-    batcher.cancel(job)
+    worker.cancel(job, "disconnected" if disconnected else "timeout")
     if disconnected:
         # Nobody reads this answer; 499 (nginx's "client closed request") keeps it apart in the metrics.
-        raise ApiError(499, "disconnected", "client disconnected; its queued samples were dropped")
-    raise ApiError(504, "timeout", "not done within request_timeout_s; queued samples were dropped")
+        raise ApiError(499, "disconnected", "client disconnected; its rows were dropped at the next step")
+    raise ApiError(504, "timeout", "not done within request_timeout_s; its rows were dropped at the next step")
 
 
 async def _client_disconnected(request: Request) -> None:

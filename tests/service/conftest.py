@@ -1,4 +1,4 @@
-"""Service fixtures: the tiny pipeline loaded once, an instrumented fake sampler, and an in-process client helper."""
+"""Service fixtures: the tiny pipeline loaded once, an instrumented fake model (stepper), and an in-process client."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
+import numpy as np
 import pytest
-import torch
 from fastapi import FastAPI
 
 from models.pipeline import DopplerPipeline
@@ -37,31 +37,48 @@ def tiny_pipe(tiny_pipeline_dir) -> DopplerPipeline:
     return DopplerPipeline.load(tiny_pipeline_dir)
 
 
-class FakeSampler:
-    """Stands in for models.sampling.sample: records every batch, can block or sleep, returns seed-coded output.
+class FakeRow:
+    def __init__(self, spec, seed: int) -> None:
+        self.spec, self.seed, self.i = spec, seed, 0
+
+    @property
+    def done(self) -> bool:
+        return self.i >= self.spec.steps
+
+
+class FakeStepper:
+    """Stands in for the model row by row: records every step, can block, sleep or fail, decodes seed-coded output.
 
     Sample values are `-(seed % 60)` dB everywhere, so a test can tell which seed produced which item.
     """
 
     def __init__(self, delay_s: float = 0.0, fail: Callable[[list[int]], Exception | None] | None = None) -> None:
         self.delay_s, self.fail = delay_s, fail
-        self.calls: list[dict] = []
-        self.entered = threading.Event()  # set when a batch starts on the device thread
-        self.gate = threading.Event()  # cleared = batches block until the test opens it
+        self.calls: list[dict] = []  # one per denoising step
+        self.entered = threading.Event()  # set when a step starts on the device thread
+        self.gate = threading.Event()  # cleared = steps block until the test opens it
         self.gate.set()
 
-    def __call__(self, pipe, user_indices, seeds, num_inference_steps=20, guidance_scale=2.0,
-                 scheduler="dpmsolver++", pad_to=None) -> torch.Tensor:
-        self.calls.append(dict(users=list(user_indices), seeds=list(seeds), steps=num_inference_steps,
-                               guidance=guidance_scale, scheduler=scheduler, pad_to=pad_to))
+    def start(self, pipe, spec, seed: int) -> FakeRow:
+        return FakeRow(spec, seed)
+
+    def step(self, pipe, rows: list[FakeRow], pad_to: int | None, cfg: bool | None) -> None:
+        self.calls.append(dict(users=[r.spec.user_index for r in rows], seeds=[r.seed for r in rows],
+                               at=[r.i for r in rows], steps=[r.spec.steps for r in rows],
+                               guidance=[r.spec.guidance for r in rows], scheduler=[r.spec.sampler for r in rows],
+                               pad_to=pad_to))
         self.entered.set()
         assert self.gate.wait(30), "test never opened the gate"
         if self.delay_s:
             time.sleep(self.delay_s)
-        if self.fail is not None and (exc := self.fail(list(seeds))) is not None:
+        if self.fail is not None and (exc := self.fail([r.seed for r in rows])) is not None:
             raise exc
+        for r in rows:
+            r.i += 1
+
+    def finish(self, pipe, row: FakeRow) -> np.ndarray:
         h, w = pipe.image_size
-        return torch.stack([torch.full((pipe.channels, h, w), -float(s % 60)) for s in seeds])  # (N, C, H, W)
+        return np.full((pipe.channels, h, w), -float(row.seed % 60), dtype=np.float32)
 
     @property
     def sizes(self) -> list[int]:
@@ -73,18 +90,17 @@ class FakeSampler:
 
 
 @pytest.fixture
-def fake() -> FakeSampler:
-    return FakeSampler()
+def fake() -> FakeStepper:
+    return FakeStepper()
 
 
 @pytest.fixture
 def make_app(tiny_pipe) -> Callable[..., FastAPI]:
     """create_app around the preloaded tiny pipeline; keyword arguments are Settings fields."""
 
-    def _make(sample_fn=None, pipeline: DopplerPipeline | None = tiny_pipe, **settings) -> FastAPI:
+    def _make(stepper=None, pipeline: DopplerPipeline | None = tiny_pipe, **settings) -> FastAPI:
         settings.setdefault("pipeline", "/nonexistent")  # never read: the pipeline is injected
-        settings.setdefault("max_wait_ms", 5)
-        return create_app(Settings(**settings), pipeline=pipeline, sample_fn=sample_fn)
+        return create_app(Settings(**settings), pipeline=pipeline, stepper=stepper)
 
     return _make
 
@@ -95,10 +111,10 @@ async def serve(app: FastAPI, wait_ready: bool = True) -> AsyncIterator[httpx.As
     async with app.router.lifespan_context(app):
         if wait_ready:
             await app.state.service.wait_ready(30)
-            sampler = app.state.service.engine.sample_fn
-            if isinstance(sampler, FakeSampler):
-                sampler.calls.clear()  # forget the warm-up batch
-                sampler.entered.clear()
+            stepper = app.state.service.engine.stepper
+            if isinstance(stepper, FakeStepper):
+                stepper.calls.clear()  # forget the warm-up steps
+                stepper.entered.clear()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30) as client:
             yield client

@@ -12,7 +12,7 @@ from PIL import Image
 from service.app import create_app
 from service.encoding import decode_png_db
 from service.settings import Settings
-from tests.service.conftest import FakeSampler, serve
+from tests.service.conftest import FakeStepper, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -85,7 +85,7 @@ async def test_users_info_health_docs(make_app, fake):
     assert users == {"users": ["alice", "bob", "carol"], "count": 3}
     assert info["model"]["name"] == "dopplergen-tiny" and info["image_size"] == [32, 32]
     assert info["db_range"] == [-60.0, 0.0] and info["device"] == "cpu" and info["dtype"] == "fp32"
-    assert info["batching"]["max_batch_size"] == 8 and info["batching"]["batch_padding"] == "fixed"
+    assert info["batching"]["max_batch_size"] == 8 and info["batching"]["batch_padding"] == "buckets"
     assert info["schedulers"] == ["ddpm", "ddim", "dpmsolver++"]
     assert info["limits"]["max_steps"] == 1000 and info["auth_required"] is False
 
@@ -166,8 +166,8 @@ async def test_api_key_is_required_when_configured(make_app, fake):
 
 
 async def test_not_ready_until_warmed_up(make_app):
-    fake = FakeSampler()
-    fake.gate.clear()  # the warm-up batch blocks
+    fake = FakeStepper()
+    fake.gate.clear()  # the warm-up steps block
     app = make_app(fake)
     async with serve(app, wait_ready=False) as client:
         assert (await client.get("/healthz")).status_code == 200

@@ -14,6 +14,8 @@ PINNED = {  # docs/internals.md
     "dopplergen_inference_seconds_bucket", "dopplergen_batch_size_bucket", "dopplergen_samples_generated_total",
     "dopplergen_rejections_total", "dopplergen_batch_failures_total", "dopplergen_queue_depth",
     "dopplergen_model_loaded", "dopplergen_device_memory_bytes", "dopplergen_model_info",
+    "dopplergen_step_seconds_bucket", "dopplergen_slot_occupancy", "dopplergen_rows_joined_total",
+    "dopplergen_rows_left_total", "dopplergen_cancellations_total", "dopplergen_job_chunks_total",
 }
 
 
@@ -52,7 +54,11 @@ async def test_metrics_parse_and_counters_move(make_app, fake):
     assert value(after, "dopplergen_requests_total", route="/generate", status="422") == 1
     assert value(after, "dopplergen_requests_total", route="/metrics", status="200") == 1
     assert value(after, "dopplergen_samples_generated_total") == 3
-    assert value(after, "dopplergen_batch_size_count") == 1 and value(after, "dopplergen_batch_size_sum") == 3
+    # step-level batching: 20 steps (the default) of the request's 3 rows
+    assert value(after, "dopplergen_batch_size_count") == 20 and value(after, "dopplergen_batch_size_sum") == 60
+    assert value(after, "dopplergen_step_seconds_count") == 20
+    assert value(after, "dopplergen_rows_joined_total") == 3
+    assert value(after, "dopplergen_rows_left_total", reason="finished") == 3
     assert value(after, "dopplergen_queue_wait_seconds_count") == 3
     assert value(after, "dopplergen_inference_seconds_count") == 1
     assert value(after, "dopplergen_request_latency_seconds_count", route="/generate") == 3

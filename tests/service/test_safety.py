@@ -11,7 +11,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from service.routes.deps import needs_api_key
-from tests.service.conftest import FakeSampler, serve
+from tests.service.conftest import FakeStepper, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -79,7 +79,7 @@ async def test_every_route_that_declares_the_key_refuses_without_it(make_app, fa
 
 
 async def test_a_failed_batch_answers_500_without_exception_text(make_app, caplog):
-    fake = FakeSampler(fail=lambda seeds: RuntimeError("CUDA error at /opt/secret/kernel.cu:42") if 1 in seeds else None)
+    fake = FakeStepper(fail=lambda seeds: RuntimeError("CUDA error at /opt/secret/kernel.cu:42") if 1 in seeds else None)
     async with serve(make_app(fake)) as client:
         with caplog.at_level(logging.ERROR, logger="dopplergen"):
             r = await client.post("/generate", json={"user_id": "alice", "seed": 1})

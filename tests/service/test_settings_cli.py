@@ -16,9 +16,12 @@ def test_defaults_and_cpu_resolution():
     assert (s.max_batch_size, s.api_key, s.port) == (16, None, 8000)
     assert s.resolved_device() in ("cpu", "cuda")
     assert s.resolved_dtype("cpu") == "fp32" and s.resolved_dtype("cuda") == "fp16"
-    assert s.resolved_padding("cpu") == "fixed" and s.resolved_padding("cuda") == "none"
-    assert s.resolved_max_wait_ms("cpu") == 100 and s.resolved_max_wait_ms("cuda") == 10
-    assert Settings(max_wait_ms=0).resolved_max_wait_ms("cpu") == 0
+    assert s.resolved_padding("cpu") == "buckets" and s.resolved_padding("cuda") == "buckets"
+    assert Settings(batch_padding="fixed").resolved_padding("cpu") == "fixed"
+    assert s.resolved_compile("cpu") is False and s.resolved_compile("cuda") is True
+    assert Settings(compile="off").resolved_compile("cuda") is False
+    assert s.resolved_max_wait_ms("cpu") == 0 and s.resolved_max_wait_ms("cuda") == 0
+    assert Settings(max_wait_ms=20).resolved_max_wait_ms("cpu") == 20
 
 
 def test_environment_variables_are_read(monkeypatch):
