@@ -15,7 +15,7 @@ from torch import nn
 from models.normalization import Normalization
 from models.pipeline import DopplerPipeline
 from models.presets import Preset
-from models.sampling import sample
+from models.sampling import default_sampler, sample
 from training.config import Stage2Config, to_dict
 from training.eval.plots import plot_losses, spectrogram_grid
 from training.logs import read_jsonl
@@ -85,7 +85,7 @@ def export_meta(cfg, preset: Preset, ds, norm: Normalization, route: str = "kl")
         "normalization": norm.to_dict(),
         "guidance_scale": cfg.guidance_scale,  # serving defaults
         "num_inference_steps": cfg.num_inference_steps,
-        "scheduler": "vq-diffusion" if route == "vq-diffusion" else "dpmsolver++",
+        "scheduler": default_sampler(route),
         "dataset": {
             "fingerprint": ds.fingerprint,
             "path": str(cfg.data),

@@ -73,7 +73,10 @@ def test_vae_writes_expected_files_and_measured_scaling(vae_run):
 
     assert sorted(s for s, _ in checkpoints.list_checkpoints(vae_run)) == [2, 3]  # retention limit 2 of 3 saved
     ckpt = vae_run / "checkpoints" / "checkpoint-3"
-    assert {"model.safetensors", "optimizer.bin", "ema.safetensors", "step.json"} <= {p.name for p in ckpt.iterdir()}
+    names = {p.name for p in ckpt.iterdir()}
+    assert {"model.safetensors", "optimizer.safetensors", "ema.safetensors", "rng_0.safetensors", "rng_0.json",
+            "step.json"} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pkl", ".pt"))], "resume state holds a pickle"
     for f in ("training_options.json", "log.jsonl", "vae_summary.json", "figures/recon.png", "figures/loss.png"):
         assert (vae_run / f).is_file(), f
     assert [r["step"] for r in logs.read_jsonl(vae_run / "log.jsonl")] == [1, 2, 3]
@@ -111,7 +114,7 @@ def test_unet_exports_a_loadable_pipeline(dataset, vae_run, tmp_path):
     stored = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     assert all(t.dtype == torch.float16 for t in stored.values())  # --export-dtype fp16 halves the folder
     pipe = DopplerPipeline.load(out)
-    assert pipe.users == ["user0", "user1", "user2"] and pipe.unet.dtype == torch.float32
+    assert pipe.users == ["user0", "user1", "user2"] and pipe.denoiser.dtype == torch.float32
     x = sample(pipe, [0, 2], [1, 2], num_inference_steps=2, guidance_scale=meta["guidance_scale"])
     assert x.shape == (2, 1, 32, 32) and float(x.max()) <= 0.0
     # The exported UNet holds the EMA weights, not the raw ones of the last step.
@@ -224,4 +227,4 @@ def test_two_processes_with_accelerate_launch(dataset, vae_run, tmp_path):
     assert [r["step"] for r in rows] == [1, 2]  # logged once (main process), not once per process
     assert rows[0]["num_processes"] == 2
     ckpt = Path(str(out) + "-run") / "checkpoints" / "checkpoint-2"
-    assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
+    assert (ckpt / "rng_0.safetensors").is_file() and (ckpt / "rng_1.safetensors").is_file()  # one per process

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from models.sampling import SCHEDULERS
 from training.eval import report, sections, sweep
 from training.eval.augmentation import MIXES, augmentation_section
 from training.eval.context import Context, Log, load_data
@@ -62,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="simulate seed of the population that --fewshot trains (must differ from the data's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
-    p.add_argument("--scheduler", default=None, choices=("ddpm", "ddim", "dpmsolver++", "vq-diffusion"),
+    p.add_argument("--scheduler", default=None, choices=SCHEDULERS,
                    help="sampler (default: the pipeline's)")
     p.add_argument("--gen-per-user", type=int, default=None, help="override generated samples per user")
     p.add_argument("--seeds", type=int, default=None, help="number of augmentation repeats (default 3)")

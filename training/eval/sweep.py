@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from models.sampling import DEFAULT_STEPS, default_sampler
 from training.eval import metrics as fm
 from training.eval.context import Context, Pool
 from training.eval.sections import Reference, features
@@ -67,9 +68,9 @@ def sweep_samplers(ctx: Context) -> list[tuple[str, int]]:
 
 
 def _sweep_conclusion(rows: list[dict[str, Any]], ctx: Context) -> str:
-    name = "vq-diffusion" if ctx.pipe.route == "vq-diffusion" else "dpmsolver++"
+    name = default_sampler(ctx.pipe.route)
     dpm = sorted((r for r in rows if r["kind"] == "sampler" and r["scheduler"] == name), key=lambda r: r["steps"])
-    ref_steps = ctx.steps if name == "vq-diffusion" else 20
+    ref_steps = ctx.steps if name == "vq-diffusion" else DEFAULT_STEPS
     ref = next((r for r in dpm if r["steps"] == ref_steps), dpm[-1] if dpm else None)
     if ref is None:
         return ""

@@ -81,3 +81,19 @@ def test_physics_counts_a_user_without_valid_generated_readouts_as_full_error():
     assert out["per_user"]["a"]["cadence_spm"]["rel_error"] == 1.0
     assert out["per_user"]["a"]["cadence_spm"]["generated_valid"] == 0.0
     assert out["mean_rel_error"]["cadence_spm"] == pytest.approx(0.5)
+
+
+# ---- physics read-outs through the dataset's meta axes (the evaluator's path) --------------------------------
+def test_kinematic_readouts_match_the_simulated_speed_and_cadence(tmp_path):
+    from training.data.dataset import load_dataset
+    from training.data.simulate import SimulateConfig, simulate_dataset
+    from training.eval.metrics import kinematic_readouts
+
+    simulate_dataset(tmp_path / "d", SimulateConfig(users=1, per_user=6, size=64, seed=3, preview_per_user=0),
+                     progress=False)
+    ds = load_dataset(tmp_path / "d")
+    r = kinematic_readouts(ds.x, ds.labels, ds.users, ds.meta)[ds.users[0]]
+    radial = ds.extra["speed_mps"] * np.cos(np.radians(ds.extra["aspect_deg"]))
+    assert np.median(np.asarray(r["torso_mps"]) / radial) == pytest.approx(1.0, abs=0.1)
+    assert np.nanmedian(r["cadence_spm"]) == pytest.approx(np.median(120.0 / ds.extra["cycle_s"]), rel=0.1)
+    assert 3.0 < np.median(np.asarray(r["envelope_mps"]) / radial) < 6.0

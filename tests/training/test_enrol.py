@@ -1,0 +1,31 @@
+"""Enrolment: new user rows learnt from a few recordings, everything else frozen, on every route."""
+
+import numpy as np
+import pytest
+import torch
+
+from training.enrol import FewShotConfig, adapt_new_users
+
+
+@pytest.mark.parametrize("route", ["kl", "vq-latent", "vq-diffusion"])
+def test_fewshot_adaptation_learns_only_new_user_rows(route, tiny_pipeline_dir):
+    from models.pipeline import DopplerPipeline, build_untrained_pipeline
+    from models.sampling import sample
+
+    torch.manual_seed(0)
+    pop = (DopplerPipeline.load(tiny_pipeline_dir) if route == "kl"
+           else build_untrained_pipeline("tiny", ["p0", "p1", "p2"], route=route))
+    unet_before = {k: v.clone() for k, v in pop.denoiser.state_dict().items()}
+    vae_before = {k: v.clone() for k, v in pop.vae.state_dict().items()}
+    x = np.random.default_rng(0).uniform(-60, 0, size=(4, 1, 32, 32)).astype(np.float32)
+    cfg = dict(batch_size=4, time_shifts=2, seed=0)
+    p0, _ = adapt_new_users(pop, x, np.array([0, 0, 1, 1]), ["dave", "erin"], FewShotConfig(steps=0, **cfg))
+    p3, log = adapt_new_users(pop, x, np.array([0, 0, 1, 1]), ["dave", "erin"], FewShotConfig(steps=3, **cfg))
+    assert p3.users == ["dave", "erin"] and p3.meta["fewshot"]["n_recordings"] == 4
+    w0, w3 = p0.user_encoder.embedding.weight, p3.user_encoder.embedding.weight
+    assert not torch.equal(w0[:2], w3[:2])  # the new users' rows were learnt
+    assert torch.equal(w3[2], pop.user_encoder.embedding.weight[pop.user_encoder.null_index])  # null row kept
+    assert all(torch.equal(v, p3.denoiser.state_dict()[k]) for k, v in unet_before.items())  # UNet / Transformer frozen
+    assert all(torch.equal(v, p3.vae.state_dict()[k]) for k, v in vae_before.items())  # VAE frozen
+    assert np.isfinite(log["loss_last"])
+    assert p3.route == route and sample(p3, [0, 1], [1, 2], num_inference_steps=2).shape == (2, 1, 32, 32)
