@@ -74,7 +74,7 @@ function setUp(canvas, cssWidth, cssHeight) {
 }
 
 /** Draw one spectrogram with its axes. `spec` = {db, rows, cols}; `opts` = {dynRange, axes, unit, cmap}. */
-export function drawSpectrogram(canvas, spec, opts, cssWidth = 236, cssHeight = 200) {
+export function drawSpectrogram(canvas, spec, opts, cssWidth = 232, cssHeight = 200) {
   const ctx = setUp(canvas, cssWidth, cssHeight);
   const { rows, cols } = spec;
   const w = cssWidth - MARGIN.left - MARGIN.right;
