@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 
 from models.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, SCHEDULERS, default_sampler
+from training.condition_grid import condition_grid, parse_values, resolved
 
 MANIFEST_FIELDS = ("path", "user", "split", "seed", "steps", "guidance", "scheduler")
 # Settings that change a file's bytes: a resumed run must match them exactly.
-_BYTE_SETTINGS = ("pipeline_fingerprint", "steps", "guidance", "scheduler", "seed", "batch_size", "seed_rule")
+_BYTE_SETTINGS = ("pipeline_fingerprint", "steps", "guidance", "scheduler", "seed", "batch_size", "seed_rule",
+                  "conditions")
 SEED_RULE = "sha256('{seed}:{user}:{i}')[:8] & (2**53-1)"
 
 
@@ -43,14 +45,18 @@ class Item:
     user: str
     index: int
     seed: int
-    relpath: str  # "<user>/<user>_gen<index>.npy", relative to the output folder
+    relpath: str  # "<user>/<user>_gen<index>.npy" (+ "_c<setting>" in a condition sweep), relative to the output folder
+    setting: int = 0  # index into the condition grid
 
 
-def plan_items(users: list[str], per_user: int, base_seed: int) -> list[Item]:
-    """Every sample of the export, in a fixed order (user-major), with its seed and file name."""
+def plan_items(users: list[str], per_user: int, base_seed: int, settings: int = 1) -> list[Item]:
+    """Every sample of the export, in a fixed order (user-major), with its seed and file name; each setting of a
+    condition sweep reuses the same seeds."""
     return [
-        Item(u, i, derive_seed(base_seed, u, i), f"{u}/{u}_gen{i:05d}.npy")
+        Item(u, i, derive_seed(base_seed, u, i), f"{u}/{u}_gen{i:05d}" + (f"_c{k:02d}" if settings > 1 else "") + ".npy",
+             k)
         for u in users
+        for k in range(settings)
         for i in range(per_user)
     ]
 
@@ -108,15 +114,19 @@ def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def write_manifest(out: Path, items: list[Item], split: str, settings: dict[str, Any]) -> None:
+def write_manifest(out: Path, items: list[Item], split: str, settings: dict[str, Any],
+                   conditions: list[dict[str, Any]] | None = None) -> None:
+    """manifest.csv; `conditions` (one dict per item) become condition columns (speed_mps, aspect_deg, ...)."""
+    conditions = conditions or [{} for _ in items]
     rows = [
         dict(path=it.relpath, user=it.user, split=split, seed=it.seed, steps=settings["steps"],
-             guidance=settings["guidance"], scheduler=settings["scheduler"])
-        for it in items
+             guidance=settings["guidance"], scheduler=settings["scheduler"], **c)
+        for it, c in zip(items, conditions, strict=True)
     ]
     tmp = out / ".manifest.csv.tmp"
     with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+        extra = [k for k in (conditions[0] if conditions else {}) if k not in MANIFEST_FIELDS]
+        writer = csv.DictWriter(f, fieldnames=[*MANIFEST_FIELDS, *extra], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, out / "manifest.csv")
@@ -160,6 +170,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads per process (default: torch's). CPU kernels may round differently with another "
                         "thread count, so compare bytes across runs at equal threads (torchrun/accelerate use 1)")
+    p.add_argument("--speed-mps", default=None,
+                   help="walking speed: a value, a list a,b,c or a sweep start:stop:count (e.g. 0.8:1.6:5); "
+                        "default: drawn per sample from the user's training distribution")
+    p.add_argument("--aspect-deg", default=None, help="aspect angle, the same forms as --speed-mps (e.g. 0:60:4)")
+    p.add_argument("--activity", default=None, help="activity label(s), comma-separated (pipelines trained on one)")
     p.add_argument("--device", default="cpu",
                    help="torch device; 'auto' = the one accelerate assigns to this process (cuda:<rank> on GPUs)")
 
@@ -186,6 +201,9 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown users {unknown}; the pipeline knows {pipe.users}")
     users = [u for u in pipe.users if u in asked]  # the pipeline's user order, whatever order was asked
+    grid = condition_grid(pipe, {"speed_mps": parse_values(args.speed_mps, "speed_mps"),
+                                 "aspect_deg": parse_values(args.aspect_deg, "aspect_deg"),
+                                 "activity": args.activity.split(",") if args.activity else None})
 
     out = Path(args.out)
     settings = dict(
@@ -193,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline_fingerprint=pipeline_fingerprint(args.pipeline), steps=args.steps, guidance=args.guidance,
         scheduler=args.scheduler, seed=args.seed, batch_size=args.batch_size, per_user=args.per_user,
         users=users, pipeline_users=pipe.users, seed_rule=SEED_RULE, torch_threads=torch.get_num_threads(),
+        conditions=grid if pipe.condition_encoder is not None else None,  # the sweep's settings (omitted: drawn)
     )
     meta = {**dataset_meta(pipe), "generation": settings}
     if state.is_main_process:
@@ -201,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     meta = json.loads((out / "meta.json").read_text())
 
     # ---- plan: all items, minus files already written; batches dealt round-robin to processes ----------------
-    all_items = plan_items(users, args.per_user, args.seed)
+    all_items = plan_items(users, args.per_user, args.seed, len(grid))
     todo = [it for it in all_items if not (out / it.relpath).is_file()]
     batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
     mine = batches[state.process_index :: state.num_processes]
@@ -213,7 +232,8 @@ def run(args: argparse.Namespace) -> int:
         x = sample(
             pipe, [pipe.user_encoder.index_of(it.user) for it in batch], [it.seed for it in batch],
             num_inference_steps=args.steps, guidance_scale=args.guidance, scheduler=args.scheduler,
-            pad_to=args.batch_size,
+            pad_to=args.batch_size, conditions=None if pipe.condition_encoder is None else
+            pipe.condition_encoder.values_tensor([resolved(pipe, it.user, it.seed, grid[it.setting]) for it in batch]),
         )  # (B, C, H, W) dB
         for it, img in zip(batch, x, strict=True):
             arr = img[0] if img.shape[0] == 1 else img  # (doppler, time); RGB keeps (C, H, W)
@@ -225,9 +245,10 @@ def run(args: argparse.Namespace) -> int:
     # ---- manifest: every item of every run into this folder, written once by the main process ----------------
     if state.is_main_process:
         g = meta["generation"]
-        every = plan_items(g["users"], int(g["per_user"]), args.seed)
+        every = plan_items(g["users"], int(g["per_user"]), args.seed, len(grid))
         present = [it for it in every if (out / it.relpath).is_file()]
-        write_manifest(out, present, args.split, settings)
+        write_manifest(out, present, args.split, settings,
+                       [resolved(pipe, it.user, it.seed, grid[it.setting]) for it in present])
         dt = time.perf_counter() - t0
         rate = len(todo) / dt if dt > 0 else 0.0
         print(

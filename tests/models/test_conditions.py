@@ -77,14 +77,26 @@ def test_save_pretrained_round_trip_is_safetensors(tmp_path):
         assert torch.equal(enc(v), back(v))
 
 
-@pytest.fixture(scope="module")
-def cond_pipeline_dir(tmp_path_factory) -> str:
+def save_conditioned_pipeline(path) -> str:
+    """A random tiny pipeline conditioned on speed_mps and aspect_deg, with per-user training distributions
+    (alice walks 0.8-1.0 m/s, bob 1.5-1.9, carol 1.1-1.3; aspect uniform in +-60 deg) in dopplergen.json."""
     torch.manual_seed(1)
     pipe = build_untrained_pipeline("tiny", TINY_USERS, version="test")
-    pipe.condition_encoder = ConditionEncoder(conditions=SPECS[:2], cross_attention_dim=32)
-    path = tmp_path_factory.mktemp("pipelines") / "tiny-cond"
+    rng = np.random.default_rng(0)
+    users = np.repeat(TINY_USERS, 50)
+    lo = np.select([users == "alice", users == "bob"], [0.8, 1.5], 1.1)
+    cols = {"speed_mps": lo + rng.uniform(0, 0.2, len(users)) * np.where(users == "bob", 2, 1),
+            "aspect_deg": rng.uniform(-60, 60, len(users))}
+    pipe.meta["conditions"] = describe_conditions(cols, users, ["speed_mps", "aspect_deg"])
+    specs = encoder_specs(pipe.meta["conditions"], ["speed_mps", "aspect_deg"])
+    pipe.condition_encoder = ConditionEncoder(conditions=specs, cross_attention_dim=32)
     pipe.to("cpu").save(path)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def cond_pipeline_dir(tmp_path_factory) -> str:
+    return save_conditioned_pipeline(tmp_path_factory.mktemp("pipelines") / "tiny-cond")
 
 
 def test_pipeline_without_conditions_loads_and_samples_as_before(tiny_pipeline_dir):
@@ -104,7 +116,7 @@ def test_pipeline_with_conditions_round_trips_and_conditions_steer_sampling(cond
     ctx = pipe.encode_context(torch.tensor([0]))
     assert ctx.shape == (1, 4 + 2, 32)
     enc = pipe.condition_encoder
-    slow, fast = enc.values_tensor([{"speed_mps": 0.8, "aspect_deg": 0}]), enc.values_tensor([{"speed_mps": 1.9}])
+    slow, fast = enc.values_tensor([{"speed_mps": 0.85, "aspect_deg": 0}]), enc.values_tensor([{"speed_mps": 1.85}])
     kw = dict(num_inference_steps=2, guidance_scale=2.0)
     a = sample(pipe, [1], [7], conditions=slow, **kw)
     assert torch.equal(a, sample(pipe, [1], [7], conditions=slow, **kw))  # deterministic
