@@ -181,6 +181,9 @@ async function generate() {
   const state = formState();
   if (!state.user) return;
   const run = ++page.run;
+  // No seed given: pick one here rather than let the server draw one per sample, so samples are seed, seed+1, ...
+  // and the link reproduces all of them.
+  if (state.seed === "") $("seed").value = state.seed = `${Math.floor(Math.random() * 2 ** 31)}`;
   const body = requestBody(state);
   writeUrl(state);
   showError(null);
@@ -191,7 +194,6 @@ async function generate() {
   try {
     const res = await api("/generate", { method: "POST", body });
     if (run !== page.run) return;
-    if (state.seed === "") writeUrl({ ...state, seed: res.seeds[0] }); // the link reproduces what is shown
     page.generated = panelsFrom(res.items, (item) => ({
       title: `${body.user_id} · seed ${item.seed}`,
       fileStem: `${body.user_id}_seed${item.seed}_${res.num_inference_steps}steps_${res.scheduler}`,

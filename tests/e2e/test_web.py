@@ -65,13 +65,14 @@ def web_server(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) ->
         yield server
 
 
-def open_page(browser, url: str, with_key: bool = True):
+def open_page(browser, url: str | None, with_key: bool = True):
     page = browser.new_page()
     page.errors = []
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))
     if with_key:  # as if typed once earlier in this tab
         page.add_init_script(f"sessionStorage.setItem('dopplergen.apiKey', {KEY!r})")
-    page.goto(url)
+    if url is not None:
+        page.goto(url)
     return page
 
 
@@ -156,6 +157,40 @@ def test_keyboard_changes_the_seed_and_regenerates(web_server, browser):
     page.wait_for_function("document.querySelector('#generated figcaption span').textContent === 'bob · seed 7'",
                            timeout=WAIT_MS)
     assert "seed=7" in page.url
+
+
+def test_no_seed_means_one_seed_picked_by_the_page_so_the_link_reproduces_every_sample(web_server, browser):
+    page = open_page(browser, web_server.url + "/?user=alice&steps=2&n=2")
+    page.wait_for_selector("#generated canvas", timeout=WAIT_MS)
+    seed = int(page.input_value("#seed"))
+    assert captions(page, "generated") == [f"alice · seed {seed}", f"alice · seed {seed + 1}"]
+    assert f"seed={seed}" in page.url
+
+
+def test_conditions_listed_by_info_become_labelled_inputs_and_request_fields(web_server, browser):
+    """The tiny pipeline has no conditions, so /info is answered with two added (the page's side only)."""
+    page = open_page(browser, None)
+
+    def with_conditions(route) -> None:
+        response = route.fetch()
+        info = response.json()
+        info["conditions"] = {"speed_mps": {"type": "numeric", "range": [0.5, 2.5], "encoding": "fourier"},
+                              "activity": {"type": "categorical", "values": ["walk", "run"]}}
+        route.fulfill(response=response, json=info)
+
+    page.route("**/info", with_conditions)
+    with page.expect_request(lambda r: r.url.endswith("/generate"), timeout=WAIT_MS) as sent:
+        page.goto(web_server.url + DEEP_LINK + "&speed_mps=1.4&activity=run")
+    body = sent.value.post_data_json
+    assert body["speed_mps"] == 1.4 and body["activity"] == "run" and body["user_id"] == "bob"
+    assert page.inner_text("label[for=cond-speed_mps]") == "speed_mps"
+    assert page.get_attribute("#cond-speed_mps", "min") == "0.5" and page.get_attribute("#cond-speed_mps", "max") == "2.5"
+    assert page.eval_on_selector_all("#cond-activity option", "els => els.map(e => e.value)") == ["", "walk", "run"]
+    page.select_option("#cond-activity", "")  # empty = omitted
+    page.fill("#cond-speed_mps", "")
+    with page.expect_request(lambda r: r.url.endswith("/generate"), timeout=WAIT_MS) as sent:
+        page.press("#seed", "Enter")
+    assert "speed_mps" not in sent.value.post_data_json and "activity" not in sent.value.post_data_json
 
 
 def test_enrol_a_person_through_the_form(web_server, browser, tmp_path):
