@@ -1,5 +1,6 @@
-"""Resume checkpoints of a training run: checkpoint-{step} folders with a retention limit, and the dataset a run
-started on. (The exported pipeline folder, what the service loads, is a separate thing: training/export.py.)"""
+"""Resume checkpoints of a training run: checkpoint-{step} folders (safetensors + JSON, written atomically) with a
+retention limit, and the dataset a run started on. (The exported pipeline folder, what the service loads, is a
+separate thing: training/export.py.)"""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ from typing import Any
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
+from training import resume_state
 from training.config import ConfigError
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+STATE_FILE = "step.json"  # written last: its list of files is what makes a checkpoint complete
+PARTIAL = ".partial"  # checkpoint-{step}.partial: being written; renamed to checkpoint-{step} when complete
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """Every checkpoint-{step} folder, complete or not, oldest first."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
@@ -25,26 +30,65 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def incomplete_reason(path: Path) -> str | None:
+    """None for a complete checkpoint, else why it cannot be resumed from."""
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return f"no readable {STATE_FILE} (a run stopped while saving it?)"
+    if "files" not in state:
+        return "written by an older dopplergen as accelerate pickles (optimizer.bin, random_states_*.pkl), never unpickled"
+    missing = [f for f in state["files"] if not (path / f).is_file()]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    return [(s, p) for s, p in list_checkpoints(run_dir) if incomplete_reason(p) is None]
+
+
 def save_checkpoint(accelerator: Accelerator, run_dir: str | Path, step: int, limit: int, ema: Any = None) -> Path:
-    """Resume state in checkpoint-{step}: accelerate.save_state (model, optimizer, RNG of every process) + EMA."""
-    path = Path(run_dir) / "checkpoints" / f"checkpoint-{step}"
+    """Resume state in checkpoint-{step} (resume_state: weights, optimiser, scaler, RNG of every process) + EMA.
+
+    Written into checkpoint-{step}.partial and renamed when complete, so a crash leaves either a complete
+    checkpoint or a .partial folder that resume ignores. Older checkpoints are pruned to `limit` only after
+    the new one is complete: the newest complete checkpoint is never deleted.
+    """
+    root = Path(run_dir) / "checkpoints"
+    path, partial = root / f"checkpoint-{step}", root / f"checkpoint-{step}{PARTIAL}"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        # Make room first, as the diffusers examples do, so the limit also holds while saving.
-        old = [p for s, p in list_checkpoints(run_dir) if s != step]
-        for p in old[: max(0, len(old) - (limit - 1))]:
-            shutil.rmtree(p, ignore_errors=True)
-    accelerator.save_state(str(path))
+        for stale in root.glob(f"checkpoint-*{PARTIAL}"):  # left by a crash
+            shutil.rmtree(stale, ignore_errors=True)
+        partial.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    resume_state.save_rng(partial, accelerator.process_index)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        state = {"step": step}
+        state = {"step": step, **resume_state.save_training_state(accelerator, partial)}
+        state["files"] += [f for r in range(accelerator.num_processes) for f in resume_state.rng_files(r)]
         if ema is not None:
             # EMA as safetensors rather than accelerate's pickled custom state: nothing is unpickled on resume.
             save_file({f"{i:05d}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
-                      str(path / "ema.safetensors"))
+                      str(partial / "ema.safetensors"))
             state["ema_optimization_step"] = ema.optimization_step
-        (path / "step.json").write_text(json.dumps(state) + "\n")
+            state["files"].append("ema.safetensors")
+        (partial / STATE_FILE).write_text(json.dumps(state) + "\n")
+        if path.exists():  # the same step saved again (a resume from an older checkpoint): replace it
+            shutil.rmtree(path)
+        partial.rename(path)
+        _prune(run_dir, limit)
     accelerator.wait_for_everyone()
     return path
+
+
+def _prune(run_dir: str | Path, limit: int) -> None:
+    """Keep the newest `limit` (>= 1) complete checkpoints; incomplete ones older than the newest go too."""
+    complete = complete_checkpoints(run_dir)
+    keep = {p for _, p in complete[-max(1, limit):]}
+    newest = complete[-1][0] if complete else -1
+    for step, p in list_checkpoints(run_dir):
+        if p not in keep and (incomplete_reason(p) is None or step < newest):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def resume_from(accelerator: Accelerator, resume: str, run_dir: str | Path, ema: Any = None) -> int:
@@ -57,17 +101,24 @@ def resume_from(accelerator: Accelerator, resume: str, run_dir: str | Path, ema:
                                   "that run, or choose a new output folder")
         return 0
     if resume == "latest":
-        found = list_checkpoints(run_dir)
-        if not found:
-            accelerator.print(f"--resume latest: no checkpoint in {run_dir}/checkpoints, starting fresh")
+        path = None
+        for step, candidate in reversed(list_checkpoints(run_dir)):
+            reason = incomplete_reason(candidate)
+            if reason is None:
+                path = candidate
+                break
+            accelerator.print(f"--resume latest: skipping {candidate.name}, incomplete: {reason}")
+        if path is None:
+            accelerator.print(f"--resume latest: no complete checkpoint in {run_dir}/checkpoints, starting fresh")
             return 0
-        path = found[-1][1]
     else:
         path = Path(resume)
-        if not (path / "step.json").is_file():
-            raise FileNotFoundError(f"--resume {resume}: not a checkpoint folder (no step.json)")
-    accelerator.load_state(str(path))
-    state = json.loads((path / "step.json").read_text())
+        reason = incomplete_reason(path) if path.is_dir() else "not a folder"
+        if reason is not None:
+            raise ConfigError(f"--resume {resume}: not a complete checkpoint folder ({reason})")
+    state = json.loads((path / STATE_FILE).read_text())
+    resume_state.load_training_state(accelerator, path, state)
+    resume_state.load_rng(path, accelerator.process_index)
     if ema is not None:
         shadow = load_file(str(path / "ema.safetensors"))
         for i, p in enumerate(ema.shadow_params):
