@@ -16,9 +16,9 @@ import torch
 from diffusers import DDPMScheduler, VQDiffusionScheduler
 
 from models import autoencoder as ae
+from models.losses import cache_codes, cache_latents, code_loss, corrupt, latent_loss, noised, time_shifts
 from models.pipeline import DopplerPipeline
 from models.user_encoder import UserEncoder
-from training.losses import cache_codes, cache_latents, code_loss, corrupt, latent_loss, noised, time_shifts
 
 # loss(idx, context, generator) -> scalar: the stage-2 loss on the cached recordings `idx` under user tokens `context`.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]

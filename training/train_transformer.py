@@ -16,6 +16,7 @@ from torch import nn
 
 from models import autoencoder as ae
 from models.builders import build_transformer, build_user_encoder, build_vq_scheduler
+from models.losses import cache_codes, code_loss, corrupt, time_shifts
 from models.normalization import Normalization
 from models.presets import Preset, get_preset
 from training.config import ConfigError, VQDConfig, add_config_arguments, run_stage
@@ -27,7 +28,6 @@ from training.loop import (
     start_run,
     step_generator,
 )
-from training.losses import cache_codes, code_loss, corrupt, time_shifts
 
 
 class CodeDenoiser(nn.Module):

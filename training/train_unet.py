@@ -17,6 +17,7 @@ from models import autoencoder as ae
 from models.builders import build_condition_encoder, build_unet, build_user_encoder
 from models.condition_stats import describe_conditions, encoder_specs
 from models.conditions import drop_conditions, encode_context
+from models.losses import cache_latents, latent_loss, noised, time_shifts
 from models.normalization import Normalization
 from models.pipeline import DopplerPipeline, route_of
 from models.presets import Preset, get_preset
@@ -29,7 +30,6 @@ from training.loop import (
     start_run,
     step_generator,
 )
-from training.losses import cache_latents, latent_loss, noised, time_shifts
 
 CONDITION_COLUMNS = ("speed_mps", "aspect_deg", "activity")  # what --conditions auto takes when the manifest has them
 

@@ -1,5 +1,5 @@
-"""What stage 2 optimises, shared by its two trainers and by enrolment: the stage-1 encoding of every recording at
-circular time shifts (cached once, gait is periodic), and the loss of each route.
+"""What stage 2 optimises, shared by its two trainers and by enrolment (offline and in the service): the stage-1
+encoding of every recording at circular time shifts (cached once, gait is periodic), and the loss of each route.
 
 - kl / vq-latent: DDPM's denoising loss on scaled latents (Ho et al. 2020), epsilon or v target (Salimans & Ho
   2022) as the scheduler config says, optionally Min-SNR-gamma weighted (Hang et al. 2023);
