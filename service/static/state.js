@@ -34,10 +34,14 @@ export function conditionList(conditions) {
 /** GET /users as [{id, enrolled}]: plain IDs, or items with an `enrolled` marker, or an `enrolled` list beside. */
 export function userList(response) {
   const list = Array.isArray(response) ? response : response.users || response.items || [];
-  const enrolled = new Set(Array.isArray(response.enrolled) ? response.enrolled : []);
+  const side = response.enrolled ?? response.enrolled_users;
+  const enrolled = new Set(Array.isArray(side) ? side.map((u) => (typeof u === "string" ? u : u.user_id ?? u.id)) : []);
   return list.map((u) => {
     if (typeof u === "string") return { id: u, enrolled: enrolled.has(u) };
     const id = u.user_id ?? u.id ?? u.name;
-    return { id, enrolled: Boolean(u.enrolled) || u.kind === "enrolled" || u.source === "enrolled" || enrolled.has(id) };
+    // {"enrolled": true}, or a field such as "kind"/"source"/"origin" whose value is "enrolled"
+    const marked = u.enrolled === true ||
+      Object.entries(u).some(([k, v]) => !["user_id", "id", "name"].includes(k) && v === "enrolled");
+    return { id, enrolled: marked || enrolled.has(id) };
   }).filter((u) => u.id);
 }

@@ -193,6 +193,49 @@ def test_conditions_listed_by_info_become_labelled_inputs_and_request_fields(web
     assert "speed_mps" not in sent.value.post_data_json and "activity" not in sent.value.post_data_json
 
 
+def npy_b64(arr: np.ndarray) -> str:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_the_page_modules_read_npy_axes_and_user_lists(web_server, browser):
+    """The page's own modules, run in Chromium: the .npy reader, the plotted axis ranges, the enrolled markers."""
+    page = open_page(browser, web_server.url + "/static/index.html", with_key=False)
+
+    def js(module: str, expr: str, arg=None):
+        return page.evaluate(f"async (arg) => {{ const m = await import('/static/{module}'); return {expr}; }}", arg)
+
+    f8 = np.arange(6, dtype=np.float64).reshape(2, 3) - 2.5
+    got = js("npy.js", "(({shape, data, dtype}) => ({shape, dtype, data: Array.from(data)}))"
+                       "(m.parseNpy(m.base64ToBuffer(arg)))", npy_b64(f8))
+    assert got == {"shape": [2, 3], "dtype": "<f8", "data": f8.ravel().tolist()}
+    for bad, reason in ((np.array([{"a": 1}], dtype=object), "unsupported .npy dtype |O"),
+                        (np.asfortranarray(f8), "Fortran-ordered")):
+        err = js("npy.js", "(() => { try { m.parseNpy(m.base64ToBuffer(arg)); return ''; } "
+                           "catch (e) { return e.message; } })()", npy_b64(bad))
+        assert reason in err
+
+    axes = {"doppler_hz_row0": 1268.0, "doppler_hz_per_bin": 25.0, "doppler_axis": "descending",
+            "seconds_per_frame": 0.05, "carrier_hz": 24e9}
+    hz = js("plot.js", "m.axisRanges(64, 60, arg, 'hz')", axes)
+    assert hz["x"] == {"lo": 0, "hi": pytest.approx(3.0), "label": "time (s)"}
+    assert hz["y"]["top"] == 1280.5 and hz["y"]["bottom"] == 1268.0 - 63 * 25.0 - 12.5
+    mps = js("plot.js", "m.axisRanges(64, 60, arg, 'mps')", axes)
+    assert mps["y"]["top"] == pytest.approx(1280.5 * 299792458 / 48e9) and mps["y"]["label"] == "velocity (m/s)"
+    bare = js("plot.js", "m.axisRanges(32, 32, arg, 'mps')", {"doppler_hz_row0": None})
+    assert bare["y"]["label"] == "Doppler bin" and bare["x"]["label"] == "time frame"
+
+    listed = {"plain": {"users": ["a", "b"], "count": 2},
+              "flag": {"users": [{"user_id": "a"}, {"user_id": "b", "enrolled": True}]},
+              "kind": {"users": [{"user_id": "a", "kind": "trained"}, {"user_id": "b", "kind": "enrolled"}]},
+              "side": {"users": ["a", "b"], "enrolled": ["b"]}}
+    for name, response in listed.items():
+        users = js("state.js", "m.userList(arg)", response)
+        want = [{"id": "a", "enrolled": False}, {"id": "b", "enrolled": name != "plain"}]
+        assert users == want, name
+
+
 def test_enrol_a_person_through_the_form(web_server, browser, tmp_path):
     with api(web_server) as client:
         routes = client.get("/openapi.json").json()["paths"]
