@@ -48,7 +48,8 @@ class RowSpec:
     steps: int
     guidance: float
     sampler: str
-    conditions: torch.Tensor | None = None  # (K,) condition values, NaN = absent (pipelines with conditions)
+    # seed -> that row's (K,) condition values, NaN = absent (pipelines with conditions; omitted ones drawn per seed)
+    conditions: dict[int, torch.Tensor] | None = None
 
 
 class Stepper(Protocol):
@@ -66,7 +67,8 @@ class ModelStepper:
         self.denoiser: Any = None
 
     def start(self, pipe: DopplerPipeline, spec: RowSpec, seed: int) -> Any:
-        return start_row(pipe, spec.user_index, seed, spec.steps, spec.guidance, spec.sampler, spec.conditions)
+        conditions = None if spec.conditions is None else spec.conditions[int(seed)]
+        return start_row(pipe, spec.user_index, seed, spec.steps, spec.guidance, spec.sampler, conditions)
 
     def step(self, pipe: DopplerPipeline, rows: list[Any], pad_to: int | None, cfg: bool | None) -> None:
         if self.denoiser is not None:

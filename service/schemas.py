@@ -31,8 +31,14 @@ class GenerateRequest(BaseModel):
     format: Literal["png", "npy"] = "png"
     bit_depth: Literal[8, 16] = Field(8, description="PNG bit depth (grayscale); colour maps are 8-bit")
     colormap: Literal[COLORMAPS] | None = Field(None, description="PNG only: colour-map a 1-channel spectrogram")
+    # Conditions (GET /info "conditions" lists what the model takes, with ranges); omitted = drawn per sample from
+    # the user's training distribution, seeded by the sample's seed, and echoed in each item's "conditions".
+    speed_mps: float | None = Field(None, description="walking speed, m/s; omitted: drawn from the user's own")
+    aspect_deg: float | None = Field(None, description="aspect angle off the walking direction, degrees (0 = "
+                                                       "walking straight at the radar); omitted: drawn")
+    activity: str | None = Field(None, min_length=1, max_length=64, description="activity label; omitted: drawn")
 
-    @field_validator("guidance_scale")
+    @field_validator("guidance_scale", "speed_mps", "aspect_deg")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):
@@ -63,6 +69,8 @@ class SampleItem(BaseModel):
     mapping: str = Field(description="how stored values map to dB")
     colormap: str | None = None
     data: str = Field(description="base64 of the .png or .npy file bytes")
+    conditions: dict[str, float | str] | None = Field(
+        None, description="the conditions this sample was generated with (omitted ones as drawn); null: none")
 
 
 class GenerateResponse(BaseModel):

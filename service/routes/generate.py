@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from service.conditions import CONDITION_FIELDS, request_conditions
 from service.encoding import b64, encode_npy, encode_png
 from service.engine import RowSpec
 from service.errors import ApiError, invalid
@@ -80,7 +81,9 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
         seeds = [secrets.randbelow(2**31) for _ in range(body.num_samples)]
     else:
         seeds = [body.seed + i for i in range(body.num_samples)]
-    spec = RowSpec(user_index=user_index, steps=steps, guidance=guidance, sampler=scheduler)
+    given = {f: getattr(body, f) for f in CONDITION_FIELDS}
+    by_seed, used = request_conditions(engine.pipe, body.user_id, given, seeds)  # 422 naming a bad field
+    spec = RowSpec(user_index=user_index, steps=steps, guidance=guidance, sampler=scheduler, conditions=by_seed)
     try:
         job = service.worker.submit(spec, seeds)
     except (QueueFull, Overloaded) as exc:
@@ -94,7 +97,7 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
         raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
 
     results = await _wait(request, service.worker, job, service.settings.request_timeout_s - (time.monotonic() - t0))
-    items, files = await run_in_threadpool(_encode_all, results, seeds, body, service)
+    items, files = await run_in_threadpool(_encode_all, results, seeds, body, service, used)
     timings = Timings(queue_ms=job.queue_s * 1e3, inference_ms=job.inference_s * 1e3,
                       total_ms=(time.monotonic() - t0) * 1e3)
     pipe = engine.pipe
@@ -174,13 +177,14 @@ async def _client_disconnected(request: Request) -> None:
 
 
 def _encode_all(
-    results: list[np.ndarray], seeds: list[int], body: GenerateRequest, service: Service
+    results: list[np.ndarray], seeds: list[int], body: GenerateRequest, service: Service,
+    conditions: list[dict] | None = None,
 ) -> tuple[list[SampleItem], list[bytes]]:
     """Encode every sample (runs in a worker thread, off the event loop); returns the items and the raw files."""
     pipe = service.engine.pipe
     dyn = float(pipe.normalization.dyn_range_db)
     items, files = [], []
-    for db, seed in zip(results, seeds, strict=True):
+    for k, (db, seed) in enumerate(zip(results, seeds, strict=True)):
         if body.format == "png":
             text = {"seed": seed, "model": f"{pipe.name} {pipe.version}", "db_min": -dyn, "db_max": 0.0,
                     "layout": "rows = Doppler bins, columns = time frames"}
@@ -189,7 +193,7 @@ def _encode_all(
             enc = encode_npy(db)
         items.append(SampleItem(seed=seed, format=body.format, media_type=enc.media_type, shape=list(db.shape),
                                 dtype=enc.dtype, db_range=(-dyn, 0.0), mapping=enc.mapping, colormap=body.colormap,
-                                data=b64(enc.data)))
+                                data=b64(enc.data), conditions=conditions[k] if conditions else None))
         files.append(enc.data)
     return items, files
 
