@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                           "stage 2 of the VQ route: VQ-Diffusion Transformer over code indices; exports the pipeline"),
     "evaluate": ("training.eval.evaluate", "write a JSON + Markdown + PNG quality report for a pipeline"),
     "generate": ("training.generate", "bulk-export generated spectrograms to a dataset folder"),
+    "enroll": ("training.enroll_cli", "add a new person from a few recordings to a pipeline (only their user row is learnt)"),
     "import": ("training.data.importer",
                "published images (colour-mapped, any size, windows of sessions) -> a dataset folder, split by session"),
     "merge": ("training.data.merge", "real + generated dataset folders -> one folder with provenance per row"),

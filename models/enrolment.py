@@ -1,0 +1,150 @@
+"""Enrolment: new people's user-encoder rows learnt from a few recordings, UNet and VAE frozen.
+
+Textual inversion (Gal et al., ICLR 2023) with a user row in place of a word embedding: the stage-2
+diffusion loss on the person's latents, back-propagated through the frozen denoiser into the new rows
+only. Each person is one row like every trained user, so enrolled and trained users share one batch.
+`Enrolment.step()` is one optimiser step, so a worker can interleave enrolment with sampling;
+`enrol()` runs it to the end. Used by `dopplergen enroll`, `POST /users` and the evaluator's few-shot
+protocol (which passes its own loss for the vq-diffusion route).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler
+
+from models import autoencoder as ae
+from models.pipeline import DopplerPipeline
+
+# loss(idx (B,), context (B, T, D), generator) -> scalar: the denoiser's training loss on recordings `idx`.
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class EnrolConfig:
+    steps: int = 300  # Adam steps on the new rows (several people at once: rows do not interact)
+    batch_size: int = 16  # latents per step
+    lr: float = 5e-3  # Adam on the embedding rows; the LayerNorm after them makes the scale forgiving
+    time_shifts: int = 8  # circularly time-shifted copies of each recording (gait is periodic), as in training
+    init_noise: float = 0.1  # new rows start at the population's mean row + this x its per-element std x N(0, 1)
+    reg: float = 0.0  # weight of mean((row - population mean)^2) added to the loss: a pull toward the population
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.time_shifts < 1 or not self.lr > 0 or self.reg < 0:
+            raise ValueError(f"invalid enrolment config {self}")
+
+
+@torch.no_grad()
+def encode_latents(pipe: DopplerPipeline, x_db: torch.Tensor, time_shifts: int,
+                   batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of the scaled latents of each recording at `time_shifts` circular time shifts."""
+    x = pipe.normalization.to_model(x_db.float())  # (N, C, H, W)
+    w = x.shape[-1]
+    rolled = torch.cat([torch.roll(x, shifts=int(round(s * w / time_shifts)), dims=-1) for s in range(time_shifts)])
+    vae, sf = pipe.vae, float(pipe.vae.config.scaling_factor)
+    means, stds = [], []
+    for i in range(0, len(rolled), batch):
+        mean, std = ae.posterior(vae, rolled[i:i + batch])
+        means.append(ae.scale(vae, mean).float().cpu())
+        stds.append((std * sf).float().cpu())
+    return torch.cat(means), torch.cat(stds)  # (time_shifts * N, 4, h, w) each, shift-major
+
+
+def latent_loss(pipe: DopplerPipeline, x_db: torch.Tensor, cfg: EnrolConfig) -> LossFn:
+    """The stage-2 diffusion loss of the UNet routes (kl, vq-latent) on the recordings' cached latents."""
+    if pipe.route == "vq-diffusion":
+        raise ValueError("enrolment on the vq-diffusion route needs its code loss (training passes it as loss_fn)")
+    mean, std = encode_latents(pipe, x_db, cfg.time_shifts)
+    sched = DDPMScheduler.from_config(pipe.scheduler_config)
+    pred_type, device, dtype = sched.config.prediction_type, pipe.device, pipe.denoiser.dtype
+
+    def loss(idx: torch.Tensor, context: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        z0 = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)
+        noise = torch.randn(z0.shape, generator=g)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g)
+        noisy = sched.add_noise(z0, noise, t)
+        target = noise if pred_type == "epsilon" else sched.get_velocity(z0, noise, t)
+        pred = pipe.denoiser(noisy.to(device, dtype), t.to(device), encoder_hidden_states=context.to(dtype)).sample
+        return torch.nn.functional.mse_loss(pred.float(), target.to(device).float())
+
+    return loss
+
+
+def population_rows(pipe: DopplerPipeline) -> torch.Tensor:
+    """The trained users' rows (U, T*D), fp32 on the CPU: the prior new rows start from and are pulled toward."""
+    enc = pipe.user_encoder
+    return enc.embedding.weight.detach()[: enc.null_index].float().cpu()
+
+
+class Enrolment:
+    """New rows for `n_users` people from recordings x_db (N, C, H, W) dB with labels (N,) in 0..n_users-1."""
+
+    def __init__(self, pipe: DopplerPipeline, x_db: np.ndarray | torch.Tensor, labels: np.ndarray | list[int],
+                 n_users: int, cfg: EnrolConfig | None = None, loss_fn: LossFn | None = None) -> None:
+        self.pipe, self.cfg = pipe, cfg or EnrolConfig()
+        labels = torch.as_tensor(np.asarray(labels, np.int64))
+        x_db = torch.as_tensor(np.asarray(x_db, np.float32))
+        if len(labels) != len(x_db) or len(labels) == 0 or labels.min() < 0 or labels.max() >= n_users:
+            raise ValueError("labels must index the n_users new people and match x_db")
+        if tuple(x_db.shape[1:]) != (pipe.channels, *pipe.image_size):
+            raise ValueError(f"recordings have shape {tuple(x_db.shape[1:])}, the pipeline expects "
+                             f"{(pipe.channels, *pipe.image_size)}")
+        self.g = torch.Generator().manual_seed(self.cfg.seed)
+        pop = population_rows(pipe)
+        self.prior = pop.mean(0, keepdim=True)  # (1, T*D)
+        spread = pop.std(0, keepdim=True) if len(pop) > 1 else torch.zeros_like(self.prior)
+        start = self.prior + self.cfg.init_noise * spread * torch.randn(n_users, pop.shape[1], generator=self.g)
+        device = pipe.device
+        self.rows = torch.nn.Parameter(start.to(device))  # (U, T*D), fp32 whatever the serving dtype
+        self.prior = self.prior.to(device)
+        self.lat_labels = labels.repeat(self.cfg.time_shifts)  # matches encode_latents' shift-major order
+        self.loss_fn = loss_fn or latent_loss(pipe, x_db, self.cfg)
+        self.opt = torch.optim.Adam([self.rows], lr=self.cfg.lr)
+        self.losses: list[float] = []
+
+    @property
+    def done(self) -> bool:
+        return len(self.losses) >= self.cfg.steps
+
+    def step(self) -> float:
+        """One Adam step on the new rows; returns the diffusion loss of the batch."""
+        enc, cfg = self.pipe.user_encoder, self.cfg
+        idx = torch.randint(0, len(self.lat_labels), (cfg.batch_size,), generator=self.g)
+        rows = self.rows[self.lat_labels[idx].to(self.rows.device)]  # (B, T*D)
+        with torch.enable_grad():
+            context = enc.tokens(rows.to(enc.dtype))  # (B, T, D)
+            loss = self.loss_fn(idx, context, self.g)
+            total = loss + cfg.reg * (self.rows - self.prior).pow(2).mean() if cfg.reg else loss
+            self.opt.zero_grad(set_to_none=True)
+            total.backward()
+        self.opt.step()
+        self.losses.append(float(loss.detach()))
+        return self.losses[-1]
+
+    def final_loss(self) -> float:
+        """Mean loss over the last tenth of the steps (one batch is noisy)."""
+        tail = self.losses[-max(1, len(self.losses) // 10):]
+        return float(np.mean(tail)) if tail else math.nan
+
+    def result(self) -> torch.Tensor:
+        """The learnt rows (U, T*D), fp32 on the CPU (UserEncoder.with_users casts them to the encoder's dtype)."""
+        return self.rows.detach().float().cpu().clone()
+
+
+def enrol(pipe: DopplerPipeline, x_db: np.ndarray | torch.Tensor, labels: np.ndarray | list[int], n_users: int,
+          cfg: EnrolConfig | None = None, loss_fn: LossFn | None = None,
+          progress: Callable[[int, float], None] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Run an Enrolment to the end: the new rows and a log (first and final loss, steps)."""
+    job = Enrolment(pipe, x_db, labels, n_users, cfg, loss_fn)
+    while not job.done:
+        loss = job.step()
+        if progress is not None:
+            progress(len(job.losses), loss)
+    first = job.losses[0] if job.losses else math.nan
+    return job.result(), dict(loss_first=first, loss_last=job.final_loss(), steps=len(job.losses))

@@ -1,0 +1,69 @@
+"""`dopplergen enroll`: a new person appended, existing users' bytes unchanged, atomic output, provenance, errors."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.pipeline import DopplerPipeline
+from models.sampling import sample
+from training.cli import main
+
+FAST = ["--steps", "2", "--batch-size", "2", "--seed", "3"]
+
+
+@pytest.fixture
+def person(tmp_path) -> Path:
+    d = tmp_path / "dave"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        np.save(d / f"{i}.npy", rng.uniform(-60, 0, size=(32, 32)).astype(np.float32))
+    return d
+
+
+def _enroll(src, person, out, *extra) -> int:
+    return main(["enroll", "--pipeline", str(src), "--user", "dave", "--data", str(person), "--out", str(out),
+                 "--device", "cpu", *FAST, *extra])
+
+
+def test_enroll_appends_the_person_and_keeps_existing_users_bytes(tiny_pipeline_dir, person, tmp_path, capsys):
+    out = tmp_path / "with_dave"
+    assert _enroll(tiny_pipeline_dir, person, out) == 0
+    assert "enroll: dave from 3 recordings" in capsys.readouterr().out
+    before, after = DopplerPipeline.load(tiny_pipeline_dir), DopplerPipeline.load(out)
+    assert after.users == before.users + ["dave"]
+    assert torch.equal(sample(before, [0, 1], [9, 10], num_inference_steps=2, pad_to=3),
+                       sample(after, [0, 1], [9, 10], num_inference_steps=2, pad_to=3))
+    for sub in ("unet", "vae"):  # frozen stages copied byte for byte
+        for f in (Path(tiny_pipeline_dir) / sub).iterdir():
+            assert (out / sub / f.name).read_bytes() == f.read_bytes()
+    prov = json.loads((out / "dopplergen.json").read_text())["enrolled_users"]["dave"]
+    assert prov["k"] == 3 and prov["steps"] == 2 and len(prov["files"][0]["sha256"]) == 64
+    assert np.isfinite(prov["final_loss"]) and prov["seconds"] > 0
+    assert not list(tmp_path.glob(".with_dave*"))  # no temporary folder left behind
+
+
+def test_reusing_a_name_needs_replace_and_keeps_the_index(tiny_pipeline_dir, person, tmp_path):
+    p = tmp_path / "p"
+    shutil.copytree(tiny_pipeline_dir, p)
+    assert _enroll(p, person, p) == 0  # --out = --pipeline: in place
+    first = DopplerPipeline.load(p).user_encoder.embedding.weight.clone()
+    with pytest.raises(SystemExit, match="--replace"):
+        _enroll(p, person, p)
+    assert main(["enroll", "--pipeline", str(p), "--user", "dave", "--data", str(person), "--out", str(p),
+                 "--device", "cpu", "--steps", "2", "--batch-size", "2", "--seed", "4", "--replace"]) == 0
+    again = DopplerPipeline.load(p)
+    assert again.users.count("dave") == 1 and again.users.index("dave") == 3
+    w = again.user_encoder.embedding.weight
+    assert torch.equal(w[:3], first[:3]) and torch.equal(w[4], first[4]) and not torch.equal(w[3], first[3])
+
+
+def test_a_bad_file_is_named_and_nothing_is_written(tiny_pipeline_dir, person, tmp_path, capsys):
+    (person / "broken.png").write_bytes(b"not a png")
+    assert _enroll(tiny_pipeline_dir, person, tmp_path / "out") == 2
+    assert "broken.png" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,137 @@
+"""`dopplergen enroll`: a new person from a few recordings -> a complete pipeline folder with that person added.
+
+Only the person's user-encoder row is learnt (models.enrolment; UNet and VAE frozen and copied byte for byte).
+Every existing row is copied bit for bit, so existing users give the same bytes for the same seed as before.
+The output folder is written next to its final place and renamed into it, so a crash leaves no half-written
+pipeline; `--out` equal to `--pipeline` updates it in place. Provenance (file hashes, k, steps, final loss,
+seconds) goes into dopplergen.json under "enrolled_users".
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from models.recording import IMAGE_SUFFIXES, DatasetError, read_recording
+
+USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also a safe file name (the service stores by it)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from models.enrolment import EnrolConfig
+
+    d = EnrolConfig()
+    p.add_argument("--pipeline", required=True, help="pipeline folder to add the person to")
+    p.add_argument("--user", required=True, help="the new person's user ID (letters, digits, . _ -; up to 64)")
+    p.add_argument("--data", required=True, help="folder of that person's recordings (.npy in dB, or .png)")
+    p.add_argument("--out", required=True, help="pipeline folder to write (may equal --pipeline: in place)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps on the new row (default {d.steps})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"latents per step (default {d.batch_size})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial row and the noise draws (default 0)")
+    p.add_argument("--replace", action="store_true", help="re-enrol a user ID the pipeline already has")
+    p.add_argument("--device", default="auto", help="torch device: auto (CUDA when present), cpu, cuda")
+
+
+def read_person(folder: Path, channels: int, dyn_range_db: float, size: tuple[int, int]) -> tuple[Any, list[dict]]:
+    """Every .npy/.png directly in `folder` -> (N, C, H, W) dB and [{file, sha256}], by the dataset reader's rules."""
+    import numpy as np
+
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a directory")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DatasetError(f"{folder}: user folder has no .png or .npy files")
+    arrays, hashes = [], []
+    for f in files:
+        raw = f.read_bytes()
+        arrays.append(read_recording(raw, f.name, channels, dyn_range_db, size))
+        hashes.append({"file": f.name, "sha256": hashlib.sha256(raw).hexdigest()})
+    return np.stack(arrays), hashes
+
+
+def write_pipeline_atomically(src: Path, out: Path, user_encoder: Any, meta: dict[str, Any]) -> None:
+    """Copy `src` to a temporary sibling of `out`, replace user_encoder/ and dopplergen.json there, rename into place."""
+    from models.pipeline import META_FILE
+
+    out = out.resolve()
+    tmp = out.parent / f".{out.name}.enroll-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(src, tmp)
+        shutil.rmtree(tmp / "user_encoder")
+        user_encoder.save_pretrained(tmp / "user_encoder", safe_serialization=True)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def stored_dtype(pipeline: Path) -> Any:
+    """The dtype user_encoder/ was saved in (the demo exports fp16), so the copy keeps it."""
+    from safetensors import safe_open
+
+    with safe_open(str(pipeline / "user_encoder" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        return f.get_tensor("embedding.weight").dtype
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from models.enrolment import EnrolConfig, Enrolment
+    from models.pipeline import META_FILE, DopplerPipeline
+
+    t0 = time.perf_counter()
+    if not USER_ID_RE.match(args.user):
+        raise SystemExit(f"--user {args.user!r}: use 1-64 letters, digits, '.', '_' or '-' (not first)")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    src = Path(args.pipeline)
+    pipe = DopplerPipeline.load(src, device=device)
+    if args.user in pipe.users and not args.replace:
+        raise SystemExit(f"{src} already has user {args.user!r}; pass --replace to enrol it again")
+    try:
+        x_db, hashes = read_person(Path(args.data), pipe.channels, float(pipe.normalization.dyn_range_db),
+                                   pipe.image_size)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cfg = EnrolConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    job = Enrolment(pipe, x_db, [0] * len(x_db), 1, cfg)
+    with tqdm(total=cfg.steps, desc=f"enroll {args.user}", unit="step") as bar:
+        while not job.done:
+            bar.set_postfix(loss=f"{job.step():.4f}", refresh=False)
+            bar.update()
+    rows, enc = job.result(), pipe.user_encoder
+    if args.user in enc.users:  # --replace: the same index, so no other user moves
+        new_rows = enc.embedding.weight.detach()[: enc.null_index].clone()
+        new_rows[enc.index_of(args.user)] = rows[0].to(new_rows)
+        enc = enc.with_rows(enc.users, new_rows)
+    else:
+        enc = enc.with_users([args.user], rows)
+    seconds = time.perf_counter() - t0
+    meta = json.loads((src / META_FILE).read_text())
+    meta.setdefault("enrolled_users", {})[args.user] = dict(
+        files=hashes, k=len(hashes), steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
+        final_loss=job.final_loss(), seconds=round(seconds, 2), method="models.enrolment (user row only)",
+        enrolled_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    write_pipeline_atomically(src, Path(args.out), enc.to("cpu", stored_dtype(src)), meta)
+    print(f"enroll: {args.user} from {len(hashes)} recordings, {cfg.steps} steps, final loss {job.final_loss():.4f}, "
+          f"{seconds:.1f} s -> {args.out} ({len(enc.users)} users)")
+    return 0
