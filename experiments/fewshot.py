@@ -32,10 +32,11 @@ import argparse
 import copy
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from experiments import result_file
 
 
 def main() -> None:
@@ -61,9 +62,7 @@ def main() -> None:
     from training.eval.classifier import accuracy
     from training.eval.evaluate import EvalSettings
 
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    log = sec.Log(out.with_suffix(".log"))
+    out, log = result_file(a.out)
     pop = DopplerPipeline.load(a.population, device="cpu")
     d = sec.load_data(a.data, pop, log)
     st = EvalSettings()

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from experiments import result_file
 
 
 def main() -> None:
@@ -41,9 +42,7 @@ def main() -> None:
     from training.eval.evaluate import EvalSettings
     from training.generate import sampling_defaults
 
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    log = sec.Log(out.with_suffix(".log"))
+    out, log = result_file(a.out)
     rows = []
     for path in a.pipelines:
         pipe = DopplerPipeline.load(path, device="cpu")
