@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from models.recording import IMAGE_SUFFIXES, DatasetError
+from models.recording import read_npy as _read_npy
+from models.recording import read_png as _read_png
+from models.recording import resize as _resize
+from models.recording import to_channels as _to_channels
 from training.data.sessions import default_session, split_sessions
 
 FORMAT_VERSION = 1
@@ -26,11 +30,6 @@ SPLITS = ("train", "val", "test")
 READ_SPLITS = (*SPLITS, "synthetic")  # `dopplergen generate --split synthetic` rows: generated, to merge with real ones
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)  # per user; every user gets at least one recording in each split
 DEFAULT_DYN_RANGE_DB = 60.0  # for folders without meta.json (PNG grey 0..255 -> -R..0 dB)
-IMAGE_SUFFIXES = (".png", ".npy")
-
-
-class DatasetError(ValueError):
-    """A dataset folder or one of its files is unusable; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -128,61 +127,6 @@ def write_dataset(out_dir: str | Path, records: Iterable[Record], meta: dict[str
 
 
 # ----------------------------------------------------------------------------------------------- read
-def _read_npy(path: Path, rel: str) -> np.ndarray:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DatasetError(f"{rel}: listed in manifest.csv but the file is missing") from None
-    except Exception as e:  # noqa: BLE001 - numpy raises several types for a corrupt file
-        raise DatasetError(f"{rel}: cannot read .npy ({e})") from None
-    if not np.issubdtype(arr.dtype, np.number):
-        raise DatasetError(f"{rel}: expected a numeric array, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32)
-    if not np.isfinite(arr).all():
-        raise DatasetError(f"{rel}: contains NaN or inf")
-    if arr.max(initial=-np.inf) > 1e-3:
-        raise DatasetError(f"{rel}: values up to {arr.max():.3g} > 0; expected dB relative to the peak (<= 0)")
-    return arr
-
-
-def _read_png(path: Path, rel: str, channels: int, dyn_range_db: float) -> np.ndarray:
-    """PNG -> dB: grey (or each RGB channel) 0..max -> -dyn_range_db..0. Row 0 = the top = most positive Doppler."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if channels == 3:
-                im = im.convert("RGB")
-            elif im.mode not in ("L", "I", "I;16", "F"):
-                im = im.convert("L")  # colour-mapped RGB read as luminance; use channels=3 to keep colour
-            full = 65535.0 if im.mode.startswith("I") else 255.0
-            arr = np.asarray(im, dtype=np.float32)
-    except FileNotFoundError:
-        raise DatasetError(f"{rel}: listed in manifest.csv but the file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"{rel}: cannot read image ({e})") from None
-    if im.mode == "F":
-        full = 1.0
-    arr = arr / full * dyn_range_db - dyn_range_db
-    return np.moveaxis(arr, -1, 0) if arr.ndim == 3 else arr
-
-
-def _to_channels(arr: np.ndarray, channels: int, rel: str) -> np.ndarray:
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise DatasetError(f"{rel}: expected (doppler, time) or (channels, doppler, time), got shape {arr.shape}")
-    if arr.shape[0] == channels:
-        return arr
-    if arr.shape[0] == 1:
-        return np.repeat(arr, channels, axis=0)
-    raise DatasetError(f"{rel}: has {arr.shape[0]} channels, asked for {channels}")
-
-
-def _resize(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of (C, H, W) to (C, *hw) in dB (for real data recorded at another resolution)."""
-    return np.stack([np.asarray(Image.fromarray(c, mode="F").resize((hw[1], hw[0]), Image.BILINEAR)) for c in arr])
-
-
 def _rescale_axes(meta: dict[str, Any], old_hw: tuple[int, int], new_hw: tuple[int, int]) -> None:
     """Keep meta's axes true after a resize: same Doppler band and duration, new bin sizes."""
     if "doppler_hz_per_bin" in meta:
