@@ -158,8 +158,8 @@ class DopplerPipeline:
         path = Path(path)
         meta = {"format_version": FORMAT_VERSION, **self.meta, "route": self.route}
         meta["latent_scaling_factor"] = float(self.vae.config.scaling_factor)
-        try:
-            validate_meta(meta)  # never write a folder that load() would refuse
+        try:  # never write a folder that load() would refuse
+            check_against_models(validate_meta(meta), self.vae.config.in_channels, ae.downsample(self.vae), self.users)
         except MetaError as exc:
             raise PipelineError(str(exc)) from None
         path.mkdir(parents=True, exist_ok=True)
@@ -202,7 +202,7 @@ class DopplerPipeline:
         if pipe.route != route:
             raise PipelineError(f"{path}: dopplergen.json says route {route!r} but the folder holds {pipe.route!r}")
         try:
-            check_against_models(checked, vae.config.in_channels, ae.downsample(vae), len(user_encoder.users))
+            check_against_models(checked, vae.config.in_channels, ae.downsample(vae), user_encoder.users)
         except MetaError as exc:
             raise PipelineError(f"{path}: {exc}") from None
         return pipe.to(device, dtype)

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from models.paths import UnsafePathError, check_user_ids
+
 FORMAT_VERSION = 1
 META_FILE = "dopplergen.json"
 # kl: AutoencoderKL + UNet (the main line); vq-latent: VQModel + the same UNet on pre-quantisation latents
@@ -132,12 +134,16 @@ def check_folder(folder: str | Path, route: str) -> None:
                 raise MetaError(f"{folder}/{sub}: no {pattern} (an incomplete export?)")
 
 
-def check_against_models(meta: PipelineMeta, in_channels: int, downsample: int, num_users: int) -> None:
+def check_against_models(meta: PipelineMeta, in_channels: int, downsample: int, users: list[str]) -> None:
     """What dopplergen.json says must fit the loaded networks (else the first request would fail)."""
     if meta.channels is not None and meta.channels != in_channels:
         raise MetaError(f"{META_FILE}: channels: {meta.channels}, but the autoencoder takes {in_channels}")
     if any(side % downsample for side in meta.image_size):
         raise MetaError(f"{META_FILE}: image_size: {list(meta.image_size)} is not a multiple of the "
                         f"autoencoder's downsampling factor {downsample}")
-    if num_users < 1:
+    if not users:
         raise MetaError("user_encoder: the pipeline has no users")
+    try:  # user IDs name folders (generate, enrolment): never a path
+        check_user_ids(users, "user_encoder: users")
+    except UnsafePathError as exc:
+        raise MetaError(str(exc)) from None

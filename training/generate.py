@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from models.paths import check_user_ids
 from models.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, SCHEDULERS, default_sampler
 from training.condition_grid import condition_grid, parse_values, resolved
 
@@ -52,6 +53,7 @@ class Item:
 def plan_items(users: list[str], per_user: int, base_seed: int, settings: int = 1) -> list[Item]:
     """Every sample of the export, in a fixed order (user-major), with its seed and file name; each setting of a
     condition sweep reuses the same seeds."""
+    check_user_ids(users, "generate")  # each ID becomes a folder under --out: no separators, no '..'
     return [
         Item(u, i, derive_seed(base_seed, u, i), f"{u}/{u}_gen{i:05d}" + (f"_c{k:02d}" if settings > 1 else "") + ".npy",
              k)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from models.paths import UnsafePathError, check_component, inside
 from models.recording import IMAGE_SUFFIXES, DatasetError
 from models.recording import read_npy as _read_npy
 from models.recording import read_png as _read_png
@@ -111,6 +112,8 @@ def write_dataset(out_dir: str | Path, records: Iterable[Record], meta: dict[str
     for rec in records:
         if rec.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {rec.split!r}")
+        check_component(rec.user, f"{out}: record {rec.rec_id!r}")
+        check_component(rec.rec_id, f"{out}: user {rec.user!r}", "recording ID")
         rel = f"{rec.user}/{rec.rec_id}.npy"
         (out / rec.user).mkdir(exist_ok=True)
         np.save(out / rel, np.asarray(rec.db, dtype=np.float32))
@@ -207,8 +210,13 @@ def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, cha
     expect = hw or (tuple(meta["image_size"]) if "image_size" in meta else None)
 
     arrays = []
-    for r in rows:
-        rel, file = r["path"], root / r["path"]
+    for line, r in enumerate(rows, start=2):  # line 1 of manifest.csv is the header
+        rel, where = r["path"], f"{root / 'manifest.csv'}: line {line}"
+        try:  # a crafted manifest must not read outside the folder, nor name a user that is a path
+            check_component(r["user"], where)
+            file = inside(root, rel, where)
+        except UnsafePathError as exc:
+            raise DatasetError(str(exc)) from None
         if r["split"] not in READ_SPLITS:
             raise DatasetError(f"{rel}: split {r['split']!r} is not one of {READ_SPLITS}")
         if not file.exists():
