@@ -3,7 +3,7 @@
 Sections (docs/evaluation.md explains each and why): VAE reconstruction, affinity (GAN-test), diversity
 (GAN-train / TSTR), Fréchet distance and classifier two-sample test in the reference classifier's
 features, physics consistency, sampler sweep and augmentation gain (k real per user vs k real + m
-synthetic, with few-shot generators that never see more than the classifier's k: training/protocol.py).
+synthetic, with few-shot generators that never see more than the classifier's k: training/eval/augmentation.py).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ class EvalSettings:
     k_values: tuple[int | None, ...] = (5, 10, 20, None)  # real recordings per user; None = all
     synth_per_user: int = 30  # m: synthetic recordings per user added in the augmentation runs
     fewshot_steps: int = 150  # optimiser steps of the few-shot user-row adaptation
-    augment_mix: str = "balanced"  # how the augmented classifier combines real and synthetic (protocol.MIXES)
-    population_steps: int = 0  # stage-2 steps of the population --fewshot trains; 0 = protocol.POPULATION_STAGE2_STEPS
+    augment_mix: str = "balanced"  # how the augmented classifier combines real and synthetic (augmentation.MIXES)
+    population_steps: int = 0  # stage-2 steps of the population --fewshot trains; 0 = population.POPULATION_STAGE2_STEPS
     sweep_per_user: int = 10  # generated per user for each sampler-sweep setting (same seeds for all)
     ddpm_per_user: int = 2  # DDPM-1000 is ~35x slower than DPM-Solver++ 20: fewer samples, same seeds' prefix
     sweep_samplers: tuple[tuple[str, int], ...] = (("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 20),

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data.dataset import axes_from_meta
+from training.data.dataset import DEFAULT_DYN_RANGE_DB, axes_from_meta
 
 # Fixed PNG metadata (no software version or timestamp) so the same grid gives the same bytes.
 PNG_METADATA = {"Software": None}
@@ -34,7 +34,7 @@ def spectrogram_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], meta: dic
     plt = pyplot()
     n_rows = len(rows)
     n_cols = max(1, max(len(imgs) for _, imgs in rows))
-    dyn = float(meta.get("dyn_range_db", 60.0))
+    dyn = float(meta.get("dyn_range_db", DEFAULT_DYN_RANGE_DB))
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(0.6 + panel_in * n_cols, 0.5 + panel_in * n_rows),
                              squeeze=False, sharex=True, sharey=True)
     for r, (label, imgs) in enumerate(rows):

@@ -10,23 +10,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
+from models import autoencoder as ae
 from training.eval import metrics as fm
 from training.eval.classifier import accuracy
 from training.eval.context import Context, Pool
 
 
 def reconstruction(ctx: Context) -> dict[str, Any]:
-    import torch
-
     x_model = ctx.pipe.normalization.to_model(torch.as_tensor(ctx.data.test_x))
     rec = fm.reconstruct(ctx.pipe.vae, x_model)
     out = fm.reconstruction_metrics(x_model, rec, ctx.data.dyn_range_db)
     out["space"] = ("PSNR and SSIM are computed in the normalised model space [-1, 1] (data_range = 2; torchmetrics), "
                     f"which for this linear map equals PSNR in dB with data range {ctx.data.dyn_range_db:g} dB.")
     ctx.log(f"reconstruction: PSNR {out['psnr_db']:.2f} dB, SSIM {out['ssim']:.4f} on {out['n']} test recordings")
-    from models import autoencoder as ae
-
     if ae.is_vq(ctx.pipe.vae):  # codebook collapse is the classic VQ failure: report the usage on unseen data
         codes = torch.cat([ae.encode_codes(ctx.pipe.vae, x_model[i:i + 64]).cpu() for i in range(0, len(x_model), 64)])
         out["codebook"] = ae.codebook_usage(codes, int(ctx.pipe.vae.config.num_vq_embeddings))
@@ -91,8 +89,6 @@ def fidelity(ctx: Context, ref: Reference, pool: Pool) -> dict[str, Any]:
     c2st = fm.two_sample_test(d.train_x, pool.x, fit_cnn, seed=ctx.seed)
     c2st["classifier"] = "fresh UserCNN, real train vs generated, trained on one half and scored on the other"
     # The same test on the VAE's reconstructions of real recordings: the floor any generator on this VAE can reach.
-    import torch
-
     norm = ctx.pipe.normalization
     recon = norm.to_db(fm.reconstruct(ctx.pipe.vae, norm.to_model(torch.as_tensor(d.train_x)))).numpy()
     c2st_vae = fm.two_sample_test(d.train_x, recon, fit_cnn, seed=ctx.seed)
