@@ -102,7 +102,7 @@ def resume_from(accelerator: Accelerator, resume: str, run_dir: str | Path, ema:
         return 0
     if resume == "latest":
         path = None
-        for step, candidate in reversed(list_checkpoints(run_dir)):
+        for _step, candidate in reversed(list_checkpoints(run_dir)):
             reason = incomplete_reason(candidate)
             if reason is None:
                 path = candidate

@@ -8,7 +8,6 @@ import ast
 import importlib.metadata
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,11 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from tests.e2e.conftest import REPO
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: tomllib's predecessor, when installed
+    tomllib = pytest.importorskip("tomli")
 
 LOCK_DIR = REPO / "requirements"
 LOCKS = {  # file -> (extras locked beside the base dependencies, torch build)
