@@ -1,28 +1,36 @@
-"""Load benchmark for `dopplergen serve`: throughput and latency vs concurrency, batching gain, service overhead.
+"""Load benchmark for `dopplergen serve` with step-level batching: the done-when checks of issue 14, as ratios.
 
-    .venv/bin/python benchmarks/serve_load.py                 # CPU, demo checkpoint (or an untrained demo model)
-    .venv/bin/python benchmarks/serve_load.py --quick         # one round per point, fewer requests
-    .venv/bin/python benchmarks/serve_load.py --device cuda --dtype fp16
+    .venv/bin/python benchmarks/serve_load.py                      # CPU, demo checkpoint, every check
+    .venv/bin/python benchmarks/serve_load.py --only lone,overload
+    .venv/bin/python benchmarks/serve_load.py --device cuda --dtype fp16 --batch 64 --only gpu
 
-Starts the real server (uvicorn subprocess) and drives it with closed-loop httpx clients, each sending
-one-sample requests back to back. Reports, per concurrency: throughput (samples/s, median over rounds),
-p50/p99 latency, errors and the mean batch size that formed. Then two ratios, from medians:
-  batched (max_batch_size 16) vs unbatched (max_batch_size 1) throughput at concurrency 16 (target >= 2.5x),
-  service throughput with full batches vs models.sampling.sample() in-process at batch 16 (target >= 0.85).
+Starts real servers (`dopplergen serve` subprocesses on loopback) and prints, from medians:
+  lone      a lone 20-step request on the default server vs on a batching-off server (max_batch_size 1)
+            (target <= 1.3x), and 16 concurrent 1-sample requests: throughput vs the unbatched server (>= 1.8x);
+  long      a 20-step request sent 1 s after a maximum-step request (DDPM, max_steps): its latency / lone
+            latency (target <= 3x, or the long one refused at admission);
+  abandon   a client abandons a long request after 1 s; a 20-step request sent right after: latency vs
+            3 x lone + 1 s;
+  overload  2 waves of 96 concurrent requests: only 200 or 429, every 429 within 0.5 s, /healthz within 1 s;
+  determinism  one seed alone vs inside a burst of 16: max abs difference in dB;
+  gpu       HTTP at concurrency 2 x batch vs in-process (compiled on CUDA) step loop at that batch (>= 0.8x),
+            and the batching gain at concurrency 16 (>= 4x). Meant for a GPU; runs anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
+import base64
+import functools
+import io
 import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,46 +40,24 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+CHECKS = ("lone", "long", "abandon", "overload", "determinism", "gpu")
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pipeline", type=Path, default=None, help="default: checkpoints/demo, else an untrained demo model")
+    p.add_argument("--pipeline", type=Path, default=REPO / "checkpoints" / "demo")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    p.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps per sample")
-    p.add_argument("--batch", type=int, default=16, help="max_batch_size of the batched server")
-    p.add_argument("--max-wait-ms", type=float, default=None,
-                   help="default 100 on the CPU (a batch takes seconds), 10 on a GPU")
-    p.add_argument("--concurrency", default="1,4,16,32", help="comma-separated client counts")
-    p.add_argument("--rounds", type=int, default=3, help="rounds per point; medians are reported")
-    p.add_argument("--threads", type=int, default=None, help="torch threads in server and baseline (default: torch's)")
-    p.add_argument("--quick", action="store_true", help="one round per point and fewer requests")
+    p.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps of the short requests")
+    p.add_argument("--batch", type=int, default=16, help="max_batch_size (slots) of the default server")
+    p.add_argument("--padding", default="auto", choices=["auto", "fixed", "buckets", "none"])
+    p.add_argument("--rounds", type=int, default=5, help="lone requests per median")
+    p.add_argument("--only", default=",".join(c for c in CHECKS if c != "gpu"), help=f"comma list of {CHECKS}")
     args = p.parse_args()
-    if args.quick:
-        args.rounds = 1
-    if args.max_wait_ms is None:
-        args.max_wait_ms = 10.0 if args.device.startswith("cuda") else 100.0
-    args.levels = [int(c) for c in args.concurrency.split(",")]
-    if 16 not in args.levels:
-        p.error("--concurrency must include 16 (the batching ratio is taken there)")
+    args.checks = [c.strip() for c in args.only.split(",") if c.strip()]
+    if bad := set(args.checks) - set(CHECKS):
+        p.error(f"unknown checks {sorted(bad)}")
     return args
-
-
-def resolve_pipeline(args: argparse.Namespace) -> Path:
-    if args.pipeline is not None:
-        return args.pipeline
-    demo = REPO / "checkpoints" / "demo"
-    if (demo / "dopplergen.json").is_file():
-        return demo
-    from models.pipeline import build_untrained_pipeline
-
-    tmp = Path(tempfile.mkdtemp(prefix="dopplergen-bench-"))
-    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-    out = tmp / "demo-untrained"
-    build_untrained_pipeline("demo", [f"user{i:02d}" for i in range(8)], version="untrained").save(out)
-    print(f"# {demo} not found: built an untrained `demo`-preset pipeline in {out} (speed does not depend on weights)")
-    return out
 
 
 def free_port() -> int:
@@ -81,22 +67,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(args: argparse.Namespace, pipeline: Path, max_batch_size: int):
+def server(args: argparse.Namespace, max_batch_size: int, **flags):
     """A `dopplergen serve` subprocess on a loopback port; yields its base URL once /readyz is 200."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOPPLERGEN_")}
     env["HF_HUB_OFFLINE"] = "1"
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
-    cmd = [sys.executable, "-m", "training.cli", "serve", "--pipeline", str(pipeline), "--port", str(port),
+    cmd = [sys.executable, "-m", "training.cli", "serve", "--pipeline", str(args.pipeline), "--port", str(port),
            "--device", args.device, "--dtype", args.dtype, "--max-batch-size", str(max_batch_size),
-           "--max-wait-ms", str(args.max_wait_ms), "--max-queue", "4096", "--request-timeout-s", "600",
-           "--log-level", "warning", "--no-access-log"]
+           "--batch-padding", args.padding, "--log-level", "warning", "--no-access-log"]
+    for k, v in flags.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 900
         while True:
             if proc.poll() is not None:
                 log.seek(0)
@@ -107,154 +92,212 @@ def server(args: argparse.Namespace, pipeline: Path, max_batch_size: int):
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server not ready after 300 s")
+                raise RuntimeError("server not ready after 900 s")
             time.sleep(0.2)
         yield base
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
 
 
-def batch_stats(base: str) -> tuple[float, float]:
-    """(sum, count) of the dopplergen_batch_size histogram."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    values = {}
-    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics", timeout=10).text):
-        for s in family.samples:
-            values[s.name] = s.value
-    return values.get("dopplergen_batch_size_sum", 0.0), values.get("dopplergen_batch_size_count", 0.0)
+@functools.cache
+def first_user(base: str) -> str:
+    return httpx.get(f"{base}/users", timeout=10).json()["users"][0]
 
 
-async def drive(client: httpx.AsyncClient, body: dict, concurrency: int, n_requests: int):
-    """Closed loop: `concurrency` clients send one-sample requests back to back until n_requests are sent.
-
-    Returns (completion time, latency) of each successful request, in completion order, and the error count.
-    """
-    done: list[tuple[float, float]] = []
-    errors = 0
-    todo = iter(range(n_requests))
-
-    async def worker() -> None:
-        nonlocal errors
-        for i in todo:
-            t = time.perf_counter()
-            try:
-                r = await client.post("/generate", json={**body, "seed": i})
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            if ok:
-                done.append((time.perf_counter(), time.perf_counter() - t))
-            else:
-                errors += 1
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done, errors
+def body(base: str, seed: int, **kw) -> dict:
+    return {"user_id": first_user(base), "num_samples": 1, "seed": seed, "format": "npy", **kw}
 
 
-def measure(base: str, args: argparse.Namespace, concurrency: int, label: str) -> float:
-    """Steady-state throughput at one concurrency; prints one line and returns the median over rounds (samples/s).
+async def post(client: httpx.AsyncClient, payload: dict) -> tuple[int, float, dict | None]:
+    t = time.perf_counter()
+    r = await client.post("/generate", json=payload)
+    return r.status_code, time.perf_counter() - t, (r.json() if r.status_code == 200 else None)
 
-    The clients run without pause through a ramp-up (one request each, not measured) and `rounds` rounds of
-    about two batches' worth of requests; round r's throughput is its requests over the time between the completions
-    that end round r-1 and round r, so no round pays for connection set-up or for clients starting in step.
-    """
-    users = httpx.get(f"{base}/users", timeout=10).json()["users"]
-    body = {"user_id": users[0], "num_samples": 1, "num_inference_steps": args.steps, "scheduler": "dpmsolver++"}
-    per_round = min(2 * concurrency, 2 * args.batch) if concurrency > 1 else 2  # about two batches per round
-    ramp = concurrency
 
+def lone_latency(base: str, args: argparse.Namespace) -> float:
+    """Median latency of lone short requests sent one after another (after one not counted)."""
     async def run():
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
-            return await drive(client, body, concurrency, ramp + per_round * args.rounds)
-
-    s0, c0 = batch_stats(base)
-    done, errors = asyncio.run(run())
-    s1, c1 = batch_stats(base)
-    mean_batch = (s1 - s0) / max(c1 - c0, 1)
-    ends = [done[min(ramp - 1 + r * per_round, len(done) - 1)][0] for r in range(args.rounds + 1)] if done else []
-    rates = [per_round / (b - a) for a, b in zip(ends, ends[1:], strict=False) if b > a]
-    lat = [latency for _, latency in done[ramp:]]
-    p50, p99 = np.percentile(lat, [50, 99]) if lat else (float("nan"),) * 2
-    rate = statistics.median(rates) if rates else float("nan")
-    print(f"{label:<10} concurrency={concurrency:<3} requests={per_round * args.rounds:<4} "
-          f"throughput={rate:7.2f} samples/s  p50={p50:6.2f}s  p99={p99:6.2f}s  errors={errors}  "
-          f"mean_batch={mean_batch:5.1f}", flush=True)
-    return rate
+        async with httpx.AsyncClient(base_url=base, timeout=600) as c:
+            await post(c, body(base, 0, num_inference_steps=args.steps))
+            return [(await post(c, body(base, i, num_inference_steps=args.steps)))[1] for i in range(args.rounds)]
+    return statistics.median(asyncio.run(run()))
 
 
-def in_process(args: argparse.Namespace, pipeline: Path, batch: int) -> tuple[float, float]:
-    """models.sampling.sample() called directly, one sample and a full (padded) batch: the service's ceiling."""
+def burst_throughput(base: str, args: argparse.Namespace, n: int, rounds: int = 3) -> float:
+    """Median over rounds of n concurrent 1-sample requests: samples per second from first send to last answer."""
+    async def run():
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as c:
+            await asyncio.gather(*[post(c, body(base, i, num_inference_steps=args.steps)) for i in range(n)])
+            rates = []
+            for r in range(rounds):
+                t = time.perf_counter()
+                out = await asyncio.gather(*[post(c, body(base, 1000 * r + i, num_inference_steps=args.steps))
+                                             for i in range(n)])
+                assert all(s == 200 for s, _, _ in out), [s for s, _, _ in out]
+                rates.append(n / (time.perf_counter() - t))
+            return statistics.median(rates)
+    return asyncio.run(run())
+
+
+def check_lone(args) -> float:
+    with server(args, args.batch) as base:
+        lone, burst = lone_latency(base, args), burst_throughput(base, args, 16)
+    with server(args, 1) as base:
+        lone_off, burst_off = lone_latency(base, args), burst_throughput(base, args, 16)
+    print(f"lone {args.steps}-step request: {lone:.3f}s default (slots {args.batch}, padding {args.padding}) vs "
+          f"{lone_off:.3f}s batching off -> {lone / lone_off:.2f}x (target <= 1.3x)")
+    print(f"16 concurrent 1-sample requests: {burst:.2f} vs {burst_off:.2f} samples/s unbatched -> "
+          f"{burst / burst_off:.2f}x (target >= 1.8x)", flush=True)
+    return lone
+
+
+def check_long(args, lone: float, abandon: bool) -> None:
+    """A maximum-step request, then a short one 1 s later (after abandoning the long one when `abandon`)."""
+    with server(args, args.batch) as base:
+        max_steps = httpx.get(f"{base}/info", timeout=10).json()["limits"]["max_steps"]
+
+        async def run():
+            async with httpx.AsyncClient(base_url=base, timeout=600) as c, \
+                    httpx.AsyncClient(base_url=base, timeout=600) as c2:
+                long = asyncio.create_task(post(c, body(base, 1, num_inference_steps=max_steps, scheduler="ddpm")))
+                await asyncio.sleep(1.0)
+                if long.done():  # refused at admission (or already finished)
+                    return long.result()[0], None
+                if abandon:
+                    long.cancel()  # the client goes away: its connection closes
+                    await c.aclose()
+                status, latency, _ = await post(c2, body(base, 2, num_inference_steps=args.steps))
+                assert status == 200, status
+                first = None if abandon else (await long)[0]
+                return first, latency
+
+        first, latency = asyncio.run(run())
+    if latency is None:
+        print(f"max-step request ({max_steps} DDPM steps): answered {first} within 1 s (refused at admission)")
+    elif abandon:
+        print(f"after abandoning a {max_steps}-step request: {args.steps}-step request in {latency:.3f}s "
+              f"= {latency / lone:.2f}x lone ({lone:.3f}s); limit 3x lone + 1 s = {3 * lone + 1:.2f}s "
+              f"-> {'met' if latency <= 3 * lone + 1 else 'MISSED'}", flush=True)
+    else:
+        print(f"{args.steps}-step request 1 s after a {max_steps}-step one (answered {first}): {latency:.3f}s "
+              f"= {latency / lone:.2f}x lone ({lone:.3f}s) (target <= 3x)", flush=True)
+
+
+def check_overload(args) -> None:
+    with server(args, args.batch) as base:
+        health: list[float] = []
+        stop = threading.Event()
+
+        def probe() -> None:
+            with httpx.Client(base_url=base, timeout=30) as c:
+                while not stop.is_set():
+                    t = time.perf_counter()
+                    c.get("/healthz")
+                    health.append(time.perf_counter() - t)
+                    time.sleep(0.1)
+
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
+
+        async def wave(k: int):
+            limits = httpx.Limits(max_connections=96, max_keepalive_connections=96)
+            async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as c:
+                return await asyncio.gather(*[post(c, body(base, 10_000 * k + i, num_inference_steps=args.steps))
+                                              for i in range(96)])
+        results = []
+        for k in range(2):
+            t = time.perf_counter()
+            out = asyncio.run(wave(k))
+            results += out
+            codes = {s: sum(1 for x, _, _ in out if x == s) for s in sorted({x for x, _, _ in out})}
+            print(f"overload wave {k + 1}: 96 requests in {time.perf_counter() - t:.1f}s, statuses {codes}", flush=True)
+        stop.set()
+        prober.join()
+    slow_429 = [lat for s, lat, _ in results if s == 429]
+    others = {s for s, _, _ in results} - {200, 429}
+    print(f"overload: statuses other than 200/429: {sorted(others) or 'none'}; 429s: {len(slow_429)}, slowest "
+          f"{max(slow_429, default=0):.3f}s (target <= 0.5 s); /healthz: {len(health)} probes, median "
+          f"{statistics.median(health):.3f}s, max {max(health):.3f}s (target <= 1 s)", flush=True)
+
+
+def check_determinism(args) -> None:
+    with server(args, args.batch) as base:
+        async def run():
+            limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+            async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as c:
+                alone = (await post(c, body(base, 4242, num_inference_steps=args.steps)))[2]
+                burst = await asyncio.gather(*[post(c, body(base, 4242 if i == 7 else i, num_inference_steps=args.steps))
+                                               for i in range(16)])
+                return alone, burst[7][2]
+        a, b = (np.load(io.BytesIO(base64.b64decode(x["items"][0]["data"]))) for x in asyncio.run(run()))
+    print(f"determinism (padding {args.padding}): seed alone vs in a burst of 16: max |diff| "
+          f"{np.abs(a - b).max():.2e} dB, bitwise {np.array_equal(a, b)} (target: within 0.05 dB; bitwise with fixed)")
+
+
+def check_gpu(args) -> None:
+    """In-process step loop at batch B (compiled on CUDA, as the server runs it) vs HTTP at concurrency 2B."""
     import torch
 
     from models.pipeline import DopplerPipeline
-    from models.sampling import sample
+    from service.engine import Engine, RowSpec
     from service.settings import Settings, torch_dtype
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    s = Settings(device=args.device, dtype=args.dtype, max_batch_size=batch)
-    device = s.resolved_device()
-    dtype = s.resolved_dtype(device)
-    pad = batch if s.resolved_padding(device) == "fixed" else None
-    pipe = DopplerPipeline.load(pipeline, device=device, dtype=torch_dtype(dtype))
-    guidance = float(pipe.meta.get("guidance_scale", 2.0))
-
-    def once(seed0: int, n: int) -> float:
+    s = Settings(pipeline=args.pipeline, device=args.device, dtype=args.dtype, max_batch_size=args.batch,
+                 batch_padding=args.padding)
+    engine = Engine(s)
+    engine.pipe = DopplerPipeline.load(args.pipeline, device=engine.device, dtype=torch_dtype(engine.dtype))
+    engine.warmup()
+    spec = RowSpec(0, args.steps, engine.default_guidance, "dpmsolver++")
+    rates = []
+    for r in range(3):
         t = time.perf_counter()
-        sample(pipe, [0] * n, list(range(seed0, seed0 + n)), num_inference_steps=args.steps,
-               guidance_scale=guidance, scheduler="dpmsolver++", pad_to=pad if n > 1 else None)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - t
-
-    rates = {}
-    for n in (1, batch):
-        once(0, n)  # warm-up at this shape
-        rates[n] = statistics.median(n / once(100 * (r + 1), n) for r in range(args.rounds))
-        print(f"{'in-process':<10} batch={n:<3} sample() x{args.rounds}: throughput={rates[n]:7.2f} samples/s "
-              f"({n / rates[n]:.2f}s per batch)", flush=True)
-    return rates[1], rates[batch]
+        rows = [engine.start(spec, 100 * r + i) for i in range(args.batch)]
+        while not rows[0].done:
+            engine.step(rows)
+        [engine.finish(x) for x in rows]
+        rates.append(args.batch / (time.perf_counter() - t))
+    inproc = statistics.median(rates)
+    del engine
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    with server(args, args.batch) as base:
+        http = burst_throughput(base, args, 2 * args.batch)
+        b16 = burst_throughput(base, args, 16)
+    with server(args, 1) as base:
+        off16 = burst_throughput(base, args, 16)
+    print(f"gpu: HTTP at concurrency {2 * args.batch}: {http:.1f} samples/s vs in-process batch {args.batch}: "
+          f"{inproc:.1f} -> {http / inproc:.2f}x (target >= 0.8x); batching gain at concurrency 16: "
+          f"{b16 / off16:.2f}x ({b16:.1f} vs {off16:.1f}; target >= 4x)", flush=True)
 
 
 def main() -> int:
     args = parse_args()
-    t_start = time.perf_counter()
-    pipeline = resolve_pipeline(args)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# pipeline={pipeline} device={args.device} dtype={args.dtype} steps={args.steps} (dpmsolver++) "
-          f"max_wait_ms={args.max_wait_ms} rounds={args.rounds} threads={args.threads or 'default'} "
-          f"cpus={os.cpu_count()} loadavg={load:.1f}", flush=True)
-    if load > (os.cpu_count() or 1):
-        print("# warning: the machine is busy, so these numbers are noisy; with more torch threads than free cores,"
-              " OpenMP stalls can slow the model many-fold (--threads 1 avoids that)", flush=True)
-
-    rates: dict[int, float] = {}
-    with server(args, pipeline, args.batch) as base:
-        for c in args.levels:
-            rates[c] = measure(base, args, c, f"batch={args.batch}")
-    with server(args, pipeline, 1) as base:
-        single = measure(base, args, 1, "batch=1")
-        unbatched = measure(base, args, 16, "batch=1")
-    single_ceiling, baseline = in_process(args, pipeline, args.batch)
-
-    batched16 = rates[16]
-    full = max(rates.values())  # the best point: enough clients to keep every batch full
-    print(f"batching gain at concurrency 16: {batched16 / unbatched:.2f}x "
-          f"({batched16:.2f} vs {unbatched:.2f} samples/s; target >= 2.5x); the model's own gain in-process, "
-          f"batch {args.batch} vs 1: {baseline / single_ceiling:.2f}x")
-    print(f"service vs in-process sample() at batch {args.batch}: {full / baseline:.2f} "
-          f"({full:.2f} vs {baseline:.2f} samples/s, best concurrency; target >= 0.85); "
-          f"at concurrency 16: {batched16 / baseline:.2f}")
-    print(f"single request, unbatched server: {single:.2f} samples/s; "
-          f"batched server at concurrency 1: {rates.get(1, float('nan')):.2f} samples/s")
-    print(f"# total {time.perf_counter() - t_start:.0f}s, loadavg now {os.getloadavg()[0]:.1f}")
+    t0 = time.perf_counter()
+    print(f"# pipeline={args.pipeline} device={args.device} dtype={args.dtype} slots={args.batch} "
+          f"padding={args.padding} steps={args.steps} cpus={os.cpu_count()} loadavg={os.getloadavg()}", flush=True)
+    lone = None
+    if {"lone", "long", "abandon"} & set(args.checks):
+        lone = check_lone(args) if "lone" in args.checks else None
+        if lone is None:
+            with server(args, args.batch) as base:
+                lone = lone_latency(base, args)
+    if "long" in args.checks:
+        check_long(args, lone, abandon=False)
+    if "abandon" in args.checks:
+        check_long(args, lone, abandon=True)
+    if "overload" in args.checks:
+        check_overload(args)
+    if "determinism" in args.checks:
+        check_determinism(args)
+    if "gpu" in args.checks:
+        check_gpu(args)
+    print(f"# total {time.perf_counter() - t0:.0f}s, loadavg now {os.getloadavg()}")
     return 0
 
 
