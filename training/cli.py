@@ -28,21 +28,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# What `pip install 'dopplergen[train]'` adds; the serving image (requirements/serve.txt) has none of them.
+TRAIN_ONLY = ("accelerate", "scipy", "torchmetrics", "tqdm", "yaml")
+
+
+def _load(name: str):
+    """The subcommand's module; a clear message when it needs the `train` extra and that is not installed."""
+    try:
+        return importlib.import_module(COMMANDS[name][0])
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAIN_ONLY:
+            raise
+        raise SystemExit(f"dopplergen {name}: needs the training packages ({exc.name} is not installed); "
+                         "install them with: pip install 'dopplergen[train]'") from None
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dopplergen", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (_module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         # Only the requested subcommand's module is imported to register its options.
         if argv and argv[0] == name:
-            importlib.import_module(module).add_arguments(p)
+            _load(name).add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
+    module = _load(args.command)
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

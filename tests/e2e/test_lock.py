@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -136,3 +137,15 @@ def test_serving_code_imports_only_what_the_serving_lock_installs() -> None:
         owners = {canonicalize_name(d) for d in dists.get(module, [])}
         assert owners, f"{where} imports {module}, which no installed distribution provides"
         assert owners & pins, f"{where} imports {module} ({sorted(owners)}), absent from requirements/serve.txt"
+
+
+def test_training_commands_without_the_train_extra_say_what_to_install() -> None:
+    """As in the serving image: accelerate is absent, so train-vae stops with the install line, not a traceback."""
+    code = ("import sys; sys.modules['accelerate'] = None; from training.cli import main; "
+            "sys.exit(main(['train-vae', '--help']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 1 and "pip install 'dopplergen[train]'" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    serve = subprocess.run([sys.executable, "-c", code.replace("train-vae", "serve")], capture_output=True,
+                           text=True, cwd=REPO, timeout=120)
+    assert serve.returncode == 0 and "--pipeline" in serve.stdout, serve.stderr[-2000:]  # serve needs none of them
