@@ -190,7 +190,7 @@ async function generate() {
   $("generate").disabled = true;
   $("generated").setAttribute("aria-busy", "true");
   setStatus(`Generating ${body.num_samples} sample${body.num_samples === 1 ? "" : "s"} of ${body.user_id}…`);
-  const examples = loadExamples(body.user_id, body.num_samples, run);
+  const examples = loadExamples(body.user_id, Math.min(Math.max(body.num_samples, 4), 16), run); // one row at least
   try {
     const res = await api("/generate", { method: "POST", body });
     if (run !== page.run) return;

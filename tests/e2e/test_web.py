@@ -97,7 +97,7 @@ def test_a_deep_link_asks_for_the_key_once_then_generates_at_once(web_server, br
     assert captions(page, "generated") == ["bob · seed 1", "bob · seed 2"]
     assert page.locator("#generated canvas[role=img]").count() == 2
     page.wait_for_selector("#real canvas", timeout=WAIT_MS)  # bob's real recordings from --data, beside them
-    assert captions(page, "real")[0].startswith("real 0000.npy") and "2 of 3 recordings" in page.inner_text("#real-note")
+    assert captions(page, "real")[0].startswith("real 0000.npy") and "3 of 3 recordings" in page.inner_text("#real-note")
     assert page.is_hidden("#error") and page.errors == []
     shot = tmp_path / "web.png"
     page.screenshot(path=str(shot), full_page=True)
