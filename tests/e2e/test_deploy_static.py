@@ -356,7 +356,7 @@ def test_dockerignore_keeps_context_small_but_complete() -> None:
     lines = [ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()]
     assert {".git", ".venv"} <= set(lines)
     assert "!/checkpoints/demo" in lines and "!/deploy/train.sh" in lines
-    for needed in ("models", "service", "training", "pyproject.toml"):
+    for needed in ("models", "service", "training", "pyproject.toml", "requirements"):
         assert not any(ln.lstrip("/") == needed for ln in lines), f"{needed} must be in the context"
 
 
