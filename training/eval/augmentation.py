@@ -21,8 +21,10 @@ import numpy as np
 
 from training.enrol import FewShotConfig, adapt_new_users
 from training.eval.classifier import accuracy, train_classifier
+from training.eval.filters import FilterConfig, filter_candidates, readouts, summary_line
 from training.eval.metrics import mean_std
 from training.eval.population import population_pipeline
+from training.eval.stats import t_interval
 
 K_VALUES: tuple[int | None, ...] = (5, 10, 20, None)  # None = all real train recordings of each user
 
@@ -117,12 +119,14 @@ def run_augmentation(train_x: np.ndarray, train_labels: np.ndarray, train_paths:
 
 
 def summarize_trials(trials: Sequence[Trial]) -> dict[str, dict[str, Any]]:
-    """Mean ± std over seeds of real-only accuracy, augmented accuracy and gain, per k."""
+    """Mean ± std over seeds of real-only accuracy, augmented accuracy and gain, per k; the gain (a paired
+    difference: augmented - real-only on the same k selection and seed) also gets a 95% Student-t interval."""
     out: dict[str, dict[str, Any]] = {}
     for k in dict.fromkeys(t.k for t in trials):
         ts = [t for t in trials if t.k == k]
         out[k] = dict(acc_real=mean_std([t.acc_real for t in ts]), acc_augmented=mean_std([t.acc_augmented for t in ts]),
-                      gain=mean_std([t.gain for t in ts]), n_real=ts[0].n_real, n_synthetic=ts[0].n_synthetic,
+                      gain=mean_std([t.gain for t in ts]), gain_ci95=t_interval([t.gain for t in ts]),
+                      seeds=[t.seed for t in ts], n_real=ts[0].n_real, n_synthetic=ts[0].n_synthetic,
                       generator=ts[0].generator)
     return out
 
@@ -142,24 +146,37 @@ def augmentation_section(ctx: Any, pool: Any, *, fewshot: bool, population: str 
     floor = st.classifier_min_steps or int(defaults["min_steps"].default)
     batch = int(defaults["batch_size"].default)
     logs: list[dict[str, Any]] = []
+    fcfg = FilterConfig(filters=st.filters, factor=st.filter_factor, tau=st.filter_tau, fill=True)
+    filter_logs: list[dict[str, Any]] = []
+
+    def keep(x, y, m, seed, x_k, y_k):  # filters whose references are the classifier's own k real recordings only
+        if not fcfg.filters:
+            return x, y
+        clf = ctx.fit(x_k, y_k, seed=seed) if fcfg.needs_classifier else None
+        sel = filter_candidates(x, y, m, len(d.users), fcfg, meta=d.meta, clf=clf, ref_readouts=readouts(x_k, d.meta),
+                                ref_y=y_k, ref_source="the classifier's own k real recordings")
+        filter_logs.append(dict(seed=seed, n_real=int(len(y_k)), **{k: v for k, v in sel.report.items() if k != "per_user"}))
+        ctx.log(f"seed {seed}, {len(y_k)} real: " + summary_line(sel.report))
+        return x[sel.index], y[sel.index]
 
     def make_generator(k, seed, x_k, y_k):
         if k is None:
-            return ("pool", None), "evaluated pipeline (full train split)"
+            return ("pool", None, x_k, y_k), "evaluated pipeline (full train split)"
         pipe_k, log = adapt_new_users(pop, x_k, y_k, d.users, FewShotConfig(steps=st.fewshot_steps, seed=seed))
         logs.append(dict(k=k, seed=seed, n_seen=int(len(y_k)), **log))
-        return ("pipe", pipe_k), f"population + {k}-shot user rows"
+        return ("pipe", pipe_k, x_k, y_k), f"population + {k}-shot user rows"
 
     def synthesize(handle, m, seed):
-        kind, pipe_k = handle
+        kind, pipe_k, x_k, y_k = handle
+        n = fcfg.candidates(m)  # m, or factor x m candidates for the filters to choose from
         if kind == "pool":  # the k=all generator is the evaluated pipeline: draw from its pool
             rng = np.random.default_rng([seed, 0xA9])
-            idx = np.concatenate([rng.choice(np.flatnonzero(pool.y == c), size=min(m, int((pool.y == c).sum())),
+            idx = np.concatenate([rng.choice(np.flatnonzero(pool.y == c), size=min(n, int((pool.y == c).sum())),
                                              replace=False) for c in range(len(d.users))])
-            return pool.x[idx], pool.y[idx]
-        y, seeds = ctx.plan(m, stream=100 + seed)
+            return keep(pool.x[idx], pool.y[idx], m, seed, x_k, y_k)
+        y, seeds = ctx.plan(n, stream=100 + seed)
         p = ctx.sample(pipe_k, y, seeds, desc=f"few-shot synth seed {seed}")
-        return p.x, p.y
+        return keep(p.x, p.y, m, seed, x_k, y_k)
 
     def budget_for(n_total):  # optimiser steps of the augmented run, never below the CNN's own minimum
         return max(floor, epochs * -(-n_total // batch))
@@ -192,6 +209,13 @@ def augmentation_section(ctx: Any, pool: Any, *, fewshot: bool, population: str 
            "user reaches the generator; each trial records the recordings its generator saw."
            if pop_info else "is not measured without `--fewshot`: the evaluated pipeline saw every train recording, "
            "so using it at small k would leak data the classifier is not allowed.")
+        + (f" Synthetic samples are filtered ({', '.join(fcfg.filters)}): {fcfg.factor:g} x m candidates per user, the m "
+           "kept are those that pass, references = the classifier's own k real recordings (their kinematic read-outs; "
+           f"a CNN trained on them, confidence >= {fcfg.tau:g}), topped up by score when too few pass."
+           if fcfg.filters else "")
+        + f" Gains are paired per seed (same k selection and classifier seed); intervals are 95% Student-t over the "
+          f"{len(st.seeds)} seeds."
     )
     return dict(protocol=protocol, trials=[dict(asdict(t), gain=t.gain) for t in trials],
-                summary=summarize_trials(trials), not_measured=not_measured, population=pop_info, fewshot_logs=logs)
+                summary=summarize_trials(trials), not_measured=not_measured, population=pop_info, fewshot_logs=logs,
+                filter=dict(config=list(fcfg.filters), factor=fcfg.factor, tau=fcfg.tau, runs=filter_logs))

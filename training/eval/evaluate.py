@@ -17,7 +17,9 @@ from typing import Any
 from models.sampling import SCHEDULERS
 from training.eval import report, sections, sweep
 from training.eval.augmentation import MIXES, augmentation_section
+from training.eval.conditions import condition_following
 from training.eval.context import Context, Log, load_data
+from training.eval.filters import parse_filters
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,10 @@ class EvalSettings:
     gen_per_user: int = 0  # generated per user for affinity/TSTR/FD/C2ST/physics; 0 = as many as real train per user
     classifier_epochs: int = 0  # reference classifier epochs; 0 = training.eval.classifier's default
     classifier_min_steps: int = 0  # floor on its optimiser steps; 0 = training.eval.classifier's default (300)
-    seeds: tuple[int, ...] = (0, 1, 2)  # augmentation-gain repeats (k selection, classifier init, synthetic draw)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # augmentation-gain repeats (k selection, classifier init, synthetic draw)
+    filters: tuple[str, ...] = ()  # synthetic-sample filters of the augmentation runs (training.eval.filters)
+    filter_factor: float = 3.0  # candidates drawn per kept synthetic sample when a filter is on
+    filter_tau: float = 0.5  # confidence filter: minimum probability of the requested person
     k_values: tuple[int | None, ...] = (5, 10, 20, None)  # real recordings per user; None = all
     synth_per_user: int = 30  # m: synthetic recordings per user added in the augmentation runs
     fewshot_steps: int = 150  # optimiser steps of the few-shot user-row adaptation
@@ -42,13 +47,14 @@ class EvalSettings:
     sweep_guidance: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
     batch_size: int = 16  # sampler batch (fixed shape, pad_to): samples do not depend on their batch
     figure_per_user: int = 4  # real and generated examples per user in the figure
+    condition_per_setting: int = 2  # per user per (speed, aspect) setting of the condition-following section
 
 
 QUICK = EvalSettings(quick=True, gen_per_user=6, classifier_epochs=2, classifier_min_steps=5, seeds=(0,), k_values=(3, None),
                      synth_per_user=4, fewshot_steps=5, sweep_per_user=2, ddpm_per_user=1,
                      sweep_samplers=(("ddpm", 50), ("ddim", 5), ("dpmsolver++", 5)), sweep_vq_steps=(10, 5),
                      sweep_guidance=(1.0, 2.0),
-                     batch_size=8, figure_per_user=2)
+                     batch_size=8, figure_per_user=2, condition_per_setting=1)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", required=True, help="pipeline folder to evaluate (e.g. checkpoints/demo)")
@@ -66,7 +72,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default=None, choices=SCHEDULERS,
                    help="sampler (default: the pipeline's)")
     p.add_argument("--gen-per-user", type=int, default=None, help="override generated samples per user")
-    p.add_argument("--seeds", type=int, default=None, help="number of augmentation repeats (default 3)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="augmentation repeats per k (default 5); gains get a 95%% t-interval over the seeds")
+    p.add_argument("--filter", default=None,
+                   help="filter the synthetic samples of the augmentation runs: comma-separated physics, confidence, "
+                        "diversity (references: the classifier's own k real recordings), or none (default)")
+    p.add_argument("--filter-factor", type=float, default=None, help="candidates per kept sample (default 3)")
+    p.add_argument("--filter-tau", type=float, default=None, help="confidence filter threshold (default 0.5)")
     p.add_argument("--synth-per-user", type=int, default=None, help="m: synthetic per user in augmentation runs")
     p.add_argument("--fewshot-steps", type=int, default=None, help="optimiser steps of the few-shot adaptation")
     p.add_argument("--population-steps", type=int, default=None,
@@ -102,7 +114,10 @@ def run(args: argparse.Namespace) -> int:
         st = replace(st, gen_per_user=args.gen_per_user)
     if args.seeds is not None:
         st = replace(st, seeds=tuple(range(args.seeds)))
-    for opt in ("synth_per_user", "fewshot_steps", "ddpm_per_user", "augment_mix", "population_steps"):
+    if args.filter is not None:
+        st = replace(st, filters=parse_filters(args.filter))
+    for opt in ("synth_per_user", "fewshot_steps", "ddpm_per_user", "augment_mix", "population_steps", "filter_factor",
+                "filter_tau"):
         if getattr(args, opt) is not None:
             st = replace(st, **{opt: getattr(args, opt)})
     out = Path(args.out)
@@ -134,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     res["gan"] = sections.gan_metrics(ctx, ref, pool)
     res["fidelity"] = sections.fidelity(ctx, ref, pool)
     res["physics"] = sections.physics(ctx, pool)
+    res["conditions"] = condition_following(ctx, ref, st.condition_per_setting)  # skipped without conditions
     res["sweep"] = sweep.sweep(ctx, ref, pool) if not args.no_sweep else dict(note="skipped (--no-sweep)", rows=[])
     res["augmentation"] = augmentation_section(ctx, pool, fewshot=args.fewshot, population=args.population_pipeline,
                                                population_seed=args.population_seed)

@@ -251,6 +251,7 @@ def filter_with_reference(x_db: np.ndarray, persons: Sequence[str], n_per_user: 
                              "filters need every exported person in it")
         if "physics" in cfg.filters:
             ref_r, ref_y = readouts(ds.x, {**meta, **ds.meta}), ds.labels  # its own axes (after any resize)
+        meta = {**ds.meta, **meta}  # the candidates' axes: the pipeline's, else the reference's
         if cfg.needs_classifier:
             clf = train_classifier(ds.x, ds.labels, len(ds.users), dyn_range_db=ds.dyn_range_db, seed=seed)
     elif cfg.needs_classifier:

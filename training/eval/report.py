@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from training.eval import plots
+from training.eval import conditions, plots
 
 # The headline targets the report judges a pipeline by (docs/evaluation.md says why each).
 TARGETS = dict(affinity_ratio=0.90, tstr_ratio=0.80, gain_k5=0.05, c2st=0.75, physics=0.10)
@@ -46,7 +46,10 @@ def markdown(res: dict[str, Any], figures: str = "figures") -> str:
     L += ["", f"![headline metrics]({figures}/metrics.png)", ""]
     pictures = dict(gan=("real test vs generated, per user", "real_vs_generated.png"),
                     augmentation=("augmentation gain", "augmentation.png"), sweep=("sampler sweep", "sampler_sweep.png"))
-    for section in ("reconstruction", "gan", "fidelity", "physics", "augmentation", "sweep", "appendix"):
+    for section in ("reconstruction", "gan", "fidelity", "physics", "conditions", "augmentation", "sweep", "appendix"):
+        if section == "conditions":
+            L += conditions.markdown(res["conditions"], figures) if "conditions" in res else []
+            continue
         L += _SECTIONS[section](res)
         if section in pictures and res.get("figures", {}).get(pictures[section][1]):
             L += [f"![{pictures[section][0]}]({figures}/{pictures[section][1]})", ""]
@@ -109,14 +112,17 @@ def _physics(res: dict[str, Any]) -> list[str]:
 def _augmentation(res: dict[str, Any]) -> list[str]:
     a = res["augmentation"]
     L = ["## Augmentation gain", "", "**Protocol.** " + a["protocol"], "",
-         "| k real / user | generator | real only | real + synthetic | gain (points) |",
-         "| --- | --- | --- | --- | --- |"]
+         "| k real / user | generator | seeds | real only | real + synthetic | gain (points) | gain, 95% CI |",
+         "| --- | --- | --- | --- | --- | --- | --- |"]
     for k, v in a["summary"].items():
-        L.append(f"| {k} | {v['generator']} | {_f(v['acc_real']['mean'], pct=True)} ± {_f(100 * v['acc_real']['std'], 1)} | "
+        ci = v.get("gain_ci95") or {}
+        ci_s = (f"[{100 * ci['lo']:+.1f}, {100 * ci['hi']:+.1f}]" if ci.get("lo") is not None and ci.get("n", 0) > 1
+                else "n/a")
+        L.append(f"| {k} | {v['generator']} | {v['gain']['n']} | {_f(v['acc_real']['mean'], pct=True)} ± {_f(100 * v['acc_real']['std'], 1)} | "
                  f"{_f(v['acc_augmented']['mean'], pct=True)} ± {_f(100 * v['acc_augmented']['std'], 1)} | "
-                 f"{100 * v['gain']['mean']:+.1f} ± {100 * v['gain']['std']:.1f} |")
+                 f"{100 * v['gain']['mean']:+.1f} ± {100 * v['gain']['std']:.1f} | {ci_s} |")
     for k in a.get("not_measured", []):
-        L.append(f"| {k} | not measured: needs `--fewshot` (the evaluated pipeline saw every train recording) | | | |")
+        L.append(f"| {k} | not measured: needs `--fewshot` (the evaluated pipeline saw every train recording) | | | | | |")
     return L + [""]
 
 

@@ -145,3 +145,31 @@ def test_evaluate_quick_end_to_end_with_fewshot_and_summary(sim, tmp_path):
     summary = json.loads((pipe / "dopplergen.json").read_text())["evaluation"]
     assert summary["quick"] is True and summary["data_fingerprint"] == res["data"]["fingerprint"]
     assert json.loads((Path(sim.pipe) / "dopplergen.json").read_text()).get("evaluation") is None  # only when asked
+
+
+@pytest.mark.slow
+def test_evaluate_quick_with_filters_reports_rejections_and_seed_intervals(sim, tmp_path):
+    from training.cli import main
+
+    out = tmp_path / "report"
+    rc = main(["evaluate", "--pipeline", sim.pipe, "--data", sim.data, "--out", str(out), "--quick", "--fewshot",
+               "--population-pipeline", sim.pop, "--threads", "1", "--steps", "3", "--no-sweep", "--seeds", "2",
+               "--filter", "physics,confidence,diversity", "--filter-factor", "2"])
+    assert rc == 0
+    aug = json.loads((out / "report.json").read_text())["augmentation"]
+    assert aug["filter"]["config"] == ["physics", "confidence", "diversity"]
+    runs = aug["filter"]["runs"]
+    assert len(runs) == len(aug["trials"]) == 4  # k = 3 and all, 2 seeds each
+    m = json.loads((out / "report.json").read_text())["settings"]["synth_per_user"]
+    for r in runs:  # factor x m per user drawn (k = all: as many as its pool holds, 6 per user); m per user kept
+        assert r["candidates"] == (2 * m if r["n_real"] == 9 else min(2 * m, 6)) * 3 and r["kept"] == m * 3
+        assert set(r["per_filter"]) == {"physics", "confidence", "diversity"}
+        assert r["physics_reference"] == "the classifier's own k real recordings"
+    assert [r["n_real"] for r in runs] == [3 * 3, 3 * 3, aug["trials"][2]["n_real"], aug["trials"][3]["n_real"]]
+    for k in ("3", "all"):
+        ci = aug["summary"][k]["gain_ci95"]
+        gains = [t["gain"] for t in aug["trials"] if t["k"] == k]
+        assert ci["n"] == 2 and ci["mean"] == pytest.approx(np.mean(gains))
+        assert ci["lo"] <= ci["mean"] <= ci["hi"]
+    md = (out / "report.md").read_text()
+    assert "gain, 95% CI" in md and "Synthetic samples are filtered (physics, confidence, diversity)" in md
