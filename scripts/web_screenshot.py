@@ -32,7 +32,9 @@ def main() -> None:
             viewport={"width": args.width, "height": args.height})
         page = browser.new_page()
         page.goto(args.url)
-        page.wait_for_selector("#generated canvas", timeout=args.timeout_s * 1000)
+        page.wait_for_selector("#generated canvas, #error:not([hidden])", timeout=args.timeout_s * 1000)
+        if page.is_visible("#error"):
+            raise SystemExit(f"the page shows an error: {page.inner_text('#error')}")
         page.wait_for_function("document.querySelector('#real-note').textContent !== ''", timeout=60_000)
         page.screenshot(path=args.out, full_page=True)
         print(f"{args.out}: {page.inner_text('#status')} | {page.inner_text('#real-note')}")
