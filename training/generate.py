@@ -31,7 +31,8 @@ from training.condition_grid import condition_grid, parse_values, resolved
 MANIFEST_FIELDS = ("path", "user", "split", "seed", "steps", "guidance", "scheduler")
 # Settings that change a file's bytes: a resumed run must match them exactly.
 _BYTE_SETTINGS = ("pipeline_fingerprint", "steps", "guidance", "scheduler", "seed", "batch_size", "seed_rule",
-                  "conditions")
+                  "conditions", "filter")
+REJECTED = ".rejected"  # --filter: candidates that did not pass, kept for inspection (a resumed run does not redraw them)
 SEED_RULE = "sha256('{seed}:{user}:{i}')[:8] & (2**53-1)"
 
 
@@ -177,8 +178,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default: drawn per sample from the user's training distribution")
     p.add_argument("--aspect-deg", default=None, help="aspect angle, the same forms as --speed-mps (e.g. 0:60:4)")
     p.add_argument("--activity", default=None, help="activity label(s), comma-separated (pipelines trained on one)")
+    p.add_argument("--filter", default="none",
+                   help="draw --filter-factor x --per-user candidates per user and keep --per-user that pass, "
+                        "comma-separated: physics (torso speed, limb envelope, cadence within 3 robust std of the "
+                        "person's --reference recordings, else of their own candidates), confidence (a CNN trained on "
+                        "--reference gives the person p >= --filter-tau), diversity (k-center in that CNN's features); "
+                        "rejected files go to <out>/.rejected/, rates to meta.json (default: none)")
+    p.add_argument("--filter-factor", type=float, default=3.0, help="candidates per kept sample with --filter")
+    p.add_argument("--filter-tau", type=float, default=0.5, help="confidence filter threshold")
+    p.add_argument("--reference", default=None, help="real dataset folder whose train split the filters compare with")
     p.add_argument("--device", default="cpu",
                    help="torch device; 'auto' = the one accelerate assigns to this process (cuda:<rank> on GPUs)")
+
+
+def apply_filter(out: Path, items: list[Item], cfg: Any, per_user: int, meta: dict[str, Any],
+                 reference: str | None) -> list[Item]:
+    """Keep per_user of each person's candidates (training.eval.filters), move the others under <out>/.rejected/,
+    record the rejection rates in meta.json["generation"]["filter_report"] and print the one-line summary."""
+    from training.eval.filters import filter_with_reference, summary_line
+
+    def where(it: Item, rejected: bool) -> Path:
+        return out / REJECTED / it.relpath if rejected else out / it.relpath
+
+    x = np.stack([np.load(where(it, not where(it, False).is_file())) for it in items])
+    x = x[:, None] if x.ndim == 3 else x  # (N, C, H, W)
+    sel = filter_with_reference(x, [it.user for it in items], per_user, cfg, meta=meta, reference=reference)
+    kept = set(sel.index.tolist())
+    for i, it in enumerate(items):
+        src, dst = (where(it, True), where(it, False)) if i in kept else (where(it, False), where(it, True))
+        if src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+    meta["generation"]["filter_report"] = {k: v for k, v in sel.report.items() if k != "per_user"}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    print(summary_line(sel.report))
+    return [items[i] for i in sorted(kept)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
 
     from models.pipeline import DopplerPipeline
     from models.sampling import sample
+    from training.eval.filters import FilterConfig, parse_filters
 
     if args.per_user < 1 or args.batch_size < 1 or (args.steps is not None and args.steps < 1):
         raise SystemExit("--per-user, --batch-size and --steps must be >= 1")
@@ -206,6 +241,13 @@ def run(args: argparse.Namespace) -> int:
     grid = condition_grid(pipe, {"speed_mps": parse_values(args.speed_mps, "speed_mps"),
                                  "aspect_deg": parse_values(args.aspect_deg, "aspect_deg"),
                                  "activity": args.activity.split(",") if args.activity else None})
+    try:
+        fcfg = FilterConfig(filters=parse_filters(args.filter), factor=args.filter_factor, tau=args.filter_tau)
+    except ValueError as e:
+        raise SystemExit(f"--filter: {e}") from None
+    if fcfg.filters and (len(grid) > 1 or ("physics" in fcfg.filters and grid != [{}])):
+        raise SystemExit("--filter takes no condition sweep, and physics no explicit condition: it compares each "
+                         "sample with the person's own walks")
 
     out = Path(args.out)
     settings = dict(
@@ -214,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler, seed=args.seed, batch_size=args.batch_size, per_user=args.per_user,
         users=users, pipeline_users=pipe.users, seed_rule=SEED_RULE, torch_threads=torch.get_num_threads(),
         conditions=grid if pipe.condition_encoder is not None else None,  # the sweep's settings (omitted: drawn)
+        filter=dict(filters=list(fcfg.filters), factor=fcfg.factor, tau=fcfg.tau, z_max=fcfg.z_max,
+                    reference=args.reference) if fcfg.filters else None,
     )
     meta = {**dataset_meta(pipe), "generation": settings}
     if state.is_main_process:
@@ -222,8 +266,8 @@ def run(args: argparse.Namespace) -> int:
     meta = json.loads((out / "meta.json").read_text())
 
     # ---- plan: all items, minus files already written; batches dealt round-robin to processes ----------------
-    all_items = plan_items(users, args.per_user, args.seed, len(grid))
-    todo = [it for it in all_items if not (out / it.relpath).is_file()]
+    all_items = plan_items(users, fcfg.candidates(args.per_user), args.seed, len(grid))
+    todo = [it for it in all_items if not (out / it.relpath).is_file() and not (out / REJECTED / it.relpath).is_file()]
     batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
     mine = batches[state.process_index :: state.num_processes]
 
@@ -247,8 +291,10 @@ def run(args: argparse.Namespace) -> int:
     # ---- manifest: every item of every run into this folder, written once by the main process ----------------
     if state.is_main_process:
         g = meta["generation"]
-        every = plan_items(g["users"], int(g["per_user"]), args.seed, len(grid))
-        present = [it for it in every if (out / it.relpath).is_file()]
+        every = plan_items(g["users"], fcfg.candidates(int(g["per_user"])), args.seed, len(grid))
+        present = [it for it in every if (out / it.relpath).is_file() or (out / REJECTED / it.relpath).is_file()]
+        if fcfg.filters:
+            present = apply_filter(out, present, fcfg, int(g["per_user"]), meta, args.reference)
         write_manifest(out, present, args.split, settings,
                        [resolved(pipe, it.user, it.seed, grid[it.setting]) for it in present])
         dt = time.perf_counter() - t0
