@@ -22,6 +22,7 @@ import base64
 import io
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,7 @@ def main() -> int:
     p.add_argument("--per-setting", type=int, default=8, help="samples per user per setting")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--exclude-mps", type=float, default=0.25, help="radial speeds below this are clutter")
+    p.add_argument("--users", type=int, default=0, help="only the first N users (0 = all; a smoke test)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
 
@@ -101,11 +103,13 @@ def main() -> int:
                         max_samples_per_request=max(16, args.per_setting), request_timeout_s=600)
     rows = []
     with TestClient(create_app(settings)) as client:
+        while client.get("/readyz").status_code != 200:  # the model loads in the background
+            time.sleep(0.5)
         info = client.get("/info").json()
         cond = json.loads((Path(args.pipeline) / "dopplergen.json").read_text())["conditions"]
         for si, (name, qi, aspect) in enumerate(SETTINGS):
             reads, wants, hits = [], [], []
-            for ui, user in enumerate(ds.users):
+            for ui, user in enumerate(ds.users[:args.users or None]):
                 speed = float(cond["speed_mps"]["per_user"][user]["quantiles"][qi])
                 x = generate(client, user, args.per_setting, 10_000 * si + 100 * ui, speed, aspect, args.steps)
                 want = 2 * speed * np.cos(np.deg2rad(aspect)) / lam
@@ -119,7 +123,7 @@ def main() -> int:
 
     ok_speed = all(abs(r["median_rel_err"]) <= 0.10 for r in rows)
     ok_id = all(r["affinity"] >= 0.9 * acc_real for r in rows)
-    print(f"pipeline {args.pipeline} | {len(ds.users)} users x {args.per_setting} samples per setting | "
+    print(f"pipeline {args.pipeline} | {len(ds.users[:args.users or None])} users x {args.per_setting} samples per setting | "
           f"conditions in /info: {sorted(info.get('conditions') or {})}")
     print(f"read-out on the real test recordings: median rel. error {np.median(real_err):+.3f}, "
           f"|err| <= 10% for {np.mean(np.abs(real_err) <= 0.1):.2f} of them "
