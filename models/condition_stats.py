@@ -25,6 +25,7 @@ import numpy as np
 
 from models.conditions import CATEGORICAL, ENCODINGS, NUMERIC
 
+UNITS = {"_mps": "m/s", "_deg": "deg", "_m": "m", "_db": "dB", "_hz": "Hz", "_s": "s"}  # by column-name suffix
 QUANTILES = 21  # 0, 5, ..., 100 %: enough to redraw a uniform or a bell-shaped spread faithfully
 ROUND = 100.0  # ranges are widened outward to 1/ROUND of a unit, so the training data is always inside
 
@@ -91,6 +92,9 @@ def offered_conditions(encoder: Any, desc: Mapping[str, Mapping[str, Any]] | Non
     for spec in encoder.specs:
         entry = {k: v for k, v in spec.items() if k != "name"}
         entry["encoding"] = desc.get(spec["name"], {}).get("encoding", ENCODINGS[spec["type"]])
+        unit = [u for suffix, u in UNITS.items() if spec["name"].endswith(suffix)]
+        if spec["type"] == NUMERIC and unit:
+            entry["unit"] = unit[0]
         entry["omitted"] = "drawn from the user's training distribution (seeded by the sample's seed)"
         out[spec["name"]] = entry
     return out

@@ -150,6 +150,7 @@ def test_describe_records_types_ranges_and_per_user_distributions():
     assert [s["name"] for s in specs] == ["speed_mps", "activity"]
     offered = offered_conditions(ConditionEncoder(conditions=specs), desc)
     assert list(offered) == ["speed_mps", "activity"] and offered["speed_mps"]["range"] == sp["range"]
+    assert offered["speed_mps"]["unit"] == "m/s" and "unit" not in offered["activity"]
     assert offered["activity"]["values"] == ["run", "walk"] and "per_user" not in offered["speed_mps"]
     assert offered_conditions(None, desc) == {}
     json.dumps(desc)  # goes into dopplergen.json as is
