@@ -5,6 +5,7 @@ separate thing: training/export.py.)"""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -73,12 +74,26 @@ def save_checkpoint(accelerator: Accelerator, run_dir: str | Path, step: int, li
             state["ema_optimization_step"] = ema.optimization_step
             state["files"].append("ema.safetensors")
         (partial / STATE_FILE).write_text(json.dumps(state) + "\n")
+        _fsync(partial)  # on disk before the rename: a power cut cannot leave a renamed folder of empty files
         if path.exists():  # the same step saved again (a resume from an older checkpoint): replace it
             shutil.rmtree(path)
         partial.rename(path)
+        _fsync(root, files=False)
         _prune(run_dir, limit)
     accelerator.wait_for_everyone()
     return path
+
+
+def _fsync(folder: Path, files: bool = True) -> None:
+    """Flush the folder's files (and the folder's own entry list) to disk."""
+    for f in folder.iterdir() if files else ():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _prune(run_dir: str | Path, limit: int) -> None:
