@@ -122,7 +122,7 @@ def step_rows(
     if any(r.done for r in rows):
         raise ValueError("a row has already taken all its steps")
     use_cfg = any(r.guidance != 1.0 for r in rows) if cfg is None else cfg
-    net = denoiser or pipe.denoiser
+    net = denoiser if denoiser is not None else pipe.denoiser
     if rows[0].sampler == "vq-diffusion":
         _step_codes(pipe, rows, pad_to, use_cfg, net)
     else:

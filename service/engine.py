@@ -111,6 +111,10 @@ class Engine:
         if self.settings.resolved_compile(self.device) and self.pipe.route != "vq-diffusion":
             if isinstance(self.stepper, ModelStepper):
                 log.info("compiling the denoiser (reduce-overhead) for batches %s", self.buckets)
+                cfg = torch._dynamo.config  # one graph per bucket: allow that many recompilations
+                for name in ("cache_size_limit", "recompile_limit"):
+                    if hasattr(cfg, name):
+                        setattr(cfg, name, max(getattr(cfg, name), len(self.buckets) + 2))
                 self.stepper.denoiser = torch.compile(self.pipe.denoiser, mode="reduce-overhead", dynamic=False)
                 self.compiled = True
         spec = RowSpec(0, 3 if self.compiled else 2, self.default_guidance, self.default_scheduler)
