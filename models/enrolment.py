@@ -5,7 +5,7 @@ diffusion loss on the person's latents, back-propagated through the frozen denoi
 only. Each person is one row like every trained user, so enrolled and trained users share one batch.
 `Enrolment.step()` is one optimiser step, so a worker can interleave enrolment with sampling;
 `enrol()` runs it to the end. Used by `dopplergen enroll`, `POST /users` and the evaluator's few-shot
-protocol (which passes its own loss for the vq-diffusion route).
+protocol; every route (the UNet routes' diffusion loss, VQ-Diffusion's x_0 cross-entropy; models/losses.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, VQDiffusionScheduler
 
 from models import autoencoder as ae
+from models import losses as L
 from models.pipeline import DopplerPipeline
 
 # loss(idx (B,), context (B, T, D), generator) -> scalar: the denoiser's training loss on recordings `idx`.
@@ -40,38 +41,41 @@ class EnrolConfig:
             raise ValueError(f"invalid enrolment config {self}")
 
 
-@torch.no_grad()
-def encode_latents(pipe: DopplerPipeline, x_db: torch.Tensor, time_shifts: int,
-                   batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and std of the scaled latents of each recording at `time_shifts` circular time shifts."""
-    x = pipe.normalization.to_model(x_db.float())  # (N, C, H, W)
-    w = x.shape[-1]
-    rolled = torch.cat([torch.roll(x, shifts=int(round(s * w / time_shifts)), dims=-1) for s in range(time_shifts)])
-    vae, sf = pipe.vae, float(pipe.vae.config.scaling_factor)
-    means, stds = [], []
-    for i in range(0, len(rolled), batch):
-        mean, std = ae.posterior(vae, rolled[i:i + batch])
-        means.append(ae.scale(vae, mean).float().cpu())
-        stds.append((std * sf).float().cpu())
-    return torch.cat(means), torch.cat(stds)  # (time_shifts * N, 4, h, w) each, shift-major
-
-
-def latent_loss(pipe: DopplerPipeline, x_db: torch.Tensor, cfg: EnrolConfig) -> LossFn:
+def latent_loss_fn(pipe: DopplerPipeline, x_db: torch.Tensor, cfg: EnrolConfig) -> LossFn:
     """The stage-2 diffusion loss of the UNet routes (kl, vq-latent) on the recordings' cached latents."""
-    if pipe.route == "vq-diffusion":
-        raise ValueError("enrolment on the vq-diffusion route needs its code loss (training passes it as loss_fn)")
-    mean, std = encode_latents(pipe, x_db, cfg.time_shifts)
+    x = pipe.normalization.to_model(x_db.float())  # (N, C, H, W)
+    mean, std = L.cache_latents(pipe.vae, x, L.time_shifts(x.shape[-1], cfg.time_shifts))  # (S, N, 4, h, w)
+    mean = ae.scale(pipe.vae, mean.flatten(0, 1))  # (S * N, 4, h, w), shift-major like Enrolment's labels
+    std = std.flatten(0, 1) * float(pipe.vae.config.scaling_factor)
     sched = DDPMScheduler.from_config(pipe.scheduler_config)
-    pred_type, device, dtype = sched.config.prediction_type, pipe.device, pipe.denoiser.dtype
+    device, dtype = pipe.device, pipe.denoiser.dtype
 
     def loss(idx: torch.Tensor, context: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        z0 = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)
+        z0 = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)  # a posterior sample
         noise = torch.randn(z0.shape, generator=g)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g)
-        noisy = sched.add_noise(z0, noise, t)
-        target = noise if pred_type == "epsilon" else sched.get_velocity(z0, noise, t)
-        pred = pipe.denoiser(noisy.to(device, dtype), t.to(device), encoder_hidden_states=context.to(dtype)).sample
-        return torch.nn.functional.mse_loss(pred.float(), target.to(device).float())
+        z_t, target = L.noised(sched, z0, noise, t)
+        pred = pipe.denoiser(z_t.to(device, dtype), t.to(device), encoder_hidden_states=context.to(dtype)).sample
+        return L.latent_loss(sched, pred, target.to(device), t).mean()
+
+    return loss
+
+
+def code_loss_fn(pipe: DopplerPipeline, x_db: torch.Tensor, cfg: EnrolConfig) -> LossFn:
+    """The VQ-Diffusion x_0 cross-entropy (route vq-diffusion) on the recordings' cached code grids."""
+    x = pipe.normalization.to_model(x_db.float())
+    codes = L.cache_codes(pipe.vae, x, L.time_shifts(x.shape[-1], cfg.time_shifts))  # (S, N, L)
+    codes = codes.reshape(-1, codes.shape[-1])  # (S * N, L), shift-major like Enrolment's labels
+    sched = VQDiffusionScheduler.from_config(pipe.scheduler_config)
+    device = pipe.device
+
+    def loss(idx: torch.Tensor, context: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        t = int(torch.randint(0, sched.config.num_train_timesteps, (1,), generator=g))  # AdaLayerNorm: one t per call
+        x0 = codes[idx]
+        x_t = L.corrupt(sched, x0, t, g).to(device)
+        log_p = pipe.denoiser(x_t, encoder_hidden_states=context.to(pipe.denoiser.dtype),
+                              timestep=torch.tensor(t, device=device)).sample
+        return L.code_loss(log_p, x0.to(device))
 
     return loss
 
@@ -103,8 +107,9 @@ class Enrolment:
         device = pipe.device
         self.rows = torch.nn.Parameter(start.to(device))  # (U, T*D), fp32 whatever the serving dtype
         self.prior = self.prior.to(device)
-        self.lat_labels = labels.repeat(self.cfg.time_shifts)  # matches encode_latents' shift-major order
-        self.loss_fn = loss_fn or latent_loss(pipe, x_db, self.cfg)
+        self.lat_labels = labels.repeat(self.cfg.time_shifts)  # (S * N,): the caches' shift-major order
+        default = code_loss_fn if pipe.route == "vq-diffusion" else latent_loss_fn
+        self.loss_fn = loss_fn or default(pipe, x_db, self.cfg)
         self.opt = torch.optim.Adam([self.rows], lr=self.cfg.lr)
         self.losses: list[float] = []
 
@@ -119,6 +124,9 @@ class Enrolment:
         rows = self.rows[self.lat_labels[idx].to(self.rows.device)]  # (B, T*D)
         with torch.enable_grad():
             context = enc.tokens(rows.to(enc.dtype))  # (B, T, D)
+            cond = getattr(self.pipe, "condition_encoder", None)
+            if cond is not None:  # a person's recordings carry no condition labels: every condition absent
+                context = torch.cat([context, cond(cond.absent_values(len(idx))).to(context.dtype)], dim=1)
             loss = self.loss_fn(idx, context, self.g)
             total = loss + cfg.reg * (self.rows - self.prior).pow(2).mean() if cfg.reg else loss
             self.opt.zero_grad(set_to_none=True)

@@ -48,7 +48,8 @@ def create_app(
     install_error_handlers(app, service.metrics)
     app.include_router(router)
     web.install(app)  # GET / and /static
-    app.add_middleware(BodyLimitMiddleware, metrics=service.metrics, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, metrics=service.metrics, max_bytes=settings.max_body_bytes,
+                       per_path={"/users": settings.max_upload_bytes})
     app.add_middleware(ApiKeyMiddleware, metrics=service.metrics, api_key=settings.api_key)  # before any body read
     app.add_middleware(SafeHeadersMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=service.metrics, routes=PATHS)  # outermost: sees 413s too

@@ -55,16 +55,18 @@ class BodyLimitMiddleware:
     so the routes still see the client's disconnect.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
         self.app, self.metrics, self.max_bytes = app, metrics, max_bytes
+        self.per_path = per_path or {}  # e.g. POST /users: uploads get their own, larger limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope["path"], self.max_bytes)
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await self._too_large(send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await self._too_large(send, limit)
             return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
@@ -75,8 +77,8 @@ class BodyLimitMiddleware:
             if message["type"] != "http.request":  # client went away mid-body
                 return
             body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._too_large(send)
+            if len(body) > limit:
+                await self._too_large(send, limit)
                 return
             if not message.get("more_body", False):
                 break
@@ -91,10 +93,11 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, limit: int) -> None:
         self.metrics.reject("invalid")
+        name = "max_body_bytes" if limit == self.max_bytes else "max_upload_bytes"
         payload = json.dumps(
-            {"error": "body_too_large", "message": f"request body exceeds max_body_bytes ({self.max_bytes} bytes)"}
+            {"error": "body_too_large", "message": f"request body exceeds {name} ({limit} bytes)"}
         ).encode()
         await send(
             {

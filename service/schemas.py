@@ -86,6 +86,7 @@ class GenerateResponse(BaseModel):
 class UsersResponse(BaseModel):
     users: list[str]
     count: int
+    enrolled: list[str] = Field(default_factory=list, description="the users added by enrolment (POST /users)")
 
 
 class ErrorDetail(BaseModel):

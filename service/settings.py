@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     max_samples_per_request: int = Field(16, ge=1, le=4096)
     max_steps: int = Field(1000, ge=1, le=10_000)  # capped again by the scheduler's training steps
     max_body_bytes: int = Field(65_536, ge=256, le=64 * 1024 * 1024)  # larger bodies get 413
+    # --- enrolment (POST /users) ----------------------------------------------------------------------
+    users_dir: Path | None = None  # enrolled users (safetensors + json) kept here across restarts; unset: memory only
+    max_upload_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024**3)  # POST /users body (3 to 50 files)
+    max_file_bytes: int = Field(2 * 1024 * 1024, ge=256, le=1024**3)  # one uploaded recording
+    max_enrolments: int = Field(4, ge=1, le=1000)  # device jobs waiting or running; beyond this POST /users gets 429
+    enrol_steps: int | None = Field(None, ge=1, le=100_000)  # optimiser steps per enrolment (unset: the default)
     # --- server -------------------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -65,7 +71,7 @@ class Settings(BaseSettings):
     def _lower_log_level(cls, v: object) -> object:
         return v.lower() if isinstance(v, str) else v
 
-    @field_validator("api_key", "max_wait_ms", "data", mode="before")
+    @field_validator("api_key", "max_wait_ms", "data", "users_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         # DOPPLERGEN_API_KEY= (empty, as docker-compose passes an unset variable) means "not set".

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from models.pipeline import DopplerPipeline
 from service.engine import Engine, Stepper
+from service.enrolment import Enroller
 from service.metrics import Metrics
 from service.settings import Settings
 from service.worker import StepWorker
@@ -31,8 +32,9 @@ class Service:
         self.engine = Engine(settings, pipeline, stepper)
         self.worker = StepWorker(
             self.engine, self.metrics, max_queue=settings.max_queue, request_timeout_s=settings.request_timeout_s,
-            max_wait_s=settings.resolved_max_wait_ms(self.engine.device) / 1000.0,
+            max_wait_s=settings.resolved_max_wait_ms(self.engine.device) / 1000.0, max_jobs=settings.max_enrolments,
         )
+        self.enroller = Enroller(self.engine, self.worker, settings.users_dir, settings.enrol_steps)
         self.ready = False
         self.failure: str | None = None  # why loading failed, if it did
         self.on_fatal: Callable[[str], None] | None = None  # set by `dopplergen serve`: stop the server
@@ -79,6 +81,7 @@ class Service:
         t0 = time.perf_counter()
         try:
             pipe = await loop.run_in_executor(engine.executor, engine.load)
+            await loop.run_in_executor(engine.executor, self.enroller.restore)  # the users folder's people
             self.metrics.set_model(
                 name=pipe.name, version=pipe.version, route=pipe.route, device=engine.device, dtype=engine.dtype
             )

@@ -27,6 +27,7 @@ step the worker picks the rows that run:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import threading
@@ -116,6 +117,17 @@ class StepWorker:
             self._jobs.append(job)
             self._cv.notify()
         return job.future
+
+    def remap_users(self, new_index: Callable[[int], int | None], gone: Exception) -> None:
+        """After users left the encoder: queued rows' user index -> `new_index(i)`; None fails the request with `gone`.
+
+        Rows that already started keep the conditioning they started with."""
+        with self._cv:
+            queued = {s.req for s in self._live if s.row is None}
+            failed = [s for s in self._live if s.req in queued and new_index(s.req.spec.user_index) is None]
+            for req in queued - {s.req for s in failed}:
+                req.spec = dataclasses.replace(req.spec, user_index=new_index(req.spec.user_index))
+        self._fail_requests(failed, gone)
 
     def _admit(self, spec: RowSpec, n: int) -> None:
         """The admission rule of the module docstring (called with the lock held)."""

@@ -24,7 +24,8 @@ def _loaded(service: Service):
 @router.get("/users", response_model=UsersResponse, summary="User IDs the model can generate for, in index order")
 async def users(service: ServiceDep) -> UsersResponse:
     users = _loaded(service).users
-    return UsersResponse(users=users, count=len(users))
+    enrolled = set(service.enroller.enrolled()) | set(_loaded(service).meta.get("enrolled_users") or {})
+    return UsersResponse(users=users, count=len(users), enrolled=[u for u in users if u in enrolled])
 
 
 @router.get("/info", summary="Model, spectrogram geometry, dB scale, device, batching settings and limits")

@@ -82,7 +82,7 @@ async def test_users_info_health_docs(make_app, fake):
         assert (await client.get("/readyz")).json() == {"status": "ready"}
         assert (await client.get("/docs")).status_code == 200
         assert "/generate" in (await client.get("/openapi.json")).json()["paths"]
-    assert users == {"users": ["alice", "bob", "carol"], "count": 3}
+    assert users == {"users": ["alice", "bob", "carol"], "count": 3, "enrolled": []}
     assert info["model"]["name"] == "dopplergen-tiny" and info["image_size"] == [32, 32]
     assert info["db_range"] == [-60.0, 0.0] and info["device"] == "cpu" and info["dtype"] == "fp32"
     assert info["batching"]["max_batch_size"] == 8 and info["batching"]["batch_padding"] == "buckets"

@@ -1,0 +1,200 @@
+"""Enrolment on the service: POST /users becomes a job on the step worker; enrolled users live in a users folder.
+
+- **The job.** models.enrolment learns the person's user row (UNet and VAE frozen), one Adam step per worker
+  chunk, so generation keeps running between the steps. The last chunk saves the row, then appends it to the
+  served user encoder; every other row stays bit for bit, so nobody else's samples change.
+- **The users folder** (DOPPLERGEN_USERS_DIR): `<user>.safetensors` (the row) and `<user>.json` (provenance),
+  the JSON written last by rename, so a crash leaves no half-enrolled user; a restart appends them again in
+  enrolment order. Without a folder, enrolled users last until the server stops.
+- **Deleting** runs on the device thread between steps, with the event loop holding still: rows that already
+  started keep their own conditioning; queued rows of later users get their new index; queued rows of the
+  deleted user fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.enrolment import EnrolConfig, Enrolment
+from service.engine import Engine
+from service.rows import BatchFailed
+from service.worker import StepWorker
+
+log = logging.getLogger("dopplergen.enrolment")
+USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also the file name in the users folder
+
+
+class UsersFolder:
+    """Enrolled users on disk: `<user>.safetensors` holds "rows" (1, T*D); `<user>.json` (written last) commits it."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+
+    def load(self) -> list[tuple[str, torch.Tensor, dict[str, Any]]]:
+        """Every complete entry, oldest enrolment first (the order their rows are appended in)."""
+        if self.path is None:
+            return []
+        out = []
+        for meta_file in self.path.glob("*.json"):
+            user = meta_file.stem
+            try:
+                info = json.loads(meta_file.read_text())
+                rows = load_file(str(self.path / f"{user}.safetensors"))["rows"]
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("skipping enrolled user %s in %s: %s", user, self.path, exc)
+                continue
+            out.append((user, rows, info))
+        return sorted(out, key=lambda e: (e[2].get("enrolled_at_ns", 0), e[0]))
+
+    def save(self, user: str, rows: torch.Tensor, info: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        for name, write in ((f"{user}.safetensors", lambda p: save_file({"rows": rows.contiguous()}, str(p))),
+                            (f"{user}.json", lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))):
+            tmp = self.path / f".{name}.tmp-{os.getpid()}"
+            write(tmp)
+            tmp.replace(self.path / name)
+
+    def delete(self, user: str) -> None:
+        if self.path is None:
+            return
+        (self.path / f"{user}.json").unlink(missing_ok=True)  # uncommitted first
+        (self.path / f"{user}.safetensors").unlink(missing_ok=True)
+
+
+@dataclass
+class Entry:
+    status: str  # enrolling | ready | failed
+    progress: float = 0.0
+    error: str | None = None
+    future: asyncio.Future | None = None
+    served: bool = False  # its row is in the served encoder (and the users folder)
+    cancelled: bool = False  # DELETE came first: the job must not serve it
+
+
+class Enroller:
+    """The service's enrolled users: their state, their jobs on the step worker and the users folder."""
+
+    def __init__(self, engine: Engine, worker: StepWorker, users_dir: Path | None, steps: int | None = None) -> None:
+        self.engine, self.worker, self.folder = engine, worker, UsersFolder(users_dir)
+        self.cfg = EnrolConfig(**({"steps": steps} if steps else {}))
+        self.entries: dict[str, Entry] = {}
+        self._lock = threading.Lock()  # a job's last chunk (save + serve) against DELETE's cancellation
+
+    # ---- the device thread ----------------------------------------------------------------------------------------
+    def restore(self) -> None:
+        """At start-up, after loading: append the users folder's people to the served encoder."""
+        pipe = self.engine.pipe
+        for user, rows, _ in self.folder.load():
+            if user in pipe.users:
+                log.warning("enrolled user %s is also in the pipeline; the pipeline's is served", user)
+                continue
+            pipe.user_encoder = pipe.user_encoder.with_users([user], rows)
+            self.entries[user] = Entry("ready", 1.0, served=True)
+        if self.entries:
+            log.info("restored %d enrolled users from %s", len(self.entries), self.folder.path)
+
+    def _enrol_steps(self, user: str, x_db: np.ndarray, files: list[dict]) -> Iterator[None]:
+        t0, pipe, entry = time.perf_counter(), self.engine.pipe, self.entries[user]
+        job = Enrolment(pipe, x_db, [0] * len(x_db), 1, self.cfg)  # first chunk: the stage-1 encodes
+        yield
+        while not job.done:
+            job.step()
+            entry.progress = len(job.losses) / max(1, self.cfg.steps)
+            yield
+        rows = job.result()
+        info = dict(user_id=user, files=files, k=len(files), steps=self.cfg.steps, lr=self.cfg.lr,
+                    batch_size=self.cfg.batch_size, seed=self.cfg.seed, final_loss=job.final_loss(),
+                    seconds=round(time.perf_counter() - t0, 2), enrolled_at_ns=time.time_ns())
+        with self._lock:
+            if entry.cancelled:
+                return None
+            self.folder.save(user, rows, info)  # persisted before it is served: a served user survives a restart
+            pipe.user_encoder = pipe.user_encoder.with_users([user], rows)  # appending moves no existing index
+            entry.served = True
+        return info
+
+    def _delete_steps(self, user: str, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+        yield  # the work is the second chunk: after every chunk of the jobs queued before this one
+        pipe = self.engine.pipe
+        if user in pipe.users:  # (a cancelled enrolment may have got as far as serving its user)
+            gone = pipe.user_encoder.index_of(user)
+            smaller = pipe.user_encoder.without_users([user])
+
+            def swap() -> None:  # on the event loop: no route is between reading an index and submitting it
+                pipe.user_encoder = smaller
+                self.worker.remap_users(lambda i: None if i == gone else (i - 1 if i > gone else i),
+                                        BatchFailed(f"user {user!r} was deleted"))
+
+            asyncio.run_coroutine_threadsafe(_call(swap), loop).result(timeout=60)
+        self.folder.delete(user)
+
+    # ---- the event loop -----------------------------------------------------------------------------------------
+    def status(self, user: str) -> dict[str, Any] | None:
+        entry = self.entries.get(user)
+        if entry is not None:
+            return dict(status=entry.status, progress=round(entry.progress, 4), error=entry.error, enrolled=True)
+        if self.engine.pipe is not None and user in self.engine.pipe.users:
+            return dict(status="ready", progress=1.0, error=None, enrolled=False)
+        return None
+
+    def enrolled(self) -> list[str]:
+        return [u for u, e in self.entries.items() if e.status == "ready"]
+
+    def submit(self, user: str, x_db: np.ndarray, files: list[dict]) -> None:
+        """Queue an enrolment (QueueFull when the worker's job queue is full)."""
+        entry = Entry("enrolling")
+        self.entries[user] = entry
+        try:
+            entry.future = self.worker.submit_job(lambda: self._enrol_steps(user, x_db, files))
+        except Exception:
+            del self.entries[user]
+            raise
+
+        def done(fut: asyncio.Future) -> None:
+            if fut.cancelled():
+                return
+            if fut.exception() is not None:
+                log.error("enrolment of %s failed: %s", user, fut.exception())
+                entry.status, entry.error = "failed", f"{type(fut.exception()).__name__}: {fut.exception()}"[:300]
+            else:
+                entry.status, entry.progress = "ready", 1.0
+
+        entry.future.add_done_callback(done)
+
+    async def delete(self, user: str) -> None:
+        """Cancel (enrolling) or remove (ready) an enrolled user; a failed one is only forgotten."""
+        entry = self.entries.pop(user)
+        with self._lock:
+            entry.cancelled = True
+            served = entry.served
+        if entry.future is not None and not entry.future.done():
+            entry.future.cancel()  # the worker closes the job before its next chunk
+        if not served:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await self.worker.submit_job(lambda: self._delete_steps(user, loop))
+        except Exception:
+            self.entries.setdefault(user, entry)
+            raise
+
+
+async def _call(fn) -> None:
+    fn()

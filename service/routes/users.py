@@ -1,0 +1,103 @@
+"""Enrolment: POST /users (a new person from 3 to 50 recordings), GET /users/{user_id}, DELETE /users/{user_id}."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, File, Form, UploadFile
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from models.recording import DatasetError, read_recording
+from service.enrolment import USER_ID_RE
+from service.errors import ApiError, invalid
+from service.routes.deps import ApiKey, ReadyService, ServiceDep
+from service.rows import QueueFull, ShuttingDown
+from service.schemas import ErrorResponse
+from service.state import Service
+
+router = APIRouter(tags=["users"], dependencies=[ApiKey])
+MIN_FILES, MAX_FILES = 3, 50
+
+
+class EnrolAccepted(BaseModel):
+    user_id: str
+    status: str = Field(description="enrolling")
+
+
+class UserStatus(BaseModel):
+    user_id: str
+    status: str = Field(description="enrolling | ready | failed (deleted: the answer to DELETE)")
+    progress: float = Field(description="0..1: share of the enrolment's optimiser steps done")
+    error: str | None = None
+    enrolled: bool = Field(description="added by enrolment (deletable), not trained with the model")
+
+
+def _errors(*codes: int) -> dict:
+    return {c: {"model": ErrorResponse} for c in codes}
+
+
+@router.post("/users", status_code=202, response_model=EnrolAccepted, responses=_errors(401, 409, 413, 422, 429, 503),
+             summary="Enrol a new person from 3 to 50 recordings (.npy in dB or .png); poll GET /users/{user_id}")
+async def enrol(user_id: Annotated[str, Form()], files: Annotated[list[UploadFile], File()],
+                service: ReadyService) -> EnrolAccepted:
+    pipe = service.engine.pipe
+    if not USER_ID_RE.match(user_id):
+        raise invalid("user_id", "use 1-64 letters, digits, '.', '_' or '-' (not first)")
+    if user_id in pipe.users or user_id in service.enroller.entries:
+        raise ApiError(409, "user_exists", f"user_id: {user_id!r} already exists; DELETE /users/{user_id} first")
+    if not MIN_FILES <= len(files) <= MAX_FILES:
+        raise invalid("files", f"send {MIN_FILES} to {MAX_FILES} recordings, got {len(files)}")
+    x_db, hashes = await _read(files, service)
+    try:
+        service.enroller.submit(user_id, x_db, hashes)
+    except QueueFull as exc:
+        raise ApiError(429, "queue_full", f"enrolment queue full ({exc.capacity}); retry later",
+                       headers={"Retry-After": str(exc.retry_after_s)}) from None
+    except ShuttingDown as exc:
+        raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
+    return EnrolAccepted(user_id=user_id, status="enrolling")
+
+
+async def _read(files: list[UploadFile], service: Service) -> tuple[np.ndarray, list[dict]]:
+    """Every upload by the dataset reader's per-file rules, at the model's size; 422 naming the first bad file."""
+    pipe, limit = service.engine.pipe, service.settings.max_file_bytes
+    dyn, arrays, hashes = float(pipe.normalization.dyn_range_db), [], []
+    for i, f in enumerate(files):
+        name = (f.filename or "").replace("\\", "/").rsplit("/", 1)[-1][:128] or f"file {i}"
+        raw = await f.read(limit + 1)
+        if len(raw) > limit:
+            raise invalid("files", f"{name}: larger than max_file_bytes ({limit} bytes)")
+        try:
+            arrays.append(await run_in_threadpool(read_recording, raw, name, pipe.channels, dyn, pipe.image_size))
+        except DatasetError as exc:
+            raise invalid("files", str(exc)) from None
+        hashes.append({"file": name, "sha256": hashlib.sha256(raw).hexdigest()})
+    return np.stack(arrays), hashes
+
+
+@router.get("/users/{user_id}", response_model=UserStatus, responses=_errors(401, 404),
+            summary="A user's enrolment status (trained users are always ready)")
+async def user_status(user_id: str, service: ServiceDep) -> UserStatus:
+    status = service.enroller.status(user_id)
+    if status is None:
+        raise ApiError(404, "unknown_user", f"user_id: no user {user_id!r} (GET /users lists them)")
+    return UserStatus(user_id=user_id, **status)
+
+
+@router.delete("/users/{user_id}", response_model=UserStatus, responses=_errors(401, 404, 409, 503),
+               summary="Remove an enrolled user (or cancel its enrolment); trained users cannot be removed")
+async def delete_user(user_id: str, service: ReadyService) -> UserStatus:
+    status = service.enroller.status(user_id)
+    if status is None:
+        raise ApiError(404, "unknown_user", f"user_id: no user {user_id!r} (GET /users lists them)")
+    if not status["enrolled"]:
+        raise ApiError(409, "trained_user", f"user_id: {user_id!r} was trained with the model; only enrolled "
+                                            "users can be deleted")
+    try:
+        await service.enroller.delete(user_id)
+    except (QueueFull, ShuttingDown) as exc:
+        raise ApiError(503, "not_ready", f"cannot delete now: {exc}", headers={"Retry-After": "5"}) from None
+    return UserStatus(user_id=user_id, status="deleted", progress=status["progress"], error=None, enrolled=True)

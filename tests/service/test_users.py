@@ -1,0 +1,118 @@
+"""Enrolment through the API: POST /users -> 202, poll to ready, generate, survive a restart, DELETE; errors."""
+
+import asyncio
+import io
+
+import numpy as np
+import pytest
+
+from models.pipeline import DopplerPipeline
+from tests.service.conftest import serve
+
+pytestmark = pytest.mark.anyio
+KEY = {"X-API-Key": "sekret"}
+
+
+def _npy(seed: int, shape=(32, 32)) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.random.default_rng(seed).uniform(-60, 0, size=shape).astype(np.float32))
+    return buf.getvalue()
+
+
+def _files(n=5, bad: dict[int, tuple[str, bytes]] | None = None) -> list:
+    files = [("files", (f"rec{i}.npy", _npy(i), "application/octet-stream")) for i in range(n)]
+    for i, (name, data) in (bad or {}).items():
+        files[i] = ("files", (name, data, "application/octet-stream"))
+    return files
+
+
+@pytest.fixture
+def app_for(make_app, tiny_pipeline_dir, tmp_path):
+    """A fresh tiny pipeline per app (enrolment changes the served encoder), one users folder for the test."""
+
+    def _make(**settings):
+        settings.setdefault("users_dir", str(tmp_path / "users"))
+        settings.setdefault("enrol_steps", 3)
+        settings.setdefault("max_batch_size", 2)
+        return make_app(pipeline=DopplerPipeline.load(tiny_pipeline_dir), **settings)
+
+    return _make
+
+
+async def _wait_ready(client, user, headers=None) -> dict:
+    for _ in range(600):
+        r = await client.get(f"/users/{user}", headers=headers)
+        assert r.status_code == 200, r.text
+        if r.json()["status"] != "enrolling":
+            return r.json()
+        await asyncio.sleep(0.05)
+    raise AssertionError("enrolment never finished")
+
+
+async def test_enrol_generate_restart_delete(app_for, tmp_path):
+    async with serve(app_for()) as client:
+        r = await client.post("/users", data={"user_id": "dave"}, files=_files())
+        assert r.status_code == 202 and r.json() == {"user_id": "dave", "status": "enrolling"}
+        assert (await _wait_ready(client, "dave")) == dict(user_id="dave", status="ready", progress=1.0, error=None,
+                                                          enrolled=True)
+        gen = await client.post("/generate", json={"user_id": "dave", "num_samples": 1, "seed": 1,
+                                                   "num_inference_steps": 2, "format": "npy"})
+        assert gen.status_code == 200, gen.text
+        users = (await client.get("/users")).json()
+        assert users["users"][-1] == "dave" and users["enrolled"] == ["dave"]
+        assert (await client.post("/users", data={"user_id": "dave"}, files=_files())).status_code == 409
+        assert (await client.delete("/users/alice")).status_code == 409  # trained users stay
+    assert sorted(p.name for p in (tmp_path / "users").iterdir()) == ["dave.json", "dave.safetensors"]
+
+    async with serve(app_for()) as client:  # a restart keeps the enrolled user
+        users = (await client.get("/users")).json()
+        assert users["users"] == ["alice", "bob", "carol", "dave"] and users["enrolled"] == ["dave"]
+        assert (await client.get("/users/dave")).json()["status"] == "ready"
+        r = await client.delete("/users/dave")
+        assert r.status_code == 200 and r.json()["status"] == "deleted"
+        assert (await client.get("/users/dave")).status_code == 404
+        assert (await client.get("/users")).json()["users"] == ["alice", "bob", "carol"]
+        gen = await client.post("/generate", json={"user_id": "dave", "num_samples": 1, "seed": 1,
+                                                   "num_inference_steps": 2})
+        assert gen.status_code == 404
+    assert not list((tmp_path / "users").iterdir())
+
+
+async def test_a_bad_file_gets_422_naming_it_and_nothing_is_left(app_for, tmp_path):
+    async with serve(app_for()) as client:
+        r = await client.post("/users", data={"user_id": "erin"}, files=_files(bad={2: ("broken.png", b"nope")}))
+        assert r.status_code == 422 and "broken.png" in r.json()["message"]
+        r = await client.post("/users", data={"user_id": "erin"}, files=_files(bad={1: ("nan.npy", _npy(0) * 0)}))
+        assert r.status_code == 422 and "nan.npy" in r.json()["message"]
+        r = await client.post("/users", data={"user_id": "erin"}, files=_files(n=2))
+        assert r.status_code == 422 and "files" in r.json()["message"]
+        r = await client.post("/users", data={"user_id": "../etc"}, files=_files())
+        assert r.status_code == 422 and "user_id" in r.json()["message"]
+        assert (await client.get("/users/erin")).status_code == 404
+        assert "erin" not in (await client.get("/users")).json()["users"]
+    assert not list((tmp_path / "users").iterdir())
+
+
+async def test_routes_need_the_api_key_when_one_is_set(app_for):
+    async with serve(app_for(api_key="sekret")) as client:
+        assert (await client.post("/users", data={"user_id": "dave"}, files=_files())).status_code == 401
+        assert (await client.get("/users/alice")).status_code == 401
+        assert (await client.delete("/users/alice")).status_code == 401
+        r = await client.post("/users", data={"user_id": "dave"}, files=_files(), headers=KEY)
+        assert r.status_code == 202
+        assert (await _wait_ready(client, "dave", KEY))["status"] == "ready"
+
+
+async def test_a_full_enrolment_queue_answers_429_and_delete_cancels(app_for, tmp_path):
+    async with serve(app_for(max_enrolments=1, enrol_steps=100_000)) as client:
+        assert (await client.post("/users", data={"user_id": "dave"}, files=_files())).status_code == 202
+        r = await client.post("/users", data={"user_id": "erin"}, files=_files())
+        assert r.status_code == 429 and "Retry-After" in r.headers
+        assert (await client.get("/users/dave")).json()["status"] == "enrolling"
+        # generation still runs while the enrolment does (interleaved between denoising steps)
+        gen = await client.post("/generate", json={"user_id": "bob", "num_samples": 1, "seed": 1,
+                                                   "num_inference_steps": 2})
+        assert gen.status_code == 200
+        assert (await client.delete("/users/dave")).status_code == 200  # cancels the job
+        assert (await client.get("/users/dave")).status_code == 404
+    assert not list((tmp_path / "users").iterdir())
