@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from models.presets import PRESETS
+from models.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 
 class ConfigError(ValueError):
@@ -67,8 +68,8 @@ class Stage2Config(TrainConfig):
     run_dir: str = ""  # resume state, JSONL and figures; "" = <out>-run next to the pipeline folder
     null_user_prob: float = 0.1  # drop the user to the null token this often: trains the CFG unconditional branch
     latent_shifts: int = 8  # cached latents per image at evenly spaced circular time shifts (the augmentation)
-    guidance_scale: float = 2.0  # default stored in dopplergen.json and used for the preview grids
-    num_inference_steps: int = 20  # default sampling steps stored in dopplergen.json and used for previews
+    guidance_scale: float = DEFAULT_GUIDANCE  # default stored in dopplergen.json and used for the preview grids
+    num_inference_steps: int = DEFAULT_STEPS  # default sampling steps stored in dopplergen.json and used for previews
     preview_per_user: int = 4  # generated (and real) spectrograms per user in the preview grid
     export_dtype: str = "fp32"  # "fp32" or "fp16" weights in the exported network / user encoder (halves the size)
     name: str = ""  # model name in dopplergen.json; "" = dopplergen-<preset>
