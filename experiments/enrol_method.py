@@ -1,6 +1,7 @@
 """Enrolment method, measured: do generated samples of two newly enrolled people look like them to an independent classifier?
 
-Two simulated people the demo never saw (simulate seed 1000, the demo's settings otherwise) are enrolled one
+Two simulated people the demo never saw (simulate --users 2 --per-user 140 --seed 1000,
+the demo's settings otherwise) are enrolled one
 after the other from k = 5 recordings each (models.enrolment; UNet and VAE frozen). A multinomial logistic
 regression on shift-invariant features (per Doppler bin: time mean, std, 10/50/90th percentiles and the first
 |FFT| magnitudes over time, i.e. the cadence), NOT the project's reference CNN, is trained on the real train
@@ -35,6 +36,9 @@ VARIANTS = {  # name -> EnrolConfig overrides
     "fast-noinit": dict(steps=60, batch_size=8, lr=2e-2, init_noise=5.0),  # start far from the population mean
     "mid": dict(steps=120, batch_size=8, lr=1e-2),
     "short": dict(steps=30, batch_size=8, lr=3e-2),
+    "nearest": dict(steps=60, batch_size=8, lr=2e-2, init="nearest"),
+    "long": dict(steps=200, batch_size=8, lr=1e-2),
+    "long-nearest": dict(steps=200, batch_size=8, lr=1e-2, init="nearest"),
 }
 
 
@@ -70,10 +74,12 @@ class LogReg:
 
         opt.step(closure)
 
-    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
+    def predict(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            pred = self.lin(torch.tensor((features(x) - self.mu) / self.sd)).argmax(1).numpy()
-        return float((pred == y).mean())
+            return self.lin(torch.tensor((features(x) - self.mu) / self.sd)).argmax(1).numpy()
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
+        return float((self.predict(x) == y).mean())
 
 
 def generate(pipe: DopplerPipeline, index: int, n: int, seed0: int) -> np.ndarray:
@@ -85,11 +91,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipeline", default="checkpoints/demo")
     p.add_argument("--data", default="data/sim10")
-    p.add_argument("--new", default="data/sim_new2", help="simulate --users 2 --per-user 45 --seed 1000")
+    p.add_argument("--new", default="data/sim_new2", help="simulate --users 2 --per-user 140 --seed 1000")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--samples", type=int, default=32, help="generated samples per new person")
     p.add_argument("--variants", nargs="+", default=["today", "fast"], choices=sorted(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trained-check", type=int, default=0, help="also score generated samples of this many trained users")
     p.add_argument("--out", default="runs/enrol_method.json")
     a = p.parse_args()
 
@@ -108,7 +115,14 @@ def main() -> None:
     held = ~train[1]
     acc_real = clf.accuracy(x_new[held], y_new[held])
     print(f"classifier (logistic regression, 12 people): real test acc, demo users {acc_old:.3f}; "
-          f"new people {acc_real:.3f} ({held.sum()} recordings)")
+          f"new people {acc_real:.3f} ({held.sum()} recordings)", flush=True)
+    trained = list(range(a.trained_check))
+    if trained:  # the same classifier on generated samples of trained users: the generator's own affinity
+        tx = np.concatenate([generate(base, u, a.samples // 2, 500 + u) for u in trained])
+        acc_trained = clf.accuracy(tx, np.repeat(trained, a.samples // 2))
+        real_t = np.isin(y_old, trained) & (s_old == "test")
+        print(f"trained users {trained}: generated acc {acc_trained:.3f} vs real test "
+              f"{clf.accuracy(x_old[real_t], y_old[real_t]):.3f}", flush=True)
 
     rng = np.random.default_rng(a.seed)
     picks = [rng.choice(np.flatnonzero(train[1] & (y_new == len(base.users) + i)), a.k, replace=False)
@@ -132,6 +146,8 @@ def main() -> None:
         r = dict(config=VARIANTS[name], acc_generated=acc_gen, ratio=acc_gen / acc_real, seconds_per_person=secs,
                  loss=[lg["loss_last"] for lg in logs], existing_user_max_abs_diff_db=old_check)
         results["variants"][name] = r
+        pred = clf.predict(gx)
+        print("  generated samples classified as:", {names[c]: int((pred == c).sum()) for c in np.unique(pred)})
         print(f"{name:12s} {VARIANTS[name]}: generated acc {acc_gen:.3f} = {acc_gen / acc_real:.2f}x real, "
               f"{secs:.1f} s/person, final loss {np.round(r['loss'], 3).tolist()}, existing user diff {old_check:g} dB",
               flush=True)

@@ -32,12 +32,14 @@ class EnrolConfig:
     batch_size: int = 16  # latents per step
     lr: float = 5e-3  # Adam on the embedding rows; the LayerNorm after them makes the scale forgiving
     time_shifts: int = 8  # circularly time-shifted copies of each recording (gait is periodic), as in training
-    init_noise: float = 0.1  # new rows start at the population's mean row + this x its per-element std x N(0, 1)
+    init: str = "mean"  # start at the trained users' mean row, or "nearest": the trained row that fits best
+    init_noise: float = 0.1  # ... + this x the rows' per-element std x N(0, 1)
     reg: float = 0.0  # weight of mean((row - population mean)^2) added to the loss: a pull toward the population
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 1 or self.time_shifts < 1 or not self.lr > 0 or self.reg < 0:
+        if (self.steps < 0 or self.batch_size < 1 or self.time_shifts < 1 or not self.lr > 0 or self.reg < 0
+                or self.init not in ("mean", "nearest")):
             raise ValueError(f"invalid enrolment config {self}")
 
 
@@ -103,13 +105,13 @@ class Enrolment:
         pop = population_rows(pipe)
         self.prior = pop.mean(0, keepdim=True)  # (1, T*D)
         spread = pop.std(0, keepdim=True) if len(pop) > 1 else torch.zeros_like(self.prior)
-        start = self.prior + self.cfg.init_noise * spread * torch.randn(n_users, pop.shape[1], generator=self.g)
-        device = pipe.device
-        self.rows = torch.nn.Parameter(start.to(device))  # (U, T*D), fp32 whatever the serving dtype
-        self.prior = self.prior.to(device)
+        noise = self.cfg.init_noise * spread * torch.randn(n_users, pop.shape[1], generator=self.g)
         self.lat_labels = labels.repeat(self.cfg.time_shifts)  # (S * N,): the caches' shift-major order
         default = code_loss_fn if pipe.route == "vq-diffusion" else latent_loss_fn
         self.loss_fn = loss_fn or default(pipe, x_db, self.cfg)
+        base = self._nearest(pop, n_users) if self.cfg.init == "nearest" else self.prior
+        self.rows = torch.nn.Parameter((base + noise).to(pipe.device))  # (U, T*D), fp32 whatever the serving dtype
+        self.prior = self.prior.to(pipe.device)
         self.opt = torch.optim.Adam([self.rows], lr=self.cfg.lr)
         self.losses: list[float] = []
 
@@ -117,17 +119,38 @@ class Enrolment:
     def done(self) -> bool:
         return len(self.losses) >= self.cfg.steps
 
+    def _context(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows (B, T*D) -> the denoiser's context, as pipe.encode_context builds it for a user row."""
+        enc = self.pipe.user_encoder
+        context = enc.tokens(rows.to(enc.device, enc.dtype))  # (B, T, D)
+        cond = getattr(self.pipe, "condition_encoder", None)
+        if cond is not None:  # a person's recordings carry no condition labels: every condition absent
+            context = torch.cat([context, cond(cond.absent_values(len(rows))).to(context.dtype)], dim=1)
+        return context
+
+    @torch.no_grad()
+    def _nearest(self, pop: torch.Tensor, n_users: int, batch: int = 32) -> torch.Tensor:
+        """Per new person, the trained row with the lowest loss on its recordings (same noise for every candidate)."""
+        g = torch.Generator().manual_seed(self.cfg.seed + 1)  # its own stream: the optimisation's draws stay the same
+        best = []
+        for u in range(n_users):
+            mine = torch.nonzero(self.lat_labels == u).flatten()
+            idx = mine[torch.randint(0, len(mine), (batch,), generator=g)]
+            state = g.get_state()
+            losses = []
+            for row in pop:
+                g.set_state(state)
+                losses.append(float(self.loss_fn(idx, self._context(row.expand(batch, -1)), g)))
+            best.append(pop[int(np.argmin(losses))])
+        return torch.stack(best)  # (U, T*D)
+
     def step(self) -> float:
         """One Adam step on the new rows; returns the diffusion loss of the batch."""
-        enc, cfg = self.pipe.user_encoder, self.cfg
+        cfg = self.cfg
         idx = torch.randint(0, len(self.lat_labels), (cfg.batch_size,), generator=self.g)
         rows = self.rows[self.lat_labels[idx].to(self.rows.device)]  # (B, T*D)
         with torch.enable_grad():
-            context = enc.tokens(rows.to(enc.dtype))  # (B, T, D)
-            cond = getattr(self.pipe, "condition_encoder", None)
-            if cond is not None:  # a person's recordings carry no condition labels: every condition absent
-                context = torch.cat([context, cond(cond.absent_values(len(idx))).to(context.dtype)], dim=1)
-            loss = self.loss_fn(idx, context, self.g)
+            loss = self.loss_fn(idx, self._context(rows), self.g)
             total = loss + cfg.reg * (self.rows - self.prior).pow(2).mean() if cfg.reg else loss
             self.opt.zero_grad(set_to_none=True)
             total.backward()

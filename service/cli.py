@@ -12,6 +12,7 @@ from pathlib import Path
 _FLAGS: list[tuple[str, dict]] = [
     ("--pipeline", dict(type=Path, help="pipeline folder (default: DOPPLERGEN_PIPELINE or <repo>/checkpoints/demo)")),
     ("--data", dict(type=Path, help="dataset folder whose real recordings the web page shows (DOPPLERGEN_DATA)")),
+    ("--users-dir", dict(type=Path, help="folder that keeps enrolled users (POST /users) across restarts")),
     ("--host", dict(help="bind address (default 127.0.0.1; 0.0.0.0 in the container)")),
     ("--port", dict(type=int, help="TCP port (default 8000)")),
     ("--device", dict(help="auto | cpu | cuda | cuda:N (auto picks CUDA when present)")),

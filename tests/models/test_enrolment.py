@@ -79,3 +79,12 @@ def test_bad_input_is_refused(pipe):
         Enrolment(pipe, np.zeros((2, 1, 16, 16), np.float32), [0, 0], 1)
     with pytest.raises(ValueError):
         EnrolConfig(steps=-1)
+
+
+def test_nearest_initialisation_starts_at_a_trained_row(pipe):
+    cfg = EnrolConfig(steps=0, batch_size=4, time_shifts=2, init="nearest", init_noise=0.0)
+    start = Enrolment(pipe, _x(), [0, 0, 1, 1], 2, cfg).result()
+    pop = pipe.user_encoder.embedding.weight[:3].float()
+    assert all(any(torch.equal(r, p) for p in pop) for r in start)
+    with pytest.raises(ValueError):
+        EnrolConfig(init="median")

@@ -1,0 +1,112 @@
+"""Enrolment speed: one person from 5 recordings on the demo checkpoint, and what it costs generation meanwhile.
+
+1. `models.enrolment.enrol` with the shipped defaults (EnrolConfig), median wall time over --runs runs
+   (different seeds), with the steps/s it implies. Target on a 2-core CPU: <= 60 s.
+2. Through the service (in process, real lifespan, the step worker): the latency of POST /generate
+   (--samples samples, the pipeline's default steps) alone, then while a POST /users enrolment runs on the
+   same device worker; median over --requests requests each, and their ratio.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/enroll_speed.py --data data/sim_new2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def person(data: Path, k: int) -> tuple[np.ndarray, list[bytes]]:
+    from models.recording import read_recording
+
+    rows = [r for r in csv.DictReader((data / "manifest.csv").open()) if r["split"] == "train"]
+    rows = [r for r in rows if r["user"] == rows[0]["user"]][:k]
+    raw = [(data / r["path"]).read_bytes() for r in rows]
+    return np.stack([read_recording(b, r["path"], 1, 60.0) for b, r in zip(raw, rows, strict=True)]), raw
+
+
+def bench_enrol(pipeline: str, x: np.ndarray, runs: int) -> float:
+    from models.enrolment import EnrolConfig, enrol
+    from models.pipeline import DopplerPipeline
+
+    pipe, times = DopplerPipeline.load(pipeline), []
+    for r in range(runs):
+        t0 = time.perf_counter()
+        _, log = enrol(pipe, x, [0] * len(x), 1, EnrolConfig(seed=r))
+        times.append(time.perf_counter() - t0)
+        print(f"  run {r}: {times[-1]:.1f} s, {log['steps']} steps, final loss {log['loss_last']:.4f}", flush=True)
+    med = statistics.median(times)
+    print(f"enrol one person from {len(x)} recordings ({EnrolConfig().steps} steps, batch {EnrolConfig().batch_size}):"
+          f" median {med:.1f} s over {runs} runs ({EnrolConfig().steps / med:.1f} steps/s); target <= 60 s: "
+          f"{'met' if med <= 60 else 'MISSED'}", flush=True)
+    return med
+
+
+async def bench_service(pipeline: str, raw: list[bytes], samples: int, requests: int) -> None:
+    import httpx
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    with tempfile.TemporaryDirectory() as users:
+        app = create_app(Settings(pipeline=pipeline, users_dir=users, max_batch_size=max(samples, 1)))
+        async with app.router.lifespan_context(app):
+            await app.state.service.wait_ready(600)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client:
+                body = {"user_id": "user00", "num_samples": samples, "seed": 1, "format": "npy"}
+
+                async def latency() -> float:
+                    t0 = time.perf_counter()
+                    r = await client.post("/generate", json=body)
+                    r.raise_for_status()
+                    return time.perf_counter() - t0
+
+                await latency()  # first request after warm-up
+                alone = [await latency() for _ in range(requests)]
+                files = [("files", (f"rec{i}.npy", b, "application/octet-stream")) for i, b in enumerate(raw)]
+                t_enrol = time.perf_counter()
+                r = await client.post("/users", data={"user_id": "bench"}, files=files)
+                r.raise_for_status()
+                during, status = [], {}
+                while len(during) < requests:
+                    during.append(await latency())
+                    status = (await client.get("/users/bench")).json()
+                    if status["status"] != "enrolling":
+                        break
+                while status.get("status") == "enrolling":
+                    await asyncio.sleep(0.5)
+                    status = (await client.get("/users/bench")).json()
+                enrol_s = time.perf_counter() - t_enrol
+    a, d = statistics.median(alone), statistics.median(during)
+    print(f"service: POST /generate ({samples} samples) median {a:.2f} s alone, {d:.2f} s while enrolling "
+          f"({len(during)} requests, {'finished' if status.get('status') == 'ready' else status}) = {d / a:.2f}x slower;"
+          f" the enrolment took {enrol_s:.1f} s beside that traffic", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pipeline", default="checkpoints/demo")
+    p.add_argument("--data", default="data/sim_new2", help="a dataset folder; its first user's first k train files")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--samples", type=int, default=4, help="samples per POST /generate")
+    p.add_argument("--requests", type=int, default=3, help="POST /generate requests timed alone and while enrolling")
+    p.add_argument("--skip-service", action="store_true")
+    a = p.parse_args()
+    print(f"torch threads: {torch.get_num_threads()}; device: cpu (GPU: not measured)", flush=True)
+    x, raw = person(Path(a.data), a.k)
+    bench_enrol(a.pipeline, x, a.runs)
+    if not a.skip_service:
+        asyncio.run(bench_service(a.pipeline, raw, a.samples, a.requests))
+
+
+if __name__ == "__main__":
+    main()
