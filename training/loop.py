@@ -164,6 +164,11 @@ class Stage2Loop:
         yield from range(self.start, self.cfg.max_steps)
         bar.close()
 
+    def draw(self, step: int, n: int) -> tuple[torch.Generator, torch.Tensor]:
+        """The generator of (seed, step, rank) and the batch's indices into the n cached recordings."""
+        gen = step_generator(self.cfg.seed, step, self.accelerator.process_index)
+        return gen, draw_batch(n, self.cfg.batch_size, gen)
+
     def set_lr(self, step: int) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.lr * self.schedule(step)  # stateless schedule: nothing to restore on resume

@@ -20,14 +20,7 @@ from models.losses import cache_codes, code_loss, corrupt, time_shifts
 from models.normalization import Normalization
 from models.presets import Preset, get_preset
 from training.config import ConfigError, VQDConfig, add_config_arguments, run_stage
-from training.loop import (
-    Stage2Loop,
-    draw_batch,
-    load_frozen_autoencoder,
-    load_split,
-    start_run,
-    step_generator,
-)
+from training.loop import Stage2Loop, load_frozen_autoencoder, load_split, start_run
 
 
 class CodeDenoiser(nn.Module):
@@ -55,7 +48,7 @@ def main(cfg: VQDConfig) -> Path:
     out = Path(cfg.out)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else out.with_name(out.name + "-run")
     accelerator = start_run(cfg, run_dir)
-    device, rank = accelerator.device, accelerator.process_index
+    device = accelerator.device
     if cfg.batch_size % cfg.t_groups:
         raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of t_groups {cfg.t_groups}")
 
@@ -84,8 +77,7 @@ def main(cfg: VQDConfig) -> Path:
 
     # ---- train -----------------------------------------------------------------------------------------
     for step in loop.steps():
-        gen = step_generator(cfg.seed, step, rank)
-        idx = draw_batch(len(x), cfg.batch_size, gen)
+        gen, idx = loop.draw(step, len(x))  # this step's generator and batch indices
         b = len(idx)
         s = torch.randint(0, len(shifts), (b,), generator=gen)
         x0 = codes[s, idx]  # (B, L)

@@ -22,14 +22,7 @@ from models.normalization import Normalization
 from models.pipeline import DopplerPipeline, route_of
 from models.presets import Preset, get_preset
 from training.config import ConfigError, UNetConfig, add_config_arguments, run_stage
-from training.loop import (
-    Stage2Loop,
-    draw_batch,
-    load_frozen_autoencoder,
-    load_split,
-    start_run,
-    step_generator,
-)
+from training.loop import Stage2Loop, load_frozen_autoencoder, load_split, start_run
 
 CONDITION_COLUMNS = ("speed_mps", "aspect_deg", "activity")  # what --conditions auto takes when the manifest has them
 
@@ -81,7 +74,7 @@ def main(cfg: UNetConfig) -> Path:
     out = Path(cfg.out)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else out.with_name(out.name + "-run")
     accelerator = start_run(cfg, run_dir)
-    device, rank = accelerator.device, accelerator.process_index
+    device = accelerator.device
 
     # ---- data: frozen VAE, latents cached in memory ----------------------------------------------------
     preset = get_preset(cfg.preset, channels=cfg.channels)
@@ -118,8 +111,7 @@ def main(cfg: UNetConfig) -> Path:
 
     # ---- train -----------------------------------------------------------------------------------------
     for step in loop.steps():
-        gen = step_generator(cfg.seed, step, rank)
-        idx = draw_batch(len(x), cfg.batch_size, gen)
+        gen, idx = loop.draw(step, len(x))  # this step's generator and batch indices
         b = len(idx)
         s = torch.randint(0, len(shifts), (b,), generator=gen)
         eps_lat = torch.randn((b, *lat_mean.shape[2:]), generator=gen)
