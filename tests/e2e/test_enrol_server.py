@@ -1,0 +1,43 @@
+"""Enrolment on a running `dopplergen serve`: POST /users with 5 files, poll until ready, generate, restart, still listed."""
+
+import io
+import time
+
+import numpy as np
+import pytest
+
+from tests.e2e.conftest import run_server
+
+pytestmark = pytest.mark.slow
+
+
+def _files(n: int) -> list:
+    out = []
+    for i in range(n):
+        buf = io.BytesIO()
+        np.save(buf, np.random.default_rng(i).uniform(-60, 0, size=(32, 32)).astype(np.float32))
+        out.append(("files", (f"rec{i}.npy", buf.getvalue(), "application/octet-stream")))
+    return out
+
+
+def test_enrol_generate_and_survive_a_restart(tiny_pipeline, tmp_path):
+    env = dict(DOPPLERGEN_USERS_DIR=str(tmp_path / "users"), DOPPLERGEN_ENROL_STEPS="5", DOPPLERGEN_API_KEY="k")
+    key = {"X-API-Key": "k"}
+    with run_server(tiny_pipeline, tmp_path, **env) as server, server.client() as c:
+        assert c.post("/users", data={"user_id": "dave"}, files=_files(5)).status_code == 401
+        r = c.post("/users", data={"user_id": "dave"}, files=_files(5), headers=key)
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 120
+        while (s := c.get("/users/dave", headers=key).json())["status"] == "enrolling":
+            assert time.monotonic() < deadline, "enrolment did not finish"
+            time.sleep(0.2)
+        assert s["status"] == "ready", s
+        gen = c.post("/generate", headers=key, json={"user_id": "dave", "num_samples": 2, "seed": 3,
+                                                     "num_inference_steps": 2, "format": "npy"})
+        assert gen.status_code == 200, gen.text
+    with run_server(tiny_pipeline, tmp_path, **env) as server, server.client() as c:
+        users = c.get("/users", headers=key).json()
+        assert "dave" in users["users"] and users["enrolled"] == ["dave"]
+        again = c.post("/generate", headers=key, json={"user_id": "dave", "num_samples": 2, "seed": 3,
+                                                       "num_inference_steps": 2, "format": "npy"})
+        assert again.status_code == 200 and again.json()["items"] == gen.json()["items"]  # same row after restart
