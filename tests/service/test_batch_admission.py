@@ -1,0 +1,52 @@
+"""The admission rule on its own, with step costs set by hand: 422 when never, 429 under load, Retry-After."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.engine import Engine, RowSpec
+from service.metrics import Metrics
+from service.rows import Overloaded, QueueFull, TooLong
+from service.settings import Settings
+from service.worker import StepWorker
+
+pytestmark = pytest.mark.anyio
+
+
+def make_worker(tiny_pipe, step_s: dict[int, float], **kw) -> StepWorker:
+    engine = Engine(Settings(pipeline="/nonexistent", max_batch_size=4), pipeline=tiny_pipe)
+    engine.step_s, engine.decode_s = dict(step_s), 0.0
+    kw = {"max_queue": 64, "request_timeout_s": 10.0, **kw}  # budget 9 s
+    return StepWorker(engine, Metrics(), **kw)
+
+
+def spec(steps: int) -> RowSpec:
+    return RowSpec(user_index=0, steps=steps, guidance=2.0, sampler="dpmsolver++")
+
+
+async def test_alone_cost_uses_the_bucket_of_the_request_and_splits_beyond_the_slots(tiny_pipe):
+    w = make_worker(tiny_pipe, {1: 0.01, 2: 0.012, 4: 0.02})
+    w.submit(spec(800), [1])  # alone: 800 x 0.01 = 8 s <= 9 s
+    w._live.clear()
+    with pytest.raises(TooLong) as info:
+        w.submit(spec(500), list(range(8)))  # 2 rounds of 4: 2 x 500 x 0.02 = 20 s
+    assert info.value.estimate_s == pytest.approx(20.0)
+
+
+async def test_backlog_over_the_budget_is_refused_with_the_excess_as_retry_after(tiny_pipe):
+    w = make_worker(tiny_pipe, {1: 0.01, 2: 0.012, 4: 0.02})  # full slots: 4 rows / 0.02 s = 200 row-steps/s
+    for s in range(4):
+        w.submit(spec(400), [s])  # W = 1600 row-steps = 8 s of work
+    with pytest.raises(Overloaded) as info:
+        w.submit(spec(400), [9])  # (1600 + 400) / 200 = 10 s > 9 s
+    assert info.value.estimate_s == pytest.approx(10.0) and info.value.retry_after_s == 1
+    w.submit(spec(100), [10])  # (1600 + 100) / 200 = 8.5 s: admitted
+    assert len(w._live) == 5
+
+
+async def test_nothing_measured_admits_and_the_queue_bound_still_holds(tiny_pipe):
+    w = make_worker(tiny_pipe, {}, max_queue=3)
+    w.submit(spec(1000), [1, 2])
+    with pytest.raises(QueueFull):
+        w.submit(spec(1), [3, 4])
+    w.submit(spec(1000), [3])
