@@ -77,6 +77,8 @@ class FakeStepper:
             r.i += 1
 
     def finish(self, pipe, row: FakeRow) -> np.ndarray:
+        if not row.done:
+            raise ValueError("a row has steps left")  # as models.sampling.finish_rows
         h, w = pipe.image_size
         return np.full((pipe.channels, h, w), -float(row.seed % 60), dtype=np.float32)
 
