@@ -6,7 +6,8 @@ step the worker picks the rows that run:
   oldest waiting rows go first and a request with many rows cannot starve short ones. A row that loses its
   slot keeps its state (latent, sampler history, generator) and carries on later from where it was.
 - **Join and leave.** A row joins at the next step boundary; it leaves when its own schedule ends (it is
-  decoded at once, alone) or when its request is cancelled.
+  decoded at once, with the rows that finished at the same step; alone with fixed padding) or when its
+  request is cancelled.
 - **Cancellation.** A request that times out, whose client disconnects or whose task is cancelled is
   flagged; its rows are dropped before the next step.
 - **Admission** (at submit, on the event loop, never blocking): with s = steps, n = samples, S = slots and
@@ -274,29 +275,32 @@ class StepWorker:
             return
         self.metrics.step_seconds.observe(elapsed)
         self.metrics.batch_size.observe(len(chosen))
-        for s in chosen:
-            if s.row.done:
-                self._finish(s)
+        finished = [s for s in chosen if s.row.done]
+        if finished:
+            self._finish(finished)
 
-    def _finish(self, s: Slot) -> None:
-        req = s.req
+    def _finish(self, done: list[Slot]) -> None:
+        """Decode the rows whose schedule just ended (together; alone with fixed padding) and answer their requests."""
         try:
-            result = self.engine.finish(s.row)
+            results = self.engine.finish([s.row for s in done])
         except Exception as exc:
             log.error("decode failed", exc_info=True)
-            self._fail_requests([s], BatchFailed(f"decode failed: {type(exc).__name__}: {exc}"[:300]))
+            self._fail_requests(done, BatchFailed(f"decode failed: {type(exc).__name__}: {exc}"[:300]))
             return
         with self._cv:
-            self._live.remove(s)
-            self._running.discard(s)
-        self.metrics.rows_left.labels(reason="finished").inc()
-        self.metrics.samples.inc()
-        req.results[s.k] = result
-        req.remaining -= 1
-        if req.remaining == 0:
-            req.done_at = time.monotonic()
-            self.metrics.inference.observe(req.inference_s)
-            resolve(req.future, req.results)
+            gone = set(done)
+            self._live = [s for s in self._live if s not in gone]
+            self._running.difference_update(done)
+        self.metrics.rows_left.labels(reason="finished").inc(len(done))
+        self.metrics.samples.inc(len(done))
+        for s, result in zip(done, results, strict=True):
+            req = s.req
+            req.results[s.k] = result
+            req.remaining -= 1
+            if req.remaining == 0:
+                req.done_at = time.monotonic()
+                self.metrics.inference.observe(req.inference_s)
+                resolve(req.future, req.results)
 
     def _fail_requests(self, slots: list[Slot], exc: Exception) -> None:
         reqs = dict.fromkeys(s.req for s in slots)

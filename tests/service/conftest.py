@@ -76,11 +76,11 @@ class FakeStepper:
         for r in rows:
             r.i += 1
 
-    def finish(self, pipe, row: FakeRow) -> np.ndarray:
-        if not row.done:
+    def finish(self, pipe, rows: list[FakeRow], one_by_one: bool) -> list[np.ndarray]:
+        if not all(r.done for r in rows):
             raise ValueError("a row has steps left")  # as models.sampling.finish_rows
         h, w = pipe.image_size
-        return np.full((pipe.channels, h, w), -float(row.seed % 60), dtype=np.float32)
+        return [np.full((pipe.channels, h, w), -float(r.seed % 60), dtype=np.float32) for r in rows]
 
     @property
     def sizes(self) -> list[int]:
