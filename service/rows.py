@@ -89,6 +89,30 @@ class Job:
     it: Iterator[Any] | None = None
 
 
+def fair_share(live: list[Slot], slots: int) -> list[Slot]:
+    """The rows of the next step: round-robin over requests in arrival order (`live` is in arrival order), one
+    row each per round, until the slots are full; within a request, the rows furthest along first."""
+    by_req: dict[Request, list[Slot]] = {}
+    for s in live:
+        by_req.setdefault(s.req, []).append(s)
+    grant: dict[Request, int] = {}
+    free, reqs = slots, list(by_req)
+    while free and reqs:
+        more = []
+        for req in reqs:
+            if not free:
+                break
+            grant[req] = grant.get(req, 0) + 1
+            free -= 1
+            if grant[req] < len(by_req[req]):
+                more.append(req)
+        reqs = more
+    chosen = []
+    for req, n in grant.items():
+        chosen += sorted(by_req[req], key=lambda s: (-(s.row.i if s.row is not None else -1), s.k))[:n]
+    return chosen
+
+
 def resolve(fut: asyncio.Future, value: Any) -> None:
     def set_it() -> None:
         if not fut.done():

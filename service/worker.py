@@ -50,6 +50,7 @@ from service.rows import (
     Slot,
     TooLong,
     fail,
+    fair_share,
     resolve,
 )
 
@@ -209,7 +210,7 @@ class StepWorker:
         """One step over the chosen rows, then one chunk of the oldest job."""
         with self._cv:
             self._drop_cancelled()
-            chosen = self._choose()
+            chosen = fair_share(self._live, self.engine.slots)
             self._running = set(chosen)
         self.metrics.queue_depth.set(self.depth)
         self.metrics.slot_occupancy.set(len(chosen) / self.engine.slots if chosen else 0.0)
@@ -222,28 +223,6 @@ class StepWorker:
         if gone:
             self._live = [s for s in self._live if not s.req.cancelled]
             self.metrics.rows_left.labels(reason="cancelled").inc(len(gone))
-
-    def _choose(self) -> list[Slot]:
-        """Round-robin over requests in arrival order, one row each per round, until the slots are full."""
-        by_req: dict[Request, list[Slot]] = {}
-        for s in self._live:
-            by_req.setdefault(s.req, []).append(s)
-        grant: dict[Request, int] = {}
-        free, reqs = self.engine.slots, list(by_req)
-        while free and reqs:
-            more = []
-            for req in reqs:
-                if not free:
-                    break
-                grant[req] = grant.get(req, 0) + 1
-                free -= 1
-                if grant[req] < len(by_req[req]):
-                    more.append(req)
-            reqs = more
-        chosen = []
-        for req, n in grant.items():  # within a request, the rows furthest along first
-            chosen += sorted(by_req[req], key=lambda s: (-(s.row.i if s.row is not None else -1), s.k))[:n]
-        return chosen
 
     def _step(self, chosen: list[Slot]) -> None:
         now = time.monotonic()

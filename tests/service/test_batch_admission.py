@@ -1,4 +1,4 @@
-"""The admission rule on its own, with step costs set by hand: 422 when never, 429 under load, Retry-After."""
+"""The admission rule on its own (step costs set by hand: 422 when never, 429 under load, Retry-After) and the fair share."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from service.engine import Engine, RowSpec
 from service.metrics import Metrics
-from service.rows import Overloaded, QueueFull, TooLong
+from service.rows import Overloaded, QueueFull, Request, Slot, TooLong, fair_share
 from service.settings import Settings
 from service.worker import StepWorker
 
@@ -50,3 +50,18 @@ async def test_nothing_measured_admits_and_the_queue_bound_still_holds(tiny_pipe
     with pytest.raises(QueueFull):
         w.submit(spec(1), [3, 4])
     w.submit(spec(1000), [3])
+
+
+def test_fair_share_goes_round_robin_oldest_first_and_prefers_rows_further_along():
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        big, small, late = (Request(spec(5), list(range(n)), loop.create_future()) for n in (6, 1, 2))
+        live = [Slot(big, k) for k in range(6)] + [Slot(small, 0)] + [Slot(late, k) for k in range(2)]
+        live[3].row = type("R", (), {"i": 2})()  # big's row 3 already took two steps
+        chosen = fair_share(live, 4)
+        assert [(s.req, s.k) for s in chosen] == [(big, 3), (big, 0), (small, 0), (late, 0)]
+        assert len(fair_share(live, 100)) == 9 and fair_share(live, 1) == [live[3]]
+    finally:
+        loop.close()
