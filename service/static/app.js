@@ -9,7 +9,7 @@ import { panelsFrom, renderPanels } from "./results.js";
 import { conditionList, FORM_KEYS, readUrl, userList, VIEW_KEYS, writeUrl } from "./state.js";
 
 const $ = (id) => document.getElementById(id);
-const page = { info: null, conditions: [], generated: [], real: [], realAxes: null, run: 0 };
+const page = { info: null, users: [], conditions: [], generated: [], real: [], realAxes: null, run: 0 };
 
 // --- messages ---------------------------------------------------------------------------------------------
 
@@ -88,14 +88,33 @@ function fillControls(info) {
   $("conditions").hidden = page.conditions.length === 0;
 }
 
+function showRemove() {
+  const chosen = page.users.find((u) => u.id === $("user").value);
+  $("remove-user").hidden = !(chosen && chosen.enrolled);
+}
+
 async function loadUsers(select) {
   const users = userList(await api("/users"));
+  page.users = users;
   const previous = select ?? $("user").value;
   $("user").replaceChildren(...users.map((u) => option(u.id, u.enrolled ? `${u.id} (enrolled)` : u.id)));
   const enrolled = users.filter((u) => u.enrolled).length;
   $("user-note").textContent = `${users.length - enrolled} trained` + (enrolled ? `, ${enrolled} enrolled` : "");
   if (previous && !users.some((u) => u.id === previous)) $("user").append(option(previous, `${previous} (not listed)`));
   if (previous) $("user").value = previous;
+  showRemove();
+}
+
+async function removeUser() {
+  const userId = $("user").value;
+  if (!window.confirm(`Remove the enrolled person ${userId}? Their enrolment is deleted on the server.`)) return;
+  try {
+    await api(`/users/${encodeURIComponent(userId)}`, { method: "DELETE" });
+    await loadUsers("");
+    setStatus(`${userId} removed.`);
+  } catch (exc) {
+    showError(exc);
+  }
 }
 
 /** The form as URL state (strings; empty = left out). */
@@ -116,6 +135,7 @@ function applyState(state) {
     $(k).value = state[k];
   }
   for (const c of page.conditions) if (state[c.name] !== undefined) $(`cond-${c.name}`).value = state[c.name];
+  showRemove();
 }
 
 /** POST /generate's body from URL-style state; empty fields are omitted so the server's defaults apply. */
@@ -236,6 +256,8 @@ async function start() {
 
 function wire() {
   $("gen-form").addEventListener("submit", (e) => { e.preventDefault(); generate(); });
+  $("user").addEventListener("change", showRemove);
+  $("remove-user").addEventListener("click", removeUser);
   $("new-seed").addEventListener("click", () => { $("seed").value = Math.floor(Math.random() * 2 ** 31); });
   for (const id of ["cmap", "unit"]) {
     $(id).addEventListener("change", () => { if (page.info) { writeUrl(formState()); redraw(); } });

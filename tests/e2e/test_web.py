@@ -61,7 +61,9 @@ def web_server(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) ->
     root = tmp_path_factory.mktemp("web")
     pipeline = shutil.copytree(tiny_pipeline, root / "pipeline")
     data = write_dataset(root / "data", {"alice": 3, "bob": 3})
-    with run_server(pipeline, root, DOPPLERGEN_DATA=str(data), DOPPLERGEN_API_KEY=KEY) as server:
+    # A short enrolment (its default step count takes minutes on a loaded 2-core box); the page only shows it.
+    with run_server(pipeline, root, DOPPLERGEN_DATA=str(data), DOPPLERGEN_API_KEY=KEY,
+                    DOPPLERGEN_ENROL_STEPS="10") as server:
         yield server
 
 
@@ -247,12 +249,14 @@ def test_enrol_a_person_through_the_form(web_server, browser, tmp_path):
         np.save(path, -60.0 * np.random.default_rng(i).random((32, 32)).astype(np.float32))
         files.append(str(path))
     page = open_page(browser, web_server.url + "/")
-    page.wait_for_selector("#user option")
+    page.wait_for_selector("#user option", state="attached")
     page.fill("#enrol-user", "dave")
     page.set_input_files("#enrol-files", files)
     page.click("#enrol-submit")
-    page.wait_for_selector("#user option[value=dave]", state="attached", timeout=WAIT_MS)
-    assert "ready" in page.inner_text("#enrol-status") and page.input_value("#user") == "dave"
+    page.wait_for_function("document.querySelector('#user option[value=dave]') || "
+                           "/failed/.test(document.querySelector('#enrol-status').textContent)", timeout=WAIT_MS)
+    status = page.inner_text("#enrol-status")
+    assert "ready" in status and page.input_value("#user") == "dave", status
     with api(web_server) as client:
         listed = client.get("/users").json()
     assert "dave" in str(listed)
@@ -262,3 +266,13 @@ def test_enrol_a_person_through_the_form(web_server, browser, tmp_path):
     page.wait_for_function("document.querySelector('#generated figcaption span')?.textContent.startsWith('dave')",
                            timeout=WAIT_MS)
     assert page.is_hidden("#error"), page.inner_text("#error")
+
+    if "delete" in routes.get("/users/{user_id}", {}):  # an enrolled person can be removed again
+        page.select_option("#user", "bob")
+        assert page.is_hidden("#remove-user")  # trained people cannot
+        page.select_option("#user", "dave")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#remove-user")
+        page.wait_for_selector("#user option[value=dave]", state="detached", timeout=WAIT_MS)
+        with api(web_server) as client:
+            assert "dave" not in client.get("/users").json()["users"]
