@@ -20,6 +20,15 @@ async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html", headers=_NO_CACHE)
 
 
+class RevalidatedStaticFiles(StaticFiles):
+    """StaticFiles whose answers browsers revalidate (ETag) before reuse: an upgraded page never mixes modules."""
+
+    async def get_response(self, path: str, scope):
+        response = await super().get_response(path, scope)
+        response.headers.update(_NO_CACHE)
+        return response
+
+
 def install(app: FastAPI) -> None:
     """Serve the page's static files (a Mount lives on the app: APIRouter.include_router drops mounts)."""
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", RevalidatedStaticFiles(directory=STATIC), name="static")

@@ -65,6 +65,9 @@ async def test_index_and_every_static_file_it_names_are_served_without_an_api_ke
             assert r.status_code == 200, asset
             if asset.endswith(".js"):
                 assert "javascript" in r.headers["content-type"], asset  # or browsers refuse the module
+            assert r.headers["cache-control"] == "no-cache" and r.headers["etag"], asset  # revalidated after upgrades
+            again = await client.get(asset, headers={"If-None-Match": r.headers["etag"]})
+            assert again.status_code == 304, asset
         for escape in ("/static/%2e%2e/settings.py", "/static/%2e%2e/%2e%2e/pyproject.toml"):  # not normalised away
             r = await client.get(escape)
             assert r.status_code == 404 and "pydantic" not in r.text and "[project]" not in r.text, escape
