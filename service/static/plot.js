@@ -42,6 +42,21 @@ export function axisRanges(rows, cols, axes, unit) {
   return { x, y: { top, bottom, label } };
 }
 
+/** Round ticks over [lo, hi]: `at(v)` is the pixel of value v, `geometry(pixel)` the mark and label positions
+ * [x0, y0, x1, y1, labelX, labelY]. */
+function ticks(ctx, lo, hi, n, at, geometry) {
+  const values = niceTicks(lo, hi, n);
+  const step = values.length > 1 ? values[1] - values[0] : 1;
+  for (const v of values) {
+    const [x0, y0, x1, y1, tx, ty] = geometry(at(v));
+    ctx.beginPath();
+    ctx.moveTo(x0, y0);
+    ctx.lineTo(x1, y1);
+    ctx.stroke();
+    ctx.fillText(fmt(v, step), tx, ty);
+  }
+}
+
 /** Spectrogram pixels as an off-screen canvas, one pixel per bin (channel 0 of a (C, H, W) array). */
 function imageOf(db, rows, cols, dynRange, cmap) {
   const table = lut(cmap);
@@ -91,35 +106,17 @@ export function drawSpectrogram(canvas, spec, opts, cssWidth = 232, cssHeight = 
   ctx.lineWidth = 1;
   ctx.font = "11px system-ui, sans-serif";
   ctx.strokeRect(MARGIN.left - 0.5, MARGIN.top - 0.5, w + 1, h + 1);
-  // x axis: time
-  const xt = niceTicks(x.lo, x.hi, 5);
-  const xStep = xt.length > 1 ? xt[1] - xt[0] : 1;
+  // x axis: time; y axis: Doppler (top edge of row 0 to bottom edge of the last row)
   ctx.textAlign = "center";
   ctx.textBaseline = "top";
-  for (const v of xt) {
-    const px = MARGIN.left + ((v - x.lo) / (x.hi - x.lo)) * w;
-    ctx.beginPath();
-    ctx.moveTo(px, MARGIN.top + h);
-    ctx.lineTo(px, MARGIN.top + h + 4);
-    ctx.stroke();
-    ctx.fillText(fmt(v, xStep), px, MARGIN.top + h + 6);
-  }
+  ticks(ctx, x.lo, x.hi, 5, (v) => MARGIN.left + ((v - x.lo) / (x.hi - x.lo)) * w,
+    (p) => [p, MARGIN.top + h, p, MARGIN.top + h + 4, p, MARGIN.top + h + 6]);
   ctx.fillText(x.label, MARGIN.left + w / 2, MARGIN.top + h + 21);
-  // y axis: Doppler (top edge of row 0 to bottom edge of the last row)
-  const lo = Math.min(y.top, y.bottom);
-  const hi = Math.max(y.top, y.bottom);
-  const yt = niceTicks(lo, hi, 6);
-  const yStep = yt.length > 1 ? yt[1] - yt[0] : 1;
   ctx.textAlign = "right";
   ctx.textBaseline = "middle";
-  for (const v of yt) {
-    const py = MARGIN.top + ((v - y.top) / (y.bottom - y.top)) * h;
-    ctx.beginPath();
-    ctx.moveTo(MARGIN.left - 4, py);
-    ctx.lineTo(MARGIN.left, py);
-    ctx.stroke();
-    ctx.fillText(fmt(v, yStep), MARGIN.left - 6, py);
-  }
+  ticks(ctx, Math.min(y.top, y.bottom), Math.max(y.top, y.bottom), 6,
+    (v) => MARGIN.top + ((v - y.top) / (y.bottom - y.top)) * h,
+    (p) => [MARGIN.left - 4, p, MARGIN.left, p, MARGIN.left - 6, p]);
   ctx.save();
   ctx.translate(11, MARGIN.top + h / 2);
   ctx.rotate(-Math.PI / 2);
