@@ -237,7 +237,7 @@ class StepWorker:
                 self.metrics.queue_wait.observe(now - s.req.submitted_at)
                 s.req.started_at = s.req.started_at or now
                 s.req.joined_at = now
-        chosen = [s for s in chosen if s.row is not None and not s.req.future.done()]
+        chosen = [s for s in chosen if s.row is not None and not s.req.cancelled and not s.req.future.done()]
         if not chosen:
             return
         try:
