@@ -59,9 +59,11 @@ def torso_readout_hz(db: np.ndarray, f: np.ndarray, exclude_hz: float) -> float:
     return float(np.median(f[k] + np.clip(shift, -0.5, 0.5) * (f[1] - f[0])))
 
 
-def generate(client: TestClient, user: str, n: int, seed: int, speed: float, aspect: float, steps: int) -> np.ndarray:
+def generate(client: TestClient, user: str, n: int, seed: int, speed: float, aspect: float, steps: int,
+             guidance: float | None) -> np.ndarray:
     r = client.post("/generate", json={"user_id": user, "num_samples": n, "seed": seed, "format": "npy",
-                                       "num_inference_steps": steps, "speed_mps": speed, "aspect_deg": aspect})
+                                       "num_inference_steps": steps, "speed_mps": speed, "aspect_deg": aspect,
+                                       "guidance_scale": guidance})
     if r.status_code != 200:
         raise SystemExit(f"POST /generate -> {r.status_code}: {r.text}")
     return np.stack([np.load(io.BytesIO(base64.b64decode(it["data"]))) for it in r.json()["items"]])  # (n, C, H, W)
@@ -73,6 +75,7 @@ def main() -> int:
     p.add_argument("--data", required=True, help="the condition-covering dataset the pipeline was trained on")
     p.add_argument("--per-setting", type=int, default=8, help="samples per user per setting")
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
     p.add_argument("--exclude-mps", type=float, default=0.25, help="radial speeds below this are clutter")
     p.add_argument("--users", type=int, default=0, help="only the first N users (0 = all; a smoke test)")
     p.add_argument("--out", type=Path, default=None)
@@ -111,7 +114,8 @@ def main() -> int:
             reads, wants, hits = [], [], []
             for ui, user in enumerate(ds.users[:args.users or None]):
                 speed = float(cond["speed_mps"]["per_user"][user]["quantiles"][qi])
-                x = generate(client, user, args.per_setting, 10_000 * si + 100 * ui, speed, aspect, args.steps)
+                x = generate(client, user, args.per_setting, 10_000 * si + 100 * ui, speed, aspect, args.steps,
+                             args.guidance)
                 want = 2 * speed * np.cos(np.deg2rad(aspect)) / lam
                 reads += [torso_readout_hz(s[0], f, exclude_hz) / want - 1 for s in x]
                 hits += list(clf.predict(x) == ui)
@@ -123,7 +127,8 @@ def main() -> int:
 
     ok_speed = all(abs(r["median_rel_err"]) <= 0.10 for r in rows)
     ok_id = all(r["affinity"] >= 0.9 * acc_real for r in rows)
-    print(f"pipeline {args.pipeline} | {len(ds.users[:args.users or None])} users x {args.per_setting} samples per setting | "
+    print(f"pipeline {args.pipeline} | guidance {info['defaults']['guidance_scale'] if args.guidance is None else args.guidance} | "
+          f"{len(ds.users[:args.users or None])} users x {args.per_setting} samples per setting | "
           f"conditions in /info: {sorted(info.get('conditions') or {})}")
     print(f"read-out on the real test recordings: median rel. error {np.median(real_err):+.3f}, "
           f"|err| <= 10% for {np.mean(np.abs(real_err) <= 0.1):.2f} of them "
