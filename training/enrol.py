@@ -25,6 +25,7 @@ class FewShotConfig(EnrolConfig):
     steps: int = 300  # optimiser steps on the new rows (all target users at once; rows do not interact)
     batch_size: int = 16  # latents per step
     lr: float = 5e-3  # Adam on the embedding rows
+    init: str = "mean"  # new rows start at the population's mean row
 
 
 def adapt_new_users(pop_pipe: Any, x_db: np.ndarray, labels: np.ndarray, users: list[str],

@@ -50,7 +50,7 @@ def test_existing_users_sample_the_same_bytes_after_an_append(pipe):
 def test_enrolment_learns_only_its_rows_and_is_seeded(pipe):
     unet = {k: v.clone() for k, v in pipe.denoiser.state_dict().items()}
     enc = {k: v.clone() for k, v in pipe.user_encoder.state_dict().items()}
-    cfg = EnrolConfig(steps=3, batch_size=4, time_shifts=2, seed=1)
+    cfg = EnrolConfig(steps=3, batch_size=4, time_shifts=2, seed=1, init="mean")
     job = Enrolment(pipe, _x(), [0, 0, 1, 1], 2, cfg)
     start = job.result()
     pop = pipe.user_encoder.embedding.weight[:3].float()
@@ -65,7 +65,7 @@ def test_enrolment_learns_only_its_rows_and_is_seeded(pipe):
 
 
 def test_regularisation_pulls_rows_toward_the_population(pipe):
-    base = dict(steps=20, batch_size=4, time_shifts=2, seed=0, lr=5e-2)
+    base = dict(steps=20, batch_size=4, time_shifts=2, seed=0, lr=5e-2, init="mean")
     free, _ = enrol(pipe, _x(), [0] * 4, 1, EnrolConfig(**base))
     pulled, _ = enrol(pipe, _x(), [0] * 4, 1, EnrolConfig(**base, reg=1e3))
     prior = pipe.user_encoder.embedding.weight[:3].float().mean(0)
