@@ -12,7 +12,22 @@ shows how well the read-out itself does on real data.
     OMP_NUM_THREADS=1 .venv/bin/python experiments/condition_check.py --pipeline runs/cond-ft/pipeline \
         --data data/sim10c --out runs/cond-ft/check.json
 
-Measured: see the bottom of this docstring once run (filled in by hand from the printed table).
+Measured (2026-11-30, 2-core CPU VM shared with other jobs, demo preset, 20 DPM-Solver++ steps; the cheap path of
+issue 15: checkpoints/demo + a fresh condition encoder, UNet + user rows + encoder fine-tuned on data/sim10c =
+`simulate --cover-conditions`, batch 16, lr 2e-4 cosine, EMA 0.99, VAE frozen, one core at nice 5):
+
+    median torso read-out error per setting     (slow,0)  (fast,0)  (mid,0)  (mid,50)   affinity (target >= 0.724)
+    untrained encoder (demo as is)               +0.237    -0.236    -0.078   +0.454     0.74 / 0.88 / 0.83 / 0.86
+    800 steps (26 min), guidance 2               +0.135    -0.257    -0.141   +0.321     0.80 / 0.80 / 0.85 / 0.90
+    800 steps, guidance 4                        +0.129    -0.203    -0.119   +0.312     0.93 / 0.96 / 0.98 / 0.96
+    1400 steps (+13 min), guidance 2             +0.123    -0.246    -0.120   +0.237     0.81 / 0.86 / 0.86 / 0.91
+
+Conclusion: identity survives (affinity >= 0.9x the real-data classifier's 0.805 test accuracy at every setting),
+but the torso line does NOT follow the requested speed and aspect within 10%: the samples stay near the person's
+marginal (slow reads fast, fast reads slow, 50 deg reads as ~25-30 deg). The seed's noise decides most of the
+torso line; the conditioning moves it only part of the way (in-process probe, same seeds: aspect 60 vs 0 lowers
+the read-out by ~25%, speed 0.95 vs 1.8 m/s by ~5%). Not a replacement for checkpoints/demo. The read-out itself
+on the real test recordings: median -2.8%, within 10% for 83% (71% at |aspect| 40-60 deg).
 """
 
 from __future__ import annotations
