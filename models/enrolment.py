@@ -28,8 +28,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
 @dataclass
 class EnrolConfig:
-    # Defaults measured in experiments/enrol_method.py (docs/enrolment.md): 60 steps of batch 8 at lr 2e-2 from the
-    # best-fitting trained row did as well as anything else tried, at a cost that suits a 2-core CPU.
+    # Defaults measured in experiments/enrol_method.py (docs/enrolment.md): 200 steps did no better than 60; the
+    # nearest-row start a little better than the mean. Sample enrolled people at guidance 4 (1.02x vs 0.47x at 2).
     steps: int = 60  # Adam steps on the new rows (several people at once: rows do not interact)
     batch_size: int = 8  # latents per step
     lr: float = 2e-2  # Adam on the embedding rows; the LayerNorm after them makes the scale forgiving
