@@ -116,3 +116,26 @@ async def test_a_full_enrolment_queue_answers_429_and_delete_cancels(app_for, tm
         assert (await client.delete("/users/dave")).status_code == 200  # cancels the job
         assert (await client.get("/users/dave")).status_code == 404
     assert not list((tmp_path / "users").iterdir())
+
+
+async def test_remap_users_moves_queued_rows_and_fails_the_deleted_users(make_app):
+    from service.engine import RowSpec
+    from service.rows import BatchFailed
+    from tests.service.conftest import FakeStepper
+
+    stepper = FakeStepper()
+    app = make_app(stepper, max_batch_size=1)
+    async with serve(app):
+        worker = app.state.service.worker
+        stepper.gate.clear()
+        running = worker.submit(RowSpec(0, 2, 2.0, "dpmsolver++"), [1])  # takes the only slot and blocks there
+        assert await asyncio.to_thread(stepper.entered.wait, 10)
+        later = worker.submit(RowSpec(2, 2, 2.0, "dpmsolver++"), [2])  # queued behind it
+        deleted = worker.submit(RowSpec(1, 2, 2.0, "dpmsolver++"), [3])
+        worker.remap_users(lambda i: None if i == 1 else (i - 1 if i > 1 else i), BatchFailed("user deleted"))
+        assert later.spec.user_index == 1 and running.spec.user_index == 0
+        stepper.gate.set()
+        assert len(await asyncio.wait_for(later.future, 10)) == 1 and len(await running.future) == 1
+        with pytest.raises(BatchFailed, match="deleted"):
+            await deleted.future
+    assert [c["users"] for c in stepper.calls if c["seeds"] == [2]][0] == [1]  # it started under its new index
