@@ -60,7 +60,8 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
     t0 = time.monotonic()
     engine = service.engine
     steps = body.num_inference_steps or engine.default_steps
-    guidance = engine.default_guidance if body.guidance_scale is None else float(body.guidance_scale)
+    guidance = float(body.guidance_scale) if body.guidance_scale is not None else (
+        service.enroller.default_guidance(body.user_id) or engine.default_guidance)  # enrolled people: 4
     scheduler = body.scheduler or engine.default_scheduler
     _check_limits(body, steps, service)
     if scheduler not in engine.schedulers:

@@ -58,6 +58,10 @@ async def test_enrol_generate_restart_delete(app_for, tmp_path):
         gen = await client.post("/generate", json={"user_id": "dave", "num_samples": 1, "seed": 1,
                                                    "num_inference_steps": 2, "format": "npy"})
         assert gen.status_code == 200, gen.text
+        assert gen.json()["guidance_scale"] == 4.0  # enrolled people default to ENROLLED_GUIDANCE
+        trained = await client.post("/generate", json={"user_id": "alice", "num_samples": 1, "seed": 1,
+                                                       "num_inference_steps": 2, "format": "npy"})
+        assert trained.json()["guidance_scale"] == 2.0
         users = (await client.get("/users")).json()
         assert users["users"][-1] == "dave" and users["enrolled"] == ["dave"]
         assert (await client.post("/users", data={"user_id": "dave"}, files=_files())).status_code == 409
