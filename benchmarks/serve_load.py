@@ -52,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16, help="max_batch_size (slots) of the default server")
     p.add_argument("--padding", default="auto", choices=["auto", "fixed", "buckets", "none"])
     p.add_argument("--rounds", type=int, default=5, help="lone requests per median")
+    p.add_argument("--request-timeout-s", type=float, default=60.0, help="of the default server (60 = the service's)")
     p.add_argument("--only", default=",".join(c for c in CHECKS if c != "gpu"), help=f"comma list of {CHECKS}")
     args = p.parse_args()
     args.checks = [c.strip() for c in args.only.split(",") if c.strip()]
@@ -74,7 +75,8 @@ def server(args: argparse.Namespace, max_batch_size: int, **flags):
     env["HF_HUB_OFFLINE"] = "1"
     cmd = [sys.executable, "-m", "training.cli", "serve", "--pipeline", str(args.pipeline), "--port", str(port),
            "--device", args.device, "--dtype", args.dtype, "--max-batch-size", str(max_batch_size),
-           "--batch-padding", flags.pop("batch_padding", args.padding), "--log-level", "warning", "--no-access-log"]
+           "--batch-padding", flags.pop("batch_padding", args.padding), "--log-level", "warning", "--no-access-log",
+           "--request-timeout-s", str(flags.pop("request_timeout_s", args.request_timeout_s))]
     for k, v in flags.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     log = tempfile.TemporaryFile()
@@ -286,7 +288,7 @@ def main() -> int:
     args = parse_args()
     t0 = time.perf_counter()
     print(f"# pipeline={args.pipeline} device={args.device} dtype={args.dtype} slots={args.batch} "
-          f"padding={args.padding} steps={args.steps} cpus={os.cpu_count()} loadavg={os.getloadavg()}", flush=True)
+          f"padding={args.padding} steps={args.steps} request_timeout_s={args.request_timeout_s} cpus={os.cpu_count()} loadavg={os.getloadavg()}", flush=True)
     lone = None
     if {"lone", "long", "abandon"} & set(args.checks):
         lone = check_lone(args) if "lone" in args.checks else None
