@@ -32,7 +32,7 @@ class TooLong(Exception):
 
     def __init__(self, estimate_s: float, budget_s: float) -> None:
         super().__init__(f"estimated {estimate_s:.1f}s even alone on the device, over the {budget_s:.1f}s budget "
-                         "(0.9 x request_timeout_s): ask for fewer samples or steps")
+                         "(0.8 x request_timeout_s): ask for fewer samples or steps")
         self.estimate_s = estimate_s
 
 

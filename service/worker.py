@@ -12,10 +12,10 @@ step the worker picks the rows that run:
   flagged; its rows are dropped before the next step.
 - **Admission** (at submit, on the event loop, never blocking): with s = steps, n = samples, S = slots and
   c(b) = the measured wall time of a step at batch b, a request alone needs ceil(n/S) * s * c(min(n, S)).
-  If that exceeds 0.9 x request_timeout_s it could never finish: `TooLong` (HTTP 422). Otherwise the
+  If that exceeds 0.8 x request_timeout_s it could never finish: `TooLong` (HTTP 422). Otherwise the
   work ahead is every live row's remaining steps W; at full occupancy the device does S / c(S) row-steps a
   second, so the request is estimated done after max(alone, (W + n s) c(S) / S) (+ decodes). Beyond
-  0.9 x request_timeout_s the load is the reason: `Overloaded` (HTTP 429, Retry-After = the excess).
+  0.8 x request_timeout_s the load is the reason: `Overloaded` (HTTP 429, Retry-After = the excess).
   More than max_queue rows waiting for a slot is `QueueFull` (HTTP 429).
 - **Jobs.** `submit_job(make_steps)` runs other device work (e.g. enrolment's optimisation) interleaved
   with generation: `make_steps()` is called on the device thread and must return an iterator; each
@@ -55,7 +55,8 @@ from service.rows import (
 )
 
 log = logging.getLogger("dopplergen.worker")
-ADMIT_FRACTION = 0.9  # admit only work estimated to finish within this share of request_timeout_s
+ADMIT_FRACTION = 0.8  # admit only work estimated to finish within this share of request_timeout_s (the estimate
+# leaves out HTTP, encoding and CPU contention: measured at 0.9, a 10 s budget let 9 of 192 bursty requests time out)
 
 
 class StepWorker:

@@ -8,7 +8,7 @@ from service.engine import Engine, RowSpec
 from service.metrics import Metrics
 from service.rows import Overloaded, QueueFull, Request, Slot, TooLong, fair_share
 from service.settings import Settings
-from service.worker import StepWorker
+from service.worker import ADMIT_FRACTION, StepWorker
 
 pytestmark = pytest.mark.anyio
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.anyio
 def make_worker(tiny_pipe, step_s: dict[int, float], **kw) -> StepWorker:
     engine = Engine(Settings(pipeline="/nonexistent", max_batch_size=4), pipeline=tiny_pipe)
     engine.step_s, engine.decode_s = dict(step_s), 0.0
-    kw = {"max_queue": 64, "request_timeout_s": 10.0, **kw}  # budget 9 s
+    kw = {"max_queue": 64, "request_timeout_s": 9.0 / ADMIT_FRACTION, **kw}  # budget 9 s
     return StepWorker(engine, Metrics(), **kw)
 
 

@@ -42,7 +42,7 @@ async def test_work_that_could_never_finish_in_time_gets_422_at_once(make_app):
 
 async def test_load_that_would_miss_the_deadline_gets_429_with_retry_after_at_once(make_app):
     fake = FakeStepper(delay_s=0.05)
-    app = make_app(fake, max_batch_size=1, request_timeout_s=2.0)  # admits work estimated under 1.8 s
+    app = make_app(fake, max_batch_size=1, request_timeout_s=2.0)  # admits work estimated under 1.6 s
     async with serve(app) as client:
         first = asyncio.create_task(client.post("/generate", json=body(1, num_inference_steps=20)))  # ~1.0 s
         await wait_until(fake.entered.is_set)
