@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from models.enrolment import ENROLLED_GUIDANCE, EnrolConfig, Enrolment
 from service.engine import Engine
-from service.rows import BatchFailed
+from service.rows import UserGone
 from service.worker import StepWorker
 
 log = logging.getLogger("dopplergen.enrolment")
@@ -140,7 +140,7 @@ class Enroller:
             def swap() -> None:  # on the event loop: no route is between reading an index and submitting it
                 pipe.user_encoder = smaller
                 self.worker.remap_users(lambda i: None if i == gone else (i - 1 if i > gone else i),
-                                        BatchFailed(f"user {user!r} was deleted"))
+                                        UserGone(f"user {user!r} was deleted while the request was queued"))
 
             asyncio.run_coroutine_threadsafe(_call(swap), loop).result(timeout=60)
         self.folder.delete(user)

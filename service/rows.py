@@ -44,6 +44,10 @@ class BatchFailed(Exception):
     """A step holding some of this request's rows raised; other requests are unaffected."""
 
 
+class UserGone(Exception):
+    """The request's user was deleted (an enrolled person) while its rows were still queued."""
+
+
 @dataclass(eq=False)
 class Request:
     """One request's rows; results fill in as rows finish, then `future` resolves to the list (in seed order)."""

@@ -16,7 +16,7 @@ from service.encoding import b64, encode_npy, encode_png
 from service.engine import RowSpec
 from service.errors import ApiError, invalid
 from service.routes.deps import ApiKey, ReadyService
-from service.rows import BatchFailed, Overloaded, QueueFull, ShuttingDown, TooLong
+from service.rows import BatchFailed, Overloaded, QueueFull, ShuttingDown, TooLong, UserGone
 from service.rows import Request as Rows
 from service.schemas import (
     MAX_SEED,
@@ -160,6 +160,8 @@ async def _wait(request: Request, worker: StepWorker, job: Rows, timeout_s: floa
             return job.future.result()
         except BatchFailed as exc:
             raise ApiError(500, "batch_failed", str(exc)) from None
+        except UserGone as exc:
+            raise ApiError(404, "unknown_user", str(exc)) from None
         except ShuttingDown as exc:
             raise ApiError(503, "not_ready", str(exc)) from None
     worker.cancel(job, "disconnected" if disconnected else "timeout")

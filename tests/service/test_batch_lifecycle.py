@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.rows import QueueFull
+from service.rows import QueueFull, UserGone
 from tests.service.conftest import FakeStepper, serve
 from tests.service.test_batching import body, wait_until
 
@@ -247,3 +247,20 @@ async def test_the_job_queue_is_bounded_and_a_cancelled_job_stops(make_app, fake
         count = len(ran)
         await asyncio.sleep(0.05)
         assert len(ran) == count
+
+
+async def test_a_request_queued_for_a_user_deleted_meanwhile_gets_404_not_500(make_app, fake):
+    app = make_app(fake, max_batch_size=1)
+    worker = app.state.service.worker
+    async with serve(app) as client:
+        fake.gate.clear()
+        first = asyncio.create_task(client.post("/generate", json=body(1)))
+        await wait_until(fake.entered.is_set)
+        queued = asyncio.create_task(client.post("/generate", json=body(2)))
+        await wait_until(lambda: worker.depth == 1)  # the queued row (the first one is on the device)
+        worker.remap_users(lambda i: None, UserGone("user 'x' was deleted while the request was queued"))
+        fake.gate.set()
+        r, ok = await queued, await first
+    assert ok.status_code == 200
+    assert r.status_code == 404 and r.json()["error"] == "unknown_user" and "deleted" in r.json()["message"]
+    assert 2 not in fake.seeds_run

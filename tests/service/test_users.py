@@ -124,7 +124,7 @@ async def test_a_full_enrolment_queue_answers_429_and_delete_cancels(app_for, tm
 
 async def test_remap_users_moves_queued_rows_and_fails_the_deleted_users(make_app):
     from service.engine import RowSpec
-    from service.rows import BatchFailed
+    from service.rows import UserGone
     from tests.service.conftest import FakeStepper
 
     stepper = FakeStepper()
@@ -136,10 +136,10 @@ async def test_remap_users_moves_queued_rows_and_fails_the_deleted_users(make_ap
         assert await asyncio.to_thread(stepper.entered.wait, 10)
         later = worker.submit(RowSpec(2, 2, 2.0, "dpmsolver++"), [2])  # queued behind it
         deleted = worker.submit(RowSpec(1, 2, 2.0, "dpmsolver++"), [3])
-        worker.remap_users(lambda i: None if i == 1 else (i - 1 if i > 1 else i), BatchFailed("user deleted"))
+        worker.remap_users(lambda i: None if i == 1 else (i - 1 if i > 1 else i), UserGone("user deleted"))
         assert later.spec.user_index == 1 and running.spec.user_index == 0
         stepper.gate.set()
         assert len(await asyncio.wait_for(later.future, 10)) == 1 and len(await running.future) == 1
-        with pytest.raises(BatchFailed, match="deleted"):
+        with pytest.raises(UserGone, match="deleted"):
             await deleted.future
     assert [c["users"] for c in stepper.calls if c["seeds"] == [2]][0] == [1]  # it started under its new index
