@@ -9,23 +9,6 @@ if [ -x /usr/bin/chromium ]; then
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
-    echo "install_chromium.sh: need root or sudo to apt-get install chromium" >&2
-    exit 1
-  fi
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "install_chromium.sh: apt-get not found (not a Debian/Ubuntu machine)" >&2
-  exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-# Try the cached package lists first; refresh them only if that fails (fresh machines have none).
-if ! $SUDO apt-get install -y --no-install-recommends chromium chromium-driver; then
-  $SUDO apt-get update
-  $SUDO apt-get install -y --no-install-recommends chromium chromium-driver
-fi
+sh "$(dirname "$0")/apt_install.sh" chromium chromium-driver
 
 /usr/bin/chromium --version 2>/dev/null | head -n 1

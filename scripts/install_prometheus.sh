@@ -9,26 +9,10 @@ if command -v prometheus >/dev/null 2>&1; then
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
-    echo "install_prometheus.sh: need root or sudo to apt-get install prometheus" >&2
-    exit 1
-  fi
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "install_prometheus.sh: apt-get not found (not a Debian/Ubuntu machine)" >&2
-  exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-# Try the cached package lists first; refresh them only if that fails (fresh machines have none).
-if ! $SUDO apt-get install -y --no-install-recommends prometheus; then
-  $SUDO apt-get update
-  $SUDO apt-get install -y --no-install-recommends prometheus
-fi
+sh "$(dirname "$0")/apt_install.sh" prometheus
 # The Debian package may start its own service where an init system runs; the tests don't need it.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
   $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 

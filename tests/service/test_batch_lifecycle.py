@@ -27,6 +27,16 @@ def cancellations(app, reason: str) -> float:
     return app.state.service.metrics.cancellations.labels(reason=reason)._value.get()
 
 
+async def hold_and_queue(client, fake, worker, queued: dict, depth: int) -> tuple[asyncio.Task, asyncio.Task]:
+    """Request seed 1 holds the device (its step blocks on the closed gate) while `queued` waits as `depth` rows."""
+    fake.gate.clear()
+    running = asyncio.create_task(client.post("/generate", json=body(1)))
+    await wait_until(fake.entered.is_set)
+    waiting = asyncio.create_task(client.post("/generate", json=queued))
+    await wait_until(lambda: worker.depth == depth)
+    return running, waiting
+
+
 async def test_work_that_could_never_finish_in_time_gets_422_at_once(make_app):
     fake = FakeStepper(delay_s=0.02)  # measured at warm-up: 100 steps alone take ~2 s
     app = make_app(fake, request_timeout_s=1.0)
@@ -59,11 +69,7 @@ async def test_more_waiting_rows_than_max_queue_get_429_queue_full(make_app, fak
     app = make_app(fake, max_batch_size=1, max_queue=2, max_samples_per_request=2)
     worker = app.state.service.worker
     async with serve(app) as client:
-        fake.gate.clear()
-        running = asyncio.create_task(client.post("/generate", json=body(1)))
-        await wait_until(fake.entered.is_set)
-        queued = asyncio.create_task(client.post("/generate", json=body(2, num_samples=2)))
-        await wait_until(lambda: worker.depth == 2)
+        running, queued = await hold_and_queue(client, fake, worker, body(2, num_samples=2), depth=2)
         r = await client.post("/generate", json=body(9))
         assert r.status_code == 429 and r.json()["error"] == "queue_full" and int(r.headers["retry-after"]) >= 1
         fake.gate.set()
@@ -130,11 +136,7 @@ async def test_a_cancelled_request_task_has_its_rows_dropped(make_app, fake):
     app = make_app(fake, max_batch_size=1)
     worker = app.state.service.worker
     async with serve(app) as client:
-        fake.gate.clear()
-        first = asyncio.create_task(client.post("/generate", json=body(1)))
-        await wait_until(fake.entered.is_set)
-        doomed = asyncio.create_task(client.post("/generate", json=body(2, num_samples=3)))
-        await wait_until(lambda: worker.depth == 3)
+        first, doomed = await hold_and_queue(client, fake, worker, body(2, num_samples=3), depth=3)
         doomed.cancel()  # ASGITransport runs the app in this task: the handler sees the cancellation
         with pytest.raises(asyncio.CancelledError):
             await doomed
@@ -253,11 +255,7 @@ async def test_a_request_queued_for_a_user_deleted_meanwhile_gets_404_not_500(ma
     app = make_app(fake, max_batch_size=1)
     worker = app.state.service.worker
     async with serve(app) as client:
-        fake.gate.clear()
-        first = asyncio.create_task(client.post("/generate", json=body(1)))
-        await wait_until(fake.entered.is_set)
-        queued = asyncio.create_task(client.post("/generate", json=body(2)))
-        await wait_until(lambda: worker.depth == 1)  # the queued row (the first one is on the device)
+        first, queued = await hold_and_queue(client, fake, worker, body(2), depth=1)
         worker.remap_users(lambda i: None, UserGone("user 'x' was deleted while the request was queued"))
         fake.gate.set()
         r, ok = await queued, await first
