@@ -31,11 +31,19 @@ def build_autoencoder(preset: Preset, kind: str = "kl") -> AutoencoderKL | VQMod
     return build_vae(preset) if kind == "kl" else build_vq(preset)
 
 
-def build_unet(preset: Preset, in_channels: int | None = None) -> UNet2DConditionModel:
-    """`in_channels` other than the preset's latent_channels: a VQ model whose code width differs."""
+def build_unet(preset: Preset, in_channels: int | None = None, pooled_context: bool = False) -> UNet2DConditionModel:
+    """`in_channels` other than the preset's latent_channels: a VQ model whose code width differs.
+
+    `pooled_context`: the stock UNet's `addition_embed_type="text"` (DeepFloyd IF's TextTimeEmbedding): the
+    cross-attention context (user + condition tokens) is attention-pooled into one vector and added to the
+    timestep embedding, so it reaches every ResNet block, also the full-resolution ones that have no
+    cross-attention in the small presets.
+    """
     cfg = preset.unet_config()
     if in_channels is not None:
         cfg.update(in_channels=in_channels, out_channels=in_channels)
+    if pooled_context:
+        cfg.update(addition_embed_type="text", addition_embed_type_num_heads=max(1, preset.cross_attention_dim // 32))
     return UNet2DConditionModel(**cfg)
 
 

@@ -5,10 +5,17 @@ features (as SDXL's size/crop micro-conditions and NeRF's positional encoding) a
 categorical ones get an embedding. Each condition has its own learned "absent" token, so training can drop
 each one independently (classifier-free guidance, Ho & Salimans 2022) and a request may leave any of them out.
 
-Why tokens and not the UNet's added time embedding: the tokens ride the same path as the user's
-(`encoder_hidden_states`), so a pipeline's unet/ keeps the stock architecture and config (stock diffusers
-loads it, and a trained user-only UNet can be fine-tuned with conditions without a new layer), every batch
-row carries its own conditioning in one tensor, and a pipeline without conditions simply has fewer tokens.
+Two routes into the UNet (train-unet --condition-route): "tokens" puts the condition tokens beside the user's in
+`encoder_hidden_states` only; "tokens+added" (the default) also sets the stock UNet's `addition_embed_type="text"`,
+which attention-pools the whole context (user + condition tokens) into one vector added to the timestep embedding
+(models/builders.py). Why both: the tokens keep one per-row tensor and work with stock diffusers; the added
+embedding reaches every ResNet block, including the full-resolution ones, which have no cross-attention in the
+small presets, and walking speed and aspect move the whole spectrum (the torso line sits at 2 v cos(aspect) / lambda).
+Measured (experiments/condition_check.py, 2-core CPU): fine-tuning the identity-only demo for 400 x 64 steps, the
+routes are alike and neither follows (median torso error at (slow,0) / (fast,0) / (mid,0) / (mid,50): tokens
++5 / -29 / -19 / +17%, tokens+added +8 / -31 / -17 / +21%): the conditions only show at high noise, where
+Min-SNR gives little weight, and a trained model has already settled on each person's marginal. So the demo is
+trained with conditions from the start. A pipeline without conditions keeps the plain UNet and fewer tokens.
 
 Values travel as one float tensor (N, K), one column per condition in config order: numeric conditions in
 their own units, categorical ones as the index into their `values`; NaN marks a condition left out.

@@ -90,6 +90,7 @@ class UNetConfig(Stage2Config):
     prediction_type: str = ""  # "" = the preset's (v_prediction); or "epsilon" / "v_prediction"
     snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 disables
     conditions: str = "auto"  # manifest columns to condition on, e.g. "speed_mps,aspect_deg"; "auto" = those of speed_mps, aspect_deg, activity the manifest has; "none" = identity only
+    condition_route: str = "tokens+added"  # "tokens": condition tokens reach the UNet through cross-attention only; "tokens+added": also pooled into the UNet's added (timestep) embedding, which reaches every ResNet block
     condition_drop_prob: float = 0.1  # each condition is left out (its learned absent value) this often, independently: guidance and optional request fields
     init_from: str = ""  # a pipeline folder whose UNet and user encoder (same users) start this run, e.g. to add conditions to a trained model
 
@@ -150,6 +151,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "prediction_type": ("", "epsilon", "v_prediction"),
     "export_dtype": ("fp32", "fp16"),
     "autoencoder": ("kl", "vq"),
+    "condition_route": ("tokens", "tokens+added"),
 }
 POSITIVE = {"max_steps", "batch_size", "checkpointing_steps", "checkpoints_total_limit", "log_every",
             "eval_batch_size", "latent_shifts", "num_inference_steps", "preview_per_user", "users_in_grid",

@@ -31,9 +31,9 @@ class Denoiser(nn.Module):
     """UNet + user encoder (+ condition encoder) as one module: one DDP wrapper, one optimiser, one EMA."""
 
     def __init__(self, preset: Preset, users: list[str], in_channels: int | None = None,
-                 conditions: list[dict] | None = None):
+                 conditions: list[dict] | None = None, pooled_context: bool = False):
         super().__init__()
-        self.unet = build_unet(preset, in_channels=in_channels)
+        self.unet = build_unet(preset, in_channels=in_channels, pooled_context=pooled_context)
         self.user_encoder = build_user_encoder(preset, users)
         self.condition_encoder = build_condition_encoder(preset, conditions) if conditions else None
 
@@ -61,7 +61,13 @@ def init_from_pipeline(model: Denoiser, path: str, users: list[str]) -> None:
     src = DopplerPipeline.load(path)
     if src.users != list(users):
         raise ConfigError(f"init_from {path} has users {src.users[:5]}..., the data has {list(users)[:5]}...")
-    model.unet.load_state_dict(src.denoiser.state_dict())
+    missing, unexpected = model.unet.load_state_dict(src.denoiser.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("add_embedding.") for k in missing):
+        raise ConfigError(f"init_from {path}: its UNet differs from this run's (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}); only the pooled-context embedding may be new")
+    if missing:  # a new pooled-context embedding starts at zero: the run starts from exactly the source model
+        nn.init.zeros_(model.unet.add_embedding.norm2.weight)
+        nn.init.zeros_(model.unet.add_embedding.norm2.bias)
     model.user_encoder.load_state_dict(src.user_encoder.state_dict())
     if model.condition_encoder is not None and src.condition_encoder is not None and \
             src.condition_encoder.specs == model.condition_encoder.specs:
@@ -92,7 +98,8 @@ def main(cfg: UNetConfig) -> Path:
     # ---- model, noise schedule, the shared loop (optimiser, EMA, resume, logs) -------------------------------------
     names = condition_names(cfg, ds.extra)
     desc = describe_conditions(ds.extra, [ds.users[i] for i in labels], names) if names else None
-    model = Denoiser(preset, ds.users, ae.latent_channels(vae), encoder_specs(desc, names) if names else None)
+    model = Denoiser(preset, ds.users, ae.latent_channels(vae), encoder_specs(desc, names) if names else None,
+                     pooled_context=bool(names) and cfg.condition_route == "tokens+added")
     if cfg.init_from:
         init_from_pipeline(model, cfg.init_from, ds.users)
     model.to(device)

@@ -91,3 +91,30 @@ def test_init_from_starts_at_the_given_pipeline(cond_dataset, cond_vae, cond_pip
     for a, b in ((src.unet, dst.unet), (src.user_encoder, dst.user_encoder), (src.condition_encoder, dst.condition_encoder)):
         for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
             assert torch.allclose(p, q, atol=1e-6), name
+
+
+def test_condition_route_picks_the_unets_added_embedding(cond_dataset, cond_vae, cond_pipeline, tmp_path):
+    """Default route tokens+added: the stock UNet pools the context into its time embedding (addition_embed_type
+    "text"); --condition-route tokens keeps the plain UNet; identity-only runs never get the pooled embedding."""
+    assert DopplerPipeline.load(cond_pipeline).unet.config.addition_embed_type == "text"
+    out = tmp_path / "tokens"
+    assert cli(_unet_args(cond_dataset, cond_vae, out, 1, "--condition-route", "tokens")) == 0
+    assert DopplerPipeline.load(out).unet.config.addition_embed_type is None
+    out = tmp_path / "none"
+    assert cli(_unet_args(cond_dataset, cond_vae, out, 1, "--conditions", "none")) == 0
+    assert DopplerPipeline.load(out).unet.config.addition_embed_type is None
+
+
+def test_init_from_an_identity_only_pipeline_adds_a_zero_pooled_embedding(cond_dataset, cond_vae, tmp_path):
+    """Adding conditions to a trained identity-only model: every UNet weight is the source's, and the new pooled
+    embedding starts at zero (its output LayerNorm scale and shift), so it adds nothing until it has learned."""
+    src_dir, out = tmp_path / "src", tmp_path / "pipe"
+    assert cli(_unet_args(cond_dataset, cond_vae, src_dir, 1, "--conditions", "none")) == 0
+    assert cli(_unet_args(cond_dataset, cond_vae, out, 1, "--init-from", str(src_dir), "--lr", "1e-12")) == 0
+    src, dst = DopplerPipeline.load(src_dir).unet.state_dict(), DopplerPipeline.load(out).unet.state_dict()
+    new = [k for k in dst if k not in src]
+    assert new and all(k.startswith("add_embedding.") for k in new)
+    for k, v in src.items():
+        assert torch.allclose(v, dst[k], atol=1e-6), k
+    assert float(dst["add_embedding.norm2.weight"].abs().max()) < 1e-6
+    assert float(dst["add_embedding.norm2.bias"].abs().max()) < 1e-6
