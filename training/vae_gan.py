@@ -41,7 +41,7 @@ class NLayerDiscriminator(nn.Module):
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    """0.5 (mean relu(1 - D(real)) + mean relu(1 + D(fake))): 2.0 at chance (all logits 0), 0 when separated."""
+    """0.5 (mean relu(1 - D(real)) + mean relu(1 + D(fake))): 1.0 at chance (all logits 0), 0 when separated."""
     return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
 
 
