@@ -96,18 +96,31 @@ class Context:
     def sample(self, pipe: Any, y: np.ndarray, seeds: list[int], *, steps: int | None = None,
                guidance: float | None = None, scheduler: str | None = None, desc: str = "sample",
                batch_size: int | None = None) -> Pool:
-        """Batched, batch-invariant sampling (pad_to) for dataset labels y with explicit seeds."""
+        """Batched, batch-invariant sampling (pad_to) for dataset labels y with explicit seeds.
+
+        A pipeline with conditions gets what `POST /generate` gives a request that leaves them out: each sample's
+        speed, aspect, ... drawn from its person's training distribution, seeded by the sample's seed.
+        """
         from tqdm import tqdm
 
+        from models.condition_stats import resolve_conditions
         from models.sampling import sample
 
-        idx = [pipe.user_encoder.index_of(self.data.users[int(c)]) for c in y]
+        names = [self.data.users[int(c)] for c in y]
+        idx = [pipe.user_encoder.index_of(u) for u in names]
+        cond = None
+        enc = getattr(pipe, "condition_encoder", None)
+        desc_c = (getattr(pipe, "meta", None) or {}).get("conditions") or {}
+        if enc is not None and all(n in desc_c for n in enc.names):  # else every condition absent
+            cond = enc.values_tensor([resolve_conditions(desc_c, enc.names, u, None, s) for u, s in zip(names, seeds,
+                                                                                                          strict=True)])
         b = batch_size or self.st.batch_size
         outs, t0 = [], time.perf_counter()
         for i in tqdm(range(0, len(idx), b), desc=desc, unit="batch", leave=False):
             outs.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=steps or self.steps,
                                guidance_scale=self.guidance if guidance is None else guidance,
-                               scheduler=scheduler or self.scheduler, pad_to=b).numpy())
+                               scheduler=scheduler or self.scheduler, pad_to=b,
+                               conditions=None if cond is None else cond[i:i + b]).numpy())
         return Pool(np.concatenate(outs).astype(np.float32), np.asarray(y, np.int64), list(seeds),
                     time.perf_counter() - t0)
 

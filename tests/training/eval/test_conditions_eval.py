@@ -54,3 +54,30 @@ def test_section_rows_bins_figure_and_markdown(sim, tmp_path):
     assert "## Condition following" in text and "condition_sweep.png" in text and text.count("\n| ") >= 9 + 3
     pipe.condition_encoder = None  # identity-only pipelines: the section says why it is skipped
     assert "skipped" in condition_following(ctx, None, 1) and "Skipped" in markdown(condition_following(ctx, None, 1))[2]
+
+
+def test_evaluator_samples_draw_conditions_as_the_service_does(sim):
+    """evaluate's pool of a conditioned pipeline: each sample's conditions drawn from its person's training
+    distribution with its seed (what POST /generate does for a request without them), not the absent tokens."""
+    from models.condition_stats import resolve_conditions
+    from models.sampling import sample
+    from training.eval.context import Context
+
+    torch.manual_seed(0)
+    names = ["speed_mps", "aspect_deg"]
+    pipe = build_untrained_pipeline("tiny", sim.users, version="test")
+    pipe.meta["conditions"] = describe_conditions(sim.extra, [sim.users[i] for i in sim.labels], names)
+    pipe.condition_encoder = ConditionEncoder(conditions=encoder_specs(pipe.meta["conditions"], names),
+                                              cross_attention_dim=32).eval()
+    ctx = SimpleNamespace(data=SimpleNamespace(users=sim.users), st=SimpleNamespace(batch_size=4), steps=2,
+                          guidance=2.0, scheduler="dpmsolver++")
+    y, seeds = np.array([0, 1, 1]), [3, 4, 5]
+    got = Context.sample(ctx, pipe, y, seeds).x
+    drawn = pipe.condition_encoder.values_tensor([resolve_conditions(pipe.meta["conditions"], names, sim.users[c],
+                                                                     None, s) for c, s in zip(y, seeds, strict=True)])
+    want = sample(pipe, [0, 1, 1], seeds, num_inference_steps=2, guidance_scale=2.0, scheduler="dpmsolver++",
+                  pad_to=4, conditions=drawn).numpy()
+    absent = sample(pipe, [0, 1, 1], seeds, num_inference_steps=2, guidance_scale=2.0, scheduler="dpmsolver++",
+                    pad_to=4).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert np.abs(got - absent).max() > 1e-3
