@@ -50,6 +50,17 @@ def test_make_serve_answers_generate_with_the_demo_checkpoint(tmp_path):
         img = Image.open(io.BytesIO(r.content))
         assert img.size == (64, 64)
         assert len(set(img.getdata())) > 16  # a spectrogram, not a blank image
+        # The demo is trained with walking speed and aspect angle (issue 15): /info lists them with their ranges,
+        # a request may set them (echoed per item), and a value outside the trained range is a 422 naming it.
+        assert {"speed_mps", "aspect_deg"} <= set(info["conditions"])
+        lo, hi = info["conditions"]["speed_mps"]["range"]
+        r = httpx.post(f"{url}/generate", json={"user_id": user, "num_samples": 1, "seed": 1, "num_inference_steps": 5,
+                                                "speed_mps": (lo + hi) / 2, "aspect_deg": 30, "format": "npy"},
+                       timeout=300)
+        assert r.status_code == 200, r.text
+        assert r.json()["items"][0]["conditions"]["aspect_deg"] == 30
+        r = httpx.post(f"{url}/generate", json={"user_id": user, "speed_mps": hi + 1}, timeout=30)
+        assert r.status_code == 422 and "speed_mps" in r.text
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
