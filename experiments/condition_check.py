@@ -9,25 +9,23 @@ setting within 10% of 2 v cos(aspect) / lambda, and affinity (a real-data classi
 at every setting >= 0.9x that classifier's real-test accuracy. The same read-out on the real test recordings
 shows how well the read-out itself does on real data.
 
-    OMP_NUM_THREADS=1 .venv/bin/python experiments/condition_check.py --pipeline runs/cond-ft/pipeline \
-        --data data/sim10c --out runs/cond-ft/check.json
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/condition_check.py --pipeline checkpoints/demo \
+        --data data/sim10c --out runs/demo-c/check.json [--guidance 3]
 
-Measured (2026-11-30, 2-core CPU VM shared with other jobs, demo preset, 20 DPM-Solver++ steps; the cheap path of
-issue 15: checkpoints/demo + a fresh condition encoder, UNet + user rows + encoder fine-tuned on data/sim10c =
-`simulate --cover-conditions`, batch 16, lr 2e-4 cosine, EMA 0.99, VAE frozen, one core at nice 5):
+Measured (2026-11-30, 2-core CPU VM, demo preset, 20 DPM-Solver++ steps, 10 users x 8 samples per setting):
 
     median torso read-out error per setting     (slow,0)  (fast,0)  (mid,0)  (mid,50)   affinity (target >= 0.724)
-    untrained encoder (demo as is)               +0.237    -0.236    -0.078   +0.454     0.74 / 0.88 / 0.83 / 0.86
-    800 steps (26 min), guidance 2               +0.135    -0.257    -0.141   +0.321     0.80 / 0.80 / 0.85 / 0.90
-    800 steps, guidance 4                        +0.129    -0.203    -0.119   +0.312     0.93 / 0.96 / 0.98 / 0.96
-    1400 steps (+13 min), guidance 2             +0.123    -0.246    -0.120   +0.237     0.81 / 0.86 / 0.86 / 0.91
+    checkpoints/demo (conditioned from scratch,
+      3000 x 64 steps, tokens+added), guidance 2  +0.019    +0.006    +0.018   -0.016     0.55 / 0.68 / 0.86 / 0.89
+    the same, guidance 3                         +0.017    +0.007    +0.017   -0.019     0.54 / 0.71 / 0.91 / 0.98
+    earlier: identity-only demo + condition
+      encoder, fine-tuned 1400 x 16, guidance 2  +0.123    -0.246    -0.120   +0.237     0.81 / 0.86 / 0.86 / 0.91
 
-Conclusion: identity survives (affinity >= 0.9x the real-data classifier's 0.805 test accuracy at every setting),
-but the torso line does NOT follow the requested speed and aspect within 10%: the samples stay near the person's
-marginal (slow reads fast, fast reads slow, 50 deg reads as ~25-30 deg). The seed's noise decides most of the
-torso line; the conditioning moves it only part of the way (in-process probe, same seeds: aspect 60 vs 0 lowers
-the read-out by ~25%, speed 0.95 vs 1.8 m/s by ~5%). Not a replacement for checkpoints/demo. The read-out itself
-on the real test recordings: median -2.8%, within 10% for 83% (71% at |aspect| 40-60 deg).
+Conclusion: trained with conditions from the start, the demo follows speed and aspect (95-100% of single samples
+within 10%; the read-out itself gets 83% of the real test recordings within 10%, median -2.8%). Identity holds
+at the person's median speed, but it falls below the target at the person's own 10th and 90th percentile
+speeds (0.55 / 0.68); real recordings in the slowest / fastest quarter are recognised at 0.80 / 0.78. A fine-tune of the
+identity-only demo does not follow (the samples stay near the person's marginal), with either route.
 """
 
 from __future__ import annotations
