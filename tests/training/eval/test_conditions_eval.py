@@ -24,6 +24,17 @@ def sim(tmp_path_factory):
     return load_dataset(out)
 
 
+def _conditioned_pipe(sim):
+    """An untrained tiny pipeline with a speed + aspect condition encoder and the data's per-user statistics."""
+    torch.manual_seed(0)
+    names = ["speed_mps", "aspect_deg"]
+    pipe = build_untrained_pipeline("tiny", sim.users, version="test")
+    pipe.meta["conditions"] = describe_conditions(sim.extra, [sim.users[i] for i in sim.labels], names)
+    pipe.condition_encoder = ConditionEncoder(conditions=encoder_specs(pipe.meta["conditions"], names),
+                                              cross_attention_dim=32).eval()
+    return pipe, names
+
+
 def test_torso_readout_follows_v_cos_aspect_on_simulated_recordings(sim):
     got = torso_mps(sim.x, sim.meta)
     want = sim.extra["speed_mps"] * np.cos(np.deg2rad(sim.extra["aspect_deg"]))
@@ -31,12 +42,7 @@ def test_torso_readout_follows_v_cos_aspect_on_simulated_recordings(sim):
 
 
 def test_section_rows_bins_figure_and_markdown(sim, tmp_path):
-    torch.manual_seed(0)
-    names = ["speed_mps", "aspect_deg"]
-    pipe = build_untrained_pipeline("tiny", sim.users, version="test")
-    pipe.meta["conditions"] = describe_conditions(sim.extra, [sim.users[i] for i in sim.labels], names)
-    pipe.condition_encoder = ConditionEncoder(conditions=encoder_specs(pipe.meta["conditions"], names),
-                                              cross_attention_dim=32).eval()
+    pipe, names = _conditioned_pipe(sim)
     settings = settings_for(pipe.meta["conditions"], "user01")
     assert len(settings) == 9 and {a for _, _, a in settings} == {0.0, 30.0, 60.0}
     q = pipe.meta["conditions"]["speed_mps"]["per_user"]["user01"]["quantiles"]
@@ -63,12 +69,7 @@ def test_evaluator_samples_draw_conditions_as_the_service_does(sim):
     from models.sampling import sample
     from training.eval.context import Context
 
-    torch.manual_seed(0)
-    names = ["speed_mps", "aspect_deg"]
-    pipe = build_untrained_pipeline("tiny", sim.users, version="test")
-    pipe.meta["conditions"] = describe_conditions(sim.extra, [sim.users[i] for i in sim.labels], names)
-    pipe.condition_encoder = ConditionEncoder(conditions=encoder_specs(pipe.meta["conditions"], names),
-                                              cross_attention_dim=32).eval()
+    pipe, names = _conditioned_pipe(sim)
     ctx = SimpleNamespace(data=SimpleNamespace(users=sim.users), st=SimpleNamespace(batch_size=4), steps=2,
                           guidance=2.0, scheduler="dpmsolver++")
     y, seeds = np.array([0, 1, 1]), [3, 4, 5]
