@@ -73,10 +73,10 @@ def torso_readout_hz(db: np.ndarray, f: np.ndarray, exclude_hz: float) -> float:
 
 
 def generate(client: TestClient, user: str, n: int, seed: int, speed: float, aspect: float, steps: int,
-             guidance: float | None) -> np.ndarray:
+             guidance: float | None, condition_guidance: float | None) -> np.ndarray:
     r = client.post("/generate", json={"user_id": user, "num_samples": n, "seed": seed, "format": "npy",
                                        "num_inference_steps": steps, "speed_mps": speed, "aspect_deg": aspect,
-                                       "guidance_scale": guidance})
+                                       "guidance_scale": guidance, "condition_guidance_scale": condition_guidance})
     if r.status_code != 200:
         raise SystemExit(f"POST /generate -> {r.status_code}: {r.text}")
     return np.stack([np.load(io.BytesIO(base64.b64decode(it["data"]))) for it in r.json()["items"]])  # (n, C, H, W)
@@ -89,6 +89,8 @@ def main() -> int:
     p.add_argument("--per-setting", type=int, default=8, help="samples per user per setting")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+    p.add_argument("--condition-guidance", type=float, default=None,
+                   help="condition guidance scale (default: the pipeline's; GET /info defaults)")
     p.add_argument("--exclude-mps", type=float, default=0.25, help="radial speeds below this are clutter")
     p.add_argument("--users", type=int, default=0, help="only the first N users (0 = all; a smoke test)")
     p.add_argument("--out", type=Path, default=None)
@@ -128,7 +130,7 @@ def main() -> int:
             for ui, user in enumerate(ds.users[:args.users or None]):
                 speed = float(cond["speed_mps"]["per_user"][user]["quantiles"][qi])
                 x = generate(client, user, args.per_setting, 10_000 * si + 100 * ui, speed, aspect, args.steps,
-                             args.guidance)
+                             args.guidance, args.condition_guidance)
                 want = 2 * speed * np.cos(np.deg2rad(aspect)) / lam
                 reads += [torso_readout_hz(s[0], f, exclude_hz) / want - 1 for s in x]
                 hits += list(clf.predict(x) == ui)
@@ -140,7 +142,9 @@ def main() -> int:
 
     ok_speed = all(abs(r["median_rel_err"]) <= 0.10 for r in rows)
     ok_id = all(r["affinity"] >= 0.9 * acc_real for r in rows)
-    print(f"pipeline {args.pipeline} | guidance {info['defaults']['guidance_scale'] if args.guidance is None else args.guidance} | "
+    g = info["defaults"]["guidance_scale"] if args.guidance is None else args.guidance
+    gc = info["defaults"].get("condition_guidance_scale") if args.condition_guidance is None else args.condition_guidance
+    print(f"pipeline {args.pipeline} | guidance {g} | condition guidance {gc} | "
           f"{len(ds.users[:args.users or None])} users x {args.per_setting} samples per setting | "
           f"conditions in /info: {sorted(info.get('conditions') or {})}")
     print(f"read-out on the real test recordings: median rel. error {np.median(real_err):+.3f}, "

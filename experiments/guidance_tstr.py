@@ -29,7 +29,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipelines", nargs="+", required=True)
     p.add_argument("--data", default="data/sim10")
-    p.add_argument("--guidance", type=float, nargs="+", default=[1.5, 2.0, 2.5, 3.0])
+    p.add_argument("--guidance", nargs="+", default=["1.5", "2.0", "2.5", "3.0"],
+                   help="guidance scales; G:GC also sets the condition guidance (compositional, models.sampling)")
     p.add_argument("--clf-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", default="runs/explore/tstr.json")
     a = p.parse_args()
@@ -53,13 +54,15 @@ def main() -> None:
         ref = ctx.fit(d.train_x, d.train_y, seed=0)
         trtr = accuracy(ref, d.test_x, d.test_y)
         f_test = ref.features(d.test_x).astype(np.float64)
-        for g in a.guidance:
+        for spec in a.guidance:
+            g, _, gc = spec.partition(":")
+            g, ctx.condition_guidance = float(g), float(gc) if gc else None
             y, seeds = ctx.plan(ctx.gen_per_user)
-            pool = ctx.sample(pipe, y, seeds, guidance=g, desc=f"{path} g={g}")
+            pool = ctx.sample(pipe, y, seeds, guidance=g, desc=f"{path} g={spec}")
             tstr = [accuracy(ctx.fit(pool.x, pool.y, seed=s), d.test_x, d.test_y) for s in a.clf_seeds]
             rng = np.random.default_rng(0)
             f_gen = ref.features(pool.x[rng.permutation(len(pool.y))[:len(d.test_y)]]).astype(np.float64)
-            row = dict(pipeline=path, guidance=g, steps=steps, scheduler=scheduler, trtr=trtr,
+            row = dict(pipeline=path, guidance=g, condition_guidance=ctx.condition_guidance, steps=steps, scheduler=scheduler, trtr=trtr,
                        affinity=accuracy(ref, pool.x, pool.y), tstr=float(np.mean(tstr)), tstr_each=tstr,
                        tstr_ratio=float(np.mean(tstr)) / trtr, fd=fm.frechet_distance(f_gen, f_test))
             rows.append(row)

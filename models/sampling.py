@@ -32,12 +32,28 @@ SAMPLERS_BY_ROUTE = {
 DEFAULT_STEPS = 20  # DPM-Solver++(2M) is near converged at 20 steps on the demo checkpoint
 DEFAULT_GUIDANCE = 2.0  # classifier-free guidance scale the demo checkpoint was evaluated at
 DEFAULT_SAMPLER = "dpmsolver++"  # DPM-Solver++(2M), for the continuous routes
+# Compositional guidance for pipelines with conditions (Liu et al. 2022, "Compositional Visual Generation"):
+#     eps = eps(null, absent) + g (eps(user, absent) - eps(null, absent)) + g_c (eps(user, cond) - eps(user, absent))
+# g = guidance_scale pulls toward the person, g_c = condition_guidance_scale toward the requested speed and
+# aspect. g_c = g (or None) is plain two-branch guidance, eps(null, absent) + g (eps(user, cond) - eps(null, absent)).
+# Measured on the conditioned demo (experiments/condition_guidance.py): at g = g_c = 2 identity fell to 0.55 / 0.68
+# at a person's own slow / fast speeds; g = 4, g_c = 1 kept it at 0.96 / 0.96 and the torso line within 4.3%.
 assert SAMPLERS_BY_ROUTE["kl"][-1] == DEFAULT_SAMPLER and set(CONTINUOUS_SCHEDULERS) == set(S.SAMPLER_NAMES)
 
 
 def default_sampler(route: str) -> str:
     """The sampler a route uses when none is asked for (DPM-Solver++ on kl / vq-latent, vq-diffusion otherwise)."""
     return SAMPLERS_BY_ROUTE[route][-1]
+
+
+def condition_guidance_for(pipe: DopplerPipeline, value: float | None) -> float | None:
+    """The condition guidance g_c to sample with: `value` if given, else the pipeline's dopplergen.json
+    "condition_guidance_scale"; None (plain guidance) for a pipeline without conditions or without that default."""
+    if getattr(pipe, "condition_encoder", None) is None:
+        return None
+    if value is None:
+        value = (getattr(pipe, "meta", None) or {}).get("condition_guidance_scale")
+    return None if value is None else float(value)
 
 
 def scheduler_for(pipe: DopplerPipeline, name: str | None) -> str:
@@ -66,6 +82,9 @@ class Row:
     schedule: S.Schedule | tuple
     i: int = 0  # steps taken
     x0_prev: torch.Tensor | None = None  # DPM-Solver++(2M)'s previous x0 estimate
+    # Compositional guidance (see above): the row's user with every condition absent, and g_c. None = two-branch.
+    mid: torch.Tensor | None = None
+    condition_guidance: float | None = None
 
     @property
     def done(self) -> bool:
@@ -75,11 +94,13 @@ class Row:
 
 def start_row(
     pipe: DopplerPipeline, user_index: int, seed: int, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
-    sampler: str | None = None, conditions: torch.Tensor | None = None,
+    sampler: str | None = None, conditions: torch.Tensor | None = None, condition_guidance: float | None = None,
 ) -> Row:
     """A new row at step 0: the conditioning of `pipe.encode_context` and the seed's own initial noise.
 
     `conditions` (K,) are the row's condition values (NaN = absent), for pipelines with a condition encoder.
+    `condition_guidance` (g_c) != `guidance` composes the guidance from three branches (see the module top);
+    it applies only to a row with some condition present.
     """
     sampler = scheduler_for(pipe, sampler)
     if steps < 1:
@@ -89,10 +110,14 @@ def start_row(
     if conditions is not None and pipe.condition_encoder is None:
         raise ValueError("conditions need a pipeline with a condition encoder")
     idx = torch.tensor([int(user_index), pipe.user_encoder.null_index], dtype=torch.long, device=pipe.device)
-    values = None
+    values, mid = None, None
     if conditions is not None:
         values = torch.stack([conditions.float().cpu(), torch.full_like(conditions.float().cpu(), float("nan"))])
     cond, uncond = pipe.encode_context(idx, values)  # (T, D) each
+    composed = (condition_guidance is not None and float(condition_guidance) != float(guidance)
+                and conditions is not None and not bool(torch.isnan(conditions.float()).all()))
+    if composed:
+        mid = pipe.encode_context(idx[:1])[0]  # the user with every condition absent
     gen = torch.Generator("cpu").manual_seed(int(seed))
     if sampler == "vq-diffusion":
         plan = S.vq_schedule(pipe.scheduler_config, steps)
@@ -102,7 +127,8 @@ def start_row(
     else:
         plan = S.make_schedule(sampler, pipe.scheduler_config, steps)
         x = torch.randn(pipe.latent_shape, generator=gen).to(pipe.device)  # init_noise_sigma is 1 for all three
-    return Row(sampler, int(steps), float(guidance), cond, uncond, gen, x, plan)
+    return Row(sampler, int(steps), float(guidance), cond, uncond, gen, x, plan, mid=mid,
+               condition_guidance=float(condition_guidance) if composed else None)
 
 
 @torch.no_grad()
@@ -114,48 +140,64 @@ def step_rows(
 
     `pad_to` runs the network at a fixed batch (padding rows are thrown away): BLAS and oneDNN pick kernels
     by batch size, so only at a fixed shape is each row computed bit for bit the same wherever it sits.
-    `cfg=None` runs the unconditional half only when some row has guidance != 1; True always runs it (a
-    fixed shape again). `denoiser` replaces pipe.denoiser (e.g. a compiled one).
+    `cfg=None` runs the unconditional half only when some row has guidance != 1, and the user-without-conditions
+    third only when some row composes its guidance; True always runs the unconditional half, and the third
+    too on a pipeline with conditions (a fixed shape again). `denoiser` replaces pipe.denoiser (e.g. a compiled one).
     """
     if not rows:
         return
     if any(r.done for r in rows):
         raise ValueError("a row has already taken all its steps")
-    use_cfg = any(r.guidance != 1.0 for r in rows) if cfg is None else cfg
+    composed = any(r.mid is not None for r in rows)
+    use_cfg = composed or (any(r.guidance != 1.0 for r in rows) if cfg is None else cfg)
+    branches = 3 if composed or (cfg is True and pipe.condition_encoder is not None) else 2 if use_cfg else 1
     net = denoiser if denoiser is not None else pipe.denoiser
     if rows[0].sampler == "vq-diffusion":
-        _step_codes(pipe, rows, pad_to, use_cfg, net)
+        _step_codes(pipe, rows, pad_to, branches, net)
     else:
-        _step_latents(pipe, rows, pad_to, use_cfg, net)
+        _step_latents(pipe, rows, pad_to, branches, net)
 
 
-def _guided(out: torch.Tensor, rows: Sequence[Row], b: int, use_cfg: bool) -> torch.Tensor:
-    """Classifier-free guidance per row (Ho & Salimans 2022): uncond + g (cond - uncond); g = 1 keeps cond as is."""
+def _guided(out: torch.Tensor, rows: Sequence[Row], b: int, branches: int) -> torch.Tensor:
+    """Classifier-free guidance per row (Ho & Salimans 2022): uncond + g (cond - uncond); g = 1 keeps cond as is.
+    A row with a `mid` branch composes it (module top): uncond + g (mid - uncond) + g_c (cond - mid)."""
     n = len(rows)
-    if not use_cfg:
+    if branches == 1:
         return out[:n]
     uncond, cond = out[:n], out[b:b + n]
-    g = torch.tensor([r.guidance for r in rows], dtype=out.dtype, device=out.device).view(-1, *[1] * (out.dim() - 1))
-    return torch.where(g == 1.0, cond, uncond + g * (cond - uncond))
+    shape = (-1, *[1] * (out.dim() - 1))
+    g = torch.tensor([r.guidance for r in rows], dtype=out.dtype, device=out.device).view(shape)
+    plain = torch.where(g == 1.0, cond, uncond + g * (cond - uncond))
+    if branches == 2 or all(r.mid is None for r in rows):
+        return plain
+    mid = out[2 * b:2 * b + n]
+    gc = torch.tensor([r.condition_guidance or 0.0 for r in rows], dtype=out.dtype, device=out.device).view(shape)
+    composed = torch.tensor([r.mid is not None for r in rows], device=out.device).view(shape)
+    return torch.where(composed, uncond + g * (mid - uncond) + gc * (cond - mid), plain)
 
 
-def _context(rows: Sequence[Row], b: int, use_cfg: bool) -> torch.Tensor:
+def _context(rows: Sequence[Row], b: int, branches: int) -> torch.Tensor:
+    """The (branches * b, T, D) context: uncond rows first, then cond, then each row's user without conditions."""
     pad = [rows[0].uncond] * (b - len(rows))
     cond = torch.stack([r.cond for r in rows] + pad)  # (b, T, D)
-    return torch.cat([torch.stack([r.uncond for r in rows] + pad), cond]) if use_cfg else cond  # uncond first
+    if branches == 1:
+        return cond
+    parts = [torch.stack([r.uncond for r in rows] + pad), cond]
+    if branches == 3:  # rows that do not compose repeat their cond (their third output is not used)
+        parts.append(torch.stack([r.mid if r.mid is not None else r.cond for r in rows] + pad))
+    return torch.cat(parts)
 
 
-def _step_latents(pipe, rows, pad_to, use_cfg, net) -> None:
+def _step_latents(pipe, rows, pad_to, branches, net) -> None:
     n, dev = len(rows), pipe.device
     b = max(pad_to or n, n)
     sched, at = [r.schedule for r in rows], [r.i for r in rows]
     x = torch.stack([r.x for r in rows])  # (n, C, h, w) float32
     t = torch.tensor([s.t[i] for s, i in zip(sched, at, strict=True)] + [0] * (b - n), device=dev)
     x_in = torch.cat([x, x.new_zeros((b - n, *x.shape[1:]))]) if b > n else x
-    if use_cfg:
-        x_in, t = torch.cat([x_in, x_in]), torch.cat([t, t])
-    out = net(x_in.to(pipe.dtype), t, encoder_hidden_states=_context(rows, b, use_cfg).to(pipe.dtype)).sample
-    out = _guided(out.float(), rows, b, use_cfg)  # (n, C, h, w)
+    x_in, t = torch.cat([x_in] * branches), torch.cat([t] * branches)
+    out = net(x_in.to(pipe.dtype), t, encoder_hidden_states=_context(rows, b, branches).to(pipe.dtype)).sample
+    out = _guided(out.float(), rows, b, branches)  # (n, C, h, w)
     new_x, new_x0 = [None] * n, [None] * n
     for name in dict.fromkeys(r.sampler for r in rows):  # one vectorised update per sampler present
         sel = [k for k in range(n) if rows[k].sampler == name]
@@ -183,7 +225,7 @@ def _step_latents(pipe, rows, pad_to, use_cfg, net) -> None:
         r.x, r.x0_prev, r.i = new_x[k], new_x0[k], r.i + 1
 
 
-def _step_codes(pipe, rows, pad_to, use_cfg, net) -> None:
+def _step_codes(pipe, rows, pad_to, branches, net) -> None:
     """VQ-Diffusion step (Gu et al. 2022) per group of rows at the same respaced step (the Transformer takes one
     timestep per call); follows diffusers' VQDiffusionPipeline: guided log-probabilities renormalised, clamped at -70."""
     groups: dict[tuple[int, int], list[Row]] = {}
@@ -196,12 +238,12 @@ def _step_codes(pipe, rows, pad_to, use_cfg, net) -> None:
         n = len(group)
         b = max(pad_to or n, n)
         codes = torch.stack([r.x for r in group] + [group[0].x] * (b - n))  # (b, L)
-        model_in = torch.cat([codes, codes]) if use_cfg else codes
+        model_in = torch.cat([codes] * branches)
         t = torch.tensor(model_t[i], dtype=torch.long, device=pipe.device)  # one scalar: AdaLayerNorm needs it
-        ctx = _context(group, b, use_cfg).to(pipe.dtype)
-        logp = net(model_in, encoder_hidden_states=ctx, timestep=t).sample.float()  # (b or 2b, K, L)
-        if use_cfg:
-            guided = _guided(logp, group, b, True)
+        ctx = _context(group, b, branches).to(pipe.dtype)
+        logp = net(model_in, encoder_hidden_states=ctx, timestep=t).sample.float()  # (branches * b, K, L)
+        if branches > 1:
+            guided = _guided(logp, group, b, branches)
             renorm = guided - torch.logsumexp(guided, dim=1, keepdim=True)
             g = torch.tensor([r.guidance for r in group], device=logp.device).view(-1, 1, 1)
             logp = torch.where(g == 1.0, guided, renorm)
@@ -243,6 +285,7 @@ def sample(
     scheduler: str | None = None,
     pad_to: int | None = None,
     conditions: torch.Tensor | None = None,
+    condition_guidance_scale: float | None = None,
 ) -> torch.Tensor:
     """Classifier-free guided sampling (Ho & Salimans 2022) in the stage-1 latent space; returns (N, C, H, W) dB on the CPU.
 
@@ -250,7 +293,8 @@ def sample(
     `pad_to` runs the networks at a fixed batch size (see step_rows), which makes samples bitwise
     batch-invariant on the CPU. `conditions` (N, K): each row's condition values
     (`pipe.condition_encoder.values_tensor`), NaN = absent; None = all absent (and no extra tokens at all
-    for a pipeline without a condition encoder).
+    for a pipeline without a condition encoder). `condition_guidance_scale` != `guidance_scale` composes the
+    guidance of rows with conditions from three branches (module top).
     """
     scheduler = scheduler_for(pipe, scheduler)
     if len(user_indices) != len(seeds):
@@ -260,7 +304,7 @@ def sample(
     if conditions is not None and (pipe.condition_encoder is None or len(conditions) != len(seeds)):
         raise ValueError("conditions need a pipeline with a condition encoder and one row per sample")
     rows = [start_row(pipe, u, s, num_inference_steps, guidance_scale, scheduler,
-                      None if conditions is None else conditions[k])
+                      None if conditions is None else conditions[k], condition_guidance_scale)
             for k, (u, s) in enumerate(zip(user_indices, seeds, strict=True))]
     while not rows[0].done:
         step_rows(pipe, rows, pad_to)

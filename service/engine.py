@@ -28,6 +28,7 @@ from models.sampling import (
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     SAMPLERS_BY_ROUTE,
+    condition_guidance_for,
     default_sampler,
     finish_rows,
     start_row,
@@ -50,6 +51,7 @@ class RowSpec:
     sampler: str
     # seed -> that row's (K,) condition values, NaN = absent (pipelines with conditions; omitted ones drawn per seed)
     conditions: dict[int, torch.Tensor] | None = None
+    condition_guidance: float | None = None  # g_c of models.sampling's compositional guidance; None = plain
 
 
 class Stepper(Protocol):
@@ -68,7 +70,8 @@ class ModelStepper:
 
     def start(self, pipe: DopplerPipeline, spec: RowSpec, seed: int) -> Any:
         conditions = None if spec.conditions is None else spec.conditions[int(seed)]
-        return start_row(pipe, spec.user_index, seed, spec.steps, spec.guidance, spec.sampler, conditions)
+        return start_row(pipe, spec.user_index, seed, spec.steps, spec.guidance, spec.sampler, conditions,
+                         spec.condition_guidance)
 
     def step(self, pipe: DopplerPipeline, rows: list[Any], pad_to: int | None, cfg: bool | None) -> None:
         if self.denoiser is not None:
@@ -215,6 +218,11 @@ class Engine:
     @property
     def default_guidance(self) -> float:
         return float(self.pipe.meta.get("guidance_scale", DEFAULT_GUIDANCE)) if self.pipe else DEFAULT_GUIDANCE
+
+    @property
+    def default_condition_guidance(self) -> float | None:
+        """The pipeline's condition guidance (dopplergen.json); None = plain guidance, and always without conditions."""
+        return None if self.pipe is None else condition_guidance_for(self.pipe, None)
 
     @property
     def max_steps(self) -> int:

@@ -25,6 +25,9 @@ class GenerateRequest(BaseModel):
     num_samples: int = Field(1, ge=1, description="1..max_samples_per_request")
     num_inference_steps: int | None = Field(None, ge=1, description="1..max_steps; default from the pipeline")
     guidance_scale: float | None = Field(None, ge=0.0, le=50.0, description="classifier-free guidance; 1 = off")
+    condition_guidance_scale: float | None = Field(
+        None, ge=0.0, le=50.0, description="pipelines with conditions: how strongly to follow speed_mps / aspect_deg / "
+        "activity, apart from guidance_scale (which then weighs identity); default from the pipeline (GET /info)")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="sample i uses seed + i; null = random seeds")
     scheduler: SchedulerName | None = Field(
         None, description="null = the pipeline's own (GET /info); vq-diffusion pipelines take only 'vq-diffusion'")
@@ -38,7 +41,7 @@ class GenerateRequest(BaseModel):
                                                        "walking straight at the radar); omitted: drawn")
     activity: str | None = Field(None, min_length=1, max_length=64, description="activity label; omitted: drawn")
 
-    @field_validator("guidance_scale", "speed_mps", "aspect_deg")
+    @field_validator("guidance_scale", "condition_guidance_scale", "speed_mps", "aspect_deg")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):
@@ -78,6 +81,8 @@ class GenerateResponse(BaseModel):
     seeds: list[int]
     num_inference_steps: int
     guidance_scale: float
+    condition_guidance_scale: float | None = Field(
+        None, description="the condition guidance used (null: plain guidance, or a pipeline without conditions)")
     scheduler: str
     timings: Timings
     model: ModelRef

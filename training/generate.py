@@ -25,13 +25,19 @@ from typing import Any
 import numpy as np
 
 from models.paths import check_user_ids
-from models.sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, SCHEDULERS, default_sampler
+from models.sampling import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    SCHEDULERS,
+    condition_guidance_for,
+    default_sampler,
+)
 from training.condition_grid import condition_grid, parse_values, resolved
 
 MANIFEST_FIELDS = ("path", "user", "split", "seed", "steps", "guidance", "scheduler")
 # Settings that change a file's bytes: a resumed run must match them exactly.
-_BYTE_SETTINGS = ("pipeline_fingerprint", "steps", "guidance", "scheduler", "seed", "batch_size", "seed_rule",
-                  "conditions", "filter")
+_BYTE_SETTINGS = ("pipeline_fingerprint", "steps", "guidance", "condition_guidance", "scheduler", "seed", "batch_size",
+                  "seed_rule", "conditions", "filter")
 REJECTED = ".rejected"  # --filter: candidates that did not pass, kept for inspection (a resumed run does not redraw them)
 SEED_RULE = "sha256('{seed}:{user}:{i}')[:8] & (2**53-1)"
 
@@ -162,6 +168,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="inference steps (default: the pipeline's, else 20)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale, 1 = none (default: the pipeline's, else 2.0)")
+    p.add_argument("--condition-guidance", type=float, default=None,
+                   help="pipelines with conditions: condition guidance g_c, apart from --guidance which then weighs "
+                        "identity (default: the pipeline's condition_guidance_scale, else plain guidance)")
     p.add_argument("--scheduler", default=None, choices=SCHEDULERS,
                    help="sampler (default: the pipeline's, else the route's own: dpmsolver++ or vq-diffusion)")
     p.add_argument("--batch-size", type=int, default=16, help="samples per network call (fixed shape; part of the bytes)")
@@ -238,6 +247,9 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown users {unknown}; the pipeline knows {pipe.users}")
     users = [u for u in pipe.users if u in asked]  # the pipeline's user order, whatever order was asked
+    if args.condition_guidance is not None and pipe.condition_encoder is None:
+        raise SystemExit("--condition-guidance: this pipeline was trained without conditions")
+    args.condition_guidance = condition_guidance_for(pipe, args.condition_guidance)
     grid = condition_grid(pipe, {"speed_mps": parse_values(args.speed_mps, "speed_mps"),
                                  "aspect_deg": parse_values(args.aspect_deg, "aspect_deg"),
                                  "activity": args.activity.split(",") if args.activity else None})
@@ -253,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     settings = dict(
         pipeline=str(args.pipeline), pipeline_name=pipe.name, pipeline_version=pipe.version,
         pipeline_fingerprint=pipeline_fingerprint(args.pipeline), steps=args.steps, guidance=args.guidance,
-        scheduler=args.scheduler, seed=args.seed, batch_size=args.batch_size, per_user=args.per_user,
+        condition_guidance=args.condition_guidance, scheduler=args.scheduler, seed=args.seed, batch_size=args.batch_size, per_user=args.per_user,
         users=users, pipeline_users=pipe.users, seed_rule=SEED_RULE, torch_threads=torch.get_num_threads(),
         conditions=grid if pipe.condition_encoder is not None else None,  # the sweep's settings (omitted: drawn)
         filter=dict(filters=list(fcfg.filters), factor=fcfg.factor, tau=fcfg.tau, z_max=fcfg.z_max,
@@ -278,7 +290,8 @@ def run(args: argparse.Namespace) -> int:
         x = sample(
             pipe, [pipe.user_encoder.index_of(it.user) for it in batch], [it.seed for it in batch],
             num_inference_steps=args.steps, guidance_scale=args.guidance, scheduler=args.scheduler,
-            pad_to=args.batch_size, conditions=None if pipe.condition_encoder is None else
+            pad_to=args.batch_size, condition_guidance_scale=args.condition_guidance,
+            conditions=None if pipe.condition_encoder is None else
             pipe.condition_encoder.values_tensor([resolved(pipe, it.user, it.seed, grid[it.setting]) for it in batch]),
         )  # (B, C, H, W) dB
         for it, img in zip(batch, x, strict=True):

@@ -114,6 +114,7 @@ def main(cfg: UNetConfig) -> Path:
     meta = loop.attach(vae, "unet", noise_sched.config, preset, ds, norm, x, labels, route_of(vae, loop.shadow.unet))
     if desc:  # ranges, encodings and per-user training distributions: what an omitted condition is drawn from
         meta["conditions"] = desc
+        meta["condition_guidance_scale"] = cfg.condition_guidance_scale  # serving default (models.sampling)
         loop.pipe.condition_encoder = loop.shadow.condition_encoder
 
     # ---- train -----------------------------------------------------------------------------------------

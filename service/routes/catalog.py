@@ -59,6 +59,7 @@ async def info(service: ServiceDep) -> dict:
         "defaults": {
             "num_inference_steps": engine.default_steps,
             "guidance_scale": engine.default_guidance,
+            "condition_guidance_scale": engine.default_condition_guidance,
             "scheduler": engine.default_scheduler,
             "format": "png",
         },
@@ -67,6 +68,7 @@ async def info(service: ServiceDep) -> dict:
             "max_steps": engine.max_steps,
             "max_body_bytes": s.max_body_bytes,
             "guidance_scale": [0.0, 50.0],
+            "condition_guidance_scale": [0.0, 50.0],
         },
         "formats": {"png": PNG_MEDIA_TYPE, "npy": NPY_MEDIA_TYPE},
         "colormaps": list(COLORMAPS),

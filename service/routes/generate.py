@@ -62,6 +62,12 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
     steps = body.num_inference_steps or engine.default_steps
     guidance = float(body.guidance_scale) if body.guidance_scale is not None else (
         service.enroller.default_guidance(body.user_id) or engine.default_guidance)  # enrolled people: 4
+    condition_guidance = (float(body.condition_guidance_scale) if body.condition_guidance_scale is not None
+                          else engine.default_condition_guidance)
+    if engine.pipe.condition_encoder is None:
+        if body.condition_guidance_scale is not None:
+            raise invalid("condition_guidance_scale", "this pipeline was trained without conditions")
+        condition_guidance = None
     scheduler = body.scheduler or engine.default_scheduler
     _check_limits(body, steps, service)
     if scheduler not in engine.schedulers:
@@ -84,7 +90,8 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
         seeds = [body.seed + i for i in range(body.num_samples)]
     given = {f: getattr(body, f) for f in CONDITION_FIELDS}
     by_seed, used = request_conditions(engine.pipe, body.user_id, given, seeds)  # 422 naming a bad field
-    spec = RowSpec(user_index=user_index, steps=steps, guidance=guidance, sampler=scheduler, conditions=by_seed)
+    spec = RowSpec(user_index=user_index, steps=steps, guidance=guidance, sampler=scheduler, conditions=by_seed,
+                   condition_guidance=condition_guidance)
     try:
         job = service.worker.submit(spec, seeds)
     except (QueueFull, Overloaded) as exc:
@@ -106,7 +113,7 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
     if raw_png:
         return _raw_png_response(items[0], files[0], timings, model)
     response = GenerateResponse(items=items, seeds=seeds, num_inference_steps=steps, guidance_scale=guidance,
-                                scheduler=scheduler, timings=timings, model=model)
+                                condition_guidance_scale=condition_guidance, scheduler=scheduler, timings=timings, model=model)
     return JSONResponse(response.model_dump(mode="json"))
 
 

@@ -175,3 +175,37 @@ def test_omitted_conditions_are_drawn_from_the_users_distribution_deterministica
     # a user without stats (enrolled later) draws from the whole training set
     carol = np.array([resolve_conditions(desc, names, "carol", None, s)["speed_mps"] for s in range(200)])
     assert carol.min() < 1.0 and carol.max() > 1.5
+
+
+def test_compositional_guidance_is_the_three_branch_formula_and_plain_when_scales_agree(cond_pipeline_dir):
+    """eps = e(null, absent) + g (e(user, absent) - e(null, absent)) + g_c (e(user, cond) - e(user, absent)),
+    checked against the network's own three outputs; g_c = g (or None, or no condition) is plain guidance."""
+    from models.sampling import _guided, start_row
+
+    pipe = DopplerPipeline.load(cond_pipeline_dir)
+    enc = pipe.condition_encoder
+    vals = enc.values_tensor([{"speed_mps": 1.1, "aspect_deg": 30}])
+    kw = dict(num_inference_steps=2, guidance_scale=3.0)
+    plain = sample(pipe, [1], [7], conditions=vals, **kw)
+    assert torch.equal(plain, sample(pipe, [1], [7], conditions=vals, condition_guidance_scale=3.0, **kw))
+    composed = sample(pipe, [1], [7], conditions=vals, condition_guidance_scale=1.0, **kw)
+    assert not torch.equal(plain, composed)
+    # no condition present: nothing to compose, so the row is plain whatever g_c says
+    none = enc.absent_values(1)
+    assert torch.equal(sample(pipe, [1], [7], conditions=none, **kw),
+                       sample(pipe, [1], [7], conditions=none, condition_guidance_scale=1.0, **kw))
+    row = start_row(pipe, 1, 7, 2, 3.0, conditions=vals[0], condition_guidance=1.0)
+    assert row.mid is not None and row.condition_guidance == 1.0
+    assert start_row(pipe, 1, 7, 2, 3.0, conditions=vals[0], condition_guidance=3.0).mid is None
+    # the formula, on three arbitrary branch outputs of a batch of two (one composed row, one plain row)
+    plain_row = start_row(pipe, 0, 8, 2, 2.0, conditions=vals[0])
+    out = torch.randn(6, 4, 2, 2)  # [uncond x 2, cond x 2, mid x 2]
+    got = _guided(out, [row, plain_row], 2, 3)
+    assert torch.allclose(got[0], out[0] + 3.0 * (out[4] - out[0]) + 1.0 * (out[2] - out[4]))
+    assert torch.allclose(got[1], out[1] + 2.0 * (out[3] - out[1]))
+    assert composed.shape == (1, 1, 32, 32) and torch.isfinite(composed).all()
+    # batch invariance holds for composed rows as well (fixed shape: three branches for every row)
+    both = sample(pipe, [1, 0], [7, 8], conditions=torch.cat([vals, vals]), condition_guidance_scale=1.0,
+                  pad_to=4, **kw)
+    alone = sample(pipe, [1], [7], conditions=vals, condition_guidance_scale=1.0, pad_to=4, **kw)
+    assert torch.equal(both[0], alone[0])

@@ -72,3 +72,35 @@ async def test_bad_conditions_are_422_naming_the_field(make_app, cond_pipe, body
         r = await client.post("/generate", json={"user_id": "alice", "seed": 1, **COMMON, **body})
     assert r.status_code == 422
     assert r.json()["details"][0]["field"] == field and text in r.json()["message"]
+
+
+async def test_condition_guidance_is_a_request_field_with_a_pipeline_default(make_app, cond_pipe):
+    """condition_guidance_scale composes the guidance (models.sampling); fixed padding runs three branches for
+    every row, so a composed sample is the same alone or beside a plain one."""
+    import copy
+
+    enc = cond_pipe.condition_encoder
+    body = {"user_id": "alice", "seed": 3, "speed_mps": 1.0, "aspect_deg": 20, "guidance_scale": 3.0, **COMMON}
+    want = sample(cond_pipe, [0], [3], num_inference_steps=2, guidance_scale=3.0, condition_guidance_scale=1.0,
+                  conditions=enc.values_tensor([{"speed_mps": 1.0, "aspect_deg": 20}]))[0].numpy()
+    plain = sample(cond_pipe, [0], [3], num_inference_steps=2, guidance_scale=3.0,
+                   conditions=enc.values_tensor([{"speed_mps": 1.0, "aspect_deg": 20}]))[0].numpy()
+    async with serve(make_app(pipeline=cond_pipe, batch_padding="fixed", max_batch_size=4)) as client:
+        info = (await client.get("/info")).json()
+        r = (await client.post("/generate", json={**body, "condition_guidance_scale": 1.0})).json()
+        p = (await client.post("/generate", json=body)).json()
+    assert info["defaults"]["condition_guidance_scale"] is None  # this pipeline records none: plain guidance
+    assert r["condition_guidance_scale"] == 1.0 and p["condition_guidance_scale"] is None
+    assert np.allclose(npy(r["items"][0]), want, atol=0.05) and np.allclose(npy(p["items"][0]), plain, atol=0.05)
+    assert not np.allclose(want, plain, atol=0.05)
+    # the pipeline's default (dopplergen.json condition_guidance_scale) applies when the request leaves it out
+    pipe = copy.copy(cond_pipe)
+    pipe.meta = {**cond_pipe.meta, "condition_guidance_scale": 1.0}
+    async with serve(make_app(pipeline=pipe)) as client:
+        info = (await client.get("/info")).json()
+        d = (await client.post("/generate", json=body)).json()
+    assert info["defaults"]["condition_guidance_scale"] == 1.0 and d["condition_guidance_scale"] == 1.0
+    assert np.allclose(npy(d["items"][0]), want, atol=0.05)
+    async with serve(make_app()) as client:  # identity-only pipelines take no condition guidance
+        r = await client.post("/generate", json={"user_id": "alice", "condition_guidance_scale": 1.0, **COMMON})
+    assert r.status_code == 422 and r.json()["details"][0]["field"] == "condition_guidance_scale"

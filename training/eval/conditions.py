@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from models.sampling import sample
+from models.sampling import condition_guidance_for, sample
 from training.data.dataset import axes_from_meta
 from training.eval import metrics as fm
 from training.eval.plots import spectrogram_grid
@@ -37,11 +37,13 @@ def _generate(ctx: Any, users: list[int], values: list[dict[str, float]], seeds:
     pipe, b = ctx.pipe, ctx.st.batch_size
     enc = pipe.condition_encoder
     idx = [pipe.user_encoder.index_of(ctx.data.users[u]) for u in users]
+    gc = condition_guidance_for(pipe, getattr(ctx, "condition_guidance", None))  # None: the pipeline's default
     out = []
     for i in range(0, len(idx), b):
         cond = enc.values_tensor(values[i:i + b])
         out.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=ctx.steps,
-                          guidance_scale=ctx.guidance, scheduler=ctx.scheduler, pad_to=b, conditions=cond).numpy())
+                          guidance_scale=ctx.guidance, scheduler=ctx.scheduler, pad_to=b, conditions=cond,
+                          condition_guidance_scale=gc).numpy())
     return np.concatenate(out)  # (N, C, H, W) dB
 
 

@@ -87,6 +87,7 @@ class Context:
     out: Path
     log: Log
     threads: int | None = None  # CPU threads for the classifiers (None: training.eval.classifier's choice)
+    condition_guidance: float | None = None  # --condition-guidance; None: each sampled pipeline's own default
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -104,7 +105,7 @@ class Context:
         from tqdm import tqdm
 
         from models.condition_stats import resolve_conditions
-        from models.sampling import sample
+        from models.sampling import condition_guidance_for, sample
 
         names = [self.data.users[int(c)] for c in y]
         idx = [pipe.user_encoder.index_of(u) for u in names]
@@ -116,10 +117,11 @@ class Context:
                                                                                                           strict=True)])
         b = batch_size or self.st.batch_size
         outs, t0 = [], time.perf_counter()
+        gc = condition_guidance_for(pipe, getattr(self, "condition_guidance", None))  # None: the pipeline's default
         for i in tqdm(range(0, len(idx), b), desc=desc, unit="batch", leave=False):
             outs.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=steps or self.steps,
                                guidance_scale=self.guidance if guidance is None else guidance,
-                               scheduler=scheduler or self.scheduler, pad_to=b,
+                               condition_guidance_scale=gc, scheduler=scheduler or self.scheduler, pad_to=b,
                                conditions=None if cond is None else cond[i:i + b]).numpy())
         return Pool(np.concatenate(outs).astype(np.float32), np.asarray(y, np.int64), list(seeds),
                     time.perf_counter() - t0)

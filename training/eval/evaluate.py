@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from models.sampling import SCHEDULERS
+from models.sampling import SCHEDULERS, condition_guidance_for
 from training.eval import report, sections, sweep
 from training.eval.augmentation import MIXES, augmentation_section
 from training.eval.conditions import condition_following
@@ -69,6 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="simulate seed of the population that --fewshot trains (must differ from the data's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
+    p.add_argument("--condition-guidance", type=float, default=None,
+                   help="condition guidance of a pipeline with conditions (default: the pipeline's)")
     p.add_argument("--scheduler", default=None, choices=SCHEDULERS,
                    help="sampler (default: the pipeline's)")
     p.add_argument("--gen-per-user", type=int, default=None, help="override generated samples per user")
@@ -129,14 +131,17 @@ def run(args: argparse.Namespace) -> int:
     steps, guidance, scheduler = sampling_defaults(pipe.meta, args.steps, args.guidance, args.scheduler)
     data = load_data(args.data, pipe, log)
     ctx = Context(pipe=pipe, data=data, st=st, steps=steps, guidance=guidance, scheduler=scheduler,
-                      seed=args.seed, device=args.device, out=out, log=log, threads=args.threads)
+                      seed=args.seed, device=args.device, out=out, log=log, threads=args.threads,
+                      condition_guidance=args.condition_guidance)
     p_ds = pipe.meta.get("dataset") or {}
     res: dict[str, Any] = {
         "pipeline": dict(path=str(args.pipeline), name=pipe.name, version=pipe.version,
                          fingerprint=pipeline_fingerprint(args.pipeline), dataset_fingerprint=p_ds.get("fingerprint")),
         "data": dict(path=str(args.data), fingerprint=data.fingerprint, n_train=len(data.train_y), n_test=len(data.test_y),
                      users=data.users, matches_pipeline=p_ds.get("fingerprint") in (None, data.fingerprint)),
-        "settings": dict(asdict(st), steps=steps, guidance=guidance, scheduler=scheduler, seed=args.seed,
+        "settings": dict(asdict(st), steps=steps, guidance=guidance,
+                         condition_guidance=condition_guidance_for(pipe, args.condition_guidance), scheduler=scheduler,
+                         seed=args.seed,
                          device=args.device, gen_per_user=ctx.gen_per_user, fewshot=bool(args.fewshot)),
     }
     if not res["data"]["matches_pipeline"]:

@@ -28,11 +28,13 @@ def population_stage2_steps(preset: str, override: int = 0) -> int:
 
 
 def population_commands(out: Path, *, preset: str, size: int, carrier_ghz: float, seed: int, route: str = "kl",
-                        quick: bool = False, stage2_steps: int = 0, resume: bool = False) -> list[list[str]]:
+                        quick: bool = False, stage2_steps: int = 0, resume: bool = False,
+                        cover_conditions: bool = False) -> list[list[str]]:
     """The `dopplergen` commands that build a population pipeline in out/pipeline (simulate, stage 1, stage 2).
 
     20 users x 100 recordings (4 x 8 with `quick`), the preset's stage-1 budget, and `stage2_steps` (0 = the table
     above) for stage 2. `resume`: skip a simulated population that exists and continue runs that have checkpoints.
+    `cover_conditions`: simulate with `--cover-conditions`, as the evaluated data was (aspect and speed spread).
     """
     steps = population_stage2_steps(preset, stage2_steps)
     quick_flags = ["--max-steps", "20", "--batch-size", "8"] if quick else []
@@ -47,7 +49,8 @@ def population_commands(out: Path, *, preset: str, size: int, carrier_ghz: float
     if not (resume and (out / "data" / "manifest.csv").is_file()):
         cmds.append(["simulate", "--users", str(users), "--per-user", str(per_user), "--size", str(size),
                      "--carrier-ghz", f"{carrier_ghz:g}", "--seed", str(seed), "--preview-per-user", "0",
-                     "--out", str(out / "data"), "--workers", str(max(1, min(8, (os.cpu_count() or 1) - 1)))])
+                     "--out", str(out / "data"), "--workers", str(max(1, min(8, (os.cpu_count() or 1) - 1))),
+                     *(["--cover-conditions"] if cover_conditions else [])])
     cmds += [
         ["train-vae", "--preset", preset, "--autoencoder", "kl" if route == "kl" else "vq", "--data",
          str(out / "data"), "--out", str(out / "vae_run"), *quick_flags, *resumed(out / "vae_run")],
@@ -55,6 +58,11 @@ def population_commands(out: Path, *, preset: str, size: int, carrier_ghz: float
          "--out", str(out / "pipeline"), *stage2_flags, *quick_flags, *resumed(out / "pipeline-run")],
     ]
     return cmds
+
+
+def covers_conditions(dataset_meta: dict[str, Any]) -> bool:
+    """Whether a simulated dataset was made with `simulate --cover-conditions` (its variation has a speed span)."""
+    return bool(((dataset_meta.get("simulate") or {}).get("variation") or {}).get("speed_span"))
 
 
 def run_commands(cmds: list[list[str]], log: Any = print, threads: int | None = None) -> None:
@@ -78,7 +86,8 @@ def population_pipeline(ctx: Any, path: str | None, population_seed: int) -> tup
         run_commands(population_commands(
             out, preset=ctx.pipe.meta.get("preset", {}).get("name", "demo"), size=ctx.pipe.image_size[0],
             carrier_ghz=float(ctx.data.meta.get("carrier_hz", 24e9)) / 1e9, seed=population_seed, route=ctx.pipe.route,
-            quick=ctx.st.quick, stage2_steps=ctx.st.population_steps), ctx.log, getattr(ctx, "threads", None))
+            quick=ctx.st.quick, stage2_steps=ctx.st.population_steps, cover_conditions=covers_conditions(ctx.data.meta)),
+            ctx.log, getattr(ctx, "threads", None))
         path = str(out / "pipeline")
     pop = DopplerPipeline.load(path, device=ctx.device)
     if pop.route != ctx.pipe.route:
@@ -109,10 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1, help="simulate seed; must differ from the evaluated data's (default 1)")
     p.add_argument("--route", default="kl", choices=("kl", "vq-latent", "vq-diffusion"), help="pipeline route")
     p.add_argument("--stage2-steps", type=int, default=0, help="stage-2 steps (default: as `evaluate --fewshot`)")
+    p.add_argument("--cover-conditions", action="store_true",
+                   help="simulate with --cover-conditions, as for an evaluated dataset made that way (data/sim10c)")
     args = p.parse_args(argv)
     out = Path(args.out)
     run_commands(population_commands(out, preset=args.preset, size=args.size, carrier_ghz=args.carrier_ghz,
-                                     seed=args.seed, route=args.route, stage2_steps=args.stage2_steps, resume=True))
+                                     seed=args.seed, route=args.route, stage2_steps=args.stage2_steps, resume=True,
+                                     cover_conditions=args.cover_conditions))
     print(f"population pipeline: {out / 'pipeline'}")
     return 0
 
