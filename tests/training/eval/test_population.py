@@ -33,3 +33,17 @@ def test_population_commands_resume_what_exists(tmp_path):
     cmds = population_commands(tmp_path, preset="demo", size=64, carrier_ghz=24.0, seed=1, resume=True)
     assert [c[0] for c in cmds] == ["train-vae", "train-unet"]  # the simulated population is there already
     assert "--resume" not in cmds[0] and _flag(cmds[1], "--resume") == "latest"
+
+
+def test_population_simulates_like_the_evaluated_data():
+    """A dataset made with `simulate --cover-conditions` (data/sim10c) gets a population simulated the same way."""
+    from pathlib import Path
+
+    from training.eval.population import covers_conditions
+
+    assert covers_conditions({"simulate": {"variation": {"aspect_deg": 70.0, "speed_span": 0.3}}})
+    assert not covers_conditions({"simulate": {"variation": {"aspect_deg": 30.0}}}) and not covers_conditions({})
+    sim = population_commands(Path("p"), preset="demo", size=64, carrier_ghz=24.0, seed=1, cover_conditions=True)[0]
+    assert sim[-1] == "--cover-conditions"
+    assert "--cover-conditions" not in population_commands(Path("p"), preset="demo", size=64, carrier_ghz=24.0,
+                                                           seed=1)[0]
