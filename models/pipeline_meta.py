@@ -64,7 +64,8 @@ class PipelineMeta(BaseModel):
     # Sampling defaults of the service and the exporter (their own defaults apply when absent).
     num_inference_steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = Field(None, ge=0)
-    # Pipelines with conditions: the condition guidance g_c of models.sampling's compositional guidance.
+    # Pipelines with conditions: (g, g_c) of models.sampling's compositional guidance, for requests naming a condition.
+    identity_guidance_scale: float | None = Field(None, ge=0)
     condition_guidance_scale: float | None = Field(None, ge=0)
     scheduler: str | None = None
 
@@ -84,7 +85,7 @@ class PipelineMeta(BaseModel):
             raise ValueError("must be printable Latin-1 text without control characters (it is sent in HTTP headers)")
         return v
 
-    @field_validator("latent_scaling_factor", "guidance_scale", "condition_guidance_scale")
+    @field_validator("latent_scaling_factor", "guidance_scale", "identity_guidance_scale", "condition_guidance_scale")
     @classmethod
     def _finite_or_none(cls, v: float | None) -> float | None:
         return None if v is None else _finite(v)

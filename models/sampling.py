@@ -34,10 +34,13 @@ DEFAULT_GUIDANCE = 2.0  # classifier-free guidance scale the demo checkpoint was
 DEFAULT_SAMPLER = "dpmsolver++"  # DPM-Solver++(2M), for the continuous routes
 # Compositional guidance for pipelines with conditions (Liu et al. 2022, "Compositional Visual Generation"):
 #     eps = eps(null, absent) + g (eps(user, absent) - eps(null, absent)) + g_c (eps(user, cond) - eps(user, absent))
-# g = guidance_scale pulls toward the person, g_c = condition_guidance_scale toward the requested speed and
-# aspect. g_c = g (or None) is plain two-branch guidance, eps(null, absent) + g (eps(user, cond) - eps(null, absent)).
-# Measured on the conditioned demo (experiments/condition_guidance.py): at g = g_c = 2 identity fell to 0.55 / 0.68
-# at a person's own slow / fast speeds; g = 4, g_c = 1 kept it at 0.96 / 0.96 and the torso line within 4.3%.
+# g pulls toward the person, g_c toward the requested speed and aspect. g_c = g (or None) is plain two-branch
+# guidance, eps(null, absent) + g (eps(user, cond) - eps(null, absent)). Measured on the conditioned demo
+# (experiments/condition_guidance.py): at g = g_c = 2 identity fell to 0.55 / 0.68 at a person's own slow / fast
+# speeds; g = 3, g_c = 1 kept it at 0.90 / 0.91 with the torso line within 3.1%. Over the person's own drawn
+# conditions, though, plain guidance 2 makes the more useful training data (TSTR 0.91x against 0.84x TRTR,
+# experiments/guidance_tstr.py). Hence `guidance_for`: a request that names a condition is composed with the
+# pipeline's identity_guidance_scale / condition_guidance_scale; one that leaves them all to be drawn is plain.
 assert SAMPLERS_BY_ROUTE["kl"][-1] == DEFAULT_SAMPLER and set(CONTINUOUS_SCHEDULERS) == set(S.SAMPLER_NAMES)
 
 
@@ -46,14 +49,23 @@ def default_sampler(route: str) -> str:
     return SAMPLERS_BY_ROUTE[route][-1]
 
 
-def condition_guidance_for(pipe: DopplerPipeline, value: float | None) -> float | None:
-    """The condition guidance g_c to sample with: `value` if given, else the pipeline's dopplergen.json
-    "condition_guidance_scale"; None (plain guidance) for a pipeline without conditions or without that default."""
-    if getattr(pipe, "condition_encoder", None) is None:
-        return None
-    if value is None:
-        value = (getattr(pipe, "meta", None) or {}).get("condition_guidance_scale")
-    return None if value is None else float(value)
+def guidance_for(pipe: DopplerPipeline, guidance: float | None, condition_guidance: float | None,
+                 named: bool) -> tuple[float, float | None]:
+    """(g, g_c) to sample with; g_c None = plain guidance. Explicit values win over dopplergen.json's defaults.
+
+    `named`: the request names a condition (speed_mps, ...) rather than leaving all to be drawn. A pipeline with
+    conditions composes the guidance (module top) when a condition is named or `condition_guidance` is given:
+    g = `guidance`, else "identity_guidance_scale", else "guidance_scale"; g_c = `condition_guidance`, else
+    "condition_guidance_scale" (absent: plain). Otherwise g = `guidance`, else "guidance_scale", else 2.0.
+    """
+    meta = getattr(pipe, "meta", None) or {}
+    plain = float(guidance if guidance is not None else meta.get("guidance_scale", DEFAULT_GUIDANCE))
+    if getattr(pipe, "condition_encoder", None) is None or (condition_guidance is None and not named):
+        return plain, None
+    gc = condition_guidance if condition_guidance is not None else meta.get("condition_guidance_scale")
+    if gc is None:
+        return plain, None
+    return float(guidance if guidance is not None else meta.get("identity_guidance_scale", plain)), float(gc)
 
 
 def scheduler_for(pipe: DopplerPipeline, name: str | None) -> str:

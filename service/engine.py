@@ -28,9 +28,9 @@ from models.sampling import (
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     SAMPLERS_BY_ROUTE,
-    condition_guidance_for,
     default_sampler,
     finish_rows,
+    guidance_for,
     start_row,
     step_rows,
 )
@@ -220,9 +220,13 @@ class Engine:
         return float(self.pipe.meta.get("guidance_scale", DEFAULT_GUIDANCE)) if self.pipe else DEFAULT_GUIDANCE
 
     @property
-    def default_condition_guidance(self) -> float | None:
-        """The pipeline's condition guidance (dopplergen.json); None = plain guidance, and always without conditions."""
-        return None if self.pipe is None else condition_guidance_for(self.pipe, None)
+    def composed_defaults(self) -> tuple[float | None, float | None]:
+        """(identity, condition) guidance of a request that names a condition (models.sampling.guidance_for);
+        (None, None) for a pipeline without conditions or without a condition_guidance_scale default."""
+        if self.pipe is None:
+            return None, None
+        g, gc = guidance_for(self.pipe, None, None, named=True)
+        return (g, gc) if gc is not None else (None, None)
 
     @property
     def max_steps(self) -> int:

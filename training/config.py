@@ -91,7 +91,8 @@ class UNetConfig(Stage2Config):
     snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 disables
     conditions: str = "auto"  # manifest columns to condition on, e.g. "speed_mps,aspect_deg"; "auto" = those of speed_mps, aspect_deg, activity the manifest has; "none" = identity only
     condition_route: str = "tokens+added"  # "tokens": condition tokens reach the UNet through cross-attention only; "tokens+added": also pooled into the UNet's added (timestep) embedding, which reaches every ResNet block
-    condition_guidance_scale: float = 1.0  # with conditions: how strongly samples follow them, apart from --guidance-scale, which then weighs identity (models.sampling's compositional guidance); stored in dopplergen.json. The demo uses guidance 3, condition guidance 1: identity 0.90-0.95 at every speed, where plain guidance 2 fell to 0.55 (docs/conditions.md)
+    condition_guidance_scale: float = 1.0  # with conditions: stored in dopplergen.json as the default for requests that name a condition, which are sampled with compositional guidance (models.sampling): this weighs the conditions...
+    identity_guidance_scale: float = 3.0  # ... and this the person. On the demo, identity at each person's own 10th / 90th percentile speed: 0.90 / 0.91 at 3 / 1, against 0.55 / 0.68 with plain guidance 2 (docs/conditions.md)
     condition_drop_prob: float = 0.1  # each condition is left out (its learned absent value) this often, independently: guidance and optional request fields
     init_from: str = ""  # a pipeline folder whose UNet and user encoder (same users) start this run, e.g. to add conditions to a trained model
 
@@ -159,6 +160,7 @@ POSITIVE = {"max_steps", "batch_size", "checkpointing_steps", "checkpoints_total
             "t_groups", "perceptual_steps", "disc_layers"}
 NON_NEGATIVE = {"lr_warmup_steps", "weight_decay", "max_grad_norm", "l1_weight", "l2_weight", "kl_weight",
                 "snr_gamma", "image_every", "guidance_scale", "condition_guidance_scale",
+                "identity_guidance_scale",
                 "codebook_weight", "dead_code_every", "dead_code_probe", "perceptual_weight", "disc_weight",
                 "disc_start"}
 NOT_OPTIONS = {"config", "dry_run", "command"}  # argparse names that are not config fields

@@ -29,8 +29,8 @@ from models.sampling import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
     SCHEDULERS,
-    condition_guidance_for,
     default_sampler,
+    guidance_for,
 )
 from training.condition_grid import condition_grid, parse_values, resolved
 
@@ -242,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
     device = state.device if args.device == "auto" else args.device
     pipe = DopplerPipeline.load(args.pipeline, device=device)
     asked = pipe.users if not args.users else [u.strip() for u in args.users.split(",") if u.strip()]
+    asked_guidance = args.guidance
     args.steps, args.guidance, args.scheduler = sampling_defaults(pipe.meta, args.steps, args.guidance, args.scheduler)
     unknown = [u for u in asked if u not in pipe.users]
     if unknown:
@@ -249,10 +250,12 @@ def run(args: argparse.Namespace) -> int:
     users = [u for u in pipe.users if u in asked]  # the pipeline's user order, whatever order was asked
     if args.condition_guidance is not None and pipe.condition_encoder is None:
         raise SystemExit("--condition-guidance: this pipeline was trained without conditions")
-    args.condition_guidance = condition_guidance_for(pipe, args.condition_guidance)
     grid = condition_grid(pipe, {"speed_mps": parse_values(args.speed_mps, "speed_mps"),
                                  "aspect_deg": parse_values(args.aspect_deg, "aspect_deg"),
                                  "activity": args.activity.split(",") if args.activity else None})
+    # a sweep that names conditions is composed (identity and conditions apart); all drawn: plain (guidance_for)
+    args.guidance, args.condition_guidance = guidance_for(pipe, asked_guidance, args.condition_guidance,
+                                                          named=any(bool(c) for c in grid))
     try:
         fcfg = FilterConfig(filters=parse_filters(args.filter), factor=args.filter_factor, tau=args.filter_tau)
     except ValueError as e:

@@ -114,7 +114,9 @@ def main(cfg: UNetConfig) -> Path:
     meta = loop.attach(vae, "unet", noise_sched.config, preset, ds, norm, x, labels, route_of(vae, loop.shadow.unet))
     if desc:  # ranges, encodings and per-user training distributions: what an omitted condition is drawn from
         meta["conditions"] = desc
-        meta["condition_guidance_scale"] = cfg.condition_guidance_scale  # serving default (models.sampling)
+        # serving defaults of requests that name a condition (models.sampling.guidance_for)
+        meta.update(identity_guidance_scale=cfg.identity_guidance_scale,
+                    condition_guidance_scale=cfg.condition_guidance_scale)
         loop.pipe.condition_encoder = loop.shadow.condition_encoder
 
     # ---- train -----------------------------------------------------------------------------------------

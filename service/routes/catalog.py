@@ -59,7 +59,9 @@ async def info(service: ServiceDep) -> dict:
         "defaults": {
             "num_inference_steps": engine.default_steps,
             "guidance_scale": engine.default_guidance,
-            "condition_guidance_scale": engine.default_condition_guidance,
+            # requests that name a condition: compositional guidance (docs/conditions.md)
+            "identity_guidance_scale": engine.composed_defaults[0],
+            "condition_guidance_scale": engine.composed_defaults[1],
             "scheduler": engine.default_scheduler,
             "format": "png",
         },

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from models.sampling import guidance_for
 from service.conditions import CONDITION_FIELDS, request_conditions
 from service.encoding import b64, encode_npy, encode_png
 from service.engine import RowSpec
@@ -60,14 +61,14 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
     t0 = time.monotonic()
     engine = service.engine
     steps = body.num_inference_steps or engine.default_steps
-    guidance = float(body.guidance_scale) if body.guidance_scale is not None else (
-        service.enroller.default_guidance(body.user_id) or engine.default_guidance)  # enrolled people: 4
-    condition_guidance = (float(body.condition_guidance_scale) if body.condition_guidance_scale is not None
-                          else engine.default_condition_guidance)
-    if engine.pipe.condition_encoder is None:
-        if body.condition_guidance_scale is not None:
-            raise invalid("condition_guidance_scale", "this pipeline was trained without conditions")
-        condition_guidance = None
+    if engine.pipe.condition_encoder is None and body.condition_guidance_scale is not None:
+        raise invalid("condition_guidance_scale", "this pipeline was trained without conditions")
+    asked = body.guidance_scale if body.guidance_scale is not None else (
+        service.enroller.default_guidance(body.user_id))  # enrolled people: 4
+    # a request that names a condition is composed (identity and conditions apart), one that lets all be drawn is
+    # plain: models.sampling.guidance_for
+    named = any(getattr(body, f) is not None for f in CONDITION_FIELDS)
+    guidance, condition_guidance = guidance_for(engine.pipe, asked, body.condition_guidance_scale, named)
     scheduler = body.scheduler or engine.default_scheduler
     _check_limits(body, steps, service)
     if scheduler not in engine.schedulers:

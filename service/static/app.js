@@ -50,7 +50,10 @@ function fillControls(info) {
   $("steps").placeholder = d.num_inference_steps ?? "";
   $("steps").value = d.num_inference_steps ?? "";
   if (limits.max_steps) $("steps").max = limits.max_steps;
-  $("guidance").value = d.guidance_scale ?? "";
+  // left empty, the server picks: plain guidance, or identity / condition guidance once a condition is set
+  $("guidance").value = "";
+  $("guidance").placeholder = d.condition_guidance_scale == null ? `${d.guidance_scale ?? ""}`
+    : `${d.guidance_scale}, with conditions ${d.identity_guidance_scale}`;
   if (limits.max_samples_per_request) $("n").max = limits.max_samples_per_request;
   $("cmap").replaceChildren(...COLORMAP_NAMES.map((c) => option(c)));
   $("cmap").value = "viridis";
@@ -220,8 +223,9 @@ async function generate() {
     }));
     redraw();
     const t = res.timings;
+    const cg = res.condition_guidance_scale == null ? "" : ` (conditions ${res.condition_guidance_scale})`;
     setStatus(`${res.items.length} samples · ${res.num_inference_steps} steps ${res.scheduler}, guidance ` +
-      `${res.guidance_scale} · ${(t.total_ms / 1000).toFixed(2)} s (queue ${(t.queue_ms / 1000).toFixed(2)} s)`);
+      `${res.guidance_scale}${cg} · ${(t.total_ms / 1000).toFixed(2)} s (queue ${(t.queue_ms / 1000).toFixed(2)} s)`);
   } catch (exc) {
     if (run !== page.run) return;
     setStatus("");

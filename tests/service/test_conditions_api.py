@@ -90,17 +90,29 @@ async def test_condition_guidance_is_a_request_field_with_a_pipeline_default(mak
         r = (await client.post("/generate", json={**body, "condition_guidance_scale": 1.0})).json()
         p = (await client.post("/generate", json=body)).json()
     assert info["defaults"]["condition_guidance_scale"] is None  # this pipeline records none: plain guidance
+    assert info["defaults"]["identity_guidance_scale"] is None
     assert r["condition_guidance_scale"] == 1.0 and p["condition_guidance_scale"] is None
     assert np.allclose(npy(r["items"][0]), want, atol=0.05) and np.allclose(npy(p["items"][0]), plain, atol=0.05)
     assert not np.allclose(want, plain, atol=0.05)
-    # the pipeline's default (dopplergen.json condition_guidance_scale) applies when the request leaves it out
+    # the pipeline's defaults (dopplergen.json) apply to a request that names a condition: composed with
+    # identity_guidance_scale and condition_guidance_scale; a request that names none is plain guidance_scale
     pipe = copy.copy(cond_pipe)
-    pipe.meta = {**cond_pipe.meta, "condition_guidance_scale": 1.0}
+    pipe.meta = {**cond_pipe.meta, "guidance_scale": 2.0, "identity_guidance_scale": 3.0,
+                 "condition_guidance_scale": 1.0}
+    named = {k: v for k, v in body.items() if k != "guidance_scale"}
+    drawn = {k: v for k, v in named.items() if k not in ("speed_mps", "aspect_deg")}
     async with serve(make_app(pipeline=pipe)) as client:
         info = (await client.get("/info")).json()
-        d = (await client.post("/generate", json=body)).json()
-    assert info["defaults"]["condition_guidance_scale"] == 1.0 and d["condition_guidance_scale"] == 1.0
+        d = (await client.post("/generate", json=named)).json()
+        e = (await client.post("/generate", json=drawn)).json()
+    assert (info["defaults"]["guidance_scale"], info["defaults"]["identity_guidance_scale"],
+            info["defaults"]["condition_guidance_scale"]) == (2.0, 3.0, 1.0)
+    assert (d["guidance_scale"], d["condition_guidance_scale"]) == (3.0, 1.0)
     assert np.allclose(npy(d["items"][0]), want, atol=0.05)
+    assert (e["guidance_scale"], e["condition_guidance_scale"]) == (2.0, None)
+    drew = enc.values_tensor([e["items"][0]["conditions"]])
+    plain_drawn = sample(cond_pipe, [0], [3], num_inference_steps=2, guidance_scale=2.0, conditions=drew)
+    assert np.allclose(npy(e["items"][0]), plain_drawn[0].numpy(), atol=0.05)
     async with serve(make_app()) as client:  # identity-only pipelines take no condition guidance
         r = await client.post("/generate", json={"user_id": "alice", "condition_guidance_scale": 1.0, **COMMON})
     assert r.status_code == 422 and r.json()["details"][0]["field"] == "condition_guidance_scale"

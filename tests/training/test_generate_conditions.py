@@ -42,6 +42,13 @@ def test_sweep_writes_every_setting_with_the_same_seeds(cond_pipeline, tmp_path)
     assert not np.array_equal(*first)  # the condition changes the sample at the same seed
     assert json.loads((out / "meta.json").read_text())["generation"]["conditions"][0] == {"speed_mps": 0.9,
                                                                                           "aspect_deg": 0.0}
+    gen = json.loads((out / "meta.json").read_text())["generation"]
+    assert gen["condition_guidance"] is None  # this pipeline records no compositional default: plain guidance
+    composed = tmp_path / "composed"  # --condition-guidance composes identity and conditions (models.sampling)
+    assert main(["generate", "--pipeline", cond_pipeline, "--out", str(composed), *BASE, "--users", "alice",
+                 "--speed-mps", "0.9", "--aspect-deg", "0", "--guidance", "3", "--condition-guidance", "1"]) == 0
+    gen = json.loads((composed / "meta.json").read_text())["generation"]
+    assert (gen["guidance"], gen["condition_guidance"]) == (3.0, 1.0)
 
 
 def test_omitted_conditions_are_drawn_from_each_users_distribution(cond_pipeline, tmp_path):

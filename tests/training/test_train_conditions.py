@@ -57,7 +57,7 @@ def test_default_conditions_are_the_manifests_and_are_exported(cond_pipeline):
     assert sp["per_user"]["user2"]["quantiles"][0] > sp["per_user"]["user0"]["quantiles"][-1]  # per-user spreads
     assert meta["conditions"]["activity"]["values"] == ["run", "walk"]
     assert meta["training"]["unet"]["conditions"] == "auto"
-    assert meta["condition_guidance_scale"] == 1.0  # the compositional guidance's serving default (--condition-guidance-scale)
+    assert (meta["identity_guidance_scale"], meta["condition_guidance_scale"]) == (3.0, 1.0)  # compositional defaults
     pipe = DopplerPipeline.load(out)
     assert pipe.conditions == ["speed_mps", "aspect_deg", "activity"]
     enc = pipe.condition_encoder
@@ -70,7 +70,7 @@ def test_identity_only_runs_export_no_condition_encoder(cond_dataset, cond_vae, 
     out = tmp_path / "pipe"
     assert cli(_unet_args(cond_dataset, cond_vae, out, 2, "--conditions", "none")) == 0
     assert not (out / "condition_encoder").exists()
-    assert not {"conditions", "condition_guidance_scale"} & set(json.loads((out / "dopplergen.json").read_text()))
+    assert not {"conditions", "condition_guidance_scale", "identity_guidance_scale"} & set(json.loads((out / "dopplergen.json").read_text()))
     assert DopplerPipeline.load(out).condition_encoder is None
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from models.sampling import condition_guidance_for, sample
+from models.sampling import guidance_for, sample
 from training.data.dataset import axes_from_meta
 from training.eval import metrics as fm
 from training.eval.plots import spectrogram_grid
@@ -33,16 +33,26 @@ def settings_for(desc: dict[str, Any], user: str) -> list[tuple[str, float, floa
     return [(f"{name}, {a:g} deg", float(q[i]), a) for name, i in SPEED_LEVELS for a in aspects]
 
 
+def _named_guidance(ctx: Any) -> tuple[float, float | None]:
+    """(g, g_c) of a request that names its conditions: compositional, with the pipeline's defaults."""
+    return guidance_for(ctx.pipe, getattr(ctx, "guidance_arg", None), getattr(ctx, "condition_guidance", None), True)
+
+
+def _guidance_text(ctx: Any) -> str:
+    g, gc = _named_guidance(ctx)
+    return f"plain guidance {g:g}." if gc is None else f"identity guidance {g:g}, condition guidance {gc:g}."
+
+
 def _generate(ctx: Any, users: list[int], values: list[dict[str, float]], seeds: list[int]) -> np.ndarray:
     pipe, b = ctx.pipe, ctx.st.batch_size
     enc = pipe.condition_encoder
     idx = [pipe.user_encoder.index_of(ctx.data.users[u]) for u in users]
-    gc = condition_guidance_for(pipe, getattr(ctx, "condition_guidance", None))  # None: the pipeline's default
+    g, gc = _named_guidance(ctx)
     out = []
     for i in range(0, len(idx), b):
         cond = enc.values_tensor(values[i:i + b])
         out.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=ctx.steps,
-                          guidance_scale=ctx.guidance, scheduler=ctx.scheduler, pad_to=b, conditions=cond,
+                          guidance_scale=g, scheduler=ctx.scheduler, pad_to=b, conditions=cond,
                           condition_guidance_scale=gc).numpy())
     return np.concatenate(out)  # (N, C, H, W) dB
 
@@ -98,7 +108,8 @@ def condition_following(ctx: Any, ref: Any, per_setting: int) -> dict[str, Any]:
                 method=("Per user: its own 10th/50th/90th percentile training speed x aspect 0/30/60 deg (clipped to "
                         f"the trained range), {per_setting} samples each. Read-out: the median over frames of "
                         "training.eval.metrics.torso_line_hz (strongest line away from the 0 Hz clutter) in m/s, "
-                        "against the requested v cos(aspect); affinity: the reference classifier names the user."))
+                        "against the requested v cos(aspect); affinity: the reference classifier names the user. "
+                        "Guidance as for a request that names its conditions: " + _guidance_text(ctx)))
 
 
 def _sweep_figure(ctx: Any, desc: dict[str, Any]) -> None:

@@ -87,7 +87,8 @@ class Context:
     out: Path
     log: Log
     threads: int | None = None  # CPU threads for the classifiers (None: training.eval.classifier's choice)
-    condition_guidance: float | None = None  # --condition-guidance; None: each sampled pipeline's own default
+    condition_guidance: float | None = None  # --condition-guidance (composes every pipeline's guidance); None: plain
+    guidance_arg: float | None = None  # --guidance as given (None: each pipeline's own default)
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -105,7 +106,7 @@ class Context:
         from tqdm import tqdm
 
         from models.condition_stats import resolve_conditions
-        from models.sampling import condition_guidance_for, sample
+        from models.sampling import guidance_for, sample
 
         names = [self.data.users[int(c)] for c in y]
         idx = [pipe.user_encoder.index_of(u) for u in names]
@@ -117,11 +118,12 @@ class Context:
                                                                                                           strict=True)])
         b = batch_size or self.st.batch_size
         outs, t0 = [], time.perf_counter()
-        gc = condition_guidance_for(pipe, getattr(self, "condition_guidance", None))  # None: the pipeline's default
+        # drawn conditions, as a request that names none: plain guidance unless --condition-guidance composes it
+        g, gc = guidance_for(pipe, self.guidance if guidance is None else guidance,
+                             getattr(self, "condition_guidance", None), named=False)
         for i in tqdm(range(0, len(idx), b), desc=desc, unit="batch", leave=False):
             outs.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=steps or self.steps,
-                               guidance_scale=self.guidance if guidance is None else guidance,
-                               condition_guidance_scale=gc, scheduler=scheduler or self.scheduler, pad_to=b,
+                               guidance_scale=g, condition_guidance_scale=gc, scheduler=scheduler or self.scheduler, pad_to=b,
                                conditions=None if cond is None else cond[i:i + b]).numpy())
         return Pool(np.concatenate(outs).astype(np.float32), np.asarray(y, np.int64), list(seeds),
                     time.perf_counter() - t0)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from models.sampling import SCHEDULERS, condition_guidance_for
+from models.sampling import SCHEDULERS, guidance_for
 from training.eval import report, sections, sweep
 from training.eval.augmentation import MIXES, augmentation_section
 from training.eval.conditions import condition_following
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(args.data, pipe, log)
     ctx = Context(pipe=pipe, data=data, st=st, steps=steps, guidance=guidance, scheduler=scheduler,
                       seed=args.seed, device=args.device, out=out, log=log, threads=args.threads,
-                      condition_guidance=args.condition_guidance)
+                      condition_guidance=args.condition_guidance, guidance_arg=args.guidance)
     p_ds = pipe.meta.get("dataset") or {}
     res: dict[str, Any] = {
         "pipeline": dict(path=str(args.pipeline), name=pipe.name, version=pipe.version,
@@ -140,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         "data": dict(path=str(args.data), fingerprint=data.fingerprint, n_train=len(data.train_y), n_test=len(data.test_y),
                      users=data.users, matches_pipeline=p_ds.get("fingerprint") in (None, data.fingerprint)),
         "settings": dict(asdict(st), steps=steps, guidance=guidance,
-                         condition_guidance=condition_guidance_for(pipe, args.condition_guidance), scheduler=scheduler,
+                         condition_guidance=args.condition_guidance,
+                         named_condition_guidance=guidance_for(pipe, args.guidance, args.condition_guidance, True),
+                         scheduler=scheduler,
                          seed=args.seed,
                          device=args.device, gen_per_user=ctx.gen_per_user, fewshot=bool(args.fewshot)),
     }
