@@ -2,6 +2,7 @@
 
     python benchmarks/sample_speed.py                       # CPU, fp32, demo preset
     python benchmarks/sample_speed.py --device cuda --dtypes fp32,fp16,bf16 --compile --batches 1,16,64
+    python benchmarks/sample_speed.py --composed            # conditioned pipeline: plain vs compositional guidance
 
 Prints per-configuration medians (samples/s, ms/batch) and ratios against the batch-1 fp32 eager baseline.
 Weights do not change speed, so an untrained pipeline of the preset is used when --pipeline is missing.
@@ -36,9 +37,15 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_batch(pipe: DopplerPipeline, batch: int, args: argparse.Namespace) -> float:
+def time_batch(pipe: DopplerPipeline, batch: int, args: argparse.Namespace, composed: bool | None = None) -> float:
+    """Median seconds per batch. `composed`: None = no conditions; False = conditions named, plain guidance;
+    True = the same conditions with compositional guidance (identity --guidance, conditions 1; three branches)."""
     users, seeds = [i % len(pipe.users) for i in range(batch)], list(range(batch))
     kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, scheduler="dpmsolver++")
+    if composed is not None:
+        enc = pipe.condition_encoder
+        mid = {n: sum(s["range"]) / 2 for n, s in zip(enc.names, enc.specs, strict=True) if s["type"] == "numeric"}
+        kw.update(conditions=enc.values_tensor([mid] * batch), condition_guidance_scale=1.0 if composed else None)
     for _ in range(args.warmup):
         sample(pipe, users, seeds, **kw)
     times = []
@@ -65,6 +72,8 @@ def main() -> int:
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--composed", action="store_true",
+                    help="a pipeline with conditions: time plain against compositional guidance (models.sampling)")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
@@ -76,6 +85,13 @@ def main() -> int:
             if compiled:
                 pipe.unet = torch.compile(pipe.unet, mode=args.compile_mode, dynamic=False)
             for b in batches:
+                if args.composed:
+                    if pipe.condition_encoder is None:
+                        raise SystemExit("--composed needs a pipeline with conditions (e.g. checkpoints/demo)")
+                    plain, comp = time_batch(pipe, b, args, False), time_batch(pipe, b, args, True)
+                    print(f"{dname:14s} batch={b:3d}  plain {plain * 1e3:8.1f} ms  composed {comp * 1e3:8.1f} ms  "
+                          f"composed / plain time x{comp / plain:5.2f}")
+                    continue
                 t = time_batch(pipe, b, args)
                 sps = b / t
                 base = base or sps
