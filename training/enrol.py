@@ -40,6 +40,9 @@ def adapt_new_users(pop_pipe: Any, x_db: np.ndarray, labels: np.ndarray, users: 
     rows, log = enrol(pop_pipe, x, labels, len(users), cfg)
     enc = pop_pipe.user_encoder.with_rows(list(users), rows)
     meta = {**pop_pipe.meta, "fewshot": dict(asdict(cfg), users=list(users), n_recordings=int(len(x)))}
+    if meta.get("conditions"):  # the population's per-person distributions belong to other people, whose names
+        # may repeat the targets' (user00, ...): the targets' omitted conditions are drawn from the population's whole
+        meta["conditions"] = {n: {k: v for k, v in e.items() if k != "per_user"} for n, e in meta["conditions"].items()}
     pipe = DopplerPipeline(vae=pop_pipe.vae, denoiser=pop_pipe.denoiser, user_encoder=enc,
                            scheduler_config=dict(pop_pipe.scheduler_config), meta=meta,
                            condition_encoder=pop_pipe.condition_encoder)

@@ -29,3 +29,23 @@ def test_fewshot_adaptation_learns_only_new_user_rows(route, tiny_pipeline_dir):
     assert all(torch.equal(v, p3.vae.state_dict()[k]) for k, v in vae_before.items())  # VAE frozen
     assert np.isfinite(log["loss_last"])
     assert p3.route == route and sample(p3, [0, 1], [1, 2], num_inference_steps=2).shape == (2, 1, 32, 32)
+
+
+def test_fewshot_targets_do_not_inherit_a_population_namesakes_conditions(tmp_path):
+    """Population and targets both name people user00, ...: a target's omitted conditions must come from the
+    population's whole distribution, not from the population person who happens to share its name."""
+    from models.condition_stats import resolve_conditions
+    from models.pipeline import DopplerPipeline
+    from tests.models.test_conditions import save_conditioned_pipeline
+
+    pop = DopplerPipeline.load(save_conditioned_pipeline(tmp_path / "pop"))  # alice slow, bob fast
+    assert "alice" in pop.meta["conditions"]["speed_mps"]["per_user"]
+    x = np.random.default_rng(0).uniform(-60, 0, size=(2, 1, 32, 32)).astype(np.float32)
+    pipe, _ = adapt_new_users(pop, x, np.array([0, 1]), ["alice", "zoe"],
+                              FewShotConfig(steps=0, batch_size=2, time_shifts=1, seed=0))
+    desc = pipe.meta["conditions"]
+    assert all("per_user" not in e for e in desc.values()) and desc["speed_mps"]["all"] == (
+        pop.meta["conditions"]["speed_mps"]["all"])
+    assert "per_user" in pop.meta["conditions"]["speed_mps"]  # the population pipeline itself is untouched
+    speeds = [resolve_conditions(desc, ["speed_mps"], "alice", None, s)["speed_mps"] for s in range(40)]
+    assert max(speeds) > 1.2  # drawn over everyone's speeds, not only the population alice's 0.8-1.0 m/s
