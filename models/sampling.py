@@ -257,8 +257,8 @@ def _step_codes(pipe, rows, pad_to, branches, net) -> None:
         if branches > 1:
             guided = _guided(logp, group, b, branches)
             renorm = guided - torch.logsumexp(guided, dim=1, keepdim=True)
-            g = torch.tensor([r.guidance for r in group], device=logp.device).view(-1, 1, 1)
-            logp = torch.where(g == 1.0, guided, renorm)
+            as_is = torch.tensor([r.guidance == 1.0 and r.mid is None for r in group], device=logp.device)
+            logp = torch.where(as_is.view(-1, 1, 1), guided, renorm)  # composed rows are always renormalised
         else:
             logp = logp[:n]
         logp = logp.clamp(-70)
