@@ -217,7 +217,7 @@ class Engine:
 
     @property
     def default_guidance(self) -> float:
-        return float(self.pipe.meta.get("guidance_scale", DEFAULT_GUIDANCE)) if self.pipe else DEFAULT_GUIDANCE
+        return guidance_for(self.pipe, None, None, named=False)[0] if self.pipe else DEFAULT_GUIDANCE
 
     @property
     def composed_defaults(self) -> tuple[float | None, float | None]:

@@ -60,8 +60,7 @@ async def info(service: ServiceDep) -> dict:
             "num_inference_steps": engine.default_steps,
             "guidance_scale": engine.default_guidance,
             # requests that name a condition: compositional guidance (docs/conditions.md)
-            "identity_guidance_scale": engine.composed_defaults[0],
-            "condition_guidance_scale": engine.composed_defaults[1],
+            **dict(zip(("identity_guidance_scale", "condition_guidance_scale"), engine.composed_defaults, strict=True)),
             "scheduler": engine.default_scheduler,
             "format": "png",
         },
