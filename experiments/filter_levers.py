@@ -7,13 +7,21 @@ no other real recording is used by a filter), then for each variant m synthetic 
 training.eval.filters from factor x m candidates, and a CNN trained on real + synthetic (the evaluator's balanced
 mix and optimiser budget). Gains are paired per seed; intervals are Student-t over the seeds (training.eval.stats).
 
-The candidates come from one pool sampled once per user and re-ordered per seed. Generator: `--pipeline` as is.
-The demo checkpoint saw every train recording of these users, so this measures the filters on a generator that
-knows the people, not the protocol's few-shot gain (`evaluate --fewshot --filter ...` measures that, given a
-population generator).
+Two generator settings:
+- `--pipeline` as is: the candidates come from one pool sampled once per user and re-ordered per seed. The demo
+  checkpoint saw every train recording of these users, so this measures the filters on a generator that knows the
+  people, not the protocol's few-shot gain.
+- `--population-pipeline P` (the protocol's setting): per seed, P is adapted to that seed's k real recordings
+  exactly as `evaluate --fewshot` does, and the seed's candidates are drawn from it with the evaluator's seeds, so
+  the unfiltered row at the evaluator's m reproduces `evaluate --fewshot`'s k-shot trial. `--adapt SPEC ...` adds
+  rows for other adaptation or sampler settings (FewShotConfig fields, plus `guidance` and `sample_steps`), each
+  unfiltered at m, on the same seeds. Without `--variants` and `--ratios` only those rows run.
 
 Measured (docs/evaluation.md, "Round 3 levers"; demo checkpoint, k = 5, m = 10, seeds 0-4): no filter raises the
 gain (confidence lowers it by 7 points, CI excluding 0); 5 synthetic per real beats 2 per real by 4 points.
+With `--population-pipeline runs/population-c/pipeline` (docs/evaluation.md, "Levers on the few-shot generators";
+k = 5, m = 30, seeds 0-4): no filter helps (confidence -4.9), fewer than 5 synthetic per real loses 6 to 7 points,
+guidance 4 loses 3.5; 50 adaptation steps, 10 sampler steps and the enrolment's settings change it by < 1 point.
 
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python experiments/filter_levers.py --pipeline checkpoints/demo \
         --data data/sim10 --k 5 --seeds 5 --m 20 --out runs/levers/levers.json
@@ -44,14 +52,23 @@ def main() -> None:
     p.add_argument("--tau", type=float, default=0.5)
     p.add_argument("--z-max", type=float, default=3.0)
     p.add_argument("--pool-per-user", type=int, default=120)
-    p.add_argument("--variants", nargs="+", default=VARIANTS)
+    p.add_argument("--variants", nargs="*", default=VARIANTS)
     p.add_argument("--ratios", type=float, nargs="*", default=[0.5, 1, 2, 5], help="synthetic : real, unfiltered")
     p.add_argument("--ratio-filter", default="none", help="filter used for the ratio rows")
+    p.add_argument("--population-pipeline", default=None,
+                   help="the protocol's few-shot setting: per seed, adapt this population pipeline to the seed's k real "
+                        "recordings (as `evaluate --fewshot`) and draw that seed's candidates from it")
+    p.add_argument("--adapt", nargs="*", default=[],
+                   help="with --population-pipeline: other adaptation settings, each a FewShotConfig override such as "
+                        "steps=300 or reg=0.1,init=nearest; each adapts its own generator and adds an unfiltered row at "
+                        "--m")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/levers/levers.json")
     a = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
 
     from models.pipeline import DopplerPipeline
+    from training.enrol import FewShotConfig, adapt_new_users
     from training.eval import filters as F
     from training.eval.augmentation import select_k_per_user
     from training.eval.classifier import accuracy
@@ -67,12 +84,49 @@ def main() -> None:
     d = load_data(a.data, pipe, log)
     steps, guidance, sched = sampling_defaults(pipe.meta, None, None, None)
     ctx = Context(pipe=pipe, data=d, st=EvalSettings(), steps=steps, guidance=guidance, scheduler=sched, seed=0,
-                  device="cpu", out=out.parent, log=log, threads=1)
+                  device="cpu", out=out.parent, log=log, threads=a.threads)
     U = len(d.users)
+    pop = DopplerPipeline.load(a.population_pipeline, device="cpu") if a.population_pipeline else None
+    if pop is not None:  # the evaluator samples few-shot generators at the population's defaults
+        ctx.steps, ctx.guidance, ctx.scheduler = sampling_defaults(pop.meta, None, None, None)
 
-    # ---- the candidate pool: sampled once, cached ------------------------------------------------------------------
+    def adapt_cfg(spec: str, seed: int):
+        """FewShotConfig overrides from "key=value,..."; the keys `guidance` and `sample_steps` set the sampler."""
+        kw, sampler = {}, {}
+        for item in filter(None, spec.split(",")):
+            key, val = item.split("=")
+            if key in ("guidance", "sample_steps"):
+                sampler[key] = float(val) if key == "guidance" else int(val)
+                continue
+            kw[key] = type(getattr(FewShotConfig, key))(val)
+        return FewShotConfig(seed=seed, **{"steps": EvalSettings().fewshot_steps, **kw}), sampler
+
+    generators: dict = {}
+
+    def adapted_pool(spec: str, seed: int, x_k, y_k, per_user: int):
+        """A generator adapted to the seed's k recordings, and per_user samples per person from it (the evaluator's
+        few-shot seeds: its unfiltered first m are exactly the evaluator's k-shot synthetic set)."""
+        cfg, sampler = adapt_cfg(spec, seed)
+        t0 = time.perf_counter()
+        key = (seed, repr(cfg))
+        if key not in generators:  # a sampler-only variant reuses the seed's generator
+            for old in [old for old in generators if old[0] != seed]:
+                del generators[old]
+            generators[key] = adapt_new_users(pop, x_k, y_k, d.users, cfg)
+        gen, glog = generators[key]
+        t1 = time.perf_counter()
+        y, seeds = ctx.plan(per_user, stream=100 + seed)
+        p = ctx.sample(gen, y, seeds, guidance=sampler.get("guidance"), steps=sampler.get("sample_steps"),
+                       desc=f"seed {seed} {spec or 'default'}")
+        log(f"seed {seed} adaptation {spec or 'default'}: {t1 - t0:.0f} s (loss {glog['loss_first']:.3f} -> "
+            f"{glog['loss_last']:.3f}); {len(y)} samples in {p.seconds:.0f} s")
+        return p.x, p.y
+
+    # ---- the candidate pool: sampled once, cached (a fixed generator only) ---------------------------------------------
     cache = out.parent / f"pool_{a.pool_per_user}.npz"
-    if cache.is_file():
+    if pop is not None:
+        pool_x = pool_y = None
+    elif cache.is_file():
         z = np.load(cache)
         pool_x, pool_y = z["x"], z["y"]
     else:
@@ -82,8 +136,8 @@ def main() -> None:
         np.savez(cache, x=pool_x, y=pool_y)
         log(f"pool: {len(pool_y)} samples ({steps} {sched} steps, guidance {guidance}) in {pool.seconds:.0f} s")
     full = ctx.fit(d.train_x, d.train_y, seed=0)  # diagnostic only: identity of the kept samples
-    log(f"diagnostic CNN on the full train split: test {accuracy(full, d.test_x, d.test_y):.3f}; pool identity "
-        f"{accuracy(full, pool_x, pool_y):.3f}")
+    log(f"diagnostic CNN on the full train split: test {accuracy(full, d.test_x, d.test_y):.3f}"
+        + (f"; pool identity {accuracy(full, pool_x, pool_y):.3f}" if pool_x is not None else ""))
 
     epochs, floor, batch = 20, 150, 64  # training.eval.classifier defaults, as the evaluator's budget uses them
 
@@ -98,12 +152,19 @@ def main() -> None:
         idx = select_k_per_user(d.train_y, a.k, seed)
         x_k, y_k = d.train_x[idx], d.train_y[idx]
         ref_r = F.readouts(x_k, d.meta)
-        rng = np.random.default_rng([seed, 0xF1])
-        order = {u: rng.permutation(np.flatnonzero(pool_y == u)) for u in range(U)}
+        if pop is not None and not (a.variants or a.ratios):  # --adapt rows only (compare with another run's)
+            pool_x = pool_y = None
+            order = {}
+        elif pop is not None:  # this seed's own few-shot generator; candidates in the evaluator's order
+            pool_x, pool_y = adapted_pool("", seed, x_k, y_k, a.pool_per_user)
+            order = {u: np.flatnonzero(pool_y == u) for u in range(U)}
+        else:
+            rng = np.random.default_rng([seed, 0xF1])
+            order = {u: rng.permutation(np.flatnonzero(pool_y == u)) for u in range(U)}
         real_cache: dict[int, tuple] = {}
 
         def run(variant, m, kind, seed=seed, idx=idx, x_k=x_k, y_k=y_k, ref_r=ref_r, order=order,
-                real_cache=real_cache):
+                real_cache=real_cache, pool_x=pool_x, pool_y=pool_y):
             cfg = F.FilterConfig(filters=() if variant == "none" else variant, factor=a.factor, tau=a.tau,
                                  z_max=a.z_max, fill=True)
             n_c = cfg.candidates(m)
@@ -132,12 +193,16 @@ def main() -> None:
             run(v, a.m, "filter")
         for r in a.ratios:
             run(a.ratio_filter, max(1, int(r * a.k + 0.5)), "ratio")
+        for spec in a.adapt if pop is not None else []:
+            ax, ay = adapted_pool(spec, seed, x_k, y_k, a.m)
+            run("none", a.m, "adapt:" + spec, pool_x=ax, pool_y=ay, order={u: np.flatnonzero(ay == u) for u in range(U)})
         log(f"seed {seed} done in {time.perf_counter() - t0:.0f} s")
         out.write_text(json.dumps(dict(args=vars(a), rows=rows), indent=1) + "\n")
 
     # ---- summary: gain CI per variant, paired difference vs unfiltered -------------------------------------------------
     summary = []
-    for kind, key in (("filter", "variant"), ("ratio", "m")):
+    kinds = [("filter", "variant"), ("ratio", "m")] + [("adapt:" + spec, "m") for spec in a.adapt if pop is not None]
+    for kind, key in kinds:
         base = {r["seed"]: r["gain"] for r in rows if r["kind"] == "filter" and r["variant"] == "none"}
         for val in dict.fromkeys(r[key] for r in rows if r["kind"] == kind):
             rs = sorted((r for r in rows if r["kind"] == kind and r[key] == val), key=lambda r: r["seed"])

@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 import torch
-from scipy.special import ndtr
 
+from experiments.texture import Texture, reconstructions
 from models.pipeline import DopplerPipeline
 from training.data.dataset import load_dataset
 from training.eval import metrics as fm
@@ -29,51 +29,18 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.time()
     pipe = DopplerPipeline.load(sys.argv[1])
-    ds = load_dataset("data/sim10")
-    tr = ds.filter("train")
-    x = tr.x  # (N, 1, 64, 64) dB
+    x = load_dataset("data/sim10").filter("train").x  # (N, 1, 64, 64) dB
     norm = pipe.normalization
-    rec = norm.to_db(fm.reconstruct(pipe.vae, norm.to_model(torch.as_tensor(x)))).numpy()
-    rng = np.random.default_rng(0)
-    half = rng.permutation(len(x))
+    rec = reconstructions(pipe, x)
+    half = np.random.default_rng(0).permutation(len(x))
     fit_idx, use_idx = half[: len(x) // 2], half[len(x) // 2:]   # fit the noise model on one half only
-    r = (x - rec)[fit_idx, 0]
-    lvl = rec[fit_idx, 0]
-    spec = np.mean(np.abs(np.fft.fft2(r - r.mean(axis=(1, 2), keepdims=True))) ** 2, axis=0)
-    amp = np.sqrt(spec / spec.mean())
-    edges = np.quantile(lvl, np.linspace(0, 1, 13))
-    BANDS = int(sys.argv[2]) if len(sys.argv) > 2 else 1  # Doppler-row bands: residual statistics per band and level
-    rows = np.arange(r.shape[1]) * BANDS // r.shape[1]
-    bins = [[np.sort(r[:, rows == band][(lvl[:, rows == band] >= lo) & (lvl[:, rows == band] <= hi)])
-             for lo, hi in zip(edges[:-1], edges[1:], strict=True)] for band in range(BANDS)]
-
-
-    def noise_for(levels: np.ndarray, g: np.random.Generator) -> np.ndarray:
-        w = g.standard_normal(levels.shape)
-        field = np.real(np.fft.ifft2(np.fft.fft2(w) * amp))
-        field = (field - field.mean()) / field.std()
-        u = ndtr(field)
-        out = np.empty_like(levels)
-        b = np.clip(np.searchsorted(edges, levels, side="right") - 1, 0, len(edges) - 2)
-        band = np.broadcast_to(rows[:, None], levels.shape)
-        for j in range(BANDS):
-            for k, vals in enumerate(bins[j]):
-                m = (b == k) & (band == j)
-                if len(vals):
-                    out[m] = vals[np.minimum((u[m] * len(vals)).astype(int), len(vals) - 1)]
-                else:
-                    out[m] = 0.0
-        return out
-
-
-    g = np.random.default_rng(1)
-    noisy = np.stack([np.clip(rec[i, 0] + noise_for(rec[i, 0], g), -norm.dyn_range_db, 0) for i in range(len(x))])[:, None]
-    print(f"residual std {r.std():.2f} dB; prepared in {time.time() - t0:.0f} s", flush=True)
-
+    bands = int(sys.argv[2]) if len(sys.argv) > 2 else 1  # Doppler-row bands: residual statistics per band and level
+    tex = Texture.fit(x[fit_idx], rec[fit_idx], -norm.dyn_range_db, bands=bands)
+    noisy = tex.add(rec, 1)
+    print(f"residual std {(x - rec)[fit_idx].std():.2f} dB; prepared in {time.time() - t0:.0f} s", flush=True)
 
     def fit_cnn(xa, ya, seed):
         return train_classifier(xa, ya, 2, dyn_range_db=norm.dyn_range_db, seed=seed, threads=1).predict
-
 
     for name, other in (("recon", rec[use_idx]), ("recon+noise", noisy[use_idx])):
         res = fm.two_sample_test(x[use_idx], other, fit_cnn, seed=0)
