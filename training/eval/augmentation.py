@@ -132,6 +132,16 @@ def summarize_trials(trials: Sequence[Trial]) -> dict[str, dict[str, Any]]:
 
 
 # ---- the evaluator's section: trials and the protocol statement ---------------------------------------------------
+def fewshot_steps_for(ctx: Any, pop: Any) -> int | None:
+    """Sampler steps of the few-shot generators (None: the evaluator's); the vq-diffusion route's steps are VQ
+    steps, another scale, so it keeps the evaluator's."""
+    return None if pop is None or pop.route == "vq-diffusion" else (ctx.st.fewshot_sample_steps or None)
+
+
+def fewshot_sampler(ctx: Any, pop: Any) -> str:
+    return f"{fewshot_steps_for(ctx, pop) or ctx.steps} {ctx.scheduler} steps"
+
+
 def augmentation_section(ctx: Any, pool: Any, *, fewshot: bool, population: str | None,
                          population_seed: int) -> dict[str, Any]:
     """Real-only vs real + synthetic test accuracy per k, under the protocol in this module's docstring."""
@@ -175,7 +185,7 @@ def augmentation_section(ctx: Any, pool: Any, *, fewshot: bool, population: str 
                                              replace=False) for c in range(len(d.users))])
             return keep(pool.x[idx], pool.y[idx], m, seed, x_k, y_k)
         y, seeds = ctx.plan(n, stream=100 + seed)
-        p = ctx.sample(pipe_k, y, seeds, desc=f"few-shot synth seed {seed}")
+        p = ctx.sample(pipe_k, y, seeds, steps=fewshot_steps_for(ctx, pop), desc=f"few-shot synth seed {seed}")
         return keep(p.x, p.y, m, seed, x_k, y_k)
 
     def budget_for(n_total):  # optimiser steps of the augmented run, never below the CNN's own minimum
@@ -205,7 +215,8 @@ def augmentation_section(ctx: Any, pool: Any, *, fewshot: bool, population: str 
         + (f"(`--fewshot`): a population pipeline trained on a disjoint simulated population ({pop_info['users']} "
            f"users, profile seeds {pop_info['population_user_seeds'][:3]}..., none shared with the targets) is adapted "
            f"to the targets from exactly the classifier's k recordings per user by learning only new user-encoder rows "
-           f"({st.fewshot_steps} Adam steps on the diffusion loss; UNet and VAE frozen). No other recording of a target "
+           f"({st.fewshot_steps} Adam steps on the diffusion loss; UNet and VAE frozen; sampled with "
+           f"{fewshot_sampler(ctx, pop)}). No other recording of a target "
            "user reaches the generator; each trial records the recordings its generator saw."
            if pop_info else "is not measured without `--fewshot`: the evaluated pipeline saw every train recording, "
            "so using it at small k would leak data the classifier is not allowed.")

@@ -36,11 +36,18 @@ class EvalSettings:
     filter_tau: float = 0.5  # confidence filter: minimum probability of the requested person
     k_values: tuple[int | None, ...] = (5, 10, 20, None)  # real recordings per user; None = all
     synth_per_user: int = 30  # m: synthetic recordings per user added in the augmentation runs
-    fewshot_steps: int = 150  # optimiser steps of the few-shot user-row adaptation
+    # optimiser steps of the few-shot user-row adaptation; 50 measured as good as 150 at a third of the cost
+    # (docs/evaluation.md, "Levers on the few-shot generators")
+    fewshot_steps: int = 50
+    # sampler steps of the few-shot generators' synthetic data (0 = the pipeline's); 10 measured as useful as 20 at
+    # half the cost (same section), which keeps `evaluate --fewshot` within 30 minutes on two CPU cores
+    fewshot_sample_steps: int = 10
     augment_mix: str = "balanced"  # how the augmented classifier combines real and synthetic (augmentation.MIXES)
     population_steps: int = 0  # stage-2 steps of the population --fewshot trains; 0 = population.POPULATION_STAGE2_STEPS
     sweep_per_user: int = 10  # generated per user for each sampler-sweep setting (same seeds for all)
-    ddpm_per_user: int = 2  # DDPM-1000 is ~35x slower than DPM-Solver++ 20: fewer samples, same seeds' prefix
+    # DDPM-1000 is ~35x slower than DPM-Solver++ 20: fewer samples (one per user: 110 s on two CPU cores), same seeds'
+    # prefix
+    ddpm_per_user: int = 1
     sweep_samplers: tuple[tuple[str, int], ...] = (("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 20),
                                                    ("dpmsolver++", 10), ("dpmsolver++", 5))
     sweep_vq_steps: tuple[int, ...] = (100, 50, 25, 10)  # vq-diffusion route: respaced VQ-Diffusion steps
@@ -51,7 +58,7 @@ class EvalSettings:
 
 
 QUICK = EvalSettings(quick=True, gen_per_user=6, classifier_epochs=2, classifier_min_steps=5, seeds=(0,), k_values=(3, None),
-                     synth_per_user=4, fewshot_steps=5, sweep_per_user=2, ddpm_per_user=1,
+                     synth_per_user=4, fewshot_steps=5, fewshot_sample_steps=0, sweep_per_user=2, ddpm_per_user=1,
                      sweep_samplers=(("ddpm", 50), ("ddim", 5), ("dpmsolver++", 5)), sweep_vq_steps=(10, 5),
                      sweep_guidance=(1.0, 2.0),
                      batch_size=8, figure_per_user=2, condition_per_setting=1)
@@ -82,7 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter-factor", type=float, default=None, help="candidates per kept sample (default 3)")
     p.add_argument("--filter-tau", type=float, default=None, help="confidence filter threshold (default 0.5)")
     p.add_argument("--synth-per-user", type=int, default=None, help="m: synthetic per user in augmentation runs")
-    p.add_argument("--fewshot-steps", type=int, default=None, help="optimiser steps of the few-shot adaptation")
+    p.add_argument("--fewshot-steps", type=int, default=None, help="optimiser steps of the few-shot adaptation (50)")
+    p.add_argument("--fewshot-sample-steps", type=int, default=None,
+                   help="sampler steps of the few-shot generators' synthetic data (default 10; 0 = the pipeline's)")
     p.add_argument("--population-steps", type=int, default=None,
                    help="stage-2 steps of the population generator that --fewshot trains (default: 3000 for the "
                         "demo preset, else the preset's training default)")
@@ -118,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
         st = replace(st, seeds=tuple(range(args.seeds)))
     if args.filter is not None:
         st = replace(st, filters=parse_filters(args.filter))
-    for opt in ("synth_per_user", "fewshot_steps", "ddpm_per_user", "augment_mix", "population_steps", "filter_factor",
-                "filter_tau"):
+    for opt in ("synth_per_user", "fewshot_steps", "fewshot_sample_steps", "ddpm_per_user", "augment_mix",
+                "population_steps", "filter_factor", "filter_tau"):
         if getattr(args, opt) is not None:
             st = replace(st, **{opt: getattr(args, opt)})
     out = Path(args.out)

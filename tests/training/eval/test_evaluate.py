@@ -154,9 +154,11 @@ def test_evaluate_quick_with_filters_reports_rejections_and_seed_intervals(sim, 
     out = tmp_path / "report"
     rc = main(["evaluate", "--pipeline", sim.pipe, "--data", sim.data, "--out", str(out), "--quick", "--fewshot",
                "--population-pipeline", sim.pop, "--threads", "1", "--steps", "3", "--no-sweep", "--seeds", "2",
-               "--filter", "physics,confidence,diversity", "--filter-factor", "2"])
+               "--filter", "physics,confidence,diversity", "--filter-factor", "2", "--fewshot-sample-steps", "2"])
     assert rc == 0
     aug = json.loads((out / "report.json").read_text())["augmentation"]
+    assert json.loads((out / "report.json").read_text())["settings"]["fewshot_sample_steps"] == 2
+    assert "sampled with 2 " in aug["protocol"]  # the few-shot generators' own sampler steps, not --steps 3
     assert aug["filter"]["config"] == ["physics", "confidence", "diversity"]
     runs = aug["filter"]["runs"]
     assert len(runs) == len(aug["trials"]) == 4  # k = 3 and all, 2 seeds each
