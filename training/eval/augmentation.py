@@ -133,9 +133,12 @@ def summarize_trials(trials: Sequence[Trial]) -> dict[str, dict[str, Any]]:
 
 # ---- the evaluator's section: trials and the protocol statement ---------------------------------------------------
 def fewshot_steps_for(ctx: Any, pop: Any) -> int | None:
-    """Sampler steps of the few-shot generators (None: the evaluator's); the vq-diffusion route's steps are VQ
-    steps, another scale, so it keeps the evaluator's."""
-    return None if pop is None or pop.route == "vq-diffusion" else (ctx.st.fewshot_sample_steps or None)
+    """Sampler steps of the few-shot generators (None: the evaluator's). Only DPM-Solver++ was measured at 10 steps;
+    DDPM, DDIM and the vq-diffusion route's VQ steps keep the evaluator's, as does a smaller --steps."""
+    n = ctx.st.fewshot_sample_steps
+    if pop is None or not n or pop.route == "vq-diffusion" or ctx.scheduler != "dpmsolver++":
+        return None
+    return min(n, ctx.steps)
 
 
 def fewshot_sampler(ctx: Any, pop: Any) -> str:

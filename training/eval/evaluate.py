@@ -91,7 +91,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synth-per-user", type=int, default=None, help="m: synthetic per user in augmentation runs")
     p.add_argument("--fewshot-steps", type=int, default=None, help="optimiser steps of the few-shot adaptation (50)")
     p.add_argument("--fewshot-sample-steps", type=int, default=None,
-                   help="sampler steps of the few-shot generators' synthetic data (default 10; 0 = the pipeline's)")
+                   help="DPM-Solver++ steps of the few-shot generators' synthetic data (default 10, at most --steps; "
+                        "0 = the evaluator's steps; DDPM and DDIM always keep the evaluator's)")
     p.add_argument("--population-steps", type=int, default=None,
                    help="stage-2 steps of the population generator that --fewshot trains (default: 3000 for the "
                         "demo preset, else the preset's training default)")

@@ -175,3 +175,20 @@ def test_evaluate_quick_with_filters_reports_rejections_and_seed_intervals(sim, 
         assert ci["lo"] <= ci["mean"] <= ci["hi"]
     md = (out / "report.md").read_text()
     assert "gain, 95% CI" in md and "Synthetic samples are filtered (physics, confidence, diversity)" in md
+
+
+def test_fewshot_sample_steps_apply_to_dpmsolver_only_and_never_exceed_steps():
+    from types import SimpleNamespace
+
+    from training.eval.augmentation import fewshot_steps_for
+    from training.eval.evaluate import EvalSettings
+
+    pop = SimpleNamespace(route="kl")
+    ctx = lambda sched, steps, n=10: SimpleNamespace(st=EvalSettings(fewshot_sample_steps=n), scheduler=sched,  # noqa: E731
+                                                       steps=steps)
+    assert fewshot_steps_for(ctx("dpmsolver++", 20), pop) == 10
+    assert fewshot_steps_for(ctx("dpmsolver++", 5), pop) == 5  # a smaller --steps wins
+    assert fewshot_steps_for(ctx("dpmsolver++", 20, n=0), pop) is None  # 0 = the evaluator's steps
+    assert fewshot_steps_for(ctx("ddpm", 1000), pop) is None  # 10 DDPM steps would be noise
+    assert fewshot_steps_for(ctx("ddim", 50), pop) is None
+    assert fewshot_steps_for(ctx("vq-diffusion", 100), SimpleNamespace(route="vq-diffusion")) is None
