@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,10 @@ def main() -> None:
                    help="with --population-pipeline: other adaptation settings, each a FewShotConfig override such as "
                         "steps=300 or reg=0.1,init=nearest; each adapts its own generator and adds an unfiltered row at "
                         "--m")
+    p.add_argument("--fewshot-steps", type=int, default=None,
+                   help="adaptation steps of the default row (default: the evaluator's, now 50; 150 before 2026-12-01)")
+    p.add_argument("--fewshot-sample-steps", type=int, default=None,
+                   help="sampler steps of the default row (default: the evaluator's, now 10; 0 = the pipeline's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/levers/levers.json")
     a = p.parse_args()
@@ -70,7 +75,7 @@ def main() -> None:
     from models.pipeline import DopplerPipeline
     from training.enrol import FewShotConfig, adapt_new_users
     from training.eval import filters as F
-    from training.eval.augmentation import select_k_per_user
+    from training.eval.augmentation import fewshot_steps_for, select_k_per_user
     from training.eval.classifier import accuracy
     from training.eval.context import Context, Log, load_data
     from training.eval.evaluate import EvalSettings
@@ -89,6 +94,10 @@ def main() -> None:
     pop = DopplerPipeline.load(a.population_pipeline, device="cpu") if a.population_pipeline else None
     if pop is not None:  # the evaluator samples few-shot generators at the population's defaults
         ctx.steps, ctx.guidance, ctx.scheduler = sampling_defaults(pop.meta, None, None, None)
+        if a.fewshot_sample_steps is not None:
+            ctx.st = replace(ctx.st, fewshot_sample_steps=a.fewshot_sample_steps)
+        ctx.steps = fewshot_steps_for(ctx, pop) or ctx.steps  # as the evaluator samples its few-shot generators
+    fewshot_steps = EvalSettings().fewshot_steps if a.fewshot_steps is None else a.fewshot_steps
 
     def adapt_cfg(spec: str, seed: int):
         """FewShotConfig overrides from "key=value,..."; the keys `guidance` and `sample_steps` set the sampler."""
@@ -99,7 +108,7 @@ def main() -> None:
                 sampler[key] = float(val) if key == "guidance" else int(val)
                 continue
             kw[key] = type(getattr(FewShotConfig, key))(val)
-        return FewShotConfig(seed=seed, **{"steps": EvalSettings().fewshot_steps, **kw}), sampler
+        return FewShotConfig(seed=seed, **{"steps": fewshot_steps, **kw}), sampler
 
     generators: dict = {}
 
