@@ -31,12 +31,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+
+if __package__ in (None, ""):  # run as a script (python experiments/filter_levers.py): the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VARIANTS = ["none", "physics", "confidence", "diversity", "physics,confidence", "physics,diversity",
             "confidence,diversity", "physics,confidence,diversity"]
@@ -72,24 +76,17 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
 
+    from experiments import common
+    from experiments.common import open_run
     from models.pipeline import DopplerPipeline
     from training.enrol import FewShotConfig, adapt_new_users
     from training.eval import filters as F
     from training.eval.augmentation import fewshot_steps_for, select_k_per_user
     from training.eval.classifier import accuracy
-    from training.eval.context import Context, Log, load_data
-    from training.eval.evaluate import EvalSettings
     from training.eval.stats import format_ci, paired_difference, t_interval
     from training.generate import sampling_defaults
 
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    log = Log(out.with_suffix(".log"))
-    pipe = DopplerPipeline.load(a.pipeline, device="cpu")
-    d = load_data(a.data, pipe, log)
-    steps, guidance, sched = sampling_defaults(pipe.meta, None, None, None)
-    ctx = Context(pipe=pipe, data=d, st=EvalSettings(), steps=steps, guidance=guidance, scheduler=sched, seed=0,
-                  device="cpu", out=out.parent, log=log, threads=a.threads)
+    pipe, d, ctx, log, out = open_run(a.pipeline, a.data, a.out, a.threads)
     U = len(d.users)
     pop = DopplerPipeline.load(a.population_pipeline, device="cpu") if a.population_pipeline else None
     if pop is not None:  # the evaluator samples few-shot generators at the population's defaults
@@ -97,7 +94,7 @@ def main() -> None:
         if a.fewshot_sample_steps is not None:
             ctx.st = replace(ctx.st, fewshot_sample_steps=a.fewshot_sample_steps)
         ctx.steps = fewshot_steps_for(ctx, pop) or ctx.steps  # as the evaluator samples its few-shot generators
-    fewshot_steps = EvalSettings().fewshot_steps if a.fewshot_steps is None else a.fewshot_steps
+    fewshot_steps = ctx.st.fewshot_steps if a.fewshot_steps is None else a.fewshot_steps
 
     def adapt_cfg(spec: str, seed: int):
         """FewShotConfig overrides from "key=value,..."; the keys `guidance` and `sample_steps` set the sampler."""
@@ -143,17 +140,13 @@ def main() -> None:
         pool = ctx.sample(pipe, y, seeds, desc="pool")
         pool_x, pool_y = pool.x, pool.y
         np.savez(cache, x=pool_x, y=pool_y)
-        log(f"pool: {len(pool_y)} samples ({steps} {sched} steps, guidance {guidance}) in {pool.seconds:.0f} s")
+        log(f"pool: {len(pool_y)} samples ({ctx.steps} {ctx.scheduler} steps, guidance {ctx.guidance}) in {pool.seconds:.0f} s")
     full = ctx.fit(d.train_x, d.train_y, seed=0)  # diagnostic only: identity of the kept samples
     log(f"diagnostic CNN on the full train split: test {accuracy(full, d.test_x, d.test_y):.3f}"
         + (f"; pool identity {accuracy(full, pool_x, pool_y):.3f}" if pool_x is not None else ""))
 
-    epochs, floor, batch = 20, 150, 64  # training.eval.classifier defaults, as the evaluator's budget uses them
-
     def fit_score(x, y, seed, n_total):
-        budget = max(floor, epochs * -(-n_total // batch))
-        clf = ctx.fit(x, y, seed=seed, epochs=max(1, -(-budget // -(-len(x) // batch))))
-        return clf, accuracy(clf, d.test_x, d.test_y)
+        return common.fit_score(ctx, x, y, seed, n_total)
 
     rows = []
     for seed in range(a.seeds):

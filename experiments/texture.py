@@ -21,7 +21,6 @@ import argparse
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -86,26 +85,17 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
 
+    from experiments.common import fit_score as fit_score_at_budget
+    from experiments.common import open_run
     from models.pipeline import DopplerPipeline
     from training.data.dataset import load_dataset
     from training.enrol import FewShotConfig, adapt_new_users
     from training.eval import metrics as fm
-    from training.eval.augmentation import select_k_per_user
-    from training.eval.classifier import accuracy
-    from training.eval.context import Context, Log, load_data
-    from training.eval.evaluate import EvalSettings
+    from training.eval.augmentation import fewshot_steps_for, select_k_per_user
     from training.eval.stats import format_ci, paired_difference, t_interval
-    from training.generate import sampling_defaults
 
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    log = Log(out.with_suffix(".log"))
-    st = EvalSettings()
-    pipe = DopplerPipeline.load(a.pipeline, device="cpu")
-    d = load_data(a.data, pipe, log)
-    steps, guidance, sched = sampling_defaults(pipe.meta, None, None, None)
-    ctx = Context(pipe=pipe, data=d, st=st, steps=steps, guidance=guidance, scheduler=sched, seed=0, device="cpu",
-                  out=out.parent, log=log, threads=a.threads)
+    pipe, d, ctx, log, out = open_run(a.pipeline, a.data, a.out, a.threads)
+    st = ctx.st
     floor = -float(pipe.normalization.dyn_range_db)
     res: dict = dict(args=vars(a))
 
@@ -131,12 +121,8 @@ def main() -> None:
     pop = DopplerPipeline.load(a.population_pipeline, device="cpu")
     px = load_dataset(a.population_data).filter("train").x
     pop_tex = Texture.fit(px, reconstructions(pop, px), floor)
-    epochs, floor_steps, batch = 20, 150, 64
-
     def fit_score(x, y, seed, n_total):
-        budget = max(floor_steps, epochs * -(-n_total // batch))
-        clf = ctx.fit(x, y, seed=seed, epochs=max(1, -(-budget // -(-len(x) // batch))))
-        return accuracy(clf, d.test_x, d.test_y)
+        return fit_score_at_budget(ctx, x, y, seed, n_total)[1]
 
     rows = []
     for seed in range(a.seeds):
@@ -145,7 +131,7 @@ def main() -> None:
         x_k, y_k = d.train_x[idx], d.train_y[idx]
         gen_k, _ = adapt_new_users(pop, x_k, y_k, d.users, FewShotConfig(steps=st.fewshot_steps, seed=seed))
         y, seeds = ctx.plan(st.synth_per_user, stream=100 + seed)
-        xs = ctx.sample(gen_k, y, seeds, steps=st.fewshot_sample_steps or None, desc=f"seed {seed}").x
+        xs = ctx.sample(gen_k, y, seeds, steps=fewshot_steps_for(ctx, pop), desc=f"seed {seed}").x
         n_total = len(idx) + len(y)
         reps = max(1, round(len(y) / len(idx)))
         acc_real = fit_score(x_k, y_k, seed, n_total)
