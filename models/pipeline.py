@@ -1,5 +1,5 @@
-"""The pipeline folder: save and load vae/, unet/, user_encoder/, [condition_encoder/,] scheduler/ and dopplergen.json
-(safetensors only)."""
+"""The pipeline folder: save and load vae/, unet/, user_encoder/, [condition_encoder/,] [texture/,] scheduler/ and
+dopplergen.json (safetensors only)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from models.pipeline_meta import (
     validate_meta,
 )
 from models.presets import Preset, get_preset
+from models.texture import TextureBank
 from models.user_encoder import UserEncoder
 
 # FORMAT_VERSION, META_FILE, ROUTES: the dopplergen.json schema and its checks live in models/pipeline_meta.py.
@@ -68,6 +69,8 @@ class DopplerPipeline:
     meta: dict[str, Any] = field(default_factory=dict)
     # speed, aspect, ... -> extra tokens beside the user's (condition_encoder/); None: identity is the only condition
     condition_encoder: ConditionEncoder | None = None
+    # residuals of real recordings added to decoded samples (models/texture.py); None: the decoder's mean as is
+    texture: TextureBank | None = None
 
     @property
     def unet(self) -> UNet2DConditionModel | Transformer2DModel:
@@ -168,6 +171,8 @@ class DopplerPipeline:
         self.user_encoder.save_pretrained(path / "user_encoder", safe_serialization=True)
         if self.condition_encoder is not None:
             self.condition_encoder.save_pretrained(path / "condition_encoder", safe_serialization=True)
+        if self.texture is not None:
+            self.texture.save_pretrained(path / "texture", safe_serialization=True)
         self.scheduler_class.from_config(self.scheduler_config).save_config(path / "scheduler")
         (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return path
@@ -192,13 +197,18 @@ class DopplerPipeline:
         user_encoder = UserEncoder.from_pretrained(path, subfolder="user_encoder", **kw)
         condition_encoder = (ConditionEncoder.from_pretrained(path, subfolder="condition_encoder", **kw)
                              if (path / "condition_encoder").is_dir() else None)  # absent: a user-only pipeline
+        texture = (TextureBank.from_pretrained(path, subfolder="texture", **kw)
+                   if (path / "texture").is_dir() else None)  # absent: samples are the decoder's mean
         sched_file = path / "scheduler" / "scheduler_config.json"
         sched_name = json.loads(sched_file.read_text()).get("_class_name") if sched_file.is_file() else None
         if sched_name not in SCHEDULER_CLASSES:
             raise PipelineError(f"{path}/scheduler: unsupported scheduler {sched_name!r}")
         scheduler_config = dict(SCHEDULER_CLASSES[sched_name].from_pretrained(path, subfolder="scheduler").config)
         pipe = cls(vae=vae, denoiser=denoiser, user_encoder=user_encoder, scheduler_config=scheduler_config,
-                   meta=meta, condition_encoder=condition_encoder)
+                   meta=meta, condition_encoder=condition_encoder, texture=texture)
+        if texture is not None and tuple(texture.residuals.shape[1:]) != (pipe.channels, *pipe.image_size):
+            raise PipelineError(f"{path}/texture: residuals of shape {tuple(texture.residuals.shape[1:])}, but the "
+                                f"pipeline makes {(pipe.channels, *pipe.image_size)}")
         if pipe.route != route:
             raise PipelineError(f"{path}: dopplergen.json says route {route!r} but the folder holds {pipe.route!r}")
         try:

@@ -97,6 +97,7 @@ class Row:
     # Compositional guidance (see above): the row's user with every condition absent, and g_c. None = two-branch.
     mid: torch.Tensor | None = None
     condition_guidance: float | None = None
+    user: int = -1  # the row's user index (the texture bank draws from that person's residuals); -1: none
 
     @property
     def done(self) -> bool:
@@ -140,7 +141,7 @@ def start_row(
         plan = S.make_schedule(sampler, pipe.scheduler_config, steps)
         x = torch.randn(pipe.latent_shape, generator=gen).to(pipe.device)  # init_noise_sigma is 1 for all three
     return Row(sampler, int(steps), float(guidance), cond, uncond, gen, x, plan, mid=mid,
-               condition_guidance=float(condition_guidance) if composed else None)
+               condition_guidance=float(condition_guidance) if composed else None, user=int(user_index))
 
 
 @torch.no_grad()
@@ -273,7 +274,8 @@ def _step_codes(pipe, rows, pad_to, branches, net) -> None:
 @torch.no_grad()
 def finish_rows(pipe: DopplerPipeline, rows: Sequence[Row], one_by_one: bool = True) -> torch.Tensor:
     """Decode finished rows -> (N, C, H, W) dB on the CPU; `one_by_one` decodes each row alone, so its pixels
-    never depend on which rows finished with it (False: one batch, faster)."""
+    never depend on which rows finished with it (False: one batch, faster). A pipeline with a texture bank adds
+    one residual per row, drawn with the row's own generator (models/texture.py)."""
     if not all(r.done for r in rows):
         raise ValueError("a row has steps left")
     _, h, w = pipe.latent_shape
@@ -284,7 +286,12 @@ def finish_rows(pipe: DopplerPipeline, rows: Sequence[Row], one_by_one: bool = T
             out.append(ae.decode_codes(pipe.vae, x, (h, w)))
         else:
             out.append(ae.decode_latents(pipe.vae, x.float()))
-    return pipe.normalization.to_db(torch.cat(out).float().cpu())
+    x_db = pipe.normalization.to_db(torch.cat(out).float().cpu())
+    if pipe.texture is None:
+        return x_db
+    users = pipe.users
+    return pipe.texture.add(x_db, [users[r.user] if 0 <= r.user < len(users) else None for r in rows],
+                            [r.gen for r in rows])
 
 
 @torch.no_grad()

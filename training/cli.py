@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                           "stage 2 of the VQ route: VQ-Diffusion Transformer over code indices; exports the pipeline"),
     "evaluate": ("training.eval.evaluate", "write a JSON + Markdown + PNG quality report for a pipeline"),
     "generate": ("training.generate", "bulk-export generated spectrograms to a dataset folder"),
+    "texture": ("training.texture_cli",
+                "stage 1's texture bank: residuals of real recordings added to decoded samples (two-sample realism)"),
     "enroll": ("training.enroll_cli", "add a new person from a few recordings to a pipeline (only their user row is learnt)"),
     "import": ("training.data.importer",
                "published images (colour-mapped, any size, windows of sessions) -> a dataset folder, split by session"),
