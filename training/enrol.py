@@ -33,7 +33,9 @@ def adapt_new_users(pop_pipe: Any, x_db: np.ndarray, labels: np.ndarray, users: 
     """A pipeline for `users` from a population pipeline: frozen VAE + UNet, new user rows learnt from x_db only.
 
     The population's users are dropped; the new rows start at the mean of theirs (models.enrolment), the null
-    row (classifier-free guidance) and the token positions are the population's. Returns the pipeline and a log.
+    row (classifier-free guidance) and the token positions are the population's. A population with a texture bank
+    gives the targets a bank of their own recordings' residuals (models/texture.py), as `dopplergen enroll` does.
+    Returns the pipeline and a log.
     """
     cfg = cfg or FewShotConfig()
     x = torch.as_tensor(np.asarray(x_db, np.float32))
@@ -43,7 +45,13 @@ def adapt_new_users(pop_pipe: Any, x_db: np.ndarray, labels: np.ndarray, users: 
     if meta.get("conditions"):  # the population's per-person distributions belong to other people, whose names
         # may repeat the targets' (user00, ...): the targets' omitted conditions are drawn from the population's whole
         meta["conditions"] = {n: {k: v for k, v in e.items() if k != "per_user"} for n, e in meta["conditions"].items()}
+    texture = None
+    if pop_pipe.texture is not None:
+        from models.texture import build_bank
+
+        texture = build_bank(pop_pipe.vae, pop_pipe.normalization, np.asarray(x_db, np.float32),
+                             [users[int(k)] for k in labels])
     pipe = DopplerPipeline(vae=pop_pipe.vae, denoiser=pop_pipe.denoiser, user_encoder=enc,
                            scheduler_config=dict(pop_pipe.scheduler_config), meta=meta,
-                           condition_encoder=pop_pipe.condition_encoder)
+                           condition_encoder=pop_pipe.condition_encoder, texture=texture)
     return pipe, dict(loss_first=log["loss_first"], loss_last=log["loss_last"])

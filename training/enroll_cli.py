@@ -59,8 +59,9 @@ def read_person(folder: Path, channels: int, dyn_range_db: float, size: tuple[in
     return np.stack(arrays), hashes
 
 
-def write_pipeline_atomically(src: Path, out: Path, user_encoder: Any, meta: dict[str, Any]) -> None:
-    """Copy `src` to a temporary sibling of `out`, replace user_encoder/ and dopplergen.json there, rename into place."""
+def write_pipeline_atomically(src: Path, out: Path, user_encoder: Any, meta: dict[str, Any], texture: Any = None) -> None:
+    """Copy `src` to a temporary sibling of `out`, replace user_encoder/, dopplergen.json (and texture/, when given)
+    there, rename into place."""
     from models.pipeline import META_FILE
 
     out = out.resolve()
@@ -71,6 +72,9 @@ def write_pipeline_atomically(src: Path, out: Path, user_encoder: Any, meta: dic
         shutil.copytree(src, tmp)
         shutil.rmtree(tmp / "user_encoder")
         user_encoder.save_pretrained(tmp / "user_encoder", safe_serialization=True)
+        if texture is not None:
+            shutil.rmtree(tmp / "texture", ignore_errors=True)
+            texture.save_pretrained(tmp / "texture", safe_serialization=True)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         if out.exists():
             out.rename(old)
@@ -131,7 +135,12 @@ def run(args: argparse.Namespace) -> int:
         files=hashes, k=len(hashes), steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
         final_loss=job.final_loss(), seconds=round(seconds, 2), method="models.enrolment (user row only)",
         enrolled_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    write_pipeline_atomically(src, Path(args.out), enc.to("cpu", stored_dtype(src)), meta)
+    texture = None
+    if pipe.texture is not None:  # the person's own residuals join the bank (models/texture.py)
+        from models.texture import build_bank
+
+        texture = pipe.texture.merged(build_bank(pipe.vae, pipe.normalization, x_db, [args.user] * len(x_db)))
+    write_pipeline_atomically(src, Path(args.out), enc.to("cpu", stored_dtype(src)), meta, texture)
     print(f"enroll: {args.user} from {len(hashes)} recordings, {cfg.steps} steps, final loss {job.final_loss():.4f}, "
           f"{seconds:.1f} s -> {args.out} ({len(enc.users)} users)")
     return 0

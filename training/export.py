@@ -47,10 +47,18 @@ def weights_hash(modules: list[nn.Module]) -> str:
 
 
 def export_pipeline(pipe: DopplerPipeline, shadow: nn.Module, cfg, out: Path, run_dir: Path, x_db, picks, last: dict,
-                    t0: float, loss_title: str, sampler_text: str) -> None:
-    """Final preview, optional fp16 cast, versioned save, loss plot and stage-1 figures: the end of either stage 2."""
+                    t0: float, loss_title: str, sampler_text: str, owners: list[str] | None = None) -> None:
+    """Texture bank, final preview, optional fp16 cast, versioned save, loss plot and stage-1 figures: the end of
+    either stage 2. `owners`: the person of each recording in x_db (the bank needs them)."""
     figures = out / "figures"
     stage = cfg.stage_name
+    if cfg.texture_per_user > 0 and owners:
+        from models.texture import build_bank
+
+        pipe.texture = build_bank(pipe.vae, pipe.normalization, x_db, owners, per_user=cfg.texture_per_user,
+                                  seed=cfg.seed)
+        pipe.meta["texture"] = dict(split="train", per_user=int(cfg.texture_per_user), seed=int(cfg.seed),
+                                    count=int(len(pipe.texture.owners)), people=len(pipe.texture.config.users))
     preview_figure(pipe, x_db, picks, cfg, figures / "preview.png",
                    f"real | generated (EMA, step {cfg.max_steps}, guidance {cfg.guidance_scale}, {sampler_text})")
     if cfg.export_dtype == "fp16":

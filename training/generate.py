@@ -196,6 +196,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter-factor", type=float, default=3.0, help="candidates per kept sample with --filter")
     p.add_argument("--filter-tau", type=float, default=0.5, help="confidence filter threshold")
     p.add_argument("--reference", default=None, help="real dataset folder whose train split the filters compare with")
+    p.add_argument("--no-texture", action="store_true",
+                   help="leave out the pipeline's texture bank: the decoder's smooth mean (models/texture.py)")
     p.add_argument("--device", default="cpu",
                    help="torch device; 'auto' = the one accelerate assigns to this process (cuda:<rank> on GPUs)")
 
@@ -241,6 +243,9 @@ def run(args: argparse.Namespace) -> int:
     state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
     device = state.device if args.device == "auto" else args.device
     pipe = DopplerPipeline.load(args.pipeline, device=device)
+    texture = pipe.texture is not None and not args.no_texture
+    if not texture:
+        pipe.texture = None
     asked = pipe.users if not args.users else [u.strip() for u in args.users.split(",") if u.strip()]
     asked_guidance = args.guidance
     args.steps, args.guidance, args.scheduler = sampling_defaults(pipe.meta, args.steps, args.guidance, args.scheduler)
@@ -269,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline=str(args.pipeline), pipeline_name=pipe.name, pipeline_version=pipe.version,
         pipeline_fingerprint=pipeline_fingerprint(args.pipeline), steps=args.steps, guidance=args.guidance,
         condition_guidance=args.condition_guidance, scheduler=args.scheduler, seed=args.seed, batch_size=args.batch_size, per_user=args.per_user,
-        users=users, pipeline_users=pipe.users, seed_rule=SEED_RULE, torch_threads=torch.get_num_threads(),
+        users=users, pipeline_users=pipe.users, seed_rule=SEED_RULE, texture=texture, torch_threads=torch.get_num_threads(),
         conditions=grid if pipe.condition_encoder is not None else None,  # the sweep's settings (omitted: drawn)
         filter=dict(filters=list(fcfg.filters), factor=fcfg.factor, tau=fcfg.tau, z_max=fcfg.z_max,
                     reference=args.reference) if fcfg.filters else None,

@@ -141,7 +141,7 @@ class Stage2Loop:
         self.shadow = copy.deepcopy(accelerator.unwrap_model(self.model)).eval().requires_grad_(False)  # EMA weights
         self.meter, self.t0, self.last = Throughput(), time.perf_counter(), {}
         self.pipe: DopplerPipeline | None = None
-        self.x_db, self.picks = None, []
+        self.x_db, self.picks, self.owners = None, [], []
 
     def attach(self, vae: ae.Autoencoder, network: str, scheduler_config: dict, preset: Preset, ds,
                norm: Normalization, x: torch.Tensor, labels: torch.Tensor, route: str) -> dict:
@@ -153,6 +153,7 @@ class Stage2Loop:
         self.pipe = DopplerPipeline(vae, getattr(self.shadow, network), self.shadow.user_encoder,
                                     dict(scheduler_config), meta)
         self.x_db = norm.to_db(x).numpy()  # (N, C, H, W)
+        self.owners = [ds.users[int(i)] for i in labels]  # whose each recording is (the texture bank's owners)
         self.picks = first_per_user(labels.numpy(), ds.users, cfg.preview_per_user, cfg.users_in_grid)
         return meta
 
@@ -205,7 +206,7 @@ class Stage2Loop:
         if acc.is_main_process:
             self.ema.copy_to(self.shadow.parameters())
             export_pipeline(self.pipe, self.shadow, self.cfg, out, self.run_dir, self.x_db, self.picks, last, self.t0,
-                            loss_title, sampler_text)
+                            loss_title, sampler_text, self.owners)
         acc.wait_for_everyone()
         acc.end_training()
         return out

@@ -67,3 +67,18 @@ def test_a_bad_file_is_named_and_nothing_is_written(tiny_pipeline_dir, person, t
     assert _enroll(tiny_pipeline_dir, person, tmp_path / "out") == 2
     assert "broken.png" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_enroll_adds_the_persons_residuals_to_a_texture_bank(tiny_pipeline_dir, person, tmp_path):
+    from models.texture import build_bank
+
+    src = tmp_path / "textured"
+    pipe = DopplerPipeline.load(tiny_pipeline_dir)
+    x = np.random.default_rng(1).uniform(-60, 0, (4, 1, 32, 32)).astype(np.float32)
+    pipe.texture = build_bank(pipe.vae, pipe.normalization, x, ["alice", "alice", "bob", "bob"])
+    pipe.save(src)
+    assert _enroll(src, person, tmp_path / "out") == 0
+    bank = DopplerPipeline.load(tmp_path / "out").texture
+    assert list(bank.config.users) == ["alice", "bob", "dave"]
+    assert int((bank.owners == 2).sum()) == 3  # dave's three recordings
+    assert torch.equal(bank.residuals[bank.owners == 0], pipe.texture.residuals[pipe.texture.owners == 0])

@@ -117,6 +117,10 @@ def test_unet_exports_a_loadable_pipeline(dataset, vae_run, tmp_path):
     assert pipe.users == ["user0", "user1", "user2"] and pipe.denoiser.dtype == torch.float32
     x = sample(pipe, [0, 2], [1, 2], num_inference_steps=2, guidance_scale=meta["guidance_scale"])
     assert x.shape == (2, 1, 32, 32) and float(x.max()) <= 0.0
+    # the texture bank (default 20 per person): all 4 train recordings of each of the 3 people
+    assert meta["texture"]["count"] == 12 and list(pipe.texture.config.users) == pipe.users
+    pipe.texture = None
+    assert not torch.equal(x, sample(pipe, [0, 2], [1, 2], num_inference_steps=2, guidance_scale=meta["guidance_scale"]))
     # The exported UNet holds the EMA weights, not the raw ones of the last step.
     raw = load_file(run / "checkpoints" / "checkpoint-3" / "model.safetensors")
     name = "unet.conv_in.weight"

@@ -78,10 +78,16 @@ def _gan(res: dict[str, Any]) -> list[str]:
 def _fidelity(res: dict[str, Any]) -> list[str]:
     f = res["fidelity"]
     c = f["c2st"]
+    bank = c.get("texture_bank", 0)
     vae_row = ([f"The same test on the VAE's own reconstructions of real train recordings (no diffusion at all) gives "
-                f"**{_f(f['c2st_vae']['accuracy'])}**: the floor for any generator that decodes through this VAE."
+                f"**{_f(f['c2st_vae']['accuracy'])}**: "
+                + ("what decoding alone gives, without the texture bank." if bank else
+                   "the floor for any generator that decodes through this VAE.")
                 + (f" ({f['c2st_vae']['note']})" if f["c2st_vae"].get("note") else ""), ""]
                if f.get("c2st_vae") else [])
+    tex_row = ([f"The generated samples carry the pipeline's texture bank: each decoded sample gets the residual "
+                f"(recording minus its reconstruction) of the best-fitting of {bank} train recordings "
+                "(models/texture.py).", ""] if bank else [])
     return ["## Fidelity distances", "",
             f"Fréchet distance in the reference classifier's {f['feature_dim']}-d feature space, {f['n']} vs {f['n']} "
             "recordings (sample counts matched, since the estimate is biased by N).", "",
@@ -91,7 +97,7 @@ def _fidelity(res: dict[str, Any]) -> list[str]:
             f"| ratio | {_f(f['fd_ratio'], 2)} |", "",
             f"Classifier two-sample test ({c['classifier']}): held-out accuracy **{_f(c['accuracy'])}** on "
             f"{c['n_test']} recordings (±{_f(c['stderr'])} binomial s.e. at chance; 0.5 = indistinguishable, "
-            "1.0 = always told apart).", "", *vae_row]
+            "1.0 = always told apart).", "", *tex_row, *vae_row]
 
 
 def _physics(res: dict[str, Any]) -> list[str]:

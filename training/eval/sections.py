@@ -88,6 +88,8 @@ def fidelity(ctx: Context, ref: Reference, pool: Pool) -> dict[str, Any]:
 
     c2st = fm.two_sample_test(d.train_x, pool.x, fit_cnn, seed=ctx.seed)
     c2st["classifier"] = "fresh UserCNN, real train vs generated, trained on one half and scored on the other"
+    bank = ctx.pipe.texture
+    c2st["texture_bank"] = int(len(bank.owners)) if bank is not None else 0  # residuals the samples drew from
     # The same test on the VAE's reconstructions of real recordings: the floor any generator on this VAE can reach.
     norm = ctx.pipe.normalization
     recon = norm.to_db(fm.reconstruct(ctx.pipe.vae, norm.to_model(torch.as_tensor(d.train_x)))).numpy()
