@@ -9,10 +9,15 @@ empirical quantiles (a Gaussian copula). `Texture.add` draws a field for each de
         --population-pipeline runs/population-c/pipeline --population-data runs/population-c/data --seeds 5
 
 measures, on the same seeds as `evaluate --fewshot` at k = 5 (its default adaptation and sampler):
-- the two-sample accuracy of real vs generated (the demo pipeline), with and without texture; the texture is
-  fitted on one half of the train split and the test uses the other half;
-- the few-shot gain with and without texture, the texture fitted with the population's VAE on the population's
-  own simulated recordings (nothing of the targets).
+- the two-sample accuracy of real vs generated (the demo pipeline), plain, with the fitted texture, and with the
+  product's texture bank (models/texture.py); texture and bank come from one half of the train split and the
+  test uses the other half;
+- the few-shot gain plain, with the fitted texture (fitted with the population's VAE on the population's own
+  simulated recordings: nothing of the targets), with the population's bank (the targets have no entries, so they
+  draw from it), and with a bank of the targets' own k recordings (what `evaluate --fewshot` does when the
+  population pipeline has a bank).
+
+The pipelines' own banks are switched off first: each variant sets the texture itself.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ def main() -> None:
     from experiments.common import fit_score as fit_score_at_budget
     from experiments.common import open_run
     from models.pipeline import DopplerPipeline
+    from models.texture import build_bank
     from training.data.dataset import load_dataset
     from training.enrol import FewShotConfig, adapt_new_users
     from training.eval import metrics as fm
@@ -95,6 +101,7 @@ def main() -> None:
     from training.eval.stats import format_ci, paired_difference, t_interval
 
     pipe, d, ctx, log, out = open_run(a.pipeline, a.data, a.out, a.threads)
+    pipe.texture = None  # the pipeline's own bank holds train recordings of both halves; one of half A is built below
     st = ctx.st
     floor = -float(pipe.normalization.dyn_range_db)
     res: dict = dict(args=vars(a))
@@ -110,8 +117,12 @@ def main() -> None:
     def fit_cnn(x, y, seed):
         return ctx.fit(x, y, seed=seed, num_classes=2).predict
 
+    names = [d.users[int(k)] for k in d.train_y]
+    pipe.texture = build_bank(pipe.vae, pipe.normalization, d.train_x[fit_i], [names[i] for i in fit_i])
+    gen_bank = ctx.sample(pipe, y, seeds, desc="generated + bank").x
+    pipe.texture = None
     c2st = {}
-    for name, other in (("generated", gen), ("generated + texture", tex.add(gen, 1)),
+    for name, other in (("generated", gen), ("generated + texture", tex.add(gen, 1)), ("generated + bank", gen_bank),
                         ("reconstruction", rec), ("reconstruction + texture", tex.add(rec, 2))):
         c2st[name] = fm.two_sample_test(d.train_x[test_i], other, fit_cnn, seed=0)
         log(f"C2ST real vs {name}: {c2st[name]['accuracy']:.3f} (stderr {c2st[name]['stderr']:.3f})")
@@ -119,8 +130,11 @@ def main() -> None:
 
     # ---- few-shot gain at k, with and without texture (fitted on the population's own data) ---------------------------
     pop = DopplerPipeline.load(a.population_pipeline, device="cpu")
+    pop.texture = None  # each variant below sets the few-shot generator's texture itself ("plain": none)
     px = load_dataset(a.population_data).filter("train").x
     pop_tex = Texture.fit(px, reconstructions(pop, px), floor)
+    pds = load_dataset(a.population_data).filter("train")
+    pop_bank = build_bank(pop.vae, pop.normalization, pds.x, [pds.users[int(k)] for k in pds.labels])
     def fit_score(x, y, seed, n_total):
         return fit_score_at_budget(ctx, x, y, seed, n_total)[1]
 
@@ -136,10 +150,17 @@ def main() -> None:
         reps = max(1, round(len(y) / len(idx)))
         acc_real = fit_score(x_k, y_k, seed, n_total)
         row = dict(seed=seed, acc_real=acc_real)
-        for name, syn in (("plain", xs), ("texture", pop_tex.add(xs, 1000 + seed))):
+        gen_k.texture = pop_bank  # targets have no entries: residuals of the population's own people
+        xs_pop = ctx.sample(gen_k, y, seeds, steps=fewshot_steps_for(ctx, pop), desc=f"seed {seed}, population bank").x
+        gen_k.texture = build_bank(pop.vae, pop.normalization, x_k, [d.users[int(k)] for k in y_k])
+        xs_k = ctx.sample(gen_k, y, seeds, steps=fewshot_steps_for(ctx, pop), desc=f"seed {seed}, targets' bank").x
+        gen_k.texture = None
+        for name, syn in (("plain", xs), ("texture", pop_tex.add(xs, 1000 + seed)), ("bank_population", xs_pop),
+                          ("bank_targets", xs_k)):
             row[name] = fit_score(np.concatenate([x_k] * reps + [syn]), np.concatenate([y_k] * reps + [y]), seed,
                                   n_total) - acc_real
-        log(f"seed {seed}: real {acc_real:.3f}, gain plain {row['plain']:+.3f}, texture {row['texture']:+.3f} "
+        log(f"seed {seed}: real {acc_real:.3f}, gain plain {row['plain']:+.3f}, texture {row['texture']:+.3f}, "
+            f"population bank {row['bank_population']:+.3f}, targets' bank {row['bank_targets']:+.3f} "
             f"({time.perf_counter() - t0:.0f} s)")
         rows.append(row)
     res["rows"] = rows
@@ -148,6 +169,10 @@ def main() -> None:
     res["texture_vs_plain"] = paired_difference([r["texture"] for r in rows], [r["plain"] for r in rows])
     log(f"k = {a.k}: gain plain {format_ci(res['gain_plain'])}, texture {format_ci(res['gain_texture'])}, "
         f"texture - plain {format_ci(res['texture_vs_plain'])}")
+    for v in ("bank_population", "bank_targets"):
+        res[f"gain_{v}"] = t_interval([r[v] for r in rows])
+        res[f"{v}_vs_plain"] = paired_difference([r[v] for r in rows], [r["plain"] for r in rows])
+        log(f"k = {a.k}: gain {v} {format_ci(res[f'gain_{v}'])}, {v} - plain {format_ci(res[f'{v}_vs_plain'])}")
     out.write_text(json.dumps(res, indent=1) + "\n")
 
 
