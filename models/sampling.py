@@ -287,11 +287,10 @@ def finish_rows(pipe: DopplerPipeline, rows: Sequence[Row], one_by_one: bool = T
         else:
             out.append(ae.decode_latents(pipe.vae, x.float()))
     x_db = pipe.normalization.to_db(torch.cat(out).float().cpu())
-    if pipe.texture is None:
+    bank, users = pipe.texture, pipe.users  # read once: the service may swap either between requests
+    if bank is None:
         return x_db
-    users = pipe.users
-    return pipe.texture.add(x_db, [users[r.user] if 0 <= r.user < len(users) else None for r in rows],
-                            [r.gen for r in rows])
+    return bank.add(x_db, [users[r.user] if 0 <= r.user < len(users) else None for r in rows], [r.gen for r in rows])
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ residuals' spectrum and quantiles scored 0.986, and an adversarially trained noi
 The bank does not model the texture; it keeps it. It stores, for real training recordings x, the reconstruction
 D(E(x)) and the residual x - D(E(x)): the part of the recording that stage 1 cannot carry (its speckle, the noise
 floor, and the decoder's own blur of its limb traces). `add` puts one residual on each decoded sample, the one
-that fits it. Among the sample's own person's entries (or the whole bank's, when the bank has none of theirs),
+that fits it. Among the sample's own person's entries (or 32 drawn from the whole bank, when it has none of theirs),
 over every circular shift in time, it takes the `choices` reconstructions nearest to the sample (L2, via an FFT
 cross-correlation). It draws one of them and adds that recording's residual, shifted the same way, so the
 corrections land on the traces they belong to. The result is clipped to the data's dB range.
@@ -87,6 +87,18 @@ class TextureBank(ModelMixin, ConfigMixin):
         m = torch.cat([self.means[keep], other.means]).float()
         r = torch.cat([self.residuals[keep], other.residuals]).float()
         return TextureBank.from_pairs(m, r, owners, self.config.dyn_range_db, per_user=len(r))
+
+    def without(self, users: Sequence[str]) -> TextureBank | None:
+        """This bank less `users`' entries; None when nothing would be left."""
+        gone = {self.config.users.index(u) for u in users if u in self.config.users}
+        keep = torch.as_tensor([int(i) not in gone for i in self.owners], dtype=torch.bool)
+        if not gone:
+            return self
+        if not bool(keep.any()):
+            return None
+        owners = [self.config.users[int(i)] for i in self.owners[keep]]
+        return TextureBank.from_pairs(self.means[keep].float(), self.residuals[keep].float(), owners,
+                                      self.config.dyn_range_db, per_user=int(keep.sum()))
 
     def entries(self, user: str | None) -> torch.Tensor:
         """Bank indices to draw from for `user`: theirs, or every entry when the bank has none of theirs."""

@@ -3,9 +3,10 @@
 - **The job.** models.enrolment learns the person's user row (UNet and VAE frozen), one Adam step per worker
   chunk, so generation keeps running between the steps. The last chunk saves the row, then appends it to the
   served user encoder; every other row stays bit for bit, so nobody else's samples change.
-- **The users folder** (DOPPLERGEN_USERS_DIR): `<user>.safetensors` (the row) and `<user>.json` (provenance),
-  the JSON written last by rename, so a crash leaves no half-enrolled user; a restart appends them again in
-  enrolment order. Without a folder, enrolled users last until the server stops.
+- **The users folder** (DOPPLERGEN_USERS_DIR): `<user>.safetensors` (the row, and on a pipeline with a texture
+  bank the person's reconstructions and residuals, which join the bank: models/texture.py) and `<user>.json`
+  (provenance), the JSON written last by rename, so a crash leaves no half-enrolled user; a restart appends them
+  again in enrolment order. Without a folder, enrolled users last until the server stops.
 - **Deleting** runs on the device thread between steps, with the event loop holding still: rows that already
   started keep their own conditioning; queued rows of later users get their new index; queued rows of the
   deleted user fail.
@@ -30,6 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.enrolment import ENROLLED_GUIDANCE, EnrolConfig, Enrolment
+from models.texture import TextureBank, reconstructions
 from service.engine import Engine
 from service.rows import UserGone
 from service.worker import StepWorker
@@ -39,15 +41,16 @@ USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also the file n
 
 
 class UsersFolder:
-    """Enrolled users on disk: `<user>.safetensors` holds "rows" (1, T*D); `<user>.json` (written last) commits it."""
+    """Enrolled users on disk: `<user>.safetensors` holds "rows" (1, T*D) [and "texture_means",
+    "texture_residuals" (k, C, H, W) fp16]; `<user>.json` (written last) commits it."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         if path is not None:
             path.mkdir(parents=True, exist_ok=True)
 
-    def load(self) -> list[tuple[str, torch.Tensor, dict[str, Any]]]:
-        """Every complete entry, oldest enrolment first (the order their rows are appended in)."""
+    def load(self) -> list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]]:
+        """Every complete entry (its tensors by name), oldest enrolment first (the order their rows are appended in)."""
         if self.path is None:
             return []
         out = []
@@ -55,17 +58,19 @@ class UsersFolder:
             user = meta_file.stem
             try:
                 info = json.loads(meta_file.read_text())
-                rows = load_file(str(self.path / f"{user}.safetensors"))["rows"]
+                tensors = load_file(str(self.path / f"{user}.safetensors"))
+                tensors["rows"]  # noqa: B018 (a KeyError names a file without its row)
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("skipping enrolled user %s in %s: %s", user, self.path, exc)
                 continue
-            out.append((user, rows, info))
+            out.append((user, tensors, info))
         return sorted(out, key=lambda e: (e[2].get("enrolled_at_ns", 0), e[0]))
 
-    def save(self, user: str, rows: torch.Tensor, info: dict[str, Any]) -> None:
+    def save(self, user: str, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
         if self.path is None:
             return
-        for name, write in ((f"{user}.safetensors", lambda p: save_file({"rows": rows.contiguous()}, str(p))),
+        flat = {k: v.contiguous() for k, v in tensors.items()}
+        for name, write in ((f"{user}.safetensors", lambda p: save_file(flat, str(p))),
                             (f"{user}.json", lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))):
             tmp = self.path / f".{name}.tmp-{os.getpid()}"
             write(tmp)
@@ -101,11 +106,12 @@ class Enroller:
     def restore(self) -> None:
         """At start-up, after loading: append the users folder's people to the served encoder."""
         pipe = self.engine.pipe
-        for user, rows, _ in self.folder.load():
+        for user, tensors, _ in self.folder.load():
             if user in pipe.users:
                 log.warning("enrolled user %s is also in the pipeline; the pipeline's is served", user)
                 continue
-            pipe.user_encoder = pipe.user_encoder.with_users([user], rows)
+            pipe.user_encoder = pipe.user_encoder.with_users([user], tensors["rows"])
+            self._add_texture(user, tensors)
             self.entries[user] = Entry("ready", 1.0, served=True)
         if self.entries:
             log.info("restored %d enrolled users from %s", len(self.entries), self.folder.path)
@@ -119,16 +125,33 @@ class Enroller:
             entry.progress = len(job.losses) / max(1, self.cfg.steps)
             yield
         rows = job.result()
+        tensors = {"rows": rows}
+        if pipe.texture is not None:  # the person's own texture (models/texture.py), kept beside the row
+            means, res = reconstructions(pipe.vae, pipe.normalization, x_db)
+            tensors.update(texture_means=means.half(), texture_residuals=res.half())
+        yield
         info = dict(user_id=user, files=files, k=len(files), steps=self.cfg.steps, lr=self.cfg.lr,
                     batch_size=self.cfg.batch_size, seed=self.cfg.seed, final_loss=job.final_loss(),
                     seconds=round(time.perf_counter() - t0, 2), enrolled_at_ns=time.time_ns())
         with self._lock:
             if entry.cancelled:
                 return None
-            self.folder.save(user, rows, info)  # persisted before it is served: a served user survives a restart
+            self.folder.save(user, tensors, info)  # persisted before it is served: a served user survives a restart
             pipe.user_encoder = pipe.user_encoder.with_users([user], rows)  # appending moves no existing index
+            self._add_texture(user, tensors)
             entry.served = True
         return info
+
+    def _add_texture(self, user: str, tensors: dict[str, torch.Tensor]) -> None:
+        """On the device thread: the person's reconstructions and residuals join the served pipeline's bank."""
+        pipe = self.engine.pipe
+        if pipe.texture is None or "texture_residuals" not in tensors:
+            return
+        mine = TextureBank.from_pairs(tensors["texture_means"].float(), tensors["texture_residuals"].float(),
+                                      [user] * len(tensors["texture_residuals"]), pipe.texture.config.dyn_range_db,
+                                      per_user=len(tensors["texture_residuals"]))
+        if mine.residuals.shape[1:] == pipe.texture.residuals.shape[1:]:
+            pipe.texture = pipe.texture.merged(mine)
 
     def _delete_steps(self, user: str, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
         yield  # the work is the second chunk: after every chunk of the jobs queued before this one
@@ -139,6 +162,8 @@ class Enroller:
 
             def swap() -> None:  # on the event loop: no route is between reading an index and submitting it
                 pipe.user_encoder = smaller
+                if pipe.texture is not None:
+                    pipe.texture = pipe.texture.without([user])
                 self.worker.remap_users(lambda i: None if i == gone else (i - 1 if i > gone else i),
                                         UserGone(f"user {user!r} was deleted while the request was queued"))
 

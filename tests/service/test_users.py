@@ -143,3 +143,32 @@ async def test_remap_users_moves_queued_rows_and_fails_the_deleted_users(make_ap
         with pytest.raises(UserGone, match="deleted"):
             await deleted.future
     assert [c["users"] for c in stepper.calls if c["seeds"] == [2]][0] == [1]  # it started under its new index
+
+
+async def test_an_enrolled_person_joins_the_texture_bank_and_leaves_it(make_app, tiny_pipeline_dir, tmp_path):
+    from models.texture import build_bank
+
+    pipe = DopplerPipeline.load(tiny_pipeline_dir)
+    x = np.random.default_rng(1).uniform(-60, 0, (4, 1, 32, 32)).astype(np.float32)
+    pipe.texture = build_bank(pipe.vae, pipe.normalization, x, ["alice", "alice", "bob", "bob"])
+    users_dir = tmp_path / "users"
+
+    def app():
+        p = DopplerPipeline.load(tiny_pipeline_dir)
+        p.texture = pipe.texture
+        return make_app(pipeline=p, users_dir=str(users_dir), enrol_steps=3, max_batch_size=2), p
+
+    a, served = app()
+    async with serve(a) as client:
+        assert (await client.post("/users", data={"user_id": "dave"}, files=_files())).status_code == 202
+        assert (await _wait_ready(client, "dave"))["status"] == "ready"
+        assert list(served.texture.config.users) == ["alice", "bob", "dave"]
+        assert int((served.texture.owners == 2).sum()) == 5  # dave's five recordings
+        gen = await client.post("/generate", json={"user_id": "dave", "num_samples": 1, "seed": 1,
+                                                   "num_inference_steps": 2, "format": "npy"})
+        assert gen.status_code == 200, gen.text
+    a, served = app()
+    async with serve(a) as client:  # restored from the users folder with its texture
+        assert "dave" in served.texture.config.users
+        assert (await client.delete("/users/dave")).status_code == 200
+        assert list(served.texture.config.users) == ["alice", "bob"]
