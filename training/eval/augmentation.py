@@ -219,8 +219,11 @@ def augmentation_section(ctx: Any, pool: Any, *, fewshot: bool, population: str 
            f"users, profile seeds {pop_info['population_user_seeds'][:3]}..., none shared with the targets) is adapted "
            f"to the targets from exactly the classifier's k recordings per user by learning only new user-encoder rows "
            f"({st.fewshot_steps} Adam steps on the diffusion loss; UNet and VAE frozen; sampled with "
-           f"{fewshot_sampler(ctx, pop)}). No other recording of a target "
-           "user reaches the generator; each trial records the recordings its generator saw."
+           f"{fewshot_sampler(ctx, pop)}"
+           + ("; the population has a texture bank, so each generator gets one of the same k recordings' residuals"
+              if pop is not None and pop.texture is not None else "")
+           + "). No other recording of a target user reaches the generator; each trial records the recordings its "
+           "generator saw."
            if pop_info else "is not measured without `--fewshot`: the evaluated pipeline saw every train recording, "
            "so using it at small k would leak data the classifier is not allowed.")
         + (f" Synthetic samples are filtered ({', '.join(fcfg.filters)}): {fcfg.factor:g} x m candidates per user, the m "
