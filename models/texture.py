@@ -65,10 +65,9 @@ class TextureBank(ModelMixin, ConfigMixin):
                              f"{tuple(r.shape)} and {len(owners)}")
         if per_user < 1:
             raise ValueError("per_user must be >= 1")
-        rng = np.random.default_rng(seed)
         names = sorted(set(owners))
         owners_a = np.asarray(owners)
-        keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(owners_a == u))[:per_user] for u in names]))
+        keep = per_user_pick(owners, per_user, seed)
         _, c, h, w = r.shape
         bank = cls(users=names, count=len(keep), channels=c, height=h, width=w, dyn_range_db=float(dyn_range_db))
         bank.means.copy_(m[keep].to(torch.float16))
@@ -141,6 +140,14 @@ class TextureBank(ModelMixin, ConfigMixin):
         return pick // d.shape[1], pick % d.shape[1]
 
 
+def per_user_pick(owners: Sequence[str], per_user: int, seed: int) -> np.ndarray:
+    """Sorted indices of at most `per_user` entries of each person (a seeded random choice)."""
+    rng = np.random.default_rng(seed)
+    owners_a = np.asarray(list(owners))
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(owners_a == u))[:per_user]
+                                   for u in sorted(set(owners_a.tolist()))]))
+
+
 @torch.no_grad()
 def reconstructions(vae: ae.Autoencoder, norm: Normalization, x_db: np.ndarray | torch.Tensor, batch_size: int = 64
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,10 +160,7 @@ def reconstructions(vae: ae.Autoencoder, norm: Normalization, x_db: np.ndarray |
 def build_bank(vae: ae.Autoencoder, norm: Normalization, x_db: np.ndarray, owners: Sequence[str],
                per_user: int = DEFAULT_PER_USER, seed: int = 0) -> TextureBank:
     """A bank of `per_user` residuals per person from their recordings, through this stage 1."""
-    owners = list(owners)
-    rng = np.random.default_rng(seed)
-    owners_a = np.asarray(owners)
-    pick = np.sort(np.concatenate([rng.permutation(np.flatnonzero(owners_a == u))[:per_user]
-                                   for u in sorted(set(owners))]))
+    owners_a = np.asarray(list(owners))
+    pick = per_user_pick(owners, per_user, seed)
     return TextureBank.from_pairs(*reconstructions(vae, norm, np.asarray(x_db)[pick]), list(owners_a[pick]),
                                       norm.dyn_range_db, per_user=per_user, seed=seed)
