@@ -4,4 +4,5 @@ import sys
 
 from training.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # worker processes (evaluate --workers) import this module too
+    sys.exit(main())

@@ -90,6 +90,7 @@ class Context:
     condition_guidance: float | None = None  # --condition-guidance (composes every pipeline's guidance); None: plain
     guidance_arg: float | None = None  # --guidance as given (None: each pipeline's own default)
     cache: dict[str, Any] = field(default_factory=dict)
+    quiet: bool = False  # no progress bars (worker processes)
 
     @property
     def gen_per_user(self) -> int:
@@ -121,7 +122,7 @@ class Context:
         # drawn conditions, as a request that names none: plain guidance unless --condition-guidance composes it
         g, gc = guidance_for(pipe, self.guidance if guidance is None else guidance,
                              getattr(self, "condition_guidance", None), named=False)
-        for i in tqdm(range(0, len(idx), b), desc=desc, unit="batch", leave=False):
+        for i in tqdm(range(0, len(idx), b), desc=desc, unit="batch", leave=False, disable=getattr(self, "quiet", False)):
             outs.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=steps or self.steps,
                                guidance_scale=g, condition_guidance_scale=gc, scheduler=scheduler or self.scheduler, pad_to=b,
                                conditions=None if cond is None else cond[i:i + b]).numpy())

@@ -192,3 +192,27 @@ def test_fewshot_sample_steps_apply_to_dpmsolver_only_and_never_exceed_steps():
     assert fewshot_steps_for(ctx("ddpm", 1000), pop) is None  # 10 DDPM steps would be noise
     assert fewshot_steps_for(ctx("ddim", 50), pop) is None
     assert fewshot_steps_for(ctx("vq-diffusion", 100), SimpleNamespace(route="vq-diffusion")) is None
+
+
+@pytest.mark.slow
+def test_trials_in_worker_processes_match_trials_in_this_process(sim, tmp_path):
+    """The same draws and the same thread count give the same trials, whether they run here or in spawned workers."""
+    from training.cli import main
+
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        rc = main(["evaluate", "--pipeline", sim.pipe, "--data", sim.data, "--out", str(out), "--quick", "--fewshot",
+                   "--population-pipeline", sim.pop, "--threads", "1", "--steps", "3", "--no-sweep", "--seeds", "2",
+                   "--filter", "physics", "--workers", str(workers)])
+        assert rc == 0
+        runs[workers] = json.loads((out / "report.json").read_text())["augmentation"]
+    one, two = runs[1], runs[2]
+    assert one["workers"] == {"processes": 1, "threads_each": None}
+    assert two["workers"] == {"processes": 2, "threads_each": 1}
+    assert "2 worker processes of 1 torch thread(s) each" in two["protocol"]
+    assert [(t["k"], t["seed"]) for t in two["trials"]] == [("3", 0), ("3", 1), ("all", 0), ("all", 1)]
+    assert two["trials"] == one["trials"]  # accuracies, what each generator saw: identical
+    assert two["fewshot_logs"] == one["fewshot_logs"] and len(two["fewshot_logs"]) == 2
+    assert two["filter"]["runs"] == one["filter"]["runs"] and len(two["filter"]["runs"]) == 4
+    assert "trials in 2 worker processes" in (tmp_path / "w2" / "evaluate.log").read_text()
