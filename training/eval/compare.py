@@ -147,6 +147,8 @@ def evaluate_routes(dirs: dict[str, Path], args: argparse.Namespace, out: Path) 
 
     flags = (["--quick"] if args.quick else []) + shlex.split(args.evaluate_args)  # what the numbers depend on
     threads = ["--threads", str(args.threads)] if args.threads else []
+    if args.jobs > 1 and "--workers" not in flags:  # evaluations already run side by side: no worker processes
+        threads += ["--workers", "1"]
     todo = []
     for route, pipe_dir in dirs.items():
         report = out / f"eval-{route}" / "report.json"
