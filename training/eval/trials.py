@@ -169,10 +169,14 @@ def run_trials(runner: SectionTrials, jobs: list[tuple[int | None, int]], worker
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(runner.for_worker(threads), threads)) as ex:
         futures = {ex.submit(_run_in_worker, k, seed): i for i, (k, seed) in enumerate(jobs)}
-        for f in as_completed(futures):
-            results[futures[f]] = f.result()
-            for line in results[futures[f]][3]:
-                log(line)
+        try:
+            for f in as_completed(futures):
+                results[futures[f]] = f.result()
+                for line in results[futures[f]][3]:
+                    log(line)
+        except BaseException:  # a failed trial (or Ctrl-C) stops the run: do not wait for the queued ones
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
     return [results[i] for i in range(len(jobs))]
 
 

@@ -216,3 +216,27 @@ def test_trials_in_worker_processes_match_trials_in_this_process(sim, tmp_path):
     assert two["fewshot_logs"] == one["fewshot_logs"] and len(two["fewshot_logs"]) == 2
     assert two["filter"]["runs"] == one["filter"]["runs"] and len(two["filter"]["runs"]) == 4
     assert "trials in 2 worker processes" in (tmp_path / "w2" / "evaluate.log").read_text()
+
+
+class _FailingRunner:  # module level, so spawned workers can unpickle it
+    ctx = SimpleNamespace(threads=2)
+
+    def for_worker(self, threads):
+        return self
+
+    def __call__(self, k, seed):
+        if seed == 1:
+            raise ValueError(f"trial k={k} seed={seed} failed")
+        return None, None, [], [f"k={k} seed={seed} ok"]
+
+
+def test_a_failing_trial_in_a_worker_stops_the_section():
+    from training.eval.trials import plan_workers, run_trials
+
+    assert plan_workers(2, 3, 2) == (2, 1) and plan_workers(4, 1, 8) == (1, None) and plan_workers(0, 5, 2) == (1, None)
+    lines = []
+    with pytest.raises(ValueError, match="seed=1 failed"):
+        run_trials(_FailingRunner(), [(3, 0), (3, 1), (3, 2), (3, 3)], 2, lines.append)
+    assert lines[0].startswith("augmentation: 4 trials in 2 worker processes")
+    with pytest.raises(ValueError, match="seed=1 failed"):  # and in this process
+        run_trials(_FailingRunner(), [(3, 0), (3, 1)], 1, lines.append)
