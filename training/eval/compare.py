@@ -146,9 +146,9 @@ def evaluate_routes(dirs: dict[str, Path], args: argparse.Namespace, out: Path) 
     from training.generate import pipeline_fingerprint
 
     flags = (["--quick"] if args.quick else []) + shlex.split(args.evaluate_args)  # what the numbers depend on
-    threads = ["--threads", str(args.threads)] if args.threads else []
+    run_flags = ["--threads", str(args.threads)] if args.threads else []  # how to run, not what is measured
     if args.jobs > 1 and "--workers" not in flags:  # evaluations already run side by side: no worker processes
-        threads += ["--workers", "1"]
+        run_flags += ["--workers", "1"]
     todo = []
     for route, pipe_dir in dirs.items():
         report = out / f"eval-{route}" / "report.json"
@@ -160,7 +160,7 @@ def evaluate_routes(dirs: dict[str, Path], args: argparse.Namespace, out: Path) 
                 print(f"compare: {route}: reusing {report}")
                 continue
         todo.append((f"evaluate-{route}", ["evaluate", "--pipeline", str(pipe_dir), "--data", args.data,
-                                           "--out", str(report.parent), *flags, *threads]))
+                                           "--out", str(report.parent), *flags, *run_flags]))
     run_commands(todo, args, out)
     reports = {}
     for route in dirs:

@@ -48,10 +48,10 @@ class SectionTrials:
 
     def for_worker(self, threads: int) -> SectionTrials:
         """A copy to send to a worker process: no loaded pipelines, no log file, `threads` torch threads."""
+        import copy
         from dataclasses import replace
 
-        w = SectionTrials.__new__(SectionTrials)
-        w.__dict__.update(self.__dict__)
+        w = copy.copy(self)
         w.ctx = replace(self.ctx, pipe=None, log=print, cache={}, threads=threads, quiet=True)
         w.pop = None
         return w
