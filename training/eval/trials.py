@@ -133,7 +133,7 @@ def _run_in_worker(k: int | None, seed: int):
 
 def default_workers(device: str, threads: int | None) -> int:
     """Worker processes for the trials: one per core (at most 8) on the CPU, where two 1-thread processes sample
-    about 1.36x faster than one 2-thread process (docs/evaluation.md); one on an accelerator."""
+    1.28-1.39x faster than one 2-thread process (benchmarks/eval_workers.py); one on an accelerator."""
     import os
 
     if not str(device).startswith("cpu"):
