@@ -41,7 +41,7 @@ def time_batch(pipe: DopplerPipeline, batch: int, args: argparse.Namespace, comp
     """Median seconds per batch. `composed`: None = no conditions; False = conditions named, plain guidance;
     True = the same conditions with compositional guidance (identity --guidance, conditions 1; three branches)."""
     users, seeds = [i % len(pipe.users) for i in range(batch)], list(range(batch))
-    kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, scheduler="dpmsolver++")
+    kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, sampler="dpmsolver++")
     if composed is not None:
         enc = pipe.condition_encoder
         mid = {n: sum(s["range"]) / 2 for n, s in zip(enc.names, enc.specs, strict=True) if s["type"] == "numeric"}

@@ -253,6 +253,7 @@ def check_gpu(args) -> None:
     import torch
 
     from models.pipeline import DopplerPipeline
+    from models.sampling import resolve
     from service.engine import Engine, RowSpec
     from service.settings import Settings, torch_dtype
 
@@ -261,7 +262,7 @@ def check_gpu(args) -> None:
     engine = Engine(s)
     engine.pipe = DopplerPipeline.load(args.pipeline, device=engine.device, dtype=torch_dtype(engine.dtype))
     engine.warmup()
-    spec = RowSpec(0, args.steps, engine.default_guidance, "dpmsolver++")
+    spec = RowSpec(0, args.steps, resolve(engine.pipe).guidance, "dpmsolver++")
     rates = []
     for r in range(3):
         t = time.perf_counter()

@@ -15,17 +15,18 @@ def open_run(pipeline: str, data: str, out: str, threads: int) -> tuple[Any, Any
     """(pipe, data, ctx, log, out): the evaluated pipeline, its data, an evaluator Context at the pipeline's sampling
     defaults and default EvalSettings, and a log next to `out`."""
     from models.pipeline import DopplerPipeline
+    from models.sampling import resolve
     from training.eval.context import Context, Log, load_data
     from training.eval.evaluate import EvalSettings
-    from training.generate import sampling_defaults
 
     out_p = Path(out)
     out_p.parent.mkdir(parents=True, exist_ok=True)
     log = Log(out_p.with_suffix(".log"))
     pipe = DopplerPipeline.load(pipeline, device="cpu")
     d = load_data(data, pipe, log)
-    steps, guidance, sched = sampling_defaults(pipe.meta, None, None, None)
-    ctx = Context(pipe=pipe, data=d, st=EvalSettings(), steps=steps, guidance=guidance, scheduler=sched, seed=0,
+    chosen = resolve(pipe)
+    steps, guidance, sched = chosen.steps, chosen.guidance, chosen.sampler
+    ctx = Context(pipe=pipe, data=d, st=EvalSettings(), steps=steps, guidance=guidance, sampler=sched, seed=0,
                   device="cpu", out=out_p.parent, log=log, threads=threads)
     return pipe, d, ctx, log, out_p
 

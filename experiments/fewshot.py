@@ -66,7 +66,7 @@ def main() -> None:
     pop = DopplerPipeline.load(a.population, device="cpu")
     d = sec.load_data(a.data, pop, log)
     st = EvalSettings()
-    ctx = sec.Context(pipe=pop, data=d, st=st, steps=20, guidance=3.0, scheduler="dpmsolver++", seed=0,
+    ctx = sec.Context(pipe=pop, data=d, st=st, steps=20, guidance=3.0, sampler="dpmsolver++", seed=0,
                       device="cpu", out=out.parent, log=log, threads=1)
     ref = ctx.fit(d.train_x, d.train_y, seed=0)
     log(f"reference CNN on the full real train split: test {accuracy(ref, d.test_x, d.test_y):.3f}")

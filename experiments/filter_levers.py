@@ -79,18 +79,19 @@ def main() -> None:
     from experiments import common
     from experiments.common import open_run
     from models.pipeline import DopplerPipeline
+    from models.sampling import resolve
     from training.enrol import FewShotConfig, adapt_new_users
     from training.eval import filters as F
     from training.eval.augmentation import fewshot_steps_for, select_k_per_user
     from training.eval.classifier import accuracy
     from training.eval.stats import format_ci, paired_difference, t_interval
-    from training.generate import sampling_defaults
 
     pipe, d, ctx, log, out = open_run(a.pipeline, a.data, a.out, a.threads)
     U = len(d.users)
     pop = DopplerPipeline.load(a.population_pipeline, device="cpu") if a.population_pipeline else None
     if pop is not None:  # the evaluator samples few-shot generators at the population's defaults
-        ctx.steps, ctx.guidance, ctx.scheduler = sampling_defaults(pop.meta, None, None, None)
+        chosen = resolve(pop)
+        ctx.steps, ctx.guidance, ctx.sampler = chosen.steps, chosen.guidance, chosen.sampler
         if a.fewshot_sample_steps is not None:
             ctx.st = replace(ctx.st, fewshot_sample_steps=a.fewshot_sample_steps)
         ctx.steps = fewshot_steps_for(ctx, pop) or ctx.steps  # as the evaluator samples its few-shot generators
@@ -140,7 +141,7 @@ def main() -> None:
         pool = ctx.sample(pipe, y, seeds, desc="pool")
         pool_x, pool_y = pool.x, pool.y
         np.savez(cache, x=pool_x, y=pool_y)
-        log(f"pool: {len(pool_y)} samples ({ctx.steps} {ctx.scheduler} steps, guidance {ctx.guidance}) in {pool.seconds:.0f} s")
+        log(f"pool: {len(pool_y)} samples ({ctx.steps} {ctx.sampler} steps, guidance {ctx.guidance}) in {pool.seconds:.0f} s")
     full = ctx.fit(d.train_x, d.train_y, seed=0)  # diagnostic only: identity of the kept samples
     log(f"diagnostic CNN on the full train split: test {accuracy(full, d.test_x, d.test_y):.3f}"
         + (f"; pool identity {accuracy(full, pool_x, pool_y):.3f}" if pool_x is not None else ""))

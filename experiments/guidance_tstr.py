@@ -37,19 +37,19 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from models.pipeline import DopplerPipeline
+    from models.sampling import resolve
     from training.eval import context as sec
     from training.eval import metrics as fm
     from training.eval.classifier import accuracy
     from training.eval.evaluate import EvalSettings
-    from training.generate import sampling_defaults
 
     out, log = result_file(a.out)
     rows = []
     for path in a.pipelines:
         pipe = DopplerPipeline.load(path, device="cpu")
-        steps, _, scheduler = sampling_defaults(pipe.meta, None, None, None)
+        steps, scheduler = resolve(pipe).steps, resolve(pipe).sampler
         d = sec.load_data(a.data, pipe, log)
-        ctx = sec.Context(pipe=pipe, data=d, st=EvalSettings(), steps=steps, guidance=3.0, scheduler=scheduler,
+        ctx = sec.Context(pipe=pipe, data=d, st=EvalSettings(), steps=steps, guidance=3.0, sampler=scheduler,
                           seed=0, device="cpu", out=out.parent, log=log, threads=1)
         ref = ctx.fit(d.train_x, d.train_y, seed=0)
         trtr = accuracy(ref, d.test_x, d.test_y)

@@ -22,10 +22,6 @@ from models import autoencoder as ae
 from models import losses as L
 from models.pipeline import DopplerPipeline
 
-# Guidance to sample enrolled people at: measured 1.02x real-recording recognition at 4 vs 0.47x at the demo's 2
-# (experiments/enrol_method.py, docs/enrolment.md). The service uses it when a request names no guidance.
-ENROLLED_GUIDANCE = 4.0
-
 # loss(idx (B,), context (B, T, D), generator) -> scalar: the denoiser's training loss on recordings `idx`.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 

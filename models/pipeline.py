@@ -3,6 +3,7 @@ dopplergen.json (safetensors only)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,18 @@ def route_of(vae: ae.Autoencoder, denoiser: torch.nn.Module) -> str:
             raise PipelineError("a discrete-diffusion Transformer needs a VQModel stage 1")
         return "vq-diffusion"
     return "vq-latent" if ae.is_vq(vae) else "kl"
+
+
+def pipeline_fingerprint(path: str | Path) -> str:
+    """Hash of the pipeline's weights and metadata files: the identity of the generator behind the files."""
+    h = hashlib.sha256()
+    path = Path(path)
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")):
+        if f.name == "dopplergen.json":
+            continue  # its "evaluation" field may change without changing the generator
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 class PipelineError(RuntimeError):

@@ -1,12 +1,22 @@
-"""The one sampler: classifier-free guided latent diffusion, shared by training previews, evaluation, export and the service.
+"""The one sampler, and the one place its settings are decided: classifier-free guided latent diffusion, shared
+by training previews, evaluation, bulk export and the service.
 
-A sample is a `Row` that carries everything of its own: conditioning tokens, noise generator, sampler state,
+`resolve()` turns what a caller asked for (steps, guidance, condition guidance, sampler; any left None) into
+the settings to sample with, from the pipeline's dopplergen.json defaults and the rules below, for trained and
+enrolled people alike. The service (POST /generate and GET /info), `dopplergen generate` and `dopplergen
+evaluate` all call it, so the same request samples the same way everywhere.
+
+A sample is a `Row` that carries everything of its own: conditioning tokens, noise generator, solver state,
 step count, position in its schedule and guidance scale. `step_rows()` advances any set of rows by one step
 with one guided forward pass, whatever mix of timesteps, samplers and guidance they hold; the service's
 step-level batcher calls it once per device step, and `sample()` is the same loop over rows that start
 together. All three pipeline routes are served: continuous latent diffusion (kl, vq-latent) with the
-per-row DDPM / DDIM / DPM-Solver++ of models.samplers, and discrete diffusion over VQ code indices
+per-row DDPM / DDIM / DPM-Solver++ of models.solvers, and discrete diffusion over VQ code indices
 (vq-diffusion) with a VQDiffusionScheduler respaced to the requested number of steps.
+
+Naming: a *sampler* is how a sample is drawn at inference (ddpm, ddim, dpmsolver++, vq-diffusion; the HTTP
+field and CLI flag keep their public name `scheduler`); the *noise schedule* is the training DDPM config
+(`pipe.scheduler_config`, the pipeline folder's scheduler/).
 """
 
 from __future__ import annotations
@@ -17,31 +27,46 @@ from dataclasses import dataclass
 import torch
 
 from models import autoencoder as ae
-from models import samplers as S
+from models import solvers as S
 from models.pipeline import DopplerPipeline
-from models.samplers import respaced_vq_scheduler  # noqa: F401  (re-exported: tests and tools use it from here)
+from models.solvers import respaced_vq_scheduler  # noqa: F401  (re-exported: tests and tools use it from here)
 
-SCHEDULERS = ("ddpm", "ddim", "dpmsolver++", "vq-diffusion")
-CONTINUOUS_SCHEDULERS = SCHEDULERS[:3]
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "vq-diffusion")
+CONTINUOUS_SAMPLERS = SAMPLERS[:3]
 # What each pipeline route can sample with; the last entry is the route's default.
 SAMPLERS_BY_ROUTE = {
-    "kl": CONTINUOUS_SCHEDULERS, "vq-latent": CONTINUOUS_SCHEDULERS, "vq-diffusion": ("vq-diffusion",),
+    "kl": CONTINUOUS_SAMPLERS, "vq-latent": CONTINUOUS_SAMPLERS, "vq-diffusion": ("vq-diffusion",),
 }
-# The sampling defaults everyone shares (service, generate, evaluate, training previews); a pipeline's
-# dopplergen.json may override them (num_inference_steps, guidance_scale, scheduler).
+# The sampling defaults everyone shares; a pipeline's dopplergen.json may override them (num_inference_steps,
+# guidance_scale, scheduler, identity_guidance_scale, condition_guidance_scale).
 DEFAULT_STEPS = 20  # DPM-Solver++(2M) is near converged at 20 steps on the demo checkpoint
 DEFAULT_GUIDANCE = 2.0  # classifier-free guidance scale the demo checkpoint was evaluated at
 DEFAULT_SAMPLER = "dpmsolver++"  # DPM-Solver++(2M), for the continuous routes
+# Guidance for enrolled people (a row learnt from a few recordings, dopplergen enroll / POST /users): measured
+# 1.02x real-recording recognition at 4 against 0.47x at the demo's 2 (experiments/enrol_method.py,
+# docs/enrolment.md). Used when a request names no guidance.
+ENROLLED_GUIDANCE = 4.0
 # Compositional guidance for pipelines with conditions (Liu et al. 2022, "Compositional Visual Generation"):
-#     eps = eps(null, absent) + g (eps(user, absent) - eps(null, absent)) + g_c (eps(user, cond) - eps(user, absent))
+#     eps = eps(null, absent) + g (eps(user, absent) - eps(null, absent))
+#           + g_c (eps(user, cond) - eps(user, absent))
 # g pulls toward the person, g_c toward the requested speed and aspect. g_c = g (or None) is plain two-branch
 # guidance, eps(null, absent) + g (eps(user, cond) - eps(null, absent)). Measured on the conditioned demo
-# (experiments/condition_guidance.py): at g = g_c = 2 identity fell to 0.55 / 0.68 at a person's own slow / fast
-# speeds; g = 3, g_c = 1 kept it at 0.90 / 0.91 with the torso line within 3.1%. Over the person's own drawn
-# conditions, though, plain guidance 2 makes the more useful training data (TSTR 0.91x against 0.84x TRTR,
-# experiments/guidance_tstr.py). Hence `guidance_for`: a request that names a condition is composed with the
+# (experiments/condition_guidance.py): at g = g_c = 2 identity fell to 0.55 / 0.68 at a person's own slow /
+# fast speeds; g = 3, g_c = 1 kept it at 0.90 / 0.91 with the torso line within 3.1%. Over the person's own
+# drawn conditions, though, plain guidance 2 makes the more useful training data (TSTR 0.91x against 0.84x
+# TRTR, experiments/guidance_tstr.py). Hence: a request that names a condition is composed with the
 # pipeline's identity_guidance_scale / condition_guidance_scale; one that leaves them all to be drawn is plain.
-assert SAMPLERS_BY_ROUTE["kl"][-1] == DEFAULT_SAMPLER and set(CONTINUOUS_SCHEDULERS) == set(S.SAMPLER_NAMES)
+assert SAMPLERS_BY_ROUTE["kl"][-1] == DEFAULT_SAMPLER and set(CONTINUOUS_SAMPLERS) == set(S.SOLVERS)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a sample is drawn with. `condition_guidance` None = plain guidance (no compositional third branch)."""
+
+    steps: int
+    guidance: float
+    condition_guidance: float | None
+    sampler: str
 
 
 def default_sampler(route: str) -> str:
@@ -49,33 +74,52 @@ def default_sampler(route: str) -> str:
     return SAMPLERS_BY_ROUTE[route][-1]
 
 
-def guidance_for(pipe: DopplerPipeline, guidance: float | None, condition_guidance: float | None,
-                 named: bool) -> tuple[float, float | None]:
-    """(g, g_c) to sample with; g_c None = plain guidance. Explicit values win over dopplergen.json's defaults.
+def is_enrolled(pipe: DopplerPipeline, user: str | None) -> bool:
+    """True for a person added by enrolment and written into the pipeline folder (dopplergen.json's
+    "enrolled_users"); the service also counts the people enrolled through POST /users while it runs."""
+    return user is not None and user in ((getattr(pipe, "meta", None) or {}).get("enrolled_users") or {})
 
-    `named`: the request names a condition (speed_mps, ...) rather than leaving all to be drawn. A pipeline with
-    conditions composes the guidance (module top) when a condition is named or `condition_guidance` is given:
-    g = `guidance`, else "identity_guidance_scale", else "guidance_scale"; g_c = `condition_guidance`, else
-    "condition_guidance_scale" (absent: plain). Otherwise g = `guidance`, else "guidance_scale", else 2.0.
+
+def resolve(
+    pipe: DopplerPipeline, *, steps: int | None = None, guidance: float | None = None,
+    condition_guidance: float | None = None, sampler: str | None = None, named: bool = False,
+    enrolled: bool = False,
+) -> Settings:
+    """The settings to sample with. Explicit values win; then dopplergen.json's defaults; then this module's.
+
+    - steps: `steps`, else "num_inference_steps", else 20.
+    - sampler: `sampler`, else "scheduler", else the route's own (`default_sampler`). Not checked here
+      (`sampler_for` checks a name against the route).
+    - guidance of an `enrolled` person (see `is_enrolled`) with none asked: ENROLLED_GUIDANCE.
+    - `named`: the request names a condition (speed_mps, ...) rather than leaving all to be drawn. A pipeline
+      with conditions composes the guidance (module top) when a condition is named or `condition_guidance` is
+      given: g = `guidance`, else "identity_guidance_scale", else "guidance_scale"; g_c = `condition_guidance`,
+      else "condition_guidance_scale" (absent: plain). Otherwise g = `guidance`, else "guidance_scale", else 2.
     """
     meta = getattr(pipe, "meta", None) or {}
+    if guidance is None and enrolled:
+        guidance = ENROLLED_GUIDANCE
+    steps = int(steps if steps is not None else meta.get("num_inference_steps", DEFAULT_STEPS))
+    route = getattr(pipe, "route", None) or meta.get("route", "kl")
+    sampler = str(sampler if sampler is not None else meta.get("scheduler", default_sampler(route)))
     plain = float(guidance if guidance is not None else meta.get("guidance_scale", DEFAULT_GUIDANCE))
-    if getattr(pipe, "condition_encoder", None) is None or (condition_guidance is None and not named):
-        return plain, None
-    gc = condition_guidance if condition_guidance is not None else meta.get("condition_guidance_scale")
+    gc = None
+    if getattr(pipe, "condition_encoder", None) is not None and (condition_guidance is not None or named):
+        gc = condition_guidance if condition_guidance is not None else meta.get("condition_guidance_scale")
     if gc is None:
-        return plain, None
-    return float(guidance if guidance is not None else meta.get("identity_guidance_scale", plain)), float(gc)
+        return Settings(steps, plain, None, sampler)
+    g = guidance if guidance is not None else meta.get("identity_guidance_scale", plain)
+    return Settings(steps, float(g), float(gc), sampler)
 
 
-def scheduler_for(pipe: DopplerPipeline, name: str | None) -> str:
-    """Check a requested scheduler against the pipeline's route; None picks the route's own."""
+def sampler_for(pipe: DopplerPipeline, name: str | None) -> str:
+    """Check a requested sampler against the pipeline's route; None picks the route's own."""
     allowed = SAMPLERS_BY_ROUTE[pipe.route]
     name = name or default_sampler(pipe.route)
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; choose one of {list(allowed)}")
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {list(allowed)}")
     if name not in allowed:
-        raise ValueError(f"scheduler {name!r} does not apply to a {pipe.route} pipeline; choose one of {list(allowed)}")
+        raise ValueError(f"sampler {name!r} does not apply to a {pipe.route} pipeline; choose one of {list(allowed)}")
     return name
 
 
@@ -90,7 +134,7 @@ class Row:
     uncond: torch.Tensor  # (T, D) the null user with every condition absent, for classifier-free guidance
     gen: torch.Generator  # seeded once: the initial noise, then DDPM's or the Gumbel noise, step by step
     x: torch.Tensor  # (C, h, w) float32 latent, or (h*w,) long code indices on the vq-diffusion route
-    # models.samplers.Schedule, or (respaced VQDiffusionScheduler, trained timesteps) on the vq-diffusion route
+    # models.solvers.Schedule, or (respaced VQDiffusionScheduler, trained timesteps) on the vq-diffusion route
     schedule: S.Schedule | tuple
     i: int = 0  # steps taken
     x0_prev: torch.Tensor | None = None  # DPM-Solver++(2M)'s previous x0 estimate
@@ -115,7 +159,7 @@ def start_row(
     `condition_guidance` (g_c) != `guidance` composes the guidance from three branches (see the module top);
     it applies only to a row with some condition present.
     """
-    sampler = scheduler_for(pipe, sampler)
+    sampler = sampler_for(pipe, sampler)
     if steps < 1:
         raise ValueError("num_inference_steps must be >= 1")
     if not 0 <= int(user_index) <= pipe.user_encoder.null_index:
@@ -166,109 +210,9 @@ def step_rows(
     branches = 3 if composed or (cfg is True and pipe.condition_encoder is not None) else 2 if use_cfg else 1
     net = denoiser if denoiser is not None else pipe.denoiser
     if rows[0].sampler == "vq-diffusion":
-        _step_codes(pipe, rows, pad_to, branches, net)
+        S.step_codes(pipe, rows, pad_to, branches, net)
     else:
-        _step_latents(pipe, rows, pad_to, branches, net)
-
-
-def _guided(out: torch.Tensor, rows: Sequence[Row], b: int, branches: int) -> torch.Tensor:
-    """Classifier-free guidance per row (Ho & Salimans 2022): uncond + g (cond - uncond); g = 1 keeps cond as is.
-    A row with a `mid` branch composes it (module top): uncond + g (mid - uncond) + g_c (cond - mid)."""
-    n = len(rows)
-    if branches == 1:
-        return out[:n]
-    uncond, cond = out[:n], out[b:b + n]
-    shape = (-1, *[1] * (out.dim() - 1))
-    g = torch.tensor([r.guidance for r in rows], dtype=out.dtype, device=out.device).view(shape)
-    plain = torch.where(g == 1.0, cond, uncond + g * (cond - uncond))
-    if branches == 2 or all(r.mid is None for r in rows):
-        return plain
-    mid = out[2 * b:2 * b + n]
-    gc = torch.tensor([r.condition_guidance or 0.0 for r in rows], dtype=out.dtype, device=out.device).view(shape)
-    composed = torch.tensor([r.mid is not None for r in rows], device=out.device).view(shape)
-    return torch.where(composed, uncond + g * (mid - uncond) + gc * (cond - mid), plain)
-
-
-def _context(rows: Sequence[Row], b: int, branches: int) -> torch.Tensor:
-    """The (branches * b, T, D) context: uncond rows first, then cond, then each row's user without conditions."""
-    pad = [rows[0].uncond] * (b - len(rows))
-    cond = torch.stack([r.cond for r in rows] + pad)  # (b, T, D)
-    if branches == 1:
-        return cond
-    parts = [torch.stack([r.uncond for r in rows] + pad), cond]
-    if branches == 3:  # rows that do not compose repeat their cond (their third output is not used)
-        parts.append(torch.stack([r.mid if r.mid is not None else r.cond for r in rows] + pad))
-    return torch.cat(parts)
-
-
-def _step_latents(pipe, rows, pad_to, branches, net) -> None:
-    n, dev = len(rows), pipe.device
-    b = max(pad_to or n, n)
-    sched, at = [r.schedule for r in rows], [r.i for r in rows]
-    x = torch.stack([r.x for r in rows])  # (n, C, h, w) float32
-    t = torch.tensor([s.t[i] for s, i in zip(sched, at, strict=True)] + [0] * (b - n), device=dev)
-    x_in = torch.cat([x, x.new_zeros((b - n, *x.shape[1:]))]) if b > n else x
-    x_in, t = torch.cat([x_in] * branches), torch.cat([t] * branches)
-    out = net(x_in.to(pipe.dtype), t, encoder_hidden_states=_context(rows, b, branches).to(pipe.dtype)).sample
-    out = _guided(out.float(), rows, b, branches)  # (n, C, h, w)
-    new_x, new_x0 = [None] * n, [None] * n
-    for name in dict.fromkeys(r.sampler for r in rows):  # one vectorised update per sampler present
-        sel = [k for k in range(n) if rows[k].sampler == name]
-        whole = len(sel) == n
-        ix = torch.tensor(sel, device=dev)
-        xs, outs = (x, out) if whole else (x[ix], out[ix])
-        sub_s, sub_i = [sched[k] for k in sel], [at[k] for k in sel]
-
-        def c(key: str, sub_s=sub_s, sub_i=sub_i) -> torch.Tensor:
-            return S.coefficients(sub_s, sub_i, key, dev)
-
-        x0, eps = S.split_prediction(xs, outs, c("alpha"), c("sigma"), sub_s[0].prediction_type, sub_s[0].clip)
-        if name == "ddim":
-            xn = S.ddim_step(x0, eps, c("alpha_next"), c("sigma_next"))
-        elif name == "ddpm":  # each row's noise from its own generator, drawn only while t > 0 (as diffusers)
-            noise = torch.stack([torch.randn(rows[k].x.shape, generator=rows[k].gen) if sched[k].t[at[k]] > 0
-                                 else torch.zeros(rows[k].x.shape) for k in sel]).to(dev)
-            xn = S.ddpm_step(xs, x0, c("c_x0"), c("c_x"), c("std"), noise)
-        else:
-            prev = torch.stack([rows[k].x0_prev if rows[k].x0_prev is not None else x0[j] for j, k in enumerate(sel)])
-            xn = S.dpmsolver_2m_step(xs, x0, prev, c("ratio"), c("phi"), c("k"))
-        for j, k in enumerate(sel):
-            new_x[k], new_x0[k] = xn[j], (x0[j] if name == "dpmsolver++" else None)
-    for k, r in enumerate(rows):  # only now, so an exception above leaves every row as it was
-        r.x, r.x0_prev, r.i = new_x[k], new_x0[k], r.i + 1
-
-
-def _step_codes(pipe, rows, pad_to, branches, net) -> None:
-    """VQ-Diffusion step (Gu et al. 2022) per group of rows at the same respaced step (the Transformer takes one
-    timestep per call); follows diffusers' VQDiffusionPipeline: guided log-probabilities renormalised, clamped at -70."""
-    groups: dict[tuple[int, int], list[Row]] = {}
-    for r in rows:
-        groups.setdefault((r.steps, r.i), []).append(r)
-    updates = []
-    for group in groups.values():
-        sched, model_t = group[0].schedule
-        i = int(sched.timesteps[group[0].i])
-        n = len(group)
-        b = max(pad_to or n, n)
-        codes = torch.stack([r.x for r in group] + [group[0].x] * (b - n))  # (b, L)
-        model_in = torch.cat([codes] * branches)
-        t = torch.tensor(model_t[i], dtype=torch.long, device=pipe.device)  # one scalar: AdaLayerNorm needs it
-        ctx = _context(group, b, branches).to(pipe.dtype)
-        logp = net(model_in, encoder_hidden_states=ctx, timestep=t).sample.float()  # (branches * b, K, L)
-        if branches > 1:
-            guided = _guided(logp, group, b, branches)
-            renorm = guided - torch.logsumexp(guided, dim=1, keepdim=True)
-            as_is = torch.tensor([r.guidance == 1.0 and r.mid is None for r in group], device=logp.device)
-            logp = torch.where(as_is.view(-1, 1, 1), guided, renorm)  # composed rows are always renormalised
-        else:
-            logp = logp[:n]
-        logp = logp.clamp(-70)
-        log_prev = logp if i == 0 else sched.q_posterior(logp, codes[:n], i)  # (n, K or K+1, L)
-        u = torch.stack([torch.rand(log_prev.shape[1:], generator=r.gen) for r in group]).to(log_prev.device)
-        updates.append((group, S.gumbel_max(log_prev, u)))
-    for group, new in updates:
-        for r, x in zip(group, new, strict=True):
-            r.x, r.i = x, r.i + 1
+        S.step_latents(pipe, rows, pad_to, branches, net)
 
 
 @torch.no_grad()
@@ -299,31 +243,36 @@ def sample(
     user_indices: Sequence[int],
     seeds: Sequence[int],
     num_inference_steps: int = DEFAULT_STEPS,
-    guidance_scale: float = DEFAULT_GUIDANCE,
-    scheduler: str | None = None,
+    guidance_scale: float | Sequence[float] = DEFAULT_GUIDANCE,
+    sampler: str | None = None,
     pad_to: int | None = None,
     conditions: torch.Tensor | None = None,
     condition_guidance_scale: float | None = None,
 ) -> torch.Tensor:
-    """Classifier-free guided sampling (Ho & Salimans 2022) in the stage-1 latent space; returns (N, C, H, W) dB on the CPU.
+    """Classifier-free guided sampling (Ho & Salimans 2022) in the stage-1 latent space; returns (N, C, H, W) dB
+    on the CPU.
 
-    `scheduler=None` picks the route's own (DPM-Solver++ for kl and vq-latent, vq-diffusion for vq-diffusion).
+    `sampler=None` picks the route's own (DPM-Solver++ for kl and vq-latent, vq-diffusion for vq-diffusion).
+    `guidance_scale` is one scale, or one per sample (e.g. enrolled people beside trained ones, `resolve`).
     `pad_to` runs the networks at a fixed batch size (see step_rows), which makes samples bitwise
     batch-invariant on the CPU. `conditions` (N, K): each row's condition values
     (`pipe.condition_encoder.values_tensor`), NaN = absent; None = all absent (and no extra tokens at all
     for a pipeline without a condition encoder). `condition_guidance_scale` != `guidance_scale` composes the
     guidance of rows with conditions from three branches (module top).
     """
-    scheduler = scheduler_for(pipe, scheduler)
+    sampler = sampler_for(pipe, sampler)
     if len(user_indices) != len(seeds):
         raise ValueError(f"got {len(user_indices)} user indices but {len(seeds)} seeds")
     if len(seeds) == 0:
         raise ValueError("nothing to sample")
     if conditions is not None and (pipe.condition_encoder is None or len(conditions) != len(seeds)):
         raise ValueError("conditions need a pipeline with a condition encoder and one row per sample")
-    rows = [start_row(pipe, u, s, num_inference_steps, guidance_scale, scheduler,
+    scales = [guidance_scale] * len(seeds) if isinstance(guidance_scale, (int, float)) else list(guidance_scale)
+    if len(scales) != len(seeds):
+        raise ValueError(f"got {len(scales)} guidance scales for {len(seeds)} samples")
+    rows = [start_row(pipe, u, s, num_inference_steps, g, sampler,
                       None if conditions is None else conditions[k], condition_guidance_scale)
-            for k, (u, s) in enumerate(zip(user_indices, seeds, strict=True))]
+            for k, (u, s, g) in enumerate(zip(user_indices, seeds, scales, strict=True))]
     while not rows[0].done:
         step_rows(pipe, rows, pad_to)
     return finish_rows(pipe, rows, one_by_one=pad_to is not None)  # pad_to asks for batch-invariant bits

@@ -23,17 +23,7 @@ import numpy as np
 import torch
 
 from models.pipeline import DopplerPipeline
-from models.sampling import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_SAMPLER,
-    DEFAULT_STEPS,
-    SAMPLERS_BY_ROUTE,
-    default_sampler,
-    finish_rows,
-    guidance_for,
-    start_row,
-    step_rows,
-)
+from models.sampling import SAMPLERS_BY_ROUTE, finish_rows, resolve, start_row, step_rows
 from service.settings import Settings, torch_dtype
 
 log = logging.getLogger("dopplergen.engine")
@@ -120,7 +110,8 @@ class Engine:
                         setattr(cfg, name, max(getattr(cfg, name), len(self.buckets) + 2))
                 self.stepper.denoiser = torch.compile(self.pipe.denoiser, mode="reduce-overhead", dynamic=False)
                 self.compiled = True
-        spec = RowSpec(0, 4, self.default_guidance, self.default_scheduler)
+        plain = resolve(self.pipe)
+        spec = RowSpec(0, 4, plain.guidance, plain.sampler)
         finished = None
         for b in self.buckets if self.padding != "none" else sorted({1, self.slots}):
             rows = [self.start(spec, 0) for _ in range(b)]
@@ -212,31 +203,10 @@ class Engine:
 
     # ---- facts about the loaded model (valid once load() has run) ----------------------------------------
     @property
-    def default_steps(self) -> int:
-        return int(self.pipe.meta.get("num_inference_steps", DEFAULT_STEPS)) if self.pipe else DEFAULT_STEPS
-
-    @property
-    def default_guidance(self) -> float:
-        return guidance_for(self.pipe, None, None, named=False)[0] if self.pipe else DEFAULT_GUIDANCE
-
-    @property
-    def composed_defaults(self) -> tuple[float | None, float | None]:
-        """(identity, condition) guidance of a request that names a condition (models.sampling.guidance_for);
-        (None, None) for a pipeline without conditions or without a condition_guidance_scale default."""
-        if self.pipe is None:
-            return None, None
-        g, gc = guidance_for(self.pipe, None, None, named=True)
-        return (g, gc) if gc is not None else (None, None)
-
-    @property
     def max_steps(self) -> int:
         """The configured cap, never above the training schedule's length (DDPM cannot take more steps)."""
         train_steps = int(self.pipe.scheduler_config.get("num_train_timesteps", 1000)) if self.pipe else 1000
         return min(self.settings.max_steps, train_steps)
-
-    @property
-    def default_scheduler(self) -> str:
-        return str(self.pipe.meta.get("scheduler", default_sampler(self.pipe.route))) if self.pipe else DEFAULT_SAMPLER
 
     @property
     def schedulers(self) -> tuple[str, ...]:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.enrolment import ENROLLED_GUIDANCE, EnrolConfig, Enrolment
+from models.enrolment import EnrolConfig, Enrolment
 from models.texture import TextureBank, reconstructions
 from service.engine import Engine
 from service.rows import UserGone
@@ -179,11 +179,10 @@ class Enroller:
             return dict(status="ready", progress=1.0, error=None, enrolled=False)
         return None
 
-    def default_guidance(self, user: str) -> float | None:
-        """ENROLLED_GUIDANCE for an enrolled user (here or in the pipeline's enrolled_users), else None."""
-        pipe = self.engine.pipe
-        baked = user in ((pipe.meta.get("enrolled_users") or {}) if pipe is not None else {})
-        return ENROLLED_GUIDANCE if baked or (user in self.entries and self.entries[user].served) else None
+    def serves(self, user: str) -> bool:
+        """True for a person enrolled through POST /users and now served (models.sampling.resolve samples them
+        at ENROLLED_GUIDANCE unless a request names its guidance)."""
+        return user in self.entries and self.entries[user].served
 
     def enrolled(self) -> list[str]:
         return [u for u, e in self.entries.items() if e.status == "ready"]

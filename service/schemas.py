@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models.sampling import SCHEDULERS
+from models.sampling import SAMPLERS
 
 SchedulerName = Literal["ddpm", "ddim", "dpmsolver++", "vq-diffusion"]
-assert set(SchedulerName.__args__) == set(SCHEDULERS), "keep the schema in step with models.sampling"
+assert set(SchedulerName.__args__) == set(SAMPLERS), "keep the schema in step with models.sampling"
 # Colour maps offered for PNG output; matplotlib supplies the lookup tables.
 COLORMAPS = ("gray", "viridis", "magma", "inferno", "plasma", "cividis", "turbo", "jet")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed accepts 64-bit seeds; JSON clients prefer < 2**53

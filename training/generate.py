@@ -25,19 +25,14 @@ from typing import Any
 import numpy as np
 
 from models.paths import check_user_ids
-from models.sampling import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_STEPS,
-    SCHEDULERS,
-    default_sampler,
-    guidance_for,
-)
+from models.pipeline import pipeline_fingerprint
+from models.sampling import SAMPLERS, is_enrolled, resolve
 from training.condition_grid import condition_grid, parse_values, resolved
 
 MANIFEST_FIELDS = ("path", "user", "split", "seed", "steps", "guidance", "scheduler")
 # Settings that change a file's bytes: a resumed run must match them exactly.
-_BYTE_SETTINGS = ("pipeline_fingerprint", "steps", "guidance", "condition_guidance", "scheduler", "seed", "batch_size",
-                  "seed_rule", "conditions", "filter")
+_BYTE_SETTINGS = ("pipeline_fingerprint", "steps", "guidance", "guidance_by_user", "condition_guidance", "scheduler",
+                  "seed", "batch_size", "seed_rule", "conditions", "filter")
 REJECTED = ".rejected"  # --filter: candidates that did not pass, kept for inspection (a resumed run does not redraw them)
 SEED_RULE = "sha256('{seed}:{user}:{i}')[:8] & (2**53-1)"
 
@@ -70,18 +65,6 @@ def plan_items(users: list[str], per_user: int, base_seed: int, settings: int = 
     ]
 
 
-def pipeline_fingerprint(path: str | Path) -> str:
-    """Hash of the pipeline's weights and metadata files: the identity of the generator behind the files."""
-    h = hashlib.sha256()
-    path = Path(path)
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")):
-        if f.name == "dopplergen.json":
-            continue  # its "evaluation" field may change without changing the generator
-        h.update(str(f.relative_to(path)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def dataset_meta(pipe: Any) -> dict[str, Any]:
     """Radar/STFT metadata of the data the pipeline was trained on (its provenance), else the pipeline's own.
 
@@ -104,15 +87,6 @@ def dataset_meta(pipe: Any) -> dict[str, Any]:
     return meta
 
 
-def sampling_defaults(meta: dict[str, Any], steps: int | None, guidance: float | None,
-                      scheduler: str | None) -> tuple[int, float, str]:
-    """Explicit settings win; else the serving defaults recorded in dopplergen.json; else models.sampling's
-    (20 steps, guidance 2.0, the route's own sampler: DPM-Solver++ or VQ-Diffusion)."""
-    return (int(steps if steps is not None else meta.get("num_inference_steps", DEFAULT_STEPS)),
-            float(guidance if guidance is not None else meta.get("guidance_scale", DEFAULT_GUIDANCE)),
-            str(scheduler if scheduler is not None else meta.get("scheduler", default_sampler(meta.get("route", "kl")))))
-
-
 def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
     """Write to a temporary name then rename, so an interrupted run never leaves a half file to be 'resumed'."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +103,8 @@ def write_manifest(out: Path, items: list[Item], split: str, settings: dict[str,
     conditions = conditions or [{} for _ in items]
     rows = [
         dict(path=it.relpath, user=it.user, split=split, seed=it.seed, steps=settings["steps"],
-             guidance=settings["guidance"], scheduler=settings["scheduler"], **c)
+             guidance=settings.get("guidance_by_user", {}).get(it.user, settings["guidance"]),
+             scheduler=settings["scheduler"], **c)
         for it, c in zip(items, conditions, strict=True)
     ]
     tmp = out / ".manifest.csv.tmp"
@@ -147,7 +122,7 @@ def check_or_write_meta(out: Path, meta: dict[str, Any]) -> None:
     if meta_file.is_file():
         old = json.loads(meta_file.read_text()).get("generation", {})
         new = meta["generation"]
-        diff = {k: (old.get(k), new[k]) for k in _BYTE_SETTINGS if old.get(k) != new[k]}
+        diff = {k: (old.get(k), new.get(k)) for k in _BYTE_SETTINGS if old.get(k) != new.get(k)}
         if diff:
             raise SystemExit(
                 f"{out} was generated with other settings {diff}; resume needs the same ones (or a fresh --out)"
@@ -171,7 +146,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--condition-guidance", type=float, default=None,
                    help="pipelines with conditions: condition guidance g_c, apart from --guidance which then weighs "
                         "identity (default: the pipeline's condition_guidance_scale, else plain guidance)")
-    p.add_argument("--scheduler", default=None, choices=SCHEDULERS,
+    p.add_argument("--scheduler", default=None, choices=SAMPLERS,
                    help="sampler (default: the pipeline's, else the route's own: dpmsolver++ or vq-diffusion)")
     p.add_argument("--batch-size", type=int, default=16, help="samples per network call (fixed shape; part of the bytes)")
     p.add_argument("--seed", type=int, default=0, help="run seed; sample i of user u gets derive_seed(seed, u, i)")
@@ -247,8 +222,6 @@ def run(args: argparse.Namespace) -> int:
     if not texture:
         pipe.texture = None
     asked = pipe.users if not args.users else [u.strip() for u in args.users.split(",") if u.strip()]
-    asked_guidance = args.guidance
-    args.steps, args.guidance, args.scheduler = sampling_defaults(pipe.meta, args.steps, args.guidance, args.scheduler)
     unknown = [u for u in asked if u not in pipe.users]
     if unknown:
         raise SystemExit(f"unknown users {unknown}; the pipeline knows {pipe.users}")
@@ -258,9 +231,16 @@ def run(args: argparse.Namespace) -> int:
     grid = condition_grid(pipe, {"speed_mps": parse_values(args.speed_mps, "speed_mps"),
                                  "aspect_deg": parse_values(args.aspect_deg, "aspect_deg"),
                                  "activity": args.activity.split(",") if args.activity else None})
-    # a sweep that names conditions is composed (identity and conditions apart); all drawn: plain (guidance_for)
-    args.guidance, args.condition_guidance = guidance_for(pipe, asked_guidance, args.condition_guidance,
-                                                          named=any(bool(c) for c in grid))
+    # models.sampling.resolve, as the service: a sweep that names conditions is composed (identity and
+    # conditions apart), all drawn is plain; enrolled people get ENROLLED_GUIDANCE unless --guidance is given
+    chosen = {enrolled: resolve(pipe, steps=args.steps, guidance=args.guidance, sampler=args.scheduler,
+                                condition_guidance=args.condition_guidance, named=any(bool(c) for c in grid),
+                                enrolled=enrolled) for enrolled in (False, True)}
+    guidance_of = {u: chosen[is_enrolled(pipe, u)].guidance for u in users}
+    base = chosen[False]
+    args.steps, args.guidance, args.scheduler = base.steps, base.guidance, base.sampler
+    args.condition_guidance = base.condition_guidance
+    enrolled_guidance = {u: g for u, g in guidance_of.items() if g != base.guidance}
     try:
         fcfg = FilterConfig(filters=parse_filters(args.filter), factor=args.filter_factor, tau=args.filter_tau)
     except ValueError as e:
@@ -279,6 +259,8 @@ def run(args: argparse.Namespace) -> int:
         filter=dict(filters=list(fcfg.filters), factor=fcfg.factor, tau=fcfg.tau, z_max=fcfg.z_max,
                     reference=args.reference) if fcfg.filters else None,
     )
+    if enrolled_guidance:  # only then, so an export without enrolled people keeps its old meta.json
+        settings["guidance_by_user"] = enrolled_guidance
     meta = {**dataset_meta(pipe), "generation": settings}
     if state.is_main_process:
         check_or_write_meta(out, meta)
@@ -297,7 +279,8 @@ def run(args: argparse.Namespace) -> int:
     for batch in mine:
         x = sample(
             pipe, [pipe.user_encoder.index_of(it.user) for it in batch], [it.seed for it in batch],
-            num_inference_steps=args.steps, guidance_scale=args.guidance, scheduler=args.scheduler,
+            num_inference_steps=args.steps, guidance_scale=[guidance_of[it.user] for it in batch],
+            sampler=args.scheduler,
             pad_to=args.batch_size, condition_guidance_scale=args.condition_guidance,
             conditions=None if pipe.condition_encoder is None else
             pipe.condition_encoder.values_tensor([resolved(pipe, it.user, it.seed, grid[it.setting]) for it in batch]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from models.condition_stats import offered_conditions
+from models.sampling import resolve
 from service.axes import pipeline_axes
 from service.encoding import NPY_MEDIA_TYPE, PNG_MEDIA_TYPE
 from service.errors import ApiError
@@ -33,6 +34,7 @@ async def info(service: ServiceDep) -> dict:
     pipe, engine, s = _loaded(service), service.engine, service.settings
     dyn = float(pipe.normalization.dyn_range_db)
     h, w = pipe.image_size
+    plain, named = resolve(pipe), resolve(pipe, named=True)  # a request that names no condition / one that does
     return {
         "model": {"name": pipe.name, "version": pipe.version, "route": pipe.route,
                   "autoencoder": type(pipe.vae).__name__, "denoiser": type(pipe.denoiser).__name__},
@@ -57,11 +59,13 @@ async def info(service: ServiceDep) -> dict:
         },
         "schedulers": list(engine.schedulers),
         "defaults": {
-            "num_inference_steps": engine.default_steps,
-            "guidance_scale": engine.default_guidance,
+            "num_inference_steps": plain.steps,
+            "guidance_scale": plain.guidance,
+            "enrolled_guidance_scale": resolve(engine.pipe, enrolled=True).guidance,  # people added by enrolment
             # requests that name a condition: compositional guidance (docs/conditions.md)
-            **dict(zip(("identity_guidance_scale", "condition_guidance_scale"), engine.composed_defaults, strict=True)),
-            "scheduler": engine.default_scheduler,
+            "identity_guidance_scale": named.guidance if named.condition_guidance is not None else None,
+            "condition_guidance_scale": named.condition_guidance,
+            "scheduler": plain.sampler,
             "format": "png",
         },
         "limits": {

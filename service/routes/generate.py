@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from models.sampling import guidance_for
+from models.sampling import is_enrolled, resolve
 from service.conditions import CONDITION_FIELDS, request_conditions
 from service.encoding import b64, encode_npy, encode_png
 from service.engine import RowSpec
@@ -60,16 +60,18 @@ _ERRORS = {
 async def generate(body: GenerateRequest, request: Request, service: ReadyService) -> Response:
     t0 = time.monotonic()
     engine = service.engine
-    steps = body.num_inference_steps or engine.default_steps
     if engine.pipe.condition_encoder is None and body.condition_guidance_scale is not None:
         raise invalid("condition_guidance_scale", "this pipeline was trained without conditions")
-    asked = body.guidance_scale if body.guidance_scale is not None else (
-        service.enroller.default_guidance(body.user_id))  # enrolled people: 4
-    # a request that names a condition is composed (identity and conditions apart), one that lets all be drawn is
-    # plain: models.sampling.guidance_for
-    named = any(getattr(body, f) is not None for f in CONDITION_FIELDS)
-    guidance, condition_guidance = guidance_for(engine.pipe, asked, body.condition_guidance_scale, named)
-    scheduler = body.scheduler or engine.default_scheduler
+    # models.sampling.resolve: the pipeline's defaults; a request that names a condition is composed (identity and
+    # conditions apart), one that lets all be drawn is plain; enrolled people get ENROLLED_GUIDANCE
+    chosen = resolve(
+        engine.pipe, steps=body.num_inference_steps, guidance=body.guidance_scale, sampler=body.scheduler,
+        condition_guidance=body.condition_guidance_scale,
+        named=any(getattr(body, f) is not None for f in CONDITION_FIELDS),
+        enrolled=service.enroller.serves(body.user_id) or is_enrolled(engine.pipe, body.user_id),
+    )
+    steps, guidance, condition_guidance, scheduler = (
+        chosen.steps, chosen.guidance, chosen.condition_guidance, chosen.sampler)
     _check_limits(body, steps, service)
     if scheduler not in engine.schedulers:
         raise invalid("scheduler", f"{scheduler!r} does not apply to this {engine.pipe.route} pipeline; "

@@ -180,7 +180,8 @@ def test_omitted_conditions_are_drawn_from_the_users_distribution_deterministica
 def test_compositional_guidance_is_the_three_branch_formula_and_plain_when_scales_agree(cond_pipeline_dir):
     """eps = e(null, absent) + g (e(user, absent) - e(null, absent)) + g_c (e(user, cond) - e(user, absent)),
     checked against the network's own three outputs; g_c = g (or None, or no condition) is plain guidance."""
-    from models.sampling import _guided, start_row
+    from models.sampling import start_row
+    from models.solvers import guided
 
     pipe = DopplerPipeline.load(cond_pipeline_dir)
     enc = pipe.condition_encoder
@@ -200,7 +201,7 @@ def test_compositional_guidance_is_the_three_branch_formula_and_plain_when_scale
     # the formula, on three arbitrary branch outputs of a batch of two (one composed row, one plain row)
     plain_row = start_row(pipe, 0, 8, 2, 2.0, conditions=vals[0])
     out = torch.randn(6, 4, 2, 2)  # [uncond x 2, cond x 2, mid x 2]
-    got = _guided(out, [row, plain_row], 2, 3)
+    got = guided(out, [row, plain_row], 2, 3)
     assert torch.allclose(got[0], out[0] + 3.0 * (out[4] - out[0]) + 1.0 * (out[2] - out[4]))
     assert torch.allclose(got[1], out[1] + 2.0 * (out[3] - out[1]))
     assert composed.shape == (1, 1, 32, 32) and torch.isfinite(composed).all()

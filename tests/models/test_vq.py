@@ -81,7 +81,7 @@ def test_scheduler_must_match_the_route(vq_pipe):
     pipe, _ = vq_pipe
     wrong = "dpmsolver++" if pipe.route == "vq-diffusion" else "vq-diffusion"
     with pytest.raises(ValueError, match="does not apply"):
-        sample(pipe, [0], [1], num_inference_steps=2, scheduler=wrong)
+        sample(pipe, [0], [1], num_inference_steps=2, sampler=wrong)
 
 
 def _dense(sched, i: int, cumulative: bool) -> np.ndarray:

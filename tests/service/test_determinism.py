@@ -69,7 +69,7 @@ async def test_fixed_slots_give_the_same_bits_whatever_shares_the_device(make_ap
     for case in ("burst", "multi", "joined_mid_way"):
         assert np.array_equal(got["alone"], got[case]), case
     # ... and identical to calling the one sampler in-process at the same padded shape.
-    direct = sample(tiny_pipe, [0], [1234], num_inference_steps=3, guidance_scale=3.0, scheduler=scheduler, pad_to=4)
+    direct = sample(tiny_pipe, [0], [1234], num_inference_steps=3, guidance_scale=3.0, sampler=scheduler, pad_to=4)
     assert np.array_equal(got["alone"], direct[0].numpy())
     assert not np.array_equal(got["alone"], got["other_seed"])  # another seed, another sample
 

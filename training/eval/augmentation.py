@@ -145,10 +145,10 @@ def fewshot_steps_for(ctx: Any, pop: Any) -> int | None:
     """Sampler steps of the few-shot generators (None: the evaluator's). Only DPM-Solver++ was measured at 10 steps;
     DDPM, DDIM and the vq-diffusion route's VQ steps keep the evaluator's, as does a smaller --steps."""
     n = ctx.st.fewshot_sample_steps
-    if pop is None or not n or pop.route == "vq-diffusion" or ctx.scheduler != "dpmsolver++":
+    if pop is None or not n or pop.route == "vq-diffusion" or ctx.sampler != "dpmsolver++":
         return None
     return min(n, ctx.steps)
 
 
 def fewshot_sampler(ctx: Any, pop: Any) -> str:
-    return f"{fewshot_steps_for(ctx, pop) or ctx.steps} {ctx.scheduler} steps"
+    return f"{fewshot_steps_for(ctx, pop) or ctx.steps} {ctx.sampler} steps"

@@ -143,7 +143,7 @@ def pipeline_dirs(routes: list[str], args: argparse.Namespace, out: Path) -> dic
 
 def evaluate_routes(dirs: dict[str, Path], args: argparse.Namespace, out: Path) -> dict[str, dict[str, Any]]:
     """`dopplergen evaluate` of every route at the shared settings; a report of the same pipeline and flags is reused."""
-    from training.generate import pipeline_fingerprint
+    from models.pipeline import pipeline_fingerprint
 
     flags = (["--quick"] if args.quick else []) + shlex.split(args.evaluate_args)  # what the numbers depend on
     run_flags = ["--threads", str(args.threads)] if args.threads else []  # how to run, not what is measured

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from models.sampling import guidance_for, sample
+from models.sampling import resolve, sample
 from training.data.dataset import axes_from_meta
 from training.eval import metrics as fm
 from training.eval.plots import spectrogram_grid
@@ -35,7 +35,9 @@ def settings_for(desc: dict[str, Any], user: str) -> list[tuple[str, float, floa
 
 def _named_guidance(ctx: Any) -> tuple[float, float | None]:
     """(g, g_c) of a request that names its conditions: compositional, with the pipeline's defaults."""
-    return guidance_for(ctx.pipe, getattr(ctx, "guidance_arg", None), getattr(ctx, "condition_guidance", None), True)
+    chosen = resolve(ctx.pipe, guidance=getattr(ctx, "guidance_arg", None),
+                     condition_guidance=getattr(ctx, "condition_guidance", None), named=True)
+    return chosen.guidance, chosen.condition_guidance
 
 
 def _guidance_text(ctx: Any) -> str:
@@ -52,7 +54,7 @@ def _generate(ctx: Any, users: list[int], values: list[dict[str, float]], seeds:
     for i in range(0, len(idx), b):
         cond = enc.values_tensor(values[i:i + b])
         out.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=ctx.steps,
-                          guidance_scale=g, scheduler=ctx.scheduler, pad_to=b, conditions=cond,
+                          guidance_scale=g, sampler=ctx.sampler, pad_to=b, conditions=cond,
                           condition_guidance_scale=gc).numpy())
     return np.concatenate(out)  # (N, C, H, W) dB
 

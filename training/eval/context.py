@@ -81,7 +81,7 @@ class Context:
     st: Any  # EvalSettings
     steps: int
     guidance: float
-    scheduler: str
+    sampler: str  # dpmsolver++, ddim, ddpm or vq-diffusion (the CLI's --scheduler)
     seed: int
     device: str
     out: Path
@@ -97,7 +97,7 @@ class Context:
         return self.st.gen_per_user or int(np.median(np.bincount(self.data.train_y)))
 
     def sample(self, pipe: Any, y: np.ndarray, seeds: list[int], *, steps: int | None = None,
-               guidance: float | None = None, scheduler: str | None = None, desc: str = "sample",
+               guidance: float | None = None, sampler: str | None = None, desc: str = "sample",
                batch_size: int | None = None) -> Pool:
         """Batched, batch-invariant sampling (pad_to) for dataset labels y with explicit seeds.
 
@@ -107,7 +107,7 @@ class Context:
         from tqdm import tqdm
 
         from models.condition_stats import resolve_conditions
-        from models.sampling import guidance_for, sample
+        from models.sampling import resolve, sample
 
         names = [self.data.users[int(c)] for c in y]
         idx = [pipe.user_encoder.index_of(u) for u in names]
@@ -120,11 +120,12 @@ class Context:
         b = batch_size or self.st.batch_size
         outs, t0 = [], time.perf_counter()
         # drawn conditions, as a request that names none: plain guidance unless --condition-guidance composes it
-        g, gc = guidance_for(pipe, self.guidance if guidance is None else guidance,
-                             getattr(self, "condition_guidance", None), named=False)
+        chosen = resolve(pipe, guidance=self.guidance if guidance is None else guidance,
+                         condition_guidance=getattr(self, "condition_guidance", None))
+        g, gc = chosen.guidance, chosen.condition_guidance
         for i in tqdm(range(0, len(idx), b), desc=desc, unit="batch", leave=False, disable=getattr(self, "quiet", False)):
             outs.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=steps or self.steps,
-                               guidance_scale=g, condition_guidance_scale=gc, scheduler=scheduler or self.scheduler, pad_to=b,
+                               guidance_scale=g, condition_guidance_scale=gc, sampler=sampler or self.sampler, pad_to=b,
                                conditions=None if cond is None else cond[i:i + b]).numpy())
         return Pool(np.concatenate(outs).astype(np.float32), np.asarray(y, np.int64), list(seeds),
                     time.perf_counter() - t0)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from models.sampling import SCHEDULERS, guidance_for
+from models.sampling import SAMPLERS, resolve
 from training.eval import report, sections, sweep
 from training.eval.augmentation import MIXES
 from training.eval.conditions import condition_following
@@ -81,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
     p.add_argument("--condition-guidance", type=float, default=None,
                    help="condition guidance of a pipeline with conditions (default: the pipeline's)")
-    p.add_argument("--scheduler", default=None, choices=SCHEDULERS,
+    p.add_argument("--scheduler", default=None, choices=SAMPLERS,
                    help="sampler (default: the pipeline's)")
     p.add_argument("--gen-per-user", type=int, default=None, help="override generated samples per user")
     p.add_argument("--seeds", type=int, default=None,
@@ -119,8 +119,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.pipeline import DopplerPipeline
-    from training.generate import pipeline_fingerprint, sampling_defaults
+    from models.pipeline import DopplerPipeline, pipeline_fingerprint
 
     t_start = time.perf_counter()
     if args.threads:
@@ -144,9 +143,11 @@ def run(args: argparse.Namespace) -> int:
 
     # ---- load: pipeline, the two splits, and the protocol's first checks ----------------------------------------
     pipe = DopplerPipeline.load(args.pipeline, device=args.device)
-    steps, guidance, scheduler = sampling_defaults(pipe.meta, args.steps, args.guidance, args.scheduler)
+    chosen = resolve(pipe, steps=args.steps, guidance=args.guidance, sampler=args.scheduler)
+    steps, guidance, scheduler = chosen.steps, chosen.guidance, chosen.sampler
+    named = resolve(pipe, guidance=args.guidance, condition_guidance=args.condition_guidance, named=True)
     data = load_data(args.data, pipe, log)
-    ctx = Context(pipe=pipe, data=data, st=st, steps=steps, guidance=guidance, scheduler=scheduler,
+    ctx = Context(pipe=pipe, data=data, st=st, steps=steps, guidance=guidance, sampler=scheduler,
                       seed=args.seed, device=args.device, out=out, log=log, threads=args.threads,
                       condition_guidance=args.condition_guidance, guidance_arg=args.guidance)
     p_ds = pipe.meta.get("dataset") or {}
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                      users=data.users, matches_pipeline=p_ds.get("fingerprint") in (None, data.fingerprint)),
         "settings": dict(asdict(st), steps=steps, guidance=guidance,
                          condition_guidance=args.condition_guidance,
-                         named_condition_guidance=guidance_for(pipe, args.guidance, args.condition_guidance, True),
+                         named_condition_guidance=(named.guidance, named.condition_guidance),
                          scheduler=scheduler,
                          seed=args.seed,
                          device=args.device, gen_per_user=ctx.gen_per_user, fewshot=bool(args.fewshot)),

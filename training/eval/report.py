@@ -233,7 +233,7 @@ def figures(ctx: Any, pool: Any, res: dict[str, Any]) -> None:
             for i, u in enumerate(d.users)]
     fig_dir = ctx.out / "figures"
     plots.real_vs_generated_figure(rows, d.meta, fig_dir / "real_vs_generated.png",
-                                    f"real test (top) vs generated (bottom) per user; {ctx.scheduler} {ctx.steps} steps, "
+                                    f"real test (top) vs generated (bottom) per user; {ctx.sampler} {ctx.steps} steps, "
                                     f"guidance {ctx.guidance}")
     if res["sweep"]["rows"]:
         plots.sweep_figure(res["sweep"]["rows"], fig_dir / "sampler_sweep.png")

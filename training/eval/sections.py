@@ -53,7 +53,7 @@ def reference_classifier(ctx: Context) -> Reference:
 def generated_pool(ctx: Context) -> Pool:
     y, seeds = ctx.plan(ctx.gen_per_user)
     pool = ctx.sample(ctx.pipe, y, seeds, desc="generate pool")
-    ctx.log(f"generated {len(y)} samples ({ctx.gen_per_user} per user, {ctx.scheduler} {ctx.steps} steps, "
+    ctx.log(f"generated {len(y)} samples ({ctx.gen_per_user} per user, {ctx.sampler} {ctx.steps} steps, "
             f"guidance {ctx.guidance}) in {pool.seconds:.0f} s")
     return pool
 

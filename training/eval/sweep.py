@@ -20,7 +20,7 @@ def sweep(ctx: Context, ref: Reference, pool: Pool) -> dict[str, Any]:
     n_users = len(ctx.data.users)
     rows = []
     settings = [("sampler", s, n, ctx.guidance) for s, n in sweep_samplers(ctx)]
-    settings += [("guidance", ctx.scheduler, ctx.steps, g) for g in st.sweep_guidance]
+    settings += [("guidance", ctx.sampler, ctx.steps, g) for g in st.sweep_guidance]
     done: dict[tuple, dict[str, Any]] = {}
     for kind, sched, steps, g in settings:
         key = (sched, steps, g)
@@ -28,13 +28,13 @@ def sweep(ctx: Context, ref: Reference, pool: Pool) -> dict[str, Any]:
             rows.append({**done[key], "kind": kind})
             continue
         per_user = min(st.ddpm_per_user if sched == "ddpm" else st.sweep_per_user, ctx.gen_per_user)
-        if key == (ctx.scheduler, ctx.steps, ctx.guidance):  # the pool already holds these seeds at these settings
+        if key == (ctx.sampler, ctx.steps, ctx.guidance):  # the pool already holds these seeds at these settings
             keep = np.concatenate([np.flatnonzero(pool.y == c)[:per_user] for c in range(n_users)])
             p = Pool(pool.x[keep], pool.y[keep], [pool.seeds[i] for i in keep], pool.seconds * len(keep) / len(pool.y))
         else:
             y, seeds = ctx.plan(per_user)
             # DDPM-1000 runs as one batch: padding it to the batch size would waste most of its 1000 UNet calls.
-            p = ctx.sample(ctx.pipe, y, seeds, steps=steps, guidance=g, scheduler=sched, desc=f"sweep {sched} {steps} g{g}",
+            p = ctx.sample(ctx.pipe, y, seeds, steps=steps, guidance=g, sampler=sched, desc=f"sweep {sched} {steps} g{g}",
                            batch_size=len(y) if sched == "ddpm" else None)
         first = np.concatenate([np.flatnonzero(p.y == c)[:st.ddpm_per_user] for c in range(n_users)])
         f_gen = features(ref, p.x)
@@ -50,7 +50,7 @@ def sweep(ctx: Context, ref: Reference, pool: Pool) -> dict[str, Any]:
                 f"{row['seconds_per_sample']:.3f} s/sample")
     ddpm_steps = max((n for s, n in sweep_samplers(ctx) if s == "ddpm"), default=0)
     note = "" if not ddpm_steps else (f"Every setting samples the same seeds (those of the generated pool). DDPM-{ddpm_steps} costs ~"
-            f"{ddpm_steps // max(1, ctx.steps)}x the UNet calls of {ctx.scheduler} {ctx.steps}, so it gets "
+            f"{ddpm_steps // max(1, ctx.steps)}x the UNet calls of {ctx.sampler} {ctx.steps}, so it gets "
             f"{st.ddpm_per_user} per user (one batch); the others {st.sweep_per_user} per user. 'FD (N small)' uses "
             f"the first {st.ddpm_per_user} per user of every setting, so all rows, DDPM included, compare at equal N; "
             "'FD' uses all samples of the row (not available for DDPM at its N). Small N inflates FD: compare rows "

@@ -48,7 +48,7 @@ def test_section_rows_bins_figure_and_markdown(sim, tmp_path):
     q = pipe.meta["conditions"]["speed_mps"]["per_user"]["user01"]["quantiles"]
     assert {v for _, v, _ in settings} == {q[2], q[10], q[18]}  # user01's own slow / mid / fast
     ctx = SimpleNamespace(pipe=pipe, data=SimpleNamespace(users=sim.users, meta=sim.meta), st=SimpleNamespace(
-        batch_size=6), steps=2, guidance=2.0, scheduler="dpmsolver++", seed=0, out=tmp_path, log=print)
+        batch_size=6), steps=2, guidance=2.0, sampler="dpmsolver++", seed=0, out=tmp_path, log=print)
     (tmp_path / "figures").mkdir()
     clf = SimpleNamespace(predict=lambda x: np.zeros(len(x), np.int64))  # always names user00
     sec = condition_following(ctx, SimpleNamespace(clf=clf, trtr=0.8), per_setting=1)
@@ -71,14 +71,14 @@ def test_evaluator_samples_draw_conditions_as_the_service_does(sim):
 
     pipe, names = _conditioned_pipe(sim)
     ctx = SimpleNamespace(data=SimpleNamespace(users=sim.users), st=SimpleNamespace(batch_size=4), steps=2,
-                          guidance=2.0, scheduler="dpmsolver++")
+                          guidance=2.0, sampler="dpmsolver++")
     y, seeds = np.array([0, 1, 1]), [3, 4, 5]
     got = Context.sample(ctx, pipe, y, seeds).x
     drawn = pipe.condition_encoder.values_tensor([resolve_conditions(pipe.meta["conditions"], names, sim.users[c],
                                                                      None, s) for c, s in zip(y, seeds, strict=True)])
-    want = sample(pipe, [0, 1, 1], seeds, num_inference_steps=2, guidance_scale=2.0, scheduler="dpmsolver++",
+    want = sample(pipe, [0, 1, 1], seeds, num_inference_steps=2, guidance_scale=2.0, sampler="dpmsolver++",
                   pad_to=4, conditions=drawn).numpy()
-    absent = sample(pipe, [0, 1, 1], seeds, num_inference_steps=2, guidance_scale=2.0, scheduler="dpmsolver++",
+    absent = sample(pipe, [0, 1, 1], seeds, num_inference_steps=2, guidance_scale=2.0, sampler="dpmsolver++",
                     pad_to=4).numpy()
     np.testing.assert_array_equal(got, want)
     assert np.abs(got - absent).max() > 1e-3

@@ -184,7 +184,7 @@ def test_fewshot_sample_steps_apply_to_dpmsolver_only_and_never_exceed_steps():
     from training.eval.evaluate import EvalSettings
 
     pop = SimpleNamespace(route="kl")
-    ctx = lambda sched, steps, n=10: SimpleNamespace(st=EvalSettings(fewshot_sample_steps=n), scheduler=sched,  # noqa: E731
+    ctx = lambda sched, steps, n=10: SimpleNamespace(st=EvalSettings(fewshot_sample_steps=n), sampler=sched,  # noqa: E731
                                                        steps=steps)
     assert fewshot_steps_for(ctx("dpmsolver++", 20), pop) == 10
     assert fewshot_steps_for(ctx("dpmsolver++", 5), pop) == 5  # a smaller --steps wins

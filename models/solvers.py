@@ -1,4 +1,4 @@
-"""Per-row samplers: each sample carries its own schedule, so rows at different timesteps share a forward pass.
+"""Per-row solvers: each sample carries its own schedule, so rows at different timesteps share a forward pass.
 
 k-diffusion style: a `Schedule` is a small table of per-step coefficients (built once per sampler and step
 count from the training DDPM schedule, with diffusers' own timestep spacing), and each update is a pure,
@@ -9,13 +9,14 @@ per-step arithmetic is only +, -, *, which gives every row the same bits whateve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, VQDiffusionScheduler
 
-SAMPLER_NAMES = ("ddpm", "ddim", "dpmsolver++")
+SOLVERS = ("ddpm", "ddim", "dpmsolver++")  # the continuous routes' per-row solvers
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,8 +52,8 @@ def make_schedule(sampler: str, scheduler_config: dict, num_inference_steps: int
 
 
 def _build(sampler: str, config: dict, n: int) -> Schedule:
-    if sampler not in SAMPLER_NAMES:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLER_NAMES)}")
+    if sampler not in SOLVERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SOLVERS)}")
     if n < 1:
         raise ValueError("num_inference_steps must be >= 1")
     if config.get("thresholding"):
@@ -88,18 +89,22 @@ def _build(sampler: str, config: dict, n: int) -> Schedule:
 def _dpmsolver_schedule(config: dict, n: int, pred: str) -> Schedule:
     sched = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
     c = sched.config
-    if c.use_karras_sigmas or c.use_exponential_sigmas or c.use_beta_sigmas or c.use_lu_lambdas or c.use_flow_sigmas:
+    spacings = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas")
+    if any(c.get(k) for k in spacings):  # .get: releases before a spacing option have none of it
         raise ValueError("the per-row DPM-Solver++ supports the default sigma spacing only")
     sched.set_timesteps(n)
     t = [int(v) for v in sched.timesteps]
-    # (n+1,) VP sigmas; the last is 0 (final_sigmas_type zero) or sigma_min
-    alpha, sigma = (v.numpy() for v in sched._sigma_to_alpha_sigma_t(sched.sigmas.double()))
+    # (n+1,) VP sigmas (sigma / alpha); the last is 0 (final_sigmas_type zero) or sigma_min
+    vp = sched.sigmas.double().numpy()
+    alpha = 1.0 / np.sqrt(vp**2 + 1.0)
+    sigma = vp * alpha
     with np.errstate(divide="ignore"):
         lam = np.log(alpha) - np.log(sigma)  # half the log-SNR; +inf at sigma = 0
     h = lam[1:] - lam[:-1]  # (n,)
     steps = len(t)
     # diffusers' order rule: first order on the first step and on a lower-order final step, else second order.
-    final_first = c.euler_at_final or (c.lower_order_final and steps < 15) or c.final_sigmas_type == "zero"
+    final_first = (c.get("euler_at_final", False) or (c.lower_order_final and steps < 15)
+                   or c.get("final_sigmas_type", "zero") == "zero")
     second = np.array([i > 0 and not (i == steps - 1 and final_first) for i in range(steps)])
     r = np.ones(steps)
     r[1:] = h[:-1] / h[1:]  # h_{i-1} / h_i
@@ -205,3 +210,106 @@ def respaced_vq_scheduler(scheduler_config: dict, num_inference_steps: int) -> t
         sched.log_cumprod_ct = torch.cat([f32(ctt), sched.log_cumprod_ct[-1:]])
     sched.set_timesteps(len(kept))
     return sched, kept
+
+
+# ---- one guided step over a batch of rows (models.sampling.Row), shared by every route ------------------------
+def guided(out: torch.Tensor, rows: Sequence, b: int, branches: int) -> torch.Tensor:
+    """Classifier-free guidance per row (Ho & Salimans 2022): uncond + g (cond - uncond); g = 1 keeps cond as is.
+    A row with a `mid` branch composes it (module top): uncond + g (mid - uncond) + g_c (cond - mid)."""
+    n = len(rows)
+    if branches == 1:
+        return out[:n]
+    uncond, cond = out[:n], out[b:b + n]
+    shape = (-1, *[1] * (out.dim() - 1))
+    g = torch.tensor([r.guidance for r in rows], dtype=out.dtype, device=out.device).view(shape)
+    plain = torch.where(g == 1.0, cond, uncond + g * (cond - uncond))
+    if branches == 2 or all(r.mid is None for r in rows):
+        return plain
+    mid = out[2 * b:2 * b + n]
+    gc = torch.tensor([r.condition_guidance or 0.0 for r in rows], dtype=out.dtype, device=out.device).view(shape)
+    composed = torch.tensor([r.mid is not None for r in rows], device=out.device).view(shape)
+    return torch.where(composed, uncond + g * (mid - uncond) + gc * (cond - mid), plain)
+
+
+def context(rows: Sequence, b: int, branches: int) -> torch.Tensor:
+    """The (branches * b, T, D) context: uncond rows first, then cond, then each row's user without conditions."""
+    pad = [rows[0].uncond] * (b - len(rows))
+    cond = torch.stack([r.cond for r in rows] + pad)  # (b, T, D)
+    if branches == 1:
+        return cond
+    parts = [torch.stack([r.uncond for r in rows] + pad), cond]
+    if branches == 3:  # rows that do not compose repeat their cond (their third output is not used)
+        parts.append(torch.stack([r.mid if r.mid is not None else r.cond for r in rows] + pad))
+    return torch.cat(parts)
+
+
+def step_latents(pipe, rows, pad_to, branches, net) -> None:
+    """One step of the continuous routes for `rows` (models.sampling.Row): one guided forward pass, then one
+    vectorised update per solver present."""
+    n, dev = len(rows), pipe.device
+    b = max(pad_to or n, n)
+    sched, at = [r.schedule for r in rows], [r.i for r in rows]
+    x = torch.stack([r.x for r in rows])  # (n, C, h, w) float32
+    t = torch.tensor([s.t[i] for s, i in zip(sched, at, strict=True)] + [0] * (b - n), device=dev)
+    x_in = torch.cat([x, x.new_zeros((b - n, *x.shape[1:]))]) if b > n else x
+    x_in, t = torch.cat([x_in] * branches), torch.cat([t] * branches)
+    out = net(x_in.to(pipe.dtype), t, encoder_hidden_states=context(rows, b, branches).to(pipe.dtype)).sample
+    out = guided(out.float(), rows, b, branches)  # (n, C, h, w)
+    new_x, new_x0 = [None] * n, [None] * n
+    for name in dict.fromkeys(r.sampler for r in rows):  # one vectorised update per sampler present
+        sel = [k for k in range(n) if rows[k].sampler == name]
+        whole = len(sel) == n
+        ix = torch.tensor(sel, device=dev)
+        xs, outs = (x, out) if whole else (x[ix], out[ix])
+        sub_s, sub_i = [sched[k] for k in sel], [at[k] for k in sel]
+
+        def c(key: str, sub_s=sub_s, sub_i=sub_i) -> torch.Tensor:
+            return coefficients(sub_s, sub_i, key, dev)
+
+        x0, eps = split_prediction(xs, outs, c("alpha"), c("sigma"), sub_s[0].prediction_type, sub_s[0].clip)
+        if name == "ddim":
+            xn = ddim_step(x0, eps, c("alpha_next"), c("sigma_next"))
+        elif name == "ddpm":  # each row's noise from its own generator, drawn only while t > 0 (as diffusers)
+            noise = torch.stack([torch.randn(rows[k].x.shape, generator=rows[k].gen) if sched[k].t[at[k]] > 0
+                                 else torch.zeros(rows[k].x.shape) for k in sel]).to(dev)
+            xn = ddpm_step(xs, x0, c("c_x0"), c("c_x"), c("std"), noise)
+        else:
+            prev = torch.stack([rows[k].x0_prev if rows[k].x0_prev is not None else x0[j] for j, k in enumerate(sel)])
+            xn = dpmsolver_2m_step(xs, x0, prev, c("ratio"), c("phi"), c("k"))
+        for j, k in enumerate(sel):
+            new_x[k], new_x0[k] = xn[j], (x0[j] if name == "dpmsolver++" else None)
+    for k, r in enumerate(rows):  # only now, so an exception above leaves every row as it was
+        r.x, r.x0_prev, r.i = new_x[k], new_x0[k], r.i + 1
+
+
+def step_codes(pipe, rows, pad_to, branches, net) -> None:
+    """VQ-Diffusion step (Gu et al. 2022) per group of rows at the same respaced step (the Transformer takes one
+    timestep per call); follows diffusers' VQDiffusionPipeline: guided log-probabilities renormalised, clamped at -70."""
+    groups: dict[tuple[int, int], list] = {}
+    for r in rows:
+        groups.setdefault((r.steps, r.i), []).append(r)
+    updates = []
+    for group in groups.values():
+        sched, model_t = group[0].schedule
+        i = int(sched.timesteps[group[0].i])
+        n = len(group)
+        b = max(pad_to or n, n)
+        codes = torch.stack([r.x for r in group] + [group[0].x] * (b - n))  # (b, L)
+        model_in = torch.cat([codes] * branches)
+        t = torch.tensor(model_t[i], dtype=torch.long, device=pipe.device)  # one scalar: AdaLayerNorm needs it
+        ctx = context(group, b, branches).to(pipe.dtype)
+        logp = net(model_in, encoder_hidden_states=ctx, timestep=t).sample.float()  # (branches * b, K, L)
+        if branches > 1:
+            mixed = guided(logp, group, b, branches)
+            renorm = mixed - torch.logsumexp(mixed, dim=1, keepdim=True)
+            as_is = torch.tensor([r.guidance == 1.0 and r.mid is None for r in group], device=logp.device)
+            logp = torch.where(as_is.view(-1, 1, 1), mixed, renorm)  # composed rows are always renormalised
+        else:
+            logp = logp[:n]
+        logp = logp.clamp(-70)
+        log_prev = logp if i == 0 else sched.q_posterior(logp, codes[:n], i)  # (n, K or K+1, L)
+        u = torch.stack([torch.rand(log_prev.shape[1:], generator=r.gen) for r in group]).to(log_prev.device)
+        updates.append((group, gumbel_max(log_prev, u)))
+    for group, new in updates:
+        for r, x in zip(group, new, strict=True):
+            r.x, r.i = x, r.i + 1

@@ -7,9 +7,9 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from models import autoencoder as ae
-from models import samplers as S
+from models import solvers as S
 from models.pipeline import DopplerPipeline
-from models.sampling import CONTINUOUS_SCHEDULERS, start_row, step_rows
+from models.sampling import CONTINUOUS_SAMPLERS, start_row, step_rows
 
 TOL = 1e-4  # max abs difference in model space (the bar)
 
@@ -47,7 +47,7 @@ def decoded(pipe, z: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-@pytest.mark.parametrize("sampler", CONTINUOUS_SCHEDULERS)
+@pytest.mark.parametrize("sampler", CONTINUOUS_SAMPLERS)
 def test_each_sampler_matches_diffusers_alone(pipe, sampler, prediction_type):
     p = with_config(pipe, prediction_type=prediction_type, clip_sample=sampler == "ddim")
     for steps in (1, 6, 16):  # 16: DPM-Solver++ keeps second order up to the (first-order) final step
