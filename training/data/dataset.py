@@ -24,7 +24,7 @@ from models.recording import read_npy as _read_npy
 from models.recording import read_png as _read_png
 from models.recording import resize as _resize
 from models.recording import to_channels as _to_channels
-from training.data.sessions import default_session, split_sessions
+from models.sessions import default_session, split_sessions
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -146,7 +146,7 @@ def _rescale_axes(meta: dict[str, Any], old_hw: tuple[int, int], new_hw: tuple[i
 
 def _image_folder_rows(root: Path, seed: int) -> list[dict[str, str]]:
     """ImageFolder layout: one folder per user of .png/.npy files; a deterministic per-user split, by session
-    when the file names are windows of sessions (training/data/sessions.py), else per file."""
+    when the file names are windows of sessions (models/sessions.py), else per file."""
     user_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not user_dirs:
         raise DatasetError(f"{root}: no manifest.csv and no user folders")
