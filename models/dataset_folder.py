@@ -1,8 +1,8 @@
 """The dataset-folder contract, read in one place: meta.json + manifest.csv (path,user,split[,columns]) +
 <user>/<id>.npy, or an ImageFolder-style folder of user folders split deterministically.
 
-Layout and rules: DESIGN.md "Dataset folder". The training reader (training/data/dataset.py) and the service's
-example index (service/examples.py) both go through here, so they agree on rows, splits, paths and axes.
+Layout and rules: docs/simulator.md "Dataset folder". The training reader (training/data/dataset.py) and the
+service's example index (service/examples.py) both read it here, so they agree on rows, splits, paths, axes.
 Every bad file raises DatasetError (models/recording.py) naming it, and a manifest row's errors name its line.
 """
 

@@ -1,7 +1,7 @@
 """The dataset folder (meta.json + manifest.csv + <user>/<id>.npy), and ImageFolder-style folders of PNG/NPY.
 
-Layout and rules: DESIGN.md "Dataset folder"; the contract itself (manifest, paths, splits, meta, axes) is read by
-models/dataset_folder.py, shared with the service. Every bad file raises DatasetError naming it.
+Layout and rules: docs/simulator.md "Dataset folder"; the contract (manifest, paths, splits, meta, axes) is
+read by models/dataset_folder.py, shared with the service. Every bad file raises DatasetError naming it.
 """
 
 from __future__ import annotations
