@@ -1,15 +1,13 @@
 """Real recordings for the web page: an index of a dataset folder's .npy files per user, read without pickles.
 
-The service never imports training/, so this reads the dataset contract (meta.json, manifest.csv, <user>/<id>.npy)
-itself. Only .npy files inside the folder are served: a manifest row that points outside it (`..`, an absolute
-path, a symlink out) or at another file type is skipped and counted, never opened.
+The dataset contract (meta.json, manifest.csv, <user>/<id>.npy) is read through models/dataset_folder.py, as
+the training reader reads it. Only .npy files inside the folder are served: a manifest row that points outside
+it (`..`, an absolute path, a symlink out) or at another file type is skipped and counted, never opened.
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +15,25 @@ from typing import Any
 
 import numpy as np
 
-from service.axes import spectrogram_axes
+from models.dataset_folder import (
+    DatasetError,
+    image_folder_files,
+    image_folder_users,
+    manifest_path,
+    read_manifest,
+    read_meta,
+    resolve_inside,
+    spectrogram_axes,
+)
+from models.paths import UnsafePathError
 
 log = logging.getLogger("dopplergen.examples")
 
 BASE_COLUMNS = ("path", "user", "split", "group", "source")  # the rest of a manifest's columns are conditions
 
 
-class DatasetFolderError(ValueError):
-    """The dataset folder cannot be indexed (no manifest and no user folders, unreadable manifest)."""
+# The folder cannot be indexed (no manifest and no user folders, a bad manifest or meta.json).
+DatasetFolderError = DatasetError
 
 
 class RecordingError(ValueError):
@@ -49,12 +57,11 @@ def _value(text: str) -> Any:
 
 def _inside(root: Path, rel: str) -> Path | None:
     """`root / rel` resolved, or None when it leaves `root` or is not an existing .npy file."""
-    if not rel or rel.startswith(("/", "\\")) or "\\" in rel or "\x00" in rel:
+    try:
+        path = resolve_inside(root, rel, str(root))
+    except UnsafePathError:
         return None
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root) or path.suffix.lower() != ".npy" or not path.is_file():
-        return None
-    return path
+    return path if path.suffix.lower() == ".npy" and path.is_file() else None
 
 
 class ExampleStore:
@@ -64,13 +71,9 @@ class ExampleStore:
         self.root = Path(folder).resolve()
         if not self.root.is_dir():
             raise DatasetFolderError(f"{folder}: not a folder")
-        meta_file = self.root / "meta.json"
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        except (OSError, ValueError) as exc:
-            raise DatasetFolderError(f"{meta_file}: {exc}") from exc
+        self.meta: dict[str, Any] = read_meta(self.root)
         self.skipped = 0  # listed files that are missing, not .npy, or outside the folder
-        rows = self._manifest_rows() if (self.root / "manifest.csv").is_file() else self._folder_rows()
+        rows = self._manifest_rows() if manifest_path(self.root).is_file() else self._folder_rows()
         self.by_user: dict[str, list[Recording]] = {}
         for rec in rows:
             if _inside(self.root, rec.path) is None:
@@ -82,14 +85,7 @@ class ExampleStore:
                         self.skipped)
 
     def _manifest_rows(self) -> list[Recording]:
-        manifest = self.root / "manifest.csv"
-        try:
-            with open(manifest, newline="") as fh:
-                rows = list(csv.DictReader(fh))
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise DatasetFolderError(f"{manifest}: {exc}") from exc
-        if rows and not {"path", "user"} <= set(rows[0]):
-            raise DatasetFolderError(f"{manifest}: needs the columns path,user")
+        rows = read_manifest(self.root, required=("path", "user"), empty_ok=True)
         return [
             Recording(path=r["path"], user=r["user"], split=r.get("split") or None,
                       conditions={k: _value(v) for k, v in r.items() if k not in BASE_COLUMNS and k and v})
@@ -98,11 +94,9 @@ class ExampleStore:
 
     def _folder_rows(self) -> list[Recording]:
         """The ImageFolder layout: one folder per user of .npy files (PNGs need a colour map; not served)."""
-        users = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not users:
-            raise DatasetFolderError(f"{self.root}: no manifest.csv and no user folders")
         return [Recording(path=f"{d.name}/{f.name}", user=d.name, split=None)
-                for d in users for f in sorted(d.glob("*.npy"))]
+                for d in image_folder_users(self.root)
+                for f in image_folder_files(d) if f.suffix.lower() == ".npy"]
 
     @property
     def users(self) -> list[str]:

@@ -4,7 +4,9 @@
   string naming a module, as in training/cli.py's COMMANDS table for importlib);
 - no module over 350 lines;
 - imports only along the dependency direction service -> models <- training: models imports neither wing,
-  service never imports training, training never imports service, except the edges in ALLOWED.
+  service never imports training, training never imports service, except the edges in ALLOWED;
+- one home for the dataset-folder contract: only models/dataset_folder.py uses manifest.csv's name as a path
+  (everyone else reads or writes it through read_manifest / manifest_path / MANIFEST there).
 
 The checker is plain functions over a folder, so the tests at the bottom run it on small synthetic trees too and
 show that it fails where it should.
@@ -13,6 +15,7 @@ show that it fails where it should.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,10 @@ MAY_IMPORT = {"models": set(), "service": {"models"}, "training": {"models"}}
 ALLOWED = {
     ("training.cli", "service.cli"): "`dopplergen serve`: the one lazy dispatch (by name) from the CLI to the service",
 }
+MANIFEST_HOME = "models.dataset_folder"  # the one module that opens, or names the path of, a manifest
+# A string that is nothing but a path ending in the manifest's name: "manifest.csv", f"{root}/manifest.csv"'s
+# "/manifest.csv", ".manifest.csv.tmp". A sentence that mentions it (a message, a docstring) has spaces.
+MANIFEST_PATH = re.compile(r"[\w./\\-]*manifest\.csv[\w.]*")
 
 
 # ---- the checker ------------------------------------------------------------------------------------------------
@@ -113,6 +120,22 @@ def against_direction(graph: dict[str, set[str]], allowed=ALLOWED) -> list[tuple
     return bad
 
 
+def manifest_namers(root: Path, packages: tuple[str, ...] = PACKAGES,
+                    home: str = MANIFEST_HOME) -> dict[str, list[int]]:
+    """Modules other than `home` that use manifest.csv's name as a path (a string or f-string piece that is
+    only that path), with the lines: each re-implements a piece of the dataset contract outside its home."""
+    found = {}
+    for module, path in find_modules(root, packages).items():
+        if module == home:
+            continue
+        lines = sorted({node.lineno for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+                        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                        and MANIFEST_PATH.fullmatch(node.value)})
+        if lines:
+            found[module] = lines
+    return found
+
+
 def long_modules(root: Path, packages: tuple[str, ...] = PACKAGES, limit: int = MAX_LINES) -> dict[str, int]:
     return {m: n for m, p in find_modules(root, packages).items() if (n := len(p.read_text().splitlines())) > limit}
 
@@ -140,12 +163,17 @@ def test_no_module_over_the_line_limit():
     assert long_modules(ROOT) == {}
 
 
+def test_only_the_dataset_contract_names_the_manifest():
+    assert manifest_namers(ROOT) == {}, f"read or write manifest.csv through {MANIFEST_HOME}"
+
+
 def test_the_checker_sees_the_project(graph):
     """Guards against a checker that passes because it reads nothing: known edges of each kind are found."""
     assert "training.eval.plots" in graph["training.export"]  # top-level `from ... import`
     assert "training.eval.evaluate" in graph["training.eval.compare"]  # an import inside a function
     assert "training.data.simulate" in graph["training.cli"]  # a module named in a string (importlib dispatch)
     assert "models.pipeline" in graph["service.state"]
+    assert "models.dataset_folder" in manifest_namers(ROOT, home="")  # the home's MANIFEST = "manifest.csv"
 
 
 # ---- the checker can fail ----------------------------------------------------------------------------------------
@@ -195,3 +223,19 @@ def test_checker_flags_imports_against_the_direction_and_long_modules(tmp_path):
     assert against_direction(g, allowed={("training.cli", "service.app"): "test"}) == [
         ("models.core", "service.app"), ("service.app", "training.loop")]
     assert long_modules(root) == {"training.loop": MAX_LINES + 2}
+
+
+def test_checker_flags_the_manifest_named_outside_its_home(tmp_path):
+    root = _tree(tmp_path, {
+        "models/__init__.py": "",
+        "models/dataset_folder.py": 'MANIFEST = "manifest.csv"\n',
+        "service/__init__.py": "",
+        "service/examples.py": 'def rows(root):\n    return open(root / "manifest.csv").read()\n',
+        "training/__init__.py": "",
+        "training/generate.py": 'def tmp(out):\n    return f"{out}/.manifest.csv.tmp"\n',
+        "training/cli.py": ('"""Reads manifest.csv."""\nERR = "no manifest.csv here"\n'
+                            'MSG = f"{1}/manifest.csv (bad)"\n'),  # sentences, not paths
+    })
+    assert manifest_namers(root) == {"service.examples": [2], "training.generate": [2]}
+    assert manifest_namers(root, home="service.examples") == {
+        "models.dataset_folder": [1], "training.generate": [2]}

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from models.dataset_folder import MANIFEST, manifest_path
 from models.paths import check_user_ids
 from models.pipeline import pipeline_fingerprint
 from models.sampling import SAMPLERS, is_enrolled, resolve
@@ -107,13 +108,13 @@ def write_manifest(out: Path, items: list[Item], split: str, settings: dict[str,
              scheduler=settings["scheduler"], **c)
         for it, c in zip(items, conditions, strict=True)
     ]
-    tmp = out / ".manifest.csv.tmp"
+    tmp = out / f".{MANIFEST}.tmp"
     with tmp.open("w", newline="") as f:
         extra = [k for k in (conditions[0] if conditions else {}) if k not in MANIFEST_FIELDS]
         writer = csv.DictWriter(f, fieldnames=[*MANIFEST_FIELDS, *extra], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, out / "manifest.csv")
+    os.replace(tmp, manifest_path(out))
 
 
 def check_or_write_meta(out: Path, meta: dict[str, Any]) -> None:

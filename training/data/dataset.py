@@ -1,16 +1,14 @@
 """The dataset folder (meta.json + manifest.csv + <user>/<id>.npy), and ImageFolder-style folders of PNG/NPY.
 
-Layout and rules: DESIGN.md "Dataset folder". Every bad file raises DatasetError naming it.
+Layout and rules: docs/simulator.md "Dataset folder"; the contract (manifest, paths, splits, meta, axes) is
+read by models/dataset_folder.py, shared with the service. Every bad file raises DatasetError naming it.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
-import zlib
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,18 +16,25 @@ from typing import Any
 
 import numpy as np
 
-from models.paths import UnsafePathError, check_component, inside
-from models.recording import IMAGE_SUFFIXES, DatasetError
+from models.dataset_folder import (
+    SPLITS,
+    image_folder_rows,
+    listed_file,
+    manifest_path,
+    meta_path,
+    parse_manifest,
+    parse_meta,
+    rescale_axes,
+)
+from models.dataset_folder import assign_splits as assign_splits  # re-exported for simulate and the tests
+from models.paths import check_component
+from models.recording import DatasetError
 from models.recording import read_npy as _read_npy
 from models.recording import read_png as _read_png
 from models.recording import resize as _resize
 from models.recording import to_channels as _to_channels
-from training.data.sessions import default_session, split_sessions
 
 FORMAT_VERSION = 1
-SPLITS = ("train", "val", "test")
-READ_SPLITS = (*SPLITS, "synthetic")  # `dopplergen generate --split synthetic` rows: generated, to merge with real ones
-SPLIT_FRACTIONS = (0.70, 0.15, 0.15)  # per user; every user gets at least one recording in each split
 DEFAULT_DYN_RANGE_DB = 60.0  # for folders without meta.json (PNG grey 0..255 -> -R..0 dB)
 
 
@@ -94,16 +99,6 @@ class SpectrogramSet:
 
 
 # ---------------------------------------------------------------------------------------------- write
-def assign_splits(n: int, seed: int, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> list[str]:
-    """Deterministic split names for n recordings of one user: ~70/15/15, at least one in each (n >= 3)."""
-    if n < 3:
-        raise ValueError(f"need at least 3 recordings per user to fill train/val/test, got {n}")
-    n_val = max(1, int(round(fractions[1] * n)))
-    n_test = max(1, int(round(fractions[2] * n)))
-    names = np.array(["train"] * (n - n_val - n_test) + ["val"] * n_val + ["test"] * n_test)
-    return names[np.random.default_rng(seed).permutation(n)].tolist()
-
-
 def write_dataset(out_dir: str | Path, records: Iterable[Record], meta: dict[str, Any]) -> Path:
     """Write <out>/<user>/<id>.npy for each record, then manifest.csv and meta.json (byte-reproducible)."""
     out = Path(out_dir)
@@ -119,57 +114,17 @@ def write_dataset(out_dir: str | Path, records: Iterable[Record], meta: dict[str
         np.save(out / rel, np.asarray(rec.db, dtype=np.float32))
         rows.append({"path": rel, "user": rec.user, "split": rec.split, **rec.extra})
     extra_cols = sorted({k for r in rows for k in r} - {"path", "user", "split"})
-    with open(out / "manifest.csv", "w", newline="") as fh:
+    with open(manifest_path(out), "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["path", "user", "split", *extra_cols], lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     meta = {"format_version": FORMAT_VERSION, **meta}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    meta_path(out).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return out
 
 
 # ----------------------------------------------------------------------------------------------- read
-def _rescale_axes(meta: dict[str, Any], old_hw: tuple[int, int], new_hw: tuple[int, int]) -> None:
-    """Keep meta's axes true after a resize: same Doppler band and duration, new bin sizes."""
-    if "doppler_hz_per_bin" in meta:
-        old_step = float(meta["doppler_hz_per_bin"])
-        new_step = old_step * old_hw[0] / new_hw[0]
-        meta["doppler_hz_per_bin"] = new_step
-        if "doppler_hz_row0" in meta:
-            top_edge = float(meta["doppler_hz_row0"]) + old_step / 2  # descending axis: row 0 is the top
-            meta["doppler_hz_row0"] = top_edge - new_step / 2
-    if "seconds_per_frame" in meta:
-        meta["seconds_per_frame"] = float(meta["seconds_per_frame"]) * old_hw[1] / new_hw[1]
-    meta.pop("doppler_hz", None)
-
-
-def _image_folder_rows(root: Path, seed: int) -> list[dict[str, str]]:
-    """ImageFolder layout: one folder per user of .png/.npy files; a deterministic per-user split, by session
-    when the file names are windows of sessions (training/data/sessions.py), else per file."""
-    user_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not user_dirs:
-        raise DatasetError(f"{root}: no manifest.csv and no user folders")
-    rows = []
-    for d in user_dirs:
-        files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DatasetError(f"{d}: user folder has no .png or .npy files")
-        if len(files) < 3:
-            raise DatasetError(f"{d}: needs at least 3 files to split into train/val/test, has {len(files)}")
-        # The split of one user depends only on its name and file list, not on the other users.
-        user_seed = zlib.crc32(d.name.encode()) ^ seed
-        groups = [default_session(f.name) for f in files]
-        if 3 <= len(set(groups)) < len(files):  # windows of sessions (walk_s03_w12.png): no session spans two splits
-            by_group = split_sessions(dict(Counter(groups)), SPLIT_FRACTIONS[2], SPLIT_FRACTIONS[1], user_seed)
-            rows += [{"path": f"{d.name}/{f.name}", "user": d.name, "split": by_group[g], "group": g}
-                     for f, g in zip(files, groups, strict=True)]
-            continue
-        splits = assign_splits(len(files), seed=user_seed)
-        rows += [{"path": f"{d.name}/{f.name}", "user": d.name, "split": s} for f, s in zip(files, splits, strict=True)]
-    return rows
-
-
 def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, channels: int = 1, *,
                  users: Sequence[str] | None = None, size: int | tuple[int, int] | None = None,
                  dyn_range_db: float | None = None, seed: int = 0) -> SpectrogramSet:
@@ -185,23 +140,17 @@ def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, cha
         raise DatasetError(f"{root}: not a directory")
     digest = hashlib.sha256()
     meta: dict[str, Any] = {}
-    if (root / "meta.json").exists():
-        raw = (root / "meta.json").read_bytes()
+    if meta_path(root).exists():
+        raw = meta_path(root).read_bytes()
         digest.update(raw)
-        try:
-            meta = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{root / 'meta.json'}: invalid JSON ({e})") from None
-    if (root / "manifest.csv").exists():
-        raw = (root / "manifest.csv").read_bytes()
+        meta = parse_meta(raw, meta_path(root))
+    if manifest_path(root).exists():
+        raw = manifest_path(root).read_bytes()
         digest.update(raw)
-        rows = list(csv.DictReader(io.StringIO(raw.decode())))
-        missing = {"path", "user", "split"} - set(rows[0] if rows else {})
-        if not rows or missing:
-            raise DatasetError(f"{root / 'manifest.csv'}: needs rows with path,user,split (missing {sorted(missing)})")
+        rows = parse_manifest(raw, manifest_path(root))
         meta.setdefault("source", "manifest")
     else:
-        rows = _image_folder_rows(root, seed)
+        rows = image_folder_rows(root, seed)
         digest.update(json.dumps(rows).encode())
         meta.setdefault("source", "imagefolder")
     dyn = float(dyn_range_db or meta.get("dyn_range_db", DEFAULT_DYN_RANGE_DB))
@@ -211,14 +160,7 @@ def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, cha
 
     arrays = []
     for line, r in enumerate(rows, start=2):  # line 1 of manifest.csv is the header
-        rel, where = r["path"], f"{root / 'manifest.csv'}: line {line}"
-        try:  # a crafted manifest must not read outside the folder, nor name a user that is a path
-            check_component(r["user"], where)
-            file = inside(root, rel, where)
-        except UnsafePathError as exc:
-            raise DatasetError(str(exc)) from None
-        if r["split"] not in READ_SPLITS:
-            raise DatasetError(f"{rel}: split {r['split']!r} is not one of {READ_SPLITS}")
+        rel, file = r["path"], listed_file(root, r, line)
         if not file.exists():
             raise DatasetError(f"{rel}: listed in manifest.csv but the file is missing")
         digest.update(rel.encode())
@@ -239,7 +181,7 @@ def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, cha
 
     all_users = sorted({r["user"] for r in rows})
     if hw is not None and "image_size" in meta and tuple(meta["image_size"]) != tuple(hw):
-        _rescale_axes(meta, tuple(meta["image_size"]), hw)
+        rescale_axes(meta, tuple(meta["image_size"]), hw)
     meta["image_size"] = list(expect)
     meta["channels"] = channels
     extra_cols = list(dict.fromkeys(k for r in rows for k in r if k not in ("path", "user", "split")))
@@ -256,17 +198,3 @@ def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, cha
         meta=meta, fingerprint=digest.hexdigest(), extra=extra,
     )
     return out.filter(split=split, users=users) if (split is not None or users is not None) else out
-
-
-def axes_from_meta(meta: dict[str, Any], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(doppler_hz (D,), time_s (T,)) for an image of `shape` from a dataset's meta.json."""
-    d, t = shape
-    if "doppler_hz" in meta and len(meta["doppler_hz"]) == d:
-        doppler = np.asarray(meta["doppler_hz"], dtype=float)
-    else:
-        top = float(meta["doppler_hz_row0"])
-        step = float(meta["doppler_hz_per_bin"])
-        sign = -1.0 if str(meta.get("doppler_axis", "descending")).startswith("desc") else 1.0
-        doppler = top + sign * step * np.arange(d)
-    time_s = (np.arange(t) + 0.5) * float(meta["seconds_per_frame"])
-    return doppler, time_s

@@ -4,7 +4,7 @@
 SRC is an ImageFolder (one folder per person of .png/.jpg/.npy, optionally a sub-folder per session) or a
 folder with manifest.csv (path,user[,group][,condition columns]). Colours go back to dB through the named
 colour map (training/data/colormap.py), images are resized with antialiasing (Lanczos, in dB), and whole
-sessions go to one split (training/data/sessions.py). Everything is written into a temporary folder beside
+sessions go to one split (models/sessions.py). Everything is written into a temporary folder beside
 DST and renamed into place at the end, so a failure leaves nothing in DST.
 """
 
@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from training.data import colormap, sessions
+from models import sessions
+from models.dataset_folder import manifest_path, read_manifest
+from training.data import colormap
 from training.data.convert import colours_to_db, explain, parse_crop, read_source, resize_db, values_to_db
 from training.data.dataset import DatasetError, Record, write_dataset
 from training.data.staging import check_free, staged_folder
@@ -73,12 +75,8 @@ def discover(src: Path, pattern) -> list[Source]:
     """Every file of SRC with its person and session (manifest.csv if present, else the ImageFolder layout)."""
     if not src.is_dir():
         raise DatasetError(f"{src}: not a directory")
-    manifest = src / "manifest.csv"
-    if manifest.is_file():
-        with open(manifest, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        if not rows or not {"path", "user"} <= set(rows[0]):
-            raise DatasetError(f"{manifest}: needs rows with at least path,user columns")
+    if manifest_path(src).is_file():
+        rows = read_manifest(src, required=("path", "user"))
         out = []
         for r in rows:
             rel = r["path"]

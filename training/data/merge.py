@@ -9,7 +9,6 @@ validated or tested on. `merge_sets` does the same in memory for code that alrea
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from models.dataset_folder import manifest_path, read_manifest
 from training.data.dataset import (
     FORMAT_VERSION,
     DatasetError,
@@ -35,10 +35,9 @@ PROVENANCE = ("origin", "pipeline_fingerprint", "seed")  # columns every merged 
 
 def _raw_rows(root: Path) -> dict[str, dict[str, str]]:
     """manifest.csv rows by path, as written (the reader parses numeric-looking columns; seeds must stay exact)."""
-    if not (root / "manifest.csv").is_file():
+    if not manifest_path(root).is_file():
         return {}
-    with open(root / "manifest.csv", newline="") as fh:
-        return {r["path"]: r for r in csv.DictReader(fh)}
+    return {r["path"]: r for r in read_manifest(root)}
 
 
 def pipeline_fingerprint_of(ds: SpectrogramSet, path: Path) -> str:

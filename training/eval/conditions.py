@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from models.dataset_folder import axes_from_meta
 from models.sampling import resolve, sample
-from training.data.dataset import axes_from_meta
 from training.eval import metrics as fm
 from training.eval.plots import spectrogram_grid
 

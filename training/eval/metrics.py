@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from training.data.dataset import axes_from_meta
+from models.dataset_folder import axes_from_meta
 from training.data.radar import SPEED_OF_LIGHT
 
 # fit(x, y, seed) -> predict(x) -> labels; the two-sample test is generic over the classifier.

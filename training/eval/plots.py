@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from training.data.dataset import DEFAULT_DYN_RANGE_DB, axes_from_meta
+from models.dataset_folder import axes_from_meta
+from training.data.dataset import DEFAULT_DYN_RANGE_DB
 
 # Fixed PNG metadata (no software version or timestamp) so the same grid gives the same bytes.
 PNG_METADATA = {"Software": None}

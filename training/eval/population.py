@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from models.dataset_folder import manifest_path
 from models.pipeline import DopplerPipeline
 
 # Stage-2 steps of the population generator that --fewshot trains, per preset, where it differs from the preset's
@@ -46,7 +47,7 @@ def population_commands(out: Path, *, preset: str, size: int, carrier_ghz: float
         return ["--resume", "latest"] if resume and (run / "checkpoints").is_dir() else []
 
     cmds = []
-    if not (resume and (out / "data" / "manifest.csv").is_file()):
+    if not (resume and manifest_path(out / "data").is_file()):
         cmds.append(["simulate", "--users", str(users), "--per-user", str(per_user), "--size", str(size),
                      "--carrier-ghz", f"{carrier_ghz:g}", "--seed", str(seed), "--preview-per-user", "0",
                      "--out", str(out / "data"), "--workers", str(max(1, min(8, (os.cpu_count() or 1) - 1))),

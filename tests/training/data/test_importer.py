@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.data import sessions
+from models import sessions
 from training.data.dataset import DatasetError, load_dataset
 from training.data.importer import ImportConfig, import_dataset
 
