@@ -7,7 +7,6 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from models.recording import DatasetError, read_recording
@@ -15,24 +14,11 @@ from service.enrolment import USER_ID_RE
 from service.errors import ApiError, invalid
 from service.routes.deps import ApiKey, ReadyService, ServiceDep
 from service.rows import QueueFull, ShuttingDown
-from service.schemas import ErrorResponse
+from service.schemas import EnrolAccepted, ErrorResponse, UserStatus
 from service.state import Service
 
 router = APIRouter(tags=["users"], dependencies=[ApiKey])
 MIN_FILES, MAX_FILES = 3, 50
-
-
-class EnrolAccepted(BaseModel):
-    user_id: str
-    status: str = Field(description="enrolling")
-
-
-class UserStatus(BaseModel):
-    user_id: str
-    status: str = Field(description="enrolling | ready | failed (deleted: the answer to DELETE)")
-    progress: float = Field(description="0..1: share of the enrolment's optimiser steps done")
-    error: str | None = None
-    enrolled: bool = Field(description="added by enrolment (deletable), not trained with the model")
 
 
 def _errors(*codes: int) -> dict:
