@@ -49,8 +49,9 @@ class UserGone(Exception):
 
 
 @dataclass(eq=False)
-class Request:
-    """One request's rows; results fill in as rows finish, then `future` resolves to the list (in seed order)."""
+class RequestRows:
+    """One generation request's rows as the worker holds them; results fill in as rows finish, then `future`
+    resolves to the list (in seed order)."""
 
     spec: RowSpec
     seeds: list[int]
@@ -76,7 +77,7 @@ class Request:
 
 @dataclass(eq=False)
 class Slot:
-    req: Request
+    req: RequestRows
     k: int  # index within the request
     row: Any = None  # the model's row once it joined (kept while it waits for a slot again)
 
@@ -87,7 +88,9 @@ class Slot:
 
 
 @dataclass(eq=False)
-class Job:
+class DeviceJob:
+    """Other device work (an enrolment, a deletion), run in chunks between denoising steps (submit_job)."""
+
     make_steps: Callable[[], Iterator[Any]]
     future: asyncio.Future
     it: Iterator[Any] | None = None
@@ -96,10 +99,10 @@ class Job:
 def fair_share(live: list[Slot], slots: int) -> list[Slot]:
     """The rows of the next step: round-robin over requests in arrival order (`live` is in arrival order), one
     row each per round, until the slots are full; within a request, the rows furthest along first."""
-    by_req: dict[Request, list[Slot]] = {}
+    by_req: dict[RequestRows, list[Slot]] = {}
     for s in live:
         by_req.setdefault(s.req, []).append(s)
-    grant: dict[Request, int] = {}
+    grant: dict[RequestRows, int] = {}
     free, reqs = slots, list(by_req)
     while free and reqs:
         more = []
