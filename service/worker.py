@@ -116,7 +116,8 @@ class StepWorker:
         job = DeviceJob(make_steps, asyncio.get_running_loop().create_future())
         with self._cv:
             if len(self._jobs) >= self.max_jobs:
-                raise QueueFull(30, len(self._jobs), self.max_jobs)
+                raise QueueFull(30, len(self._jobs), self.max_jobs,
+                                "device jobs (enrolments, deletions) queued or running")
             self._jobs.append(job)
             self._cv.notify()
         return job.future

@@ -17,7 +17,7 @@ from service.encoding import b64, encode_npy, encode_png
 from service.engine import RowSpec
 from service.errors import ApiError, invalid
 from service.routes.deps import ApiKey, ReadyService
-from service.rows import BatchFailed, Overloaded, QueueFull, RequestRows, ShuttingDown, TooLong, UserGone
+from service.rows import RequestRows
 from service.schemas import (
     MAX_SEED,
     ErrorResponse,
@@ -92,19 +92,9 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
     by_seed, used = request_conditions(engine.pipe, body.user_id, given, seeds)  # 422 naming a bad field
     spec = RowSpec(user_index=user_index, steps=steps, guidance=guidance, sampler=scheduler, conditions=by_seed,
                    condition_guidance=condition_guidance)
-    try:
-        rows = service.worker.submit(spec, seeds)
-    except (QueueFull, Overloaded) as exc:
-        reason = "queue_full" if isinstance(exc, QueueFull) else "overloaded"
-        raise ApiError(429, reason, f"{exc}; retry after {exc.retry_after_s}s",
-                       headers={"Retry-After": str(exc.retry_after_s)}) from None
-    except TooLong as exc:
-        raise ApiError(422, "too_long", str(exc), details=[{"field": "num_inference_steps", "message": str(exc)}]
-                       ) from None
-    except ShuttingDown as exc:
-        raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
-
-    results = await _wait(request, service.worker, rows, service.settings.request_timeout_s - (time.monotonic() - t0))
+    rows = service.worker.submit(spec, seeds)  # QueueFull, Overloaded, TooLong, ShuttingDown: service.errors
+    budget_s = service.settings.request_timeout_s - (time.monotonic() - t0)
+    results = await _wait(request, service.worker, rows, budget_s)
     items, files = await run_in_threadpool(_encode_all, results, seeds, body, service, used)
     timings = Timings(queue_ms=rows.queue_s * 1e3, inference_ms=rows.inference_s * 1e3,
                       total_ms=(time.monotonic() - t0) * 1e3)
@@ -154,7 +144,9 @@ def _wants_raw_png(accept: str) -> bool:
 async def _wait(
     request: Request, worker: StepWorker, rows: RequestRows, timeout_s: float
 ) -> list[np.ndarray]:
-    """Wait for the rows; drop them at the next step if the client disconnects or the time budget runs out."""
+    """Wait for the rows; drop them at the next step if the client disconnects or the time budget runs out.
+
+    A failed request's exception (BatchFailed, UserGone, ShuttingDown) goes on to service.errors' handlers."""
     gone = asyncio.ensure_future(_client_disconnected(request))
     try:
         await asyncio.wait({rows.future, gone}, timeout=max(timeout_s, 0.0),
@@ -166,14 +158,7 @@ async def _wait(
         disconnected = gone.done() and not gone.cancelled()
         gone.cancel()
     if rows.future.done() and not rows.future.cancelled():
-        try:
-            return rows.future.result()
-        except BatchFailed as exc:
-            raise ApiError(500, "batch_failed", str(exc)) from None
-        except UserGone as exc:
-            raise ApiError(404, "unknown_user", str(exc)) from None
-        except ShuttingDown as exc:
-            raise ApiError(503, "not_ready", str(exc)) from None
+        return rows.future.result()
     worker.cancel(rows, "disconnected" if disconnected else "timeout")
     if disconnected:
         # Nobody reads this answer; 499 (nginx's "client closed request") keeps it apart in the metrics.
