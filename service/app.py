@@ -17,7 +17,7 @@ from service.middleware import (
     RequestMetricsMiddleware,
     SafeHeadersMiddleware,
 )
-from service.routes import PATHS, router, web
+from service.routes import PATHS, PROTECTED_PATHS, router, web
 from service.settings import Settings
 from service.state import Service
 
@@ -50,7 +50,8 @@ def create_app(
     web.install(app)  # GET / and /static
     app.add_middleware(BodyLimitMiddleware, metrics=service.metrics, max_bytes=settings.max_body_bytes,
                        per_path={"/users": settings.max_upload_bytes})
-    app.add_middleware(ApiKeyMiddleware, metrics=service.metrics, api_key=settings.api_key)  # before any body read
+    app.add_middleware(ApiKeyMiddleware, metrics=service.metrics, api_key=settings.api_key,
+                       paths=PROTECTED_PATHS)  # before any body is read
     app.add_middleware(SafeHeadersMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=service.metrics, routes=PATHS)  # outermost: sees 413s too
     return app

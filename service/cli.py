@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, kw in _FLAGS:
         parser.add_argument(flag, default=None, **kw)
     parser.add_argument("--no-warmup", dest="warmup", action="store_const", const=False, default=None,
-                        help="skip the warm-up sample (readiness flips right after loading)")
+                        help="skip the warm-up (readiness flips right after loading; admission "
+                             "lets everything in until steps were measured)")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false", default=True,
                         help="do not log one line per HTTP request")
     parser.epilog = "The API key is read from DOPPLERGEN_API_KEY only (a flag would show in `ps`)."

@@ -10,11 +10,12 @@ from collections.abc import Iterable
 
 from pydantic import SecretStr
 from starlette.datastructures import Headers
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import error_response
 from service.metrics import OTHER_ROUTE, Metrics
-from service.routes.deps import UNAUTHORIZED, api_key_matches, protected_paths
+from service.routes.deps import UNAUTHORIZED, api_key_matches
 
 # Control characters (CR and LF above all) would end a header line early: a 500, or a forged header.
 _UNSAFE_HEADER_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -111,23 +112,24 @@ class BodyLimitMiddleware:
 
 
 class ApiKeyMiddleware:
-    """401 for a path whose route declares the ApiKey dependency, before the body is read or parsed.
+    """401 for a protected path (service.routes.PROTECTED_PATHS: the route templates that declare the ApiKey
+    dependency), before the body is read or parsed.
 
     FastAPI parses the JSON body before it runs dependencies, so the dependency alone would answer 422 to an
     unauthenticated client with a broken body; here the key is checked first, on the headers only. A path is
     protected for every method when any route on it declares the key.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, api_key: SecretStr | None) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, api_key: SecretStr | None, paths: Iterable[str]
+    ) -> None:
         self.app, self.metrics, self.api_key = app, metrics, api_key
-        self._paths: list[re.Pattern] | None = None  # found on the first request, once every route exists
+        self._paths = [compile_path(p)[0] for p in paths]  # "/users/{user_id}" -> its regex
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.api_key is None or api_key_matches(Headers(scope=scope), self.api_key):
             await self.app(scope, receive, send)
             return
-        if self._paths is None:
-            self._paths = protected_paths(scope["app"].router.routes)
         if not any(p.match(scope["path"]) for p in self._paths):
             await self.app(scope, receive, send)
             return

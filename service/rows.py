@@ -1,4 +1,8 @@
-"""What the step worker schedules: a request's rows (slots), device jobs, and the errors a request can meet."""
+"""What the step worker schedules: a request's rows (slots), device jobs, and the errors a request can meet.
+
+The errors are the service's domain exceptions, raised by the worker and the enrolment manager; each gets
+one HTTP answer wherever it is raised, mapped in service.errors (DOMAIN_ERRORS). An error's
+`retry_after_s`, where it has one, becomes the Retry-After header."""
 
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ from service.engine import RowSpec
 class QueueFull(Exception):
     """More rows are waiting for a slot than max_queue allows (or the job queue is full)."""
 
-    def __init__(self, retry_after_s: int, depth: int, capacity: int) -> None:
-        super().__init__(f"queue full: {depth} of {capacity} samples waiting")
+    def __init__(self, retry_after_s: int, depth: int, capacity: int, what: str = "samples waiting") -> None:
+        super().__init__(f"queue full: {depth} of {capacity} {what}; retry after {retry_after_s}s")
         self.retry_after_s, self.depth, self.capacity = retry_after_s, depth, capacity
 
 
@@ -23,12 +27,15 @@ class Overloaded(Exception):
     """The work ahead would not let this request finish within request_timeout_s now; later it would."""
 
     def __init__(self, retry_after_s: int, estimate_s: float, budget_s: float) -> None:
-        super().__init__(f"overloaded: estimated {estimate_s:.1f}s to finish, over the {budget_s:.1f}s budget")
+        super().__init__(f"overloaded: estimated {estimate_s:.1f}s to finish, over the {budget_s:.1f}s "
+                         f"budget; retry after {retry_after_s}s")
         self.retry_after_s, self.estimate_s = retry_after_s, estimate_s
 
 
 class TooLong(Exception):
     """Even alone on the device this request would not finish within request_timeout_s."""
+
+    field = "num_inference_steps"  # the field the answer's details name (fewer samples would do too)
 
     def __init__(self, estimate_s: float, budget_s: float) -> None:
         super().__init__(f"estimated {estimate_s:.1f}s even alone on the device, over the {budget_s:.1f}s budget "
@@ -38,6 +45,8 @@ class TooLong(Exception):
 
 class ShuttingDown(Exception):
     """Intake has stopped (shutdown), or the drain ran out of time before this request finished."""
+
+    retry_after_s = 5  # another replica, or this one restarted
 
 
 class BatchFailed(Exception):
@@ -49,8 +58,9 @@ class UserGone(Exception):
 
 
 @dataclass(eq=False)
-class Request:
-    """One request's rows; results fill in as rows finish, then `future` resolves to the list (in seed order)."""
+class RequestRows:
+    """One generation request's rows as the worker holds them; results fill in as rows finish, then `future`
+    resolves to the list (in seed order)."""
 
     spec: RowSpec
     seeds: list[int]
@@ -76,7 +86,7 @@ class Request:
 
 @dataclass(eq=False)
 class Slot:
-    req: Request
+    req: RequestRows
     k: int  # index within the request
     row: Any = None  # the model's row once it joined (kept while it waits for a slot again)
 
@@ -87,7 +97,9 @@ class Slot:
 
 
 @dataclass(eq=False)
-class Job:
+class DeviceJob:
+    """Other device work (an enrolment, a deletion), run in chunks between denoising steps (submit_job)."""
+
     make_steps: Callable[[], Iterator[Any]]
     future: asyncio.Future
     it: Iterator[Any] | None = None
@@ -96,10 +108,10 @@ class Job:
 def fair_share(live: list[Slot], slots: int) -> list[Slot]:
     """The rows of the next step: round-robin over requests in arrival order (`live` is in arrival order), one
     row each per round, until the slots are full; within a request, the rows furthest along first."""
-    by_req: dict[Request, list[Slot]] = {}
+    by_req: dict[RequestRows, list[Slot]] = {}
     for s in live:
         by_req.setdefault(s.req, []).append(s)
-    grant: dict[Request, int] = {}
+    grant: dict[RequestRows, int] = {}
     free, reqs = slots, list(by_req)
     while free and reqs:
         more = []

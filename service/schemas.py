@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -92,6 +92,39 @@ class UsersResponse(BaseModel):
     users: list[str]
     count: int
     enrolled: list[str] = Field(default_factory=list, description="the users added by enrolment (POST /users)")
+
+
+class EnrolAccepted(BaseModel):
+    user_id: str
+    status: str = Field(description="enrolling")
+
+
+class UserStatus(BaseModel):
+    user_id: str
+    status: str = Field(description="enrolling | ready | failed (deleted: the answer to DELETE)")
+    progress: float = Field(description="0..1: share of the enrolment's optimiser steps done")
+    error: str | None = None
+    enrolled: bool = Field(description="added by enrolment (deletable), not trained with the model")
+
+
+class Example(BaseModel):
+    path: str = Field(description="the file, relative to the dataset folder")
+    split: str | None
+    conditions: dict[str, Any] = Field(description="the manifest's other columns for this recording")
+    format: str = "npy"
+    media_type: str
+    shape: list[int] = Field(description="(channels, doppler, time)")
+    dtype: str
+    mapping: str
+    data: str = Field(description="base64 of the .npy file bytes (float32 dB relative to the peak)")
+
+
+class ExamplesResponse(BaseModel):
+    user_id: str
+    items: list[Example]
+    total: int = Field(description="recordings of this user in the dataset (of this split, if one was asked)")
+    axes: dict[str, Any] = Field(
+        description="the dataset's axes (as in GET /info), for the first item's shape")
 
 
 class ErrorDetail(BaseModel):

@@ -25,7 +25,10 @@ class Settings(BaseSettings):
     pipeline: Path = DEFAULT_PIPELINE  # exported pipeline folder (what `train-unet` writes)
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on CUDA, fp32 on the CPU
-    warmup: bool = True  # run one tiny sample before /readyz turns 200
+    # Before /readyz turns 200, compile (when on) and run a few steps at every padded batch size: that
+    # measures the step costs admission relies on (service.worker). Off: nothing is measured, so admission
+    # lets every request in (only max_queue still refuses) until real steps have run.
+    warmup: bool = True
     data: Path | None = None  # a dataset folder: the web page shows its real recordings beside generated ones
     # --- batching -----------------------------------------------------------------------------------
     max_batch_size: int = Field(16, ge=1, le=1024)  # slots: rows (samples) per denoising step

@@ -42,10 +42,10 @@ from service.engine import Engine, RowSpec
 from service.metrics import Metrics
 from service.rows import (
     BatchFailed,
-    Job,
+    DeviceJob,
     Overloaded,
     QueueFull,
-    Request,
+    RequestRows,
     ShuttingDown,
     Slot,
     TooLong,
@@ -71,7 +71,7 @@ class StepWorker:
             max_queue, ADMIT_FRACTION * request_timeout_s, max_wait_s, max_jobs)
         self._live: list[Slot] = []  # every unfinished row, in arrival order
         self._running: set[Slot] = set()  # rows in a slot at the last step
-        self._jobs: list[Job] = []
+        self._jobs: list[DeviceJob] = []
         self._cv = threading.Condition()
         self._accepting, self._stop, self._started = True, False, False
         self._exited = threading.Event()
@@ -86,11 +86,11 @@ class StepWorker:
         """Rows waiting for a slot (not counting those in one)."""
         return len(self._live) - len(self._running)
 
-    def submit(self, spec: RowSpec, seeds: Sequence[int]) -> Request:
+    def submit(self, spec: RowSpec, seeds: Sequence[int]) -> RequestRows:
         """Admit a request's rows, or raise ShuttingDown / QueueFull / TooLong / Overloaded at once."""
         if not self._accepting:
             raise ShuttingDown("shutting down: not accepting new work")
-        req = Request(spec, [int(s) for s in seeds], asyncio.get_running_loop().create_future())
+        req = RequestRows(spec, [int(s) for s in seeds], asyncio.get_running_loop().create_future())
         with self._cv:
             self._admit(spec, len(req.seeds))
             self._live.extend(Slot(req, k) for k in range(len(req.seeds)))
@@ -98,7 +98,7 @@ class StepWorker:
         self.metrics.queue_depth.set(self.depth)
         return req
 
-    def cancel(self, req: Request, reason: str) -> None:
+    def cancel(self, req: RequestRows, reason: str) -> None:
         """Drop the request's rows before the next step (client gone, timed out, shutting down)."""
         if req.cancelled or (req.future.done() and not req.future.cancelled()):
             return  # already dropped, or already answered
@@ -113,10 +113,11 @@ class StepWorker:
         """Queue device work run in chunks between denoising steps (see the module docstring)."""
         if not self._accepting:
             raise ShuttingDown("shutting down: not accepting new work")
-        job = Job(make_steps, asyncio.get_running_loop().create_future())
+        job = DeviceJob(make_steps, asyncio.get_running_loop().create_future())
         with self._cv:
             if len(self._jobs) >= self.max_jobs:
-                raise QueueFull(30, len(self._jobs), self.max_jobs)
+                raise QueueFull(30, len(self._jobs), self.max_jobs,
+                                "device jobs (enrolments, deletions) queued or running")
             self._jobs.append(job)
             self._cv.notify()
         return job.future

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
 from pydantic import SecretStr
-from starlette.routing import compile_path
 
 from service.errors import ApiError
 from service.state import Service
@@ -35,15 +33,16 @@ def api_key_matches(headers: Mapping[str, str], expected: SecretStr) -> bool:
 
 
 def require_api_key(request: Request, service: ServiceDep) -> None:
-    """When an API key is configured, 401 without it. Declaring this dependency is also what makes
-    service.middleware.ApiKeyMiddleware check the key before the body is read."""
+    """When an API key is configured, 401 without it. Declaring this dependency is also what puts the route's
+    path in service.routes.PROTECTED_PATHS, where ApiKeyMiddleware checks the key before the body is read."""
     expected = service.settings.api_key
     if expected is not None and not api_key_matches(request.headers, expected):
         raise ApiError(401, "unauthorized", UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
 
 def needs_api_key(route: object) -> bool:
-    """True when a route (or a dependency of its dependencies) declares require_api_key."""
+    """True when a declared route (or a dependency of its dependencies) depends on require_api_key; a router's
+    `dependencies=[ApiKey]` is part of each of its routes."""
     stack = [getattr(route, "dependant", None)]
     while stack:
         dependant = stack.pop()
@@ -53,22 +52,6 @@ def needs_api_key(route: object) -> bool:
             return True
         stack.extend(dependant.dependencies)
     return False
-
-
-def protected_paths(routes: Iterable[object], prefix: str = "", inherited: bool = False) -> list[re.Pattern]:
-    """Path regexes of every route that needs the key, through included routers (FastAPI >= 0.16x keeps
-    them as lazy `_IncludedRouter`s holding `original_router` and an `include_context`)."""
-    out = []
-    for route in routes:
-        if getattr(route, "path", None) is not None and (inherited or needs_api_key(route)):
-            out.append(compile_path(prefix + route.path)[0])
-        sub = getattr(route, "original_router", None)
-        if sub is not None:
-            ctx = getattr(route, "include_context", None)
-            deps = getattr(ctx, "dependencies", None) or []
-            keyed = inherited or any(getattr(d, "dependency", None) is require_api_key for d in deps)
-            out += protected_paths(sub.routes, prefix + (getattr(ctx, "prefix", "") or ""), keyed)
-    return out
 
 
 def require_ready(service: ServiceDep) -> Service:

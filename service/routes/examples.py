@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.encoding import b64, encode_npy
 from service.errors import ApiError
 from service.examples import ExampleStore, RecordingError
 from service.routes.deps import ApiKey
-from service.schemas import ErrorResponse
+from service.schemas import ErrorResponse, Example, ExamplesResponse
 
 log = logging.getLogger("dopplergen.examples")
 router = APIRouter(tags=["catalog"], dependencies=[ApiKey])
 MAX_EXAMPLES = 16
-
-
-class Example(BaseModel):
-    path: str = Field(description="the file, relative to the dataset folder")
-    split: str | None
-    conditions: dict[str, Any] = Field(description="the manifest's other columns for this recording")
-    format: str = "npy"
-    media_type: str
-    shape: list[int] = Field(description="(channels, doppler, time)")
-    dtype: str
-    mapping: str
-    data: str = Field(description="base64 of the .npy file bytes (float32 dB relative to the peak)")
-
-
-class ExamplesResponse(BaseModel):
-    user_id: str
-    items: list[Example]
-    total: int = Field(description="recordings of this user in the dataset (of this split, if one was asked)")
-    axes: dict[str, Any] = Field(description="the dataset's axes (as in GET /info), for the first item's shape")
-
 
 def get_store(request: Request) -> ExampleStore:
     store = getattr(request.app.state, "examples", None)

@@ -17,8 +17,7 @@ from service.encoding import b64, encode_npy, encode_png
 from service.engine import RowSpec
 from service.errors import ApiError, invalid
 from service.routes.deps import ApiKey, ReadyService
-from service.rows import BatchFailed, Overloaded, QueueFull, ShuttingDown, TooLong, UserGone
-from service.rows import Request as Rows
+from service.rows import RequestRows
 from service.schemas import (
     MAX_SEED,
     ErrorResponse,
@@ -95,21 +94,11 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
     by_seed, used = request_conditions(engine.pipe, body.user_id, given, seeds)  # 422 naming a bad field
     spec = RowSpec(user_index=user_index, steps=steps, guidance=guidance, sampler=scheduler, conditions=by_seed,
                    condition_guidance=condition_guidance)
-    try:
-        job = service.worker.submit(spec, seeds)
-    except (QueueFull, Overloaded) as exc:
-        reason = "queue_full" if isinstance(exc, QueueFull) else "overloaded"
-        raise ApiError(429, reason, f"{exc}; retry after {exc.retry_after_s}s",
-                       headers={"Retry-After": str(exc.retry_after_s)}) from None
-    except TooLong as exc:
-        raise ApiError(422, "too_long", str(exc), details=[{"field": "num_inference_steps", "message": str(exc)}]
-                       ) from None
-    except ShuttingDown as exc:
-        raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
-
-    results = await _wait(request, service.worker, job, service.settings.request_timeout_s - (time.monotonic() - t0))
+    rows = service.worker.submit(spec, seeds)  # QueueFull, Overloaded, TooLong, ShuttingDown: service.errors
+    budget_s = service.settings.request_timeout_s - (time.monotonic() - t0)
+    results = await _wait(request, service.worker, rows, budget_s)
     items, files = await run_in_threadpool(_encode_all, results, seeds, body, service, used)
-    timings = Timings(queue_ms=job.queue_s * 1e3, inference_ms=job.inference_s * 1e3,
+    timings = Timings(queue_ms=rows.queue_s * 1e3, inference_ms=rows.inference_s * 1e3,
                       total_ms=(time.monotonic() - t0) * 1e3)
     pipe = engine.pipe
     model = ModelRef(name=pipe.name, version=pipe.version, route=pipe.route)
@@ -154,27 +143,25 @@ def _wants_raw_png(accept: str) -> bool:
     return q.get("image/png", 0.0) > q.get("application/json", 0.0)
 
 
-async def _wait(request: Request, worker: StepWorker, job: Rows, timeout_s: float) -> list[np.ndarray]:
-    """Wait for the rows; drop them at the next step if the client disconnects or the time budget runs out."""
+async def _wait(
+    request: Request, worker: StepWorker, rows: RequestRows, timeout_s: float
+) -> list[np.ndarray]:
+    """Wait for the rows; drop them at the next step if the client disconnects or the time budget runs out.
+
+    A failed request's exception (BatchFailed, UserGone, ShuttingDown) goes on to service.errors' handlers."""
     gone = asyncio.ensure_future(_client_disconnected(request))
     try:
-        await asyncio.wait({job.future, gone}, timeout=max(timeout_s, 0.0), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({rows.future, gone}, timeout=max(timeout_s, 0.0),
+                           return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:  # the server cancelled this request: its work must not run
-        worker.cancel(job, "server")
+        worker.cancel(rows, "server")
         raise
     finally:
         disconnected = gone.done() and not gone.cancelled()
         gone.cancel()
-    if job.future.done() and not job.future.cancelled():
-        try:
-            return job.future.result()
-        except BatchFailed as exc:
-            raise ApiError(500, "batch_failed", str(exc)) from None
-        except UserGone as exc:
-            raise ApiError(404, "unknown_user", str(exc)) from None
-        except ShuttingDown as exc:
-            raise ApiError(503, "not_ready", str(exc)) from None
-    worker.cancel(job, "disconnected" if disconnected else "timeout")
+    if rows.future.done() and not rows.future.cancelled():
+        return rows.future.result()
+    worker.cancel(rows, "disconnected" if disconnected else "timeout")
     if disconnected:
         # Nobody reads this answer; 499 (nginx's "client closed request") keeps it apart in the metrics.
         raise ApiError(499, "disconnected", "client disconnected; its rows were dropped at the next step")

@@ -7,33 +7,17 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from models.recording import DatasetError, read_recording
 from service.enrolment import USER_ID_RE
 from service.errors import ApiError, invalid
 from service.routes.deps import ApiKey, ReadyService, ServiceDep
-from service.rows import QueueFull, ShuttingDown
-from service.schemas import ErrorResponse
+from service.schemas import EnrolAccepted, ErrorResponse, UserStatus
 from service.state import Service
 
 router = APIRouter(tags=["users"], dependencies=[ApiKey])
 MIN_FILES, MAX_FILES = 3, 50
-
-
-class EnrolAccepted(BaseModel):
-    user_id: str
-    status: str = Field(description="enrolling")
-
-
-class UserStatus(BaseModel):
-    user_id: str
-    status: str = Field(description="enrolling | ready | failed (deleted: the answer to DELETE)")
-    progress: float = Field(description="0..1: share of the enrolment's optimiser steps done")
-    error: str | None = None
-    enrolled: bool = Field(description="added by enrolment (deletable), not trained with the model")
-
 
 def _errors(*codes: int) -> dict:
     return {c: {"model": ErrorResponse} for c in codes}
@@ -51,13 +35,7 @@ async def enrol(user_id: Annotated[str, Form()], files: Annotated[list[UploadFil
     if not MIN_FILES <= len(files) <= MAX_FILES:
         raise invalid("files", f"send {MIN_FILES} to {MAX_FILES} recordings, got {len(files)}")
     x_db, hashes = await _read(files, service)
-    try:
-        service.enroller.submit(user_id, x_db, hashes)
-    except QueueFull as exc:
-        raise ApiError(429, "queue_full", f"enrolment queue full ({exc.capacity}); retry later",
-                       headers={"Retry-After": str(exc.retry_after_s)}) from None
-    except ShuttingDown as exc:
-        raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
+    service.enroller.submit(user_id, x_db, hashes)  # QueueFull, ShuttingDown: service.errors
     return EnrolAccepted(user_id=user_id, status="enrolling")
 
 
@@ -87,7 +65,7 @@ async def user_status(user_id: str, service: ServiceDep) -> UserStatus:
     return UserStatus(user_id=user_id, **status)
 
 
-@router.delete("/users/{user_id}", response_model=UserStatus, responses=_errors(401, 404, 409, 503),
+@router.delete("/users/{user_id}", response_model=UserStatus, responses=_errors(401, 404, 409, 429, 503),
                summary="Remove an enrolled user (or cancel its enrolment); trained users cannot be removed")
 async def delete_user(user_id: str, service: ReadyService) -> UserStatus:
     status = service.enroller.status(user_id)
@@ -96,8 +74,5 @@ async def delete_user(user_id: str, service: ReadyService) -> UserStatus:
     if not status["enrolled"]:
         raise ApiError(409, "trained_user", f"user_id: {user_id!r} was trained with the model; only enrolled "
                                             "users can be deleted")
-    try:
-        await service.enroller.delete(user_id)
-    except (QueueFull, ShuttingDown) as exc:
-        raise ApiError(503, "not_ready", f"cannot delete now: {exc}", headers={"Retry-After": "5"}) from None
+    await service.enroller.delete(user_id)  # QueueFull, ShuttingDown: service.errors
     return UserStatus(user_id=user_id, status="deleted", progress=status["progress"], error=None, enrolled=True)

@@ -6,7 +6,7 @@ import pytest
 
 from service.engine import Engine, RowSpec
 from service.metrics import Metrics
-from service.rows import Overloaded, QueueFull, Request, Slot, TooLong, fair_share
+from service.rows import Overloaded, QueueFull, RequestRows, Slot, TooLong, fair_share
 from service.settings import Settings
 from service.worker import ADMIT_FRACTION, StepWorker
 
@@ -57,7 +57,7 @@ def test_fair_share_goes_round_robin_oldest_first_and_prefers_rows_further_along
 
     loop = asyncio.new_event_loop()
     try:
-        big, small, late = (Request(spec(5), list(range(n)), loop.create_future()) for n in (6, 1, 2))
+        big, small, late = (RequestRows(spec(5), list(range(n)), loop.create_future()) for n in (6, 1, 2))
         live = [Slot(big, k) for k in range(6)] + [Slot(small, 0)] + [Slot(late, k) for k in range(2)]
         live[3].row = type("R", (), {"i": 2})()  # big's row 3 already took two steps
         chosen = fair_share(live, 4)

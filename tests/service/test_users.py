@@ -2,6 +2,7 @@
 
 import asyncio
 import io
+import time
 
 import numpy as np
 import pytest
@@ -120,6 +121,36 @@ async def test_a_full_enrolment_queue_answers_429_and_delete_cancels(app_for, tm
         assert (await client.delete("/users/dave")).status_code == 200  # cancels the job
         assert (await client.get("/users/dave")).status_code == 404
     assert not list((tmp_path / "users").iterdir())
+
+
+async def test_delete_with_the_job_queue_full_answers_429_queue_full_as_post_does(app_for):
+    app = app_for(max_enrolments=1)
+    async with serve(app) as client:
+        assert (await client.post("/users", data={"user_id": "dave"}, files=_files())).status_code == 202
+        assert (await _wait_ready(client, "dave"))["status"] == "ready"
+
+        def forever():  # another device job holds the only place in line
+            while True:
+                time.sleep(0.01)
+                yield
+
+        blocker = app.state.service.worker.submit_job(forever)
+        try:
+            r = await client.delete("/users/dave")
+            assert r.status_code == 429 and r.json()["error"] == "queue_full", r.text
+            assert r.headers["Retry-After"] == "30"
+            posted = await client.post("/users", data={"user_id": "erin"}, files=_files())
+            assert posted.status_code == 429 and posted.json()["error"] == "queue_full"
+            assert set(r.json()) == set(posted.json()) == {"error", "message"}
+            assert (await client.get("/users/dave")).json()["status"] == "ready"  # still there
+        finally:
+            blocker.cancel()
+        for _ in range(200):  # the worker closes the cancelled job before its next chunk
+            r = await client.delete("/users/dave")
+            if r.status_code != 429:
+                break
+            await asyncio.sleep(0.05)
+        assert r.status_code == 200, r.text
 
 
 async def test_remap_users_moves_queued_rows_and_fails_the_deleted_users(make_app):
