@@ -19,7 +19,7 @@ from models import autoencoder as ae
 from models.builders import build_autoencoder
 from models.normalization import Normalization
 from models.presets import get_preset
-from training import checkpoints, logs, loop, vae_gan
+from training import checkpoints, logs, loop
 from training.config import (
     ConfigError,
     VAEConfig,
@@ -28,7 +28,6 @@ from training.config import (
 )
 from training.eval import plots
 from training.eval.plots import spectrogram_grid
-from training.perceptual import fit_perceptual
 
 
 class VAEWithPosterior(nn.Module):
@@ -144,17 +143,7 @@ def main(cfg: VAEConfig) -> dict:
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMAModel(model.vae.parameters(), decay=cfg.ema_decay)
-    if cfg.disc_weight > 0:  # prepared with the autoencoder: its weights and Adam state are part of the resume state
-        disc = vae_gan.NLayerDiscriminator(cfg.channels, n_layers=cfg.disc_layers).to(device)
-        d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))  # LDM's discriminator optimiser
-        model, optimizer, disc, d_opt = accelerator.prepare(model, optimizer, disc, d_opt)
-    else:
-        disc = d_opt = None
-        model, optimizer = accelerator.prepare(model, optimizer)
-    perceptual = None
-    if cfg.perceptual_weight > 0:  # deterministic for the seed: a resumed run rebuilds the same frozen network
-        perceptual = fit_perceptual(norm.to_db(x).numpy(), labels.numpy(), len(ds.users), norm.dyn_range_db,
-                                    seed=cfg.seed, steps=cfg.perceptual_steps).to(device)
+    model, optimizer = accelerator.prepare(model, optimizer)
     start = checkpoints.resume_from(accelerator, cfg.resume, run_dir, ema=ema)
     trained_on = checkpoints.check_dataset(accelerator, run_dir, ds, resumed=start > 0)
     ema.to(device)
@@ -182,32 +171,13 @@ def main(cfg: VAEConfig) -> dict:
         rec = rec.float()
         l1, l2 = (rec - xb).abs().mean(), (rec - xb).pow(2).mean()
         reg = reg.float().mean()
-        extra = {}  # the texture levers' terms, logged when on
         rec_loss = cfg.l1_weight * l1 + cfg.l2_weight * l2
-        if perceptual is not None:
-            extra["perceptual"] = perceptual(rec, xb)
-            rec_loss = rec_loss + cfg.perceptual_weight * extra["perceptual"]
         loss = rec_loss + (cfg.codebook_weight if vq else cfg.kl_weight) * reg
-        if disc is not None and step >= cfg.disc_start:
-            extra["g_loss"] = vae_gan.generator_loss(vae_gan.frozen_forward(accelerator.unwrap_model(disc), rec))
-            extra["d_weight"] = vae_gan.adaptive_weight(
-                rec_loss, extra["g_loss"], vae_gan.decoder_last_layer(accelerator.unwrap_model(model).vae),
-                cfg.disc_weight)
-            loss = loss + extra["d_weight"] * extra["g_loss"]
         accelerator.backward(loss)
         if cfg.max_grad_norm > 0:
             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if disc is not None:  # one discriminator step on the same batch; real and reconstruction in one forward
-            with accelerator.autocast():
-                logits = disc(torch.cat([xb, rec.detach()])).float()
-            extra["d_loss"] = vae_gan.hinge_d_loss(*logits.chunk(2))
-            accelerator.backward(extra["d_loss"])
-            for group in d_opt.param_groups:
-                group["lr"] = cfg.lr * schedule(step)
-            d_opt.step()
-            d_opt.zero_grad(set_to_none=True)
         done = step + 1
         if vq and cfg.dead_code_every and done % cfg.dead_code_every == 0 and done < cfg.max_steps:
             vq_model = accelerator.unwrap_model(model).vae
@@ -221,11 +191,11 @@ def main(cfg: VAEConfig) -> dict:
 
         # ---- log -------------------------------------------------------------------------------------
         if done % cfg.log_every == 0 or done == cfg.max_steps:
-            vals = accelerator.reduce(torch.stack([loss, l1, l2, reg, *extra.values()]).detach(),
+            vals = accelerator.reduce(torch.stack([loss, l1, l2, reg]).detach(),
                                       reduction="mean").tolist()
             last = dict(step=done, loss=vals[0], l1=vals[1], l2=vals[2], lr=cfg.lr * schedule(step),
                         samples_per_s=meter.read(), num_processes=accelerator.num_processes,
-                        elapsed_s=time.perf_counter() - t0, **{reg_name: vals[3]}, **dict(zip(extra, vals[4:], strict=True)))
+                        elapsed_s=time.perf_counter() - t0, **{reg_name: vals[3]})
             if codes is not None:
                 usage = ae.codebook_usage(codes, preset.vq_num_embeddings)  # this batch, this rank
                 last.update(perplexity=usage["perplexity"], batch_dead_fraction=usage["dead_fraction"])
