@@ -95,9 +95,9 @@ def main() -> None:
     from models.pipeline import DopplerPipeline
     from models.texture import build_bank
     from training.data.dataset import load_dataset
-    from training.enrol import FewShotConfig, adapt_new_users
     from training.eval import metrics as fm
     from training.eval.augmentation import fewshot_steps_for, select_k_per_user
+    from training.eval.fewshot import FewShotConfig, adapt_new_users
     from training.eval.stats import format_ci, paired_difference, t_interval
 
     pipe, d, ctx, log, out = open_run(a.pipeline, a.data, a.out, a.threads)

@@ -1,5 +1,5 @@
 """What `dopplergen compare` concludes and writes: one row of numbers per route, the verdict per metric,
-compare.md and its figures. The measuring (training, evaluating, timing) is in training/eval/compare.py."""
+compare.md and its figures. The measuring (training, evaluating, timing) is in training/compare.py."""
 
 from __future__ import annotations
 

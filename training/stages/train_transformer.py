@@ -20,7 +20,7 @@ from models.losses import cache_codes, code_loss, corrupt, time_shifts
 from models.normalization import Normalization
 from models.presets import Preset, get_preset
 from training.config import ConfigError, VQDConfig, add_config_arguments, run_stage
-from training.loop import Stage2Loop, load_frozen_autoencoder, load_split, start_run
+from training.stages.loop import Stage2Loop, load_frozen_autoencoder, load_split, start_run
 
 
 class CodeDenoiser(nn.Module):

@@ -22,7 +22,7 @@ from models.normalization import Normalization
 from models.pipeline import DopplerPipeline, route_of
 from models.presets import Preset, get_preset
 from training.config import ConfigError, UNetConfig, add_config_arguments, run_stage
-from training.loop import Stage2Loop, load_frozen_autoencoder, load_split, start_run
+from training.stages.loop import Stage2Loop, load_frozen_autoencoder, load_split, start_run
 
 CONDITION_COLUMNS = ("speed_mps", "aspect_deg", "activity")  # what --conditions auto takes when the manifest has them
 

@@ -18,7 +18,7 @@ from models.presets import Preset
 from models.sampling import default_sampler, sample
 from training.config import Stage2Config, to_dict
 from training.eval.plots import plot_losses, spectrogram_grid
-from training.logs import read_jsonl
+from training.stages.logs import read_jsonl
 
 VERSION = "0.1.0"
 

@@ -19,7 +19,6 @@ from models import autoencoder as ae
 from models.builders import build_autoencoder
 from models.normalization import Normalization
 from models.presets import get_preset
-from training import checkpoints, logs, loop
 from training.config import (
     ConfigError,
     VAEConfig,
@@ -28,6 +27,7 @@ from training.config import (
 )
 from training.eval import plots
 from training.eval.plots import spectrogram_grid
+from training.stages import checkpoints, logs, loop
 
 
 class VAEWithPosterior(nn.Module):

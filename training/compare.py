@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.eval.compare_report import fewest_steps, figures, row_of, verdicts, write_markdown
+from training.compare_report import fewest_steps, figures, row_of, verdicts, write_markdown
 
 ROUTES = ("kl", "vq-latent", "vq-diffusion")
 STAGE1 = {"kl": "kl", "vq-latent": "vq", "vq-diffusion": "vq"}  # route -> train-vae --autoencoder
@@ -58,8 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_in_process(argv: list[str]) -> int:
     """One stage in this process through its own module's options, as `dopplergen <stage>` would parse them (the
     modules directly, not training.cli: the CLI dispatches to this module, and a call back would be a cycle)."""
-    from training import train_transformer, train_unet, train_vae
     from training.eval import evaluate
+    from training.stages import train_transformer, train_unet, train_vae
 
     module = {"train-vae": train_vae, "train-unet": train_unet, "train-transformer": train_transformer,
               "evaluate": evaluate}[argv[0]]

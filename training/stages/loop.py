@@ -23,11 +23,11 @@ from models import autoencoder as ae
 from models.normalization import Normalization
 from models.pipeline import DopplerPipeline
 from models.presets import Preset
-from training import checkpoints
 from training.config import ConfigError, Stage2Config, TrainConfig, write_options
 from training.data.dataset import load_dataset
-from training.export import export_meta, export_pipeline, preview_figure
-from training.logs import JsonlLogger, Throughput, read_jsonl
+from training.stages import checkpoints
+from training.stages.export import export_meta, export_pipeline, preview_figure
+from training.stages.logs import JsonlLogger, Throughput, read_jsonl
 
 
 # ---- setup -------------------------------------------------------------------------------------------
