@@ -22,7 +22,8 @@ from models.normalization import Normalization
 from models.pipeline import DopplerPipeline, route_of
 from models.presets import Preset, get_preset
 from training.config import ConfigError, UNetConfig, add_config_arguments, run_stage
-from training.stages.loop import Stage2Loop, load_frozen_autoencoder, load_split, start_run
+from training.stages.export import PipelineExport
+from training.stages.loop import TrainLoop, load_frozen_autoencoder, load_split, start_run
 
 CONDITION_COLUMNS = ("speed_mps", "aspect_deg", "activity")  # what --conditions auto takes when the manifest has them
 
@@ -110,14 +111,17 @@ def main(cfg: UNetConfig) -> Path:
     null_user = model.user_encoder.null_index
     noise_sched = DDPMScheduler(**preset.scheduler_config())
     num_t = noise_sched.config.num_train_timesteps
-    loop = Stage2Loop(cfg, accelerator, model, run_dir, ds)
-    meta = loop.attach(vae, "unet", noise_sched.config, preset, ds, norm, x, labels, route_of(vae, loop.shadow.unet))
+    loop = TrainLoop(cfg, accelerator, model, run_dir, ds)
+    exporter = PipelineExport.attach(loop, vae=vae, network="unet", scheduler_config=noise_sched.config,
+                                     preset=preset, ds=ds, norm=norm, x=x, labels=labels,
+                                     route=route_of(vae, loop.shadow.unet))
+    meta = exporter.pipe.meta
     if desc:  # ranges, encodings and per-user training distributions: what an omitted condition is drawn from
         meta["conditions"] = desc
         # serving defaults of requests that name a condition (models.sampling.guidance_for)
         meta.update(identity_guidance_scale=cfg.identity_guidance_scale,
                     condition_guidance_scale=cfg.condition_guidance_scale)
-        loop.pipe.condition_encoder = loop.shadow.condition_encoder
+        exporter.pipe.condition_encoder = loop.shadow.condition_encoder
 
     # ---- train -----------------------------------------------------------------------------------------
     for step in loop.steps():
@@ -142,8 +146,8 @@ def main(cfg: UNetConfig) -> Path:
         loop.update(latent_loss(noise_sched, pred, target, t, cfg.snr_gamma).mean(), step, b)  # Min-SNR if gamma > 0
 
     # ---- export the pipeline folder (EMA weights) -----------------------------------------------------------
-    return loop.export(out, "train-unet (Min-SNR weighted)" if cfg.snr_gamma else "train-unet",
-                       f"{cfg.num_inference_steps} DPM-Solver++ steps")
+    return exporter.export(out, loss_title="train-unet (Min-SNR weighted)" if cfg.snr_gamma else "train-unet",
+                           sampler_text=f"{cfg.num_inference_steps} DPM-Solver++ steps")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 from accelerate.utils import broadcast
-from diffusers.training_utils import EMAModel
 from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio
-from tqdm.auto import tqdm
 
 from models import autoencoder as ae
 from models.builders import build_autoencoder
@@ -27,7 +26,8 @@ from training.config import (
 )
 from training.eval import plots
 from training.eval.plots import spectrogram_grid
-from training.stages import checkpoints, logs, loop
+from training.stages import logs
+from training.stages.loop import TrainLoop, first_per_user, load_split, roll_time, start_run, step_generator
 
 
 class VAEWithPosterior(nn.Module):
@@ -120,135 +120,119 @@ def main(cfg: VAEConfig) -> dict:
     """Train stage 1 and return its summary (also written to <out>/vae_summary.json)."""
     # ---- setup ---------------------------------------------------------------------------------------
     run_dir = Path(cfg.out)
-    accelerator = loop.start_run(cfg, run_dir)
-    device, rank, main_proc = accelerator.device, accelerator.process_index, accelerator.is_main_process
+    accelerator = start_run(cfg, run_dir)
+    device = accelerator.device
 
     # ---- data ----------------------------------------------------------------------------------------
     preset = get_preset(cfg.preset, channels=cfg.channels)
-    x, labels, ds = loop.load_split(cfg.data, "train", cfg.channels, preset.image_size)  # (N, C, H, W) in [-1, 1]
+    x, labels, ds = load_split(cfg.data, "train", cfg.channels, preset.image_size)  # (N, C, H, W) in [-1, 1]
     try:
-        x_test, labels_test, _ = loop.load_split(cfg.data, "test", cfg.channels, preset.image_size)
+        x_test, labels_test, _ = load_split(cfg.data, "test", cfg.channels, preset.image_size)
     except (ValueError, KeyError) as err:
         accelerator.print(f"no test split ({err}); reporting PSNR on the train split only")
         x_test, labels_test = None, None
     norm = Normalization.from_meta(ds.meta)
     fig_x, fig_labels = (x_test, labels_test) if x_test is not None else (x, labels)
-    picks = loop.first_per_user(fig_labels.numpy(), ds.users, 4, cfg.users_in_grid)
+    picks = first_per_user(fig_labels.numpy(), ds.users, 4, cfg.users_in_grid)
 
-    # ---- model, optimiser, EMA -------------------------------------------------------------------------
+    # ---- model and the shared loop (optimiser, EMA of the autoencoder, resume, logs) ---------------------
     vq = cfg.autoencoder == "vq"
     model = VAEWithPosterior(build_autoencoder(preset, cfg.autoencoder))
     if cfg.init_from:
         init_from_autoencoder(model.vae, cfg.init_from)
     model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ema = EMAModel(model.vae.parameters(), decay=cfg.ema_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    start = checkpoints.resume_from(accelerator, cfg.resume, run_dir, ema=ema)
-    trained_on = checkpoints.check_dataset(accelerator, run_dir, ds, resumed=start > 0)
-    ema.to(device)
-    schedule = loop.lr_lambda(cfg)
-    logger = logs.JsonlLogger(run_dir / "log.jsonl", main_proc, resume_step=start)
-    # holds EMA weights for figures/export
-    eval_vae = build_autoencoder(preset, cfg.autoencoder).to(device).eval().requires_grad_(False)
+    loop = TrainLoop(cfg, accelerator, model, run_dir, ds, ema_of="vae", desc=f"train-vae ({cfg.autoencoder})",
+                     postfix=("l1", "perplexity"))
+    if vq and cfg.dead_code_every:
+        loop.after_optimizer_step = partial(codebook_reset, cfg, x, loop)
+    loop.figure = lambda done: recon_figure(
+        loop.shadow, fig_x, picks, norm, ds.meta, run_dir / "figures" / f"recon-{done:06d}.png",
+        f"{cfg.autoencoder.upper()} autoencoder (EMA) reconstructions, step {done}")
     reg_name = "vq" if vq else "kl"
 
     # ---- train -----------------------------------------------------------------------------------------
-    model.train()
-    bar = tqdm(total=cfg.max_steps, initial=start, disable=not main_proc, desc=f"train-vae ({cfg.autoencoder})",
-               dynamic_ncols=True)
-    meter, t0, last = logs.Throughput(), time.perf_counter(), {}
-    for step in range(start, cfg.max_steps):
-        gen = loop.step_generator(cfg.seed, step, rank)
-        xb = x[loop.draw_batch(len(x), cfg.batch_size, gen)]  # (B, C, H, W)
+    for step in loop.steps():
+        gen, idx = loop.draw(step, len(x))  # this step's generator and batch indices
+        xb = x[idx]  # (B, C, H, W)
         if cfg.time_shift:
-            xb = loop.roll_time(xb, torch.randint(0, xb.shape[-1], (len(xb),), generator=gen))
+            xb = roll_time(xb, torch.randint(0, xb.shape[-1], (len(xb),), generator=gen))
         xb = xb.to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * schedule(step)  # stateless schedule: nothing to restore on resume
+        loop.set_lr(step)
         with accelerator.autocast():
-            rec, reg, codes = model(xb, gen)
+            rec, reg, codes = loop.model(xb, gen)
         rec = rec.float()
         l1, l2 = (rec - xb).abs().mean(), (rec - xb).pow(2).mean()
         reg = reg.float().mean()
         rec_loss = cfg.l1_weight * l1 + cfg.l2_weight * l2
         loss = rec_loss + (cfg.codebook_weight if vq else cfg.kl_weight) * reg
-        accelerator.backward(loss)
-        if cfg.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        if vq and cfg.dead_code_every and done % cfg.dead_code_every == 0 and done < cfg.max_steps:
-            vq_model = accelerator.unwrap_model(model).vae
-            reset_dead_codes(vq_model, x, loop.step_generator(cfg.seed, step, 0, stream=1), cfg.dead_code_probe,
-                             cfg.eval_batch_size)
-            weight = vq_model.quantize.embedding.weight
-            weight.data.copy_(broadcast(weight.data.contiguous(), from_process=0))  # identical on every rank
-        ema.step(accelerator.unwrap_model(model).vae.parameters())
-        meter.add(len(xb) * accelerator.num_processes)
-        bar.update(1)
-
-        # ---- log -------------------------------------------------------------------------------------
-        if done % cfg.log_every == 0 or done == cfg.max_steps:
-            vals = accelerator.reduce(torch.stack([loss, l1, l2, reg]).detach(),
-                                      reduction="mean").tolist()
-            last = dict(step=done, loss=vals[0], l1=vals[1], l2=vals[2], lr=cfg.lr * schedule(step),
-                        samples_per_s=meter.read(), num_processes=accelerator.num_processes,
-                        elapsed_s=time.perf_counter() - t0, **{reg_name: vals[3]})
-            if codes is not None:
-                usage = ae.codebook_usage(codes, preset.vq_num_embeddings)  # this batch, this rank
-                last.update(perplexity=usage["perplexity"], batch_dead_fraction=usage["dead_fraction"])
-            logger.log(**last)
-            bar.set_postfix(loss=f"{vals[0]:.4f}", l1=f"{vals[1]:.4f}",
-                            **({"ppl": f"{last['perplexity']:.0f}"} if codes is not None else {}))
-
-        # ---- checkpoint and figures ----------------------------------------------------------------------
-        if done % cfg.checkpointing_steps == 0 or done == cfg.max_steps:
-            checkpoints.save_checkpoint(accelerator, run_dir, done, cfg.checkpoints_total_limit, ema=ema)
-        if main_proc and cfg.image_every and done % cfg.image_every == 0 and done != cfg.max_steps:
-            ema.copy_to(eval_vae.parameters())
-            recon_figure(eval_vae, fig_x, picks, norm, ds.meta, run_dir / "figures" / f"recon-{done:06d}.png",
-                         f"{cfg.autoencoder.upper()} autoencoder (EMA) reconstructions, step {done}")
-    bar.close()
+        loop.update(loss, step, len(xb), terms={"l1": l1, "l2": l2, reg_name: reg},
+                    stats=None if codes is None else partial(batch_usage, codes, preset.vq_num_embeddings))
 
     # ---- export: EMA weights, measured scaling factor, metrics, figures -----------------------------------
-    accelerator.wait_for_everyone()
+    last = loop.finish()
     summary: dict = {}
-    last = last or (logs.read_jsonl(run_dir / "log.jsonl") or [{}])[-1]  # a resume with nothing left to do
-    if main_proc:
-        ema.copy_to(eval_vae.parameters())
-        mean, std = encode_stats(eval_vae, x, cfg.eval_batch_size, cfg.seed)
-        eval_vae.register_to_config(scaling_factor=1.0 / std)  # measured on the train split, never hard-coded
-        eval_vae.save_pretrained(run_dir / "vae", safe_serialization=True)
-        psnr = {}
-        for split, xs in (("train", x), ("test", x_test)):
-            if xs is not None:
-                # model space spans 2 units = dyn_range_db dB, so this equals PSNR over the dB images.
-                psnr[split] = float(peak_signal_noise_ratio(reconstruct(eval_vae, xs, cfg.eval_batch_size), xs,
-                                                            data_range=2.0))
-        summary = dict(autoencoder=cfg.autoencoder, steps=cfg.max_steps, scaling_factor=1.0 / std,
-                       latent_mean=mean, latent_std=std, psnr_db=psnr, final=last,
-                       dataset_fingerprint=ds.fingerprint, trained_on_fingerprint=trained_on,
-                       peak_rss_mb=logs.peak_rss_mb())
-        if vq:  # codebook usage over the whole train split: collapse is the classic VQ failure
-            codes = torch.cat([ae.encode_codes(eval_vae, x[i:i + cfg.eval_batch_size]).cpu()
-                               for i in range(0, len(x), cfg.eval_batch_size)])
-            summary["codebook"] = ae.codebook_usage(codes, preset.vq_num_embeddings)
-        (run_dir / "vae_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        recon_figure(eval_vae, fig_x, picks, norm, ds.meta, run_dir / "figures" / "recon.png",
-                     f"{cfg.autoencoder.upper()} autoencoder (EMA) reconstructions, {'test' if x_test is not None else 'train'} split, "
-                     f"step {cfg.max_steps}, PSNR {psnr.get('test', psnr['train']):.1f} dB")
-        plots.plot_losses(logs.read_jsonl(run_dir / "log.jsonl"), ["loss", "l1", reg_name],
-                           run_dir / "figures" / "loss.png", "train-vae")
-        print(f"train-vae: {cfg.max_steps} steps in {time.perf_counter() - t0:.0f} s | loss {last.get('loss', 0):.4f} | "
-              f"PSNR " + ", ".join(f"{k} {v:.2f} dB" for k, v in psnr.items()) +
-              f" | scaling_factor {1.0 / std:.4f}" +
-              (f" | codebook perplexity {summary['codebook']['perplexity']:.1f} of {preset.vq_num_embeddings}, "
-               f"{100 * summary['codebook']['dead_fraction']:.1f}% dead" if vq else "") +
-              f" | saved {run_dir / 'vae'}")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    if accelerator.is_main_process:
+        summary = export_vae(loop, last, preset=preset, x=x, x_test=x_test, fig_x=fig_x, picks=picks, norm=norm,
+                             ds=ds)
+    loop.close()
+    return summary
+
+
+def codebook_reset(cfg: VAEConfig, x: torch.Tensor, loop: TrainLoop, step: int) -> None:
+    """After the optimiser step, every cfg.dead_code_every steps: re-seed the unused codes (identical on every
+    rank: the reset codebook is broadcast from rank 0)."""
+    done = step + 1
+    if done % cfg.dead_code_every or done >= cfg.max_steps:
+        return
+    vq_model = loop.tracked()
+    reset_dead_codes(vq_model, x, step_generator(cfg.seed, step, 0, stream=1), cfg.dead_code_probe,
+                     cfg.eval_batch_size)
+    weight = vq_model.quantize.embedding.weight
+    weight.data.copy_(broadcast(weight.data.contiguous(), from_process=0))
+
+
+def batch_usage(codes: torch.Tensor, num_embeddings: int) -> dict:
+    """Codebook usage of this batch on this rank, for the log."""
+    usage = ae.codebook_usage(codes, num_embeddings)
+    return dict(perplexity=usage["perplexity"], batch_dead_fraction=usage["dead_fraction"])
+
+
+def export_vae(loop: TrainLoop, last: dict, *, preset, x: torch.Tensor, x_test: torch.Tensor | None,
+               fig_x: torch.Tensor, picks, norm: Normalization, ds) -> dict:
+    """Main process, EMA weights in loop.shadow: the measured scaling factor, the saved autoencoder, PSNR,
+    codebook usage (VQ), figures and the summary (returned and written to <run>/vae_summary.json)."""
+    cfg, run_dir, eval_vae = loop.cfg, loop.run_dir, loop.shadow
+    vq, reg_name = cfg.autoencoder == "vq", "vq" if cfg.autoencoder == "vq" else "kl"
+    mean, std = encode_stats(eval_vae, x, cfg.eval_batch_size, cfg.seed)
+    eval_vae.register_to_config(scaling_factor=1.0 / std)  # measured on the train split, never hard-coded
+    eval_vae.save_pretrained(run_dir / "vae", safe_serialization=True)
+    psnr = {}
+    for split, xs in (("train", x), ("test", x_test)):
+        if xs is not None:
+            # model space spans 2 units = dyn_range_db dB, so this equals PSNR over the dB images.
+            psnr[split] = float(peak_signal_noise_ratio(reconstruct(eval_vae, xs, cfg.eval_batch_size), xs,
+                                                        data_range=2.0))
+    summary = dict(autoencoder=cfg.autoencoder, steps=cfg.max_steps, scaling_factor=1.0 / std,
+                   latent_mean=mean, latent_std=std, psnr_db=psnr, final=last,
+                   dataset_fingerprint=ds.fingerprint, trained_on_fingerprint=loop.trained_on,
+                   peak_rss_mb=logs.peak_rss_mb())
+    if vq:  # codebook usage over the whole train split: collapse is the classic VQ failure
+        codes = torch.cat([ae.encode_codes(eval_vae, x[i:i + cfg.eval_batch_size]).cpu()
+                           for i in range(0, len(x), cfg.eval_batch_size)])
+        summary["codebook"] = ae.codebook_usage(codes, preset.vq_num_embeddings)
+    (run_dir / "vae_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    recon_figure(eval_vae, fig_x, picks, norm, ds.meta, run_dir / "figures" / "recon.png",
+                 f"{cfg.autoencoder.upper()} autoencoder (EMA) reconstructions, "
+                 f"{'test' if x_test is not None else 'train'} split, "
+                 f"step {cfg.max_steps}, PSNR {psnr.get('test', psnr['train']):.1f} dB")
+    plots.plot_losses(logs.read_jsonl(run_dir / "log.jsonl"), ["loss", "l1", reg_name],
+                      run_dir / "figures" / "loss.png", "train-vae")
+    print(f"train-vae: {cfg.max_steps} steps in {time.perf_counter() - loop.t0:.0f} s | "
+          f"loss {last.get('loss', 0):.4f} | PSNR " + ", ".join(f"{k} {v:.2f} dB" for k, v in psnr.items()) +
+          f" | scaling_factor {1.0 / std:.4f}" +
+          (f" | codebook perplexity {summary['codebook']['perplexity']:.1f} of {preset.vq_num_embeddings}, "
+           f"{100 * summary['codebook']['dead_fraction']:.1f}% dead" if vq else "") +
+          f" | saved {run_dir / 'vae'}")
     return summary
 
 
