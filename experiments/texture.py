@@ -1,4 +1,5 @@
-"""Decode the mean, sample the texture (issue 17, lever 1), as a post-process measured outside the product.
+"""Decode the mean, sample the texture (a stage-1 lever for realism): a post-process measured outside the
+product.
 
 Speckle is incompressible: the VAE returns a smooth mean and the classifier of the two-sample test sees that. A
 texture model is fitted on residuals r = x - D(E(x)) of real recordings: a stationary Gaussian field with the

@@ -1,9 +1,10 @@
 """`dopplergen compare`: the KL route against the two VQ routes, trained on the same data and budget, side by side.
 
-Rombach et al. (2022) compared KL- and VQ-regularised latent spaces for latent diffusion; the user's notes ask
-the same question for micro-Doppler (MISSION.md, priority 2). For each route this command trains (or takes)
-a pipeline with the standard CLIs, evaluates it with `dopplergen evaluate` at identical settings, times
-sampling for all routes in one process, and writes compare.json, compare.md and figures:
+Rombach et al. (2022) compared KL- and VQ-regularised latent spaces for latent diffusion; this command asks
+the same question for micro-Doppler, where the KL route is the main line and the VQ routes the experimental
+alternative. For each route it trains (or takes) a pipeline with the standard CLIs, evaluates it with
+`dopplergen evaluate` at identical settings, times sampling for all routes in one process, and writes
+compare.json, compare.md and figures:
 
 - kl            AutoencoderKL + UNet latent diffusion (the main line);
 - vq-latent     VQModel + the same UNet on pre-quantisation latents (LDM "VQ-reg": isolates the latent space);

@@ -41,7 +41,7 @@ class Denoiser(nn.Module):
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, user_idx: torch.Tensor,
                 values: torch.Tensor | None = None) -> torch.Tensor:
         context = encode_context(self.user_encoder, self.condition_encoder, user_idx, values)  # (N, T_u + T_c, D)
-        return self.unet(z_t, t, encoder_hidden_states=context).sample  # (N, 4, h, w)
+        return self.unet(z_t, t, encoder_hidden_states=context).sample  # (N, c, h, w), c = latent channels
 
 
 def condition_names(cfg: UNetConfig, columns: dict) -> list[str]:
@@ -93,7 +93,7 @@ def main(cfg: UNetConfig) -> Path:
     scaling = float(vae.config.scaling_factor)
     w = x.shape[-1]
     shifts = time_shifts(w, cfg.latent_shifts) if cfg.time_shift else [0]
-    lat_mean, lat_std = cache_latents(vae, x, shifts)  # (S, N, 4, h, w)
+    lat_mean, lat_std = cache_latents(vae, x, shifts)  # (S, N, c, h, w), c = ae.latent_channels(vae)
     accelerator.print(f"cached latents {tuple(lat_mean.shape)} of {len(ds.users)} users, scaling {scaling:.4f}")
 
     # ---- model, noise schedule, the shared loop (optimiser, EMA, resume, logs) -------------------------------------
@@ -129,7 +129,7 @@ def main(cfg: UNetConfig) -> Path:
         b = len(idx)
         s = torch.randint(0, len(shifts), (b,), generator=gen)
         eps_lat = torch.randn((b, *lat_mean.shape[2:]), generator=gen)
-        z0 = ae.scale(vae, lat_mean[s, idx] + lat_std[s, idx] * eps_lat)  # (B, 4, h, w): a posterior sample
+        z0 = ae.scale(vae, lat_mean[s, idx] + lat_std[s, idx] * eps_lat)  # (B, c, h, w): a posterior sample
         user = labels[idx].clone()
         user[torch.rand(b, generator=gen) < cfg.null_user_prob] = null_user  # classifier-free guidance dropout
         noise = torch.randn(z0.shape, generator=gen)

@@ -61,7 +61,7 @@ def encode_stats(vae: ae.Autoencoder, x: torch.Tensor, batch: int, seed: int) ->
     for i in range(0, len(x), batch):
         mean, std = ae.posterior(vae, x[i:i + batch])
         zs.append(mean.float().cpu() + std.float().cpu() * torch.randn(mean.shape, generator=gen))
-    z = torch.cat(zs)  # (N, 4, h, w)
+    z = torch.cat(zs)  # (N, c, h, w), c = ae.latent_channels(vae)
     return float(z.mean()), float(z.std())
 
 
