@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/train.py --presets tiny --steps 3 --warmup 1
 
 Each (stage, preset) runs in a fresh process so its peak memory (RSS on the CPU, max_memory_allocated on
-CUDA) is its own. The steps mirror training/train_vae.py and training/train_unet.py on random data of the
-preset's shape: the numbers are the cost of the models, not of data loading (both stages keep data in memory).
+CUDA) is its own. The steps mirror training/stages/train_vae.py and training/stages/train_unet.py on random data
+of the preset's shape: the numbers are the cost of the models, not of data loading (both stages keep data in
+memory).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def bench(stage: str, preset_name: str, batch: int, steps: int, warmup: int, dev
 
     from models.builders import build_vae
     from models.presets import get_preset
-    from training.train_unet import Denoiser
-    from training.train_vae import VAEWithPosterior
+    from training.stages.train_unet import Denoiser
+    from training.stages.train_vae import VAEWithPosterior
 
     device = torch.device(device_name)
     torch.manual_seed(0)

@@ -2,8 +2,8 @@
 
     python -m experiments.calibrate --data data/sim10 [--k 5] [--seeds 0 1]
 
-DESIGN.md asks for a benchmark that is learnable (full data: >= 85 %) yet not trivial (k = 5 per user:
-at least 15 points lower), leaving room for augmentation to show its value.
+The benchmark must be learnable (full data: >= 85 %) yet not trivial (k = 5 per user: at least 15 points
+lower), leaving room for augmentation to show its value.
 
 Measured (docs/simulator.md, data/sim10 = `dopplergen simulate` defaults, seeds 0 1, 2-core CPU): all 98 train
 recordings per user 0.945 test accuracy, 5 per user 0.564: a 38-point gap, inside both targets.

@@ -56,11 +56,11 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from models.pipeline import DopplerPipeline
-    from training.enrol import FewShotConfig, adapt_new_users
     from training.eval import context as sec
     from training.eval.augmentation import select_k_per_user
     from training.eval.classifier import accuracy
     from training.eval.evaluate import EvalSettings
+    from training.eval.fewshot import FewShotConfig, adapt_new_users
 
     out, log = result_file(a.out)
     pop = DopplerPipeline.load(a.population, device="cpu")

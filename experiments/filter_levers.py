@@ -80,10 +80,10 @@ def main() -> None:
     from experiments.common import open_run
     from models.pipeline import DopplerPipeline
     from models.sampling import resolve
-    from training.enrol import FewShotConfig, adapt_new_users
     from training.eval import filters as F
     from training.eval.augmentation import fewshot_steps_for, select_k_per_user
     from training.eval.classifier import accuracy
+    from training.eval.fewshot import FewShotConfig, adapt_new_users
     from training.eval.stats import format_ci, paired_difference, t_interval
 
     pipe, d, ctx, log, out = open_run(a.pipeline, a.data, a.out, a.threads)

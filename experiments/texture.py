@@ -1,4 +1,5 @@
-"""Decode the mean, sample the texture (issue 17, lever 1), as a post-process measured outside the product.
+"""Decode the mean, sample the texture (a stage-1 lever for realism): a post-process measured outside the
+product.
 
 Speckle is incompressible: the VAE returns a smooth mean and the classifier of the two-sample test sees that. A
 texture model is fitted on residuals r = x - D(E(x)) of real recordings: a stationary Gaussian field with the
@@ -95,9 +96,9 @@ def main() -> None:
     from models.pipeline import DopplerPipeline
     from models.texture import build_bank
     from training.data.dataset import load_dataset
-    from training.enrol import FewShotConfig, adapt_new_users
     from training.eval import metrics as fm
     from training.eval.augmentation import fewshot_steps_for, select_k_per_user
+    from training.eval.fewshot import FewShotConfig, adapt_new_users
     from training.eval.stats import format_ci, paired_difference, t_interval
 
     pipe, d, ctx, log, out = open_run(a.pipeline, a.data, a.out, a.threads)

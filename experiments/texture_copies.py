@@ -1,4 +1,4 @@
-"""Does the texture bank turn samples into copies of training recordings? (issue 17, lever 1; a measurement)
+"""Does the texture bank (stage 1's realism lever) turn samples into copies of training recordings? (a measurement)
 
 The bank (models/texture.py) adds to each decoded sample the residual x_j - D(E(x_j)) of the bank recording j whose
 reconstruction, shifted in time, is nearest to it. If a sample were close to D(E(x_j)), the result would be close to

@@ -169,8 +169,8 @@ def test_only_the_dataset_contract_names_the_manifest():
 
 def test_the_checker_sees_the_project(graph):
     """Guards against a checker that passes because it reads nothing: known edges of each kind are found."""
-    assert "training.eval.plots" in graph["training.export"]  # top-level `from ... import`
-    assert "training.eval.evaluate" in graph["training.eval.compare"]  # an import inside a function
+    assert "training.eval.plots" in graph["training.stages.export"]  # top-level `from ... import`
+    assert "training.eval.evaluate" in graph["training.compare"]  # an import inside a function
     assert "training.data.simulate" in graph["training.cli"]  # a module named in a string (importlib dispatch)
     assert "models.pipeline" in graph["service.state"]
     assert "models.dataset_folder" in manifest_namers(ROOT, home="")  # the home's MANIFEST = "manifest.csv"

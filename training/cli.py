@@ -7,23 +7,31 @@ import importlib
 import sys
 
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
+# A command's module is named by the command, '-' read as '_' (`train-vae` -> training/stages/train_vae.py,
+# `enroll` -> training/enroll.py); `import`, a Python keyword, is the one exception
+# (training/data/importer.py).
 # Modules are imported only when their subcommand runs, so `serve` never pulls in training code
 # and `simulate` never pays for importing diffusers.
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("training.data.simulate", "write a simulated micro-Doppler dataset folder"),
-    "train-vae": ("training.train_vae", "stage 1: train the AutoencoderKL (or, --autoencoder vq, a VQModel)"),
-    "train-unet": ("training.train_unet", "stage 2: train the user-conditioned UNet and export the pipeline"),
-    "train-transformer": ("training.train_transformer",
-                          "stage 2 of the VQ route: VQ-Diffusion Transformer over code indices; exports the pipeline"),
+    "train-vae": ("training.stages.train_vae",
+                  "stage 1: train the AutoencoderKL (or, --autoencoder vq, a VQModel)"),
+    "train-unet": ("training.stages.train_unet",
+                   "stage 2: train the user-conditioned UNet and export the pipeline"),
+    "train-transformer": ("training.stages.train_transformer",
+                          "stage 2 of the VQ route: VQ-Diffusion Transformer over code indices; "
+                          "exports the pipeline"),
     "evaluate": ("training.eval.evaluate", "write a JSON + Markdown + PNG quality report for a pipeline"),
     "generate": ("training.generate", "bulk-export generated spectrograms to a dataset folder"),
-    "texture": ("training.texture_cli",
-                "stage 1's texture bank: residuals of real recordings added to decoded samples (two-sample realism)"),
-    "enroll": ("training.enroll_cli", "add a new person from a few recordings to a pipeline (only their user row is learnt)"),
+    "texture": ("training.texture",
+                "stage 1's texture bank: residuals of real recordings added to decoded samples "
+                "(two-sample realism)"),
+    "enroll": ("training.enroll",
+               "add a new person from a few recordings to a pipeline (only their user row is learnt)"),
     "import": ("training.data.importer",
                "published images (colour-mapped, any size, windows of sessions) -> a dataset folder, split by session"),
     "merge": ("training.data.merge", "real + generated dataset folders -> one folder with provenance per row"),
-    "compare": ("training.eval.compare", "train/evaluate the kl, vq-latent and vq-diffusion routes side by side"),
+    "compare": ("training.compare", "train/evaluate the kl, vq-latent and vq-diffusion routes side by side"),
     # The one place the command line reaches the service: a lazy dispatch by name (never imported by training code
     # otherwise), so the dependency direction service -> models <- training holds. tests/test_layout.py allows it.
     "serve": ("service.cli", "start the HTTP generation service"),

@@ -59,11 +59,6 @@ class VAEConfig(TrainConfig):
     dead_code_every: int = 100  # VQ only: re-seed unused codes from encoder outputs this often (0 = never)
     dead_code_probe: int = 256  # VQ only: train images encoded to find the unused codes (stateless: exact resume)
     init_from: str = ""  # a saved autoencoder folder (e.g. checkpoints/demo/vae) whose weights start this run (fine-tuning)
-    perceptual_weight: float = 0.0  # texture lever: weight of the perceptual loss in a user-classifier CNN's features (training/perceptual.py); 0 = off
-    perceptual_steps: int = 300  # optimiser steps of that classifier, trained on the train split at the start, then frozen
-    disc_weight: float = 0.0  # texture lever: PatchGAN hinge loss with LDM's adaptive weight, times this (LDM: 0.5; training/vae_gan.py); 0 = off
-    disc_start: int = 0  # step from which the decoder gets the adversarial term (the discriminator trains from step 0)
-    disc_layers: int = 3  # stride-2 layers of the PatchGAN (3: 70-pixel patches, a 6x6 logit map on 64x64)
 
 
 @dataclass
@@ -158,12 +153,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 POSITIVE = {"max_steps", "batch_size", "checkpointing_steps", "checkpoints_total_limit", "log_every",
             "eval_batch_size", "latent_shifts", "num_inference_steps", "preview_per_user", "users_in_grid",
-            "t_groups", "perceptual_steps", "disc_layers"}
+            "t_groups"}
 NON_NEGATIVE = {"lr_warmup_steps", "weight_decay", "max_grad_norm", "l1_weight", "l2_weight", "kl_weight",
                 "snr_gamma", "image_every", "guidance_scale", "condition_guidance_scale",
                 "identity_guidance_scale",
-                "codebook_weight", "dead_code_every", "dead_code_probe", "perceptual_weight", "disc_weight",
-                "disc_start"}
+                "codebook_weight", "dead_code_every", "dead_code_probe"}
 NOT_OPTIONS = {"config", "dry_run", "command"}  # argparse names that are not config fields
 
 

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from tests.training.test_train import _unet_args, _vae_args, _weights, dataset, vae_run  # noqa: F401 - fixtures
-from training import checkpoints, resume_state
 from training.cli import main as cli
+from training.stages import checkpoints, resume_state
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 4

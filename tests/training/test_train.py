@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training import checkpoints, logs
 from training.cli import main as cli
+from training.stages import checkpoints, logs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -218,7 +218,7 @@ def test_two_processes_with_accelerate_launch(dataset, vae_run, tmp_path):
     out = tmp_path / "pipe2"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     # accelerate's `--cpu` launcher starts >1 process only through mpirun; `--multi_gpu` spawns them with
-    # torchrun, and training.loop asks accelerate for gloo on the CPU when there is no CUDA.
+    # torchrun, and training.stages.loop asks accelerate for gloo on the CPU when there is no CUDA.
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training"]
     proc = subprocess.run(launcher + _unet_args(dataset, vae_run / "vae", out, 2), cwd=ROOT, env=env,

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from tests.training.test_train import _kill_after, _Killed, _unet_args, _vae_args, _write_dataset
-from training import logs
 from training.cli import main as cli
+from training.stages import logs
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,8 @@ class Gait:
         return d
 
 
-# Boulic-Thalmann segment lengths as fractions of height (PHYSICS.md); neck and ankle height fill the rest.
+# Boulic-Thalmann segment lengths as fractions of height (Boulic, Magnenat-Thalmann & Thalmann 1990, as in
+# V.C. Chen's The Micro-Doppler Effect in Radar; docs/simulator.md); neck and ankle height fill the rest.
 FRAC = dict(head=0.130, shoulder=0.1295, torso=0.288, hip=0.0955, upper_leg=0.245, lower_leg=0.246,
             foot=0.143, upper_arm=0.188, lower_arm=0.152, neck=0.052, ankle=0.039)
 # 16 ellipsoids: (name, radius as a fraction of height, RCS group index into Gait.rcs_scale). All are

@@ -5,8 +5,8 @@ Rule: no real recording of a target user beyond the classifier's own k ever reac
   exactly the classifier's real data), never on the test split.
 - small k: a generator pretrained on a *disjoint* simulated population is adapted to each target user
   from exactly the classifier's k recordings, by learning only new user-encoder rows with the diffusion
-  loss while the UNet and VAE stay frozen (textual inversion; Gal et al., ICLR 2023): training/enrol.py, on a
-  population from training/eval/population.py.
+  loss while the UNet and VAE stay frozen (textual inversion; Gal et al., ICLR 2023): training/eval/fewshot.py,
+  on a population from training/eval/population.py.
 Each trial records what its generator saw, so the report (and the tests) can check the rule.
 """
 

@@ -30,7 +30,7 @@ class EvalSettings:
     quick: bool = False
     gen_per_user: int = 0  # generated per user for affinity/TSTR/FD/C2ST/physics; 0 = as many as real train per user
     classifier_epochs: int = 0  # reference classifier epochs; 0 = training.eval.classifier's default
-    classifier_min_steps: int = 0  # floor on its optimiser steps; 0 = training.eval.classifier's default (300)
+    classifier_min_steps: int = 0  # floor on its optimiser steps; 0 = training.eval.classifier's default (150)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # augmentation-gain repeats (k selection, classifier init, synthetic draw)
     filters: tuple[str, ...] = ()  # synthetic-sample filters of the augmentation runs (training.eval.filters)
     filter_factor: float = 3.0  # candidates drawn per kept synthetic sample when a filter is on

@@ -1,4 +1,4 @@
-"""Metric functions for synthetic spectrograms when Inception features do not apply (see PHYSICS.md).
+"""Metric functions for synthetic spectrograms, where Inception features (trained on photographs) do not apply.
 
 - Fréchet distance between Gaussian fits of feature sets (Heusel et al. 2017), in the features of a
   classifier trained on the domain instead of Inception.

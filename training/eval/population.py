@@ -1,5 +1,6 @@
 """The population generator of the few-shot protocol: a pipeline trained on a simulated population disjoint from the
-evaluated users, which enrolment (training/enrol.py) then adapts to each target user from their k recordings.
+evaluated users, which the few-shot adaptation (training/eval/fewshot.py) then adapts to each target user from
+their k recordings.
 
 One recipe, used by `dopplergen evaluate --fewshot` (when no --population-pipeline is given) and by
 scripts/make_population.sh (`python -m training.eval.population`): the same commands and the same budget.

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from training.enrol import FewShotConfig, adapt_new_users
 from training.eval.augmentation import (
     MIXES,
     Trial,
@@ -26,6 +25,7 @@ from training.eval.augmentation import (
     trial_line,
 )
 from training.eval.classifier import accuracy, train_classifier
+from training.eval.fewshot import FewShotConfig, adapt_new_users
 from training.eval.filters import FilterConfig, filter_candidates, readouts, summary_line
 from training.eval.population import population_pipeline
 

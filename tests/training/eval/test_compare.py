@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from training.eval.compare_report import METRICS, fewest_steps, verdicts
+from training.compare_report import METRICS, fewest_steps, verdicts
 
 
 def test_verdicts_pick_the_better_direction_and_report_ties():

@@ -1,9 +1,10 @@
 """`dopplergen compare`: the KL route against the two VQ routes, trained on the same data and budget, side by side.
 
-Rombach et al. (2022) compared KL- and VQ-regularised latent spaces for latent diffusion; the user's notes ask
-the same question for micro-Doppler (MISSION.md, priority 2). For each route this command trains (or takes)
-a pipeline with the standard CLIs, evaluates it with `dopplergen evaluate` at identical settings, times
-sampling for all routes in one process, and writes compare.json, compare.md and figures:
+Rombach et al. (2022) compared KL- and VQ-regularised latent spaces for latent diffusion; this command asks
+the same question for micro-Doppler, where the KL route is the main line and the VQ routes the experimental
+alternative. For each route it trains (or takes) a pipeline with the standard CLIs, evaluates it with
+`dopplergen evaluate` at identical settings, times sampling for all routes in one process, and writes
+compare.json, compare.md and figures:
 
 - kl            AutoencoderKL + UNet latent diffusion (the main line);
 - vq-latent     VQModel + the same UNet on pre-quantisation latents (LDM "VQ-reg": isolates the latent space);
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.eval.compare_report import fewest_steps, figures, row_of, verdicts, write_markdown
+from training.compare_report import fewest_steps, figures, row_of, verdicts, write_markdown
 
 ROUTES = ("kl", "vq-latent", "vq-diffusion")
 STAGE1 = {"kl": "kl", "vq-latent": "vq", "vq-diffusion": "vq"}  # route -> train-vae --autoencoder
@@ -58,8 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_in_process(argv: list[str]) -> int:
     """One stage in this process through its own module's options, as `dopplergen <stage>` would parse them (the
     modules directly, not training.cli: the CLI dispatches to this module, and a call back would be a cycle)."""
-    from training import train_transformer, train_unet, train_vae
     from training.eval import evaluate
+    from training.stages import train_transformer, train_unet, train_vae
 
     module = {"train-vae": train_vae, "train-unet": train_unet, "train-transformer": train_transformer,
               "evaluate": evaluate}[argv[0]]
@@ -187,7 +188,7 @@ def time_sampling(pipes: dict[str, Any], settings: dict[str, list[tuple[int, flo
             for steps, guidance, scheduler in settings[route]:
                 t0 = time.perf_counter()
                 sample(pipe, users, list(range(batch)), num_inference_steps=steps, guidance_scale=guidance,
-                       scheduler=scheduler, pad_to=batch)
+                       sampler=scheduler, pad_to=batch)
                 if rep >= 0:
                     times.setdefault((route, steps), []).append((time.perf_counter() - t0) / batch)
     return {f"{route}@{steps}": v for (route, steps), v in times.items()}

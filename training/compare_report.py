@@ -1,5 +1,5 @@
 """What `dopplergen compare` concludes and writes: one row of numbers per route, the verdict per metric,
-compare.md and its figures. The measuring (training, evaluating, timing) is in training/eval/compare.py."""
+compare.md and its figures. The measuring (training, evaluating, timing) is in training/compare.py."""
 
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def figures(cmp: dict[str, Any], pipes: dict[str, Any], data_path: str, fig_dir:
     for r in rows:
         pipe = pipes[r["route"]]
         x = sample(pipe, [pipe.user_encoder.index_of(u) for u in users], [7] * len(users),
-                   num_inference_steps=r["steps"], guidance_scale=r["guidance"], scheduler=r["scheduler"])
+                   num_inference_steps=r["steps"], guidance_scale=r["guidance"], sampler=r["scheduler"])
         grid.append((r["route"], list(x.numpy())))
     spectrogram_grid(grid, data.meta, fig_dir / "compare_samples.png",
                      title=f"one real test recording, then one sample per route (seed 7), for {', '.join(users)}")

@@ -1,5 +1,6 @@
 """The end of stage 2: the exported pipeline folder (EMA weights, versioned by a weights hash, dopplergen.json) with
-its preview grid, loss curve and the stage-1 figures."""
+its preview grid, loss curve and the stage-1 figures; `PipelineExport` builds the pipeline around the training
+loop's EMA shadow and exports it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,7 +21,8 @@ from models.presets import Preset
 from models.sampling import default_sampler, sample
 from training.config import Stage2Config, to_dict
 from training.eval.plots import plot_losses, spectrogram_grid
-from training.logs import read_jsonl
+from training.stages.logs import read_jsonl
+from training.stages.loop import TrainLoop, first_per_user
 
 VERSION = "0.1.0"
 
@@ -46,10 +50,53 @@ def weights_hash(modules: list[nn.Module]) -> str:
     return h.hexdigest()[:10]
 
 
-def export_pipeline(pipe: DopplerPipeline, shadow: nn.Module, cfg, out: Path, run_dir: Path, x_db, picks, last: dict,
-                    t0: float, loss_title: str, sampler_text: str, owners: list[str] | None = None) -> None:
+@dataclass
+class PipelineExport:
+    """Stage 2's pipeline in the making: built around the training loop's EMA shadow (`attach`), previewed every
+    cfg.image_every steps and exported at the end (`export`)."""
+
+    loop: TrainLoop
+    pipe: DopplerPipeline
+    x_db: np.ndarray  # (N, C, H, W): the train split in dB, for the preview grids and the texture bank
+    picks: list[tuple[str, list[int]]]  # (user, indices into x_db): the real rows of the preview grids
+    owners: list[str]  # the person of each recording in x_db (the texture bank needs them)
+
+    @classmethod
+    def attach(cls, loop: TrainLoop, *, vae, network: str, scheduler_config, preset: Preset, ds,
+               norm: Normalization, x: torch.Tensor, labels: torch.Tensor, route: str) -> PipelineExport:
+        """The pipeline around the EMA shadow (its `network` attribute is the denoiser) with its metadata (in
+        `pipe.meta`, for the trainer to add to), and the real spectrograms of the preview grids; installs the
+        preview as the loop's figure."""
+        cfg = loop.cfg
+        meta = export_meta(cfg, preset, ds, norm, route)
+        meta["dataset"]["trained_on_fingerprint"] = loop.trained_on  # differs from "fingerprint" only if data changed
+        pipe = DopplerPipeline(vae, getattr(loop.shadow, network), loop.shadow.user_encoder, dict(scheduler_config),
+                               meta)
+        picks = first_per_user(labels.numpy(), ds.users, cfg.preview_per_user, cfg.users_in_grid)
+        target = cls(loop, pipe, norm.to_db(x).numpy(), picks, [ds.users[int(i)] for i in labels])
+        loop.figure = target.preview
+        return target
+
+    def preview(self, done: int) -> None:
+        cfg = self.loop.cfg
+        path = self.loop.run_dir / "figures" / f"preview-{done:06d}.png"
+        preview_figure(self.pipe, self.x_db, self.picks, cfg, path,
+                       f"real | generated (EMA, step {done}, guidance {cfg.guidance_scale})")
+
+    def export(self, out: Path, *, loss_title: str, sampler_text: str) -> Path:
+        """EMA weights into the shadow, then the pipeline folder (main process); ends the accelerate run."""
+        last = self.loop.finish()
+        if self.loop.accelerator.is_main_process:
+            export_pipeline(self, out, last=last, loss_title=loss_title, sampler_text=sampler_text)
+        self.loop.close()
+        return out
+
+
+def export_pipeline(target: PipelineExport, out: Path, *, last: dict, loss_title: str, sampler_text: str) -> None:
     """Texture bank, final preview, optional fp16 cast, versioned save, loss plot and stage-1 figures: the end of
-    either stage 2. `owners`: the person of each recording in x_db (the bank needs them)."""
+    either stage 2. `last`: the last log row."""
+    pipe, shadow, cfg, run_dir = target.pipe, target.loop.shadow, target.loop.cfg, target.loop.run_dir
+    x_db, picks, owners = target.x_db, target.picks, target.owners
     figures = out / "figures"
     stage = cfg.stage_name
     if cfg.texture_per_user > 0 and owners:
@@ -74,8 +121,8 @@ def export_pipeline(pipe: DopplerPipeline, shadow: nn.Module, cfg, out: Path, ru
     (run_dir / "figures").mkdir(parents=True, exist_ok=True)
     for f in figures.glob("*.png"):
         shutil.copyfile(f, run_dir / "figures" / f.name)
-    print(f"train-{stage}: {cfg.max_steps} steps in {time.perf_counter() - t0:.0f} s | loss {last.get('loss', 0):.4f} | "
-          f"{pipe.meta['version']} | {pipe.route} | exported {out}")
+    print(f"train-{stage}: {cfg.max_steps} steps in {time.perf_counter() - target.loop.t0:.0f} s | "
+          f"loss {last.get('loss', 0):.4f} | {pipe.meta['version']} | {pipe.route} | exported {out}")
 
 
 def export_meta(cfg, preset: Preset, ds, norm: Normalization, route: str = "kl") -> dict:

@@ -1,6 +1,6 @@
-"""The shared training loop: accelerate set-up, per-step RNG, learning-rate schedule and data of both stages, and
-`Stage2Loop`, the optimiser/EMA/log/checkpoint loop that train-unet and train-transformer wrap around their own loss
-(train-vae runs its own loop with the same pieces)."""
+"""The training loop of every stage: accelerate set-up, per-step RNG, learning-rate schedule and data, and
+`TrainLoop`, the optimiser/EMA/log/checkpoint/figure loop that train-vae, train-unet and train-transformer each
+wrap around their own loss."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +21,11 @@ from tqdm.auto import tqdm
 
 from models import autoencoder as ae
 from models.normalization import Normalization
-from models.pipeline import DopplerPipeline
 from models.presets import Preset
-from training import checkpoints
-from training.config import ConfigError, Stage2Config, TrainConfig, write_options
+from training.config import ConfigError, TrainConfig, write_options
 from training.data.dataset import load_dataset
-from training.export import export_meta, export_pipeline, preview_figure
-from training.logs import JsonlLogger, Throughput, read_jsonl
+from training.stages import checkpoints
+from training.stages.logs import JsonlLogger, Throughput, read_jsonl
 
 
 # ---- setup -------------------------------------------------------------------------------------------
@@ -105,7 +103,7 @@ def first_per_user(labels: np.ndarray, users: list[str], k: int, max_users: int)
     return out
 
 
-# ---- stage 2 -------------------------------------------------------------------------------------------
+# ---- stage 2 set-up -------------------------------------------------------------------------------------------
 def load_frozen_autoencoder(cfg, preset: Preset, device, print_fn) -> ae.Autoencoder:
     """The trained stage 1 (either class), frozen, checked against the preset; warns on an unmeasured scaling."""
     vae = ae.load_autoencoder(cfg.vae)
@@ -124,46 +122,63 @@ def _plain(v):
     return list(v) if isinstance(v, (list, tuple)) else v
 
 
-class Stage2Loop:
-    """The shared loop around a stage-2 loss: call set_lr(step), compute the loss, then update(loss, step, batch)."""
+class TrainLoop:
+    """The loop around any stage's loss: AdamW, an EMA of the weights, the stateless learning-rate schedule,
+    JSONL log and progress bar, resume checkpoints and figures every cfg.image_every steps.
 
-    def __init__(self, cfg: Stage2Config, accelerator, model: nn.Module, run_dir: Path, ds) -> None:
-        self.cfg, self.accelerator, self.run_dir = cfg, accelerator, run_dir
-        main_proc = accelerator.is_main_process
+    A trainer iterates `steps()` and, per step, takes its generator and batch from `draw(step, n)`, calls
+    `set_lr(step)`, computes its loss and ends the step with `update(loss, step, batch)`. After the loop,
+    `finish()` puts the EMA weights into `shadow` and returns the last log row; `close()` ends the run.
+
+    `ema_of`: the attribute of the model whose weights the EMA tracks and the shadow holds ("" = the whole model;
+    train-vae's "vae": the autoencoder inside its training wrapper). `postfix`: log keys shown in the progress
+    bar besides the loss. Two hooks a trainer may set: `after_optimizer_step(step)` runs after each optimiser
+    step, before the EMA step (train-vae's codebook reset); `figure(done)` runs every cfg.image_every steps on
+    the main process, with the EMA weights in `shadow`.
+    """
+
+    def __init__(self, cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, run_dir: str | Path, ds, *,
+                 ema_of: str = "", desc: str = "", postfix: tuple[str, ...] = ()) -> None:
+        self.cfg, self.accelerator, self.run_dir = cfg, accelerator, Path(run_dir)
+        self.ema_of, self.postfix = ema_of, postfix
+        self.desc = desc or f"train-{cfg.stage_name}"
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
+        self.ema = EMAModel((getattr(model, ema_of) if ema_of else model).parameters(), decay=cfg.ema_decay)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        self.start = checkpoints.resume_from(accelerator, cfg.resume, run_dir, ema=self.ema)
-        self.trained_on = checkpoints.check_dataset(accelerator, run_dir, ds, resumed=self.start > 0)
+        self.start = checkpoints.resume_from(accelerator, cfg.resume, self.run_dir, ema=self.ema)
+        self.trained_on = checkpoints.check_dataset(accelerator, self.run_dir, ds, resumed=self.start > 0)
         self.ema.to(accelerator.device)
         self.schedule = lr_lambda(cfg)
-        self.logger = JsonlLogger(run_dir / "log.jsonl", main_proc, resume_step=self.start)
-        self.shadow = copy.deepcopy(accelerator.unwrap_model(self.model)).eval().requires_grad_(False)  # EMA weights
+        self.logger = JsonlLogger(self.run_dir / "log.jsonl", accelerator.is_main_process, resume_step=self.start)
+        self.shadow = copy.deepcopy(self.tracked()).eval().requires_grad_(False)  # holds the EMA weights
         self.meter, self.t0, self.last = Throughput(), time.perf_counter(), {}
-        self.pipe: DopplerPipeline | None = None
-        self.x_db, self.picks, self.owners = None, [], []
+        self.after_optimizer_step: Callable[[int], None] | None = None
+        self.figure: Callable[[int], None] | None = None
+        self._bar: tqdm | None = None
 
-    def attach(self, vae: ae.Autoencoder, network: str, scheduler_config: dict, preset: Preset, ds,
-               norm: Normalization, x: torch.Tensor, labels: torch.Tensor, route: str) -> dict:
-        """Build the pipeline around the EMA shadow (its `network` attribute is the denoiser) and pick the real
-        spectrograms of the preview grids; returns the pipeline's metadata for the trainer to add to."""
-        cfg = self.cfg
-        meta = export_meta(cfg, preset, ds, norm, route)
-        meta["dataset"]["trained_on_fingerprint"] = self.trained_on  # differs from "fingerprint" only if data changed
-        self.pipe = DopplerPipeline(vae, getattr(self.shadow, network), self.shadow.user_encoder,
-                                    dict(scheduler_config), meta)
-        self.x_db = norm.to_db(x).numpy()  # (N, C, H, W)
-        self.owners = [ds.users[int(i)] for i in labels]  # whose each recording is (the texture bank's owners)
-        self.picks = first_per_user(labels.numpy(), ds.users, cfg.preview_per_user, cfg.users_in_grid)
-        return meta
+    def tracked(self) -> nn.Module:
+        """The (unwrapped) module whose weights the EMA tracks."""
+        model = self.accelerator.unwrap_model(self.model)
+        return getattr(model, self.ema_of) if self.ema_of else model
+
+    @property
+    def bar(self) -> tqdm:
+        """The progress bar, created on first use (so update() works outside steps() too)."""
+        if self._bar is None:
+            self._bar = tqdm(total=self.cfg.max_steps, initial=self.start, desc=self.desc, dynamic_ncols=True,
+                             disable=not self.accelerator.is_main_process)
+        return self._bar
+
+    def close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def steps(self) -> Iterator[int]:
         self.model.train()
-        bar = tqdm(total=self.cfg.max_steps, initial=self.start, disable=not self.accelerator.is_main_process,
-                   desc=f"train-{self.cfg.stage_name}", dynamic_ncols=True)
-        self.bar = bar
+        self.bar.refresh()  # shown from the first step
         yield from range(self.start, self.cfg.max_steps)
-        bar.close()
+        self.close_bar()
 
     def draw(self, step: int, n: int) -> tuple[torch.Generator, torch.Tensor]:
         """The generator of (seed, step, rank) and the batch's indices into the n cached recordings."""
@@ -174,39 +189,55 @@ class Stage2Loop:
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.lr * self.schedule(step)  # stateless schedule: nothing to restore on resume
 
-    def update(self, loss: torch.Tensor, step: int, batch: int) -> None:
+    def update(self, loss: torch.Tensor, step: int, batch: int, *, terms: dict[str, torch.Tensor] | None = None,
+               stats: Callable[[], dict] | None = None) -> None:
+        """Backward, clip, optimiser and EMA step; then log, checkpoint and figure when due. `terms`: more scalar
+        tensors to log (averaged over processes like the loss); `stats()`: more log fields, computed only when
+        the step is logged."""
         cfg, acc = self.cfg, self.accelerator
         acc.backward(loss)
         if cfg.max_grad_norm > 0:
             acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.ema.step(acc.unwrap_model(self.model).parameters())
+        if self.after_optimizer_step is not None:
+            self.after_optimizer_step(step)
+        self.ema.step(self.tracked().parameters())
         self.meter.add(batch * acc.num_processes)
         done = step + 1
         self.bar.update(1)
         if done % cfg.log_every == 0 or done == cfg.max_steps:
-            val = float(acc.reduce(loss.detach(), reduction="mean"))
-            self.last = dict(step=done, loss=val, lr=cfg.lr * self.schedule(step), samples_per_s=self.meter.read(),
-                             num_processes=acc.num_processes, elapsed_s=time.perf_counter() - self.t0)
-            self.logger.log(**self.last)
-            self.bar.set_postfix(loss=f"{val:.4f}")
+            self._log(done, step, loss, terms or {}, stats)
         if done % cfg.checkpointing_steps == 0 or done == cfg.max_steps:
             checkpoints.save_checkpoint(acc, self.run_dir, done, cfg.checkpoints_total_limit, ema=self.ema)
-        if acc.is_main_process and cfg.image_every and done % cfg.image_every == 0 and done != cfg.max_steps:
+        if (self.figure is not None and acc.is_main_process and cfg.image_every and done % cfg.image_every == 0
+                and done != cfg.max_steps):
             self.ema.copy_to(self.shadow.parameters())
-            preview_figure(self.pipe, self.x_db, self.picks, cfg, self.run_dir / "figures" / f"preview-{done:06d}.png",
-                           f"real | generated (EMA, step {done}, guidance {cfg.guidance_scale})")
+            self.figure(done)
 
-    def export(self, out: Path, loss_title: str, sampler_text: str) -> Path:
-        """EMA weights into the shadow, then the pipeline folder (main process); ends the accelerate run."""
+    def _log(self, done: int, step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor], stats) -> None:
         acc = self.accelerator
-        acc.wait_for_everyone()
-        last = self.last or (read_jsonl(self.run_dir / "log.jsonl") or [{}])[-1]  # resume with nothing to do
-        if acc.is_main_process:
+        vals = acc.reduce(torch.stack([loss, *terms.values()]).detach(), reduction="mean").tolist()
+        self.last = dict(step=done, loss=vals[0], **dict(zip(terms, vals[1:], strict=True)),
+                         lr=self.cfg.lr * self.schedule(step), samples_per_s=self.meter.read(),
+                         num_processes=acc.num_processes, elapsed_s=time.perf_counter() - self.t0)
+        if stats is not None:
+            self.last.update(stats())
+        self.logger.log(**self.last)
+        self.bar.set_postfix(loss=f"{vals[0]:.4f}", **{k: f"{self.last[k]:.4g}" for k in self.postfix
+                                                        if k in self.last})
+
+    def finish(self) -> dict:
+        """After the last step: EMA weights into the shadow (main process). Returns the last log row (read back
+        from the log when a resumed run had nothing left to do)."""
+        self.close_bar()
+        self.accelerator.wait_for_everyone()
+        last = self.last or (read_jsonl(self.run_dir / "log.jsonl") or [{}])[-1]
+        if self.accelerator.is_main_process:
             self.ema.copy_to(self.shadow.parameters())
-            export_pipeline(self.pipe, self.shadow, self.cfg, out, self.run_dir, self.x_db, self.picks, last, self.t0,
-                            loss_title, sampler_text, self.owners)
-        acc.wait_for_everyone()
-        acc.end_training()
-        return out
+        return last
+
+    def close(self) -> None:
+        """Ends the accelerate run, once every process is done (with the export too)."""
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()

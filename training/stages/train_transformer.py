@@ -20,7 +20,8 @@ from models.losses import cache_codes, code_loss, corrupt, time_shifts
 from models.normalization import Normalization
 from models.presets import Preset, get_preset
 from training.config import ConfigError, VQDConfig, add_config_arguments, run_stage
-from training.loop import Stage2Loop, load_frozen_autoencoder, load_split, start_run
+from training.stages.export import PipelineExport
+from training.stages.loop import TrainLoop, load_frozen_autoencoder, load_split, start_run
 
 
 class CodeDenoiser(nn.Module):
@@ -71,9 +72,11 @@ def main(cfg: VQDConfig) -> Path:
     null_user = model.user_encoder.null_index
     sched = build_vq_scheduler(preset)
     num_t = sched.config.num_train_timesteps
-    loop = Stage2Loop(cfg, accelerator, model, run_dir, ds)
-    meta = loop.attach(vq, "transformer", sched.config, preset, ds, norm, x, labels, "vq-diffusion")
-    meta["training"]["codebook"] = usage
+    loop = TrainLoop(cfg, accelerator, model, run_dir, ds)
+    exporter = PipelineExport.attach(loop, vae=vq, network="transformer", scheduler_config=sched.config,
+                                     preset=preset, ds=ds, norm=norm, x=x, labels=labels,
+                                     route="vq-diffusion")
+    exporter.pipe.meta["training"]["codebook"] = usage
 
     # ---- train -----------------------------------------------------------------------------------------
     for step in loop.steps():
@@ -92,7 +95,8 @@ def main(cfg: VQDConfig) -> Path:
         loop.update(code_loss(log_p, x0), step, b)  # cross-entropy of x_0 over every code position
 
     # ---- export the pipeline folder (EMA weights) -----------------------------------------------------------
-    return loop.export(out, "train-transformer (x_0 cross-entropy)", f"{cfg.num_inference_steps} VQ-Diffusion steps")
+    return exporter.export(out, loss_title="train-transformer (x_0 cross-entropy)",
+                           sampler_text=f"{cfg.num_inference_steps} VQ-Diffusion steps")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

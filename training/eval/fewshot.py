@@ -1,9 +1,11 @@
-"""Enrolment: a new person from a few recordings, by learning only their user-encoder rows (textual inversion;
-Gal et al., ICLR 2023) with the stage-2 loss while the autoencoder and the denoiser stay frozen.
+"""The evaluator's few-shot adaptation: a population pipeline adapted to the target users from their k
+recordings, by learning only new user-encoder rows (textual inversion; Gal et al., ICLR 2023) with the stage-2
+loss while the autoencoder and the denoiser stay frozen.
 
-The method itself is models.enrolment (shared with the service's POST /users); this module is the evaluator's
-few-shot protocol (training/eval/augmentation.py), where the population's users are replaced by the targets.
-`dopplergen enroll` is training/enroll_cli.py.
+It serves the few-shot protocol (training/eval/augmentation.py, trials.py), where the population's users are
+replaced by the targets, at the settings the published numbers were measured at (FewShotConfig). The method
+itself is models.enrolment, shared with the service's POST /users and `dopplergen enroll` (training/enroll.py),
+which add one person to a pipeline instead of replacing its users.
 """
 
 from __future__ import annotations

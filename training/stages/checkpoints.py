@@ -1,6 +1,6 @@
 """Resume checkpoints of a training run: checkpoint-{step} folders (safetensors + JSON, written atomically) with a
 retention limit, and the dataset a run started on. (The exported pipeline folder, what the service loads, is a
-separate thing: training/export.py.)"""
+separate thing: training/stages/export.py.)"""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from training import resume_state
 from training.config import ConfigError
+from training.stages import resume_state
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "step.json"  # written last: its list of files is what makes a checkpoint complete

@@ -22,7 +22,8 @@ from models.normalization import Normalization
 from models.pipeline import DopplerPipeline, route_of
 from models.presets import Preset, get_preset
 from training.config import ConfigError, UNetConfig, add_config_arguments, run_stage
-from training.loop import Stage2Loop, load_frozen_autoencoder, load_split, start_run
+from training.stages.export import PipelineExport
+from training.stages.loop import TrainLoop, load_frozen_autoencoder, load_split, start_run
 
 CONDITION_COLUMNS = ("speed_mps", "aspect_deg", "activity")  # what --conditions auto takes when the manifest has them
 
@@ -40,7 +41,7 @@ class Denoiser(nn.Module):
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, user_idx: torch.Tensor,
                 values: torch.Tensor | None = None) -> torch.Tensor:
         context = encode_context(self.user_encoder, self.condition_encoder, user_idx, values)  # (N, T_u + T_c, D)
-        return self.unet(z_t, t, encoder_hidden_states=context).sample  # (N, 4, h, w)
+        return self.unet(z_t, t, encoder_hidden_states=context).sample  # (N, c, h, w), c = latent channels
 
 
 def condition_names(cfg: UNetConfig, columns: dict) -> list[str]:
@@ -92,7 +93,7 @@ def main(cfg: UNetConfig) -> Path:
     scaling = float(vae.config.scaling_factor)
     w = x.shape[-1]
     shifts = time_shifts(w, cfg.latent_shifts) if cfg.time_shift else [0]
-    lat_mean, lat_std = cache_latents(vae, x, shifts)  # (S, N, 4, h, w)
+    lat_mean, lat_std = cache_latents(vae, x, shifts)  # (S, N, c, h, w), c = ae.latent_channels(vae)
     accelerator.print(f"cached latents {tuple(lat_mean.shape)} of {len(ds.users)} users, scaling {scaling:.4f}")
 
     # ---- model, noise schedule, the shared loop (optimiser, EMA, resume, logs) -------------------------------------
@@ -110,14 +111,17 @@ def main(cfg: UNetConfig) -> Path:
     null_user = model.user_encoder.null_index
     noise_sched = DDPMScheduler(**preset.scheduler_config())
     num_t = noise_sched.config.num_train_timesteps
-    loop = Stage2Loop(cfg, accelerator, model, run_dir, ds)
-    meta = loop.attach(vae, "unet", noise_sched.config, preset, ds, norm, x, labels, route_of(vae, loop.shadow.unet))
+    loop = TrainLoop(cfg, accelerator, model, run_dir, ds)
+    exporter = PipelineExport.attach(loop, vae=vae, network="unet", scheduler_config=noise_sched.config,
+                                     preset=preset, ds=ds, norm=norm, x=x, labels=labels,
+                                     route=route_of(vae, loop.shadow.unet))
+    meta = exporter.pipe.meta
     if desc:  # ranges, encodings and per-user training distributions: what an omitted condition is drawn from
         meta["conditions"] = desc
-        # serving defaults of requests that name a condition (models.sampling.guidance_for)
+        # serving defaults of requests that name a condition (models.sampling.resolve)
         meta.update(identity_guidance_scale=cfg.identity_guidance_scale,
                     condition_guidance_scale=cfg.condition_guidance_scale)
-        loop.pipe.condition_encoder = loop.shadow.condition_encoder
+        exporter.pipe.condition_encoder = loop.shadow.condition_encoder
 
     # ---- train -----------------------------------------------------------------------------------------
     for step in loop.steps():
@@ -125,7 +129,7 @@ def main(cfg: UNetConfig) -> Path:
         b = len(idx)
         s = torch.randint(0, len(shifts), (b,), generator=gen)
         eps_lat = torch.randn((b, *lat_mean.shape[2:]), generator=gen)
-        z0 = ae.scale(vae, lat_mean[s, idx] + lat_std[s, idx] * eps_lat)  # (B, 4, h, w): a posterior sample
+        z0 = ae.scale(vae, lat_mean[s, idx] + lat_std[s, idx] * eps_lat)  # (B, c, h, w): a posterior sample
         user = labels[idx].clone()
         user[torch.rand(b, generator=gen) < cfg.null_user_prob] = null_user  # classifier-free guidance dropout
         noise = torch.randn(z0.shape, generator=gen)
@@ -142,8 +146,8 @@ def main(cfg: UNetConfig) -> Path:
         loop.update(latent_loss(noise_sched, pred, target, t, cfg.snr_gamma).mean(), step, b)  # Min-SNR if gamma > 0
 
     # ---- export the pipeline folder (EMA weights) -----------------------------------------------------------
-    return loop.export(out, "train-unet (Min-SNR weighted)" if cfg.snr_gamma else "train-unet",
-                       f"{cfg.num_inference_steps} DPM-Solver++ steps")
+    return exporter.export(out, loss_title="train-unet (Min-SNR weighted)" if cfg.snr_gamma else "train-unet",
+                           sampler_text=f"{cfg.num_inference_steps} DPM-Solver++ steps")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

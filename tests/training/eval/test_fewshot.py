@@ -1,10 +1,11 @@
-"""Enrolment: new user rows learnt from a few recordings, everything else frozen, on every route."""
+"""The evaluator's few-shot adaptation: new user rows learnt from a few recordings, everything else frozen, on
+every route."""
 
 import numpy as np
 import pytest
 import torch
 
-from training.enrol import FewShotConfig, adapt_new_users
+from training.eval.fewshot import FewShotConfig, adapt_new_users
 
 
 @pytest.mark.parametrize("route", ["kl", "vq-latent", "vq-diffusion"])
