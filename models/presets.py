@@ -17,7 +17,7 @@ class Preset:
     vae_block_out_channels: tuple[int, ...] = (32, 64)  # one entry per resolution; len-1 downsamplings
     vae_layers_per_block: int = 1
     vae_norm_num_groups: int = 8
-    latent_channels: int = 4  # as in Stable Diffusion and the user's notes
+    latent_channels: int = 4  # as in Stable Diffusion
     # --- stage 2: UNet2DConditionModel ---
     unet_block_out_channels: tuple[int, ...] = (32, 64)
     unet_layers_per_block: int = 1
@@ -27,10 +27,10 @@ class Preset:
     # (a historical naming issue, diffusers#2011); Stable Diffusion 1.x uses 8.
     unet_attention_head_dim: int = 8
     unet_norm_num_groups: int = 8
-    cross_attention_dim: int = 32  # width of the user tokens; 768 in the user's notes (base preset)
+    cross_attention_dim: int = 32  # width of the user tokens; 768 in the base preset (Stable Diffusion's text width)
     user_tokens: int = 4  # cross-attention tokens per user
-    # --- experimental VQ route (MISSION.md priority 2): VQModel + discrete diffusion or latent diffusion ---
-    vq_num_embeddings: int = 128  # codebook size; the user's notes use 8192
+    # --- experimental VQ route (docs/compare.md): VQModel + discrete diffusion or latent diffusion ---
+    vq_num_embeddings: int = 128  # codebook size; the base preset uses 8192
     vq_embed_dim: int = 4  # code width = channels of the pre-quantisation latent the VQ-latent route diffuses
     transformer_layers: int = 2  # Transformer2DModel depth of the discrete (VQ-Diffusion) route
     transformer_heads: int = 2
@@ -161,7 +161,7 @@ PRESETS: dict[str, Preset] = {
         unet_norm_num_groups=32,
         cross_attention_dim=768,
         user_tokens=8,
-        vq_num_embeddings=8192,  # the user's notes: 8192 x 256 (LDM's VQ-reg models use 3-4 wide codes instead)
+        vq_num_embeddings=8192,  # as asked for the VQ route: 8192 x 256 (LDM's VQ-reg models use 3-4 wide codes instead)
         vq_embed_dim=256,
         transformer_layers=24,
         transformer_heads=16,

@@ -1,6 +1,6 @@
 """One recording file (.npy in dB, or .png grey levels) -> a (C, H, W) float32 dB array, or an error naming it.
 
-The per-file rules of the dataset folder (DESIGN.md "Dataset folder"), shared by the dataset reader,
+The per-file rules of the dataset folder (docs/simulator.md, "Dataset folder"), shared by the dataset reader,
 `dopplergen enroll` and the service's `POST /users`, so an upload is read exactly like a training file.
 """
 

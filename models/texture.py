@@ -1,4 +1,4 @@
-"""Stage 1's texture bank: decode the mean, add a measured texture (issue 17, lever 1).
+"""Stage 1's texture bank: decode the mean, add a measured texture (docs/evaluation.md has its measurement).
 
 Speckle is incompressible. The VAE's decoder returns a smooth mean, and a fresh classifier tells it from a real
 spectrogram every time: two-sample accuracy 1.000, for generated samples and plain reconstructions alike. Two

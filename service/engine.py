@@ -209,6 +209,6 @@ class Engine:
         return min(self.settings.max_steps, train_steps)
 
     @property
-    def schedulers(self) -> tuple[str, ...]:
+    def samplers(self) -> tuple[str, ...]:
         """What this pipeline's route can sample with: code-index diffusion or the continuous schedulers."""
         return SAMPLERS_BY_ROUTE[self.pipe.route if self.pipe is not None else "kl"]

@@ -65,7 +65,7 @@ def write_pipeline_atomically(src: Path, out: Path, user_encoder: Any, meta: dic
     from models.pipeline import META_FILE
 
     out = out.resolve()
-    tmp = out.parent / f".{out.name}.enroll-{os.getpid()}"
+    tmp = out.parent / f".{out.name}.enrol-{os.getpid()}"
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:

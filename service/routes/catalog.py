@@ -57,7 +57,7 @@ async def info(service: ServiceDep) -> dict:
             "batch_padding": engine.padding,
             "request_timeout_s": s.request_timeout_s,
         },
-        "schedulers": list(engine.schedulers),
+        "schedulers": list(engine.samplers),
         "defaults": {
             "num_inference_steps": plain.steps,
             "guidance_scale": plain.guidance,

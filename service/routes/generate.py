@@ -72,9 +72,9 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
     steps, guidance, condition_guidance, scheduler = (
         chosen.steps, chosen.guidance, chosen.condition_guidance, chosen.sampler)
     _check_limits(body, steps, service)
-    if scheduler not in engine.schedulers:
+    if scheduler not in engine.samplers:
         raise invalid("scheduler", f"{scheduler!r} does not apply to this {engine.pipe.route} pipeline; "
-                                   f"choose one of {list(engine.schedulers)}")
+                                   f"choose one of {list(engine.samplers)}")
     raw_png = _wants_raw_png(request.headers.get("accept", ""))
     if raw_png and (body.num_samples != 1 or body.format != "png"):
         raise ApiError(

@@ -25,14 +25,14 @@ def person(tmp_path) -> Path:
     return d
 
 
-def _enroll(src, person, out, *extra) -> int:
+def _enrol(src, person, out, *extra) -> int:
     return main(["enroll", "--pipeline", str(src), "--user", "dave", "--data", str(person), "--out", str(out),
                  "--device", "cpu", *FAST, *extra])
 
 
 def test_enroll_appends_the_person_and_keeps_existing_users_bytes(tiny_pipeline_dir, person, tmp_path, capsys):
     out = tmp_path / "with_dave"
-    assert _enroll(tiny_pipeline_dir, person, out) == 0
+    assert _enrol(tiny_pipeline_dir, person, out) == 0
     assert "enroll: dave from 3 recordings" in capsys.readouterr().out
     before, after = DopplerPipeline.load(tiny_pipeline_dir), DopplerPipeline.load(out)
     assert after.users == before.users + ["dave"]
@@ -50,10 +50,10 @@ def test_enroll_appends_the_person_and_keeps_existing_users_bytes(tiny_pipeline_
 def test_reusing_a_name_needs_replace_and_keeps_the_index(tiny_pipeline_dir, person, tmp_path):
     p = tmp_path / "p"
     shutil.copytree(tiny_pipeline_dir, p)
-    assert _enroll(p, person, p) == 0  # --out = --pipeline: in place
+    assert _enrol(p, person, p) == 0  # --out = --pipeline: in place
     first = DopplerPipeline.load(p).user_encoder.embedding.weight.clone()
     with pytest.raises(SystemExit, match="--replace"):
-        _enroll(p, person, p)
+        _enrol(p, person, p)
     assert main(["enroll", "--pipeline", str(p), "--user", "dave", "--data", str(person), "--out", str(p),
                  "--device", "cpu", "--steps", "2", "--batch-size", "2", "--seed", "4", "--replace"]) == 0
     again = DopplerPipeline.load(p)
@@ -64,7 +64,7 @@ def test_reusing_a_name_needs_replace_and_keeps_the_index(tiny_pipeline_dir, per
 
 def test_a_bad_file_is_named_and_nothing_is_written(tiny_pipeline_dir, person, tmp_path, capsys):
     (person / "broken.png").write_bytes(b"not a png")
-    assert _enroll(tiny_pipeline_dir, person, tmp_path / "out") == 2
+    assert _enrol(tiny_pipeline_dir, person, tmp_path / "out") == 2
     assert "broken.png" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -77,7 +77,7 @@ def test_enroll_adds_the_persons_residuals_to_a_texture_bank(tiny_pipeline_dir, 
     x = np.random.default_rng(1).uniform(-60, 0, (4, 1, 32, 32)).astype(np.float32)
     pipe.texture = build_bank(pipe.vae, pipe.normalization, x, ["alice", "alice", "bob", "bob"])
     pipe.save(src)
-    assert _enroll(src, person, tmp_path / "out") == 0
+    assert _enrol(src, person, tmp_path / "out") == 0
     bank = DopplerPipeline.load(tmp_path / "out").texture
     assert list(bank.config.users) == ["alice", "bob", "dave"]
     assert int((bank.owners == 2).sum()) == 3  # dave's three recordings

@@ -6,7 +6,7 @@
    (--samples samples, the pipeline's default steps) alone, then while a POST /users enrolment runs on the
    same device worker; median over --requests requests each, and their ratio.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/enroll_speed.py --data data/sim_new2
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/enrol_speed.py --data data/sim_new2
 """
 
 from __future__ import annotations
