@@ -1,4 +1,5 @@
-"""Enrolment speed: one person from 5 recordings on the demo checkpoint, and what it costs generation meanwhile.
+"""Enrolment speed: one person from 5 recordings on the demo checkpoint, and what it costs generation
+meanwhile.
 
 1. `models.enrolment.enrol` with the shipped defaults (EnrolConfig), median wall time over --runs runs
    (different seeds), with the steps/s it implies. Target on a 2-core CPU: <= 60 s.
@@ -41,9 +42,11 @@ def bench_enrol(pipeline: str, x: np.ndarray, runs: int) -> float:
         t0 = time.perf_counter()
         _, log = enrol(pipe, x, [0] * len(x), 1, EnrolConfig(seed=r))
         times.append(time.perf_counter() - t0)
-        print(f"  run {r}: {times[-1]:.1f} s, {log['steps']} steps, final loss {log['loss_last']:.4f}", flush=True)
+        print(f"  run {r}: {times[-1]:.1f} s, {log['steps']} steps, final loss {log['loss_last']:.4f}",
+              flush=True)
     med = statistics.median(times)
-    print(f"enrol one person from {len(x)} recordings ({EnrolConfig().steps} steps, batch {EnrolConfig().batch_size}):"
+    print(f"enrol one person from {len(x)} recordings ({EnrolConfig().steps} steps, batch "
+          f"{EnrolConfig().batch_size}):"
           f" median {med:.1f} s over {runs} runs ({EnrolConfig().steps / med:.1f} steps/s); target <= 60 s: "
           f"{'met' if med <= 60 else 'MISSED'}", flush=True)
     return med
@@ -87,18 +90,21 @@ async def bench_service(pipeline: str, raw: list[bytes], samples: int, requests:
                 enrol_s = time.perf_counter() - t_enrol
     a, d = statistics.median(alone), statistics.median(during)
     print(f"service: POST /generate ({samples} samples) median {a:.2f} s alone, {d:.2f} s while enrolling "
-          f"({len(during)} requests, {'finished' if status.get('status') == 'ready' else status}) = {d / a:.2f}x slower;"
+          f"({len(during)} requests, {'finished' if status.get('status') == 'ready' else status}) = "
+          f"{d / a:.2f}x slower;"
           f" the enrolment took {enrol_s:.1f} s beside that traffic", flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipeline", default="checkpoints/demo")
-    p.add_argument("--data", default="data/sim_new2", help="a dataset folder; its first user's first k train files")
+    p.add_argument("--data", default="data/sim_new2", help="a dataset folder; its first user's first k train "
+                                                           "files")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--samples", type=int, default=4, help="samples per POST /generate")
-    p.add_argument("--requests", type=int, default=3, help="POST /generate requests timed alone and while enrolling")
+    p.add_argument("--requests", type=int, default=3, help="POST /generate requests timed alone and while "
+                                                           "enrolling")
     p.add_argument("--skip-service", action="store_true")
     a = p.parse_args()
     print(f"torch threads: {torch.get_num_threads()}; device: cpu (GPU: not measured)", flush=True)

@@ -1,4 +1,5 @@
-"""`evaluate --workers`: two 1-thread processes vs one 2-thread process on a trial's work, side by side in one run.
+"""`evaluate --workers`: two 1-thread processes vs one 2-thread process on a trial's work, side by side in one
+run.
 
     python benchmarks/eval_workers.py                    # demo checkpoint, data/sim10c, 3 alternating rounds
 
@@ -40,19 +41,22 @@ def child(a: argparse.Namespace) -> None:
     sample(pipe, idx[:2], seeds[:2], num_inference_steps=2, guidance_scale=2.0, pad_to=a.batch)  # warm-up
     t0 = time.perf_counter()
     for b in range(a.batches):
-        sample(pipe, idx, [s + 1000 * b for s in seeds], num_inference_steps=10, guidance_scale=2.0, pad_to=a.batch)
+        sample(pipe, idx, [s + 1000 * b for s in seeds], num_inference_steps=10, guidance_scale=2.0,
+               pad_to=a.batch)
     t_sample = time.perf_counter() - t0
     x, y = ds.x[:350].astype(np.float32), np.unique(ds.labels[:350], return_inverse=True)[1]
     t0 = time.perf_counter()
     for f in range(a.fits):
-        train_classifier(x, y, int(y.max()) + 1, dyn_range_db=60.0, epochs=4, seed=f, threads=a.threads, min_steps=0)
+        train_classifier(x, y, int(y.max()) + 1, dyn_range_db=60.0, epochs=4, seed=f, threads=a.threads,
+                         min_steps=0)
     print(json.dumps(dict(sample_s=t_sample, fit_s=time.perf_counter() - t0)))
 
 
 def run(procs: int, threads: int, a: argparse.Namespace) -> tuple[float, float]:
     """(seconds per sample, seconds per fit) of 2 batches + 2 fits of work split over `procs` processes."""
     share = dict(batches=2 // procs, fits=2 // procs)
-    cmd = [sys.executable, __file__, "--child", "--threads", str(threads), "--pipeline", a.pipeline, "--data", a.data,
+    cmd = [sys.executable, __file__, "--child", "--threads", str(threads), "--pipeline", a.pipeline, "--data",
+           a.data,
            "--batch", str(a.batch), "--batches", str(share["batches"]), "--fits", str(share["fits"])]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
     ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, cwd=ROOT) for _ in range(procs)]
@@ -82,7 +86,8 @@ def main() -> None:
               f"two 1-thread processes {two[-1][0]:.3f} s/sample, {two[-1][1]:.2f} s/fit", flush=True)
     med = lambda rows, i: statistics.median(r[i] for r in rows)  # noqa: E731
     print(f"median over {a.rounds} rounds: sampling {med(one, 0):.3f} vs {med(two, 0):.3f} s/sample "
-          f"-> workers x{med(one, 0) / med(two, 0):.2f}; classifier fit {med(one, 1):.2f} vs {med(two, 1):.2f} s "
+          f"-> workers x{med(one, 0) / med(two, 0):.2f}; classifier fit {med(one, 1):.2f} vs "
+          f"{med(two, 1):.2f} s "
           f"-> workers x{med(one, 1) / med(two, 1):.2f}")
 
 

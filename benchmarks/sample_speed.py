@@ -37,15 +37,19 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_batch(pipe: DopplerPipeline, batch: int, args: argparse.Namespace, composed: bool | None = None) -> float:
+def time_batch(pipe: DopplerPipeline, batch: int, args: argparse.Namespace,
+               composed: bool | None = None) -> float:
     """Median seconds per batch. `composed`: None = no conditions; False = conditions named, plain guidance;
-    True = the same conditions with compositional guidance (identity --guidance, conditions 1; three branches)."""
+    True = the same conditions with compositional guidance (identity --guidance, conditions 1; three
+    branches)."""
     users, seeds = [i % len(pipe.users) for i in range(batch)], list(range(batch))
     kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, sampler="dpmsolver++")
     if composed is not None:
         enc = pipe.condition_encoder
-        mid = {n: sum(s["range"]) / 2 for n, s in zip(enc.names, enc.specs, strict=True) if s["type"] == "numeric"}
-        kw.update(conditions=enc.values_tensor([mid] * batch), condition_guidance_scale=1.0 if composed else None)
+        mid = {n: sum(s["range"]) / 2 for n, s in zip(enc.names, enc.specs,
+                                                      strict=True) if s["type"] == "numeric"}
+        kw.update(conditions=enc.values_tensor([mid] * batch),
+                  condition_guidance_scale=1.0 if composed else None)
     for _ in range(args.warmup):
         sample(pipe, users, seeds, **kw)
     times = []
@@ -67,17 +71,20 @@ def main() -> int:
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile(unet)")
     ap.add_argument("--compile-mode", default="max-autotune-no-cudagraphs",
-                    help="torch.compile mode, e.g. 'default', 'reduce-overhead' (CUDA graphs), 'max-autotune-no-cudagraphs'")
+                    help="torch.compile mode, e.g. 'default', 'reduce-overhead' (CUDA graphs), "
+                         "'max-autotune-no-cudagraphs'")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--composed", action="store_true",
-                    help="a pipeline with conditions: time plain against compositional guidance (models.sampling)")
+                    help="a pipeline with conditions: time plain against compositional guidance "
+                         "(models.sampling)")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"device={name} torch={torch.__version__} steps={args.steps} (DPM-Solver++) guidance={args.guidance}")
+    print(f"device={name} torch={torch.__version__} steps={args.steps} (DPM-Solver++) "
+          f"guidance={args.guidance}")
     base = None
     for dname in args.dtypes.split(","):
         for compiled in ([False, True] if args.compile else [False]):
@@ -89,14 +96,19 @@ def main() -> int:
                     if pipe.condition_encoder is None:
                         raise SystemExit("--composed needs a pipeline with conditions (e.g. checkpoints/demo)")
                     plain, comp = time_batch(pipe, b, args, False), time_batch(pipe, b, args, True)
-                    print(f"{dname:14s} batch={b:3d}  plain {plain * 1e3:8.1f} ms  composed {comp * 1e3:8.1f} ms  "
+                    print(f"{dname:14s} batch={b:3d}  plain {plain * 1e3:8.1f} ms  composed {comp * 1e3:8.1f} "
+                          ""
+                          ""
+                          ""
+                          "ms  "
                           f"composed / plain time x{comp / plain:5.2f}")
                     continue
                 t = time_batch(pipe, b, args)
                 sps = b / t
                 base = base or sps
                 tag = f"{dname}{f'+compile({args.compile_mode})' if compiled else ''}"
-                print(f"{tag:14s} batch={b:3d}  {t * 1e3:9.1f} ms/batch  {sps:8.1f} samples/s  x{sps / base:6.2f} vs first row")
+                print(f"{tag:14s} batch={b:3d}  {t * 1e3:9.1f} ms/batch  {sps:8.1f} samples/s  "
+                      f"x{sps / base:6.2f} vs first row")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Load benchmark for `dopplergen serve` with step-level batching: the done-when checks of issue 14, as ratios.
+"""Load benchmark for `dopplergen serve` with step-level batching: the done-when checks of issue 14, as
+ratios.
 
     .venv/bin/python benchmarks/serve_load.py                      # CPU, demo checkpoint, every check
     .venv/bin/python benchmarks/serve_load.py --only lone,overload
@@ -52,8 +53,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16, help="max_batch_size (slots) of the default server")
     p.add_argument("--padding", default="auto", choices=["auto", "fixed", "buckets", "none"])
     p.add_argument("--rounds", type=int, default=5, help="lone requests per median")
-    p.add_argument("--request-timeout-s", type=float, default=60.0, help="of the default server (60 = the service's)")
-    p.add_argument("--only", default=",".join(c for c in CHECKS if c != "gpu"), help=f"comma list of {CHECKS}")
+    p.add_argument("--request-timeout-s", type=float, default=60.0, help="of the default server (60 = the "
+                                                                         "service's)")
+    p.add_argument("--only", default=",".join(c for c in CHECKS if c != "gpu"),
+                   help=f"comma list of {CHECKS}")
     args = p.parse_args()
     args.checks = [c.strip() for c in args.only.split(",") if c.strip()]
     if bad := set(args.checks) - set(CHECKS):
@@ -73,9 +76,11 @@ def server(args: argparse.Namespace, max_batch_size: int, **flags):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOPPLERGEN_")}
     env["HF_HUB_OFFLINE"] = "1"
-    cmd = [sys.executable, "-m", "training.cli", "serve", "--pipeline", str(args.pipeline), "--port", str(port),
+    cmd = [sys.executable, "-m", "training.cli", "serve", "--pipeline", str(args.pipeline), "--port",
+           str(port),
            "--device", args.device, "--dtype", args.dtype, "--max-batch-size", str(max_batch_size),
-           "--batch-padding", flags.pop("batch_padding", args.padding), "--log-level", "warning", "--no-access-log",
+           "--batch-padding", flags.pop("batch_padding", args.padding), "--log-level", "warning",
+           "--no-access-log",
            "--request-timeout-s", str(flags.pop("request_timeout_s", args.request_timeout_s))]
     for k, v in flags.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
@@ -87,7 +92,8 @@ def server(args: argparse.Namespace, max_batch_size: int, **flags):
         while True:
             if proc.poll() is not None:
                 log.seek(0)
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read().decode(errors='replace')}")
+                raise RuntimeError("server exited with "
+                                   f"{proc.returncode}:\n{log.read().decode(errors='replace')}")
             try:
                 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                     break
@@ -126,12 +132,14 @@ def lone_latency(base: str, args: argparse.Namespace) -> float:
     async def run():
         async with httpx.AsyncClient(base_url=base, timeout=600) as c:
             await post(c, body(base, 0, num_inference_steps=args.steps))
-            return [(await post(c, body(base, i, num_inference_steps=args.steps)))[1] for i in range(args.rounds)]
+            return [(await post(c, body(base, i,
+                                        num_inference_steps=args.steps)))[1] for i in range(args.rounds)]
     return statistics.median(asyncio.run(run()))
 
 
 def burst_throughput(base: str, args: argparse.Namespace, n: int, rounds: int = 3) -> float:
-    """Median over rounds of n concurrent 1-sample requests: samples per second from first send to last answer."""
+    """Median over rounds of n concurrent 1-sample requests: samples per second from first send to last
+    answer."""
     async def run():
         limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
         async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as c:
@@ -153,7 +161,8 @@ def check_lone(args) -> float:
     # Batching off needs a longer budget: its own admission rightly refuses 16 x 20 steps one row at a time.
     with server(args, 1, request_timeout_s=600) as base:
         lone_off, burst_off = lone_latency(base, args), burst_throughput(base, args, 16)
-    print(f"lone {args.steps}-step request: {lone:.3f}s default (slots {args.batch}, padding {args.padding}) vs "
+    print(f"lone {args.steps}-step request: {lone:.3f}s default (slots {args.batch}, padding {args.padding}) "
+          "vs "
           f"{lone_off:.3f}s batching off -> {lone / lone_off:.2f}x (target <= 1.3x)")
     if args.padding != "fixed":  # the other CPU choice: bitwise determinism, a lone request pays a full batch
         with server(args, args.batch, batch_padding="fixed") as base:
@@ -173,7 +182,8 @@ def check_long(args, lone: float, abandon: bool) -> None:
         async def run():
             async with httpx.AsyncClient(base_url=base, timeout=600) as c, \
                     httpx.AsyncClient(base_url=base, timeout=600) as c2:
-                long = asyncio.create_task(post(c, body(base, 1, num_inference_steps=max_steps, scheduler="ddpm")))
+                long = asyncio.create_task(post(c, body(base, 1, num_inference_steps=max_steps,
+                                                        scheduler="ddpm")))
                 await asyncio.sleep(1.0)
                 if long.done():  # refused at admission (or already finished)
                     return long.result()[0], None
@@ -194,6 +204,10 @@ def check_long(args, lone: float, abandon: bool) -> None:
               f"-> {'met' if latency <= 3 * lone + 1 else 'MISSED'}", flush=True)
     else:
         print(f"{args.steps}-step request 1 s after a {max_steps}-step one (answered {first}): {latency:.3f}s "
+              ""
+              ""
+              ""
+              ""
               f"= {latency / lone:.2f}x lone ({lone:.3f}s) (target <= 3x)", flush=True)
 
 
@@ -216,7 +230,8 @@ def check_overload(args) -> None:
         async def wave(k: int):
             limits = httpx.Limits(max_connections=96, max_keepalive_connections=96)
             async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as c:
-                return await asyncio.gather(*[post(c, body(base, 10_000 * k + i, num_inference_steps=args.steps))
+                return await asyncio.gather(*[post(c, body(base, 10_000 * k + i,
+                                                           num_inference_steps=args.steps))
                                               for i in range(96)])
         results = []
         for k in range(2):
@@ -224,12 +239,17 @@ def check_overload(args) -> None:
             out = asyncio.run(wave(k))
             results += out
             codes = {s: sum(1 for x, _, _ in out if x == s) for s in sorted({x for x, _, _ in out})}
-            print(f"overload wave {k + 1}: 96 requests in {time.perf_counter() - t:.1f}s, statuses {codes}", flush=True)
+            print(f"overload wave {k + 1}: 96 requests in {time.perf_counter() - t:.1f}s, statuses {codes}",
+                  flush=True)
         stop.set()
         prober.join()
     slow_429 = [lat for s, lat, _ in results if s == 429]
     others = {s for s, _, _ in results} - {200, 429}
     print(f"overload: statuses other than 200/429: {sorted(others) or 'none'}; 429s: {len(slow_429)}, slowest "
+          ""
+          ""
+          ""
+          ""
           f"{max(slow_429, default=0):.3f}s (target <= 0.5 s); /healthz: {len(health)} probes, median "
           f"{statistics.median(health):.3f}s, max {max(health):.3f}s (target <= 1 s)", flush=True)
 
@@ -240,12 +260,14 @@ def check_determinism(args) -> None:
             limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
             async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as c:
                 alone = (await post(c, body(base, 4242, num_inference_steps=args.steps)))[2]
-                burst = await asyncio.gather(*[post(c, body(base, 4242 if i == 7 else i, num_inference_steps=args.steps))
+                burst = await asyncio.gather(*[post(c, body(base, 4242 if i == 7 else i,
+                                                            num_inference_steps=args.steps))
                                                for i in range(16)])
                 return alone, burst[7][2]
         a, b = (np.load(io.BytesIO(base64.b64decode(x["items"][0]["data"]))) for x in asyncio.run(run()))
     print(f"determinism (padding {args.padding}): seed alone vs in a burst of 16: max |diff| "
-          f"{np.abs(a - b).max():.2e} dB, bitwise {np.array_equal(a, b)} (target: within 0.05 dB; bitwise with fixed)")
+          f"{np.abs(a - b).max():.2e} dB, bitwise {np.array_equal(a, b)} (target: within 0.05 dB; bitwise "
+          "with fixed)")
 
 
 def check_gpu(args) -> None:
@@ -281,6 +303,10 @@ def check_gpu(args) -> None:
     with server(args, 1, request_timeout_s=600) as base:
         off16 = burst_throughput(base, args, 16)
     print(f"gpu: HTTP at concurrency {2 * args.batch}: {http:.1f} samples/s vs in-process batch {args.batch}: "
+          ""
+          ""
+          ""
+          ""
           f"{inproc:.1f} -> {http / inproc:.2f}x (target >= 0.8x); batching gain at concurrency 16: "
           f"{b16 / off16:.2f}x ({b16:.1f} vs {off16:.1f}; target >= 4x)", flush=True)
 
@@ -289,7 +315,8 @@ def main() -> int:
     args = parse_args()
     t0 = time.perf_counter()
     print(f"# pipeline={args.pipeline} device={args.device} dtype={args.dtype} slots={args.batch} "
-          f"padding={args.padding} steps={args.steps} request_timeout_s={args.request_timeout_s} cpus={os.cpu_count()} loadavg={os.getloadavg()}", flush=True)
+          f"padding={args.padding} steps={args.steps} request_timeout_s={args.request_timeout_s} "
+          f"cpus={os.cpu_count()} loadavg={os.getloadavg()}", flush=True)
     lone = None
     if {"lone", "long", "abandon"} & set(args.checks):
         lone = check_lone(args) if "lone" in args.checks else None

@@ -101,7 +101,8 @@ def main() -> int:
     ref_s = statistics.median(ref)
     print(f"simulate_walk 64x64:   {r64:7.1f} spectrograms/s (median of {a.repeats} x {a.batch}, 1 process)")
     print(f"simulate_walk 256x256: {r256:7.1f} spectrograms/s (median of {a.repeats} x {a.batch}, 1 process)")
-    print(f"reference loop 64x64:  {1 / ref_s:7.3f} spectrograms/s ({ref_s:.2f} s each, median of {a.ref_repeats}, "
+    print(f"reference loop 64x64:  {1 / ref_s:7.3f} spectrograms/s ({ref_s:.2f} s each, median of "
+          f"{a.ref_repeats}, "
           f"{len(SEGMENT_NAMES)} segments x {int(DURATION * default_prf(CARRIER, SPEED))} pulses)")
     print(f"speed-up 64x64: {r64 * ref_s:.0f}x the loop")
     return 0

@@ -8,7 +8,8 @@ from typing import Any
 
 
 def result_file(path: str) -> tuple[Path, Any]:
-    """The JSON result file (its folder made) and the evaluator's log beside it (<name>.log, timestamped lines)."""
+    """The JSON result file (its folder made) and the evaluator's log beside it (<name>.log, timestamped
+    lines)."""
     from training.eval.context import Log
 
     out = Path(path)

@@ -1,5 +1,5 @@
-"""Set-up shared by the issue-17 measurements (filter_levers, texture): the evaluator's context on a pipeline and a
-dataset, and its classifier budget rule."""
+"""Set-up shared by the issue-17 measurements (filter_levers, texture): the evaluator's context on a pipeline
+and a dataset, and its classifier budget rule."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 
-EPOCHS, FLOOR_STEPS, BATCH = 20, 150, 64  # training.eval.classifier defaults, as the evaluator's budget uses them
+# training.eval.classifier defaults, as the evaluator's budget uses them
+EPOCHS, FLOOR_STEPS, BATCH = 20, 150, 64
 
 
 def open_run(pipeline: str, data: str, out: str, threads: int) -> tuple[Any, Any, Any, Any, Path]:
-    """(pipe, data, ctx, log, out): the evaluated pipeline, its data, an evaluator Context at the pipeline's sampling
-    defaults and default EvalSettings, and a log next to `out`."""
+    """(pipe, data, ctx, log, out): the evaluated pipeline, its data, an evaluator Context at the pipeline's
+    sampling defaults and default EvalSettings, and a log next to `out`."""
     from models.pipeline import DopplerPipeline
     from models.sampling import resolve
     from training.eval.context import Context, Log, load_data
@@ -32,7 +33,8 @@ def open_run(pipeline: str, data: str, out: str, threads: int) -> tuple[Any, Any
 
 
 def fit_score(ctx: Any, x: np.ndarray, y: np.ndarray, seed: int, n_total: int) -> tuple[Any, float]:
-    """The reference CNN on (x, y) at the evaluator's optimiser budget for n_total recordings; (clf, test accuracy)."""
+    """The reference CNN on (x, y) at the evaluator's optimiser budget for n_total recordings; (clf, test
+    accuracy)."""
     from training.eval.classifier import accuracy
 
     budget = max(FLOOR_STEPS, EPOCHS * -(-n_total // BATCH))

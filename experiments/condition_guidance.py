@@ -3,16 +3,17 @@
     eps = eps(null, absent) + g (eps(user, absent) - eps(null, absent)) + g_c (eps(user, cond) - eps(user, absent))
 
 g = g_c is the plain two-branch guidance the service ran before (eps(null, absent) + g (eps(user, cond) -
-eps(null, absent))). Same settings and read-outs as experiments/condition_check.py: each user's 10th / 50th / 90th
-percentile training speed at 0 deg and the median speed at 50 deg, 8 seeds per user and setting (the same seeds
-for every (g, g_c)), 20 DPM-Solver++ steps, in-process through models.sampling.sample (the service's sampler).
-Affinity: the real-data classifier of condition_check names the requested user.
+eps(null, absent))). Same settings and read-outs as experiments/condition_check.py: each user's 10th / 50th /
+90th percentile training speed at 0 deg and the median speed at 50 deg, 8 seeds per user and setting (the same
+seeds for every (g, g_c)), 20 DPM-Solver++ steps, in-process through models.sampling.sample (the service's
+sampler). Affinity: the real-data classifier of condition_check names the requested user.
 
     OMP_NUM_THREADS=1 python -m experiments.condition_guidance --pipeline checkpoints/demo --data data/sim10c \
         --settings 2:2,2:1,3:1,3:2,4:2,4:1
 
-Measured (2026-12-01, checkpoints/demo conditioned from scratch, 10 users x 8 seeds, real-test accuracy 0.805 so
-the identity target is 0.724; an earlier version of this probe with diffusers' DPMSolverMultistepScheduler):
+Measured (2026-12-01, checkpoints/demo conditioned from scratch, 10 users x 8 seeds, real-test accuracy 0.805
+so the identity target is 0.724; an earlier version of this probe with diffusers'
+DPMSolverMultistepScheduler):
 
     g : g_c   median torso error (slow,0) (fast,0) (mid,0) (mid,50)    affinity (slow,0) (fast,0) (mid,0) (mid,50)
     2 : 2     +0.019 +0.006 +0.018 -0.016                              0.55 0.68 0.86 0.89   (plain, as served before)
@@ -71,7 +72,8 @@ def main() -> None:
             for ui, user in enumerate(ds.users):
                 v = float(stats[user]["quantiles"][qi])
                 seeds = [10_000 * si + 100 * ui + j for j in range(args.per_setting)]
-                cond = pipe.condition_encoder.values_tensor([{"speed_mps": v, "aspect_deg": aspect}] * len(seeds))
+                cond = pipe.condition_encoder.values_tensor([{"speed_mps": v,
+                                                              "aspect_deg": aspect}] * len(seeds))
                 x = sample(pipe, [pipe.user_encoder.index_of(user)] * len(seeds), seeds, guidance_scale=g,
                            condition_guidance_scale=gc, conditions=cond).numpy()
                 want = 2 * v * np.cos(np.deg2rad(aspect)) / lam

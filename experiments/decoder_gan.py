@@ -8,18 +8,20 @@ two-sample test (fresh CNN, real vs reconstruction), before and after.
 
     OMP_NUM_THREADS=1 python -m experiments.decoder_gan checkpoints/demo [STEPS] [ADV_WEIGHT] [OUT] [D_STEPS] [DEPTH]
 
-DEPTH 3 is a 7x7-patch PatchGAN; 5 sees the whole 64x64 spectrogram. D_STEPS discriminator steps per decoder step.
+DEPTH 3 is a 7x7-patch PatchGAN; 5 sees the whole 64x64 spectrogram. D_STEPS discriminator steps per decoder
+step.
 
-Measured 2026-11-26 (2-core VM, checkpoints/demo, 490 held-out pairs, stderr 0.023): before 1.000 (MAE 1.96 dB);
-600 steps at weight 0.1: 0.998 (MAE 2.50 dB); 1000 steps at weight 0.5: 0.998 (MAE 2.88 dB). The discriminator's
-hinge loss stayed at ~2.0 (chance) during the game, although the same discriminator trained alone separates real
-from the frozen reconstructions (96% after 200 steps at lr 2e-4): the decoder learnt to fool this small PatchGAN
-(7x7 patches of a 3-layer net) without becoming indistinguishable to the fresh CNN. Next: a stronger
-discriminator (larger receptive field, several D steps per G step) and a perceptual term.
+Measured 2026-11-26 (2-core VM, checkpoints/demo, 490 held-out pairs, stderr 0.023): before 1.000 (MAE 1.96
+dB); 600 steps at weight 0.1: 0.998 (MAE 2.50 dB); 1000 steps at weight 0.5: 0.998 (MAE 2.88 dB). The
+discriminator's hinge loss stayed at ~2.0 (chance) during the game, although the same discriminator trained
+alone separates real from the frozen reconstructions (96% after 200 steps at lr 2e-4): the decoder learnt to
+fool this small PatchGAN (7x7 patches of a 3-layer net) without becoming indistinguishable to the fresh CNN.
+Next: a stronger discriminator (larger receptive field, several D steps per G step) and a perceptual term.
 Tried next, 500 steps, 2 D steps per decoder step, a whole-image discriminator (DEPTH 5): weight 0.1 -> 0.998
 (MAE 3.15 dB; this discriminator kept winning, hinge loss 0.42 at step 300), weight 0.3 -> 1.000 (MAE 3.45 dB;
 loss at chance again). Short adversarial fine-tunes on the CPU did not move the gap and cost reconstruction
-accuracy; a real attempt needs a longer, GPU-sized run (LDM trains its autoencoders adversarially for far longer).
+accuracy; a real attempt needs a longer, GPU-sized run (LDM trains its autoencoders adversarially for far
+longer).
 """
 import sys
 import time
@@ -53,7 +55,9 @@ def main() -> None:
 
     def c2st(tag):
         rec = norm.to_db(fm.reconstruct(vae, x[use_idx])).numpy()
-        fit = lambda a, b, s: train_classifier(a, b, 2, dyn_range_db=norm.dyn_range_db, seed=s, threads=1).predict  # noqa: E731
+        def fit(a, b, s):
+            return train_classifier(a, b, 2, dyn_range_db=norm.dyn_range_db, seed=s, threads=1).predict
+
         res = fm.two_sample_test(x_db[use_idx], rec, fit, seed=0)
         mae = float(np.abs(rec - x_db[use_idx]).mean())
         print(f"[{time.time() - t0:5.0f} s] {tag}: C2ST real vs reconstruction {res['accuracy']:.3f} "
@@ -63,7 +67,8 @@ def main() -> None:
     c2st("before")
     layers, ch = [nn.Conv2d(1, 32, 4, 2, 1), nn.LeakyReLU(0.2)], 32
     for _ in range(depth - 1):  # each halves the size: depth 3 -> 8x8 maps (7x7 logits), depth 5 -> 2x2
-        layers += [nn.Conv2d(ch, min(2 * ch, 256), 4, 2, 1), nn.GroupNorm(8, min(2 * ch, 256)), nn.LeakyReLU(0.2)]
+        layers += [nn.Conv2d(ch, min(2 * ch, 256), 4, 2, 1), nn.GroupNorm(8, min(2 * ch, 256)),
+                   nn.LeakyReLU(0.2)]
         ch = min(2 * ch, 256)
     disc = nn.Sequential(*layers, nn.Conv2d(ch, 1, 3, 1, 1) if depth > 3 else nn.Conv2d(ch, 1, 3, 1, 0))
     vae.requires_grad_(False)
@@ -92,7 +97,8 @@ def main() -> None:
         g_loss.backward()
         opt_g.step()
         if (step + 1) % 100 == 0:
-            print(f"[{time.time() - t0:5.0f} s] step {step + 1}: d {d_loss.item():.3f} g {g_loss.item():.3f}", flush=True)
+            print(f"[{time.time() - t0:5.0f} s] step {step + 1}: d {d_loss.item():.3f} g {g_loss.item():.3f}",
+                  flush=True)
     vae.eval()
     c2st(f"after {steps} steps, adversarial weight {adv_w}, {d_steps} D steps, depth {depth}")
     if len(sys.argv) > 4 and sys.argv[4] != "-":

@@ -1,4 +1,5 @@
-"""Enrolment method, measured: do generated samples of two newly enrolled people look like them to an independent classifier?
+"""Enrolment method, measured: do generated samples of two newly enrolled people look like them to an
+independent classifier?
 
 Two simulated people the demo never saw (simulate --users 2 --per-user 140 --seed 1000,
 the demo's settings otherwise) are enrolled one
@@ -10,9 +11,9 @@ recordings of all 12 people. Reported per variant: its accuracy on the two peopl
 
     OMP_NUM_THREADS=2 .venv/bin/python experiments/enrol_method.py --variants today fast fast-reg
 
-Conclusion (2026-11-30, docs/enrolment.md): at the demo's guidance 2 the enrolled people were recognised 0.41x to
-0.47x as often as their real recordings (60 or 200 steps, mean or nearest-row start); the same rows sampled at
-guidance 4 reached 0.729 vs 0.714 real = 1.02x (target >= 0.8x met). Existing users: 0 dB difference.
+Conclusion (2026-11-30, docs/enrolment.md): at the demo's guidance 2 the enrolled people were recognised 0.41x
+to 0.47x as often as their real recordings (60 or 200 steps, mean or nearest-row start); the same rows sampled
+at guidance 4 reached 0.729 vs 0.714 real = 1.02x (target >= 0.8x met). Existing users: 0 dB difference.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ VARIANTS = {  # name -> EnrolConfig overrides
     "today": dict(steps=300, batch_size=16, lr=5e-3),  # evaluate --fewshot's setting before enrolment existed
     "fast": dict(steps=60, batch_size=8, lr=2e-2),
     "fast-reg": dict(steps=60, batch_size=8, lr=2e-2, reg=1.0),
-    "fast-noinit": dict(steps=60, batch_size=8, lr=2e-2, init_noise=5.0),  # start far from the population mean
+    # start far from the population mean
+    "fast-noinit": dict(steps=60, batch_size=8, lr=2e-2, init_noise=5.0),
     "mid": dict(steps=120, batch_size=8, lr=1e-2),
     "short": dict(steps=30, batch_size=8, lr=3e-2),
     "nearest": dict(steps=60, batch_size=8, lr=2e-2, init="nearest"),
@@ -100,7 +102,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["today", "fast"], choices=sorted(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float, default=2.0, help="sampling guidance for the enrolled people")
-    p.add_argument("--trained-check", type=int, default=0, help="also score generated samples of this many trained users")
+    p.add_argument("--trained-check", type=int, default=0, help="also score generated samples of this many "
+                                                                "trained users")
     p.add_argument("--out", default="runs/enrol_method.json")
     a = p.parse_args()
 
@@ -113,7 +116,8 @@ def main() -> None:
     y_old = np.array([base.users.index(u) for u in u_old])
     y_new = np.array([len(base.users) + new_names.index(u) for u in u_new])
     train = (s_old == "train"), (s_new == "train")
-    clf = LogReg(np.concatenate([x_old[train[0]], x_new[train[1]]]), np.concatenate([y_old[train[0]], y_new[train[1]]]),
+    clf = LogReg(np.concatenate([x_old[train[0]], x_new[train[1]]]), np.concatenate([y_old[train[0]],
+                                                                                     y_new[train[1]]]),
                  len(names))
     acc_old = clf.accuracy(x_old[s_old == "test"], y_old[s_old == "test"])
     held = ~train[1]
@@ -138,7 +142,8 @@ def main() -> None:
         for i, pick in enumerate(picks):  # one after the other, each appended to the previous pipeline
             rows, log = enrol(pipe, x_new[pick], [0] * a.k, 1, cfg)
             pipe = DopplerPipeline(vae=pipe.vae, denoiser=pipe.denoiser,
-                                   user_encoder=pipe.user_encoder.with_users([names[len(base.users) + i]], rows),
+                                   user_encoder=pipe.user_encoder.with_users([names[len(base.users) + i]],
+                                                                             rows),
                                    scheduler_config=pipe.scheduler_config, meta=pipe.meta)
             logs.append(log)
         secs = (time.perf_counter() - t0) / len(picks)
@@ -153,10 +158,12 @@ def main() -> None:
                  ratio=acc_gen / acc_real, seconds_per_person=secs, loss=[lg["loss_last"] for lg in logs],
                  existing_user_max_abs_diff_db=old_check)
         results["variants"][name] = r
-        print("  generated samples classified as:", {names[c]: int((pred == c).sum()) for c in np.unique(pred)},
+        print("  generated samples classified as:",
+              {names[c]: int((pred == c).sum()) for c in np.unique(pred)},
               "; per person", np.round(per_person, 3).tolist())
         print(f"{name:12s} {VARIANTS[name]}: generated acc {acc_gen:.3f} = {acc_gen / acc_real:.2f}x real, "
-              f"{secs:.1f} s/person, final loss {np.round(r['loss'], 3).tolist()}, existing user diff {old_check:g} dB",
+              f"{secs:.1f} s/person, final loss {np.round(r['loss'], 3).tolist()}, existing user diff "
+              f"{old_check:g} dB",
               flush=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -1,8 +1,9 @@
 """Explore levers of the small-k augmentation gain (issue 4) without changing the evaluator.
 
 For k real recordings per target user and a few seeds, this adapts a population pipeline to the k recordings
-(new user rows only, exactly as `evaluate --fewshot` does), draws synthetic recordings and trains the reference
-CNN on real-only vs real + synthetic at the evaluator's budget. Variants, all from the same adapted generators:
+(new user rows only, exactly as `evaluate --fewshot` does), draws synthetic recordings and trains the
+reference CNN on real-only vs real + synthetic at the evaluator's budget. Variants, all from the same adapted
+generators:
 
 - `steps`: adaptation steps of the user rows;
 - `m`: synthetic per user;
@@ -20,10 +21,11 @@ train split (a diagnostic only; that classifier never touches the gain runs).
     OMP_NUM_THREADS=1 .venv/bin/python -m experiments.fewshot --population runs/population/pipeline \
         --data data/sim10 --k 5 --seeds 0 1 2 --steps 150 500 --out runs/explore/fewshot.json
 
-Measured 2026-11-26/27 (k = 5, m = 30, seeds 0 1 2, 2-core CPU; the table is in docs/evaluation.md, "What moves
-the small-k gain"): the largest lever is a better-trained population generator (UNet 3000 instead of 1000 steps:
-gain +4.0 ± 1.4 points with the balanced mix at guidance 2, against +0.3 ± 2.2); guidance 2 and the balanced mix
-help too; 500 instead of 150 adaptation steps and confidence filtering do not (filtering: -6.0 ± 1.9).
+Measured 2026-11-26/27 (k = 5, m = 30, seeds 0 1 2, 2-core CPU; the table is in docs/evaluation.md, "What
+moves the small-k gain"): the largest lever is a better-trained population generator (UNet 3000 instead of
+1000 steps: gain +4.0 ± 1.4 points with the balanced mix at guidance 2, against +0.3 ± 2.2); guidance 2 and
+the balanced mix help too; 500 instead of 150 adaptation steps and confidence filtering do not (filtering:
+-6.0 ± 1.9).
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ def main() -> None:
                       device="cpu", out=out.parent, log=log, threads=1)
     ref = ctx.fit(d.train_x, d.train_y, seed=0)
     log(f"reference CNN on the full real train split: test {accuracy(ref, d.test_x, d.test_y):.3f}")
-    epochs, floor, batch = 20, 150, 64  # training.eval.classifier's defaults, as the evaluator's budget_for uses them
+    # training.eval.classifier's defaults, as the evaluator's budget_for uses them
+    epochs, floor, batch = 20, 150, 64
 
     def budget_for(n_total):
         return max(floor, epochs * -(-n_total // batch))
@@ -80,7 +83,8 @@ def main() -> None:
         return clf, accuracy(clf, d.test_x, d.test_y)
 
     def finetune(clf, x, y, seed, steps=100, lr=1e-3):
-        """A short, low-LR fine-tune of a trained classifier on (x, y) alone, with the classifier's augmentation."""
+        """A short, low-LR fine-tune of a trained classifier on (x, y) alone, with the classifier's
+        augmentation."""
         import torch.nn.functional as F
 
         from training.eval.classifier import _augment
@@ -107,7 +111,8 @@ def main() -> None:
         real_cache = {}
         for steps in a.steps:
             t0 = time.perf_counter()
-            pipe_k, alog = adapt_new_users(pop, x_k, y_k, d.users, FewShotConfig(steps=steps, seed=seed, lr=a.lr))
+            pipe_k, alog = adapt_new_users(pop, x_k, y_k, d.users, FewShotConfig(steps=steps, seed=seed,
+                                                                                 lr=a.lr))
             t_adapt = time.perf_counter() - t0
             m_max = (2 if 1 in a.filters else 1) * max(a.m)
             for g in a.guidance:
@@ -119,7 +124,8 @@ def main() -> None:
                     if budget not in real_cache:
                         real_cache[budget] = fit_score(x_k, y_k, seed, budget)
                     clf_k, acc_real = real_cache[budget]
-                    probs = torch.softmax(torch.as_tensor(clf_k.logits(syn.x)), -1).numpy()[np.arange(len(syn.y)), syn.y]
+                    probs = torch.softmax(torch.as_tensor(clf_k.logits(syn.x)),
+                                          -1).numpy()[np.arange(len(syn.y)), syn.y]
                     for filt in map(bool, a.filters):
                         pick = []
                         for c in range(len(d.users)):
@@ -143,7 +149,8 @@ def main() -> None:
                                        picked_identity=float((ref.predict(syn.x[pick]) == syn.y[pick]).mean()),
                                        adapt_s=t_adapt, adapt_loss=alog["loss_last"])
                             rows.append(row)
-                            log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
+                            log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k,
+                                            v in row.items()}))
                             out.write_text(json.dumps(rows, indent=1))
     # summary: mean ± std of the gain per variant
     def key_of(r):
@@ -154,8 +161,13 @@ def main() -> None:
     for key in keys:
         rs = [r for r in rows if key_of(r) == key]
         gains = 100 * np.array([r["gain"] for r in rs])
-        log(f"{key} | {gains.mean():+.1f} ± {gains.std(ddof=1) if len(gains) > 1 else 0:.1f} (n={len(gains)}) | "
-            f"{np.mean([r['synth_identity'] for r in rs]):.3f} | {np.mean([r['picked_identity'] for r in rs]):.3f}")
+        log(f"{key} | {gains.mean():+.1f} ± {gains.std(ddof=1) if len(gains) > 1 else 0:.1f} (n={len(gains)}) "
+            ""
+            ""
+            ""
+            "| "
+            f"{np.mean([r['synth_identity'] for r in rs]):.3f} | "
+            f"{np.mean([r['picked_identity'] for r in rs]):.3f}")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,31 @@
-"""Measure the synthetic-data filters (issue 17) at small k on the same seeds: unfiltered vs each filter alone vs
-combinations, and the synthetic-to-real ratio. Results and their reading: docs/evaluation.md, "Round 3 levers".
+"""Measure the synthetic-data filters (issue 17) at small k on the same seeds: unfiltered vs each filter alone
+vs combinations, and the synthetic-to-real ratio. Results and their reading: docs/evaluation.md, "Round 3
+levers".
 
-For each seed: k real train recordings per user (training.eval.augmentation.select_k_per_user), the real-only CNN
-trained on them (which is also the filters' reference classifier and whose k recordings give the physics reference:
-no other real recording is used by a filter), then for each variant m synthetic per user picked by
-training.eval.filters from factor x m candidates, and a CNN trained on real + synthetic (the evaluator's balanced
-mix and optimiser budget). Gains are paired per seed; intervals are Student-t over the seeds (training.eval.stats).
+For each seed: k real train recordings per user (training.eval.augmentation.select_k_per_user), the real-only
+CNN trained on them (which is also the filters' reference classifier and whose k recordings give the physics
+reference: no other real recording is used by a filter), then for each variant m synthetic per user picked by
+training.eval.filters from factor x m candidates, and a CNN trained on real + synthetic (the evaluator's
+balanced mix and optimiser budget). Gains are paired per seed; intervals are Student-t over the seeds
+(training.eval.stats).
 
 Two generator settings:
-- `--pipeline` as is: the candidates come from one pool sampled once per user and re-ordered per seed. The demo
-  checkpoint saw every train recording of these users, so this measures the filters on a generator that knows the
-  people, not the protocol's few-shot gain.
+- `--pipeline` as is: the candidates come from one pool sampled once per user and re-ordered per seed. The
+  demo checkpoint saw every train recording of these users, so this measures the filters on a generator that
+  knows the people, not the protocol's few-shot gain.
 - `--population-pipeline P` (the protocol's setting): per seed, P is adapted to that seed's k real recordings
-  exactly as `evaluate --fewshot` does, and the seed's candidates are drawn from it with the evaluator's seeds, so
-  the unfiltered row at the evaluator's m reproduces `evaluate --fewshot`'s k-shot trial. `--adapt SPEC ...` adds
-  rows for other adaptation or sampler settings (FewShotConfig fields, plus `guidance` and `sample_steps`), each
-  unfiltered at m, on the same seeds. Without `--variants` and `--ratios` only those rows run.
+  exactly as `evaluate --fewshot` does, and the seed's candidates are drawn from it with the evaluator's
+  seeds, so the unfiltered row at the evaluator's m reproduces `evaluate --fewshot`'s k-shot trial. `--adapt
+  SPEC ...` adds rows for other adaptation or sampler settings (FewShotConfig fields, plus `guidance` and
+  `sample_steps`), each unfiltered at m, on the same seeds. Without `--variants` and `--ratios` only those
+  rows run.
 
-Measured (docs/evaluation.md, "Round 3 levers"; demo checkpoint, k = 5, m = 10, seeds 0-4): no filter raises the
-gain (confidence lowers it by 7 points, CI excluding 0); 5 synthetic per real beats 2 per real by 4 points.
-With `--population-pipeline runs/population-c/pipeline` (docs/evaluation.md, "Levers on the few-shot generators";
-k = 5, m = 30, seeds 0-4): no filter helps (confidence -4.9), fewer than 5 synthetic per real loses 6 to 7 points,
-guidance 4 loses 3.5; 50 adaptation steps, 10 sampler steps and the enrolment's settings change it by < 1 point.
+Measured (docs/evaluation.md, "Round 3 levers"; demo checkpoint, k = 5, m = 10, seeds 0-4): no filter raises
+the gain (confidence lowers it by 7 points, CI excluding 0); 5 synthetic per real beats 2 per real by 4
+points. With `--population-pipeline runs/population-c/pipeline` (docs/evaluation.md, "Levers on the few-shot
+generators"; k = 5, m = 30, seeds 0-4): no filter helps (confidence -4.9), fewer than 5 synthetic per real
+loses 6 to 7 points, guidance 4 loses 3.5; 50 adaptation steps, 10 sampler steps and the enrolment's settings
+change it by < 1 point.
 
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python experiments/filter_levers.py --pipeline checkpoints/demo \
         --data data/sim10 --k 5 --seeds 5 --m 20 --out runs/levers/levers.json
@@ -39,7 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-if __package__ in (None, ""):  # run as a script (python experiments/filter_levers.py): the repository root on the path
+# run as a script (python experiments/filter_levers.py): the repository root on the path
+if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VARIANTS = ["none", "physics", "confidence", "diversity", "physics,confidence", "physics,diversity",
@@ -58,19 +63,28 @@ def main() -> None:
     p.add_argument("--z-max", type=float, default=3.0)
     p.add_argument("--pool-per-user", type=int, default=120)
     p.add_argument("--variants", nargs="*", default=VARIANTS)
-    p.add_argument("--ratios", type=float, nargs="*", default=[0.5, 1, 2, 5], help="synthetic : real, unfiltered")
+    p.add_argument("--ratios", type=float, nargs="*", default=[0.5, 1, 2, 5], help="synthetic : real, "
+                                                                                   "unfiltered")
     p.add_argument("--ratio-filter", default="none", help="filter used for the ratio rows")
     p.add_argument("--population-pipeline", default=None,
-                   help="the protocol's few-shot setting: per seed, adapt this population pipeline to the seed's k real "
+                   help="the protocol's few-shot setting: per seed, adapt this population pipeline to the "
+                        "seed's k real "
                         "recordings (as `evaluate --fewshot`) and draw that seed's candidates from it")
     p.add_argument("--adapt", nargs="*", default=[],
-                   help="with --population-pipeline: other adaptation settings, each a FewShotConfig override such as "
-                        "steps=300 or reg=0.1,init=nearest; each adapts its own generator and adds an unfiltered row at "
+                   help="with --population-pipeline: other adaptation settings, each a FewShotConfig override "
+                        ""
+                        ""
+                        ""
+                        "such as "
+                        "steps=300 or reg=0.1,init=nearest; each adapts its own generator and adds an "
+                        "unfiltered row at "
                         "--m")
     p.add_argument("--fewshot-steps", type=int, default=None,
-                   help="adaptation steps of the default row (default: the evaluator's, now 50; 150 before 2026-12-01)")
+                   help="adaptation steps of the default row (default: the evaluator's, now 50; 150 before "
+                        "2026-12-01)")
     p.add_argument("--fewshot-sample-steps", type=int, default=None,
-                   help="sampler steps of the default row (default: the evaluator's, now 10; 0 = the pipeline's)")
+                   help="sampler steps of the default row (default: the evaluator's, now 10; 0 = the "
+                        "pipeline's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/levers/levers.json")
     a = p.parse_args()
@@ -94,11 +108,13 @@ def main() -> None:
         ctx.steps, ctx.guidance, ctx.sampler = chosen.steps, chosen.guidance, chosen.sampler
         if a.fewshot_sample_steps is not None:
             ctx.st = replace(ctx.st, fewshot_sample_steps=a.fewshot_sample_steps)
-        ctx.steps = fewshot_steps_for(ctx, pop) or ctx.steps  # as the evaluator samples its few-shot generators
+        # as the evaluator samples its few-shot generators
+        ctx.steps = fewshot_steps_for(ctx, pop) or ctx.steps
     fewshot_steps = ctx.st.fewshot_steps if a.fewshot_steps is None else a.fewshot_steps
 
     def adapt_cfg(spec: str, seed: int):
-        """FewShotConfig overrides from "key=value,..."; the keys `guidance` and `sample_steps` set the sampler."""
+        """FewShotConfig overrides from "key=value,..."; the keys `guidance` and `sample_steps` set the
+        sampler."""
         kw, sampler = {}, {}
         for item in filter(None, spec.split(",")):
             key, val = item.split("=")
@@ -111,8 +127,9 @@ def main() -> None:
     generators: dict = {}
 
     def adapted_pool(spec: str, seed: int, x_k, y_k, per_user: int):
-        """A generator adapted to the seed's k recordings, and per_user samples per person from it (the evaluator's
-        few-shot seeds: its unfiltered first m are exactly the evaluator's k-shot synthetic set)."""
+        """A generator adapted to the seed's k recordings, and per_user samples per person from it (the
+        evaluator's few-shot seeds: its unfiltered first m are exactly the evaluator's k-shot synthetic
+        set)."""
         cfg, sampler = adapt_cfg(spec, seed)
         t0 = time.perf_counter()
         key = (seed, repr(cfg))
@@ -129,7 +146,8 @@ def main() -> None:
             f"{glog['loss_last']:.3f}); {len(y)} samples in {p.seconds:.0f} s")
         return p.x, p.y
 
-    # ---- the candidate pool: sampled once, cached (a fixed generator only) ---------------------------------------------
+    # ---- the candidate pool: sampled once, cached (a fixed generator only)
+    # ---------------------------------------------
     cache = out.parent / f"pool_{a.pool_per_user}.npz"
     if pop is not None:
         pool_x = pool_y = None
@@ -141,7 +159,8 @@ def main() -> None:
         pool = ctx.sample(pipe, y, seeds, desc="pool")
         pool_x, pool_y = pool.x, pool.y
         np.savez(cache, x=pool_x, y=pool_y)
-        log(f"pool: {len(pool_y)} samples ({ctx.steps} {ctx.sampler} steps, guidance {ctx.guidance}) in {pool.seconds:.0f} s")
+        log(f"pool: {len(pool_y)} samples ({ctx.steps} {ctx.sampler} steps, guidance {ctx.guidance}) in "
+            f"{pool.seconds:.0f} s")
     full = ctx.fit(d.train_x, d.train_y, seed=0)  # diagnostic only: identity of the kept samples
     log(f"diagnostic CNN on the full train split: test {accuracy(full, d.test_x, d.test_y):.3f}"
         + (f"; pool identity {accuracy(full, pool_x, pool_y):.3f}" if pool_x is not None else ""))
@@ -173,11 +192,13 @@ def main() -> None:
             n_c = cfg.candidates(m)
             cand = np.concatenate([order[u][:n_c] for u in range(U)])
             n_total = len(idx) + m * U
-            if n_total not in real_cache:  # the real-only CNN at this budget: baseline and the filters' classifier
+            # the real-only CNN at this budget: baseline and the filters' classifier
+            if n_total not in real_cache:
                 real_cache[n_total] = fit_score(x_k, y_k, seed, n_total)
             clf_real, acc_real = real_cache[n_total]
             sel = F.filter_candidates(pool_x[cand], pool_y[cand], m, U, cfg, meta=d.meta, clf=clf_real,
-                                      ref_readouts=ref_r, ref_y=y_k, ref_source="the classifier's k real recordings")
+                                      ref_readouts=ref_r, ref_y=y_k, ref_source="the classifier's k real "
+                                                                                "recordings")
             x_s, y_s = pool_x[cand][sel.index], pool_y[cand][sel.index]
             reps = max(1, round(len(y_s) / len(idx)))
             _, acc_aug = fit_score(np.concatenate([x_k] * reps + [x_s]), np.concatenate([y_k] * reps + [y_s]),
@@ -198,13 +219,16 @@ def main() -> None:
             run(a.ratio_filter, max(1, int(r * a.k + 0.5)), "ratio")
         for spec in a.adapt if pop is not None else []:
             ax, ay = adapted_pool(spec, seed, x_k, y_k, a.m)
-            run("none", a.m, "adapt:" + spec, pool_x=ax, pool_y=ay, order={u: np.flatnonzero(ay == u) for u in range(U)})
+            run("none", a.m, "adapt:" + spec, pool_x=ax, pool_y=ay,
+                order={u: np.flatnonzero(ay == u) for u in range(U)})
         log(f"seed {seed} done in {time.perf_counter() - t0:.0f} s")
         out.write_text(json.dumps(dict(args=vars(a), rows=rows), indent=1) + "\n")
 
-    # ---- summary: gain CI per variant, paired difference vs unfiltered -------------------------------------------------
+    # ---- summary: gain CI per variant, paired difference vs unfiltered
+    # -------------------------------------------------
     summary = []
-    kinds = [("filter", "variant"), ("ratio", "m")] + [("adapt:" + spec, "m") for spec in a.adapt if pop is not None]
+    kinds = [("filter", "variant"), ("ratio", "m")] + [("adapt:" + spec,
+                                                        "m") for spec in a.adapt if pop is not None]
     for kind, key in kinds:
         base = {r["seed"]: r["gain"] for r in rows if r["kind"] == "filter" and r["variant"] == "none"}
         for val in dict.fromkeys(r[key] for r in rows if r["kind"] == kind):
@@ -212,7 +236,8 @@ def main() -> None:
             g = [r["gain"] for r in rs]
             ci = t_interval(g)
             diff = paired_difference(g, [base[r["seed"]] for r in rs]) if len(base) == len(rs) else None
-            s = dict(kind=kind, variant=rs[0]["variant"], m=rs[0]["m"], ratio=rs[0]["ratio"], gain=ci, vs_none=diff,
+            s = dict(kind=kind, variant=rs[0]["variant"], m=rs[0]["m"], ratio=rs[0]["ratio"], gain=ci,
+                     vs_none=diff,
                      identity=float(np.mean([r["identity"] for r in rs])),
                      rejection_rate=float(np.mean([r["rejection_rate"] for r in rs])),
                      per_filter={f: float(np.mean([r["per_filter"][f] for r in rs])) for f in rs[0]["per_filter"]})

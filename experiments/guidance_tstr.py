@@ -9,9 +9,9 @@ classifier seeds and scored on the real test split.
         --guidance 1.5 2.0 2.5 3.0 --out runs/explore/tstr.json
 
 Measured (docs/training.md, "Why 3000 steps and guidance 2"; TRTR 0.933): at 1000 UNet steps TSTR / TRTR fell
-from 0.79 to 0.71 as guidance rose from 1.5 to 3.0 while affinity rose from 0.75 to 0.95; the UNet continued to
-3000 steps reached affinity 0.971, TSTR 0.85x and Fréchet distance 12.2 at guidance 2, so the shipped checkpoint
-uses 3000 steps and guidance 2.
+from 0.79 to 0.71 as guidance rose from 1.5 to 3.0 while affinity rose from 0.75 to 0.95; the UNet continued
+to 3000 steps reached affinity 0.971, TSTR 0.85x and Fréchet distance 12.2 at guidance 2, so the shipped
+checkpoint uses 3000 steps and guidance 2.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def main() -> None:
     p.add_argument("--pipelines", nargs="+", required=True)
     p.add_argument("--data", default="data/sim10")
     p.add_argument("--guidance", nargs="+", default=["1.5", "2.0", "2.5", "3.0"],
-                   help="guidance scales; G:GC also sets the condition guidance (compositional, models.sampling)")
+                   help="guidance scales; G:GC also sets the condition guidance (compositional, "
+                        "models.sampling)")
     p.add_argument("--clf-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", default="runs/explore/tstr.json")
     a = p.parse_args()
@@ -62,7 +63,8 @@ def main() -> None:
             tstr = [accuracy(ctx.fit(pool.x, pool.y, seed=s), d.test_x, d.test_y) for s in a.clf_seeds]
             rng = np.random.default_rng(0)
             f_gen = ref.features(pool.x[rng.permutation(len(pool.y))[:len(d.test_y)]]).astype(np.float64)
-            row = dict(pipeline=path, guidance=g, condition_guidance=ctx.condition_guidance, steps=steps, scheduler=scheduler, trtr=trtr,
+            row = dict(pipeline=path, guidance=g, condition_guidance=ctx.condition_guidance, steps=steps,
+                       scheduler=scheduler, trtr=trtr,
                        affinity=accuracy(ref, pool.x, pool.y), tstr=float(np.mean(tstr)), tstr_each=tstr,
                        tstr_ratio=float(np.mean(tstr)) / trtr, fd=fm.frechet_distance(f_gen, f_test))
             rows.append(row)

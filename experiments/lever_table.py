@@ -1,6 +1,6 @@
-"""One Markdown table from one or more `experiments/filter_levers.py --population-pipeline` runs on the same seeds:
-each row's gain (95% Student-t interval over the seeds) and its paired difference to the default row (unfiltered,
-the evaluator's m, default adaptation), matched by seed across the runs.
+"""One Markdown table from one or more `experiments/filter_levers.py --population-pipeline` runs on the same
+seeds: each row's gain (95% Student-t interval over the seeds) and its paired difference to the default row
+(unfiltered, the evaluator's m, default adaptation), matched by seed across the runs.
 
     python -m experiments.lever_table runs/levers-fs/levers.json runs/levers-fs2/levers.json --m 30
 """
@@ -33,7 +33,8 @@ def main() -> None:
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(label(r), []).append(r)
-    print("| lever (k = 5) | real only | real + synthetic | gain, points [95% CI] | vs default [95% CI] | identity | rejected |")
+    print("| lever (k = 5) | real only | real + synthetic | gain, points [95% CI] | vs default [95% CI] | "
+          "identity | rejected |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, rs in groups.items():
         rs = sorted(rs, key=lambda r: r["seed"])
@@ -42,8 +43,10 @@ def main() -> None:
         diff = (format_ci(paired_difference(g, [base[s] for s in seeds]))
                 if name != "unfiltered (default)" and all(s in base for s in seeds) else "—")
         print(f"| {name} | {100 * np.mean([r['acc_real'] for r in rs]):.1f}% | "
-              f"{100 * np.mean([r['acc_augmented'] for r in rs]):.1f}% | {format_ci(t_interval(g))} | {diff} | "
-              f"{np.mean([r['identity'] for r in rs]):.2f} | {100 * np.mean([r['rejection_rate'] for r in rs]):.0f}% |"
+              f"{100 * np.mean([r['acc_augmented'] for r in rs]):.1f}% | {format_ci(t_interval(g))} | {diff} "
+              "| "
+              f"{np.mean([r['identity'] for r in rs]):.2f} | "
+              f"{100 * np.mean([r['rejection_rate'] for r in rs]):.0f}% |"
               + ("" if len(seeds) == len(base) else f" (seeds {seeds})"))
 
 

@@ -34,7 +34,8 @@ def main() -> None:
     rec = reconstructions(pipe, x)
     half = np.random.default_rng(0).permutation(len(x))
     fit_idx, use_idx = half[: len(x) // 2], half[len(x) // 2:]   # fit the noise model on one half only
-    bands = int(sys.argv[2]) if len(sys.argv) > 2 else 1  # Doppler-row bands: residual statistics per band and level
+    # Doppler-row bands: residual statistics per band and level
+    bands = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     tex = Texture.fit(x[fit_idx], rec[fit_idx], -norm.dyn_range_db, bands=bands)
     noisy = tex.add(rec, 1)
     print(f"residual std {(x - rec)[fit_idx].std():.2f} dB; prepared in {time.time() - t0:.0f} s", flush=True)
@@ -44,7 +45,8 @@ def main() -> None:
 
     for name, other in (("recon", rec[use_idx]), ("recon+noise", noisy[use_idx])):
         res = fm.two_sample_test(x[use_idx], other, fit_cnn, seed=0)
-        print(f"C2ST real vs {name}: {res['accuracy']:.3f} (stderr {res['stderr']:.3f}, n_test {res['n_test']})", flush=True)
+        print(f"C2ST real vs {name}: {res['accuracy']:.3f} (stderr {res['stderr']:.3f}, n_test "
+              f"{res['n_test']})", flush=True)
     print(f"done in {time.time() - t0:.0f} s")
 
 

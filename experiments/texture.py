@@ -1,22 +1,22 @@
 """Decode the mean, sample the texture (a stage-1 lever for realism): a post-process measured outside the
 product.
 
-Speckle is incompressible: the VAE returns a smooth mean and the classifier of the two-sample test sees that. A
-texture model is fitted on residuals r = x - D(E(x)) of real recordings: a stationary Gaussian field with the
-residuals' average 2-D power spectrum, mapped per (Doppler band, reconstruction level) bin to the residuals'
-empirical quantiles (a Gaussian copula). `Texture.add` draws a field for each decoded spectrogram.
+Speckle is incompressible: the VAE returns a smooth mean and the classifier of the two-sample test sees that.
+A texture model is fitted on residuals r = x - D(E(x)) of real recordings: a stationary Gaussian field with
+the residuals' average 2-D power spectrum, mapped per (Doppler band, reconstruction level) bin to the
+residuals' empirical quantiles (a Gaussian copula). `Texture.add` draws a field for each decoded spectrogram.
 
     OMP_NUM_THREADS=2 .venv/bin/python -m experiments.texture --pipeline checkpoints/demo --data data/sim10c \
         --population-pipeline runs/population-c/pipeline --population-data runs/population-c/data --seeds 5
 
 measures, on the same seeds as `evaluate --fewshot` at k = 5 (its default adaptation and sampler):
-- the two-sample accuracy of real vs generated (the demo pipeline), plain, with the fitted texture, and with the
-  product's texture bank (models/texture.py); texture and bank come from one half of the train split and the
-  test uses the other half;
+- the two-sample accuracy of real vs generated (the demo pipeline), plain, with the fitted texture, and with
+  the product's texture bank (models/texture.py); texture and bank come from one half of the train split and
+  the test uses the other half;
 - the few-shot gain plain, with the fitted texture (fitted with the population's VAE on the population's own
-  simulated recordings: nothing of the targets), with the population's bank (the targets have no entries, so they
-  draw from it), and with a bank of the targets' own k recordings (what `evaluate --fewshot` does when the
-  population pipeline has a bank).
+  simulated recordings: nothing of the targets), with the population's bank (the targets have no entries, so
+  they draw from it), and with a bank of the targets' own k recordings (what `evaluate --fewshot` does when
+  the population pipeline has a bank).
 
 The pipelines' own banks are switched off first: each variant sets the texture itself.
 """
@@ -42,7 +42,8 @@ class Texture:
     floor_db: float  # the dB floor (-dyn_range) the result is clipped to
 
     @classmethod
-    def fit(cls, x: np.ndarray, rec: np.ndarray, floor_db: float, bands: int = 8, levels: int = 12) -> Texture:
+    def fit(cls, x: np.ndarray, rec: np.ndarray, floor_db: float, bands: int = 8,
+            levels: int = 12) -> Texture:
         """x, rec: (N, 1, H, W) dB recordings and their reconstructions."""
         r, lvl = (x - rec)[:, 0], rec[:, 0]
         spec = np.mean(np.abs(np.fft.fft2(r - r.mean(axis=(1, 2), keepdims=True))) ** 2, axis=0)
@@ -67,7 +68,8 @@ class Texture:
 
     def add(self, x: np.ndarray, seed: int) -> np.ndarray:
         g = np.random.default_rng(seed)
-        return np.stack([np.clip(s[0] + self.noise(s[0], g), self.floor_db, 0) for s in x])[:, None].astype(np.float32)
+        return np.stack([np.clip(s[0] + self.noise(s[0], g), self.floor_db, 0) for s in x])[:,
+                                                                                            None].astype(np.float32)
 
 
 def reconstructions(pipe, x: np.ndarray) -> np.ndarray:
@@ -102,12 +104,14 @@ def main() -> None:
     from training.eval.stats import format_ci, paired_difference, t_interval
 
     pipe, d, ctx, log, out = open_run(a.pipeline, a.data, a.out, a.threads)
-    pipe.texture = None  # the pipeline's own bank holds train recordings of both halves; one of half A is built below
+    # the pipeline's own bank holds train recordings of both halves; one of half A is built below
+    pipe.texture = None
     st = ctx.st
     floor = -float(pipe.normalization.dyn_range_db)
     res: dict = dict(args=vars(a))
 
-    # ---- two-sample test on the evaluated pipeline: texture fitted on one half, tested on the other -------------------
+    # ---- two-sample test on the evaluated pipeline: texture fitted on one half, tested on the other
+    # -------------------
     half = np.random.default_rng(0).permutation(len(d.train_y))
     fit_i, test_i = half[: len(half) // 2], half[len(half) // 2:]
     tex = Texture.fit(d.train_x[fit_i], reconstructions(pipe, d.train_x[fit_i]), floor)
@@ -123,13 +127,15 @@ def main() -> None:
     gen_bank = ctx.sample(pipe, y, seeds, desc="generated + bank").x
     pipe.texture = None
     c2st = {}
-    for name, other in (("generated", gen), ("generated + texture", tex.add(gen, 1)), ("generated + bank", gen_bank),
+    for name, other in (("generated", gen), ("generated + texture", tex.add(gen, 1)), ("generated + bank",
+                                                                                       gen_bank),
                         ("reconstruction", rec), ("reconstruction + texture", tex.add(rec, 2))):
         c2st[name] = fm.two_sample_test(d.train_x[test_i], other, fit_cnn, seed=0)
         log(f"C2ST real vs {name}: {c2st[name]['accuracy']:.3f} (stderr {c2st[name]['stderr']:.3f})")
     res["c2st"] = c2st
 
-    # ---- few-shot gain at k, with and without texture (fitted on the population's own data) ---------------------------
+    # ---- few-shot gain at k, with and without texture (fitted on the population's own data)
+    # ---------------------------
     pop = DopplerPipeline.load(a.population_pipeline, device="cpu")
     pop.texture = None  # each variant below sets the few-shot generator's texture itself ("plain": none)
     px = load_dataset(a.population_data).filter("train").x
@@ -152,15 +158,20 @@ def main() -> None:
         acc_real = fit_score(x_k, y_k, seed, n_total)
         row = dict(seed=seed, acc_real=acc_real)
         gen_k.texture = pop_bank  # targets have no entries: residuals of the population's own people
-        xs_pop = ctx.sample(gen_k, y, seeds, steps=fewshot_steps_for(ctx, pop), desc=f"seed {seed}, population bank").x
+        xs_pop = ctx.sample(gen_k, y, seeds, steps=fewshot_steps_for(ctx, pop), desc=f"seed {seed}, "
+                                                                                     "population bank").x
         gen_k.texture = build_bank(pop.vae, pop.normalization, x_k, [d.users[int(k)] for k in y_k])
-        xs_k = ctx.sample(gen_k, y, seeds, steps=fewshot_steps_for(ctx, pop), desc=f"seed {seed}, targets' bank").x
+        xs_k = ctx.sample(gen_k, y, seeds, steps=fewshot_steps_for(ctx, pop), desc=f"seed {seed}, targets' "
+                                                                                   "bank").x
         gen_k.texture = None
-        for name, syn in (("plain", xs), ("texture", pop_tex.add(xs, 1000 + seed)), ("bank_population", xs_pop),
+        for name, syn in (("plain", xs), ("texture", pop_tex.add(xs, 1000 + seed)), ("bank_population",
+                                                                                     xs_pop),
                           ("bank_targets", xs_k)):
-            row[name] = fit_score(np.concatenate([x_k] * reps + [syn]), np.concatenate([y_k] * reps + [y]), seed,
+            row[name] = fit_score(np.concatenate([x_k] * reps + [syn]), np.concatenate([y_k] * reps + [y]),
+                                  seed,
                                   n_total) - acc_real
-        log(f"seed {seed}: real {acc_real:.3f}, gain plain {row['plain']:+.3f}, texture {row['texture']:+.3f}, "
+        log(f"seed {seed}: real {acc_real:.3f}, gain plain {row['plain']:+.3f}, texture "
+            f"{row['texture']:+.3f}, "
             f"population bank {row['bank_population']:+.3f}, targets' bank {row['bank_targets']:+.3f} "
             f"({time.perf_counter() - t0:.0f} s)")
         rows.append(row)
@@ -173,7 +184,8 @@ def main() -> None:
     for v in ("bank_population", "bank_targets"):
         res[f"gain_{v}"] = t_interval([r[v] for r in rows])
         res[f"{v}_vs_plain"] = paired_difference([r[v] for r in rows], [r["plain"] for r in rows])
-        log(f"k = {a.k}: gain {v} {format_ci(res[f'gain_{v}'])}, {v} - plain {format_ci(res[f'{v}_vs_plain'])}")
+        log(f"k = {a.k}: gain {v} {format_ci(res[f'gain_{v}'])}, {v} - plain "
+            f"{format_ci(res[f'{v}_vs_plain'])}")
     out.write_text(json.dumps(res, indent=1) + "\n")
 
 

@@ -1,15 +1,16 @@
-"""Does the texture bank (stage 1's realism lever) turn samples into copies of training recordings? (a measurement)
+"""Does the texture bank (stage 1's realism lever) turn samples into copies of training recordings? (a
+measurement)
 
-The bank (models/texture.py) adds to each decoded sample the residual x_j - D(E(x_j)) of the bank recording j whose
-reconstruction, shifted in time, is nearest to it. If a sample were close to D(E(x_j)), the result would be close to
-x_j itself. This script measures it. The bank is built from half A of the train split. For samples with and without
-the bank, and for the real recordings of half B as the yardstick, it takes the RMS distance (dB) to the nearest
-recording of half A, over every circular time shift:
+The bank (models/texture.py) adds to each decoded sample the residual x_j - D(E(x_j)) of the bank recording j
+whose reconstruction, shifted in time, is nearest to it. If a sample were close to D(E(x_j)), the result would
+be close to x_j itself. This script measures it. The bank is built from half A of the train split. For samples
+with and without the bank, and for the real recordings of half B as the yardstick, it takes the RMS distance
+(dB) to the nearest recording of half A, over every circular time shift:
 
     OMP_NUM_THREADS=2 .venv/bin/python -m experiments.texture_copies --pipeline checkpoints/demo --data data/sim10c
 
-A copy would sit near 0 dB. Real recordings sit at the distance between two real walks. Samples closer to half A
-than half B is would mean the bank pulls them toward its recordings.
+A copy would sit near 0 dB. Real recordings sit at the distance between two real walks. Samples closer to half
+A than half B is would mean the bank pulls them toward its recordings.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch
 
 
 def nearest_rms_db(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """For each x (N, C, H, W) dB: the RMS distance to the nearest ref recording at its best circular time shift."""
+    """For each x (N, C, H, W) dB: the RMS distance to the nearest ref recording at its best circular time
+    shift."""
     r = torch.as_tensor(ref, dtype=torch.float64)
     fr, nr = torch.fft.fft(r, dim=-1).conj(), r.pow(2).sum((1, 2, 3))
     out = []
@@ -61,7 +63,8 @@ def main() -> None:
     for name, x in (("real half B", d.train_x[test_i][: len(y)]), ("generated", plain),
                     ("generated + bank", textured)):
         dist = nearest_rms_db(x, ref)
-        res[name] = dict(median=float(np.median(dist)), p5=float(np.percentile(dist, 5)), min=float(dist.min()),
+        res[name] = dict(median=float(np.median(dist)), p5=float(np.percentile(dist, 5)),
+                         min=float(dist.min()),
                          n=int(len(dist)))
         log(f"{name:18s} nearest recording of half A: median {res[name]['median']:.2f} dB, 5th percentile "
             f"{res[name]['p5']:.2f} dB, min {res[name]['min']:.2f} dB (n = {len(dist)})")

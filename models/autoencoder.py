@@ -34,8 +34,10 @@ def load_autoencoder(path: str, subfolder: str | None = None) -> Autoencoder:
     name = json.loads(cfg_file.read_text()).get("_class_name", "AutoencoderKL")
     classes = {"AutoencoderKL": AutoencoderKL, "VQModel": VQModel}
     if name not in classes:
-        raise ValueError(f"{cfg_file}: unsupported autoencoder class {name!r}; expected one of {sorted(classes)}")
-    return classes[name].from_pretrained(path, subfolder=subfolder, use_safetensors=True, low_cpu_mem_usage=False)
+        raise ValueError(f"{cfg_file}: unsupported autoencoder class {name!r}; expected one of "
+                         f"{sorted(classes)}")
+    return classes[name].from_pretrained(path, subfolder=subfolder, use_safetensors=True,
+                                         low_cpu_mem_usage=False)
 
 
 def latent_channels(vae: Autoencoder) -> int:
@@ -61,14 +63,16 @@ def posterior(vae: Autoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def scale(vae: Autoencoder, z: torch.Tensor) -> torch.Tensor:
-    """Raw latent -> the unit-variance space stage 2 works in (the measured scaling factor, never hard-coded)."""
+    """Raw latent -> the unit-variance space stage 2 works in (the measured scaling factor, never
+    hard-coded)."""
     shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
     return (z - shift) * float(vae.config.scaling_factor)
 
 
 @torch.no_grad()
 def decode_latents(vae: Autoencoder, z_scaled: torch.Tensor) -> torch.Tensor:
-    """Scaled latents from stage 2 -> images in model space; the VQ decoder snaps them to the codebook first."""
+    """Scaled latents from stage 2 -> images in model space; the VQ decoder snaps them to the codebook
+    first."""
     shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
     z = z_scaled.to(device=vae.device, dtype=vae.dtype) / float(vae.config.scaling_factor) + shift
     return vae.decode(z).sample
@@ -76,7 +80,8 @@ def decode_latents(vae: Autoencoder, z_scaled: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_codes(vq: VQModel, x: torch.Tensor) -> torch.Tensor:
-    """Code indices of x: (N, h*w) long, row-major over the latent grid (what VQ-Diffusion's Transformer reads)."""
+    """Code indices of x: (N, h*w) long, row-major over the latent grid (what VQ-Diffusion's Transformer
+    reads)."""
     h = vq.encode(x.to(device=vq.device, dtype=vq.dtype)).latents  # (N, D, h, w)
     _, _, (_, _, idx) = vq.quantize(h)
     return idx.reshape(len(h), -1)
@@ -92,7 +97,8 @@ def decode_codes(vq: VQModel, codes: torch.Tensor, grid: tuple[int, int]) -> tor
 
 @torch.no_grad()
 def reconstruct(vae: Autoencoder, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Encode (posterior mode, or nearest codes) and decode: (N, C, H, W) in model space, clamped, on the CPU."""
+    """Encode (posterior mode, or nearest codes) and decode: (N, C, H, W) in model space, clamped, on the
+    CPU."""
     outs = []
     for i in range(0, len(x), batch_size):
         mean, _ = posterior(vae, x[i:i + batch_size])
@@ -101,7 +107,8 @@ def reconstruct(vae: Autoencoder, x: torch.Tensor, batch_size: int = 64) -> torc
 
 
 def codebook_usage(codes: torch.Tensor, num_codes: int) -> dict[str, float]:
-    """Perplexity of the code histogram (exp of its entropy; = num_codes when all are used evenly) and dead share.
+    """Perplexity of the code histogram (exp of its entropy; = num_codes when all are used evenly) and dead
+    share.
 
     Codebook collapse, where most codes are never chosen, is the classic VQ-VAE failure (van den Oord 2017;
     Dhariwal et al. 2020 "Jukebox"), so training and evaluation both report it.

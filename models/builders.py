@@ -31,7 +31,8 @@ def build_autoencoder(preset: Preset, kind: str = "kl") -> AutoencoderKL | VQMod
     return build_vae(preset) if kind == "kl" else build_vq(preset)
 
 
-def build_unet(preset: Preset, in_channels: int | None = None, pooled_context: bool = False) -> UNet2DConditionModel:
+def build_unet(preset: Preset, in_channels: int | None = None,
+               pooled_context: bool = False) -> UNet2DConditionModel:
     """`in_channels` other than the preset's latent_channels: a VQ model whose code width differs.
 
     `pooled_context`: the stock UNet's `addition_embed_type="text"` (DeepFloyd IF's TextTimeEmbedding): the
@@ -43,7 +44,8 @@ def build_unet(preset: Preset, in_channels: int | None = None, pooled_context: b
     if in_channels is not None:
         cfg.update(in_channels=in_channels, out_channels=in_channels)
     if pooled_context:
-        cfg.update(addition_embed_type="text", addition_embed_type_num_heads=max(1, preset.cross_attention_dim // 32))
+        cfg.update(addition_embed_type="text", addition_embed_type_num_heads=max(1,
+                                                                                 preset.cross_attention_dim // 32))
     return UNet2DConditionModel(**cfg)
 
 
@@ -52,7 +54,8 @@ def build_transformer(preset: Preset) -> Transformer2DModel:
 
 
 def build_user_encoder(preset: Preset, users: list[str]) -> UserEncoder:
-    return UserEncoder(users=list(users), cross_attention_dim=preset.cross_attention_dim, num_tokens=preset.user_tokens)
+    return UserEncoder(users=list(users), cross_attention_dim=preset.cross_attention_dim,
+                       num_tokens=preset.user_tokens)
 
 
 def build_condition_encoder(preset: Preset, conditions: list[dict]) -> ConditionEncoder:

@@ -1,5 +1,6 @@
-"""Per-user training distributions of the conditions, recorded in dopplergen.json["conditions"], and the rule for a
-condition a request leaves out: it is drawn from that user's training distribution, seeded by the sample's seed.
+"""Per-user training distributions of the conditions, recorded in dopplergen.json["conditions"], and the rule
+for a condition a request leaves out: it is drawn from that user's training distribution, seeded by the
+sample's seed.
 
 The block written into dopplergen.json, one entry per condition:
 
@@ -10,8 +11,9 @@ The block written into dopplergen.json, one entry per condition:
                   "per_user": {"user00": {"n": 98, "counts": {"walk": 60, "run": 38}}}, "all": {...}}
 
 A user without recorded stats (e.g. enrolled from recordings without condition columns) draws from "all".
-Drawing from the user's own distribution, rather than feeding the model "absent", keeps the value that was used
-known: it is echoed with the sample, and the same (user, seed, given conditions) always resolves the same way.
+Drawing from the user's own distribution, rather than feeding the model "absent", keeps the value that was
+used known: it is echoed with the sample, and the same (user, seed, given conditions) always resolves the same
+way.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import numpy as np
 
 from models.conditions import CATEGORICAL, ENCODINGS, NUMERIC
 
-UNITS = {"_mps": "m/s", "_deg": "deg", "_m": "m", "_db": "dB", "_hz": "Hz", "_s": "s"}  # by column-name suffix
+# by column-name suffix
+UNITS = {"_mps": "m/s", "_deg": "deg", "_m": "m", "_db": "dB", "_hz": "Hz", "_s": "s"}
 QUANTILES = 21  # 0, 5, ..., 100 %: enough to redraw a uniform or a bell-shaped spread faithfully
 ROUND = 100.0  # ranges are widened outward to 1/ROUND of a unit, so the training data is always inside
 
@@ -66,7 +69,8 @@ def describe_conditions(columns: Mapping[str, np.ndarray], row_users: Sequence[s
         else:
             values = sorted({str(v) for v in col})
             entry = {"type": CATEGORICAL, "values": values, "all": _categorical_stats(col, values),
-                     "per_user": {str(u): _categorical_stats(col[users == u], values) for u in sorted(set(users))}}
+                     "per_user": {str(u): _categorical_stats(col[users == u],
+                                                             values) for u in sorted(set(users))}}
         entry["encoding"] = ENCODINGS[entry["type"]]
         desc[name] = entry
     return desc
@@ -82,7 +86,8 @@ def encoder_specs(desc: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -
     return out
 
 
-def offered_conditions(encoder: Any, desc: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+def offered_conditions(encoder: Any, desc: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str,
+                                                                                                     Any]]:
     """GET /info's "conditions": what the pipeline's condition encoder takes ({} without one), with how an
     omitted value is chosen."""
     if encoder is None:

@@ -1,21 +1,23 @@
-"""Condition encoder: walking speed, aspect angle, activity, ... -> extra cross-attention tokens beside the user's.
+"""Condition encoder: walking speed, aspect angle, activity, ... -> extra cross-attention tokens beside the
+user's.
 
 Numeric conditions are normalised to [-1, 1] with the range recorded in the config, expanded into Fourier
 features (as SDXL's size/crop micro-conditions and NeRF's positional encoding) and mapped by a small MLP;
 categorical ones get an embedding. Each condition has its own learned "absent" token, so training can drop
 each one independently (classifier-free guidance, Ho & Salimans 2022) and a request may leave any of them out.
 
-Two routes into the UNet (train-unet --condition-route): "tokens" puts the condition tokens beside the user's in
-`encoder_hidden_states` only; "tokens+added" (the default) also sets the stock UNet's `addition_embed_type="text"`,
-which attention-pools the whole context (user + condition tokens) into one vector added to the timestep embedding
-(models/builders.py). Why both: the tokens keep one per-row tensor and work with stock diffusers; the added
-embedding reaches every ResNet block, including the full-resolution ones, which have no cross-attention in the
-small presets, and walking speed and aspect move the whole spectrum (the torso line sits at 2 v cos(aspect) / lambda).
-Measured (experiments/condition_check.py, 2-core CPU): fine-tuning the identity-only demo for 400 x 64 steps, the
-routes are alike and neither follows (median torso error at (slow,0) / (fast,0) / (mid,0) / (mid,50): tokens
-+5 / -29 / -19 / +17%, tokens+added +8 / -31 / -17 / +21%): the conditions only show at high noise, where
-Min-SNR gives little weight, and a trained model has already settled on each person's marginal. So the demo is
-trained with conditions from the start. A pipeline without conditions keeps the plain UNet and fewer tokens.
+Two routes into the UNet (train-unet --condition-route): "tokens" puts the condition tokens beside the user's
+in `encoder_hidden_states` only; "tokens+added" (the default) also sets the stock UNet's
+`addition_embed_type="text"`, which attention-pools the whole context (user + condition tokens) into one
+vector added to the timestep embedding (models/builders.py). Why both: the tokens keep one per-row tensor and
+work with stock diffusers; the added embedding reaches every ResNet block, including the full-resolution ones,
+which have no cross-attention in the small presets, and walking speed and aspect move the whole spectrum (the
+torso line sits at 2 v cos(aspect) / lambda). Measured (experiments/condition_check.py, 2-core CPU):
+fine-tuning the identity-only demo for 400 x 64 steps, the routes are alike and neither follows (median torso
+error at (slow,0) / (fast,0) / (mid,0) / (mid,50): tokens +5 / -29 / -19 / +17%, tokens+added +8 / -31 / -17 /
++21%): the conditions only show at high noise, where Min-SNR gives little weight, and a trained model has
+already settled on each person's marginal. So the demo is trained with conditions from the start. A pipeline
+without conditions keeps the plain UNet and fewer tokens.
 
 Values travel as one float tensor (N, K), one column per condition in config order: numeric conditions in
 their own units, categorical ones as the index into their `values`; NaN marks a condition left out.
@@ -98,8 +100,10 @@ class ConditionEncoder(ModelMixin, ConfigMixin):
                 self.categorical[s["name"]] = nn.Embedding(len(s["values"]) + 1, width)
                 nn.init.normal_(self.categorical[s["name"]].weight, std=0.02)
         n_numeric = sum(s["type"] == NUMERIC for s in specs)
-        self.absent = nn.Parameter(torch.randn(n_numeric, width) * 0.02)  # learned "left out" value per numeric one
-        self.position = nn.Parameter(torch.randn(len(specs) * tokens_per_condition, cross_attention_dim) * 0.02)
+        # learned "left out" value per numeric one
+        self.absent = nn.Parameter(torch.randn(n_numeric, width) * 0.02)
+        self.position = nn.Parameter(torch.randn(len(specs) * tokens_per_condition,
+                                                 cross_attention_dim) * 0.02)
         self.norm = nn.LayerNorm(cross_attention_dim)
 
     # ---- the conditions this encoder takes ---------------------------------------------------------------
@@ -153,7 +157,8 @@ class ConditionEncoder(ModelMixin, ConfigMixin):
     def absent_values(self, n: int) -> torch.Tensor:
         return torch.full((n, len(self.names)), float("nan"))
 
-    # ---- forward ---------------------------------------------------------------------------------------------
+    # ---- forward
+    # ---------------------------------------------------------------------------------------------
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         n, k = values.shape
         if k != len(self.names):
@@ -179,17 +184,21 @@ class ConditionEncoder(ModelMixin, ConfigMixin):
         return self.norm(tokens + self.position)
 
 
-def drop_conditions(values: torch.Tensor, prob: float | Sequence[float], generator: torch.Generator | None = None
+def drop_conditions(values: torch.Tensor, prob: float | Sequence[float],
+                    generator: torch.Generator | None = None
                     ) -> torch.Tensor:
-    """Independent classifier-free-guidance dropout: each (row, condition) becomes absent (NaN) with `prob`."""
+    """Independent classifier-free-guidance dropout: each (row, condition) becomes absent (NaN) with
+    `prob`."""
     p = torch.as_tensor(prob, dtype=torch.float32).expand(values.shape[1])
     drop = torch.rand(values.shape, generator=generator) < p
     return values.masked_fill(drop.to(values.device), float("nan"))
 
 
-def encode_context(user_encoder: nn.Module, condition_encoder: ConditionEncoder | None, user_idx: torch.Tensor,
+def encode_context(user_encoder: nn.Module, condition_encoder: ConditionEncoder | None,
+                   user_idx: torch.Tensor,
                    values: torch.Tensor | None = None) -> torch.Tensor:
-    """The cross-attention context of each row: its user's tokens, then its condition tokens (N, T_u + T_c, D).
+    """The cross-attention context of each row: its user's tokens, then its condition tokens (N, T_u + T_c,
+    D).
 
     Without a condition encoder (pipelines trained on identity alone) this is the user's tokens unchanged;
     `values=None` means every condition absent.

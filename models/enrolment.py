@@ -28,15 +28,18 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
 @dataclass
 class EnrolConfig:
-    # Defaults measured in experiments/enrol_method.py (docs/enrolment.md): 200 steps did no better than 60; the
-    # nearest-row start a little better than the mean. Sample enrolled people at guidance 4 (1.02x vs 0.47x at 2).
+    # Defaults measured in experiments/enrol_method.py (docs/enrolment.md): 200 steps did no better than 60;
+    # the nearest-row start a little better than the mean. Sample enrolled people at guidance 4 (1.02x vs
+    # 0.47x at 2).
     steps: int = 60  # Adam steps on the new rows (several people at once: rows do not interact)
     batch_size: int = 8  # latents per step
     lr: float = 2e-2  # Adam on the embedding rows; the LayerNorm after them makes the scale forgiving
-    time_shifts: int = 8  # circularly time-shifted copies of each recording (gait is periodic), as in training
+    # circularly time-shifted copies of each recording (gait is periodic), as in training
+    time_shifts: int = 8
     init: str = "nearest"  # start at the trained row that fits the recordings best, or "mean": the rows' mean
     init_noise: float = 0.1  # ... + this x the rows' per-element std x N(0, 1)
-    reg: float = 0.0  # weight of mean((row - population mean)^2) added to the loss: a pull toward the population
+    # weight of mean((row - population mean)^2) added to the loss: a pull toward the population
+    reg: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -59,7 +62,8 @@ def latent_loss_fn(pipe: DopplerPipeline, x_db: torch.Tensor, cfg: EnrolConfig) 
         noise = torch.randn(z0.shape, generator=g)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=g)
         z_t, target = L.noised(sched, z0, noise, t)
-        pred = pipe.denoiser(z_t.to(device, dtype), t.to(device), encoder_hidden_states=context.to(dtype)).sample
+        pred = pipe.denoiser(z_t.to(device, dtype), t.to(device),
+                             encoder_hidden_states=context.to(dtype)).sample
         return L.latent_loss(sched, pred, target.to(device), t).mean()
 
     return loss
@@ -74,7 +78,8 @@ def code_loss_fn(pipe: DopplerPipeline, x_db: torch.Tensor, cfg: EnrolConfig) ->
     device = pipe.device
 
     def loss(idx: torch.Tensor, context: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        t = int(torch.randint(0, sched.config.num_train_timesteps, (1,), generator=g))  # AdaLayerNorm: one t per call
+        # AdaLayerNorm: one t per call
+        t = int(torch.randint(0, sched.config.num_train_timesteps, (1,), generator=g))
         x0 = codes[idx]
         x_t = L.corrupt(sched, x0, t, g).to(device)
         log_p = pipe.denoiser(x_t, encoder_hidden_states=context.to(pipe.denoiser.dtype),
@@ -85,7 +90,8 @@ def code_loss_fn(pipe: DopplerPipeline, x_db: torch.Tensor, cfg: EnrolConfig) ->
 
 
 def population_rows(pipe: DopplerPipeline) -> torch.Tensor:
-    """The trained users' rows (U, T*D), fp32 on the CPU: the prior new rows start from and are pulled toward."""
+    """The trained users' rows (U, T*D), fp32 on the CPU: the prior new rows start from and are pulled
+    toward."""
     enc = pipe.user_encoder
     return enc.embedding.weight.detach()[: enc.null_index].float().cpu()
 
@@ -112,7 +118,8 @@ class Enrolment:
         default = code_loss_fn if pipe.route == "vq-diffusion" else latent_loss_fn
         self.loss_fn = loss_fn or default(pipe, x_db, self.cfg)
         base = self._nearest(pop, n_users) if self.cfg.init == "nearest" else self.prior
-        self.rows = torch.nn.Parameter((base + noise).to(pipe.device))  # (U, T*D), fp32 whatever the serving dtype
+        # (U, T*D), fp32 whatever the serving dtype
+        self.rows = torch.nn.Parameter((base + noise).to(pipe.device))
         self.prior = self.prior.to(pipe.device)
         self.opt = torch.optim.Adam([self.rows], lr=self.cfg.lr)
         self.losses: list[float] = []
@@ -132,8 +139,10 @@ class Enrolment:
 
     @torch.no_grad()
     def _nearest(self, pop: torch.Tensor, n_users: int, batch: int = 32) -> torch.Tensor:
-        """Per new person, the trained row with the lowest loss on its recordings (same noise for every candidate)."""
-        g = torch.Generator().manual_seed(self.cfg.seed + 1)  # its own stream: the optimisation's draws stay the same
+        """Per new person, the trained row with the lowest loss on its recordings (same noise for every
+        candidate)."""
+        # its own stream: the optimisation's draws stay the same
+        g = torch.Generator().manual_seed(self.cfg.seed + 1)
         best = []
         for u in range(n_users):
             mine = torch.nonzero(self.lat_labels == u).flatten()
@@ -166,11 +175,13 @@ class Enrolment:
         return float(np.mean(tail)) if tail else math.nan
 
     def result(self) -> torch.Tensor:
-        """The learnt rows (U, T*D), fp32 on the CPU (UserEncoder.with_users casts them to the encoder's dtype)."""
+        """The learnt rows (U, T*D), fp32 on the CPU (UserEncoder.with_users casts them to the encoder's
+        dtype)."""
         return self.rows.detach().float().cpu().clone()
 
 
-def enrol(pipe: DopplerPipeline, x_db: np.ndarray | torch.Tensor, labels: np.ndarray | list[int], n_users: int,
+def enrol(pipe: DopplerPipeline, x_db: np.ndarray | torch.Tensor, labels: np.ndarray | list[int],
+          n_users: int,
           cfg: EnrolConfig | None = None, loss_fn: LossFn | None = None,
           progress: Callable[[int, float], None] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Run an Enrolment to the end: the new rows and a log (first and final loss, steps)."""

@@ -1,5 +1,6 @@
-"""What stage 2 optimises, shared by its two trainers and by enrolment (offline and in the service): the stage-1
-encoding of every recording at circular time shifts (cached once, gait is periodic), and the loss of each route.
+"""What stage 2 optimises, shared by its two trainers and by enrolment (offline and in the service): the
+stage-1 encoding of every recording at circular time shifts (cached once, gait is periodic), and the loss of
+each route.
 
 - kl / vq-latent: DDPM's denoising loss on scaled latents (Ho et al. 2020), epsilon or v target (Salimans & Ho
   2022) as the scheduler config says, optionally Min-SNR-gamma weighted (Hang et al. 2023);
@@ -22,12 +23,13 @@ def time_shifts(width: int, n: int) -> list[int]:
     return [round(i * width / n) for i in range(n)]
 
 
-# ---- caches: the frozen stage 1 runs once per recording and shift --------------------------------------------
+# ---- caches: the frozen stage 1 runs once per recording and shift
+# --------------------------------------------
 @torch.no_grad()
 def cache_latents(vae: ae.Autoencoder, x: torch.Tensor, shifts: list[int], batch: int = 64
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Latent mean and std of every image at every circular time shift: (S, N, C, h, w) each, on the CPU (unscaled;
-    a VQ encoder is deterministic, so its std is zero)."""
+    """Latent mean and std of every image at every circular time shift: (S, N, C, h, w) each, on the CPU
+    (unscaled; a VQ encoder is deterministic, so its std is zero)."""
     means, stds = [], []
     for s in shifts:
         xs = torch.roll(x, shifts=s, dims=-1)
@@ -44,10 +46,12 @@ def cache_codes(vq: ae.Autoencoder, x: torch.Tensor, shifts: list[int], batch: i
                                    for i in range(0, len(x), batch)]) for s in shifts])
 
 
-# ---- latent diffusion (kl, vq-latent) ---------------------------------------------------------------------------
+# ---- latent diffusion (kl, vq-latent)
+# ---------------------------------------------------------------------------
 def noised(sched: DDPMScheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The forward process z_t ~ q(z_t | z_0) and the regression target: v for v_prediction, else the noise."""
+    """The forward process z_t ~ q(z_t | z_0) and the regression target: v for v_prediction, else the
+    noise."""
     z_t = sched.add_noise(z0, noise, t)
     v_pred = sched.config.prediction_type == "v_prediction"
     return z_t, (sched.get_velocity(z0, noise, t) if v_pred else noise)
@@ -55,8 +59,8 @@ def noised(sched: DDPMScheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch
 
 def latent_loss(sched: DDPMScheduler, pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor,
                 snr_gamma: float = 0.0) -> torch.Tensor:
-    """Per-sample mean squared error (B,); snr_gamma > 0 caps the weight of easy, low-noise steps (Min-SNR-gamma;
-    the v target divides by snr + 1)."""
+    """Per-sample mean squared error (B,); snr_gamma > 0 caps the weight of easy, low-noise steps
+    (Min-SNR-gamma; the v target divides by snr + 1)."""
     per_sample = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))  # (B,)
     if snr_gamma > 0:
         snr = compute_snr(sched, t)
@@ -65,7 +69,8 @@ def latent_loss(sched: DDPMScheduler, pred: torch.Tensor, target: torch.Tensor, 
     return per_sample
 
 
-# ---- discrete diffusion over code indices (vq-diffusion) ----------------------------------------------------------
+# ---- discrete diffusion over code indices (vq-diffusion)
+# ----------------------------------------------------------
 def corrupt(sched: VQDiffusionScheduler, x0: torch.Tensor, t: int, gen: torch.Generator) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x_0): keep with prob a_t, a uniformly random code with K*b_t, [MASK] with c_t."""
     k = sched.num_embed - 1

@@ -43,7 +43,8 @@ class Normalization:
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Normalization:
-        """The mapping of a dataset folder, from its meta.json (60 dB when the folder does not say, e.g. PNG folders)."""
+        """The mapping of a dataset folder, from its meta.json (60 dB when the folder does not say, e.g. PNG
+        folders)."""
         return cls(dyn_range_db=float(meta.get("dyn_range_db", cls.dyn_range_db)))
 
     @classmethod

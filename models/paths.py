@@ -28,7 +28,8 @@ def check_user_ids(users: list[str], where: str) -> list[str]:
 
 
 def inside(root: str | Path, relative: str, where: str) -> Path:
-    """root / relative, refused when `relative` is absolute or climbs out with `..` (POSIX or Windows spelling)."""
+    """root / relative, refused when `relative` is absolute or climbs out with `..` (POSIX or Windows
+    spelling)."""
     posix, windows = PurePosixPath(relative), PureWindowsPath(relative)
     if (not relative or posix.is_absolute() or windows.is_absolute() or windows.drive
             or ".." in posix.parts or ".." in windows.parts or "\x00" in relative):

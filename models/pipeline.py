@@ -1,5 +1,5 @@
-"""The pipeline folder: save and load vae/, unet/, user_encoder/, [condition_encoder/,] [texture/,] scheduler/ and
-dopplergen.json (safetensors only)."""
+"""The pipeline folder: save and load vae/, unet/, user_encoder/, [condition_encoder/,] [texture/,] scheduler/
+and dopplergen.json (safetensors only)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ from models.presets import Preset, get_preset
 from models.texture import TextureBank
 from models.user_encoder import UserEncoder
 
-# FORMAT_VERSION, META_FILE, ROUTES: the dopplergen.json schema and its checks live in models/pipeline_meta.py.
+# FORMAT_VERSION, META_FILE, ROUTES: the dopplergen.json schema and its checks live in
+# models/pipeline_meta.py.
 SCHEDULER_CLASSES = {"DDPMScheduler": DDPMScheduler, "VQDiffusionScheduler": VQDiffusionScheduler}
 
 
@@ -68,7 +69,8 @@ class PipelineError(RuntimeError):
 
 @dataclass
 class DopplerPipeline:
-    """Stage-1 autoencoder, stage-2 denoiser, user encoder and noise schedule, plus the metadata that ties them.
+    """Stage-1 autoencoder, stage-2 denoiser, user encoder and noise schedule, plus the metadata that ties
+    them.
 
     `denoiser` is a UNet2DConditionModel (routes kl and vq-latent, saved as unet/) or a Transformer2DModel
     over code indices (route vq-diffusion, saved as transformer/); `scheduler_config` is the matching
@@ -80,14 +82,17 @@ class DopplerPipeline:
     user_encoder: UserEncoder
     scheduler_config: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
-    # speed, aspect, ... -> extra tokens beside the user's (condition_encoder/); None: identity is the only condition
+    # speed, aspect, ... -> extra tokens beside the user's (condition_encoder/); None: identity is the only
+    # condition
     condition_encoder: ConditionEncoder | None = None
-    # residuals of real recordings added to decoded samples (models/texture.py); None: the decoder's mean as is
+    # residuals of real recordings added to decoded samples (models/texture.py); None: the decoder's mean as
+    # is
     texture: TextureBank | None = None
 
     @property
     def unet(self) -> UNet2DConditionModel | Transformer2DModel:
-        """The stage-2 network under its Stable Diffusion name (a Transformer2DModel on the vq-diffusion route)."""
+        """The stage-2 network under its Stable Diffusion name (a Transformer2DModel on the vq-diffusion
+        route)."""
         return self.denoiser
 
     @unet.setter
@@ -105,11 +110,13 @@ class DopplerPipeline:
 
     @property
     def conditions(self) -> list[str]:
-        """Names of the conditions a request may set (dopplergen.json["conditions"] has their ranges and stats)."""
+        """Names of the conditions a request may set (dopplergen.json["conditions"] has their ranges and
+        stats)."""
         return self.condition_encoder.names if self.condition_encoder is not None else []
 
     def encode_context(self, user_idx: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
-        """Each row's cross-attention tokens: its user's, then its conditions' (values (N, K), NaN = absent)."""
+        """Each row's cross-attention tokens: its user's, then its conditions' (values (N, K), NaN =
+        absent)."""
         return encode_context(self.user_encoder, self.condition_encoder, user_idx, values)
 
     @property
@@ -127,7 +134,8 @@ class DopplerPipeline:
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        """(channels, h, w) of the stage-2 latent grid; the vq-diffusion route has h*w code indices instead."""
+        """(channels, h, w) of the stage-2 latent grid; the vq-diffusion route has h*w code indices
+        instead."""
         h, w = self.image_size
         down = ae.downsample(self.vae)
         return (ae.latent_channels(self.vae), h // down, w // down)
@@ -154,7 +162,8 @@ class DopplerPipeline:
 
     # ---- device placement ------------------------------------------------------------------------
     def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> DopplerPipeline:
-        """Move to a device; the denoiser and user encoder take `dtype`, the small VAE stays fp32 for a safe decode."""
+        """Move to a device; the denoiser and user encoder take `dtype`, the small VAE stays fp32 for a safe
+        decode."""
         # Cast only when the dtype changes: diffusers warns on every dtype-carrying .to().
         placed = [(self.denoiser, dtype), (self.user_encoder, dtype), (self.vae, torch.float32)]
         if self.condition_encoder is not None:
@@ -175,7 +184,8 @@ class DopplerPipeline:
         meta = {"format_version": FORMAT_VERSION, **self.meta, "route": self.route}
         meta["latent_scaling_factor"] = float(self.vae.config.scaling_factor)
         try:  # never write a folder that load() would refuse
-            check_against_models(validate_meta(meta), self.vae.config.in_channels, ae.downsample(self.vae), self.users)
+            check_against_models(validate_meta(meta), self.vae.config.in_channels, ae.downsample(self.vae),
+                                 self.users)
         except MetaError as exc:
             raise PipelineError(str(exc)) from None
         path.mkdir(parents=True, exist_ok=True)
@@ -194,7 +204,8 @@ class DopplerPipeline:
     def load(
         cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> DopplerPipeline:
-        """Load a pipeline folder with stock diffusers `from_pretrained` (safetensors only, nothing unpickled)."""
+        """Load a pipeline folder with stock diffusers `from_pretrained` (safetensors only, nothing
+        unpickled)."""
         path = Path(path)
         try:  # the schema (models/pipeline_meta.py) first: a fault names its field before any model is built
             meta, checked = read_meta(path)
@@ -209,21 +220,25 @@ class DopplerPipeline:
         denoiser = denoiser_cls.from_pretrained(path, subfolder=sub_denoiser, **kw)
         user_encoder = UserEncoder.from_pretrained(path, subfolder="user_encoder", **kw)
         condition_encoder = (ConditionEncoder.from_pretrained(path, subfolder="condition_encoder", **kw)
-                             if (path / "condition_encoder").is_dir() else None)  # absent: a user-only pipeline
+                             # absent: a user-only pipeline
+                             if (path / "condition_encoder").is_dir() else None)
         texture = (TextureBank.from_pretrained(path, subfolder="texture", **kw)
                    if (path / "texture").is_dir() else None)  # absent: samples are the decoder's mean
         sched_file = path / "scheduler" / "scheduler_config.json"
         sched_name = json.loads(sched_file.read_text()).get("_class_name") if sched_file.is_file() else None
         if sched_name not in SCHEDULER_CLASSES:
             raise PipelineError(f"{path}/scheduler: unsupported scheduler {sched_name!r}")
-        scheduler_config = dict(SCHEDULER_CLASSES[sched_name].from_pretrained(path, subfolder="scheduler").config)
+        scheduler_config = dict(SCHEDULER_CLASSES[sched_name].from_pretrained(path,
+                                                                              subfolder="scheduler").config)
         pipe = cls(vae=vae, denoiser=denoiser, user_encoder=user_encoder, scheduler_config=scheduler_config,
                    meta=meta, condition_encoder=condition_encoder, texture=texture)
         if texture is not None and tuple(texture.residuals.shape[1:]) != (pipe.channels, *pipe.image_size):
-            raise PipelineError(f"{path}/texture: residuals of shape {tuple(texture.residuals.shape[1:])}, but the "
+            raise PipelineError(f"{path}/texture: residuals of shape {tuple(texture.residuals.shape[1:])}, "
+                                "but the "
                                 f"pipeline makes {(pipe.channels, *pipe.image_size)}")
         if pipe.route != route:
-            raise PipelineError(f"{path}: dopplergen.json says route {route!r} but the folder holds {pipe.route!r}")
+            raise PipelineError(f"{path}: dopplergen.json says route {route!r} but the folder holds "
+                                f"{pipe.route!r}")
         try:
             check_against_models(checked, vae.config.in_channels, ae.downsample(vae), user_encoder.users)
         except MetaError as exc:
@@ -234,7 +249,8 @@ class DopplerPipeline:
 def build_untrained_pipeline(
     preset: str | Preset, users: list[str], dyn_range_db: float = 60.0, route: str = "kl", **meta: Any
 ) -> DopplerPipeline:
-    """A pipeline with random weights from a preset: the starting point of training, and a fixture for tests."""
+    """A pipeline with random weights from a preset: the starting point of training, and a fixture for
+    tests."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {list(ROUTES)}")
@@ -252,7 +268,8 @@ def build_untrained_pipeline(
     if route == "vq-diffusion":
         denoiser, sched = build_transformer(preset), build_vq_scheduler(preset)
     else:
-        denoiser, sched = build_unet(preset, in_channels=ae.latent_channels(vae)), build_noise_scheduler(preset)
+        denoiser, sched = build_unet(preset,
+                                     in_channels=ae.latent_channels(vae)), build_noise_scheduler(preset)
     pipe = DopplerPipeline(vae=vae, denoiser=denoiser, user_encoder=build_user_encoder(preset, users),
                            scheduler_config=dict(sched.config), meta=base_meta)
     return pipe.to("cpu")

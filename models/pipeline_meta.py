@@ -21,7 +21,8 @@ from models.paths import UnsafePathError, check_user_ids
 FORMAT_VERSION = 1
 META_FILE = "dopplergen.json"
 # kl: AutoencoderKL + UNet (the main line); vq-latent: VQModel + the same UNet on pre-quantisation latents
-# (LDM "VQ-reg"); vq-diffusion: VQModel + discrete-diffusion Transformer2DModel over code indices (VQ-Diffusion).
+# (LDM "VQ-reg"); vq-diffusion: VQModel + discrete-diffusion Transformer2DModel over code indices
+# (VQ-Diffusion).
 ROUTES = ("kl", "vq-latent", "vq-diffusion")
 # name and version go into HTTP response headers: printable Latin-1, no control characters.
 _HEADER_SAFE = re.compile(r"^[\x20-\x7e\xa0-\xff]*$")
@@ -64,7 +65,8 @@ class PipelineMeta(BaseModel):
     # Sampling defaults of the service and the exporter (their own defaults apply when absent).
     num_inference_steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = Field(None, ge=0)
-    # Pipelines with conditions: (g, g_c) of models.sampling's compositional guidance, for requests naming a condition.
+    # Pipelines with conditions: (g, g_c) of models.sampling's compositional guidance, for requests naming a
+    # condition.
     identity_guidance_scale: float | None = Field(None, ge=0)
     condition_guidance_scale: float | None = Field(None, ge=0)
     scheduler: str | None = None
@@ -82,10 +84,12 @@ class PipelineMeta(BaseModel):
         if isinstance(v, int | float) and not isinstance(v, bool):
             v = str(v)  # e.g. "version": 2
         if isinstance(v, str) and not _HEADER_SAFE.match(v):
-            raise ValueError("must be printable Latin-1 text without control characters (it is sent in HTTP headers)")
+            raise ValueError("must be printable Latin-1 text without control characters (it is sent in HTTP "
+                             "headers)")
         return v
 
-    @field_validator("latent_scaling_factor", "guidance_scale", "identity_guidance_scale", "condition_guidance_scale")
+    @field_validator("latent_scaling_factor", "guidance_scale", "identity_guidance_scale",
+                     "condition_guidance_scale")
     @classmethod
     def _finite_or_none(cls, v: float | None) -> float | None:
         return None if v is None else _finite(v)

@@ -27,7 +27,8 @@ class Preset:
     # (a historical naming issue, diffusers#2011); Stable Diffusion 1.x uses 8.
     unet_attention_head_dim: int = 8
     unet_norm_num_groups: int = 8
-    cross_attention_dim: int = 32  # width of the user tokens; 768 in the base preset (Stable Diffusion's text width)
+    # width of the user tokens; 768 in the base preset (Stable Diffusion's text width)
+    cross_attention_dim: int = 32
     user_tokens: int = 4  # cross-attention tokens per user
     # --- experimental VQ route (docs/compare.md): VQModel + discrete diffusion or latent diffusion ---
     vq_num_embeddings: int = 128  # codebook size; the base preset uses 8192
@@ -65,11 +66,14 @@ class Preset:
         )
 
     def vq_config(self) -> dict[str, Any]:
-        """diffusers VQModel with the same encoder/decoder as the KL VAE, so the two latent spaces compare fairly."""
-        return dict(self.vae_config(), num_vq_embeddings=self.vq_num_embeddings, vq_embed_dim=self.vq_embed_dim)
+        """diffusers VQModel with the same encoder/decoder as the KL VAE, so the two latent spaces compare
+        fairly."""
+        return dict(self.vae_config(), num_vq_embeddings=self.vq_num_embeddings,
+                    vq_embed_dim=self.vq_embed_dim)
 
     def transformer_config(self) -> dict[str, Any]:
-        """diffusers Transformer2DModel over code indices (VQ-Diffusion, Gu et al. 2022): +1 class for [MASK]."""
+        """diffusers Transformer2DModel over code indices (VQ-Diffusion, Gu et al. 2022): +1 class for
+        [MASK]."""
         return dict(
             num_attention_heads=self.transformer_heads,
             attention_head_dim=self.transformer_head_dim,
@@ -84,7 +88,8 @@ class Preset:
         )
 
     def vq_scheduler_config(self) -> dict[str, Any]:
-        return dict(num_vec_classes=self.vq_num_embeddings + 1, num_train_timesteps=self.vq_diffusion_timesteps)
+        return dict(num_vec_classes=self.vq_num_embeddings + 1,
+                    num_train_timesteps=self.vq_diffusion_timesteps)
 
     def unet_config(self) -> dict[str, Any]:
         return dict(
@@ -131,7 +136,8 @@ PRESETS: dict[str, Preset] = {
         unet_layers_per_block=1,
         unet_down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         unet_up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        unet_attention_head_dim=32,  # 32 heads: what the shipped checkpoint was trained with (narrow, but it works)
+        # 32 heads: what the shipped checkpoint was trained with (narrow, but it works)
+        unet_attention_head_dim=32,
         unet_norm_num_groups=32,
         cross_attention_dim=128,
         user_tokens=4,
@@ -139,14 +145,16 @@ PRESETS: dict[str, Preset] = {
         # identical UNet and only the latent space differs (LDM's VQ-reg vs KL-reg comparison).
         vq_num_embeddings=512,
         vq_embed_dim=4,
-        # 6 x 64 wide: a train step of 64 costs about what the demo UNet's does on the CPU (~1.8 s under load),
-        # so both stage-2 networks get the same steps x batch and about the same wall time. 4 x 96 was 2x slower.
+        # 6 x 64 wide: a train step of 64 costs about what the demo UNet's does on the CPU (~1.8 s under
+        # load), so both stage-2 networks get the same steps x batch and about the same wall time. 4 x 96 was
+        # 2x slower.
         transformer_layers=6,
         transformer_heads=2,
         transformer_head_dim=32,
         vq_diffusion_timesteps=100,
     ),
-    # The user's target: 256x256 -> latent 4x32x32, cross_attention_dim=768 (Stable Diffusion layout, slimmer).
+    # The user's target: 256x256 -> latent 4x32x32, cross_attention_dim=768 (Stable Diffusion layout,
+    # slimmer).
     "base": Preset(
         name="base",
         image_size=256,
@@ -155,13 +163,16 @@ PRESETS: dict[str, Preset] = {
         vae_norm_num_groups=32,
         unet_block_out_channels=(192, 384, 768, 768),
         unet_layers_per_block=2,
-        unet_down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        unet_down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                               "DownBlock2D"),
         unet_up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        unet_attention_head_dim=8,  # 8 heads (head width 24/48/96), as in SD 1.x; 64 "heads" ran out of memory
+        # 8 heads (head width 24/48/96), as in SD 1.x; 64 "heads" ran out of memory
+        unet_attention_head_dim=8,
         unet_norm_num_groups=32,
         cross_attention_dim=768,
         user_tokens=8,
-        vq_num_embeddings=8192,  # as asked for the VQ route: 8192 x 256 (LDM's VQ-reg models use 3-4 wide codes instead)
+        # as asked for the VQ route: 8192 x 256 (LDM's VQ-reg models use 3-4 wide codes instead)
+        vq_num_embeddings=8192,
         vq_embed_dim=256,
         transformer_layers=24,
         transformer_heads=16,

@@ -1,4 +1,5 @@
-"""One recording file (.npy in dB, or .png grey levels) -> a (C, H, W) float32 dB array, or an error naming it.
+"""One recording file (.npy in dB, or .png grey levels) -> a (C, H, W) float32 dB array, or an error naming
+it.
 
 The per-file rules of the dataset folder (docs/simulator.md, "Dataset folder"), shared by the dataset reader,
 `dopplergen enroll` and the service's `POST /users`, so an upload is read exactly like a training file.
@@ -42,7 +43,8 @@ def read_npy(src: Path | bytes, rel: str) -> np.ndarray:
 
 
 def read_png(src: Path | bytes, rel: str, channels: int, dyn_range_db: float) -> np.ndarray:
-    """PNG -> dB: grey (or each RGB channel) 0..max -> -dyn_range_db..0. Row 0 = the top = most positive Doppler."""
+    """PNG -> dB: grey (or each RGB channel) 0..max -> -dyn_range_db..0. Row 0 = the top = most positive
+    Doppler."""
     try:
         with Image.open(_source(src)) as im:
             im.load()
@@ -67,7 +69,8 @@ def to_channels(arr: np.ndarray, channels: int, rel: str) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
-        raise DatasetError(f"{rel}: expected (doppler, time) or (channels, doppler, time), got shape {arr.shape}")
+        raise DatasetError(f"{rel}: expected (doppler, time) or (channels, doppler, time), got shape "
+                           f"{arr.shape}")
     if arr.shape[0] == channels:
         return arr
     if arr.shape[0] == 1:
@@ -77,7 +80,8 @@ def to_channels(arr: np.ndarray, channels: int, rel: str) -> np.ndarray:
 
 def resize(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of (C, H, W) to (C, *hw) in dB (for real data recorded at another resolution)."""
-    return np.stack([np.asarray(Image.fromarray(c, mode="F").resize((hw[1], hw[0]), Image.BILINEAR)) for c in arr])
+    return np.stack([np.asarray(Image.fromarray(c, mode="F").resize((hw[1], hw[0]),
+                                                                    Image.BILINEAR)) for c in arr])
 
 
 def read_recording(src: Path | bytes, name: str, channels: int, dyn_range_db: float,

@@ -1,5 +1,5 @@
-"""The one sampler, and the one place its settings are decided: classifier-free guided latent diffusion, shared
-by training previews, evaluation, bulk export and the service.
+"""The one sampler, and the one place its settings are decided: classifier-free guided latent diffusion,
+shared by training previews, evaluation, bulk export and the service.
 
 `resolve()` turns what a caller asked for (steps, guidance, condition guidance, sampler; any left None) into
 the settings to sample with, from the pipeline's dopplergen.json defaults and the rules below, for trained and
@@ -47,21 +47,22 @@ DEFAULT_SAMPLER = "dpmsolver++"  # DPM-Solver++(2M), for the continuous routes
 # docs/enrolment.md). Used when a request names no guidance.
 ENROLLED_GUIDANCE = 4.0
 # Compositional guidance for pipelines with conditions (Liu et al. 2022, "Compositional Visual Generation"):
-#     eps = eps(null, absent) + g (eps(user, absent) - eps(null, absent))
-#           + g_c (eps(user, cond) - eps(user, absent))
-# g pulls toward the person, g_c toward the requested speed and aspect. g_c = g (or None) is plain two-branch
-# guidance, eps(null, absent) + g (eps(user, cond) - eps(null, absent)). Measured on the conditioned demo
-# (experiments/condition_guidance.py): at g = g_c = 2 identity fell to 0.55 / 0.68 at a person's own slow /
-# fast speeds; g = 3, g_c = 1 kept it at 0.90 / 0.91 with the torso line within 3.1%. Over the person's own
-# drawn conditions, though, plain guidance 2 makes the more useful training data (TSTR 0.91x against 0.84x
-# TRTR, experiments/guidance_tstr.py). Hence: a request that names a condition is composed with the
-# pipeline's identity_guidance_scale / condition_guidance_scale; one that leaves them all to be drawn is plain.
+# eps = eps(null, absent) + g (eps(user, absent) - eps(null, absent)) + g_c (eps(user, cond) - eps(user,
+# absent)) g pulls toward the person, g_c toward the requested speed and aspect. g_c = g (or None) is plain
+# two-branch guidance, eps(null, absent) + g (eps(user, cond) - eps(null, absent)). Measured on the
+# conditioned demo (experiments/condition_guidance.py): at g = g_c = 2 identity fell to 0.55 / 0.68 at a
+# person's own slow / fast speeds; g = 3, g_c = 1 kept it at 0.90 / 0.91 with the torso line within 3.1%. Over
+# the person's own drawn conditions, though, plain guidance 2 makes the more useful training data (TSTR 0.91x
+# against 0.84x TRTR, experiments/guidance_tstr.py). Hence: a request that names a condition is composed with
+# the pipeline's identity_guidance_scale / condition_guidance_scale; one that leaves them all to be drawn is
+# plain.
 assert SAMPLERS_BY_ROUTE["kl"][-1] == DEFAULT_SAMPLER and set(CONTINUOUS_SAMPLERS) == set(S.SOLVERS)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What a sample is drawn with. `condition_guidance` None = plain guidance (no compositional third branch)."""
+    """What a sample is drawn with. `condition_guidance` None = plain guidance (no compositional third
+    branch)."""
 
     steps: int
     guidance: float
@@ -70,7 +71,8 @@ class Settings:
 
 
 def default_sampler(route: str) -> str:
-    """The sampler a route uses when none is asked for (DPM-Solver++ on kl / vq-latent, vq-diffusion otherwise)."""
+    """The sampler a route uses when none is asked for (DPM-Solver++ on kl / vq-latent, vq-diffusion
+    otherwise)."""
     return SAMPLERS_BY_ROUTE[route][-1]
 
 
@@ -93,8 +95,9 @@ def resolve(
     - guidance of an `enrolled` person (see `is_enrolled`) with none asked: ENROLLED_GUIDANCE.
     - `named`: the request names a condition (speed_mps, ...) rather than leaving all to be drawn. A pipeline
       with conditions composes the guidance (module top) when a condition is named or `condition_guidance` is
-      given: g = `guidance`, else "identity_guidance_scale", else "guidance_scale"; g_c = `condition_guidance`,
-      else "condition_guidance_scale" (absent: plain). Otherwise g = `guidance`, else "guidance_scale", else 2.
+      given: g = `guidance`, else "identity_guidance_scale", else "guidance_scale"; g_c =
+      `condition_guidance`, else "condition_guidance_scale" (absent: plain). Otherwise g = `guidance`, else
+      "guidance_scale", else 2.
     """
     meta = getattr(pipe, "meta", None) or {}
     if guidance is None and enrolled:
@@ -119,7 +122,8 @@ def sampler_for(pipe: DopplerPipeline, name: str | None) -> str:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {list(allowed)}")
     if name not in allowed:
-        raise ValueError(f"sampler {name!r} does not apply to a {pipe.route} pipeline; choose one of {list(allowed)}")
+        raise ValueError(f"sampler {name!r} does not apply to a {pipe.route} pipeline; choose one of "
+                         f"{list(allowed)}")
     return name
 
 
@@ -138,7 +142,8 @@ class Row:
     schedule: S.Schedule | tuple
     i: int = 0  # steps taken
     x0_prev: torch.Tensor | None = None  # DPM-Solver++(2M)'s previous x0 estimate
-    # Compositional guidance (see above): the row's user with every condition absent, and g_c. None = two-branch.
+    # Compositional guidance (see above): the row's user with every condition absent, and g_c. None =
+    # two-branch.
     mid: torch.Tensor | None = None
     condition_guidance: float | None = None
     user: int = -1  # the row's user index (the texture bank draws from that person's residuals); -1: none
@@ -150,8 +155,10 @@ class Row:
 
 
 def start_row(
-    pipe: DopplerPipeline, user_index: int, seed: int, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
-    sampler: str | None = None, conditions: torch.Tensor | None = None, condition_guidance: float | None = None,
+    pipe: DopplerPipeline, user_index: int, seed: int, steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
+    sampler: str | None = None, conditions: torch.Tensor | None = None,
+    condition_guidance: float | None = None,
 ) -> Row:
     """A new row at step 0: the conditioning of `pipe.encode_context` and the seed's own initial noise.
 
@@ -169,7 +176,8 @@ def start_row(
     idx = torch.tensor([int(user_index), pipe.user_encoder.null_index], dtype=torch.long, device=pipe.device)
     values, mid = None, None
     if conditions is not None:
-        values = torch.stack([conditions.float().cpu(), torch.full_like(conditions.float().cpu(), float("nan"))])
+        values = torch.stack([conditions.float().cpu(), torch.full_like(conditions.float().cpu(),
+                                                                        float("nan"))])
     cond, uncond = pipe.encode_context(idx, values)  # (T, D) each
     composed = (condition_guidance is not None and float(condition_guidance) != float(guidance)
                 and conditions is not None and not bool(torch.isnan(conditions.float()).all()))
@@ -183,7 +191,8 @@ def start_row(
         steps = len(plan[1])
     else:
         plan = S.make_schedule(sampler, pipe.scheduler_config, steps)
-        x = torch.randn(pipe.latent_shape, generator=gen).to(pipe.device)  # init_noise_sigma is 1 for all three
+        # init_noise_sigma is 1 for all three
+        x = torch.randn(pipe.latent_shape, generator=gen).to(pipe.device)
     return Row(sampler, int(steps), float(guidance), cond, uncond, gen, x, plan, mid=mid,
                condition_guidance=float(condition_guidance) if composed else None, user=int(user_index))
 
@@ -195,11 +204,12 @@ def step_rows(
 ) -> None:
     """Advance every row by one step of its own schedule, in place, with one guided forward pass.
 
-    `pad_to` runs the network at a fixed batch (padding rows are thrown away): BLAS and oneDNN pick kernels
-    by batch size, so only at a fixed shape is each row computed bit for bit the same wherever it sits.
-    `cfg=None` runs the unconditional half only when some row has guidance != 1, and the user-without-conditions
-    third only when some row composes its guidance; True always runs the unconditional half, and the third
-    too on a pipeline with conditions (a fixed shape again). `denoiser` replaces pipe.denoiser (e.g. a compiled one).
+    `pad_to` runs the network at a fixed batch (padding rows are thrown away): BLAS and oneDNN pick kernels by
+    batch size, so only at a fixed shape is each row computed bit for bit the same wherever it sits.
+    `cfg=None` runs the unconditional half only when some row has guidance != 1, and the
+    user-without-conditions third only when some row composes its guidance; True always runs the unconditional
+    half, and the third too on a pipeline with conditions (a fixed shape again). `denoiser` replaces
+    pipe.denoiser (e.g. a compiled one).
     """
     if not rows:
         return
@@ -218,8 +228,8 @@ def step_rows(
 @torch.no_grad()
 def finish_rows(pipe: DopplerPipeline, rows: Sequence[Row], one_by_one: bool = True) -> torch.Tensor:
     """Decode finished rows -> (N, C, H, W) dB on the CPU; `one_by_one` decodes each row alone, so its pixels
-    never depend on which rows finished with it (False: one batch, faster). A pipeline with a texture bank adds
-    one residual per row, drawn with the row's own generator (models/texture.py)."""
+    never depend on which rows finished with it (False: one batch, faster). A pipeline with a texture bank
+    adds one residual per row, drawn with the row's own generator (models/texture.py)."""
     if not all(r.done for r in rows):
         raise ValueError("a row has steps left")
     _, h, w = pipe.latent_shape
@@ -234,7 +244,8 @@ def finish_rows(pipe: DopplerPipeline, rows: Sequence[Row], one_by_one: bool = T
     bank, users = pipe.texture, pipe.users  # read once: the service may swap either between requests
     if bank is None:
         return x_db
-    return bank.add(x_db, [users[r.user] if 0 <= r.user < len(users) else None for r in rows], [r.gen for r in rows])
+    return bank.add(x_db, [users[r.user] if 0 <= r.user < len(users) else None for r in rows],
+                    [r.gen for r in rows])
 
 
 @torch.no_grad()
@@ -249,8 +260,8 @@ def sample(
     conditions: torch.Tensor | None = None,
     condition_guidance_scale: float | None = None,
 ) -> torch.Tensor:
-    """Classifier-free guided sampling (Ho & Salimans 2022) in the stage-1 latent space; returns (N, C, H, W) dB
-    on the CPU.
+    """Classifier-free guided sampling (Ho & Salimans 2022) in the stage-1 latent space; returns (N, C, H, W)
+    dB on the CPU.
 
     `sampler=None` picks the route's own (DPM-Solver++ for kl and vq-latent, vq-diffusion for vq-diffusion).
     `guidance_scale` is one scale, or one per sample (e.g. enrolled people beside trained ones, `resolve`).
@@ -267,7 +278,8 @@ def sample(
         raise ValueError("nothing to sample")
     if conditions is not None and (pipe.condition_encoder is None or len(conditions) != len(seeds)):
         raise ValueError("conditions need a pipeline with a condition encoder and one row per sample")
-    scales = [guidance_scale] * len(seeds) if isinstance(guidance_scale, (int, float)) else list(guidance_scale)
+    scales = [guidance_scale] * len(seeds) if isinstance(guidance_scale, (int,
+                                                                          float)) else list(guidance_scale)
     if len(scales) != len(seeds):
         raise ValueError(f"got {len(scales)} guidance scales for {len(seeds)} samples")
     rows = [start_row(pipe, u, s, num_inference_steps, g, sampler,

@@ -15,14 +15,16 @@ from pathlib import PurePosixPath
 import numpy as np
 
 # "<session><sep><optional window word><number>": walk_s03_w12 -> walk_s03, rec7-003 -> rec7, bob_win2 -> bob.
-# A bare number ("0001") or digits without a separator ("rec12") stay whole: each such file is its own session.
+# A bare number ("0001") or digits without a separator ("rec12") stay whole: each such file is its own
+# session.
 _WINDOW_WORD = r"(?:w|win|window|seg|segment|part|clip|chunk|frame|slice)[\s._-]*"
 _TRAILING_WINDOW = re.compile(rf"^(.+?)(?:[\s._-]+(?:{_WINDOW_WORD})?|{_WINDOW_WORD})\d+$", re.IGNORECASE)
 DEFAULT_RULE = "a sub-folder per session, else the file stem without a trailing window number"
 
 
 def default_session(rel: str) -> str:
-    """Session of a file from its path inside the person's folder: its sub-folder, else its stem minus a window number."""
+    """Session of a file from its path inside the person's folder: its sub-folder, else its stem minus a
+    window number."""
     p = PurePosixPath(rel)
     if str(p.parent) != ".":
         return str(p.parent)
@@ -31,12 +33,14 @@ def default_session(rel: str) -> str:
 
 
 def session_of(rel: str, pattern: re.Pattern[str] | None) -> str:
-    """`pattern`'s first group searched in the path inside the person's folder; the default rule without one."""
+    """`pattern`'s first group searched in the path inside the person's folder; the default rule without
+    one."""
     if pattern is None:
         return default_session(rel)
     m = pattern.search(rel)
     if m is None or not m.group(1):
-        raise ValueError(f"--group {pattern.pattern!r} does not match {rel!r} (or its first group is empty); it is "
+        raise ValueError(f"--group {pattern.pattern!r} does not match {rel!r} (or its first group is empty); "
+                         "it is "
                          "searched in the path inside the person's folder, e.g. 'session3/win07.png'")
     return m.group(1)
 
@@ -92,7 +96,8 @@ def split_sessions(sizes: dict[str, int], test_fraction: float, val_fraction: fl
 
 
 def person_seed(user: str, seed: int) -> int:
-    """A person's split depends only on their name, their sessions and the run seed, not on the other people."""
+    """A person's split depends only on their name, their sessions and the run seed, not on the other
+    people."""
     return zlib.crc32(user.encode()) ^ int(seed)
 
 

@@ -21,7 +21,8 @@ SOLVERS = ("ddpm", "ddim", "dpmsolver++")  # the continuous routes' per-row solv
 
 @dataclass(frozen=True, eq=False)
 class Schedule:
-    """One sampler's discretisation: step i denoises at model timestep t[i] from (alpha, sigma) to (alpha_next, sigma_next)."""
+    """One sampler's discretisation: step i denoises at model timestep t[i] from (alpha, sigma) to
+    (alpha_next, sigma_next)."""
 
     sampler: str
     t: tuple[int, ...]  # (n,) timesteps the denoiser sees
@@ -73,7 +74,8 @@ def _build(sampler: str, config: dict, n: int) -> Schedule:
     coef: dict[str, np.ndarray] = {}
     if sampler == "ddpm":
         if sched.config.variance_type != "fixed_small":
-            raise ValueError(f"per-row DDPM supports variance_type fixed_small, not {sched.config.variance_type!r}")
+            raise ValueError("per-row DDPM supports variance_type fixed_small, not "
+                             f"{sched.config.variance_type!r}")
         step_alpha = a_t / a_next  # alpha_t of the (respaced) single step
         beta = 1.0 - step_alpha
         coef = {
@@ -89,7 +91,8 @@ def _build(sampler: str, config: dict, n: int) -> Schedule:
 def _dpmsolver_schedule(config: dict, n: int, pred: str) -> Schedule:
     sched = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
     c = sched.config
-    spacings = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas")
+    spacings = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas",
+                "use_flow_sigmas")
     if any(c.get(k) for k in spacings):  # .get: releases before a spacing option have none of it
         raise ValueError("the per-row DPM-Solver++ supports the default sigma spacing only")
     sched.set_timesteps(n)
@@ -117,9 +120,11 @@ def _dpmsolver_schedule(config: dict, n: int, pred: str) -> Schedule:
     return Schedule("dpmsolver++", tuple(t), alpha[:-1], sigma[:-1], alpha[1:], sigma[1:], coef, pred, None)
 
 
-# ---- the pure update functions; every coefficient is a (N, 1, 1, 1) tensor ----------------------------------
+# ---- the pure update functions; every coefficient is a (N, 1, 1, 1) tensor
+# ----------------------------------
 def split_prediction(x, out, alpha, sigma, prediction_type: str, clip: float | None = None):
-    """(x0, eps) from the network output under the VP forward process x = alpha x0 + sigma eps (Ho et al. 2020)."""
+    """(x0, eps) from the network output under the VP forward process x = alpha x0 + sigma eps (Ho et al.
+    2020)."""
     if prediction_type == "epsilon":
         x0, eps = (x - sigma * out) / alpha, out
     elif prediction_type == "v_prediction":  # v = alpha eps - sigma x0 (Salimans & Ho 2022)
@@ -133,18 +138,21 @@ def split_prediction(x, out, alpha, sigma, prediction_type: str, clip: float | N
     return x0, eps
 
 
-def ddim_step(x0: torch.Tensor, eps: torch.Tensor, alpha_next: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+def ddim_step(x0: torch.Tensor, eps: torch.Tensor, alpha_next: torch.Tensor,
+              sigma_next: torch.Tensor) -> torch.Tensor:
     """DDIM, eta = 0 (Song et al. 2021, Eq. 12): move to the next timestep along the predicted noise."""
     return alpha_next * x0 + sigma_next * eps
 
 
 def ddpm_step(x, x0, c_x0, c_x, std, noise) -> torch.Tensor:
-    """Ancestral DDPM: sample the posterior q(x_{t-1} | x_t, x0) with the fixed-small variance (Ho et al. 2020, Eqs. 6-7)."""
+    """Ancestral DDPM: sample the posterior q(x_{t-1} | x_t, x0) with the fixed-small variance (Ho et al.
+    2020, Eqs. 6-7)."""
     return c_x0 * x0 + c_x * x + std * noise
 
 
 def dpmsolver_2m_step(x, x0, x0_prev, ratio, phi, k) -> torch.Tensor:
-    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2, diffusers' midpoint form); k = 0 makes it the first-order step."""
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2, diffusers' midpoint form); k = 0 makes it the first-order
+    step."""
     return ratio * x - phi * x0 - k * (x0 - x0_prev)
 
 
@@ -152,13 +160,15 @@ _SCALES = ("alpha", "sigma", "alpha_next", "sigma_next")
 
 
 def coefficients(rows_sched: list[Schedule], rows_i: list[int], name: str, device) -> torch.Tensor:
-    """Gather one coefficient per row (each row at its own step of its own schedule) as (N, 1, 1, 1) float32."""
+    """Gather one coefficient per row (each row at its own step of its own schedule) as (N, 1, 1, 1)
+    float32."""
     table = (lambda s: getattr(s, name)) if name in _SCALES else (lambda s: s.coef[name])  # noqa: E731
     vals = [float(table(s)[i]) for s, i in zip(rows_sched, rows_i, strict=True)]
     return torch.tensor(vals, dtype=torch.float32, device=device).view(-1, 1, 1, 1)
 
 
-# ---- discrete diffusion over VQ code indices (route vq-diffusion) -------------------------------------------
+# ---- discrete diffusion over VQ code indices (route vq-diffusion)
+# -------------------------------------------
 _VQ_CACHE: dict[tuple, tuple[VQDiffusionScheduler, list[int]]] = {}
 
 
@@ -177,7 +187,8 @@ def gumbel_max(log_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return (log_p - torch.log(-torch.log(u + 1e-30) + 1e-30)).argmax(dim=1)
 
 
-def respaced_vq_scheduler(scheduler_config: dict, num_inference_steps: int) -> tuple[VQDiffusionScheduler, list[int]]:
+def respaced_vq_scheduler(scheduler_config: dict, num_inference_steps: int) -> tuple[VQDiffusionScheduler,
+                                                                                     list[int]]:
     """A VQDiffusionScheduler that jumps between `num_inference_steps` of the trained timesteps.
 
     The mask-and-replace process composes in closed form: from trained step s to t > s, a token survives with
@@ -190,7 +201,8 @@ def respaced_vq_scheduler(scheduler_config: dict, num_inference_steps: int) -> t
     T = int(sched.config.num_train_timesteps)
     n = int(num_inference_steps)
     if not 1 <= n <= T:
-        raise ValueError(f"num_inference_steps must be in 1..{T} (the trained vq-diffusion timesteps), got {n}")
+        raise ValueError(f"num_inference_steps must be in 1..{T} (the trained vq-diffusion timesteps), got "
+                         f"{n}")
     kept = sorted({int(round(v)) for v in np.linspace(0, T - 1, n)})  # includes 0 and T-1
     if n < T:
         k = sched.num_embed - 1  # non-mask classes
@@ -212,10 +224,11 @@ def respaced_vq_scheduler(scheduler_config: dict, num_inference_steps: int) -> t
     return sched, kept
 
 
-# ---- one guided step over a batch of rows (models.sampling.Row), shared by every route ------------------------
+# ---- one guided step over a batch of rows (models.sampling.Row), shared by every route
+# ------------------------
 def guided(out: torch.Tensor, rows: Sequence, b: int, branches: int) -> torch.Tensor:
-    """Classifier-free guidance per row (Ho & Salimans 2022): uncond + g (cond - uncond); g = 1 keeps cond as is.
-    A row with a `mid` branch composes it (module top): uncond + g (mid - uncond) + g_c (cond - mid)."""
+    """Classifier-free guidance per row (Ho & Salimans 2022): uncond + g (cond - uncond); g = 1 keeps cond as
+    is. A row with a `mid` branch composes it (module top): uncond + g (mid - uncond) + g_c (cond - mid)."""
     n = len(rows)
     if branches == 1:
         return out[:n]
@@ -226,13 +239,15 @@ def guided(out: torch.Tensor, rows: Sequence, b: int, branches: int) -> torch.Te
     if branches == 2 or all(r.mid is None for r in rows):
         return plain
     mid = out[2 * b:2 * b + n]
-    gc = torch.tensor([r.condition_guidance or 0.0 for r in rows], dtype=out.dtype, device=out.device).view(shape)
+    gc = torch.tensor([r.condition_guidance or 0.0 for r in rows], dtype=out.dtype,
+                      device=out.device).view(shape)
     composed = torch.tensor([r.mid is not None for r in rows], device=out.device).view(shape)
     return torch.where(composed, uncond + g * (mid - uncond) + gc * (cond - mid), plain)
 
 
 def context(rows: Sequence, b: int, branches: int) -> torch.Tensor:
-    """The (branches * b, T, D) context: uncond rows first, then cond, then each row's user without conditions."""
+    """The (branches * b, T, D) context: uncond rows first, then cond, then each row's user without
+    conditions."""
     pad = [rows[0].uncond] * (b - len(rows))
     cond = torch.stack([r.cond for r in rows] + pad)  # (b, T, D)
     if branches == 1:
@@ -274,7 +289,8 @@ def step_latents(pipe, rows, pad_to, branches, net) -> None:
                                  else torch.zeros(rows[k].x.shape) for k in sel]).to(dev)
             xn = ddpm_step(xs, x0, c("c_x0"), c("c_x"), c("std"), noise)
         else:
-            prev = torch.stack([rows[k].x0_prev if rows[k].x0_prev is not None else x0[j] for j, k in enumerate(sel)])
+            prev = torch.stack([rows[k].x0_prev if rows[k].x0_prev is not None else x0[j] for j,
+                                k in enumerate(sel)])
             xn = dpmsolver_2m_step(xs, x0, prev, c("ratio"), c("phi"), c("k"))
         for j, k in enumerate(sel):
             new_x[k], new_x0[k] = xn[j], (x0[j] if name == "dpmsolver++" else None)
@@ -283,8 +299,9 @@ def step_latents(pipe, rows, pad_to, branches, net) -> None:
 
 
 def step_codes(pipe, rows, pad_to, branches, net) -> None:
-    """VQ-Diffusion step (Gu et al. 2022) per group of rows at the same respaced step (the Transformer takes one
-    timestep per call); follows diffusers' VQDiffusionPipeline: guided log-probabilities renormalised, clamped at -70."""
+    """VQ-Diffusion step (Gu et al. 2022) per group of rows at the same respaced step (the Transformer takes
+    one timestep per call); follows diffusers' VQDiffusionPipeline: guided log-probabilities renormalised,
+    clamped at -70."""
     groups: dict[tuple[int, int], list] = {}
     for r in rows:
         groups.setdefault((r.steps, r.i), []).append(r)
@@ -296,7 +313,8 @@ def step_codes(pipe, rows, pad_to, branches, net) -> None:
         b = max(pad_to or n, n)
         codes = torch.stack([r.x for r in group] + [group[0].x] * (b - n))  # (b, L)
         model_in = torch.cat([codes] * branches)
-        t = torch.tensor(model_t[i], dtype=torch.long, device=pipe.device)  # one scalar: AdaLayerNorm needs it
+        # one scalar: AdaLayerNorm needs it
+        t = torch.tensor(model_t[i], dtype=torch.long, device=pipe.device)
         ctx = context(group, b, branches).to(pipe.dtype)
         logp = net(model_in, encoder_hidden_states=ctx, timestep=t).sample.float()  # (branches * b, K, L)
         if branches > 1:

@@ -1,24 +1,28 @@
 """Stage 1's texture bank: decode the mean, add a measured texture (docs/evaluation.md has its measurement).
 
-Speckle is incompressible. The VAE's decoder returns a smooth mean, and a fresh classifier tells it from a real
-spectrogram every time: two-sample accuracy 1.000, for generated samples and plain reconstructions alike. Two
-texture *models* did not close that gap (docs/evaluation.md, "Stage 1"). A Gaussian-copula field fitted to the
-residuals' spectrum and quantiles scored 0.986, and an adversarially trained noise-injection refiner 0.988-0.998.
+Speckle is incompressible. The VAE's decoder returns a smooth mean, and a fresh classifier tells it from a
+real spectrogram every time: two-sample accuracy 1.000, for generated samples and plain reconstructions alike.
+Two texture *models* did not close that gap (docs/evaluation.md, "Stage 1"). A Gaussian-copula field fitted to
+the residuals' spectrum and quantiles scored 0.986, and an adversarially trained noise-injection refiner
+0.988-0.998.
 
-The bank does not model the texture; it keeps it. It stores, for real training recordings x, the reconstruction
-D(E(x)) and the residual x - D(E(x)): the part of the recording that stage 1 cannot carry (its speckle, the noise
-floor, and the decoder's own blur of its limb traces). `add` puts one residual on each decoded sample, the one
-that fits it. Among the sample's own person's entries (or 32 drawn from the whole bank, when it has none of theirs),
-over every circular shift in time, it takes the `choices` reconstructions nearest to the sample (L2, via an FFT
-cross-correlation). It draws one of them and adds that recording's residual, shifted the same way, so the
-corrections land on the traces they belong to. The result is clipped to the data's dB range.
+The bank does not model the texture; it keeps it. It stores, for real training recordings x, the
+reconstruction D(E(x)) and the residual x - D(E(x)): the part of the recording that stage 1 cannot carry (its
+speckle, the noise floor, and the decoder's own blur of its limb traces). `add` puts one residual on each
+decoded sample, the one that fits it. Among the sample's own person's entries (or 32 drawn from the whole
+bank, when it has none of theirs), over every circular shift in time, it takes the `choices` reconstructions
+nearest to the sample (L2, via an FFT cross-correlation). It draws one of them and adds that recording's
+residual, shifted the same way, so the corrections land on the traces they belong to. The result is clipped to
+the data's dB range.
 
 Measured on the demo (docs/evaluation.md, "The texture bank"), a fresh CNN's two-sample accuracy against real
-recordings fell from 0.992 to 0.833 with a bank of one half of the train split, tested on the other half. In the
-evaluator's report, where the bank holds 20 per person, it fell from 1.000 to 0.891. The outputs are no nearer to a training recording than real recordings are: the
-median nearest-neighbour distance is 6.3 dB, against 6.5 dB between real recordings.
+recordings fell from 0.992 to 0.833 with a bank of one half of the train split, tested on the other half. In
+the evaluator's report, where the bank holds 20 per person, it fell from 1.000 to 0.891. The outputs are no
+nearer to a training recording than real recordings are: the median nearest-neighbour distance is 6.3 dB,
+against 6.5 dB between real recordings.
 
-The draw comes from the row's own generator, after its denoising noise, so a sample stays a function of its seed.
+The draw comes from the row's own generator, after its denoising noise, so a sample stays a function of its
+seed.
 
 The bank holds a few recordings' pairs per person (`per_user`, fp16), saved as texture/ in the pipeline
 folder (safetensors, diffusers layout). These are fragments of real data: a folder with a bank carries some of
@@ -42,7 +46,8 @@ FALLBACK_POOL = 32  # a person without entries is matched against this many entr
 
 
 class TextureBank(ModelMixin, ConfigMixin):
-    """Reconstructions and residuals (N, C, H, W) in dB (fp16), with the person each came from (`users[owners[i]]`)."""
+    """Reconstructions and residuals (N, C, H, W) in dB (fp16), with the person each came from
+    (`users[owners[i]]`)."""
 
     @register_to_config
     def __init__(self, users: Sequence[str] = (), count: int = 0, channels: int = 1, height: int = 64,
@@ -55,13 +60,16 @@ class TextureBank(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_pairs(cls, means_db: np.ndarray | torch.Tensor, residuals_db: np.ndarray | torch.Tensor,
-                       owners: Sequence[str], dyn_range_db: float, per_user: int = DEFAULT_PER_USER, seed: int = 0
+                       owners: Sequence[str], dyn_range_db: float, per_user: int = DEFAULT_PER_USER,
+                       seed: int = 0
                        ) -> TextureBank:
-        """Keep at most `per_user` (reconstruction, residual) pairs of each person (a seeded random choice)."""
+        """Keep at most `per_user` (reconstruction, residual) pairs of each person (a seeded random
+        choice)."""
         r = torch.as_tensor(np.asarray(residuals_db, dtype=np.float32))
         m = torch.as_tensor(np.asarray(means_db, dtype=np.float32))
         if r.ndim != 4 or m.shape != r.shape or len(r) != len(owners) or len(r) == 0:
-            raise ValueError(f"need (N, C, H, W) reconstructions and residuals and N owners, got {tuple(m.shape)}, "
+            raise ValueError("need (N, C, H, W) reconstructions and residuals and N owners, got "
+                             f"{tuple(m.shape)}, "
                              f"{tuple(r.shape)} and {len(owners)}")
         if per_user < 1:
             raise ValueError("per_user must be >= 1")
@@ -69,7 +77,8 @@ class TextureBank(ModelMixin, ConfigMixin):
         owners_a = np.asarray(owners)
         keep = per_user_pick(owners, per_user, seed)
         _, c, h, w = r.shape
-        bank = cls(users=names, count=len(keep), channels=c, height=h, width=w, dyn_range_db=float(dyn_range_db))
+        bank = cls(users=names, count=len(keep), channels=c, height=h, width=w,
+                   dyn_range_db=float(dyn_range_db))
         bank.means.copy_(m[keep].to(torch.float16))
         bank.residuals.copy_(r[keep].to(torch.float16))
         bank.owners.copy_(torch.as_tensor([names.index(u) for u in owners_a[keep]], dtype=torch.int64))
@@ -103,13 +112,15 @@ class TextureBank(ModelMixin, ConfigMixin):
     def entries(self, user: str | None) -> torch.Tensor:
         """Bank indices to draw from for `user`: theirs, or every entry when the bank has none of theirs."""
         if self._by_user is None:
-            self._by_user = {u: torch.nonzero(self.owners == k).flatten() for k, u in enumerate(self.config.users)}
+            self._by_user = {u: torch.nonzero(self.owners == k).flatten() for k,
+                             u in enumerate(self.config.users)}
         mine = self._by_user.get(user) if user is not None else None
         return mine if mine is not None and len(mine) else torch.arange(len(self.owners))
 
     def add(self, x_db: torch.Tensor, users: Sequence[str | None], generators: Sequence[torch.Generator]
             ) -> torch.Tensor:
-        """Decoded samples (N, C, H, W) dB -> the same plus one fitting residual each, clipped to [-dyn_range, 0]."""
+        """Decoded samples (N, C, H, W) dB -> the same plus one fitting residual each, clipped to [-dyn_range,
+        0]."""
         if len(users) != len(x_db) or len(generators) != len(x_db):
             raise ValueError(f"got {len(x_db)} samples, {len(users)} users and {len(generators)} generators")
         if tuple(x_db.shape[1:]) != tuple(self.residuals.shape[1:]):
@@ -127,8 +138,9 @@ class TextureBank(ModelMixin, ConfigMixin):
 
 
     def _pick(self, x: torch.Tensor, pool: torch.Tensor, g: torch.Generator) -> tuple[int, int]:
-        """(entry of `pool`, time shift): one of the `choices` (entry, shift) pairs whose shifted reconstruction is
-        nearest to x in L2. ||x - roll(m, k)||^2 = |x|^2 + |m|^2 - 2 c(k), c = the circular cross-correlation."""
+        """(entry of `pool`, time shift): one of the `choices` (entry, shift) pairs whose shifted
+        reconstruction is nearest to x in L2. ||x - roll(m, k)||^2 = |x|^2 + |m|^2 - 2 c(k), c = the circular
+        cross-correlation."""
         m = self.means[pool].float()  # (n, C, H, W)
         if self.config.roll_time:
             c = torch.fft.ifft(torch.fft.fft(x, dim=-1)[None] * torch.fft.fft(m, dim=-1).conj(), dim=-1).real
@@ -149,9 +161,11 @@ def per_user_pick(owners: Sequence[str], per_user: int, seed: int) -> np.ndarray
 
 
 @torch.no_grad()
-def reconstructions(vae: ae.Autoencoder, norm: Normalization, x_db: np.ndarray | torch.Tensor, batch_size: int = 64
+def reconstructions(vae: ae.Autoencoder, norm: Normalization, x_db: np.ndarray | torch.Tensor,
+                    batch_size: int = 64
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(D(E(x)), x - D(E(x))) in dB for recordings x (N, C, H, W) dB: what stage 1 carries, and what it does not."""
+    """(D(E(x)), x - D(E(x))) in dB for recordings x (N, C, H, W) dB: what stage 1 carries, and what it does
+    not."""
     x = torch.as_tensor(np.asarray(x_db, dtype=np.float32))
     rec = norm.to_db(ae.reconstruct(vae, norm.to_model(x), batch_size))
     return rec, x.clamp(-float(norm.dyn_range_db), 0.0) - rec

@@ -1,4 +1,5 @@
-"""User-ID encoder: user index -> cross-attention tokens, with a reserved null user for classifier-free guidance."""
+"""User-ID encoder: user index -> cross-attention tokens, with a reserved null user for classifier-free
+guidance."""
 
 from __future__ import annotations
 
@@ -46,12 +47,14 @@ class UserEncoder(ModelMixin, ConfigMixin):
         return self.tokens(self.embedding(idx))
 
     def tokens(self, rows: torch.Tensor) -> torch.Tensor:
-        """Embedding rows (N, T*D) -> cross-attention tokens (N, T, D); enrolment trains new rows through this."""
+        """Embedding rows (N, T*D) -> cross-attention tokens (N, T, D); enrolment trains new rows through
+        this."""
         n = rows.shape[0]
         tokens = rows.view(n, self.config.num_tokens, self.config.cross_attention_dim)  # (N, T, D)
         return self.norm(tokens + self.position)
 
-    # ---- enrolment: users appended or removed; every other row (the null row included) is copied bit for bit --------
+    # ---- enrolment: users appended or removed; every other row (the null row included) is copied bit for bit
+    # --------
     def with_users(self, users: list[str], rows: torch.Tensor) -> UserEncoder:
         """A copy with `users` (rows (U, T*D)) appended after the existing users; the null row stays last."""
         w = self.embedding.weight.detach()
@@ -66,7 +69,8 @@ class UserEncoder(ModelMixin, ConfigMixin):
         return self.with_rows([self.users[i] for i in keep], self.embedding.weight.detach()[keep])
 
     def with_rows(self, users: list[str], rows: torch.Tensor) -> UserEncoder:
-        """A copy for exactly `users` with `rows` (U, T*D); null row, positions and norm are this encoder's."""
+        """A copy for exactly `users` with `rows` (U, T*D); null row, positions and norm are this
+        encoder's."""
         w = self.embedding.weight.detach()
         if rows.shape != (len(users), w.shape[1]):
             raise ValueError(f"rows must have shape ({len(users)}, {w.shape[1]}), got {tuple(rows.shape)}")
@@ -74,5 +78,6 @@ class UserEncoder(ModelMixin, ConfigMixin):
         with torch.random.fork_rng(devices=[]):  # the throwaway random init must not move the global RNG
             enc = type(self)(**{**config, "users": list(users)})
         state = {**self.state_dict(), "embedding.weight": torch.cat([rows.to(w), w[self.null_index:]])}
-        nn.Module.to(enc, device=w.device, dtype=w.dtype).load_state_dict(state)  # (diffusers' .to() warns on dtype)
+        # (diffusers' .to() warns on dtype)
+        nn.Module.to(enc, device=w.device, dtype=w.dtype).load_state_dict(state)
         return enc.eval().requires_grad_(False)

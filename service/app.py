@@ -1,4 +1,5 @@
-"""The app factory: settings + engine + step worker + metrics behind FastAPI, with a lifespan that loads and warms up."""
+"""The app factory: settings + engine + step worker + metrics behind FastAPI, with a lifespan that loads and
+warms up."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
-    app.state.examples = ExampleStore(settings.data) if settings.data else None  # real recordings for the page
+    # real recordings for the page
+    app.state.examples = ExampleStore(settings.data) if settings.data else None
     install_error_handlers(app, service.metrics)
     app.include_router(router)
     web.install(app)  # GET / and /static
@@ -53,5 +55,6 @@ def create_app(
     app.add_middleware(ApiKeyMiddleware, metrics=service.metrics, api_key=settings.api_key,
                        paths=PROTECTED_PATHS)  # before any body is read
     app.add_middleware(SafeHeadersMiddleware)
-    app.add_middleware(RequestMetricsMiddleware, metrics=service.metrics, routes=PATHS)  # outermost: sees 413s too
+    # outermost: sees 413s too
+    app.add_middleware(RequestMetricsMiddleware, metrics=service.metrics, routes=PATHS)
     return app

@@ -1,4 +1,5 @@
-"""Encode one dB spectrogram (C, H, W) as PNG (8/16-bit grayscale or colour-mapped, dB scale in text chunks) or .npy."""
+"""Encode one dB spectrogram (C, H, W) as PNG (8/16-bit grayscale or colour-mapped, dB scale in text chunks)
+or .npy."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def _colormap_lut(name: str) -> np.ndarray:
 
 
 def encode_png(
-    db: np.ndarray, dyn_range_db: float, bit_depth: int = 8, colormap: str | None = None, text: dict | None = None
+    db: np.ndarray, dyn_range_db: float, bit_depth: int = 8, colormap: str | None = None,
+    text: dict | None = None
 ) -> Encoded:
     """PNG of a (C, H, W) dB array: rows are Doppler bins, columns time frames, as stored in the dataset."""
     channels = db.shape[0]

@@ -39,7 +39,8 @@ class RowSpec:
     steps: int
     guidance: float
     sampler: str
-    # seed -> that row's (K,) condition values, NaN = absent (pipelines with conditions; omitted ones drawn per seed)
+    # seed -> that row's (K,) condition values, NaN = absent (pipelines with conditions; omitted ones drawn
+    # per seed)
     conditions: dict[int, torch.Tensor] | None = None
     condition_guidance: float | None = None  # g_c of models.sampling's compositional guidance; None = plain
 
@@ -65,7 +66,8 @@ class ModelStepper:
 
     def step(self, pipe: DopplerPipeline, rows: list[Any], pad_to: int | None, cfg: bool | None) -> None:
         if self.denoiser is not None:
-            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten now
+            # the previous step's graph outputs may be overwritten now
+            torch.compiler.cudagraph_mark_step_begin()
         step_rows(pipe, rows, pad_to, cfg, self.denoiser)
 
     def finish(self, pipe: DopplerPipeline, rows: list[Any], one_by_one: bool) -> list[np.ndarray]:
@@ -75,12 +77,14 @@ class ModelStepper:
 class Engine:
     """Owns the pipeline on its device, the padding policy and the measured cost of a step."""
 
-    def __init__(self, settings: Settings, pipeline: DopplerPipeline | None = None, stepper: Stepper | None = None):
+    def __init__(self, settings: Settings, pipeline: DopplerPipeline | None = None,
+                 stepper: Stepper | None = None):
         self.settings = settings
         self.pipe = pipeline
         self.stepper = stepper or ModelStepper()
         if pipeline is not None:  # injected (tests, embedding): serve it where it already is
-            self.device, self.dtype = str(pipeline.device), DTYPE_NAMES.get(pipeline.dtype, str(pipeline.dtype))
+            self.device, self.dtype = str(pipeline.device), DTYPE_NAMES.get(pipeline.dtype,
+                                                                            str(pipeline.dtype))
         else:
             self.device = settings.resolved_device()
             self.dtype = settings.resolved_dtype(self.device)
@@ -96,11 +100,13 @@ class Engine:
     def load(self) -> DopplerPipeline:
         if self.pipe is None:
             log.info("loading pipeline from %s onto %s (%s)", self.settings.pipeline, self.device, self.dtype)
-            self.pipe = DopplerPipeline.load(self.settings.pipeline, device=self.device, dtype=torch_dtype(self.dtype))
+            self.pipe = DopplerPipeline.load(self.settings.pipeline, device=self.device,
+                                             dtype=torch_dtype(self.dtype))
         return self.pipe
 
     def warmup(self) -> None:
-        """Compile (when on) and run a few steps at every padded shape: kernels chosen, graphs captured, step cost measured."""
+        """Compile (when on) and run a few steps at every padded shape: kernels chosen, graphs captured, step
+        cost measured."""
         if self.settings.resolved_compile(self.device) and self.pipe.route != "vq-diffusion":
             if isinstance(self.stepper, ModelStepper):
                 log.info("compiling the denoiser (reduce-overhead) for batches %s", self.buckets)
@@ -108,7 +114,8 @@ class Engine:
                 for name in ("cache_size_limit", "recompile_limit"):
                     if hasattr(cfg, name):
                         setattr(cfg, name, max(getattr(cfg, name), len(self.buckets) + 2))
-                self.stepper.denoiser = torch.compile(self.pipe.denoiser, mode="reduce-overhead", dynamic=False)
+                self.stepper.denoiser = torch.compile(self.pipe.denoiser, mode="reduce-overhead",
+                                                      dynamic=False)
                 self.compiled = True
         plain = resolve(self.pipe)
         spec = RowSpec(0, 4, plain.guidance, plain.sampler)
@@ -126,7 +133,8 @@ class Engine:
                 log.warning("out of device memory at %d rows while warming up: %d slots", b, self.slots)
                 torch.cuda.empty_cache() if torch.cuda.is_available() else None
                 break
-            # the first calls' one-off costs (kernel choice, graph capture) do not count; the median of the rest
+            # the first calls' one-off costs (kernel choice, graph capture) do not count; the median of the
+            # rest
             self.step_s[self.pad_for(b) or b] = float(np.median(times[2 if self.compiled else 1:]))
             finished = rows[0]
         t0 = time.perf_counter()
@@ -137,9 +145,11 @@ class Engine:
         return self.stepper.start(self.pipe, spec, seed)
 
     def step(self, rows: list[Any]) -> float:
-        """One denoising step over `rows` at the padded shape; returns its wall time and updates the estimate."""
+        """One denoising step over `rows` at the padded shape; returns its wall time and updates the
+        estimate."""
         pad = self.pad_for(len(rows))
-        cfg = True if (self.padding == "fixed" or self.compiled) else None  # fixed shapes: always both CFG halves
+        # fixed shapes: always both CFG halves
+        cfg = True if (self.padding == "fixed" or self.compiled) else None
         t0 = time.perf_counter()
         self.stepper.step(self.pipe, rows, pad, cfg)
         if self.device.startswith("cuda"):
@@ -151,15 +161,16 @@ class Engine:
         return elapsed
 
     def finish(self, rows: list[Any]) -> list[np.ndarray]:
-        """Decode finished rows: in one batch (a GPU decodes 64 as fast as 1), or each alone with fixed padding, so
-        that a sample's bits never depend on which rows finished with it."""
+        """Decode finished rows: in one batch (a GPU decodes 64 as fast as 1), or each alone with fixed
+        padding, so that a sample's bits never depend on which rows finished with it."""
         t0 = time.perf_counter()
         out = self.stepper.finish(self.pipe, rows, self.padding == "fixed")
         self.decode_s = (1 - EMA) * self.decode_s + EMA * (time.perf_counter() - t0) / max(len(rows), 1)
         return out
 
     def shrink(self) -> bool:
-        """After CUDA out-of-memory: halve the slot count (kept from then on); False when already at one row."""
+        """After CUDA out-of-memory: halve the slot count (kept from then on); False when already at one
+        row."""
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         if self.slots == 1:

@@ -1,12 +1,13 @@
-"""Enrolment on the service: POST /users becomes a job on the step worker; enrolled users live in a users folder.
+"""Enrolment on the service: POST /users becomes a job on the step worker; enrolled users live in a users
+folder.
 
 - **The job.** models.enrolment learns the person's user row (UNet and VAE frozen), one Adam step per worker
   chunk, so generation keeps running between the steps. The last chunk saves the row, then appends it to the
   served user encoder; every other row stays bit for bit, so nobody else's samples change.
 - **The users folder** (DOPPLERGEN_USERS_DIR): `<user>.safetensors` (the row, and on a pipeline with a texture
   bank the person's reconstructions and residuals, which join the bank: models/texture.py) and `<user>.json`
-  (provenance), the JSON written last by rename, so a crash leaves no half-enrolled user; a restart appends them
-  again in enrolment order. Without a folder, enrolled users last until the server stops.
+  (provenance), the JSON written last by rename, so a crash leaves no half-enrolled user; a restart appends
+  them again in enrolment order. Without a folder, enrolled users last until the server stops.
 - **Deleting** runs on the device thread between steps, with the event loop holding still: rows that already
   started keep their own conditioning; queued rows of later users get their new index; queued rows of the
   deleted user fail.
@@ -50,7 +51,8 @@ class UsersFolder:
             path.mkdir(parents=True, exist_ok=True)
 
     def load(self) -> list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]]:
-        """Every complete entry (its tensors by name), oldest enrolment first (the order their rows are appended in)."""
+        """Every complete entry (its tensors by name), oldest enrolment first (the order their rows are
+        appended in)."""
         if self.path is None:
             return []
         out = []
@@ -96,13 +98,15 @@ class Entry:
 class Enroller:
     """The service's enrolled users: their state, their jobs on the step worker and the users folder."""
 
-    def __init__(self, engine: Engine, worker: StepWorker, users_dir: Path | None, steps: int | None = None) -> None:
+    def __init__(self, engine: Engine, worker: StepWorker, users_dir: Path | None,
+                 steps: int | None = None) -> None:
         self.engine, self.worker, self.folder = engine, worker, UsersFolder(users_dir)
         self.cfg = EnrolConfig(**({"steps": steps} if steps else {}))
         self.entries: dict[str, Entry] = {}
         self._lock = threading.Lock()  # a job's last chunk (save + serve) against DELETE's cancellation
 
-    # ---- the device thread ----------------------------------------------------------------------------------------
+    # ---- the device thread
+    # ----------------------------------------------------------------------------------------
     def restore(self) -> None:
         """At start-up, after loading: append the users folder's people to the served encoder."""
         pipe = self.engine.pipe
@@ -136,19 +140,23 @@ class Enroller:
         with self._lock:
             if entry.cancelled:
                 return None
-            self.folder.save(user, tensors, info)  # persisted before it is served: a served user survives a restart
-            pipe.user_encoder = pipe.user_encoder.with_users([user], rows)  # appending moves no existing index
+            # persisted before it is served: a served user survives a restart
+            self.folder.save(user, tensors, info)
+            # appending moves no existing index
+            pipe.user_encoder = pipe.user_encoder.with_users([user], rows)
             self._add_texture(user, tensors)
             entry.served = True
         return info
 
     def _add_texture(self, user: str, tensors: dict[str, torch.Tensor]) -> None:
-        """On the device thread: the person's reconstructions and residuals join the served pipeline's bank."""
+        """On the device thread: the person's reconstructions and residuals join the served pipeline's
+        bank."""
         pipe = self.engine.pipe
         if pipe.texture is None or "texture_residuals" not in tensors:
             return
         mine = TextureBank.from_pairs(tensors["texture_means"].float(), tensors["texture_residuals"].float(),
-                                      [user] * len(tensors["texture_residuals"]), pipe.texture.config.dyn_range_db,
+                                      [user] * len(tensors["texture_residuals"]),
+                                      pipe.texture.config.dyn_range_db,
                                       per_user=len(tensors["texture_residuals"]))
         if mine.residuals.shape[1:] == pipe.texture.residuals.shape[1:]:
             pipe.texture = pipe.texture.merged(mine)
@@ -170,11 +178,13 @@ class Enroller:
             asyncio.run_coroutine_threadsafe(_call(swap), loop).result(timeout=60)
         self.folder.delete(user)
 
-    # ---- the event loop -----------------------------------------------------------------------------------------
+    # ---- the event loop
+    # -----------------------------------------------------------------------------------------
     def status(self, user: str) -> dict[str, Any] | None:
         entry = self.entries.get(user)
         if entry is not None:
-            return dict(status=entry.status, progress=round(entry.progress, 4), error=entry.error, enrolled=True)
+            return dict(status=entry.status, progress=round(entry.progress, 4), error=entry.error,
+                        enrolled=True)
         if self.engine.pipe is not None and user in self.engine.pipe.users:
             return dict(status="ready", progress=1.0, error=None, enrolled=False)
         return None

@@ -111,7 +111,8 @@ class ExampleStore:
         return spectrogram_axes(self.meta, shape)
 
     def load(self, rec: Recording) -> np.ndarray:
-        """The recording as float32 dB, (C, doppler, time); refuses pickles, bad shapes and non-finite values."""
+        """The recording as float32 dB, (C, doppler, time); refuses pickles, bad shapes and non-finite
+        values."""
         path = _inside(self.root, rec.path)
         if path is None:
             raise RecordingError(f"{rec.path}: missing or outside the dataset folder")

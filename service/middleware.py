@@ -56,7 +56,8 @@ class BodyLimitMiddleware:
     so the routes still see the client's disconnect.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_bytes: int, per_path: dict[str,
+                                                                                      int] | None = None) -> None:
         self.app, self.metrics, self.max_bytes = app, metrics, max_bytes
         self.per_path = per_path or {}  # e.g. POST /users: uploads get their own, larger limit
 
@@ -104,7 +105,8 @@ class BodyLimitMiddleware:
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                "headers": [(b"content-type", b"application/json"), (b"content-length",
+                                                                     str(len(payload)).encode()),
                             (b"connection", b"close")],
             }
         )
@@ -127,7 +129,8 @@ class ApiKeyMiddleware:
         self._paths = [compile_path(p)[0] for p in paths]  # "/users/{user_id}" -> its regex
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.api_key is None or api_key_matches(Headers(scope=scope), self.api_key):
+        if scope["type"] != "http" or self.api_key is None or api_key_matches(Headers(scope=scope),
+                                                                              self.api_key):
             await self.app(scope, receive, send)
             return
         if not any(p.match(scope["path"]) for p in self._paths):
@@ -139,7 +142,8 @@ class ApiKeyMiddleware:
 
 
 class SafeHeadersMiddleware:
-    """Replaces control characters in response header values with spaces (values built from pipeline metadata)."""
+    """Replaces control characters in response header values with spaces (values built from pipeline
+    metadata)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -151,7 +155,8 @@ class SafeHeadersMiddleware:
 
         async def send_safe(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [(k, _UNSAFE_HEADER_BYTES.sub(b" ", v)) for k, v in message.get("headers", [])]
+                message["headers"] = [(k, _UNSAFE_HEADER_BYTES.sub(b" ", v)) for k,
+                                      v in message.get("headers", [])]
             await send(message)
 
         await self.app(scope, receive, send_safe)

@@ -51,11 +51,14 @@ class Settings(BaseSettings):
     max_steps: int = Field(1000, ge=1, le=10_000)  # capped again by the scheduler's training steps
     max_body_bytes: int = Field(65_536, ge=256, le=64 * 1024 * 1024)  # larger bodies get 413
     # --- enrolment (POST /users) ----------------------------------------------------------------------
-    users_dir: Path | None = None  # enrolled users (safetensors + json) kept here across restarts; unset: memory only
+    # enrolled users (safetensors + json) kept here across restarts; unset: memory only
+    users_dir: Path | None = None
     max_upload_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024**3)  # POST /users body (3 to 50 files)
     max_file_bytes: int = Field(2 * 1024 * 1024, ge=256, le=1024**3)  # one uploaded recording
-    max_enrolments: int = Field(4, ge=1, le=1000)  # device jobs waiting or running; beyond this POST /users gets 429
-    enrol_steps: int | None = Field(None, ge=1, le=100_000)  # optimiser steps per enrolment (unset: the default)
+    # device jobs waiting or running; beyond this POST /users gets 429
+    max_enrolments: int = Field(4, ge=1, le=1000)
+    # optimiser steps per enrolment (unset: the default)
+    enrol_steps: int | None = Field(None, ge=1, le=100_000)
     # --- server -------------------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -86,7 +89,8 @@ class Settings(BaseSettings):
             raise ValueError(f"data: {self.data} is not a folder (a dataset folder with manifest.csv)")
         if self.max_samples_per_request > self.max_queue:
             raise ValueError(
-                f"max_samples_per_request ({self.max_samples_per_request}) exceeds max_queue ({self.max_queue}):"
+                f"max_samples_per_request ({self.max_samples_per_request}) exceeds max_queue "
+                f"({self.max_queue}):"
                 " such a request could never be queued"
             )
         return self
@@ -103,7 +107,8 @@ class Settings(BaseSettings):
         return self.device
 
     def resolved_dtype(self, device: str) -> str:
-        """`auto` -> fp16 on CUDA, fp32 elsewhere; fp16 on the CPU is refused (slow and unsupported kernels)."""
+        """`auto` -> fp16 on CUDA, fp32 elsewhere; fp16 on the CPU is refused (slow and unsupported
+        kernels)."""
         if self.dtype == "auto":
             return "fp16" if device.startswith("cuda") else "fp32"
         if self.dtype == "fp16" and device == "cpu":

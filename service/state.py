@@ -1,4 +1,5 @@
-"""Runtime state shared by the routes: settings, metrics, engine, step worker, readiness; and its start/stop."""
+"""Runtime state shared by the routes: settings, metrics, engine, step worker, readiness; and its
+start/stop."""
 
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ class Service:
         self.metrics = Metrics(routes=routes)
         self.engine = Engine(settings, pipeline, stepper)
         self.worker = StepWorker(
-            self.engine, self.metrics, max_queue=settings.max_queue, request_timeout_s=settings.request_timeout_s,
-            max_wait_s=settings.resolved_max_wait_ms(self.engine.device) / 1000.0, max_jobs=settings.max_enrolments,
+            self.engine, self.metrics, max_queue=settings.max_queue,
+            request_timeout_s=settings.request_timeout_s,
+            max_wait_s=settings.resolved_max_wait_ms(self.engine.device) / 1000.0,
+            max_jobs=settings.max_enrolments,
         )
         self.enroller = Enroller(self.engine, self.worker, settings.users_dir, settings.enrol_steps)
         self.ready = False
@@ -55,7 +58,8 @@ class Service:
         self.worker.begin_shutdown()
 
     async def start(self) -> None:
-        self._startup = asyncio.get_running_loop().create_task(self._load_and_warm_up(), name="dopplergen-startup")
+        self._startup = asyncio.get_running_loop().create_task(self._load_and_warm_up(),
+                                                               name="dopplergen-startup")
 
     async def wait_ready(self, timeout_s: float) -> None:
         await asyncio.wait_for(self._settled.wait(), timeout_s)
@@ -63,7 +67,8 @@ class Service:
             raise RuntimeError(f"the pipeline failed to load: {self.failure}")
 
     async def stop(self) -> None:
-        """Stop intake, finish queued and running work (up to request_timeout_s), release the device thread."""
+        """Stop intake, finish queued and running work (up to request_timeout_s), release the device
+        thread."""
         if self._stopped:
             return
         self._stopped = True
@@ -83,7 +88,8 @@ class Service:
             pipe = await loop.run_in_executor(engine.executor, engine.load)
             await loop.run_in_executor(engine.executor, self.enroller.restore)  # the users folder's people
             self.metrics.set_model(
-                name=pipe.name, version=pipe.version, route=pipe.route, device=engine.device, dtype=engine.dtype
+                name=pipe.name, version=pipe.version, route=pipe.route, device=engine.device,
+                dtype=engine.dtype
             )
             if self.settings.warmup:
                 await loop.run_in_executor(engine.executor, engine.warmup)

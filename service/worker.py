@@ -1,4 +1,5 @@
-"""Step-level (continuous) batching: one device thread steps a set of slots; rows join and leave at step boundaries.
+"""Step-level (continuous) batching: one device thread steps a set of slots; rows join and leave at step
+boundaries.
 
 A request becomes one row per sample (its seed, user, steps, guidance and sampler). Before every denoising
 step the worker picks the rows that run:
@@ -55,8 +56,10 @@ from service.rows import (
 )
 
 log = logging.getLogger("dopplergen.worker")
-ADMIT_FRACTION = 0.8  # admit only work estimated to finish within this share of request_timeout_s (the estimate
-# leaves out HTTP, encoding and CPU contention: measured at 0.9, a 10 s budget let 9 of 192 bursty requests time out)
+# admit only work estimated to finish within this share of request_timeout_s (the estimate
+ADMIT_FRACTION = 0.8
+# leaves out HTTP, encoding and CPU contention: measured at 0.9, a 10 s budget let 9 of 192 bursty requests
+# time out)
 
 
 class StepWorker:
@@ -123,7 +126,8 @@ class StepWorker:
         return job.future
 
     def remap_users(self, new_index: Callable[[int], int | None], gone: Exception) -> None:
-        """After users left the encoder: queued rows' user index -> `new_index(i)`; None fails the request with `gone`.
+        """After users left the encoder: queued rows' user index -> `new_index(i)`; None fails the request
+        with `gone`.
 
         Rows that already started keep the conditioning they started with."""
         with self._cv:
@@ -138,7 +142,8 @@ class StepWorker:
         waiting = len(self._live) - len(self._running)
         slots, full, one = self.engine.slots, self.engine.est_step_s(self.engine.slots), self.engine.est_step_s(n)
         if waiting + n > self.max_queue and waiting > 0:
-            raise QueueFull(self._retry_after(waiting * spec.steps * (full or 1.0) / slots), waiting, self.max_queue)
+            raise QueueFull(self._retry_after(waiting * spec.steps * (full or 1.0) / slots), waiting,
+                            self.max_queue)
         if full is None or one is None:
             return  # nothing measured yet (no warm-up): admit
         decode = self.engine.decode_s
@@ -165,7 +170,8 @@ class StepWorker:
         self._accepting = False
 
     async def close(self, drain_timeout_s: float) -> None:
-        """Stop intake, let live rows finish (up to drain_timeout_s), then fail whatever is left: never dropped."""
+        """Stop intake, let live rows finish (up to drain_timeout_s), then fail whatever is left: never
+        dropped."""
         self._accepting = False
         deadline = time.monotonic() + drain_timeout_s
         while self._started and (self._live or self._jobs) and time.monotonic() < deadline:
@@ -233,7 +239,8 @@ class StepWorker:
                 try:
                     s.row = self.engine.start(s.req.spec, s.req.seeds[s.k])
                 except Exception as exc:
-                    self._fail_requests([s], BatchFailed(f"could not start: {type(exc).__name__}: {exc}"[:300]))
+                    self._fail_requests([s],
+                                        BatchFailed(f"could not start: {type(exc).__name__}: {exc}"[:300]))
                     continue
                 self.metrics.rows_joined.inc()
                 self.metrics.queue_wait.observe(now - s.req.submitted_at)
@@ -261,7 +268,8 @@ class StepWorker:
             self._finish(finished)
 
     def _finish(self, done: list[Slot]) -> None:
-        """Decode the rows whose schedule just ended (together; alone with fixed padding) and answer their requests."""
+        """Decode the rows whose schedule just ended (together; alone with fixed padding) and answer their
+        requests."""
         try:
             results = self.engine.finish([s.row for s in done])
         except Exception as exc:

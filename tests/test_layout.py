@@ -8,8 +8,8 @@
 - one home for the dataset-folder contract: only models/dataset_folder.py uses manifest.csv's name as a path
   (everyone else reads or writes it through read_manifest / manifest_path / MANIFEST there).
 
-The checker is plain functions over a folder, so the tests at the bottom run it on small synthetic trees too and
-show that it fails where it should.
+The checker is plain functions over a folder, so the tests at the bottom run it on small synthetic trees too
+and show that it fails where it should.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ MAX_LINES = 350
 MAY_IMPORT = {"models": set(), "service": {"models"}, "training": {"models"}}
 # Edges against the direction, each with its reason. Keep this list short.
 ALLOWED = {
-    ("training.cli", "service.cli"): "`dopplergen serve`: the one lazy dispatch (by name) from the CLI to the service",
+    ("training.cli",
+     "service.cli"): "`dopplergen serve`: the one lazy dispatch (by name) from the CLI to the "
+                                     ""
+                                     "service",
 }
 MANIFEST_HOME = "models.dataset_folder"  # the one module that opens, or names the path of, a manifest
 # A string that is nothing but a path ending in the manifest's name: "manifest.csv", f"{root}/manifest.csv"'s
@@ -35,7 +38,8 @@ MANIFEST_HOME = "models.dataset_folder"  # the one module that opens, or names t
 MANIFEST_PATH = re.compile(r"[\w./\\-]*manifest\.csv[\w.]*")
 
 
-# ---- the checker ------------------------------------------------------------------------------------------------
+# ---- the checker
+# ------------------------------------------------------------------------------------------------
 def find_modules(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
     """Dotted module name -> file, for every .py file under the packages (a package is its __init__)."""
     found = {}
@@ -49,7 +53,8 @@ def find_modules(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, 
 
 
 def _owner(name: str, known: set[str]) -> str | None:
-    """The known module a dotted name lands in: itself, or its nearest known parent (a function or class in it)."""
+    """The known module a dotted name lands in: itself, or its nearest known parent (a function or class in
+    it)."""
     while name:
         if name in known:
             return name
@@ -137,10 +142,12 @@ def manifest_namers(root: Path, packages: tuple[str, ...] = PACKAGES,
 
 
 def long_modules(root: Path, packages: tuple[str, ...] = PACKAGES, limit: int = MAX_LINES) -> dict[str, int]:
-    return {m: n for m, p in find_modules(root, packages).items() if (n := len(p.read_text().splitlines())) > limit}
+    return {m: n for m, p in find_modules(root,
+                                          packages).items() if (n := len(p.read_text().splitlines())) > limit}
 
 
-# ---- the project ------------------------------------------------------------------------------------------------
+# ---- the project
+# ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def graph():
     return import_graph(ROOT)
@@ -171,12 +178,14 @@ def test_the_checker_sees_the_project(graph):
     """Guards against a checker that passes because it reads nothing: known edges of each kind are found."""
     assert "training.eval.plots" in graph["training.stages.export"]  # top-level `from ... import`
     assert "training.eval.evaluate" in graph["training.compare"]  # an import inside a function
-    assert "training.data.simulate" in graph["training.cli"]  # a module named in a string (importlib dispatch)
+    # a module named in a string (importlib dispatch)
+    assert "training.data.simulate" in graph["training.cli"]
     assert "models.pipeline" in graph["service.state"]
     assert "models.dataset_folder" in manifest_namers(ROOT, home="")  # the home's MANIFEST = "manifest.csv"
 
 
-# ---- the checker can fail ----------------------------------------------------------------------------------------
+# ---- the checker can fail
+# ----------------------------------------------------------------------------------------
 def _tree(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +202,8 @@ def test_checker_finds_a_cycle_through_an_import_inside_a_function(tmp_path):
     })
     g = import_graph(root, ("training",))
     assert g["training.b"] == {"training.a"} and g["training.c"] == {"training.a"}
-    assert find_cycle(g) in (["training.a", "training.b", "training.a"], ["training.b", "training.a", "training.b"])
+    assert find_cycle(g) in (["training.a", "training.b", "training.a"], ["training.b", "training.a",
+                                                                          "training.b"])
     assert find_cycle({"x": {"y"}, "y": {"z"}, "z": set()}) is None
 
 

@@ -29,11 +29,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "enroll": ("training.enroll",
                "add a new person from a few recordings to a pipeline (only their user row is learnt)"),
     "import": ("training.data.importer",
-               "published images (colour-mapped, any size, windows of sessions) -> a dataset folder, split by session"),
-    "merge": ("training.data.merge", "real + generated dataset folders -> one folder with provenance per row"),
+               "published images (colour-mapped, any size, windows of sessions) -> a dataset folder, split by "
+               ""
+               ""
+               ""
+               "session"),
+    "merge": ("training.data.merge",
+              "real + generated dataset folders -> one folder with provenance per row"),
     "compare": ("training.compare", "train/evaluate the kl, vq-latent and vq-diffusion routes side by side"),
-    # The one place the command line reaches the service: a lazy dispatch by name (never imported by training code
-    # otherwise), so the dependency direction service -> models <- training holds. tests/test_layout.py allows it.
+    # The one place the command line reaches the service: a lazy dispatch by name (never imported by training
+    # code otherwise), so the dependency direction service -> models <- training holds. tests/test_layout.py
+    # allows it.
     "serve": ("service.cli", "start the HTTP generation service"),
 }
 

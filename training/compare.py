@@ -1,4 +1,5 @@
-"""`dopplergen compare`: the KL route against the two VQ routes, trained on the same data and budget, side by side.
+"""`dopplergen compare`: the KL route against the two VQ routes, trained on the same data and budget, side by
+side.
 
 Rombach et al. (2022) compared KL- and VQ-regularised latent spaces for latent diffusion; this command asks
 the same question for micro-Doppler, where the KL route is the main line and the VQ routes the experimental
@@ -33,32 +34,48 @@ STAGE1 = {"kl": "kl", "vq-latent": "vq", "vq-diffusion": "vq"}  # route -> train
 STAGE2 = {"kl": "train-unet", "vq-latent": "train-unet", "vq-diffusion": "train-transformer"}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset folder with train and test splits (e.g. data/sim10)")
-    p.add_argument("--out", required=True, help="work folder: <route>/ pipelines, *-vae/ runs, eval-<route>/ reports")
+    p.add_argument("--data", required=True,
+                   help="dataset folder with train and test splits (e.g. data/sim10)")
+    p.add_argument("--out", required=True, help="work folder: <route>/ pipelines, *-vae/ runs, eval-<route>/ "
+                                                "reports")
     p.add_argument("--preset", default="demo", help="architecture preset for every route (default demo)")
     p.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated subset of {','.join(ROUTES)}")
     for route in ROUTES:
         p.add_argument(f"--{route}", dest=route.replace("-", "_"), default=None, metavar="PIPELINE",
                        help=f"take this {route} pipeline folder instead of training one")
-    p.add_argument("--vae-steps", type=int, default=None, help="stage-1 optimiser steps (default: the preset's)")
-    p.add_argument("--stage2-steps", type=int, default=None, help="stage-2 optimiser steps (default: the preset's)")
-    p.add_argument("--train-args", default="", help="extra flags for every training stage, e.g. '--batch-size 4'")
-    p.add_argument("--quick", action="store_true", help="evaluate with --quick (a smoke test, not a measurement)")
-    p.add_argument("--evaluate-args", default="", help="extra flags for every `dopplergen evaluate`, e.g. '--seeds 2'")
+    p.add_argument("--vae-steps", type=int, default=None, help="stage-1 optimiser steps (default: the "
+                                                               "preset's)")
+    p.add_argument("--stage2-steps", type=int, default=None, help="stage-2 optimiser steps (default: the "
+                                                                  "preset's)")
+    p.add_argument("--train-args", default="",
+                   help="extra flags for every training stage, e.g. '--batch-size "
+                                                    ""
+                                                    "4'")
+    p.add_argument("--quick", action="store_true", help="evaluate with --quick (a smoke test, not a "
+                                                        "measurement)")
+    p.add_argument("--evaluate-args", default="", help="extra flags for every `dopplergen evaluate`, e.g. "
+                                                       "'--seeds 2'")
     p.add_argument("--timing-batch", type=int, default=16, help="batch of the side-by-side sampling timing")
-    p.add_argument("--timing-repeats", type=int, default=3, help="timed repeats per route and setting (median)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
+    p.add_argument("--timing-repeats", type=int, default=3, help="timed repeats per route and setting "
+                                                                 "(median)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy "
+                                                             "machine)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="run up to this many training stages / evaluations at once, as subprocesses logging to "
-                        "<out>/logs/ (each with --threads or 1 thread); 1 = one after another in this process")
+                   help="run up to this many training stages / evaluations at once, as subprocesses logging "
+                        "to "
+                        "<out>/logs/ (each with --threads or 1 thread); 1 = one after another in this "
+                        "process")
     p.add_argument("--markdown", default=None,
-                   help="also write the report here (figures are copied next to it), e.g. docs/compare-demo.md")
+                   help="also write the report here (figures are copied next to it), e.g. "
+                        "docs/compare-demo.md")
 
 
-# ---- stages -------------------------------------------------------------------------------------------------
+# ---- stages
+# -------------------------------------------------------------------------------------------------
 def run_in_process(argv: list[str]) -> int:
-    """One stage in this process through its own module's options, as `dopplergen <stage>` would parse them (the
-    modules directly, not training.cli: the CLI dispatches to this module, and a call back would be a cycle)."""
+    """One stage in this process through its own module's options, as `dopplergen <stage>` would parse them
+    (the modules directly, not training.cli: the CLI dispatches to this module, and a call back would be a
+    cycle)."""
     from training.eval import evaluate
     from training.stages import train_transformer, train_unet, train_vae
 
@@ -70,8 +87,8 @@ def run_in_process(argv: list[str]) -> int:
 
 
 def run_commands(cmds: list[tuple[str, list[str]]], args: argparse.Namespace, out: Path) -> None:
-    """Run `dopplergen` commands: in this process one by one (--jobs 1), or as up to --jobs subprocesses at once,
-    each logging to <out>/logs/<name>.log; any failure stops the comparison with the log's tail."""
+    """Run `dopplergen` commands: in this process one by one (--jobs 1), or as up to --jobs subprocesses at
+    once, each logging to <out>/logs/<name>.log; any failure stops the comparison with the log's tail."""
     import subprocess
     import sys
 
@@ -108,8 +125,9 @@ def run_commands(cmds: list[tuple[str, list[str]]], args: argparse.Namespace, ou
 
 
 def pipeline_dirs(routes: list[str], args: argparse.Namespace, out: Path) -> dict[str, Path]:
-    """Each route's pipeline folder: taken as given, found from an earlier run, or trained now. Stage 1 runs first
-    (one VQModel serves both VQ routes), then every missing stage 2; a stage with resume checkpoints resumes."""
+    """Each route's pipeline folder: taken as given, found from an earlier run, or trained now. Stage 1 runs
+    first (one VQModel serves both VQ routes), then every missing stage 2; a stage with resume checkpoints
+    resumes."""
     dirs, todo = {}, []
     for route in routes:
         given = getattr(args, route.replace("-", "_"))
@@ -128,14 +146,16 @@ def pipeline_dirs(routes: list[str], args: argparse.Namespace, out: Path) -> dic
         run = out / f"{kind}-vae"
         if not (run / "vae" / "config.json").is_file():
             stage1.append((f"train-vae-{kind}", [
-                "train-vae", "--preset", args.preset, "--autoencoder", kind, "--data", args.data, "--out", str(run),
+                "train-vae", "--preset", args.preset, "--autoencoder", kind, "--data", args.data, "--out",
+                str(run),
                 *(["--max-steps", str(args.vae_steps)] if args.vae_steps else []), *resume(run), *extra]))
     run_commands(stage1, args, out)
     stage2 = []
     for route in todo:
         run = out / f"{route}-run"
         stage2.append((f"{STAGE2[route]}-{route}", [
-            STAGE2[route], "--preset", args.preset, "--data", args.data, "--vae", str(out / f"{STAGE1[route]}-vae" / "vae"),
+            STAGE2[route], "--preset", args.preset, "--data", args.data, "--vae",
+            str(out / f"{STAGE1[route]}-vae" / "vae"),
             "--out", str(dirs[route]), "--run-dir", str(run), "--name", f"dopplergen-{args.preset}-{route}",
             *(["--max-steps", str(args.stage2_steps)] if args.stage2_steps else []), *resume(run), *extra]))
     run_commands(stage2, args, out)
@@ -143,12 +163,15 @@ def pipeline_dirs(routes: list[str], args: argparse.Namespace, out: Path) -> dic
 
 
 def evaluate_routes(dirs: dict[str, Path], args: argparse.Namespace, out: Path) -> dict[str, dict[str, Any]]:
-    """`dopplergen evaluate` of every route at the shared settings; a report of the same pipeline and flags is reused."""
+    """`dopplergen evaluate` of every route at the shared settings; a report of the same pipeline and flags is
+    reused."""
     from models.pipeline import pipeline_fingerprint
 
-    flags = (["--quick"] if args.quick else []) + shlex.split(args.evaluate_args)  # what the numbers depend on
+    # what the numbers depend on
+    flags = (["--quick"] if args.quick else []) + shlex.split(args.evaluate_args)
     run_flags = ["--threads", str(args.threads)] if args.threads else []  # how to run, not what is measured
-    if args.jobs > 1 and "--workers" not in flags:  # evaluations already run side by side: no worker processes
+    # evaluations already run side by side: no worker processes
+    if args.jobs > 1 and "--workers" not in flags:
         run_flags += ["--workers", "1"]
     todo = []
     for route, pipe_dir in dirs.items():
@@ -174,11 +197,12 @@ def evaluate_routes(dirs: dict[str, Path], args: argparse.Namespace, out: Path) 
     return reports
 
 
-# ---- measurements made here -----------------------------------------------------------------------------------
+# ---- measurements made here
+# -----------------------------------------------------------------------------------
 def time_sampling(pipes: dict[str, Any], settings: dict[str, list[tuple[int, float, str]]], batch: int,
                   repeats: int) -> dict[str, list[float]]:
-    """Seconds per sample, every route and setting timed in the same process, repeats interleaved across routes
-    (so a load change on a shared machine hits all of them alike). One untimed warm-up call each."""
+    """Seconds per sample, every route and setting timed in the same process, repeats interleaved across
+    routes (so a load change on a shared machine hits all of them alike). One untimed warm-up call each."""
     from models.sampling import sample
 
     times: dict[tuple[str, int], list[float]] = {}
@@ -197,7 +221,8 @@ def time_sampling(pipes: dict[str, Any], settings: dict[str, list[tuple[int, flo
 def model_size(pipe_dir: Path, pipe: Any) -> dict[str, Any]:
     files = list(pipe_dir.rglob("*.safetensors"))
     params = {name: sum(p.numel() for p in m.parameters())
-              for name, m in (("autoencoder", pipe.vae), ("denoiser", pipe.denoiser), ("user_encoder", pipe.user_encoder))}
+              for name, m in (("autoencoder", pipe.vae), ("denoiser", pipe.denoiser), ("user_encoder",
+                                                                                       pipe.user_encoder))}
     return dict(size_mb=sum(f.stat().st_size for f in files) / 1e6, parameters=params)
 
 
@@ -226,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
         r["fast_steps"] = fewest_steps(reports[r["route"]])
         settings[r["route"]] = sorted({(r["steps"], r["guidance"], r["scheduler"]),
                                        (r["fast_steps"], r["guidance"], r["scheduler"])})
-    print(f"compare: timing sampling, batch {args.timing_batch} x {args.timing_repeats} repeats per setting", flush=True)
+    print(f"compare: timing sampling, batch {args.timing_batch} x {args.timing_repeats} repeats per setting",
+          flush=True)
     timed = time_sampling(pipes, settings, args.timing_batch, args.timing_repeats)
     for r in rows:
         r["s_per_sample"] = statistics.median(timed[f"{r['route']}@{r['steps']}"])
@@ -257,5 +283,6 @@ def run(args: argparse.Namespace) -> int:
                 shutil.copyfile(f, dst / "figures" / f.name)
         write_markdown(md, cmp, os.path.relpath(fig_dir, md.parent))
     wins = ", ".join(f"{v['key']}: {v['best'] or 'tie'}" for v in cmp["verdicts"])
-    print(f"compare: {len(routes)} routes in {cmp['runtime_s'] / 60:.1f} min | {wins} | wrote {out / 'compare.md'}")
+    print(f"compare: {len(routes)} routes in {cmp['runtime_s'] / 60:.1f} min | {wins} | wrote "
+          f"{out / 'compare.md'}")
     return 0

@@ -8,8 +8,8 @@ from typing import Any
 
 from training.eval.plots import metric_bars, spectrogram_grid
 
-# (key in the row, label, higher is better?, tie tolerance); a tolerance below 1 in a row marked "rel" is relative:
-# timings on a shared CPU wobble by a few per cent, so 5% apart counts as a tie.
+# (key in the row, label, higher is better?, tie tolerance); a tolerance below 1 in a row marked "rel" is
+# relative: timings on a shared CPU wobble by a few per cent, so 5% apart counts as a tie.
 METRICS = (
     ("psnr_db", "reconstruction PSNR (dB)", True, 0.1),
     ("ssim", "reconstruction SSIM", True, 0.005),
@@ -27,8 +27,9 @@ METRICS = (
 
 
 def fewest_steps(res: dict[str, Any]) -> int:
-    """From the evaluate sweep: the fewest steps of the route's own sampler that keep affinity within 2 points and
-    FD within 15% of its default-steps result (the sweep's 'equal quality'); the default when not measured."""
+    """From the evaluate sweep: the fewest steps of the route's own sampler that keep affinity within 2 points
+    and FD within 15% of its default-steps result (the sweep's 'equal quality'); the default when not
+    measured."""
     steps, sched = res["settings"]["steps"], res["settings"]["scheduler"]
     rows = sorted((r for r in res.get("sweep", {}).get("rows", [])
                    if r["kind"] == "sampler" and r["scheduler"] == sched), key=lambda r: r["steps"])
@@ -48,11 +49,13 @@ def row_of(route: str, res: dict[str, Any]) -> dict[str, Any]:
         codebook=res["reconstruction"].get("codebook"),
         affinity_ratio=res["gan"]["affinity_ratio"], tstr_ratio=res["gan"]["tstr_ratio"],
         affinity=res["gan"]["affinity"], tstr=res["gan"]["tstr"], trtr=res["gan"]["trtr"],
-        gain_all=100 * gain["mean"] if gain else None, gain_all_std=100 * gain.get("std", 0.0) if gain else None,
+        gain_all=100 * gain["mean"] if gain else None, gain_all_std=100 * gain.get("std",
+                                                                                   0.0) if gain else None,
         fd=res["fidelity"]["fd_generated_test"], fd_train_test=res["fidelity"]["fd_train_test"],
         c2st=res["fidelity"]["c2st"]["accuracy"], c2st_ae=res["fidelity"].get("c2st_vae", {}).get("accuracy"),
         physics=phys, physics_max=max(phys.values()) if phys else None,
-        steps=res["settings"]["steps"], guidance=res["settings"]["guidance"], scheduler=res["settings"]["scheduler"],
+        steps=res["settings"]["steps"], guidance=res["settings"]["guidance"],
+        scheduler=res["settings"]["scheduler"],
         eval_runtime_s=res["runtime_s"], sweep_conclusion=res.get("sweep", {}).get("conclusion", ""),
     )
 
@@ -68,12 +71,14 @@ def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         (best, who), (second, _) = vals[0], vals[1]
         limit = abs(best) * float(tol.rstrip("%")) / 100 if isinstance(tol, str) else tol
         tied = [w for v, w in vals if abs(v - best) <= limit]
-        out.append(dict(metric=label, key=key, best=who if len(tied) == 1 else None, tied=tied if len(tied) > 1 else [],
+        out.append(dict(metric=label, key=key, best=who if len(tied) == 1 else None,
+                        tied=tied if len(tied) > 1 else [],
                         values={w: v for v, w in vals}, margin=abs(best - second)))
     return out
 
 
-# ---- report -------------------------------------------------------------------------------------------------
+# ---- report
+# -------------------------------------------------------------------------------------------------
 def _fmt(key: str, v: Any) -> str:
     if v is None:
         return "—"
@@ -91,7 +96,12 @@ def write_markdown(path: Path, cmp: dict[str, Any], fig_rel: str) -> None:
     routes = [r["route"] for r in rows]
     lines = [f"# KL vs VQ latent spaces on micro-Doppler: `dopplergen compare` ({cmp['preset']} preset)", "",
              f"Data `{cmp['data']}`, created {cmp['created']}, total run time {cmp['runtime_s'] / 60:.0f} min "
-             f"(training not included when the pipelines already existed). Every route: the same data, preset and "
+             ""
+             ""
+             ""
+             ""
+             "(training not included when the pipelines already existed). Every route: the same data, preset "
+             "and "
              f"training budget; evaluated by `dopplergen evaluate` with the same flags "
              f"(`{' '.join(cmp['evaluate_flags']) or 'defaults'}`).", "",
              "| metric | " + " | ".join(f"`{r}`" for r in routes) + " | better |",
@@ -114,7 +124,8 @@ def write_markdown(path: Path, cmp: dict[str, Any], fig_rel: str) -> None:
                  f"affinity {100 * r['affinity']:.1f}% vs real test {100 * r['trtr']:.1f}%",
                  f"TSTR {100 * r['tstr']:.1f}%", f"FD real train vs test {r['fd_train_test']:.2f}",
                  f"fewest steps at equal quality {r['fast_steps']}",
-                 "physics " + (", ".join(f"{k} {100 * v:.1f}%" for k, v in r["physics"].items()) or "not measured")]
+                 "physics " + (", ".join(f"{k} {100 * v:.1f}%" for k,
+                                         v in r["physics"].items()) or "not measured")]
         if r.get("c2st_ae") is not None:
             extra.append(f"two-sample accuracy of the autoencoder's own reconstructions {r['c2st_ae']:.3f}")
         if r.get("codebook"):
@@ -122,21 +133,25 @@ def write_markdown(path: Path, cmp: dict[str, Any], fig_rel: str) -> None:
             extra.append(f"codebook perplexity {cb['perplexity']:.0f} of {cb['num_codes']} codes, "
                          f"{100 * cb['dead_fraction']:.0f}% unused on the test split")
         p = r["parameters"]
-        extra.append(f"parameters: autoencoder {p['autoencoder'] / 1e6:.2f} M, denoiser {p['denoiser'] / 1e6:.2f} M")
+        extra.append(f"parameters: autoencoder {p['autoencoder'] / 1e6:.2f} M, denoiser "
+                     f"{p['denoiser'] / 1e6:.2f} M")
         lines.append(f"- `{r['route']}` ({r['version']}): " + "; ".join(extra) + ".")
     lines += ["", "## Verdict per metric (from the numbers above only)", ""]
     for v in cmp["verdicts"]:
         if v["best"]:
             lines.append(f"- {v['metric']}: **{v['best']}** (by {v['margin']:.3g}).")
         else:
-            lines.append(f"- {v['metric']}: tie between {', '.join(v['tied'])} (within the metric's tolerance).")
+            lines.append(f"- {v['metric']}: tie between {', '.join(v['tied'])} (within the metric's "
+                         "tolerance).")
     lines += ["", "Sampler sweeps (each route's own evaluate report):", ""]
     lines += [f"- `{r['route']}`: {r['sweep_conclusion'] or 'not run'}" for r in rows]
     lines += ["", f"![metrics]({fig_rel}/compare_metrics.png)", "",
               f"![samples]({fig_rel}/compare_samples.png)", "",
               "Timing: every route sampled the same batch "
-              f"({cmp['timing']['batch']} samples, fixed-shape padding) {cmp['timing']['repeats']} times, interleaved, "
-              "in one process; the table quotes medians. 'Equal quality' is each route's own: the fewest sweep steps "
+              f"({cmp['timing']['batch']} samples, fixed-shape padding) {cmp['timing']['repeats']} times, "
+              "interleaved, "
+              "in one process; the table quotes medians. 'Equal quality' is each route's own: the fewest "
+              "sweep steps "
               "that keep affinity within 2 points and FD within 15% of its default-steps result.", "",
               "Per-route reports: " + ", ".join(f"[{r}]({fig_rel}/eval-{r}/report.md)" for r in routes)
               + f" (copies of `{cmp['out']}/eval-<route>/`)."]
@@ -144,7 +159,8 @@ def write_markdown(path: Path, cmp: dict[str, Any], fig_rel: str) -> None:
 
 
 def figures(cmp: dict[str, Any], pipes: dict[str, Any], data_path: str, fig_dir: Path) -> None:
-    """compare_metrics.png (a bar chart per metric) and compare_samples.png (one real, then one sample per route)."""
+    """compare_metrics.png (a bar chart per metric) and compare_samples.png (one real, then one sample per
+    route)."""
     import numpy as np
 
     from models.sampling import sample
@@ -152,7 +168,8 @@ def figures(cmp: dict[str, Any], pipes: dict[str, Any], data_path: str, fig_dir:
 
     fig_dir.mkdir(parents=True, exist_ok=True)
     rows = cmp["rows"]
-    metric_bars(rows, [m for m in METRICS if m[0] not in ("s_per_sample_fast",)], fig_dir / "compare_metrics.png")
+    metric_bars(rows, [m for m in METRICS if m[0] not in ("s_per_sample_fast",)],
+                fig_dir / "compare_metrics.png")
 
     data = load_data(data_path, next(iter(pipes.values())), print)
     users = data.users[:6]
@@ -164,4 +181,5 @@ def figures(cmp: dict[str, Any], pipes: dict[str, Any], data_path: str, fig_dir:
                    num_inference_steps=r["steps"], guidance_scale=r["guidance"], sampler=r["scheduler"])
         grid.append((r["route"], list(x.numpy())))
     spectrogram_grid(grid, data.meta, fig_dir / "compare_samples.png",
-                     title=f"one real test recording, then one sample per route (seed 7), for {', '.join(users)}")
+                     title="one real test recording, then one sample per route (seed 7), for "
+                           f"{', '.join(users)}")

@@ -1,5 +1,5 @@
-"""Conditions for bulk generation: `--speed-mps 1.2`, `--aspect-deg 0:60:4` (start:stop:count) or `0,30,60`, and
-the grid of settings they span. Every setting gets the same seeds, so a sweep changes only the condition.
+"""Conditions for bulk generation: `--speed-mps 1.2`, `--aspect-deg 0:60:4` (start:stop:count) or `0,30,60`,
+and the grid of settings they span. Every setting gets the same seeds, so a sweep changes only the condition.
 
 A condition left out is drawn per sample from that user's training distribution (models/condition_stats.py),
 seeded by the sample's seed, and the value used is written to the manifest like any recorded condition.
@@ -17,7 +17,8 @@ from models.conditions import ConditionError
 
 
 def parse_values(text: str | None, name: str) -> list[float] | None:
-    """'1.2' -> [1.2]; '0.8:1.6:5' -> 5 evenly spaced values from 0.8 to 1.6; '0,30,60' -> those; None -> None."""
+    """'1.2' -> [1.2]; '0.8:1.6:5' -> 5 evenly spaced values from 0.8 to 1.6; '0,30,60' -> those; None ->
+    None."""
     if text is None:
         return None
     try:

@@ -35,10 +35,13 @@ class TrainConfig:
     lr_warmup_steps: int = 100  # linear warm-up from 0: avoids early Adam blow-ups on tiny batches
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables
-    ema_decay: float = 0.999  # EMA of the weights (diffusers EMAModel, warm-up (1+s)/(10+s)); the export uses it
+    # EMA of the weights (diffusers EMAModel, warm-up (1+s)/(10+s)); the export uses it
+    ema_decay: float = 0.999
     mixed_precision: str = "no"  # accelerate: "no", "fp16" (CUDA) or "bf16"
-    time_shift: bool = True  # random circular time shift: gait is periodic, so a rolled spectrogram is a valid one
-    checkpointing_steps: int = 500  # save resume state to <run>/checkpoints/checkpoint-{step} every this many steps
+    # random circular time shift: gait is periodic, so a rolled spectrogram is a valid one
+    time_shift: bool = True
+    # save resume state to <run>/checkpoints/checkpoint-{step} every this many steps
+    checkpointing_steps: int = 500
     checkpoints_total_limit: int = 2  # keep only the newest this many resume checkpoints
     resume: str = ""  # "" = fresh start, "latest" = newest checkpoint in the run folder, or a checkpoint path
     log_every: int = 25  # JSONL / progress-bar interval in steps
@@ -48,17 +51,23 @@ class TrainConfig:
 
 @dataclass
 class VAEConfig(TrainConfig):
-    """Stage 1: AutoencoderKL + KL loss (Kingma & Welling 2014; Rombach et al. 2022), or VQModel + codebook loss."""
+    """Stage 1: AutoencoderKL + KL loss (Kingma & Welling 2014; Rombach et al. 2022), or VQModel + codebook
+    loss."""
 
-    autoencoder: str = "kl"  # "kl" = AutoencoderKL (main line); "vq" = VQModel (the experimental comparison route)
+    # "kl" = AutoencoderKL (main line); "vq" = VQModel (the experimental comparison route)
+    autoencoder: str = "kl"
     l1_weight: float = 1.0  # L1 reconstruction in model space: sharper limb traces than L2 alone
     l2_weight: float = 0.0  # L2 reconstruction
-    kl_weight: float = 1e-6  # small, as in Stable Diffusion: a near-deterministic latent that still has a scale
+    # small, as in Stable Diffusion: a near-deterministic latent that still has a scale
+    kl_weight: float = 1e-6
     eval_batch_size: int = 64  # batch for scaling-factor measurement and test PSNR (no gradients)
-    codebook_weight: float = 1.0  # VQ only: weight of the codebook + 0.25 x commitment loss (van den Oord 2017)
+    # VQ only: weight of the codebook + 0.25 x commitment loss (van den Oord 2017)
+    codebook_weight: float = 1.0
     dead_code_every: int = 100  # VQ only: re-seed unused codes from encoder outputs this often (0 = never)
-    dead_code_probe: int = 256  # VQ only: train images encoded to find the unused codes (stateless: exact resume)
-    init_from: str = ""  # a saved autoencoder folder (e.g. checkpoints/demo/vae) whose weights start this run (fine-tuning)
+    # VQ only: train images encoded to find the unused codes (stateless: exact resume)
+    dead_code_probe: int = 256
+    # a saved autoencoder folder (e.g. checkpoints/demo/vae) whose weights start this run (fine-tuning)
+    init_from: str = ""
 
 
 @dataclass
@@ -67,16 +76,24 @@ class Stage2Config(TrainConfig):
 
     vae: str = ""  # trained autoencoder folder (train-vae writes <run>/vae); frozen here
     run_dir: str = ""  # resume state, JSONL and figures; "" = <out>-run next to the pipeline folder
-    null_user_prob: float = 0.1  # drop the user to the null token this often: trains the CFG unconditional branch
-    latent_shifts: int = 8  # cached latents per image at evenly spaced circular time shifts (the augmentation)
-    guidance_scale: float = DEFAULT_GUIDANCE  # default stored in dopplergen.json and used for the preview grids
-    num_inference_steps: int = DEFAULT_STEPS  # default sampling steps stored in dopplergen.json and used for previews
+    # drop the user to the null token this often: trains the CFG unconditional branch
+    null_user_prob: float = 0.1
+    # cached latents per image at evenly spaced circular time shifts (the augmentation)
+    latent_shifts: int = 8
+    # default stored in dopplergen.json and used for the preview grids
+    guidance_scale: float = DEFAULT_GUIDANCE
+    # default sampling steps stored in dopplergen.json and used for previews
+    num_inference_steps: int = DEFAULT_STEPS
     preview_per_user: int = 4  # generated (and real) spectrograms per user in the preview grid
-    export_dtype: str = "fp32"  # "fp32" or "fp16" weights in the exported network / user encoder (halves the size)
-    texture_per_user: int = 20  # train recordings per person whose residuals go into the exported pipeline's texture bank (models/texture.py; the demo's two-sample accuracy 1.000 -> 0.891); 0 = no bank
+    # "fp32" or "fp16" weights in the exported network / user encoder (halves the size)
+    export_dtype: str = "fp32"
+    # train recordings per person whose residuals go into the exported pipeline's texture bank
+    # (models/texture.py; the demo's two-sample accuracy 1.000 -> 0.891); 0 = no bank
+    texture_per_user: int = 20
     name: str = ""  # model name in dopplergen.json; "" = dopplergen-<preset>
 
-    stage_name = "stage2"  # class attribute, not an option: names the run's log, plots and dopplergen.json entry
+    # class attribute, not an option: names the run's log, plots and dopplergen.json entry
+    stage_name = "stage2"
 
 
 @dataclass
@@ -85,12 +102,24 @@ class UNetConfig(Stage2Config):
 
     prediction_type: str = ""  # "" = the preset's (v_prediction); or "epsilon" / "v_prediction"
     snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 disables
-    conditions: str = "auto"  # manifest columns to condition on, e.g. "speed_mps,aspect_deg"; "auto" = those of speed_mps, aspect_deg, activity the manifest has; "none" = identity only
-    condition_route: str = "tokens+added"  # "tokens": condition tokens reach the UNet through cross-attention only; "tokens+added": also pooled into the UNet's added (timestep) embedding, which reaches every ResNet block
-    condition_guidance_scale: float = 1.0  # with conditions: stored in dopplergen.json as the default for requests that name a condition, which are sampled with compositional guidance (models.sampling): this weighs the conditions...
-    identity_guidance_scale: float = 3.0  # ... and this the person. On the demo, identity at each person's own 10th / 90th percentile speed: 0.90 / 0.91 at 3 / 1, against 0.55 / 0.68 with plain guidance 2 (docs/conditions.md)
-    condition_drop_prob: float = 0.1  # each condition is left out (its learned absent value) this often, independently: guidance and optional request fields
-    init_from: str = ""  # a pipeline folder whose UNet and user encoder (same users) start this run, e.g. to add conditions to a trained model
+    # manifest columns to condition on, e.g. "speed_mps,aspect_deg"; "auto" = those of speed_mps, aspect_deg,
+    # activity the manifest has; "none" = identity only
+    conditions: str = "auto"
+    # "tokens": condition tokens reach the UNet through cross-attention only; "tokens+added": also pooled into
+    # the UNet's added (timestep) embedding, which reaches every ResNet block
+    condition_route: str = "tokens+added"
+    # with conditions: stored in dopplergen.json as the default for requests that name a condition, which are
+    # sampled with compositional guidance (models.sampling): this weighs the conditions...
+    condition_guidance_scale: float = 1.0
+    # ... and this the person. On the demo, identity at each person's own 10th / 90th percentile speed: 0.90 /
+    # 0.91 at 3 / 1, against 0.55 / 0.68 with plain guidance 2 (docs/conditions.md)
+    identity_guidance_scale: float = 3.0
+    # each condition is left out (its learned absent value) this often, independently: guidance and optional
+    # request fields
+    condition_drop_prob: float = 0.1
+    # a pipeline folder whose UNet and user encoder (same users) start this run, e.g. to add conditions to a
+    # trained model
+    init_from: str = ""
 
     stage_name = "unet"
 
@@ -118,23 +147,25 @@ TRAINING_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "unet": {
         "tiny": dict(max_steps=50, batch_size=8, lr_warmup_steps=5, checkpointing_steps=25, log_every=5,
                      image_every=0, preview_per_user=2, num_inference_steps=5, latent_shifts=2),
-        # 1000 steps x 64 latents: ~10 min on 2 idle CPU cores (about 110 latents/s). On sim10 this already gives
-        # samples that a real-data classifier assigns to the right user ~98% of the time (guidance 2-3). The
-        # shipped demo checkpoint continues this run to 3000 steps (scripts/make_demo_checkpoint.sh): on sim10,
-        # TSTR 0.85x instead of 0.77x TRTR at guidance 2. Guidance 2 rather than 3: at 3, TSTR drops to 0.78x
-        # with the same affinity (evaluator pool seeds, 2 classifier seeds; docs/evaluation.md).
+        # 1000 steps x 64 latents: ~10 min on 2 idle CPU cores (about 110 latents/s). On sim10 this already
+        # gives samples that a real-data classifier assigns to the right user ~98% of the time (guidance 2-3).
+        # The shipped demo checkpoint continues this run to 3000 steps (scripts/make_demo_checkpoint.sh): on
+        # sim10, TSTR 0.85x instead of 0.77x TRTR at guidance 2. Guidance 2 rather than 3: at 3, TSTR drops to
+        # 0.78x with the same affinity (evaluator pool seeds, 2 classifier seeds; docs/evaluation.md).
         "demo": dict(max_steps=1000, batch_size=64, lr=4e-4, lr_warmup_steps=100, checkpointing_steps=250,
                      log_every=10, image_every=500, ema_decay=0.999, guidance_scale=2.0, export_dtype="fp16"),
         "base": dict(max_steps=100000, batch_size=32, lr=1e-4, lr_warmup_steps=1000, checkpointing_steps=5000,
                      image_every=5000, ema_decay=0.9999, latent_shifts=4),
     },
-    # num_inference_steps here counts VQ-Diffusion steps (the preset's vq_diffusion_timesteps, or fewer, respaced).
+    # num_inference_steps here counts VQ-Diffusion steps (the preset's vq_diffusion_timesteps, or fewer,
+    # respaced).
     "transformer": {
         "tiny": dict(max_steps=50, batch_size=8, lr_warmup_steps=5, checkpointing_steps=25, log_every=5,
                      image_every=0, preview_per_user=2, num_inference_steps=5, latent_shifts=2, t_groups=2),
         # the same budget as the demo UNet (1000 steps x 64), so `dopplergen compare` compares like with like
         "demo": dict(max_steps=1000, batch_size=64, lr=4e-4, lr_warmup_steps=100, checkpointing_steps=250,
-                     log_every=10, image_every=500, ema_decay=0.999, guidance_scale=3.0, num_inference_steps=50,
+                     log_every=10, image_every=500, ema_decay=0.999, guidance_scale=3.0,
+                     num_inference_steps=50,
                      export_dtype="fp16"),
         "base": dict(max_steps=100000, batch_size=32, lr=1e-4, lr_warmup_steps=1000, checkpointing_steps=5000,
                      image_every=5000, ema_decay=0.9999, latent_shifts=4, num_inference_steps=100),
@@ -166,7 +197,8 @@ def _types(cls: type) -> dict[str, type]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
-    """One --flag per config field (default None, so we can tell given flags apart), plus --config/--dry-run."""
+    """One --flag per config field (default None, so we can tell given flags apart), plus
+    --config/--dry-run."""
     parser.add_argument("--config", default=None, help="JSON or YAML file of options (flags override it)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
     comments = _field_comments(cls)
@@ -174,9 +206,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]
         flag = "--" + name.replace("_", "-")
         help_text = comments.get(name, "")
         if typ is bool:
-            parser.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+            parser.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction,
+                                help=help_text)
         else:
-            parser.add_argument(flag, dest=name, default=None, type=typ, choices=CHOICES.get(name), help=help_text)
+            parser.add_argument(flag, dest=name, default=None, type=typ, choices=CHOICES.get(name),
+                                help=help_text)
 
 
 def _field_comments(cls: type) -> dict[str, str]:
@@ -238,9 +272,11 @@ def _coerce(cls: type, options: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def resolve(stage: str, args: argparse.Namespace | None = None, **overrides: Any) -> TrainConfig:
-    """Build the config of a stage: defaults < TRAINING_DEFAULTS[preset] < --config file < flags < overrides."""
+    """Build the config of a stage: defaults < TRAINING_DEFAULTS[preset] < --config file < flags <
+    overrides."""
     cls = STAGES[stage]
-    given = {k: v for k, v in vars(args or argparse.Namespace()).items() if v is not None and k not in NOT_OPTIONS}
+    given = {k: v for k,
+             v in vars(args or argparse.Namespace()).items() if v is not None and k not in NOT_OPTIONS}
     file_opts: dict[str, Any] = {}
     if args is not None and getattr(args, "config", None):
         file_opts = load_config_file(args.config)
@@ -284,7 +320,8 @@ def require(cfg: TrainConfig, *names: str) -> None:
     """Options a real run needs but --dry-run does not (paths)."""
     missing = [n for n in names if not getattr(cfg, n)]
     if missing:
-        raise ConfigError("missing required option(s): " + ", ".join("--" + n.replace("_", "-") for n in missing))
+        raise ConfigError("missing required option(s): " + ", ".join("--" + n.replace("_",
+                                                                                      "-") for n in missing))
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -299,7 +336,8 @@ def write_options(cfg: TrainConfig, run_dir: str | Path) -> Path:
     return path
 
 
-def run_stage(stage: str, args: argparse.Namespace, main: typing.Callable[[TrainConfig], Any], *required: str) -> int:
+def run_stage(stage: str, args: argparse.Namespace, main: typing.Callable[[TrainConfig], Any],
+              *required: str) -> int:
     """The `run(args)` of a training subcommand: resolve, --dry-run or train; config errors exit 2."""
     import sys
 

@@ -1,4 +1,5 @@
-"""`dopplergen enroll`: a new person from a few recordings -> a complete pipeline folder with that person added.
+"""`dopplergen enroll`: a new person from a few recordings -> a complete pipeline folder with that person
+added.
 
 Only the person's user-encoder row is learnt (models.enrolment; UNet and VAE frozen and copied byte for byte).
 Every existing row is copied bit for bit, so existing users give the same bytes for the same seed as before.
@@ -23,7 +24,8 @@ from typing import Any
 
 from models.recording import IMAGE_SUFFIXES, DatasetError, read_recording
 
-USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also a safe file name (the service stores by it)
+# also a safe file name (the service stores by it)
+USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,19 +33,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     d = EnrolConfig()
     p.add_argument("--pipeline", required=True, help="pipeline folder to add the person to")
-    p.add_argument("--user", required=True, help="the new person's user ID (letters, digits, . _ -; up to 64)")
+    p.add_argument("--user", required=True,
+                   help="the new person's user ID (letters, digits, . _ -; up to 64)")
     p.add_argument("--data", required=True, help="folder of that person's recordings (.npy in dB, or .png)")
     p.add_argument("--out", required=True, help="pipeline folder to write (may equal --pipeline: in place)")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps on the new row (default {d.steps})")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps on the new row (default "
+                                                              f"{d.steps})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"latents per step (default {d.batch_size})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial row and the noise draws (default 0)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="latents per step (default "
+                                                                        f"{d.batch_size})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial row and the noise draws (default "
+                                                       "0)")
     p.add_argument("--replace", action="store_true", help="re-enrol a user ID the pipeline already has")
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when present), cpu, cuda")
 
 
-def read_person(folder: Path, channels: int, dyn_range_db: float, size: tuple[int, int]) -> tuple[Any, list[dict]]:
-    """Every .npy/.png directly in `folder` -> (N, C, H, W) dB and [{file, sha256}], by the dataset reader's rules."""
+def read_person(folder: Path, channels: int, dyn_range_db: float, size: tuple[int, int]) -> tuple[Any,
+                                                                                                  list[dict]]:
+    """Every .npy/.png directly in `folder` -> (N, C, H, W) dB and [{file, sha256}], by the dataset reader's
+    rules."""
     import numpy as np
 
     if not folder.is_dir():
@@ -59,9 +67,10 @@ def read_person(folder: Path, channels: int, dyn_range_db: float, size: tuple[in
     return np.stack(arrays), hashes
 
 
-def write_pipeline_atomically(src: Path, out: Path, user_encoder: Any, meta: dict[str, Any], texture: Any = None) -> None:
-    """Copy `src` to a temporary sibling of `out`, replace user_encoder/, dopplergen.json (and texture/, when given)
-    there, rename into place."""
+def write_pipeline_atomically(src: Path, out: Path, user_encoder: Any, meta: dict[str, Any],
+                              texture: Any = None) -> None:
+    """Copy `src` to a temporary sibling of `out`, replace user_encoder/, dopplergen.json (and texture/, when
+    given) there, rename into place."""
     from models.pipeline import META_FILE
 
     out = out.resolve()
@@ -141,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
 
         texture = pipe.texture.merged(build_bank(pipe.vae, pipe.normalization, x_db, [args.user] * len(x_db)))
     write_pipeline_atomically(src, Path(args.out), enc.to("cpu", stored_dtype(src)), meta, texture)
-    print(f"enroll: {args.user} from {len(hashes)} recordings, {cfg.steps} steps, final loss {job.final_loss():.4f}, "
+    print(f"enroll: {args.user} from {len(hashes)} recordings, {cfg.steps} steps, final loss "
+          f"{job.final_loss():.4f}, "
           f"{seconds:.1f} s -> {args.out} ({len(enc.users)} users)")
     return 0

@@ -32,9 +32,11 @@ from training.condition_grid import condition_grid, parse_values, resolved
 
 MANIFEST_FIELDS = ("path", "user", "split", "seed", "steps", "guidance", "scheduler")
 # Settings that change a file's bytes: a resumed run must match them exactly.
-_BYTE_SETTINGS = ("pipeline_fingerprint", "steps", "guidance", "guidance_by_user", "condition_guidance", "scheduler",
+_BYTE_SETTINGS = ("pipeline_fingerprint", "steps", "guidance", "guidance_by_user", "condition_guidance",
+                  "scheduler",
                   "seed", "batch_size", "seed_rule", "conditions", "filter")
-REJECTED = ".rejected"  # --filter: candidates that did not pass, kept for inspection (a resumed run does not redraw them)
+# --filter: candidates that did not pass, kept for inspection (a resumed run does not redraw them)
+REJECTED = ".rejected"
 SEED_RULE = "sha256('{seed}:{user}:{i}')[:8] & (2**53-1)"
 
 
@@ -49,16 +51,18 @@ class Item:
     user: str
     index: int
     seed: int
-    relpath: str  # "<user>/<user>_gen<index>.npy" (+ "_c<setting>" in a condition sweep), relative to the output folder
+    # "<user>/<user>_gen<index>.npy" (+ "_c<setting>" in a condition sweep), relative to the output folder
+    relpath: str
     setting: int = 0  # index into the condition grid
 
 
 def plan_items(users: list[str], per_user: int, base_seed: int, settings: int = 1) -> list[Item]:
-    """Every sample of the export, in a fixed order (user-major), with its seed and file name; each setting of a
-    condition sweep reuses the same seeds."""
+    """Every sample of the export, in a fixed order (user-major), with its seed and file name; each setting of
+    a condition sweep reuses the same seeds."""
     check_user_ids(users, "generate")  # each ID becomes a folder under --out: no separators, no '..'
     return [
-        Item(u, i, derive_seed(base_seed, u, i), f"{u}/{u}_gen{i:05d}" + (f"_c{k:02d}" if settings > 1 else "") + ".npy",
+        Item(u, i, derive_seed(base_seed, u, i),
+             f"{u}/{u}_gen{i:05d}" + (f"_c{k:02d}" if settings > 1 else "") + ".npy",
              k)
         for u in users
         for k in range(settings)
@@ -89,7 +93,8 @@ def dataset_meta(pipe: Any) -> dict[str, Any]:
 
 
 def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    """Write to a temporary name then rename, so an interrupted run never leaves a half file to be 'resumed'."""
+    """Write to a temporary name then rename, so an interrupted run never leaves a half file to be
+    'resumed'."""
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
@@ -100,7 +105,8 @@ def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
 
 def write_manifest(out: Path, items: list[Item], split: str, settings: dict[str, Any],
                    conditions: list[dict[str, Any]] | None = None) -> None:
-    """manifest.csv; `conditions` (one dict per item) become condition columns (speed_mps, aspect_deg, ...)."""
+    """manifest.csv; `conditions` (one dict per item) become condition columns (speed_mps, aspect_deg,
+    ...)."""
     conditions = conditions or [{} for _ in items]
     rows = [
         dict(path=it.relpath, user=it.user, split=split, seed=it.seed, steps=settings["steps"],
@@ -118,7 +124,8 @@ def write_manifest(out: Path, items: list[Item], split: str, settings: dict[str,
 
 
 def check_or_write_meta(out: Path, meta: dict[str, Any]) -> None:
-    """Record the settings before any file appears; refuse to resume into a folder made with other settings."""
+    """Record the settings before any file appears; refuse to resume into a folder made with other
+    settings."""
     meta_file = out / "meta.json"
     if meta_file.is_file():
         old = json.loads(meta_file.read_text()).get("generation", {})
@@ -126,7 +133,8 @@ def check_or_write_meta(out: Path, meta: dict[str, Any]) -> None:
         diff = {k: (old.get(k), new.get(k)) for k in _BYTE_SETTINGS if old.get(k) != new.get(k)}
         if diff:
             raise SystemExit(
-                f"{out} was generated with other settings {diff}; resume needs the same ones (or a fresh --out)"
+                f"{out} was generated with other settings {diff}; resume needs the same ones (or a fresh "
+                "--out)"
             )
         # Keep the union of users/per-user so an export can be extended (more users or more samples).
         meta["generation"]["per_user"] = max(int(old.get("per_user", 0)), new["per_user"])
@@ -139,49 +147,83 @@ def check_or_write_meta(out: Path, meta: dict[str, Any]) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", required=True, help="pipeline folder (e.g. checkpoints/demo)")
     p.add_argument("--per-user", type=int, required=True, help="samples to generate for each user")
-    p.add_argument("--users", default=None, help="comma-separated user IDs (default: all users of the pipeline)")
+    p.add_argument("--users", default=None, help="comma-separated user IDs (default: all users of the "
+                                                 "pipeline)")
     p.add_argument("--out", required=True, help="output dataset folder (re-running resumes it)")
-    p.add_argument("--steps", type=int, default=None, help="inference steps (default: the pipeline's, else 20)")
+    p.add_argument("--steps", type=int, default=None, help="inference steps (default: the pipeline's, else "
+                                                           "20)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale, 1 = none (default: the pipeline's, else 2.0)")
     p.add_argument("--condition-guidance", type=float, default=None,
-                   help="pipelines with conditions: condition guidance g_c, apart from --guidance which then weighs "
+                   help="pipelines with conditions: condition guidance g_c, apart from --guidance which then "
+                        "weighs "
                         "identity (default: the pipeline's condition_guidance_scale, else plain guidance)")
     p.add_argument("--scheduler", default=None, choices=SAMPLERS,
                    help="sampler (default: the pipeline's, else the route's own: dpmsolver++ or vq-diffusion)")
-    p.add_argument("--batch-size", type=int, default=16, help="samples per network call (fixed shape; part of the bytes)")
-    p.add_argument("--seed", type=int, default=0, help="run seed; sample i of user u gets derive_seed(seed, u, i)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="samples per network call (fixed shape; part of "
+                                                              ""
+                                                              "the bytes)")
+    p.add_argument("--seed", type=int, default=0, help="run seed; sample i of user u gets derive_seed(seed, "
+                                                       "u, i)")
     p.add_argument("--split", default="train", choices=("train", "synthetic"),
-                   help="split written in manifest.csv: 'train' (default) loads anywhere a dataset does, e.g. as "
+                   help="split written in manifest.csv: 'train' (default) loads anywhere a dataset does, e.g. "
+                        ""
+                        ""
+                        ""
+                        "as "
                         "training data; 'synthetic' marks rows to be merged with real data "
                         "(`dopplergen merge REAL SYNTH --out DST`)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads per process (default: torch's). CPU kernels may round differently with another "
-                        "thread count, so compare bytes across runs at equal threads (torchrun/accelerate use 1)")
+                   help="CPU threads per process (default: torch's). CPU kernels may round differently with "
+                        "another "
+                        "thread count, so compare bytes across runs at equal threads (torchrun/accelerate use "
+                        ""
+                        ""
+                        ""
+                        "1)")
     p.add_argument("--speed-mps", default=None,
                    help="walking speed: a value, a list a,b,c or a sweep start:stop:count (e.g. 0.8:1.6:5); "
                         "default: drawn per sample from the user's training distribution")
-    p.add_argument("--aspect-deg", default=None, help="aspect angle, the same forms as --speed-mps (e.g. 0:60:4)")
-    p.add_argument("--activity", default=None, help="activity label(s), comma-separated (pipelines trained on one)")
+    p.add_argument("--aspect-deg", default=None, help="aspect angle, the same forms as --speed-mps (e.g. "
+                                                      "0:60:4)")
+    p.add_argument("--activity", default=None,
+                   help="activity label(s), comma-separated (pipelines trained on "
+                                                    ""
+                                                    "one)")
     p.add_argument("--filter", default="none",
                    help="draw --filter-factor x --per-user candidates per user and keep --per-user that pass, "
-                        "comma-separated: physics (torso speed, limb envelope, cadence within 3 robust std of the "
-                        "person's --reference recordings, else of their own candidates), confidence (a CNN trained on "
-                        "--reference gives the person p >= --filter-tau), diversity (k-center in that CNN's features); "
+                        ""
+                        ""
+                        ""
+                        ""
+                        "comma-separated: physics (torso speed, limb envelope, cadence within 3 robust std of "
+                        ""
+                        ""
+                        ""
+                        "the "
+                        "person's --reference recordings, else of their own candidates), confidence (a CNN "
+                        "trained on "
+                        "--reference gives the person p >= --filter-tau), diversity (k-center in that CNN's "
+                        "features); "
                         "rejected files go to <out>/.rejected/, rates to meta.json (default: none)")
-    p.add_argument("--filter-factor", type=float, default=3.0, help="candidates per kept sample with --filter")
+    p.add_argument("--filter-factor", type=float, default=3.0,
+                   help="candidates per kept sample with --filter")
     p.add_argument("--filter-tau", type=float, default=0.5, help="confidence filter threshold")
-    p.add_argument("--reference", default=None, help="real dataset folder whose train split the filters compare with")
+    p.add_argument("--reference", default=None, help="real dataset folder whose train split the filters "
+                                                     "compare with")
     p.add_argument("--no-texture", action="store_true",
                    help="leave out the pipeline's texture bank: the decoder's smooth mean (models/texture.py)")
     p.add_argument("--device", default="cpu",
-                   help="torch device; 'auto' = the one accelerate assigns to this process (cuda:<rank> on GPUs)")
+                   help="torch device; 'auto' = the one accelerate assigns to this process (cuda:<rank> on "
+                        "GPUs)")
 
 
 def apply_filter(out: Path, items: list[Item], cfg: Any, per_user: int, meta: dict[str, Any],
                  reference: str | None) -> list[Item]:
-    """Keep per_user of each person's candidates (training.eval.filters), move the others under <out>/.rejected/,
-    record the rejection rates in meta.json["generation"]["filter_report"] and print the one-line summary."""
+    """Keep per_user of each person's candidates (training.eval.filters), move the others under
+    <out>/.rejected/, record the rejection rates in meta.json["generation"]["filter_report"] and print the
+    one-line summary."""
     from training.eval.filters import filter_with_reference, summary_line
 
     def where(it: Item, rejected: bool) -> Path:
@@ -243,20 +285,25 @@ def run(args: argparse.Namespace) -> int:
     args.condition_guidance = base.condition_guidance
     enrolled_guidance = {u: g for u, g in guidance_of.items() if g != base.guidance}
     try:
-        fcfg = FilterConfig(filters=parse_filters(args.filter), factor=args.filter_factor, tau=args.filter_tau)
+        fcfg = FilterConfig(filters=parse_filters(args.filter), factor=args.filter_factor,
+                            tau=args.filter_tau)
     except ValueError as e:
         raise SystemExit(f"--filter: {e}") from None
     if fcfg.filters and (len(grid) > 1 or ("physics" in fcfg.filters and grid != [{}])):
-        raise SystemExit("--filter takes no condition sweep, and physics no explicit condition: it compares each "
+        raise SystemExit("--filter takes no condition sweep, and physics no explicit condition: it compares "
+                         "each "
                          "sample with the person's own walks")
 
     out = Path(args.out)
     settings = dict(
         pipeline=str(args.pipeline), pipeline_name=pipe.name, pipeline_version=pipe.version,
         pipeline_fingerprint=pipeline_fingerprint(args.pipeline), steps=args.steps, guidance=args.guidance,
-        condition_guidance=args.condition_guidance, scheduler=args.scheduler, seed=args.seed, batch_size=args.batch_size, per_user=args.per_user,
-        users=users, pipeline_users=pipe.users, seed_rule=SEED_RULE, texture=texture, torch_threads=torch.get_num_threads(),
-        conditions=grid if pipe.condition_encoder is not None else None,  # the sweep's settings (omitted: drawn)
+        condition_guidance=args.condition_guidance, scheduler=args.scheduler, seed=args.seed,
+        batch_size=args.batch_size, per_user=args.per_user,
+        users=users, pipeline_users=pipe.users, seed_rule=SEED_RULE, texture=texture,
+        torch_threads=torch.get_num_threads(),
+        # the sweep's settings (omitted: drawn)
+        conditions=grid if pipe.condition_encoder is not None else None,
         filter=dict(filters=list(fcfg.filters), factor=fcfg.factor, tau=fcfg.tau, z_max=fcfg.z_max,
                     reference=args.reference) if fcfg.filters else None,
     )
@@ -268,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
     state.wait_for_everyone()
     meta = json.loads((out / "meta.json").read_text())
 
-    # ---- plan: all items, minus files already written; batches dealt round-robin to processes ----------------
+    # ---- plan: all items, minus files already written; batches dealt round-robin to processes
+    # ----------------
     all_items = plan_items(users, fcfg.candidates(args.per_user), args.seed, len(grid))
     todo = [it for it in all_items if not (out / it.relpath).is_file() and not (out / REJECTED / it.relpath).is_file()]
     batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
@@ -284,7 +332,8 @@ def run(args: argparse.Namespace) -> int:
             sampler=args.scheduler,
             pad_to=args.batch_size, condition_guidance_scale=args.condition_guidance,
             conditions=None if pipe.condition_encoder is None else
-            pipe.condition_encoder.values_tensor([resolved(pipe, it.user, it.seed, grid[it.setting]) for it in batch]),
+            pipe.condition_encoder.values_tensor([resolved(pipe, it.user, it.seed,
+                                                           grid[it.setting]) for it in batch]),
         )  # (B, C, H, W) dB
         for it, img in zip(batch, x, strict=True):
             arr = img[0] if img.shape[0] == 1 else img  # (doppler, time); RGB keeps (C, H, W)
@@ -293,7 +342,8 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     state.wait_for_everyone()
 
-    # ---- manifest: every item of every run into this folder, written once by the main process ----------------
+    # ---- manifest: every item of every run into this folder, written once by the main process
+    # ----------------
     if state.is_main_process:
         g = meta["generation"]
         every = plan_items(g["users"], fcfg.candidates(int(g["per_user"])), args.seed, len(grid))
@@ -305,7 +355,11 @@ def run(args: argparse.Namespace) -> int:
         dt = time.perf_counter() - t0
         rate = len(todo) / dt if dt > 0 else 0.0
         print(
-            f"generated {len(todo)} new samples ({len(all_items) - len(todo)} already there) for {len(users)} users "
+            f"generated {len(todo)} new samples ({len(all_items) - len(todo)} already there) for {len(users)} "
+            ""
+            ""
+            ""
+            "users "
             f"in {dt:.1f} s ({rate:.2f} samples/s, {state.num_processes} process(es)) -> {out} "
             f"[{len(present)} files in manifest]"
         )

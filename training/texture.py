@@ -1,11 +1,12 @@
-"""`dopplergen texture`: build a pipeline's texture bank (models/texture.py) from a dataset's training recordings.
+"""`dopplergen texture`: build a pipeline's texture bank (models/texture.py) from a dataset's training
+recordings.
 
     dopplergen texture --pipeline checkpoints/demo --data data/sim10c          # writes checkpoints/demo/texture/
     dopplergen texture --pipeline checkpoints/demo --remove                    # back to the decoder's mean
 
-The residuals x - D(E(x)) of `--per-user` train-split recordings per person go through the pipeline's own stage 1.
-People the pipeline does not serve are skipped; people without a bank entry draw from the whole bank. Only the
-texture/ folder and dopplergen.json["texture"] change; every network is left byte for byte.
+The residuals x - D(E(x)) of `--per-user` train-split recordings per person go through the pipeline's own
+stage 1. People the pipeline does not serve are skipped; people without a bank entry draw from the whole bank.
+Only the texture/ folder and dopplergen.json["texture"] change; every network is left byte for byte.
 """
 
 from __future__ import annotations
@@ -70,22 +71,29 @@ def run(args: argparse.Namespace) -> int:
     keep = [i for i, u in enumerate(rows_users) if u in served]
     if not keep:
         print(f"dopplergen texture: no {args.split} recording of {args.data} belongs to a person the pipeline "
+              ""
+              ""
+              ""
+              ""
               f"serves ({', '.join(pipe.users[:5])}...)", file=sys.stderr)
         return 2
     owners = [rows_users[i] for i in keep]
-    bank = build_bank(pipe.vae, pipe.normalization, ds.x[keep], owners, per_user=args.per_user, seed=args.seed)
+    bank = build_bank(pipe.vae, pipe.normalization, ds.x[keep], owners, per_user=args.per_user,
+                      seed=args.seed)
     tmp = folder / "texture.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     bank.save_pretrained(tmp, safe_serialization=True)
     shutil.rmtree(folder / "texture", ignore_errors=True)
     tmp.rename(folder / "texture")
     r = bank.residuals.float()
-    meta["texture"] = dict(data=str(args.data), split=args.split, per_user=int(args.per_user), seed=int(args.seed),
+    meta["texture"] = dict(data=str(args.data), split=args.split, per_user=int(args.per_user),
+                           seed=int(args.seed),
                            count=int(len(r)), people=len(bank.config.users),
                            residual_rms_db=round(float(r.pow(2).mean().sqrt()), 3))
     meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     skipped = sorted(set(rows_users) - served)
-    print(f"{folder}/texture: {len(r)} residuals of {len(bank.config.users)} people (rms {meta['texture']['residual_rms_db']} dB)"
+    print(f"{folder}/texture: {len(r)} residuals of {len(bank.config.users)} people (rms "
+          f"{meta['texture']['residual_rms_db']} dB)"
           f"{'; skipped people the pipeline does not serve: ' + ', '.join(skipped) if skipped else ''} "
           f"({time.perf_counter() - t0:.1f} s)")
     return 0

@@ -22,7 +22,8 @@ def _loaded(service: Service):
     return service.engine.pipe
 
 
-@router.get("/users", response_model=UsersResponse, summary="User IDs the model can generate for, in index order")
+@router.get("/users", response_model=UsersResponse, summary="User IDs the model can generate for, in index "
+                                                            "order")
 async def users(service: ServiceDep) -> UsersResponse:
     users = _loaded(service).users
     enrolled = set(service.enroller.enrolled()) | set(_loaded(service).meta.get("enrolled_users") or {})
@@ -34,7 +35,8 @@ async def info(service: ServiceDep) -> dict:
     pipe, engine, s = _loaded(service), service.engine, service.settings
     dyn = float(pipe.normalization.dyn_range_db)
     h, w = pipe.image_size
-    plain, named = resolve(pipe), resolve(pipe, named=True)  # a request that names no condition / one that does
+    # a request that names no condition / one that does
+    plain, named = resolve(pipe), resolve(pipe, named=True)
     return {
         "model": {"name": pipe.name, "version": pipe.version, "route": pipe.route,
                   "autoencoder": type(pipe.vae).__name__, "denoiser": type(pipe.denoiser).__name__},
@@ -45,7 +47,8 @@ async def info(service: ServiceDep) -> dict:
         "dyn_range_db": dyn,
         "db_range": [-dyn, 0.0],
         **pipeline_axes(pipe.meta, (h, w)),  # doppler_hz_row0, doppler_hz_per_bin, seconds_per_frame, ...
-        # speed_mps, aspect_deg, activity, ...: type, range or values, encoding; {} for an identity-only pipeline
+        # speed_mps, aspect_deg, activity, ...: type, range or values, encoding; {} for an identity-only
+        # pipeline
         "conditions": offered_conditions(pipe.condition_encoder, pipe.meta.get("conditions")),
         "num_users": len(pipe.users),
         "device": engine.device,
@@ -61,7 +64,8 @@ async def info(service: ServiceDep) -> dict:
         "defaults": {
             "num_inference_steps": plain.steps,
             "guidance_scale": plain.guidance,
-            "enrolled_guidance_scale": resolve(engine.pipe, enrolled=True).guidance,  # people added by enrolment
+            # people added by enrolment
+            "enrolled_guidance_scale": resolve(engine.pipe, enrolled=True).guidance,
             # requests that name a condition: compositional guidance (docs/conditions.md)
             "identity_guidance_scale": named.guidance if named.condition_guidance is not None else None,
             "condition_guidance_scale": named.condition_guidance,

@@ -51,7 +51,8 @@ _ERRORS = {
 @router.post(
     "/generate",
     response_model=GenerateResponse,
-    responses={200: {"content": {"image/png": {}}, "description": "JSON, or one raw PNG with Accept: image/png"},
+    responses={200: {"content": {"image/png": {}}, "description": "JSON, or one raw PNG with Accept: "
+                                                                  "image/png"},
                **_ERRORS},
     dependencies=[ApiKey],
     summary="Generate spectrograms for one user",
@@ -61,8 +62,8 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
     engine = service.engine
     if engine.pipe.condition_encoder is None and body.condition_guidance_scale is not None:
         raise invalid("condition_guidance_scale", "this pipeline was trained without conditions")
-    # models.sampling.resolve: the pipeline's defaults; a request that names a condition is composed (identity and
-    # conditions apart), one that lets all be drawn is plain; enrolled people get ENROLLED_GUIDANCE
+    # models.sampling.resolve: the pipeline's defaults; a request that names a condition is composed (identity
+    # and conditions apart), one that lets all be drawn is plain; enrolled people get ENROLLED_GUIDANCE
     chosen = resolve(
         engine.pipe, steps=body.num_inference_steps, guidance=body.guidance_scale, sampler=body.scheduler,
         condition_guidance=body.condition_guidance_scale,
@@ -79,12 +80,14 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
     if raw_png and (body.num_samples != 1 or body.format != "png"):
         raise ApiError(
             406, "invalid",
-            "Accept: image/png returns one raw PNG: ask for num_samples 1 and format png, or accept application/json",
+            "Accept: image/png returns one raw PNG: ask for num_samples 1 and format png, or accept "
+            "application/json",
         )
     try:
         user_index = engine.pipe.user_encoder.index_of(body.user_id)
     except KeyError:
-        raise ApiError(404, "unknown_user", "user_id: unknown user (GET /users lists the users of this model)") from None
+        raise ApiError(404, "unknown_user",
+                       "user_id: unknown user (GET /users lists the users of this model)") from None
 
     if body.seed is None:  # independent random seeds, echoed so any sample can be reproduced
         seeds = [secrets.randbelow(2**31) for _ in range(body.num_samples)]
@@ -92,7 +95,8 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
         seeds = [body.seed + i for i in range(body.num_samples)]
     given = {f: getattr(body, f) for f in CONDITION_FIELDS}
     by_seed, used = request_conditions(engine.pipe, body.user_id, given, seeds)  # 422 naming a bad field
-    spec = RowSpec(user_index=user_index, steps=steps, guidance=guidance, sampler=scheduler, conditions=by_seed,
+    spec = RowSpec(user_index=user_index, steps=steps, guidance=guidance, sampler=scheduler,
+                   conditions=by_seed,
                    condition_guidance=condition_guidance)
     rows = service.worker.submit(spec, seeds)  # QueueFull, Overloaded, TooLong, ShuttingDown: service.errors
     budget_s = service.settings.request_timeout_s - (time.monotonic() - t0)
@@ -105,7 +109,8 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
     if raw_png:
         return _raw_png_response(items[0], files[0], timings, model)
     response = GenerateResponse(items=items, seeds=seeds, num_inference_steps=steps, guidance_scale=guidance,
-                                condition_guidance_scale=condition_guidance, scheduler=scheduler, timings=timings, model=model)
+                                condition_guidance_scale=condition_guidance, scheduler=scheduler,
+                                timings=timings, model=model)
     return JSONResponse(response.model_dump(mode="json"))
 
 
@@ -165,7 +170,8 @@ async def _wait(
     if disconnected:
         # Nobody reads this answer; 499 (nginx's "client closed request") keeps it apart in the metrics.
         raise ApiError(499, "disconnected", "client disconnected; its rows were dropped at the next step")
-    raise ApiError(504, "timeout", "not done within request_timeout_s; its rows were dropped at the next step")
+    raise ApiError(504, "timeout",
+                   "not done within request_timeout_s; its rows were dropped at the next step")
 
 
 async def _client_disconnected(request: Request) -> None:
@@ -180,7 +186,8 @@ def _encode_all(
     results: list[np.ndarray], seeds: list[int], body: GenerateRequest, service: Service,
     conditions: list[dict] | None = None,
 ) -> tuple[list[SampleItem], list[bytes]]:
-    """Encode every sample (runs in a worker thread, off the event loop); returns the items and the raw files."""
+    """Encode every sample (runs in a worker thread, off the event loop); returns the items and the raw
+    files."""
     pipe = service.engine.pipe
     dyn = float(pipe.normalization.dyn_range_db)
     items, files = [], []
@@ -191,8 +198,10 @@ def _encode_all(
             enc = encode_png(db, dyn, bit_depth=body.bit_depth, colormap=body.colormap, text=text)
         else:
             enc = encode_npy(db)
-        items.append(SampleItem(seed=seed, format=body.format, media_type=enc.media_type, shape=list(db.shape),
-                                dtype=enc.dtype, db_range=(-dyn, 0.0), mapping=enc.mapping, colormap=body.colormap,
+        items.append(SampleItem(seed=seed, format=body.format, media_type=enc.media_type,
+                                shape=list(db.shape),
+                                dtype=enc.dtype, db_range=(-dyn, 0.0), mapping=enc.mapping,
+                                colormap=body.colormap,
                                 data=b64(enc.data), conditions=conditions[k] if conditions else None))
         files.append(enc.data)
     return items, files

@@ -1,4 +1,5 @@
-"""Operational routes: liveness, readiness and Prometheus metrics (no API key, so probes and scrapers work)."""
+"""Operational routes: liveness, readiness and Prometheus metrics (no API key, so probes and scrapers
+work)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ async def healthz(service: ServiceDep) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", summary="Readiness: 200 once the model is loaded and warmed up, 503 before and at shutdown")
+@router.get("/readyz", summary="Readiness: 200 once the model is loaded and warmed up, 503 before and at "
+                               "shutdown")
 async def readyz(service: ServiceDep) -> JSONResponse:
     status = service.status
     return JSONResponse({"status": status}, status_code=200 if status == "ready" else 503)

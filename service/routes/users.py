@@ -1,4 +1,5 @@
-"""Enrolment: POST /users (a new person from 3 to 50 recordings), GET /users/{user_id}, DELETE /users/{user_id}."""
+"""Enrolment: POST /users (a new person from 3 to 50 recordings), GET /users/{user_id}, DELETE
+/users/{user_id}."""
 
 from __future__ import annotations
 
@@ -23,15 +24,18 @@ def _errors(*codes: int) -> dict:
     return {c: {"model": ErrorResponse} for c in codes}
 
 
-@router.post("/users", status_code=202, response_model=EnrolAccepted, responses=_errors(401, 409, 413, 422, 429, 503),
-             summary="Enrol a new person from 3 to 50 recordings (.npy in dB or .png); poll GET /users/{user_id}")
+@router.post("/users", status_code=202, response_model=EnrolAccepted, responses=_errors(401, 409, 413, 422,
+                                                                                        429, 503),
+             summary="Enrol a new person from 3 to 50 recordings (.npy in dB or .png); poll GET "
+                     "/users/{user_id}")
 async def enrol(user_id: Annotated[str, Form()], files: Annotated[list[UploadFile], File()],
                 service: ReadyService) -> EnrolAccepted:
     pipe = service.engine.pipe
     if not USER_ID_RE.match(user_id):
         raise invalid("user_id", "use 1-64 letters, digits, '.', '_' or '-' (not first)")
     if user_id in pipe.users or user_id in service.enroller.entries:
-        raise ApiError(409, "user_exists", f"user_id: {user_id!r} already exists; DELETE /users/{user_id} first")
+        raise ApiError(409, "user_exists", f"user_id: {user_id!r} already exists; DELETE /users/{user_id} "
+                                           "first")
     if not MIN_FILES <= len(files) <= MAX_FILES:
         raise invalid("files", f"send {MIN_FILES} to {MAX_FILES} recordings, got {len(files)}")
     x_db, hashes = await _read(files, service)
@@ -40,7 +44,8 @@ async def enrol(user_id: Annotated[str, Form()], files: Annotated[list[UploadFil
 
 
 async def _read(files: list[UploadFile], service: Service) -> tuple[np.ndarray, list[dict]]:
-    """Every upload by the dataset reader's per-file rules, at the model's size; 422 naming the first bad file."""
+    """Every upload by the dataset reader's per-file rules, at the model's size; 422 naming the first bad
+    file."""
     pipe, limit = service.engine.pipe, service.settings.max_file_bytes
     dyn, arrays, hashes = float(pipe.normalization.dyn_range_db), [], []
     for i, f in enumerate(files):
@@ -49,7 +54,8 @@ async def _read(files: list[UploadFile], service: Service) -> tuple[np.ndarray, 
         if len(raw) > limit:
             raise invalid("files", f"{name}: larger than max_file_bytes ({limit} bytes)")
         try:
-            arrays.append(await run_in_threadpool(read_recording, raw, name, pipe.channels, dyn, pipe.image_size))
+            arrays.append(await run_in_threadpool(read_recording, raw, name, pipe.channels, dyn,
+                                                  pipe.image_size))
         except DatasetError as exc:
             raise invalid("files", str(exc)) from None
         hashes.append({"file": name, "sha256": hashlib.sha256(raw).hexdigest()})
@@ -75,4 +81,5 @@ async def delete_user(user_id: str, service: ReadyService) -> UserStatus:
         raise ApiError(409, "trained_user", f"user_id: {user_id!r} was trained with the model; only enrolled "
                                             "users can be deleted")
     await service.enroller.delete(user_id)  # QueueFull, ShuttingDown: service.errors
-    return UserStatus(user_id=user_id, status="deleted", progress=status["progress"], error=None, enrolled=True)
+    return UserStatus(user_id=user_id, status="deleted", progress=status["progress"], error=None,
+                      enrolled=True)

@@ -1,4 +1,5 @@
-"""The web page: GET / (index.html) and the static files under /static; plain HTML/CSS/JS over the public API."""
+"""The web page: GET / (index.html) and the static files under /static; plain HTML/CSS/JS over the public
+API."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ async def index() -> FileResponse:
 
 
 class RevalidatedStaticFiles(StaticFiles):
-    """StaticFiles whose answers browsers revalidate (ETag) before reuse: an upgraded page never mixes modules."""
+    """StaticFiles whose answers browsers revalidate (ETag) before reuse: an upgraded page never mixes
+    modules."""
 
     async def get_response(self, path: str, scope):
         response = await super().get_response(path, scope)

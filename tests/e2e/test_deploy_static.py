@@ -144,7 +144,8 @@ def test_every_published_port_binds_to_loopback_unless_the_operator_says_otherwi
     assert {name for name, _ in ports} >= {"api", "prometheus", "grafana", "lb"}
     for name, spec in ports:
         assert published(spec, {})[0] == "127.0.0.1", f"{name} publishes {spec!r} beyond loopback by default"
-        assert published(spec, {"DOPPLERGEN_BIND": "10.1.2.3"})[0] == "10.1.2.3", f"{name}: DOPPLERGEN_BIND ignored"
+        assert published(spec,
+                         {"DOPPLERGEN_BIND": "10.1.2.3"})[0] == "10.1.2.3", f"{name}: DOPPLERGEN_BIND ignored"
     assert not any(svc.get("network_mode") == "host" for svc in services.values()), "host networking skips the bind"
 
 
@@ -159,7 +160,8 @@ def test_no_default_passwords_and_grafana_requires_one(services: dict) -> None:
     for name, svc in services.items():  # no secret-looking setting may fall back to a literal
         for key, value in (svc.get("environment") or {}).items():
             if re.search(r"PASSWORD|SECRET|API_KEY|TOKEN", key) and value is not None:
-                assert re.fullmatch(r"\$\{\w+:?\?[^}]*\}", str(value)), f"{name}.{key} has a default: {value!r}"
+                assert re.fullmatch(r"\$\{\w+:?\?[^}]*\}",
+                                    str(value)), f"{name}.{key} has a default: {value!r}"
 
 
 def test_stop_grace_period_covers_request_timeout_and_drain(services: dict) -> None:
@@ -257,7 +259,8 @@ def test_compose_file_validates_with_docker_compose() -> None:
     else:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
     env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
-    refused = subprocess.run([*cmd, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=REPO,
+    refused = subprocess.run([*cmd, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True,
+                             cwd=REPO,
                              env=env)
     assert refused.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in refused.stderr
     out = subprocess.run([*cmd, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=REPO,
@@ -277,10 +280,12 @@ def test_cpu_override_drops_gpu_and_pins_cpu() -> None:
 
 
 def test_cpu_override_merges_with_docker_compose_v2() -> None:
-    if not shutil.which("docker") or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode:
+    if not shutil.which("docker") or subprocess.run(["docker", "compose", "version"],
+                                                    capture_output=True).returncode:
         pytest.skip("`docker compose` v2 is not installed (docker-compose v1 cannot read !reset)")
     out = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE), "-f", str(COMPOSE_CPU), "--profile", "train", "config", "--format", "json"],
+        ["docker", "compose", "-f", str(COMPOSE), "-f", str(COMPOSE_CPU), "--profile", "train", "config",
+         "--format", "json"],
         capture_output=True, text=True, cwd=REPO, env={**os.environ, "GRAFANA_ADMIN_PASSWORD": "test-only"},
     )
     assert out.returncode == 0, out.stderr
@@ -445,7 +450,8 @@ def test_docs_say_what_listens_where_and_what_protects_it(services: dict) -> Non
     docs = (REPO / "docs" / "deployment.md").read_text()
     assert "## Exposure" in docs
     section = docs.split("## Exposure", 1)[1].split("\n## ", 1)[0]
-    for needle in ("DOPPLERGEN_BIND", "127.0.0.1", "GRAFANA_ADMIN_PASSWORD", "DOPPLERGEN_API_KEY", "/metrics"):
+    for needle in ("DOPPLERGEN_BIND", "127.0.0.1", "GRAFANA_ADMIN_PASSWORD", "DOPPLERGEN_API_KEY",
+                   "/metrics"):
         assert needle in section, f"the exposure section does not mention {needle}"
     for name, svc in services.items():
         for spec in svc.get("ports", []):

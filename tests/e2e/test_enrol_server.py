@@ -1,4 +1,5 @@
-"""Enrolment on a running `dopplergen serve`: POST /users with 5 files, poll until ready, generate, restart, still listed."""
+"""Enrolment on a running `dopplergen serve`: POST /users with 5 files, poll until ready, generate, restart,
+still listed."""
 
 import io
 import time
@@ -21,7 +22,8 @@ def _files(n: int) -> list:
 
 
 def test_enrol_generate_and_survive_a_restart(tiny_pipeline, tmp_path):
-    env = dict(DOPPLERGEN_USERS_DIR=str(tmp_path / "users"), DOPPLERGEN_ENROL_STEPS="5", DOPPLERGEN_API_KEY="k")
+    env = dict(DOPPLERGEN_USERS_DIR=str(tmp_path / "users"), DOPPLERGEN_ENROL_STEPS="5",
+               DOPPLERGEN_API_KEY="k")
     key = {"X-API-Key": "k"}
     with run_server(tiny_pipeline, tmp_path, **env) as server, server.client() as c:
         assert c.post("/users", data={"user_id": "dave"}, files=_files(5)).status_code == 401
@@ -40,4 +42,5 @@ def test_enrol_generate_and_survive_a_restart(tiny_pipeline, tmp_path):
         assert "dave" in users["users"] and users["enrolled"] == ["dave"]
         again = c.post("/generate", headers=key, json={"user_id": "dave", "num_samples": 2, "seed": 3,
                                                        "num_inference_steps": 2, "format": "npy"})
-        assert again.status_code == 200 and again.json()["items"] == gen.json()["items"]  # same row after restart
+        # same row after restart
+        assert again.status_code == 200 and again.json()["items"] == gen.json()["items"]

@@ -67,13 +67,15 @@ def test_every_direct_dependency_is_locked_within_its_range(lock) -> None:
         key = canonicalize_name(spec.name)
         assert key in pins, f"{name} lacks {spec.name}: run `make lock`"
         version = pins[key][0]
-        assert spec.specifier.contains(version, prereleases=True), f"{name}: {key}=={version} is outside {spec}"
+        assert spec.specifier.contains(version,
+                                       prereleases=True), f"{name}: {key}=={version} is outside {spec}"
 
 
 def test_every_locked_package_has_a_hash(lock) -> None:
     name, pins = lock
     for pkg, (_, hashes) in pins.items():
-        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), f"{name}: {pkg} has no sha256"
+        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}",
+                                           h) for h in hashes), f"{name}: {pkg} has no sha256"
 
 
 def test_serving_locks_hold_no_training_package() -> None:
@@ -87,7 +89,8 @@ def test_serving_locks_hold_no_training_package() -> None:
 
 
 def test_each_lock_holds_the_torch_build_its_name_says(lock) -> None:
-    """CPU locks: torch's +cpu build and no CUDA libraries; CUDA locks: PyPI's torch. Both the tested version."""
+    """CPU locks: torch's +cpu build and no CUDA libraries; CUDA locks: PyPI's torch. Both the tested
+    version."""
     name, pins = lock
     torch_version = pins["torch"][0]
     tested = re.search(r"^torch==(\S+)", (REPO / "constraints-cpu.txt").read_text(), re.M).group(1)
@@ -140,7 +143,8 @@ def test_serving_code_imports_only_what_the_serving_lock_installs() -> None:
 
 
 def test_training_commands_without_the_train_extra_say_what_to_install() -> None:
-    """As in the serving image: accelerate is absent, so train-vae stops with the install line, not a traceback."""
+    """As in the serving image: accelerate is absent, so train-vae stops with the install line, not a
+    traceback."""
     code = ("import sys; sys.modules['accelerate'] = None; from training.cli import main; "
             "sys.exit(main(['train-vae', '--help']))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -148,4 +152,5 @@ def test_training_commands_without_the_train_extra_say_what_to_install() -> None
     assert "Traceback" not in out.stderr
     serve = subprocess.run([sys.executable, "-c", code.replace("train-vae", "serve")], capture_output=True,
                            text=True, cwd=REPO, timeout=120)
-    assert serve.returncode == 0 and "--pipeline" in serve.stdout, serve.stderr[-2000:]  # serve needs none of them
+    # serve needs none of them
+    assert serve.returncode == 0 and "--pipeline" in serve.stdout, serve.stderr[-2000:]

@@ -1,4 +1,5 @@
-"""The README's main command (`make serve`) reaches ready on the shipped demo checkpoint and answers /generate."""
+"""The README's main command (`make serve`) reaches ready on the shipped demo checkpoint and answers
+/generate."""
 
 from __future__ import annotations
 
@@ -50,12 +51,15 @@ def test_make_serve_answers_generate_with_the_demo_checkpoint(tmp_path):
         img = Image.open(io.BytesIO(r.content))
         assert img.size == (64, 64)
         assert len(set(img.getdata())) > 16  # a spectrogram, not a blank image
-        # The demo is trained with walking speed and aspect angle (issue 15): /info lists them with their ranges,
-        # a request may set them (echoed per item), and a value outside the trained range is a 422 naming it.
+        # The demo is trained with walking speed and aspect angle (issue 15): /info lists them with their
+        # ranges, a request may set them (echoed per item), and a value outside the trained range is a 422
+        # naming it.
         assert {"speed_mps", "aspect_deg"} <= set(info["conditions"])
         lo, hi = info["conditions"]["speed_mps"]["range"]
-        r = httpx.post(f"{url}/generate", json={"user_id": user, "num_samples": 1, "seed": 1, "num_inference_steps": 5,
-                                                "speed_mps": (lo + hi) / 2, "aspect_deg": 30, "format": "npy"},
+        r = httpx.post(f"{url}/generate", json={"user_id": user, "num_samples": 1, "seed": 1,
+                                                "num_inference_steps": 5,
+                                                "speed_mps": (lo + hi) / 2, "aspect_deg": 30,
+                                                "format": "npy"},
                        timeout=300)
         assert r.status_code == 200, r.text
         assert r.json()["items"][0]["conditions"]["aspect_deg"] == 30

@@ -96,13 +96,15 @@ def prometheus(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory
         )
     prom = Prometheus(f"http://127.0.0.1:{port}", config["scrape_configs"][0]["job_name"])
     try:
-        wait_for(http_ready(proc, f"{prom.url}/-/ready", log_path, "prometheus"), SCRAPE_WAIT_S, "prometheus /-/ready")
+        wait_for(http_ready(proc, f"{prom.url}/-/ready", log_path, "prometheus"), SCRAPE_WAIT_S,
+                 "prometheus /-/ready")
         yield prom
     finally:
         stop_process(proc, grace_s=10)
 
 
-def test_prometheus_scrapes_the_service_and_sees_generate(prometheus: Prometheus, live_server: LiveServer) -> None:
+def test_prometheus_scrapes_the_service_and_sees_generate(prometheus: Prometheus,
+                                                          live_server: LiveServer) -> None:
     job = prometheus.job
     wait_for(lambda: prometheus.scalar(f'up{{job="{job}"}}') == 1.0, SCRAPE_WAIT_S, "a successful scrape")
     names = {r["metric"]["__name__"] for r in prometheus.query(f'{{job="{job}", __name__=~"dopplergen_.+"}}')}

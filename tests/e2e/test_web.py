@@ -23,7 +23,8 @@ from tests.service.test_web_routes import write_dataset
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
-# Headless and quiet: without the background-networking flags Chromium dials out, which a closed network refuses.
+# Headless and quiet: without the background-networking flags Chromium dials out, which a closed network
+# refuses.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 KEY = "web-test-key"
@@ -49,7 +50,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         _missing("the playwright Python package is not installed (pip install -e '.[dev]')")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
             headless=True, viewport={"width": 1280, "height": 900}, accept_downloads=True)
         yield context
         context.close()
@@ -57,7 +59,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 @pytest.fixture(scope="module")
 def web_server(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """`dopplergen serve` on a copy of the tiny pipeline (enrolment may write to it), with a dataset and a key."""
+    """`dopplergen serve` on a copy of the tiny pipeline (enrolment may write to it), with a dataset and a
+    key."""
     root = tmp_path_factory.mktemp("web")
     pipeline = shutil.copytree(tiny_pipeline, root / "pipeline")
     data = write_dataset(root / "data", {"alice": 3, "bob": 3})
@@ -99,7 +102,8 @@ def test_a_deep_link_asks_for_the_key_once_then_generates_at_once(web_server, br
     assert captions(page, "generated") == ["bob · seed 1", "bob · seed 2"]
     assert page.locator("#generated canvas[role=img]").count() == 2
     page.wait_for_selector("#real canvas", timeout=WAIT_MS)  # bob's real recordings from --data, beside them
-    assert captions(page, "real")[0].startswith("real 0000.npy") and "3 of 3 recordings" in page.inner_text("#real-note")
+    assert captions(page,
+                    "real")[0].startswith("real 0000.npy") and "3 of 3 recordings" in page.inner_text("#real-note")
     assert page.is_hidden("#error") and page.errors == []
     shot = tmp_path / "web.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -156,7 +160,8 @@ def test_keyboard_changes_the_seed_and_regenerates(web_server, browser):
     page.wait_for_selector("#generated canvas", timeout=WAIT_MS)
     page.fill("#seed", "7")
     page.press("#seed", "Enter")
-    page.wait_for_function("document.querySelector('#generated figcaption span').textContent === 'bob · seed 7'",
+    page.wait_for_function("document.querySelector('#generated figcaption span').textContent === 'bob · seed "
+                           "7'",
                            timeout=WAIT_MS)
     assert "seed=7" in page.url
 
@@ -186,8 +191,10 @@ def test_conditions_listed_by_info_become_labelled_inputs_and_request_fields(web
     body = sent.value.post_data_json
     assert body["speed_mps"] == 1.4 and body["activity"] == "run" and body["user_id"] == "bob"
     assert page.inner_text("label[for=cond-speed_mps]") == "speed_mps"
-    assert page.get_attribute("#cond-speed_mps", "min") == "0.5" and page.get_attribute("#cond-speed_mps", "max") == "2.5"
-    assert page.eval_on_selector_all("#cond-activity option", "els => els.map(e => e.value)") == ["", "walk", "run"]
+    assert page.get_attribute("#cond-speed_mps", "min") == "0.5" and page.get_attribute("#cond-speed_mps",
+                                                                                        "max") == "2.5"
+    assert page.eval_on_selector_all("#cond-activity option", "els => els.map(e => e.value)") == ["", "walk",
+                                                                                                  "run"]
     page.select_option("#cond-activity", "")  # empty = omitted
     page.fill("#cond-speed_mps", "")
     with page.expect_request(lambda r: r.url.endswith("/generate"), timeout=WAIT_MS) as sent:
@@ -202,11 +209,13 @@ def npy_b64(arr: np.ndarray) -> str:
 
 
 def test_the_page_modules_read_npy_axes_and_user_lists(web_server, browser):
-    """The page's own modules, run in Chromium: the .npy reader, the plotted axis ranges, the enrolled markers."""
+    """The page's own modules, run in Chromium: the .npy reader, the plotted axis ranges, the enrolled
+    markers."""
     page = open_page(browser, web_server.url + "/static/index.html", with_key=False)
 
     def js(module: str, expr: str, arg=None):
-        return page.evaluate(f"async (arg) => {{ const m = await import('/static/{module}'); return {expr}; }}", arg)
+        return page.evaluate("async (arg) => "
+                             f"{{ const m = await import('/static/{module}'); return {expr}; }}", arg)
 
     f8 = np.arange(6, dtype=np.float64).reshape(2, 3) - 2.5
     got = js("npy.js", "(({shape, data, dtype}) => ({shape, dtype, data: Array.from(data)}))"
@@ -254,7 +263,8 @@ def test_enrol_a_person_through_the_form(web_server, browser, tmp_path):
     page.set_input_files("#enrol-files", files)
     page.click("#enrol-submit")
     page.wait_for_function("document.querySelector('#user option[value=dave]') || "
-                           "/failed/.test(document.querySelector('#enrol-status').textContent)", timeout=WAIT_MS)
+                           "/failed/.test(document.querySelector('#enrol-status').textContent)",
+                           timeout=WAIT_MS)
     status = page.inner_text("#enrol-status")
     assert "ready" in status and page.input_value("#user") == "dave", status
     with api(web_server) as client:
@@ -263,7 +273,8 @@ def test_enrol_a_person_through_the_form(web_server, browser, tmp_path):
     if "enrolled" in str(listed):  # the list marks enrolled people: so must the picker
         assert page.inner_text("#user option[value=dave]") == "dave (enrolled)"
     page.press("#seed", "Enter")  # generate for the new person
-    page.wait_for_function("document.querySelector('#generated figcaption span')?.textContent.startsWith('dave')",
+    page.wait_for_function("document.querySelector('#generated figcaption "
+                           "span')?.textContent.startsWith('dave')",
                            timeout=WAIT_MS)
     assert page.is_hidden("#error"), page.inner_text("#error")
 

@@ -1,4 +1,5 @@
-"""Condition encoder (speed, aspect, activity -> tokens), its pipeline folder, sampling with it, per-user draws."""
+"""Condition encoder (speed, aspect, activity -> tokens), its pipeline folder, sampling with it, per-user
+draws."""
 
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ def test_pipeline_with_conditions_round_trips_and_conditions_steer_sampling(cond
     ctx = pipe.encode_context(torch.tensor([0]))
     assert ctx.shape == (1, 4 + 2, 32)
     enc = pipe.condition_encoder
-    slow, fast = enc.values_tensor([{"speed_mps": 0.85, "aspect_deg": 0}]), enc.values_tensor([{"speed_mps": 1.85}])
+    slow, fast = enc.values_tensor([{"speed_mps": 0.85,
+                                     "aspect_deg": 0}]), enc.values_tensor([{"speed_mps": 1.85}])
     kw = dict(num_inference_steps=2, guidance_scale=2.0)
     a = sample(pipe, [1], [7], conditions=slow, **kw)
     assert torch.equal(a, sample(pipe, [1], [7], conditions=slow, **kw))  # deterministic

@@ -1,4 +1,5 @@
-"""models.enrolment and UserEncoder.with_users: new rows learnt, existing rows and the null row bit for bit."""
+"""models.enrolment and UserEncoder.with_users: new rows learnt, existing rows and the null row bit for
+bit."""
 
 import numpy as np
 import pytest
@@ -23,7 +24,8 @@ def test_with_users_keeps_every_existing_row_and_the_null_row(pipe):
     rows = torch.randn(2, enc.embedding.weight.shape[1])
     rng_before = torch.get_rng_state()
     big = enc.with_users(["dave", "erin"], rows)
-    assert torch.equal(torch.get_rng_state(), rng_before)  # building the copy draws nothing from the global RNG
+    # building the copy draws nothing from the global RNG
+    assert torch.equal(torch.get_rng_state(), rng_before)
     assert big.users == enc.users + ["dave", "erin"] and big.null_index == enc.null_index + 2
     w, bw = enc.embedding.weight, big.embedding.weight
     assert big.dtype == torch.float16 and torch.equal(bw[: enc.null_index], w[: enc.null_index])
@@ -54,13 +56,15 @@ def test_enrolment_learns_only_its_rows_and_is_seeded(pipe):
     job = Enrolment(pipe, _x(), [0, 0, 1, 1], 2, cfg)
     start = job.result()
     pop = pipe.user_encoder.embedding.weight[:3].float()
-    assert torch.allclose(start.mean(0), pop.mean(0), atol=0.1 * float(pop.std(0).max()) * 3)  # at the population
+    # at the population
+    assert torch.allclose(start.mean(0), pop.mean(0), atol=0.1 * float(pop.std(0).max()) * 3)
     rows, log = enrol(pipe, _x(), [0, 0, 1, 1], 2, cfg)
     again, _ = enrol(pipe, _x(), [0, 0, 1, 1], 2, cfg)
     assert rows.shape == (2, start.shape[1]) and not torch.equal(rows, start) and torch.equal(rows, again)
     assert log["steps"] == 3 and np.isfinite(log["loss_last"])
     assert all(torch.equal(v, pipe.denoiser.state_dict()[k]) for k, v in unet.items())  # UNet frozen
-    assert all(torch.equal(v, pipe.user_encoder.state_dict()[k]) for k, v in enc.items())  # existing rows untouched
+    # existing rows untouched
+    assert all(torch.equal(v, pipe.user_encoder.state_dict()[k]) for k, v in enc.items())
     assert not any(p.requires_grad for p in pipe.denoiser.parameters())
 
 

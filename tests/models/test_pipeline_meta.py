@@ -1,4 +1,5 @@
-"""dopplergen.json is checked against its schema at load: a fault names its field, before any model is built."""
+"""dopplergen.json is checked against its schema at load: a fault names its field, before any model is
+built."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def good_meta() -> dict:
-    return {"format_version": 1, "route": "kl", "image_size": [32, 32], "channels": 1, "name": "n", "version": "1",
+    return {"format_version": 1, "route": "kl", "image_size": [32, 32], "channels": 1, "name": "n",
+            "version": "1",
             "normalization": {"dyn_range_db": 60.0, "kind": "linear_db"}}
 
 
@@ -40,7 +42,8 @@ def test_the_shipped_demo_and_unknown_keys_pass() -> None:
     demo = json.loads((REPO / "checkpoints" / "demo" / "dopplergen.json").read_text())
     checked = validate_meta(demo)
     assert checked.normalization.dyn_range_db == 60.0 and checked.route == "kl"
-    extra = validate_meta({**good_meta(), "conditions": {"speed_mps": {}}, "enrolled": ["x"], "provenance": {}})
+    extra = validate_meta({**good_meta(), "conditions": {"speed_mps": {}}, "enrolled": ["x"],
+                           "provenance": {}})
     assert extra.model_extra["enrolled"] == ["x"], "fields added by other writers must be kept"
 
 

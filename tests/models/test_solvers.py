@@ -20,12 +20,15 @@ def pipe(tiny_pipeline_dir):
 
 
 def with_config(pipe: DopplerPipeline, **changes) -> DopplerPipeline:
-    clone = DopplerPipeline(pipe.vae, pipe.denoiser, pipe.user_encoder, {**pipe.scheduler_config, **changes}, pipe.meta)
+    clone = DopplerPipeline(pipe.vae, pipe.denoiser, pipe.user_encoder, {**pipe.scheduler_config, **changes},
+                            pipe.meta)
     return clone
 
 
-def diffusers_reference(pipe, sampler: str, steps: int, guidance: float, user: int, seed: int) -> torch.Tensor:
-    """The stock loop: diffusers' scheduler.step on one sample, the seed's generator for the initial and DDPM noise."""
+def diffusers_reference(pipe, sampler: str, steps: int, guidance: float, user: int,
+                        seed: int) -> torch.Tensor:
+    """The stock loop: diffusers' scheduler.step on one sample, the seed's generator for the initial and DDPM
+    noise."""
     cls = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}.get(sampler)
     sched = (cls.from_config(pipe.scheduler_config) if cls else DPMSolverMultistepScheduler.from_config(
         pipe.scheduler_config, algorithm_type="dpmsolver++", solver_order=2))
@@ -35,7 +38,8 @@ def diffusers_reference(pipe, sampler: str, steps: int, guidance: float, user: i
     ctx = pipe.encode_context(torch.tensor([pipe.user_encoder.null_index, user]))
     with torch.no_grad():
         for t in sched.timesteps:
-            out = pipe.denoiser(sched.scale_model_input(torch.cat([x, x]), t), t, encoder_hidden_states=ctx).sample
+            out = pipe.denoiser(sched.scale_model_input(torch.cat([x, x]), t), t,
+                                encoder_hidden_states=ctx).sample
             u, c = out.chunk(2)
             x = sched.step(u + guidance * (c - u), t, x, generator=[gen]).prev_sample
     return x[0]
@@ -62,7 +66,8 @@ def test_each_sampler_matches_diffusers_alone(pipe, sampler, prediction_type):
 def test_rows_with_different_samplers_steps_guidance_and_start_times_share_steps(pipe):
     """Each row, stepped in batches with whatever else is running, ends where its own diffusers loop ends."""
     specs = [("dpmsolver++", 5, 2.0, 0, 1, 0), ("ddim", 7, 1.0, 1, 2, 0), ("ddpm", 6, 3.0, 2, 3, 2),
-             ("dpmsolver++", 16, 1.5, 0, 4, 3), ("ddpm", 3, 2.0, 1, 5, 4)]  # sampler, steps, guidance, user, seed, joins at
+             # sampler, steps, guidance, user, seed, joins at
+             ("dpmsolver++", 16, 1.5, 0, 4, 3), ("ddpm", 3, 2.0, 1, 5, 4)]
     live, finished, tick = [], {}, 0
     while len(finished) < len(specs):
         for k, (sampler, steps, g, user, seed, at) in enumerate(specs):

@@ -29,7 +29,8 @@ def _gens(seed: int, n: int) -> list[torch.Generator]:
 
 def test_from_residuals_keeps_per_user_and_owners():
     bank = _bank(per_user=2)
-    assert len(bank.residuals) == 4 and bank.residuals.dtype == torch.float16 and bank.means.shape == (4, 1, 8, 8)
+    assert len(bank.residuals) == 4 and bank.residuals.dtype == torch.float16 and bank.means.shape == (4, 1,
+                                                                                                       8, 8)
     assert list(bank.config.users) == ["a", "b"]
     assert sorted(bank.owners.tolist()) == [0, 0, 1, 1]
     with pytest.raises(ValueError):
@@ -40,7 +41,8 @@ def test_add_draws_the_persons_own_residual_and_falls_back_to_all():
     bank = _bank()
     x = torch.full((4, 1, 8, 8), -30.0)
     out = bank.add(x, ["a", "b", "a", "b"], _gens(0, 4))
-    assert torch.equal(out[0], torch.full((1, 8, 8), -29.0)) and torch.equal(out[1], torch.full((1, 8, 8), -31.0))
+    assert torch.equal(out[0], torch.full((1, 8, 8), -29.0)) and torch.equal(out[1], torch.full((1, 8, 8),
+                                                                                                -31.0))
     bank.register_to_config(choices=len(bank.owners) * 8)  # every (entry, shift) a candidate: equal means tie
     drawn = {float(bank.add(x[:1], ["nobody"], _gens(s, 1))[0, 0, 0, 0]) for s in range(40)}
     assert drawn == {-29.0, -31.0}  # a person without entries draws from everyone's
@@ -49,7 +51,8 @@ def test_add_draws_the_persons_own_residual_and_falls_back_to_all():
 
 def test_add_is_a_function_of_the_generator_and_clips():
     rng = np.random.default_rng(0)
-    bank = TextureBank.from_pairs(rng.uniform(-60, 0, (6, 1, 8, 8)), rng.normal(0, 5, (6, 1, 8, 8)), ["a"] * 6, 60.0)
+    bank = TextureBank.from_pairs(rng.uniform(-60, 0, (6, 1, 8, 8)), rng.normal(0, 5, (6, 1, 8, 8)),
+                                  ["a"] * 6, 60.0)
     x = torch.full((2, 1, 8, 8), -1.0)
     first, again = bank.add(x, ["a", "a"], _gens(3, 2)), bank.add(x, ["a", "a"], _gens(3, 2))
     assert torch.equal(first, again)
@@ -65,7 +68,8 @@ def test_add_takes_the_residual_of_the_nearest_reconstruction_at_its_time_shift(
     res = rng.normal(0, 3, (5, 1, 8, 16)).astype(np.float32)
     bank = TextureBank.from_pairs(means, res, ["a"] * 5, 60.0, per_user=5)
     bank.register_to_config(choices=1)  # the nearest only
-    j = int(np.flatnonzero(np.isclose(bank.means.float().numpy(), torch.tensor(means[3]).half().float().numpy())
+    j = int(np.flatnonzero(np.isclose(bank.means.float().numpy(),
+                                      torch.tensor(means[3]).half().float().numpy())
                            .all(axis=(1, 2, 3)))[0])
     x = torch.roll(bank.means[j].float(), 5, dims=-1)[None]  # entry 3's reconstruction, 5 frames later
     out = bank.add(x, ["a"], _gens(0, 1))
@@ -113,7 +117,8 @@ def test_texture_cli_builds_and_removes_the_bank(tmp_path, capsys):
     data = _write_dataset(tmp_path / "data", users=3, per_user=6, size=32)
     torch.manual_seed(0)
     folder = tmp_path / "pipe"
-    build_untrained_pipeline("tiny", ["user0", "user1", "someone"], dyn_range_db=60.0, version="t").save(folder)
+    build_untrained_pipeline("tiny", ["user0", "user1", "someone"], dyn_range_db=60.0,
+                             version="t").save(folder)
     before = (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert cli(["texture", "--pipeline", str(folder), "--data", str(data), "--per-user", "3"]) == 0
     out = capsys.readouterr().out

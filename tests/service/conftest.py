@@ -1,4 +1,5 @@
-"""Service fixtures: the tiny pipeline loaded once, an instrumented fake model (stepper), and an in-process client."""
+"""Service fixtures: the tiny pipeline loaded once, an instrumented fake model (stepper), and an in-process
+client."""
 
 from __future__ import annotations
 
@@ -47,12 +48,14 @@ class FakeRow:
 
 
 class FakeStepper:
-    """Stands in for the model row by row: records every step, can block, sleep or fail, decodes seed-coded output.
+    """Stands in for the model row by row: records every step, can block, sleep or fail, decodes seed-coded
+    output.
 
     Sample values are `-(seed % 60)` dB everywhere, so a test can tell which seed produced which item.
     """
 
-    def __init__(self, delay_s: float = 0.0, fail: Callable[[list[int]], Exception | None] | None = None) -> None:
+    def __init__(self, delay_s: float = 0.0, fail: Callable[[list[int]],
+                                                            Exception | None] | None = None) -> None:
         self.delay_s, self.fail = delay_s, fail
         self.calls: list[dict] = []  # one per denoising step
         self.entered = threading.Event()  # set when a step starts on the device thread
@@ -65,7 +68,8 @@ class FakeStepper:
     def step(self, pipe, rows: list[FakeRow], pad_to: int | None, cfg: bool | None) -> None:
         self.calls.append(dict(users=[r.spec.user_index for r in rows], seeds=[r.seed for r in rows],
                                at=[r.i for r in rows], steps=[r.spec.steps for r in rows],
-                               guidance=[r.spec.guidance for r in rows], scheduler=[r.spec.sampler for r in rows],
+                               guidance=[r.spec.guidance for r in rows],
+                               scheduler=[r.spec.sampler for r in rows],
                                pad_to=pad_to))
         self.entered.set()
         assert self.gate.wait(30), "test never opened the gate"

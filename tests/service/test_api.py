@@ -43,7 +43,8 @@ async def test_generate_npy_16bit_and_colormap(make_app, fake):
     async with serve(make_app(fake)) as client:
         npy = (await client.post("/generate", json={"user_id": "carol", "seed": 3, "format": "npy"})).json()
         deep = (await client.post("/generate", json={"user_id": "carol", "seed": 3, "bit_depth": 16})).json()
-        cmap = (await client.post("/generate", json={"user_id": "carol", "seed": 3, "colormap": "viridis"})).json()
+        cmap = (await client.post("/generate", json={"user_id": "carol", "seed": 3,
+                                                     "colormap": "viridis"})).json()
     arr = np.load(io.BytesIO(base64.b64decode(npy["items"][0]["data"])), allow_pickle=False)
     assert arr.dtype == np.float32 and arr.shape == (1, 32, 32) and np.all(arr == -3.0)
     assert npy["items"][0]["dtype"] == "float32" and npy["items"][0]["media_type"] == "application/x-npy"
@@ -56,13 +57,15 @@ async def test_generate_npy_16bit_and_colormap(make_app, fake):
 
 async def test_null_seed_draws_distinct_random_seeds_and_echoes_them(make_app, fake):
     async with serve(make_app(fake)) as client:
-        out = (await client.post("/generate", json={"user_id": "alice", "num_samples": 4, "seed": None})).json()
+        out = (await client.post("/generate", json={"user_id": "alice", "num_samples": 4,
+                                                    "seed": None})).json()
     assert len(set(out["seeds"])) == 4 and fake.calls[0]["seeds"] == out["seeds"]
 
 
 async def test_accept_image_png_returns_the_raw_png(make_app, fake):
     async with serve(make_app(fake)) as client:
-        r = await client.post("/generate", json={"user_id": "alice", "seed": 5}, headers={"Accept": "image/png"})
+        r = await client.post("/generate", json={"user_id": "alice", "seed": 5},
+                              headers={"Accept": "image/png"})
         both = await client.post("/generate", json={"user_id": "alice", "num_samples": 2},
                                  headers={"Accept": "image/png"})
         prefers_json = await client.post("/generate", json={"user_id": "alice"},
@@ -142,7 +145,8 @@ async def test_body_too_large_gets_413_by_length_or_while_streaming(make_app, fa
             for _ in range(4):
                 yield b"x" * 400
 
-        streamed = await client.post("/generate", content=chunks(), headers={"content-type": "application/json"})
+        streamed = await client.post("/generate", content=chunks(),
+                                     headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"] == "body_too_large"
     assert streamed.status_code == 413
 

@@ -1,4 +1,5 @@
-"""The admission rule on its own (step costs set by hand: 422 when never, 429 under load, Retry-After) and the fair share."""
+"""The admission rule on its own (step costs set by hand: 422 when never, 429 under load, Retry-After) and the
+fair share."""
 
 from __future__ import annotations
 

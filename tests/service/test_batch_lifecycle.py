@@ -1,4 +1,5 @@
-"""A row's life in the step worker: admission (422 / 429), cancellation at the next step, failures, OOM, shutdown, jobs."""
+"""A row's life in the step worker: admission (422 / 429), cancellation at the next step, failures, OOM,
+shutdown, jobs."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def cancellations(app, reason: str) -> float:
 
 
 async def hold_and_queue(client, fake, worker, queued: dict, depth: int) -> tuple[asyncio.Task, asyncio.Task]:
-    """Request seed 1 holds the device (its step blocks on the closed gate) while `queued` waits as `depth` rows."""
+    """Request seed 1 holds the device (its step blocks on the closed gate) while `queued` waits as `depth`
+    rows."""
     fake.gate.clear()
     running = asyncio.create_task(client.post("/generate", json=body(1)))
     await wait_until(fake.entered.is_set)
@@ -155,7 +157,8 @@ async def test_a_failing_step_fails_only_its_requests_and_the_worker_lives_on(ma
     assert fake.sizes == [2, 1, 1, 1]
     for r in bad:
         assert r.status_code == 500
-        assert r.json() == {"error": "batch_failed", "message": "internal server error; the server log has the details"}
+        assert r.json() == {"error": "batch_failed", "message": "internal server error; the server log has "
+                                                                "the details"}
     assert good.status_code == 200
     assert app.state.service.metrics.batch_failures._value.get() == 1
 

@@ -1,4 +1,5 @@
-"""Step-level batching through the HTTP API: join/leave at step boundaries, mixing, fairness, splitting, padding."""
+"""Step-level batching through the HTTP API: join/leave at step boundaries, mixing, fairness, splitting,
+padding."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ async def test_a_short_request_joins_a_long_one_at_the_next_step_and_leaves_firs
 
 
 async def test_rows_with_different_steps_guidance_and_schedulers_share_steps(make_app, fake):
-    app = make_app(fake, max_batch_size=8, max_wait_ms=200)  # from idle, gather the burst before the first step
+    # from idle, gather the burst before the first step
+    app = make_app(fake, max_batch_size=8, max_wait_ms=200)
     async with serve(app) as client:
         variants = [{}, {"num_inference_steps": 4}, {"guidance_scale": 1.0}, {"scheduler": "ddim"}]
         responses = await asyncio.gather(
@@ -67,7 +69,8 @@ async def test_free_slots_go_round_robin_so_a_big_request_cannot_starve_a_small_
     async with serve(app) as client:
         fake.delay_s = 0.05
         fake.gate.clear()
-        big = asyncio.create_task(client.post("/generate", json=body(100, num_samples=6, num_inference_steps=4)))
+        big = asyncio.create_task(client.post("/generate", json=body(100, num_samples=6,
+                                                                     num_inference_steps=4)))
         await wait_until(fake.entered.is_set)
         small = asyncio.create_task(client.post("/generate", json=body(7, num_inference_steps=2)))
         await wait_until(lambda: worker.depth == 5)

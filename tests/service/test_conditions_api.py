@@ -1,5 +1,6 @@
-"""Conditions over HTTP (issue 15): /info lists them, /generate takes speed_mps / aspect_deg / activity, draws the
-omitted ones from the user's training distribution (echoed, deterministic), and answers 422 naming a bad field."""
+"""Conditions over HTTP (issue 15): /info lists them, /generate takes speed_mps / aspect_deg / activity, draws
+the omitted ones from the user's training distribution (echoed, deterministic), and answers 422 naming a bad
+field."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ async def test_given_conditions_steer_and_omitted_ones_are_drawn_per_user(make_a
                                                        "aspect_deg": 40, **COMMON})).json()
         drawn = (await client.post("/generate", json={"user_id": "bob", "seed": 10, "num_samples": 4,
                                                       "aspect_deg": 0, **COMMON})).json()
-        again = (await client.post("/generate", json={"user_id": "bob", "seed": 12, "aspect_deg": 0, **COMMON})).json()
+        again = (await client.post("/generate", json={"user_id": "bob", "seed": 12, "aspect_deg": 0,
+                                                      **COMMON})).json()
     assert [it["conditions"] for it in given["items"]] == [{"speed_mps": 0.9, "aspect_deg": 40.0}] * 2
     assert not np.array_equal(npy(given["items"][0]), npy(faster["items"][0]))  # speed reaches the model
     speeds = [it["conditions"]["speed_mps"] for it in drawn["items"]]
@@ -80,8 +82,10 @@ async def test_condition_guidance_is_a_request_field_with_a_pipeline_default(mak
     import copy
 
     enc = cond_pipe.condition_encoder
-    body = {"user_id": "alice", "seed": 3, "speed_mps": 1.0, "aspect_deg": 20, "guidance_scale": 3.0, **COMMON}
-    want = sample(cond_pipe, [0], [3], num_inference_steps=2, guidance_scale=3.0, condition_guidance_scale=1.0,
+    body = {"user_id": "alice", "seed": 3, "speed_mps": 1.0, "aspect_deg": 20, "guidance_scale": 3.0,
+            **COMMON}
+    want = sample(cond_pipe, [0], [3], num_inference_steps=2, guidance_scale=3.0,
+                  condition_guidance_scale=1.0,
                   conditions=enc.values_tensor([{"speed_mps": 1.0, "aspect_deg": 20}]))[0].numpy()
     plain = sample(cond_pipe, [0], [3], num_inference_steps=2, guidance_scale=3.0,
                    conditions=enc.values_tensor([{"speed_mps": 1.0, "aspect_deg": 20}]))[0].numpy()
@@ -92,7 +96,8 @@ async def test_condition_guidance_is_a_request_field_with_a_pipeline_default(mak
     assert info["defaults"]["condition_guidance_scale"] is None  # this pipeline records none: plain guidance
     assert info["defaults"]["identity_guidance_scale"] is None
     assert r["condition_guidance_scale"] == 1.0 and p["condition_guidance_scale"] is None
-    assert np.allclose(npy(r["items"][0]), want, atol=0.05) and np.allclose(npy(p["items"][0]), plain, atol=0.05)
+    assert np.allclose(npy(r["items"][0]), want, atol=0.05) and np.allclose(npy(p["items"][0]), plain,
+                                                                            atol=0.05)
     assert not np.allclose(want, plain, atol=0.05)
     # the pipeline's defaults (dopplergen.json) apply to a request that names a condition: composed with
     # identity_guidance_scale and condition_guidance_scale; a request that names none is plain guidance_scale
@@ -114,5 +119,6 @@ async def test_condition_guidance_is_a_request_field_with_a_pipeline_default(mak
     plain_drawn = sample(cond_pipe, [0], [3], num_inference_steps=2, guidance_scale=2.0, conditions=drew)
     assert np.allclose(npy(e["items"][0]), plain_drawn[0].numpy(), atol=0.05)
     async with serve(make_app()) as client:  # identity-only pipelines take no condition guidance
-        r = await client.post("/generate", json={"user_id": "alice", "condition_guidance_scale": 1.0, **COMMON})
+        r = await client.post("/generate", json={"user_id": "alice", "condition_guidance_scale": 1.0,
+                                                 **COMMON})
     assert r.status_code == 422 and r.json()["details"][0]["field"] == "condition_guidance_scale"

@@ -13,7 +13,8 @@ from service.encoding import decode_png_db, encode_npy, encode_png
 
 @pytest.fixture
 def db() -> np.ndarray:
-    return np.linspace(-70.0, 5.0, 2 * 16 * 8, dtype=np.float32).reshape(2, 16, 8)[:1]  # (1, 16, 8), out of range too
+    # (1, 16, 8), out of range too
+    return np.linspace(-70.0, 5.0, 2 * 16 * 8, dtype=np.float32).reshape(2, 16, 8)[:1]
 
 
 @pytest.mark.parametrize(("bits", "step"), [(8, 60 / 255), (16, 60 / 65535)])

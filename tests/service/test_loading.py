@@ -1,5 +1,6 @@
-"""A pipeline whose dopplergen.json is faulty never becomes ready: `dopplergen serve` refuses it naming the field,
-and an app built around it stays not-ready (503) instead of answering 200 on /readyz and 500 on /generate."""
+"""A pipeline whose dopplergen.json is faulty never becomes ready: `dopplergen serve` refuses it naming the
+field, and an app built around it stays not-ready (503) instead of answering 200 on /readyz and 500 on
+/generate."""
 
 from __future__ import annotations
 

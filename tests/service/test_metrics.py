@@ -1,4 +1,5 @@
-"""/metrics: Prometheus text that parses, carries every pinned name, moves with traffic, never labels users or seeds."""
+"""/metrics: Prometheus text that parses, carries every pinned name, moves with traffic, never labels users or
+seeds."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from tests.service.conftest import serve
 pytestmark = pytest.mark.anyio
 
 PINNED = {  # docs/internals.md
-    "dopplergen_requests_total", "dopplergen_request_latency_seconds_bucket", "dopplergen_queue_wait_seconds_bucket",
-    "dopplergen_inference_seconds_bucket", "dopplergen_batch_size_bucket", "dopplergen_samples_generated_total",
+    "dopplergen_requests_total", "dopplergen_request_latency_seconds_bucket",
+    "dopplergen_queue_wait_seconds_bucket",
+    "dopplergen_inference_seconds_bucket", "dopplergen_batch_size_bucket",
+    "dopplergen_samples_generated_total",
     "dopplergen_rejections_total", "dopplergen_batch_failures_total", "dopplergen_queue_depth",
     "dopplergen_model_loaded", "dopplergen_device_memory_bytes", "dopplergen_model_info",
     "dopplergen_step_seconds_bucket", "dopplergen_slot_occupancy", "dopplergen_rows_joined_total",
@@ -40,7 +43,8 @@ async def test_metrics_parse_and_counters_move(make_app, fake):
         assert value(before, "dopplergen_model_loaded") == 1.0
         assert value(before, "dopplergen_device_memory_bytes", kind="rss") > 10e6
         info = [dict(labels) for name, labels in before if name == "dopplergen_model_info"][0]
-        assert info == {"name": "dopplergen-tiny", "version": "test", "route": "kl", "device": "cpu", "dtype": "fp32"}
+        assert info == {"name": "dopplergen-tiny", "version": "test", "route": "kl", "device": "cpu",
+                        "dtype": "fp32"}
 
         await client.post("/generate", json={"user_id": "alice", "num_samples": 3, "seed": 777})
         await client.post("/generate", json={"user_id": "zed-the-unknown", "seed": 778})
@@ -55,7 +59,8 @@ async def test_metrics_parse_and_counters_move(make_app, fake):
     assert value(after, "dopplergen_requests_total", route="/metrics", status="200") == 1
     assert value(after, "dopplergen_samples_generated_total") == 3
     # step-level batching: 20 steps (the default) of the request's 3 rows
-    assert value(after, "dopplergen_batch_size_count") == 20 and value(after, "dopplergen_batch_size_sum") == 60
+    assert value(after, "dopplergen_batch_size_count") == 20 and value(after,
+                                                                       "dopplergen_batch_size_sum") == 60
     assert value(after, "dopplergen_step_seconds_count") == 20
     assert value(after, "dopplergen_rows_joined_total") == 3
     assert value(after, "dopplergen_rows_left_total", reason="finished") == 3

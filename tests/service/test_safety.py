@@ -24,7 +24,8 @@ async def test_malformed_json_without_the_key_is_401_not_422(make_app, fake):
         broken = await client.post("/generate", content=b'{"user_id": "alice", ', headers=JSON)
         assert broken.status_code == 401, broken.text
         assert broken.json()["error"] == "unauthorized" and broken.headers["www-authenticate"] == "Bearer"
-        assert "user_id" not in broken.text and "JSON" not in broken.text  # nothing about the schema or parser
+        # nothing about the schema or parser
+        assert "user_id" not in broken.text and "JSON" not in broken.text
         # with the key, the same body reaches validation
         keyed = await client.post("/generate", content=b'{"user_id": "alice", ', headers={**JSON, **KEY})
         assert keyed.status_code == 422 and keyed.json()["details"][0]["field"] == "body"
@@ -32,7 +33,8 @@ async def test_malformed_json_without_the_key_is_401_not_422(make_app, fake):
 
 
 async def test_the_key_is_checked_before_the_body_is_read(make_app, fake):
-    """An unauthenticated client cannot make the server buffer a body: 401 arrives, the body is never pulled."""
+    """An unauthenticated client cannot make the server buffer a body: 401 arrives, the body is never
+    pulled."""
     app = make_app(fake, api_key="s3cret", max_body_bytes=1024)
     pulled = []
 
@@ -48,7 +50,8 @@ async def test_the_key_is_checked_before_the_body_is_read(make_app, fake):
     async with serve(app):
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
                  "scheme": "http", "path": "/generate", "raw_path": b"/generate", "query_string": b"",
-                 "root_path": "", "headers": [(b"content-type", b"application/json"), (b"host", b"testserver")],
+                 "root_path": "", "headers": [(b"content-type", b"application/json"), (b"host",
+                                                                                       b"testserver")],
                  "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
         await app(scope, receive, send)
     assert sent[0]["status"] == 401 and pulled == []
@@ -60,7 +63,8 @@ def declared_routes() -> list[APIRoute]:
     """Every APIRoute of the service's routers, read from the routers themselves (not the app's routing)."""
     from service import routes
 
-    routers = [getattr(routes, name).router for name in dir(routes) if hasattr(getattr(routes, name), "router")]
+    routers = [getattr(routes, name).router for name in dir(routes) if hasattr(getattr(routes, name),
+                                                                               "router")]
     return [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
 
 
@@ -108,7 +112,8 @@ async def test_metadata_with_newlines_cannot_break_response_headers(make_app, fa
     evil = dataclasses.replace(tiny_pipe, meta={**tiny_pipe.meta, "name": "evil\r\nX-Injected: 1",
                                                 "version": "1\n2"})
     async with serve(make_app(fake, pipeline=evil)) as client:
-        r = await client.post("/generate", json={"user_id": "alice", "seed": 1}, headers={"Accept": "image/png"})
+        r = await client.post("/generate", json={"user_id": "alice", "seed": 1},
+                              headers={"Accept": "image/png"})
     assert r.status_code == 200, r.text
     assert "x-injected" not in r.headers
     for name, value in r.headers.items():

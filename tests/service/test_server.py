@@ -1,6 +1,8 @@
-"""`dopplergen serve` as a real uvicorn process on a loopback port: raw PNG, metrics, disconnect, SIGTERM drain.
+"""`dopplergen serve` as a real uvicorn process on a loopback port: raw PNG, metrics, disconnect, SIGTERM
+drain.
 
-One server for the module (starting Python + torch is the slow part); the SIGTERM test stops it, so it runs last.
+One server for the module (starting Python + torch is the slow part); the SIGTERM test stops it, so it runs
+last.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def server(tiny_pipeline_dir, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOPPLERGEN_")}
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "training.cli", "serve", "--pipeline", tiny_pipeline_dir, "--port", str(port),
+    cmd = [sys.executable, "-m", "training.cli", "serve", "--pipeline", tiny_pipeline_dir, "--port",
+           str(port),
            "--max-batch-size", "2", "--max-wait-ms", "20"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -67,15 +70,18 @@ def test_a_client_that_hangs_up_has_its_queued_work_dropped(server):
     started = metric(base, "dopplergen_queue_wait_seconds_count")
     result = {}
     blocker = threading.Thread(
-        target=lambda: result.setdefault("r", httpx.post(f"{base}/generate", json={**LONG, "num_samples": 2}, timeout=60))
+        target=lambda: result.setdefault("r", httpx.post(f"{base}/generate", json={**LONG, "num_samples": 2},
+                                                         timeout=60))
     )
     blocker.start()
-    wait_for(lambda: metric(base, "dopplergen_queue_wait_seconds_count") >= started + 2, 30, "the blocking batch")
+    wait_for(lambda: metric(base, "dopplergen_queue_wait_seconds_count") >= started + 2, 30,
+             "the blocking batch")
     with pytest.raises(httpx.ReadTimeout):  # queued behind the blocker; the client gives up and closes
         httpx.post(f"{base}/generate", json={**LONG, "seed": 99}, timeout=0.3)
     blocker.join(60)
     assert result["r"].status_code == 200
-    wait_for(lambda: metric(base, "dopplergen_rejections_total", reason="disconnected") == 1, 10, "the disconnect")
+    wait_for(lambda: metric(base, "dopplergen_rejections_total", reason="disconnected") == 1, 10,
+             "the disconnect")
     time.sleep(0.3)
     assert metric(base, "dopplergen_samples_generated_total") == generated + 2  # the dropped sample never ran
     assert metric(base, "dopplergen_queue_depth") == 0
@@ -91,7 +97,8 @@ def test_sigterm_finishes_in_flight_and_queued_requests_then_exits_0(server):
 
     running = threading.Thread(target=post, args=("running", {**LONG, "num_samples": 2, "seed": 1}))
     running.start()
-    wait_for(lambda: metric(base, "dopplergen_queue_wait_seconds_count") >= started + 2, 30, "the first batch")
+    wait_for(lambda: metric(base, "dopplergen_queue_wait_seconds_count") >= started + 2, 30,
+             "the first batch")
     queued = threading.Thread(target=post, args=("queued", {**LONG, "seed": 5}))
     queued.start()
     wait_for(lambda: metric(base, "dopplergen_queue_depth") == 1, 10, "the queued request")

@@ -1,4 +1,5 @@
-"""Enrolment through the API: POST /users -> 202, poll to ready, generate, survive a restart, DELETE; errors."""
+"""Enrolment through the API: POST /users -> 202, poll to ready, generate, survive a restart, DELETE;
+errors."""
 
 import asyncio
 import io
@@ -54,7 +55,8 @@ async def test_enrol_generate_restart_delete(app_for, tmp_path):
     async with serve(app_for()) as client:
         r = await client.post("/users", data={"user_id": "dave"}, files=_files())
         assert r.status_code == 202 and r.json() == {"user_id": "dave", "status": "enrolling"}
-        assert (await _wait_ready(client, "dave")) == dict(user_id="dave", status="ready", progress=1.0, error=None,
+        assert (await _wait_ready(client, "dave")) == dict(user_id="dave", status="ready", progress=1.0,
+                                                           error=None,
                                                           enrolled=True)
         gen = await client.post("/generate", json={"user_id": "dave", "num_samples": 1, "seed": 1,
                                                    "num_inference_steps": 2, "format": "npy"})
@@ -85,9 +87,11 @@ async def test_enrol_generate_restart_delete(app_for, tmp_path):
 
 async def test_a_bad_file_gets_422_naming_it_and_nothing_is_left(app_for, tmp_path):
     async with serve(app_for()) as client:
-        r = await client.post("/users", data={"user_id": "erin"}, files=_files(bad={2: ("broken.png", b"nope")}))
+        r = await client.post("/users", data={"user_id": "erin"}, files=_files(bad={2: ("broken.png",
+                                                                                        b"nope")}))
         assert r.status_code == 422 and "broken.png" in r.json()["message"]
-        r = await client.post("/users", data={"user_id": "erin"}, files=_files(bad={1: ("nan.npy", _npy(0) * 0)}))
+        r = await client.post("/users", data={"user_id": "erin"}, files=_files(bad={1: ("nan.npy",
+                                                                                        _npy(0) * 0)}))
         assert r.status_code == 422 and "nan.npy" in r.json()["message"]
         r = await client.post("/users", data={"user_id": "erin"}, files=_files(n=2))
         assert r.status_code == 422 and "files" in r.json()["message"]
@@ -163,7 +167,8 @@ async def test_remap_users_moves_queued_rows_and_fails_the_deleted_users(make_ap
     async with serve(app):
         worker = app.state.service.worker
         stepper.gate.clear()
-        running = worker.submit(RowSpec(0, 2, 2.0, "dpmsolver++"), [1])  # takes the only slot and blocks there
+        # takes the only slot and blocks there
+        running = worker.submit(RowSpec(0, 2, 2.0, "dpmsolver++"), [1])
         assert await asyncio.to_thread(stepper.entered.wait, 10)
         later = worker.submit(RowSpec(2, 2, 2.0, "dpmsolver++"), [2])  # queued behind it
         deleted = worker.submit(RowSpec(1, 2, 2.0, "dpmsolver++"), [3])
@@ -173,7 +178,8 @@ async def test_remap_users_moves_queued_rows_and_fails_the_deleted_users(make_ap
         assert len(await asyncio.wait_for(later.future, 10)) == 1 and len(await running.future) == 1
         with pytest.raises(UserGone, match="deleted"):
             await deleted.future
-    assert [c["users"] for c in stepper.calls if c["seeds"] == [2]][0] == [1]  # it started under its new index
+    # it started under its new index
+    assert [c["users"] for c in stepper.calls if c["seeds"] == [2]][0] == [1]
 
 
 async def test_an_enrolled_person_joins_the_texture_bank_and_leaves_it(make_app, tiny_pipeline_dir, tmp_path):

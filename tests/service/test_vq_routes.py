@@ -1,4 +1,5 @@
-"""The service serves the experimental VQ pipelines unchanged: /info names the route, samples stay deterministic."""
+"""The service serves the experimental VQ pipelines unchanged: /info names the route, samples stay
+deterministic."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def vq_pipe(request, tmp_path_factory) -> DopplerPipeline:
 async def test_info_names_the_route_and_generation_is_batch_invariant(make_app, vq_pipe):
     rec = RecordingStepper()
     discrete = vq_pipe.route == "vq-diffusion"
-    async with serve(make_app(rec, pipeline=vq_pipe, max_batch_size=4, max_wait_ms=500, batch_padding="fixed")) as client:
+    async with serve(make_app(rec, pipeline=vq_pipe, max_batch_size=4, max_wait_ms=500,
+                              batch_padding="fixed")) as client:
         info = (await client.get("/info")).json()
         rec.sizes.clear()
         common = {"guidance_scale": 2.0, "format": "npy"}

@@ -22,12 +22,15 @@ from tests.service.conftest import serve
 
 pytestmark = pytest.mark.anyio
 
-DEMO_META = {"carrier_hz": 24e9, "doppler_hz_row0": 1268.0, "doppler_hz_per_bin": 25.0, "doppler_axis": "descending",
+DEMO_META = {"carrier_hz": 24e9, "doppler_hz_row0": 1268.0, "doppler_hz_per_bin": 25.0,
+             "doppler_axis": "descending",
              "seconds_per_frame": 0.05, "image_size": [32, 32], "dyn_range_db": 60.0}
 
 
-def write_dataset(root: Path, users: dict[str, int], shape=(32, 32), extra_rows: list[dict] | None = None) -> Path:
-    """A dataset folder by the contract (meta.json, manifest.csv, <user>/<id>.npy); value of file i is -i dB."""
+def write_dataset(root: Path, users: dict[str, int], shape=(32, 32),
+                  extra_rows: list[dict] | None = None) -> Path:
+    """A dataset folder by the contract (meta.json, manifest.csv, <user>/<id>.npy); value of file i is -i
+    dB."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "meta.json").write_text(json.dumps(DEMO_META))
     rows = []
@@ -49,7 +52,8 @@ def npy_of(item: dict) -> np.ndarray:
     return np.load(io.BytesIO(base64.b64decode(item["data"])), allow_pickle=False)
 
 
-# --- the page -------------------------------------------------------------------------------------------------
+# --- the page
+# -------------------------------------------------------------------------------------------------
 
 
 async def test_index_and_every_static_file_it_names_are_served_without_an_api_key(make_app, fake):
@@ -65,16 +69,19 @@ async def test_index_and_every_static_file_it_names_are_served_without_an_api_ke
             assert r.status_code == 200, asset
             if asset.endswith(".js"):
                 assert "javascript" in r.headers["content-type"], asset  # or browsers refuse the module
-            assert r.headers["cache-control"] == "no-cache" and r.headers["etag"], asset  # revalidated after upgrades
+            # revalidated after upgrades
+            assert r.headers["cache-control"] == "no-cache" and r.headers["etag"], asset
             again = await client.get(asset, headers={"If-None-Match": r.headers["etag"]})
             assert again.status_code == 304, asset
-        for escape in ("/static/%2e%2e/settings.py", "/static/%2e%2e/%2e%2e/pyproject.toml"):  # not normalised away
+        # not normalised away
+        for escape in ("/static/%2e%2e/settings.py", "/static/%2e%2e/%2e%2e/pyproject.toml"):
             r = await client.get(escape)
             assert r.status_code == 404 and "pydantic" not in r.text and "[project]" not in r.text, escape
         assert (await client.get("/info")).status_code == 401  # the API behind the page still needs the key
 
 
-# --- axes in /info ---------------------------------------------------------------------------------------------
+# --- axes in /info
+# ---------------------------------------------------------------------------------------------
 
 
 async def test_info_lists_the_axes_of_the_training_data(make_app, fake, tiny_pipe):
@@ -102,7 +109,8 @@ def test_axes_follow_a_resize_and_an_explicit_axis():
     assert ascending["doppler_hz_per_bin"] == 50.0 and ascending["seconds_per_frame"] is None
 
 
-# --- real recordings -------------------------------------------------------------------------------------------
+# --- real recordings
+# -------------------------------------------------------------------------------------------
 
 
 async def test_examples_serve_the_users_recordings_in_manifest_order(make_app, fake, tmp_path):

@@ -1,4 +1,5 @@
-"""`dopplergen enroll`: a new person appended, existing users' bytes unchanged, atomic output, provenance, errors."""
+"""`dopplergen enroll`: a new person appended, existing users' bytes unchanged, atomic output, provenance,
+errors."""
 
 import json
 import shutil
@@ -30,7 +31,8 @@ def _enrol(src, person, out, *extra) -> int:
                  "--device", "cpu", *FAST, *extra])
 
 
-def test_enroll_appends_the_person_and_keeps_existing_users_bytes(tiny_pipeline_dir, person, tmp_path, capsys):
+def test_enroll_appends_the_person_and_keeps_existing_users_bytes(tiny_pipeline_dir, person, tmp_path,
+                                                                  capsys):
     out = tmp_path / "with_dave"
     assert _enrol(tiny_pipeline_dir, person, out) == 0
     assert "enroll: dave from 3 recordings" in capsys.readouterr().out

@@ -49,7 +49,9 @@ def test_generate_writes_a_loadable_dataset_with_seed_records(tiny_pipeline_dir,
     assert list(rows[0]) == ["path", "user", "split", "seed", "steps", "guidance", "scheduler"]
     assert [(r["user"], int(r["seed"])) for r in rows] == [(u, derive_seed(7, u, i)) for u in ("alice", "bob")
                                                            for i in range(3)]
-    assert {(r["steps"], r["guidance"], r["scheduler"], r["split"]) for r in rows} == {("2", "2.0", "dpmsolver++", "train")}
+    assert {(r["steps"], r["guidance"], r["scheduler"], r["split"]) for r in rows} == {("2", "2.0",
+                                                                                        "dpmsolver++",
+                                                                                        "train")}
     arr = np.load(out / rows[0]["path"])
     assert arr.dtype == np.float32 and arr.shape == (32, 32) and arr.max() <= 0 and arr.min() >= -60
     meta = json.loads((out / "meta.json").read_text())
@@ -71,7 +73,8 @@ def test_resume_regenerates_only_missing_files_identically(tiny_pipeline_dir, tm
     assert untouched.stat().st_mtime_ns == mtime  # existing files were skipped, not rewritten
     # Extending the export adds files and keeps the old ones.
     _generate(tiny_pipeline_dir, out, "--per-user", "4")
-    assert len(_manifest(out)) == 12 and all(_bytes(out)[k] == v for k, v in before.items() if k.endswith(".npy"))
+    assert len(_manifest(out)) == 12 and all(_bytes(out)[k] == v for k,
+                                             v in before.items() if k.endswith(".npy"))
 
 
 def test_resume_refuses_other_settings(tiny_pipeline_dir, tmp_path):
@@ -118,7 +121,8 @@ def test_generate_exports_a_vq_diffusion_pipeline_and_resumes_identically(tmp_pa
 
     torch.manual_seed(0)
     pipe = tmp_path / "vqd"
-    build_untrained_pipeline("tiny", ["alice", "bob"], route="vq-diffusion", scheduler="vq-diffusion").save(pipe)
+    build_untrained_pipeline("tiny", ["alice", "bob"], route="vq-diffusion",
+                             scheduler="vq-diffusion").save(pipe)
     out = tmp_path / "gen"
     _generate(str(pipe), out)
     rows = _manifest(out)

@@ -1,4 +1,5 @@
-"""dopplergen generate with conditions: value or sweep flags, omitted ones drawn per user, recorded in the manifest."""
+"""dopplergen generate with conditions: value or sweep flags, omitted ones drawn per user, recorded in the
+manifest."""
 
 from __future__ import annotations
 
@@ -44,30 +45,37 @@ def test_sweep_writes_every_setting_with_the_same_seeds(cond_pipeline, tmp_path)
                                                                                           "aspect_deg": 0.0}
     gen = json.loads((out / "meta.json").read_text())["generation"]
     assert gen["condition_guidance"] is None  # this pipeline records no compositional default: plain guidance
-    composed = tmp_path / "composed"  # --condition-guidance composes identity and conditions (models.sampling)
+    # --condition-guidance composes identity and conditions (models.sampling)
+    composed = tmp_path / "composed"
     assert main(["generate", "--pipeline", cond_pipeline, "--out", str(composed), *BASE, "--users", "alice",
-                 "--speed-mps", "0.9", "--aspect-deg", "0", "--guidance", "3", "--condition-guidance", "1"]) == 0
+                 "--speed-mps", "0.9", "--aspect-deg", "0", "--guidance", "3", "--condition-guidance",
+                 "1"]) == 0
     gen = json.loads((composed / "meta.json").read_text())["generation"]
     assert (gen["guidance"], gen["condition_guidance"]) == (3.0, 1.0)
 
 
 def test_omitted_conditions_are_drawn_from_each_users_distribution(cond_pipeline, tmp_path):
     out = tmp_path / "drawn"
-    assert main(["generate", "--pipeline", cond_pipeline, "--out", str(out), *BASE, "--aspect-deg", "20"]) == 0
+    assert main(["generate", "--pipeline", cond_pipeline, "--out", str(out), *BASE, "--aspect-deg",
+                 "20"]) == 0
     rows = _manifest(out)
     speed = {u: [float(r["speed_mps"]) for r in rows if r["user"] == u] for u in ("alice", "bob")}
     assert all(0.8 <= v <= 1.0 for v in speed["alice"]) and all(1.5 <= v <= 1.9 for v in speed["bob"])
     assert {r["aspect_deg"] for r in rows} == {"20.0"}
     again = tmp_path / "again"  # deterministic: the same draws and bytes
-    assert main(["generate", "--pipeline", cond_pipeline, "--out", str(again), *BASE, "--aspect-deg", "20"]) == 0
+    assert main(["generate", "--pipeline", cond_pipeline, "--out", str(again), *BASE, "--aspect-deg",
+                 "20"]) == 0
     assert _manifest(again) == rows
 
 
-def test_out_of_range_and_unconditioned_pipelines_are_clear_errors(cond_pipeline, tiny_pipeline_dir, tmp_path):
+def test_out_of_range_and_unconditioned_pipelines_are_clear_errors(cond_pipeline, tiny_pipeline_dir,
+                                                                   tmp_path):
     with pytest.raises(SystemExit, match=r"--speed-mps: speed_mps must be within the trained range"):
-        main(["generate", "--pipeline", cond_pipeline, "--out", str(tmp_path / "a"), *BASE, "--speed-mps", "3"])
+        main(["generate", "--pipeline", cond_pipeline, "--out", str(tmp_path / "a"), *BASE, "--speed-mps",
+              "3"])
     with pytest.raises(SystemExit, match="trained without conditions"):
-        main(["generate", "--pipeline", tiny_pipeline_dir, "--out", str(tmp_path / "b"), *BASE, "--aspect-deg", "0"])
+        main(["generate", "--pipeline", tiny_pipeline_dir, "--out", str(tmp_path / "b"), *BASE,
+              "--aspect-deg", "0"])
     out = tmp_path / "plain"  # no flags, no conditions: the manifest is the old one
     assert main(["generate", "--pipeline", tiny_pipeline_dir, "--out", str(out), *BASE]) == 0
     assert list(_manifest(out)[0]) == ["path", "user", "split", "seed", "steps", "guidance", "scheduler"]

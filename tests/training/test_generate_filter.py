@@ -21,7 +21,8 @@ def reference(tmp_path_factory, tiny_pipeline_dir):
     size = json.loads(open(f"{tiny_pipeline_dir}/dopplergen.json").read())["image_size"][0]
     profiles = [make_user(40 + i, u) for i, u in enumerate(users)]
     meta = dataset_meta(SimulateConfig(users=len(users), size=size, preview_per_user=0), profiles)
-    records = [Record(p.user_id, f"{j:02d}", simulate_recording(p, j, size=size).db, "train" if j < 6 else "test")
+    records = [Record(p.user_id, f"{j:02d}", simulate_recording(p, j, size=size).db,
+                      "train" if j < 6 else "test")
                for p in profiles for j in range(8)]
     path = tmp_path_factory.mktemp("ref") / "real"
     write_dataset(path, records, meta)
@@ -33,10 +34,12 @@ def _rows(out):
         return list(csv.DictReader(f))
 
 
-def test_generate_with_filter_keeps_per_user_and_reports_the_rejection_rate(tiny_pipeline_dir, reference, tmp_path,
+def test_generate_with_filter_keeps_per_user_and_reports_the_rejection_rate(tiny_pipeline_dir, reference,
+                                                                            tmp_path,
                                                                             capsys):
     out = tmp_path / "syn"
-    args = ["generate", "--pipeline", tiny_pipeline_dir, "--out", str(out), *BASE, "--filter", "confidence,diversity",
+    args = ["generate", "--pipeline", tiny_pipeline_dir, "--out", str(out), *BASE, "--filter",
+            "confidence,diversity",
             "--filter-tau", "0", "--filter-factor", "2", "--reference", reference]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -58,7 +61,8 @@ def test_generate_with_filter_keeps_per_user_and_reports_the_rejection_rate(tiny
     assert {r["path"] for r in _rows(out)} == kept
     # Other filter settings refuse to mix into the folder.
     with pytest.raises(SystemExit, match="other settings"):
-        main([*args[:-6], "--filter", "confidence", "--filter-tau", "0", "--filter-factor", "2", "--reference", reference])
+        main([*args[:-6], "--filter", "confidence", "--filter-tau", "0", "--filter-factor", "2",
+              "--reference", reference])
 
 
 def test_generate_filter_options_are_checked(tiny_pipeline_dir, tmp_path):
@@ -70,8 +74,8 @@ def test_generate_filter_options_are_checked(tiny_pipeline_dir, tmp_path):
 
 
 def test_generate_physics_filter_against_the_reference(tiny_pipeline_dir, reference, tmp_path, capsys):
-    """The physics filter compares with the reference's train split (the tiny pipeline's dataset meta has no radar
-    axes, so the reference's are used for the candidates too)."""
+    """The physics filter compares with the reference's train split (the tiny pipeline's dataset meta has no
+    radar axes, so the reference's are used for the candidates too)."""
     out = tmp_path / "p"
     assert main(["generate", "--pipeline", tiny_pipeline_dir, "--out", str(out), *BASE, "--filter", "physics",
                  "--reference", reference]) == 0

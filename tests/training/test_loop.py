@@ -1,4 +1,5 @@
-"""The one training loop of every stage, on a toy model: update() outside steps(), hooks, log terms, resume."""
+"""The one training loop of every stage, on a toy model: update() outside steps(), hooks, log terms,
+resume."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Crash-safe resume state: a run SIGKILLed the moment a checkpoint folder appears resumes with --resume latest
-and ends bitwise equal to an uninterrupted run; incomplete checkpoints are skipped (and said so); the retention
-limit never deletes the last complete checkpoint; nothing in the state is a pickle."""
+"""Crash-safe resume state: a run SIGKILLed the moment a checkpoint folder appears resumes with --resume
+latest and ends bitwise equal to an uninterrupted run; incomplete checkpoints are skipped (and said so); the
+retention limit never deletes the last complete checkpoint; nothing in the state is a pickle."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def _kill_when_checkpoint_appears(argv: list[str], run_dir: Path, step: int) -> 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["vae", "unet"])
-def test_sigkill_as_a_checkpoint_appears_then_resume_latest_is_exact(stage, dataset, vae_run, tmp_path, capsys):  # noqa: F811
+def test_sigkill_as_a_checkpoint_appears_then_resume_latest_is_exact(
+        stage, dataset, vae_run, tmp_path, capsys):  # noqa: F811
     a, b = tmp_path / "a", tmp_path / "b"
     assert cli(_args(stage, dataset, vae_run / "vae", a)) == 0
     seen = _kill_when_checkpoint_appears(_args(stage, dataset, vae_run / "vae", b), _run_dir(stage, b), 2)
@@ -76,7 +77,8 @@ def test_sigkill_as_a_checkpoint_appears_then_resume_latest_is_exact(stage, data
     assert "checkpoint-1" in names
     assert cli(_args(stage, dataset, vae_run / "vae", b, STEPS, "--resume", "latest")) == 0
     _assert_same_run(stage, a, b)
-    assert not list((_run_dir(stage, b) / "checkpoints").glob("*.partial")), "the stale partial folder was left"
+    assert not list((_run_dir(stage,
+                              b) / "checkpoints").glob("*.partial")), "the stale partial folder was left"
 
 
 def test_resume_latest_skips_incomplete_checkpoints_and_says_so(dataset, vae_run, tmp_path, capsys):  # noqa: F811
@@ -94,7 +96,8 @@ def test_resume_latest_skips_incomplete_checkpoints_and_says_so(dataset, vae_run
     assert "skipping checkpoint-2, incomplete: missing optimizer.safetensors" in out
     assert f"resumed from {ckpts / 'checkpoint-1'} at step 1" in out
     _assert_same_run("vae", a, b)
-    assert [s for s, _ in checkpoints.list_checkpoints(b)] == [3, 4]  # limit 2; the broken ones replaced or pruned
+    # limit 2; the broken ones replaced or pruned
+    assert [s for s, _ in checkpoints.list_checkpoints(b)] == [3, 4]
 
 
 def test_a_failed_save_never_costs_the_last_complete_checkpoint(dataset, vae_run, tmp_path, monkeypatch):  # noqa: F811
@@ -107,8 +110,10 @@ def test_a_failed_save_never_costs_the_last_complete_checkpoint(dataset, vae_run
     with monkeypatch.context() as m:
         m.setattr(resume_state, "save_training_state", disk_full)
         with pytest.raises(OSError):
-            cli(_args("vae", dataset, vae_run / "vae", out, 2, "--checkpoints-total-limit", "1", "--resume", "latest"))
-    assert [s for s, _ in checkpoints.complete_checkpoints(out)] == [1], "the only complete checkpoint was deleted"
+            cli(_args("vae", dataset, vae_run / "vae", out, 2, "--checkpoints-total-limit", "1", "--resume",
+                      "latest"))
+    assert [s for s,
+            _ in checkpoints.complete_checkpoints(out)] == [1], "the only complete checkpoint was deleted"
     assert (out / "checkpoints" / "checkpoint-2.partial").is_dir()
     assert cli(_args("vae", dataset, vae_run / "vae", out, 2, "--checkpoints-total-limit", "1",
                      "--resume", "latest")) == 0
@@ -120,5 +125,6 @@ def test_resume_state_holds_no_pickle_and_an_explicit_incomplete_path_is_refused
     for f in ckpt.iterdir():
         head = f.read_bytes()[:2]
         assert head != b"\x80\x04" and not f.name.endswith((".bin", ".pkl")), f"{f.name} looks pickled"
-    assert cli(_args("vae", dataset, vae_run / "vae", vae_run, 4, "--resume", str(ckpt.parent / "checkpoint-9"))) == 2
+    assert cli(_args("vae", dataset, vae_run / "vae", vae_run, 4, "--resume",
+                     str(ckpt.parent / "checkpoint-9"))) == 2
     assert "not a complete checkpoint folder" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Both training stages end to end on the tiny preset: files written, retention, exact resume, CLI, 2 processes."""
+"""Both training stages end to end on the tiny preset: files written, retention, exact resume, CLI, 2
+processes."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write_dataset(path: Path, users: int = 3, per_user: int = 6, size: int = 32) -> Path:
-    """A small dataset folder in the interchange format, with a per-user pattern (torso line + limb sinusoid)."""
+    """A small dataset folder in the interchange format, with a per-user pattern (torso line + limb
+    sinusoid)."""
     import csv
 
     import numpy as np
@@ -32,7 +34,9 @@ def _write_dataset(path: Path, users: int = 3, per_user: int = 6, size: int = 32
         for i in range(per_user):
             torso = size * (0.3 + 0.15 * u)
             limb = torso + size * 0.25 * np.sin(2 * np.pi * t * (2 + u) / size + rng.uniform(0, 6.3))
-            img = 50 * np.exp(-((f - torso) ** 2) / 4) + 35 * np.exp(-((f - limb) ** 2) / 6) + rng.normal(0, 2, (size, size))
+            img = 50 * np.exp(-((f - torso) ** 2) / 4) + 35 * np.exp(-((f - limb) ** 2) / 6) + rng.normal(0,
+                                                                                                          2,
+                                                                                                          (size, size))
             img = np.clip(img - img.max(), -60, 0).astype(np.float32)
             rel = f"user{u}/{i:03d}.npy"
             np.save(path / rel, img)
@@ -50,14 +54,16 @@ def dataset(tmp_path_factory) -> str:
 
 def _vae_args(data: str, out: Path, steps: int, *extra: str) -> list[str]:
     return ["train-vae", "--preset", "tiny", "--data", data, "--out", str(out), "--max-steps", str(steps),
-            "--batch-size", "4", "--checkpointing-steps", "1", "--checkpoints-total-limit", "2", "--log-every", "1",
+            "--batch-size", "4", "--checkpointing-steps", "1", "--checkpoints-total-limit", "2",
+            "--log-every", "1",
             "--image-every", "0", *extra]
 
 
 def _unet_args(data: str, vae: Path, out: Path, steps: int, *extra: str) -> list[str]:
     return ["train-unet", "--preset", "tiny", "--data", data, "--vae", str(vae), "--out", str(out),
             "--run-dir", str(out) + "-run", "--max-steps", str(steps), "--batch-size", "4",
-            "--checkpointing-steps", "1", "--checkpoints-total-limit", "2", "--log-every", "1", "--image-every", "0",
+            "--checkpointing-steps", "1", "--checkpoints-total-limit", "2", "--log-every", "1",
+            "--image-every", "0",
             "--preview-per-user", "1", "--num-inference-steps", "2", *extra]
 
 
@@ -71,13 +77,16 @@ def vae_run(dataset, tmp_path_factory) -> Path:
 def test_vae_writes_expected_files_and_measured_scaling(vae_run):
     from diffusers import AutoencoderKL
 
-    assert sorted(s for s, _ in checkpoints.list_checkpoints(vae_run)) == [2, 3]  # retention limit 2 of 3 saved
+    # retention limit 2 of 3 saved
+    assert sorted(s for s, _ in checkpoints.list_checkpoints(vae_run)) == [2, 3]
     ckpt = vae_run / "checkpoints" / "checkpoint-3"
     names = {p.name for p in ckpt.iterdir()}
-    assert {"model.safetensors", "optimizer.safetensors", "ema.safetensors", "rng_0.safetensors", "rng_0.json",
+    assert {"model.safetensors", "optimizer.safetensors", "ema.safetensors", "rng_0.safetensors",
+            "rng_0.json",
             "step.json"} <= names
     assert not [n for n in names if n.endswith((".bin", ".pkl", ".pt"))], "resume state holds a pickle"
-    for f in ("training_options.json", "log.jsonl", "vae_summary.json", "figures/recon.png", "figures/loss.png"):
+    for f in ("training_options.json", "log.jsonl", "vae_summary.json", "figures/recon.png",
+              "figures/loss.png"):
         assert (vae_run / f).is_file(), f
     assert [r["step"] for r in logs.read_jsonl(vae_run / "log.jsonl")] == [1, 2, 3]
     assert json.loads((vae_run / "training_options.json").read_text())["max_steps"] == 3
@@ -120,7 +129,8 @@ def test_unet_exports_a_loadable_pipeline(dataset, vae_run, tmp_path):
     # the texture bank (default 20 per person): all 4 train recordings of each of the 3 people
     assert meta["texture"]["count"] == 12 and list(pipe.texture.config.users) == pipe.users
     pipe.texture = None
-    assert not torch.equal(x, sample(pipe, [0, 2], [1, 2], num_inference_steps=2, guidance_scale=meta["guidance_scale"]))
+    assert not torch.equal(x, sample(pipe, [0, 2], [1, 2], num_inference_steps=2,
+                                     guidance_scale=meta["guidance_scale"]))
     # The exported UNet holds the EMA weights, not the raw ones of the last step.
     raw = load_file(run / "checkpoints" / "checkpoint-3" / "model.safetensors")
     name = "unet.conv_in.weight"
@@ -141,7 +151,8 @@ def _kill_after(monkeypatch, k: int) -> None:
             raise _Killed
         return path
 
-    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_die)  # both stages call it through the module
+    # both stages call it through the module
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_die)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -153,7 +164,8 @@ def test_kill_and_resume_equals_uninterrupted(stage, dataset, vae_run, tmp_path,
     def args(out: Path, *extra: str) -> list[str]:
         if stage == "vae":
             return _vae_args(dataset, out, 4, "--lr-schedule", "cosine", "--lr-warmup-steps", "1", *extra)
-        return _unet_args(dataset, vae_run / "vae", out, 4, "--lr-schedule", "cosine", "--lr-warmup-steps", "1", *extra)
+        return _unet_args(dataset, vae_run / "vae", out, 4, "--lr-schedule", "cosine", "--lr-warmup-steps",
+                          "1", *extra)
 
     assert cli(args(tmp_path / "a")) == 0
     with monkeypatch.context() as m:
@@ -178,7 +190,8 @@ def test_kill_and_resume_equals_uninterrupted(stage, dataset, vae_run, tmp_path,
 def test_dry_run_resolves_registry_file_and_flags(tmp_path, capsys):
     cfg_file = tmp_path / "opts.yaml"
     cfg_file.write_text("lr: 1e-3\nbatch_size: 7\nkl_weight: 0.01\n")
-    assert cli(["train-vae", "--preset", "demo", "--config", str(cfg_file), "--batch-size", "9", "--dry-run"]) == 0
+    assert cli(["train-vae", "--preset", "demo", "--config", str(cfg_file), "--batch-size", "9",
+                "--dry-run"]) == 0
     opts = json.loads(capsys.readouterr().out)
     from training.config import TRAINING_DEFAULTS
 
@@ -231,4 +244,5 @@ def test_two_processes_with_accelerate_launch(dataset, vae_run, tmp_path):
     assert [r["step"] for r in rows] == [1, 2]  # logged once (main process), not once per process
     assert rows[0]["num_processes"] == 2
     ckpt = Path(str(out) + "-run") / "checkpoints" / "checkpoint-2"
-    assert (ckpt / "rng_0.safetensors").is_file() and (ckpt / "rng_1.safetensors").is_file()  # one per process
+    # one per process
+    assert (ckpt / "rng_0.safetensors").is_file() and (ckpt / "rng_1.safetensors").is_file()

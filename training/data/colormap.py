@@ -17,10 +17,12 @@ import numpy as np
 # Tried, in this order, when the asked map does not fit; any matplotlib name (and its "_r" twin) is accepted.
 CANDIDATES = ("jet", "turbo", "viridis", "plasma", "inferno", "magma", "cividis", "gray", "hot", "rainbow",
               "nipy_spectral", "gist_ncar", "hsv", "coolwarm", "bone", "copper", "cubehelix")
-CURVE_POINTS = 2048  # samples of the map's curve: 1/2047 of the value range between neighbours (0.03 dB of 60)
+# samples of the map's curve: 1/2047 of the value range between neighbours (0.03 dB of 60)
+CURVE_POINTS = 2048
 OFF_MAP = 0.15  # a pixel this far from the curve (Euclidean RGB in [0, 1], ~38 of 255) is not a map colour
-# JPEG's 4:2:0 chroma subsampling smears jet's sharp hue changes: a quality-90 JPEG of a jet spectrogram measured
-# 10/255 mean error with 4% of pixels off the map; a wrong map measured 50..120/255 with 70..100% off.
+# JPEG's 4:2:0 chroma subsampling smears jet's sharp hue changes: a quality-90 JPEG of a jet spectrogram
+# measured 10/255 mean error with 4% of pixels off the map; a wrong map measured 50..120/255 with 70..100%
+# off.
 FIT_OK = 0.08  # largest mean inversion error of a usable image in its map (20 of 255)
 OFF_OK = 0.10  # largest fraction of off-map pixels in a usable image
 FRAME_LINE = 0.5  # a row/column with more off-map pixels than this is frame, margin or label, not spectrogram
@@ -44,7 +46,8 @@ class Inversion:
 
 @functools.lru_cache(maxsize=32)
 def _curve(name: str):
-    """(K, 3) dense RGB samples along the map, linearly interpolated between its table entries, and a KD-tree."""
+    """(K, 3) dense RGB samples along the map, linearly interpolated between its table entries, and a
+    KD-tree."""
     import matplotlib
     from scipy.spatial import cKDTree
 
@@ -66,7 +69,8 @@ def check_name(name: str) -> None:
 
 
 def invert(rgb: np.ndarray, name: str) -> Inversion:
-    """Nearest point of the map's curve for every pixel of an (H, W, 3) uint8 image (unique colours queried once)."""
+    """Nearest point of the map's curve for every pixel of an (H, W, 3) uint8 image (unique colours queried
+    once)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {rgb.dtype} {rgb.shape}")
     _, tree = _curve(name)
@@ -75,7 +79,8 @@ def invert(rgb: np.ndarray, name: str) -> Inversion:
     colours = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=1) / 255.0  # (U, 3)
     dist, idx = tree.query(colours)
     value = (idx / (CURVE_POINTS - 1))[inverse].reshape(codes.shape)
-    return Inversion(value=value.astype(np.float32), distance=dist[inverse].reshape(codes.shape).astype(np.float32))
+    return Inversion(value=value.astype(np.float32),
+                     distance=dist[inverse].reshape(codes.shape).astype(np.float32))
 
 
 def _longest_run(ok: np.ndarray) -> tuple[int, int]:
@@ -101,7 +106,8 @@ def _close(ok: np.ndarray, gap: int) -> np.ndarray:
 
 
 def _plot_box(off: np.ndarray) -> tuple[int, int, int, int]:
-    """(y0, y1, x0, x1) of the largest block of mostly-map lines: columns over the block's rows and back, twice.
+    """(y0, y1, x0, x1) of the largest block of mostly-map lines: columns over the block's rows and back,
+    twice.
 
     Margins, axes and labels fill whole lines with off-map pixels; a gap of a few lines between the plot and
     a colour bar separates them. Lines inside the plot with blended colours (a sharp edge resampled by the
@@ -120,7 +126,8 @@ def _plot_box(off: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def _bar_run(value: np.ndarray, axis: int) -> tuple[int, int] | None:
-    """A colour bar along `axis`: >= 3 neighbouring lines, alike, each running monotonically over most of the map."""
+    """A colour bar along `axis`: >= 3 neighbouring lines, alike, each running monotonically over most of the
+    map."""
     v = value if axis == 1 else value.T  # columns of v are the candidate bar lines
     h, w = v.shape
     if w < 8 or h < 8:
@@ -166,7 +173,8 @@ def diagnose(inv: Inversion, name: str) -> Problem | None:
         if inner.mean_error <= FIT_OK:
             pad = 1  # step inside anti-aliased frame lines
             crop = (y0 + pad, y1 - pad, x0 + pad, x1 - pad)
-            return Problem("frame", f"looks like it carries axes, margins or a colour bar: {inv.off_fraction:.0%} "
+            return Problem("frame", "looks like it carries axes, margins or a colour bar: "
+                                    f"{inv.off_fraction:.0%} "
                            f"of its pixels are not {name} colours, in whole rows/columns around "
                            f"rows {y0}..{y1 - 1}, columns {x0}..{x1 - 1}", crop)
     return Problem("colormap", f"does not fit the {name} colour map: mean inversion error "
@@ -181,7 +189,8 @@ def _crop_beside(run: tuple[int, int], axis: int, h: int, w: int) -> tuple[int, 
 
 
 def rank_candidates(rgb: np.ndarray, exclude: str = "", top: int = 3) -> list[tuple[str, float]]:
-    """The `top` maps of CANDIDATES with the smallest mean inversion error on `rgb`, as (name, error of 255)."""
+    """The `top` maps of CANDIDATES with the smallest mean inversion error on `rgb`, as (name, error of
+    255)."""
     scores = []
     for name in CANDIDATES:
         if name == exclude:

@@ -15,13 +15,15 @@ from training.data.dataset import DatasetError
 
 
 def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
-    """'Y0:Y1,X0:X1' (Python slice bounds, negative counts from the end) -> (y0, y1, x0, x1); 'auto' -> None."""
+    """'Y0:Y1,X0:X1' (Python slice bounds, negative counts from the end) -> (y0, y1, x0, x1); 'auto' ->
+    None."""
     if not text or text == "auto":
         return None
     try:
         (y0, y1), (x0, x1) = (tuple(int(v) for v in part.split(":")) for part in text.split(","))
     except ValueError:
-        raise ValueError(f"--crop {text!r}: expected Y0:Y1,X0:X1 (pixel rows then columns), e.g. 40:440,80:600, "
+        raise ValueError(f"--crop {text!r}: expected Y0:Y1,X0:X1 (pixel rows then columns), e.g. "
+                         "40:440,80:600, "
                          "or auto") from None
     return y0, y1, x0, x1
 
@@ -34,12 +36,14 @@ def read_source(path: Path, rel: str) -> np.ndarray:
             if arr.ndim == 3 and arr.shape[-1] in (3, 4):
                 return colormap.to_rgb_uint8(arr)  # an RGB array of a colour-mapped image
             if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-                raise ValueError(f"expected a 2-D numeric array or an (H, W, 3) image, got {arr.dtype} {arr.shape}")
+                raise ValueError(f"expected a 2-D numeric array or an (H, W, 3) image, got {arr.dtype} "
+                                 f"{arr.shape}")
             if not np.isfinite(arr).all():
                 raise ValueError("contains NaN or inf")
             return arr.astype(np.float64)
         with Image.open(path) as im:
-            if im.mode.startswith("I") or im.mode == "F":  # 16-bit / float grey: scale before PIL clips it to 8 bits
+            # 16-bit / float grey: scale before PIL clips it to 8 bits
+            if im.mode.startswith("I") or im.mode == "F":
                 full = 65535.0 if im.mode.startswith("I") else 1.0
                 return colormap.to_rgb_uint8(np.clip(np.asarray(im, dtype=np.float64) / full, 0.0, 1.0))
             return np.asarray(im.convert("RGB"))
@@ -77,7 +81,8 @@ def colours_to_db(rgb: np.ndarray, name: str, crop: str | None,
 
 
 def resize_db(db: np.ndarray, n: int, dyn_range_db: float) -> np.ndarray:
-    """Antialiased resize to n x n in dB (Pillow's Lanczos, its support widened when shrinking), clipped back."""
+    """Antialiased resize to n x n in dB (Pillow's Lanczos, its support widened when shrinking), clipped
+    back."""
     img = Image.fromarray(np.ascontiguousarray(db, dtype=np.float32), mode="F").resize((n, n), Image.LANCZOS)
     return np.clip(np.asarray(img, dtype=np.float32), -dyn_range_db, 0.0)
 
@@ -95,6 +100,7 @@ def explain(rel: str, rgb: np.ndarray, problem: colormap.Problem, name: str, cro
     best = colormap.rank_candidates(rgb, exclude=name)
     names = ", ".join(f"{n} ({e:.1f}/255)" for n, e in best)
     if best and best[0][1] >= 255 * colormap.invert(rgb, name).mean_error:
-        return (f"{msg}, and no other map fits better ({names}): heavy JPEG compression, overlays (text, markers) "
+        return (f"{msg}, and no other map fits better ({names}): heavy JPEG compression, overlays (text, "
+                "markers) "
                 "on the spectrogram, or a map matplotlib does not have")
     return f"{msg}. Best-fitting colour maps: {names}; pass --colormap NAME"

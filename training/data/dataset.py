@@ -40,7 +40,8 @@ DEFAULT_DYN_RANGE_DB = 60.0  # for folders without meta.json (PNG grey 0..255 ->
 
 @dataclass(frozen=True)
 class Record:
-    """One spectrogram to write: user, id (file stem), dB array (doppler, time), split, extra manifest columns."""
+    """One spectrogram to write: user, id (file stem), dB array (doppler, time), split, extra manifest
+    columns."""
 
     user: str
     rec_id: str
@@ -75,7 +76,8 @@ class SpectrogramSet:
         return replace(self, x=self.x[idx], labels=self.labels[idx], paths=[self.paths[i] for i in idx],
                        splits=self.splits[idx], extra={k: v[idx] for k, v in self.extra.items()})
 
-    def filter(self, split: str | Sequence[str] | None = None, users: Sequence[str] | None = None) -> SpectrogramSet:
+    def filter(self, split: str | Sequence[str] | None = None,
+               users: Sequence[str] | None = None) -> SpectrogramSet:
         """Rows of the given split(s) and/or users (labels keep the whole-dataset user order)."""
         keep = np.ones(len(self), dtype=bool)
         if split is not None:
@@ -176,7 +178,8 @@ def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, cha
             arr = _resize(arr, hw)
         expect = expect or arr.shape[1:]
         if tuple(arr.shape[1:]) != tuple(expect):
-            raise DatasetError(f"{rel}: shape {arr.shape[1:]} differs from the dataset's {tuple(expect)}; pass size=")
+            raise DatasetError(f"{rel}: shape {arr.shape[1:]} differs from the dataset's {tuple(expect)}; "
+                               "pass size=")
         arrays.append(arr)
 
     all_users = sorted({r["user"] for r in rows})
@@ -193,7 +196,8 @@ def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, cha
         except ValueError:
             extra[k] = np.array(col)
     out = SpectrogramSet(
-        x=np.stack(arrays).astype(np.float32), labels=np.array([all_users.index(r["user"]) for r in rows], np.int64),
+        x=np.stack(arrays).astype(np.float32), labels=np.array([all_users.index(r["user"]) for r in rows],
+                                                               np.int64),
         users=all_users, paths=[r["path"] for r in rows], splits=np.array([r["split"] for r in rows]),
         meta=meta, fingerprint=digest.hexdigest(), extra=extra,
     )

@@ -1,5 +1,6 @@
-"""`dopplergen import`: published micro-Doppler images (colour-mapped, any size, windows of recording sessions)
--> a dataset folder: meta.json, manifest.csv (path,user,split,group,source), <user>/<id>.npy in dB <= 0.
+"""`dopplergen import`: published micro-Doppler images (colour-mapped, any size, windows of recording
+sessions) -> a dataset folder: meta.json, manifest.csv (path,user,split,group,source), <user>/<id>.npy in dB
+<= 0.
 
 SRC is an ImageFolder (one folder per person of .png/.jpg/.npy, optionally a sub-folder per session) or a
 folder with manifest.csv (path,user[,group][,condition columns]). Colours go back to dB through the named
@@ -39,12 +40,14 @@ class ImportConfig:
 
     size: int = 64  # output images are size x size (doppler x time)
     colormap: str = "jet"  # matplotlib colour map the images were drawn with ("gray" for grey images)
-    group: str | None = None  # regex whose first group names the session in a person's folder (None: default rule)
+    # regex whose first group names the session in a person's folder (None: default rule)
+    group: str | None = None
     dyn_range_db: float = 60.0  # dB the colour map spans: its first colour is -dyn_range_db, its last 0 dB
     test_fraction: float = 0.15  # of each person's files, in whole sessions
     val_fraction: float = 0.15  # of each person's files, in whole sessions (0: no val split)
     seed: int = 0  # shuffles sessions before they are dealt to splits
-    crop: str | None = None  # "Y0:Y1,X0:X1" box kept of every image, or "auto" (each image's detected plot area)
+    # "Y0:Y1,X0:X1" box kept of every image, or "auto" (each image's detected plot area)
+    crop: str | None = None
     npy_unit: str = "db"  # .npy value arrays: db (re-referenced to their peak), power or amplitude
 
     def validate(self) -> None:
@@ -72,7 +75,8 @@ class Source:
 
 
 def discover(src: Path, pattern) -> list[Source]:
-    """Every file of SRC with its person and session (manifest.csv if present, else the ImageFolder layout)."""
+    """Every file of SRC with its person and session (manifest.csv if present, else the ImageFolder
+    layout)."""
     if not src.is_dir():
         raise DatasetError(f"{src}: not a directory")
     if manifest_path(src).is_file():
@@ -82,12 +86,14 @@ def discover(src: Path, pattern) -> list[Source]:
             rel = r["path"]
             inner = rel.split("/", 1)[1] if rel.startswith(r["user"] + "/") else rel
             session = r.get("group") or sessions.session_of(inner, pattern)
-            extra = {k: v for k, v in r.items() if k not in ("path", "user", "split", "group", "source") and k}
+            extra = {k: v for k, v in r.items() if k not in ("path", "user", "split", "group",
+                                                             "source") and k}
             out.append(Source(r["user"], rel, session, extra))
         return out
     people = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not people:
-        raise DatasetError(f"{src}: no manifest.csv and no person folders (expected SRC/<person>/*.png|jpg|npy)")
+        raise DatasetError(f"{src}: no manifest.csv and no person folders (expected "
+                           "SRC/<person>/*.png|jpg|npy)")
     out = []
     for person in people:
         files = sorted(f for f in person.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
@@ -126,15 +132,19 @@ def plan_splits(sources: list[Source], cfg: ImportConfig) -> dict[tuple[str, str
         except ValueError as e:
             rule = f"--group {cfg.group!r}" if cfg.group else f"the default rule ({sessions.DEFAULT_RULE})"
             found = sessions.describe([s.session for s in mine], [s.rel for s in mine])
-            raise DatasetError(f"{user}: too few recordings: {e}. Found {found} by {rule}. Add recordings of this "
-                               "person, lower --val-fraction to 0, or, if each file is its own recording, pass "
+            raise DatasetError(f"{user}: too few recordings: {e}. Found {found} by {rule}. Add recordings of "
+                               "this "
+                               "person, lower --val-fraction to 0, or, if each file is its own recording, "
+                               "pass "
                                "--group '(.*)'") from None
         out.update({(user, name): sp for name, sp in split.items()})
     return out
 
 
-def _convert(src: Path, sources: list[Source], splits, cfg: ImportConfig, stats: dict[str, Any], progress: bool):
-    """Yield a Record per readable, well-fitting file; collect the failures and inversion errors in `stats`."""
+def _convert(src: Path, sources: list[Source], splits, cfg: ImportConfig, stats: dict[str, Any],
+             progress: bool):
+    """Yield a Record per readable, well-fitting file; collect the failures and inversion errors in
+    `stats`."""
     from tqdm import tqdm
 
     taken: dict[str, set[str]] = {}
@@ -163,20 +173,24 @@ def _convert(src: Path, sources: list[Source], splits, cfg: ImportConfig, stats:
 
 
 def _meta(src: Path, cfg: ImportConfig) -> dict[str, Any]:
-    """meta.json: what SRC/meta.json says about the radar (axes only without a crop), plus the import options."""
+    """meta.json: what SRC/meta.json says about the radar (axes only without a crop), plus the import
+    options."""
     meta: dict[str, Any] = {}
     if (src / "meta.json").is_file():
         try:
-            meta = {k: v for k, v in json.loads((src / "meta.json").read_text()).items() if k not in NOT_CARRIED}
+            meta = {k: v for k,
+                    v in json.loads((src / "meta.json").read_text()).items() if k not in NOT_CARRIED}
         except json.JSONDecodeError as e:
             raise DatasetError(f"{src / 'meta.json'}: invalid JSON ({e})") from None
     if cfg.crop:
-        meta = {k: v for k, v in meta.items() if k not in AXIS_KEYS}  # the crop changed them by an unknown amount
+        # the crop changed them by an unknown amount
+        meta = {k: v for k, v in meta.items() if k not in AXIS_KEYS}
     return {**meta, "source": "imported", "image_size": [cfg.size, cfg.size], "channels": 1,
             "dyn_range_db": cfg.dyn_range_db, "import": {**asdict(cfg), "src": str(src)}}
 
 
-def import_dataset(src: str | Path, out: str | Path, cfg: ImportConfig, progress: bool = True) -> dict[str, Any]:
+def import_dataset(src: str | Path, out: str | Path, cfg: ImportConfig, progress: bool = True) -> dict[str,
+                                                                                                       Any]:
     """Import SRC into the dataset folder `out` (all or nothing) and return the summary numbers."""
     cfg.validate()
     src, out = Path(src), Path(out)
@@ -205,7 +219,8 @@ def import_dataset(src: str | Path, out: str | Path, cfg: ImportConfig, progress
         with open(tmp / "import_report.csv", "w", newline="") as fh:
             csv.writer(fh, lineterminator="\n").writerows([("path", "source", "inversion_error_255"),
                                                            *stats["report"]])
-    per_split = {sp: sum(1 for s in sources if splits[(s.user, s.session)] == sp) for sp in ("train", "val", "test")}
+    per_split = {sp: sum(1 for s in sources if splits[(s.user, s.session)] == sp) for sp in ("train", "val",
+                                                                                             "test")}
     sess = {sp: sum(1 for v in splits.values() if v == sp) for sp in ("train", "val", "test")}
     return {"files": len(sources), "people": len({s.user for s in sources}), "sessions": len(splits),
             "per_split": per_split, "sessions_per_split": sess, "mean_error": float(errors.mean()),
@@ -214,16 +229,26 @@ def import_dataset(src: str | Path, out: str | Path, cfg: ImportConfig, progress
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = ImportConfig()
-    p.add_argument("src", type=Path, help="ImageFolder (SRC/<person>/*.png|jpg|npy) or a folder with manifest.csv")
-    p.add_argument("--out", type=Path, required=True, help="dataset folder to create (must not exist or be empty)")
-    p.add_argument("--size", type=int, required=True, help="output size N: images become N x N (doppler x time)")
-    p.add_argument("--colormap", default=d.colormap, help="matplotlib colour map of the images: jet (default), "
+    p.add_argument("src", type=Path, help="ImageFolder (SRC/<person>/*.png|jpg|npy) or a folder with "
+                                          "manifest.csv")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to create (must not exist or be "
+                                                           "empty)")
+    p.add_argument("--size", type=int, required=True, help="output size N: images become N x N (doppler x "
+                                                           "time)")
+    p.add_argument("--colormap", default=d.colormap, help="matplotlib colour map of the images: jet "
+                                                          "(default), "
                    "turbo, viridis, gray, ...; a misfit names the best-fitting ones")
-    p.add_argument("--group", default=None, help="regex; its first group names the session in the path inside a "
+    p.add_argument("--group", default=None,
+                   help="regex; its first group names the session in the path inside "
+                                                 ""
+                                                 "a "
                    f"person's folder (default: {sessions.DEFAULT_RULE})")
-    p.add_argument("--dyn-range-db", type=float, default=d.dyn_range_db, help="dB the colour map spans (default 60)")
-    p.add_argument("--test-fraction", type=float, default=d.test_fraction, help="per person, whole sessions (0.15)")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="per person, whole sessions (0.15)")
+    p.add_argument("--dyn-range-db", type=float, default=d.dyn_range_db, help="dB the colour map spans "
+                                                                              "(default 60)")
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction, help="per person, whole sessions "
+                                                                                "(0.15)")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="per person, whole sessions "
+                                                                              "(0.15)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the session shuffle (default 0)")
     p.add_argument("--crop", default=None, help="Y0:Y1,X0:X1 box kept of every image (rows, then columns), "
                    "or 'auto' to crop each image to its detected plot area")
@@ -232,7 +257,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = ImportConfig(size=args.size, colormap=args.colormap, group=args.group, dyn_range_db=args.dyn_range_db,
+    cfg = ImportConfig(size=args.size, colormap=args.colormap, group=args.group,
+                       dyn_range_db=args.dyn_range_db,
                        test_fraction=args.test_fraction, val_fraction=args.val_fraction, seed=args.seed,
                        crop=args.crop, npy_unit=args.npy_unit)
     t0 = time.perf_counter()
@@ -243,12 +269,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     n, k = s["per_split"], s["sessions_per_split"]
     print(f"import: {s['files']} files of {s['people']} people in {s['sessions']} sessions -> {args.out} "
-          f"({cfg.size}x{cfg.size}, {cfg.colormap}, {cfg.dyn_range_db:g} dB); train/val/test {n['train']}/{n['val']}/"
+          f"({cfg.size}x{cfg.size}, {cfg.colormap}, {cfg.dyn_range_db:g} dB); train/val/test "
+          f"{n['train']}/{n['val']}/"
           f"{n['test']} files ({k['train']}/{k['val']}/{k['test']} sessions); mean inversion error "
           f"{s['mean_error']:.2f}/255 (worst {s['max_error']:.2f}) in {time.perf_counter() - t0:.1f} s")
-    if s["median_db"] > -cfg.dyn_range_db / 2:  # a map and its "_r" twin fit equally well; only the values tell
+    # a map and its "_r" twin fit equally well; only the values tell
+    if s["median_db"] > -cfg.dyn_range_db / 2:
         twin = cfg.colormap[:-2] if cfg.colormap.endswith("_r") else cfg.colormap + "_r"
-        print(f"import: warning: the median pixel is {s['median_db']:.1f} dB, in the upper half of the map, where a "
-              f"spectrogram's noise floor rarely is; if the images use the reversed map, re-import with --colormap "
+        print(f"import: warning: the median pixel is {s['median_db']:.1f} dB, in the upper half of the map, "
+              "where a "
+              "spectrogram's noise floor rarely is; if the images use the reversed map, re-import with "
+              "--colormap "
               f"{twin}", file=sys.stderr)
     return 0

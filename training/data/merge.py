@@ -1,4 +1,5 @@
-"""`dopplergen merge`: real and generated dataset folders -> one dataset folder for a classifier, provenance per row.
+"""`dopplergen merge`: real and generated dataset folders -> one dataset folder for a classifier, provenance
+per row.
 
 `dopplergen generate` writes a dataset folder of synthetic spectrograms. Merged with real data, every row says
 where it came from: `origin` (real | synthetic) and, for generated rows, the `pipeline_fingerprint` and `seed`
@@ -34,14 +35,16 @@ PROVENANCE = ("origin", "pipeline_fingerprint", "seed")  # columns every merged 
 
 
 def _raw_rows(root: Path) -> dict[str, dict[str, str]]:
-    """manifest.csv rows by path, as written (the reader parses numeric-looking columns; seeds must stay exact)."""
+    """manifest.csv rows by path, as written (the reader parses numeric-looking columns; seeds must stay
+    exact)."""
     if not manifest_path(root).is_file():
         return {}
     return {r["path"]: r for r in read_manifest(root)}
 
 
 def pipeline_fingerprint_of(ds: SpectrogramSet, path: Path) -> str:
-    """The generator behind a `dopplergen generate` folder (meta.json["generation"]), or a DatasetError saying so."""
+    """The generator behind a `dopplergen generate` folder (meta.json["generation"]), or a DatasetError saying
+    so."""
     gen = ds.meta.get("generation")
     if not isinstance(gen, dict) or not gen.get("pipeline_fingerprint"):
         raise DatasetError(f"{path}: not a `dopplergen generate` folder (meta.json has no generation."
@@ -49,8 +52,10 @@ def pipeline_fingerprint_of(ds: SpectrogramSet, path: Path) -> str:
     return str(gen["pipeline_fingerprint"])
 
 
-def merge_sets(real: SpectrogramSet, synthetic: SpectrogramSet, pipeline_fingerprint: str = "") -> SpectrogramSet:
-    """Real rows (their splits) + generated rows (as train), labels in real's user order, with provenance columns."""
+def merge_sets(real: SpectrogramSet, synthetic: SpectrogramSet,
+               pipeline_fingerprint: str = "") -> SpectrogramSet:
+    """Real rows (their splits) + generated rows (as train), labels in real's user order, with provenance
+    columns."""
     unknown = sorted(set(synthetic.users) - set(real.users))
     if unknown:
         raise DatasetError(f"generated users {unknown} are not in the real data ({real.users})")
@@ -83,7 +88,8 @@ def _records(real_path: Path, synth_paths: list[Path], counts: dict[str, int], m
                 merge={"real": {"path": str(real_path), "fingerprint": real.fingerprint}, "synthetic": []})
     for x, label, path, split in zip(real.x, real.labels, real.paths, real.splits, strict=True):
         user = real.users[label]
-        extra = {k: v for k, v in rows.get(path, {}).items() if k not in ("path", "user", "split", *PROVENANCE)}
+        extra = {k: v for k, v in rows.get(path, {}).items() if k not in ("path", "user", "split",
+                                                                          *PROVENANCE)}
         split = "train" if split == "synthetic" else str(split)
         counts[f"real_{split}"] = counts.get(f"real_{split}", 0) + 1
         yield Record(user, rec_id(user, path, taken.setdefault(user, set())), x[0], split,
@@ -93,8 +99,10 @@ def _records(real_path: Path, synth_paths: list[Path], counts: dict[str, int], m
         fp = pipeline_fingerprint_of(syn, sp)
         unknown = sorted(set(syn.users) - set(real.users))
         if unknown:
-            raise DatasetError(f"{sp}: generated users {unknown} are not in the real data {real_path} ({real.users})")
-        meta["merge"]["synthetic"].append({"path": str(sp), "fingerprint": syn.fingerprint, "pipeline_fingerprint": fp,
+            raise DatasetError(f"{sp}: generated users {unknown} are not in the real data {real_path} "
+                               f"({real.users})")
+        meta["merge"]["synthetic"].append({"path": str(sp), "fingerprint": syn.fingerprint,
+                                           "pipeline_fingerprint": fp,
                                            "generation": syn.meta.get("generation")})
         rows = _raw_rows(sp)
         for x, label, path in zip(syn.x, syn.labels, syn.paths, strict=True):
@@ -104,7 +112,8 @@ def _records(real_path: Path, synth_paths: list[Path], counts: dict[str, int], m
             counts["synthetic"] = counts.get("synthetic", 0) + 1
             name = rec_id(user, f"syn{k}-{Path(path).name}", taken.setdefault(user, set()))
             yield Record(user, name, np.clip(x[0], -real.dyn_range_db, 0.0), "train",
-                         {**extra, "origin": "synthetic", "pipeline_fingerprint": fp, "seed": raw.get("seed", "")})
+                         {**extra, "origin": "synthetic", "pipeline_fingerprint": fp, "seed": raw.get("seed",
+                                                                                                      "")})
 
 
 def merge_folders(real: str | Path, synthetic: list[str | Path], out: str | Path) -> dict[str, int]:
@@ -134,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"dopplergen merge: error: {e}", file=sys.stderr)
         return 2
     print(f"merge: {sum(v for k, v in c.items() if k.startswith('real'))} real rows (train/val/test "
-          f"{c.get('real_train', 0)}/{c.get('real_val', 0)}/{c.get('real_test', 0)}) + {c.get('synthetic', 0)} "
-          f"synthetic rows (train) from {len(args.synthetic)} folder(s) -> {args.out} in {time.perf_counter() - t0:.1f} s")
+          f"{c.get('real_train', 0)}/{c.get('real_val', 0)}/{c.get('real_test', 0)}) + "
+          f"{c.get('synthetic', 0)} "
+          f"synthetic rows (train) from {len(args.synthetic)} folder(s) -> {args.out} in "
+          f"{time.perf_counter() - t0:.1f} s")
     return 0

@@ -1,4 +1,5 @@
-"""Radar side of the micro-Doppler simulator: ellipsoid RCS (V.C. Chen), slow-time return, STFT, `simulate_walk`.
+"""Radar side of the micro-Doppler simulator: ellipsoid RCS (V.C. Chen), slow-time return, STFT,
+`simulate_walk`.
 
 Everything is vectorised over (segment, pulse); there is no Python loop per pulse or per segment.
 Conventions (also in docs/simulator.md):
@@ -89,7 +90,8 @@ def segment_echoes(a: np.ndarray, b: np.ndarray, radii: np.ndarray, widths: np.n
     return rng, np.sqrt(rcs) * (range_ref / rng) ** 2
 
 
-def slow_time_return(rng: np.ndarray, amp: np.ndarray, wavelength: float, decim: int, n_pulses: int) -> np.ndarray:
+def slow_time_return(rng: np.ndarray, amp: np.ndarray, wavelength: float, decim: int,
+                     n_pulses: int) -> np.ndarray:
     """sum_k amp_k exp(-j 4 pi R_k / lambda) at every pulse, from R and amp on a grid `decim` pulses apart.
 
     Between grid points R is linear, so the phasor is z_i w_i^m with w_i = exp(-j dphi_i / decim): one
@@ -119,7 +121,8 @@ def stft_power(x: np.ndarray, window: int, hop: int, nfft: int) -> np.ndarray:
     return np.fft.fftshift(power, axes=1)[:, ::-1].T
 
 
-def _area_resample(x: np.ndarray, first_centre: float, step: float, dst_edges: np.ndarray, axis: int) -> np.ndarray:
+def _area_resample(x: np.ndarray, first_centre: float, step: float, dst_edges: np.ndarray,
+                   axis: int) -> np.ndarray:
     """Average uniformly spaced bins (centres first_centre + i step; step may be negative) over each
     destination interval [dst_edges[j], dst_edges[j+1]], by differencing a cumulative sum along `axis`.
 
@@ -147,8 +150,10 @@ def _as_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
 
 
 def simulate_walk(height_m: float = 1.65, speed_mps: float = 1.4, carrier_hz: float = DEFAULT_CARRIER_HZ,
-                  prf_hz: float | None = None, duration_s: float = DEFAULT_DURATION_S, aspect_deg: float = 0.0,
-                  snr_db: float | None = DEFAULT_SNR_DB, seed: int = 0, size: int | tuple[int, int] | None = None,
+                  prf_hz: float | None = None, duration_s: float = DEFAULT_DURATION_S,
+                  aspect_deg: float = 0.0,
+                  snr_db: float | None = DEFAULT_SNR_DB, seed: int = 0, size: int | tuple[int,
+                                                                                          int] | None = None,
                   *, gait: Gait | None = None, range_m: float = DEFAULT_RANGE_M, start_phase: float = 0.0,
                   clutter_db: float | None = DEFAULT_CLUTTER_DB, dyn_range_db: float = DEFAULT_DYN_RANGE_DB,
                   velocity_span_mps: tuple[float, float] = DEFAULT_VELOCITY_SPAN_MPS) -> Spectrogram:
@@ -188,7 +193,8 @@ def simulate_walk(height_m: float = 1.65, speed_mps: float = 1.4, carrier_hz: fl
     radii = np.array([r for _, r, _ in SEGMENTS]) * height_m * gait.girth
     scale = np.asarray(gait.rcs_scale, dtype=float)[[g for _, _, g in SEGMENTS]]
     widths = np.where(np.array(SEGMENT_NAMES) == "torso", TORSO_WIDTH, 1.0)
-    x = slow_time_return(*segment_echoes(a, b, radii, widths, scale, radar, range_m), wavelength, decim, n_pulses)
+    x = slow_time_return(*segment_echoes(a, b, radii, widths, scale, radar, range_m), wavelength, decim,
+                         n_pulses)
     p_sig = float(np.mean(np.abs(x) ** 2))
     if clutter_db is not None:
         x = x + np.sqrt(p_sig * 10 ** (clutter_db / 10)) * np.exp(2j * np.pi * rng.random())
@@ -214,14 +220,18 @@ def simulate_walk(height_m: float = 1.65, speed_mps: float = 1.4, carrier_hz: fl
     db = np.clip(db, -dyn_range_db, 0.0).astype(np.float32)
 
     meta = dict(
-        carrier_hz=float(carrier_hz), wavelength_m=wavelength, prf_hz=prf, window="hann", window_length=window,
+        carrier_hz=float(carrier_hz), wavelength_m=wavelength, prf_hz=prf, window="hann",
+        window_length=window,
         hop=hop, nfft=nfft, doppler_hz_per_bin=float(df), seconds_per_frame=float(dt),
-        doppler_axis="descending (row 0 = most positive Doppler = approaching)", dyn_range_db=float(dyn_range_db),
+        doppler_axis="descending (row 0 = most positive Doppler = approaching)",
+        dyn_range_db=float(dyn_range_db),
         velocity_span_mps=list(velocity_span_mps) if out_size else [float(doppler[-1] * wavelength / 2),
                                                                      float(doppler[0] * wavelength / 2)],
-        height_m=float(height_m), speed_mps=float(speed_mps), aspect_deg=float(aspect_deg), range_m=float(range_m),
+        height_m=float(height_m), speed_mps=float(speed_mps), aspect_deg=float(aspect_deg),
+        range_m=float(range_m),
         duration_s=float(duration_s), snr_db=snr_db, clutter_db=clutter_db, start_phase=float(start_phase),
         seed=int(seed), torso_doppler_hz=float(2 * speed_mps * np.cos(th) / wavelength),
         gait=gait.to_dict(), **{k: float(v) for k, v in timing.items()},
     )
-    return Spectrogram(db=db, doppler_hz=doppler.astype(np.float64), time_s=times.astype(np.float64), meta=meta)
+    return Spectrogram(db=db, doppler_hz=doppler.astype(np.float64), time_s=times.astype(np.float64),
+                       meta=meta)

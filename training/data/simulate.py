@@ -1,4 +1,5 @@
-"""`dopplergen simulate`: write a simulated micro-Doppler dataset folder (meta.json, manifest.csv, npy, preview)."""
+"""`dopplergen simulate`: write a simulated micro-Doppler dataset folder (meta.json, manifest.csv, npy,
+preview)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from training.data.walker import SEGMENT_NAMES
 from training.eval.plots import spectrogram_grid
 
 SIMULATOR_VERSION = 1  # bump when the physics changes the output for a given seed
-COVER_CONDITIONS = dict(aspect_deg=70.0, speed_span=0.3)  # --cover-conditions: 0..70 deg both sides, 0.7-1.3x own
-MANIFEST_EXTRAS = ("speed_mps", "aspect_deg", "range_m", "snr_db", "clutter_db", "start_phase", "height_m", "cycle_s")
+# --cover-conditions: 0..70 deg both sides, 0.7-1.3x own
+COVER_CONDITIONS = dict(aspect_deg=70.0, speed_span=0.3)
+MANIFEST_EXTRAS = ("speed_mps", "aspect_deg", "range_m", "snr_db", "clutter_db", "start_phase", "height_m",
+                   "cycle_s")
 
 
 @dataclass
@@ -50,28 +53,35 @@ class SimulateConfig:
         if not 10.0 <= self.dyn_range_db <= 200.0:
             raise ValueError("--dyn-range-db must be within 10..200")
         if not 0.0 <= self.variation.get("aspect_deg", 0.0) <= 89.0:
-            raise ValueError("--aspect-deg must be within 0..89 (at 90 deg the walk is tangential: no torso Doppler)")
+            raise ValueError("--aspect-deg must be within 0..89 (at 90 deg the walk is tangential: no torso "
+                             "Doppler)")
         if not 0.0 <= self.variation.get("speed_span", 0.0) <= 0.6:
             raise ValueError("--speed-span must be within 0..0.6")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = SimulateConfig()
-    p.add_argument("--out", type=Path, default=Path("data/sim10"), help="dataset folder to write (default: data/sim10)")
+    p.add_argument("--out", type=Path, default=Path("data/sim10"), help="dataset folder to write (default: "
+                                                                        "data/sim10)")
     p.add_argument("--users", type=int, default=d.users, help=f"simulated users (default {d.users})")
-    p.add_argument("--per-user", type=int, default=d.per_user, help=f"recordings per user (default {d.per_user})")
+    p.add_argument("--per-user", type=int, default=d.per_user, help="recordings per user (default "
+                                                                    f"{d.per_user})")
     p.add_argument("--size", type=int, default=d.size, help=f"image size, doppler = time (default {d.size})")
-    p.add_argument("--carrier-ghz", type=float, default=d.carrier_ghz, help="carrier frequency in GHz (default 24)")
+    p.add_argument("--carrier-ghz", type=float, default=d.carrier_ghz, help="carrier frequency in GHz "
+                                                                            "(default 24)")
     p.add_argument("--seed", type=int, default=d.seed, help="master seed (default 0)")
-    p.add_argument("--dyn-range-db", type=float, default=d.dyn_range_db, help="dynamic range kept, dB (default 60)")
+    p.add_argument("--dyn-range-db", type=float, default=d.dyn_range_db, help="dynamic range kept, dB "
+                                                                              "(default 60)")
     p.add_argument("--duration-s", type=float, default=d.duration_s, help="seconds per recording (default 3)")
-    p.add_argument("--preview-per-user", type=int, default=d.preview_per_user, help="examples per row in preview.png")
+    p.add_argument("--preview-per-user", type=int, default=d.preview_per_user, help="examples per row in "
+                                                                                    "preview.png")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; output is identical)")
     v = Variation()
     p.add_argument("--aspect-deg", type=float, default=v.aspect_deg,
                    help=f"aspect angle drawn uniformly in +-this many degrees (default {v.aspect_deg:g})")
     p.add_argument("--speed-span", type=float, default=v.speed_span,
-                   help="> 0: speed uniform in the person's preferred speed x [1 - span, 1 + span] (default 0: "
+                   help="> 0: speed uniform in the person's preferred speed x [1 - span, 1 + span] (default "
+                        "0: "
                         f"normal with {v.speed_rel:g} relative spread)")
     p.add_argument("--cover-conditions", action="store_true",
                    help=f"cover the condition space for speed/aspect-conditioned training: --aspect-deg "
@@ -85,7 +95,8 @@ def user_profiles(cfg: SimulateConfig) -> list[UserProfile]:
 
 def _simulate_one(job: tuple[UserProfile, int, SimulateConfig]) -> tuple[np.ndarray, dict[str, Any]]:
     profile, j, cfg = job
-    s = simulate_recording(profile, j, carrier_hz=cfg.carrier_ghz * 1e9, size=cfg.size, duration_s=cfg.duration_s,
+    s = simulate_recording(profile, j, carrier_hz=cfg.carrier_ghz * 1e9, size=cfg.size,
+                           duration_s=cfg.duration_s,
                            dyn_range_db=cfg.dyn_range_db, variation=Variation(**cfg.variation))
     return s.db, s.meta
 
@@ -93,7 +104,8 @@ def _simulate_one(job: tuple[UserProfile, int, SimulateConfig]) -> tuple[np.ndar
 def dataset_meta(cfg: SimulateConfig, profiles: list[UserProfile]) -> dict[str, Any]:
     """meta.json content: the radar/STFT axes (shared by every recording) plus the simulate options."""
     _, m = _simulate_one((profiles[0], 0, cfg))
-    keep = ("carrier_hz", "wavelength_m", "prf_hz", "window", "window_length", "hop", "nfft", "doppler_hz_per_bin",
+    keep = ("carrier_hz", "wavelength_m", "prf_hz", "window", "window_length", "hop", "nfft",
+            "doppler_hz_per_bin",
             "seconds_per_frame", "doppler_axis", "dyn_range_db", "velocity_span_mps", "duration_s")
     meta = {k: m[k] for k in keep}
     meta.update(
@@ -105,7 +117,8 @@ def dataset_meta(cfg: SimulateConfig, profiles: list[UserProfile]) -> dict[str, 
     return meta
 
 
-def simulate_dataset(out: Path, cfg: SimulateConfig, workers: int = 1, progress: bool = True) -> dict[str, Any]:
+def simulate_dataset(out: Path, cfg: SimulateConfig, workers: int = 1, progress: bool = True) -> dict[str,
+                                                                                                      Any]:
     """Simulate and write the whole folder (meta.json, manifest.csv, <user>/<id>.npy, preview.png)."""
     cfg.validate()
     profiles = user_profiles(cfg)
@@ -137,10 +150,12 @@ def simulate_dataset(out: Path, cfg: SimulateConfig, workers: int = 1, progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = SimulateConfig(users=args.users, per_user=args.per_user, size=args.size, carrier_ghz=args.carrier_ghz,
+    cfg = SimulateConfig(users=args.users, per_user=args.per_user, size=args.size,
+                         carrier_ghz=args.carrier_ghz,
                          seed=args.seed, dyn_range_db=args.dyn_range_db, duration_s=args.duration_s,
                          preview_per_user=args.preview_per_user,
-                         variation=Variation(aspect_deg=args.aspect_deg, speed_span=args.speed_span).to_dict())
+                         variation=Variation(aspect_deg=args.aspect_deg,
+                                             speed_span=args.speed_span).to_dict())
     if args.cover_conditions:
         cfg.variation.update(COVER_CONDITIONS)
     try:

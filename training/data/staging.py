@@ -1,4 +1,5 @@
-"""All-or-nothing dataset folders: build in a hidden temporary folder beside the target, rename it into place."""
+"""All-or-nothing dataset folders: build in a hidden temporary folder beside the target, rename it into
+place."""
 
 from __future__ import annotations
 

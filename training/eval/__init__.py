@@ -1,1 +1,2 @@
-"""Evaluation: the quality report, the augmentation protocol, metrics, the reference classifier, figures, compare."""
+"""Evaluation: the quality report, the augmentation protocol, metrics, the reference classifier, figures,
+compare."""

@@ -3,10 +3,10 @@
 Rule: no real recording of a target user beyond the classifier's own k ever reaches the generator.
 - k = all: the generator is the pipeline under evaluation, trained on the full train split (which is
   exactly the classifier's real data), never on the test split.
-- small k: a generator pretrained on a *disjoint* simulated population is adapted to each target user
-  from exactly the classifier's k recordings, by learning only new user-encoder rows with the diffusion
-  loss while the UNet and VAE stay frozen (textual inversion; Gal et al., ICLR 2023): training/eval/fewshot.py,
-  on a population from training/eval/population.py.
+- small k: a generator pretrained on a *disjoint* simulated population is adapted to each target user from
+  exactly the classifier's k recordings, by learning only new user-encoder rows with the diffusion loss while
+  the UNet and VAE stay frozen (textual inversion; Gal et al., ICLR 2023): training/eval/fewshot.py, on a
+  population from training/eval/population.py.
 Each trial records what its generator saw, so the report (and the tests) can check the rule.
 """
 
@@ -52,7 +52,8 @@ def check_disjoint(train_paths: Sequence[str], test_paths: Sequence[str]) -> Non
         raise ValueError(f"{len(both)} recordings are in both train and test, e.g. {sorted(both)[:3]}")
 
 
-# ---- the augmentation-gain experiment ---------------------------------------------------------------------------
+# ---- the augmentation-gain experiment
+# ---------------------------------------------------------------------------
 @dataclass
 class Trial:
     k: str
@@ -74,15 +75,18 @@ MIXES = ("balanced", "concat")  # how run_augmentation combines the k real with 
 MakeGenerator = Callable[[int | None, int, np.ndarray, np.ndarray], tuple[Any, str]]
 # synthesize(handle, m_per_user, seed) -> (x_db (N,C,H,W), labels (N,)) in the dataset's user index order.
 Synthesize = Callable[[Any, int, int], tuple[np.ndarray, np.ndarray]]
-# fit_score(x_db, labels, seed, budget) -> test accuracy of a classifier trained on `budget` sample presentations
-# (epochs = budget / len(x)), so runs on different amounts of data get the same optimisation budget.
+# fit_score(x_db, labels, seed, budget) -> test accuracy of a classifier trained on `budget` sample
+# presentations (epochs = budget / len(x)), so runs on different amounts of data get the same optimisation
+# budget.
 FitScore = Callable[[np.ndarray, np.ndarray, int, int], float]
 
 
-def run_trial(train_x: np.ndarray, train_labels: np.ndarray, train_paths: Sequence[str], k: int | None, seed: int, *,
+def run_trial(train_x: np.ndarray, train_labels: np.ndarray, train_paths: Sequence[str], k: int | None,
+              seed: int, *,
               m_per_user: int, make_generator: MakeGenerator, synthesize: Synthesize, fit_score: FitScore,
               budget_for: Callable[[int], int], mix: str = "balanced") -> Trial:
-    """One (k, seed) of run_augmentation: real-only vs real + m synthetic per user, at the same optimiser budget."""
+    """One (k, seed) of run_augmentation: real-only vs real + m synthetic per user, at the same optimiser
+    budget."""
     if mix not in MIXES:
         raise ValueError(f"mix must be one of {MIXES}, got {mix!r}")
     idx = select_k_per_user(train_labels, k, seed)
@@ -92,7 +96,8 @@ def run_trial(train_x: np.ndarray, train_labels: np.ndarray, train_paths: Sequen
     budget = budget_for(len(idx) + len(y_syn))
     acc_real = fit_score(x_k, y_k, seed, budget)
     reps = max(1, round(len(y_syn) / len(idx))) if mix == "balanced" else 1
-    acc_aug = fit_score(np.concatenate([x_k] * reps + [x_syn]), np.concatenate([y_k] * reps + [y_syn]), seed, budget)
+    acc_aug = fit_score(np.concatenate([x_k] * reps + [x_syn]), np.concatenate([y_k] * reps + [y_syn]), seed,
+                        budget)
     return Trial(k=k_label(k), seed=seed, n_real=len(idx), n_synthetic=len(y_syn), acc_real=acc_real,
                  acc_augmented=acc_aug, generator=desc, generator_saw=[str(train_paths[i]) for i in idx])
 
@@ -133,17 +138,20 @@ def summarize_trials(trials: Sequence[Trial]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for k in dict.fromkeys(t.k for t in trials):
         ts = [t for t in trials if t.k == k]
-        out[k] = dict(acc_real=mean_std([t.acc_real for t in ts]), acc_augmented=mean_std([t.acc_augmented for t in ts]),
+        out[k] = dict(acc_real=mean_std([t.acc_real for t in ts]),
+                      acc_augmented=mean_std([t.acc_augmented for t in ts]),
                       gain=mean_std([t.gain for t in ts]), gain_ci95=t_interval([t.gain for t in ts]),
                       seeds=[t.seed for t in ts], n_real=ts[0].n_real, n_synthetic=ts[0].n_synthetic,
                       generator=ts[0].generator)
     return out
 
 
-# ---- the evaluator's section: trials and the protocol statement ---------------------------------------------------
+# ---- the evaluator's section: trials and the protocol statement
+# ---------------------------------------------------
 def fewshot_steps_for(ctx: Any, pop: Any) -> int | None:
-    """Sampler steps of the few-shot generators (None: the evaluator's). Only DPM-Solver++ was measured at 10 steps;
-    DDPM, DDIM and the vq-diffusion route's VQ steps keep the evaluator's, as does a smaller --steps."""
+    """Sampler steps of the few-shot generators (None: the evaluator's). Only DPM-Solver++ was measured at 10
+    steps; DDPM, DDIM and the vq-diffusion route's VQ steps keep the evaluator's, as does a smaller
+    --steps."""
     n = ctx.st.fewshot_sample_steps
     if pop is None or not n or pop.route == "vq-diffusion" or ctx.sampler != "dpmsolver++":
         return None

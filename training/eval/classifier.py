@@ -91,7 +91,8 @@ class Classifier:
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random circular time shift per sample (gait phase is arbitrary) and a random left-right flip of time."""
+    """Random circular time shift per sample (gait phase is arbitrary) and a random left-right flip of
+    time."""
     n, t = x.shape[0], x.shape[-1]
     shifts = torch.randint(0, t, (n,), generator=gen)
     idx = (torch.arange(t)[None] + shifts[:, None]) % t  # (N, T)
@@ -109,7 +110,8 @@ def train_classifier(x_db: np.ndarray, labels: np.ndarray, num_classes: int, *, 
     At least `min_steps` optimiser steps are taken (epochs are raised for tiny sets, e.g. 5 per user).
     """
     with single_thread(threads or 1):
-        return _train(x_db, labels, num_classes, dyn_range_db, epochs, seed, batch_size, lr, weight_decay, augment,
+        return _train(x_db, labels, num_classes, dyn_range_db, epochs, seed, batch_size, lr, weight_decay,
+                      augment,
                       min_steps)
 
 

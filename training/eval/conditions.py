@@ -1,5 +1,5 @@
-"""Condition following in `dopplergen evaluate`: does a sample walk at the requested speed and aspect angle, and is it
-still the requested person?
+"""Condition following in `dopplergen evaluate`: does a sample walk at the requested speed and aspect angle,
+and is it still the requested person?
 
 - torso-speed read-out (training.eval.metrics.torso_line_hz, median over frames) against the requested radial
   speed v cos(aspect), per (speed, aspect) setting; speeds are each user's own 10th / 50th / 90th percentile
@@ -20,13 +20,15 @@ from training.eval import metrics as fm
 from training.eval.plots import spectrogram_grid
 
 SPEED, ASPECT = "speed_mps", "aspect_deg"
-SPEED_LEVELS = (("slow", 2), ("mid", 10), ("fast", 18))  # index into the 21 recorded quantiles (10 / 50 / 90 %)
+# index into the 21 recorded quantiles (10 / 50 / 90 %)
+SPEED_LEVELS = (("slow", 2), ("mid", 10), ("fast", 18))
 ASPECTS_DEG = (0.0, 30.0, 60.0)
 ASPECT_BINS_DEG = (0.0, 20.0, 40.0, 90.0)  # |aspect| bins of the affinity table
 
 
 def settings_for(desc: dict[str, Any], user: str) -> list[tuple[str, float, float]]:
-    """(label, speed, aspect) settings of one user: own slow / mid / fast speed x aspects in the trained range."""
+    """(label, speed, aspect) settings of one user: own slow / mid / fast speed x aspects in the trained
+    range."""
     q = (desc[SPEED]["per_user"].get(user) or desc[SPEED]["all"])["quantiles"]
     lo, hi = desc[ASPECT]["range"]
     aspects = sorted({float(np.clip(a, lo, hi)) for a in ASPECTS_DEG})
@@ -71,7 +73,8 @@ def condition_following(ctx: Any, ref: Any, per_setting: int) -> dict[str, Any]:
     pipe, d = ctx.pipe, ctx.data
     desc = pipe.meta.get("conditions") or {}
     if pipe.condition_encoder is None or not {SPEED, ASPECT} <= set(pipe.conditions) or not desc:
-        return dict(skipped="the pipeline takes no speed_mps / aspect_deg conditions", rows=[], aspect_bins=[])
+        return dict(skipped="the pipeline takes no speed_mps / aspect_deg conditions", rows=[],
+                    aspect_bins=[])
     if "carrier_hz" not in d.meta:
         return dict(skipped="meta.json lacks the radar axes", rows=[], aspect_bins=[])
     users, values, seeds, labels = [], [], [], []
@@ -103,14 +106,22 @@ def condition_following(ctx: Any, ref: Any, per_setting: int) -> dict[str, Any]:
                              ratio_to_trtr=float(np.mean(hit[m]) / ref.trtr) if ref.trtr else None))
     _sweep_figure(ctx, desc)
     worst = max(rows, key=lambda r: abs(r["median_rel_error"]))
-    ctx.log(f"conditions: worst torso read-out error {worst['median_rel_error']:+.3f} at ({worst['setting']}); "
+    ctx.log(f"conditions: worst torso read-out error {worst['median_rel_error']:+.3f} at "
+            f"({worst['setting']}); "
             f"affinity per aspect bin " + ", ".join(f"{b['aspect_deg'][0]:g}-{b['aspect_deg'][1]:g}: "
                                                     f"{b['affinity']:.2f}" for b in bins))
     return dict(rows=rows, aspect_bins=bins, worst_abs_rel_error=abs(worst["median_rel_error"]),
-                method=("Per user: its own 10th/50th/90th percentile training speed x aspect 0/30/60 deg (clipped to "
+                method=("Per user: its own 10th/50th/90th percentile training speed x aspect 0/30/60 deg "
+                        "(clipped to "
                         f"the trained range), {per_setting} samples each. Read-out: the median over frames of "
-                        "training.eval.metrics.torso_line_hz (strongest line away from the 0 Hz clutter) in m/s, "
-                        "against the requested v cos(aspect); affinity: the reference classifier names the user. "
+                        ""
+                        ""
+                        ""
+                        ""
+                        "training.eval.metrics.torso_line_hz (strongest line away from the 0 Hz clutter) in "
+                        "m/s, "
+                        "against the requested v cos(aspect); affinity: the reference classifier names the "
+                        "user. "
                         "Guidance as for a request that names its conditions: " + _guidance_text(ctx)))
 
 
@@ -135,7 +146,8 @@ def markdown(sec: dict[str, Any], figures: str = "figures") -> list[str]:
     L = ["## Condition following (speed, aspect)", ""]
     if sec.get("skipped"):
         return L + [f"Skipped: {sec['skipped']}.", ""]
-    L += [sec["method"], "", "| setting | n | requested v cos(aspect) m/s | read-out m/s | median error | within 10% | "
+    L += [sec["method"], "", "| setting | n | requested v cos(aspect) m/s | read-out m/s | median error | "
+                             "within 10% | "
           "affinity |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in sec["rows"]:
         L.append(f"| {r['setting']} | {r['n']} | {r['requested_radial_mps']:.3f} | {r['readout_mps']:.3f} | "
@@ -143,5 +155,9 @@ def markdown(sec: dict[str, Any], figures: str = "figures") -> list[str]:
     L += ["", "| \\|aspect\\| deg | n | affinity | / real test accuracy |", "| --- | --- | --- | --- |"]
     for b in sec["aspect_bins"]:
         ratio = "n/a" if b["ratio_to_trtr"] is None else f"{b['ratio_to_trtr']:.2f}x"
-        L.append(f"| {b['aspect_deg'][0]:g}-{b['aspect_deg'][1]:g} | {b['n']} | {b['affinity']:.2f} | {ratio} |")
+        L.append(f"| {b['aspect_deg'][0]:g}-{b['aspect_deg'][1]:g} | {b['n']} | {b['affinity']:.2f} | {ratio} "
+                 ""
+                 ""
+                 ""
+                 "|")
     return L + ["", f"![one person swept over speed and aspect]({figures}/condition_sweep.png)", ""]

@@ -1,4 +1,5 @@
-"""What every section of `dopplergen evaluate` shares: the log, the real splits, generated pools and classifiers."""
+"""What every section of `dopplergen evaluate` shares: the log, the real splits, generated pools and
+classifiers."""
 
 from __future__ import annotations
 
@@ -57,13 +58,16 @@ def load_data(path: str, pipe: Any, log: Log) -> Data:
         ds = load_dataset(path, channels=pipe.channels, size=(h, w))
     users = [u for u in ds.users if u in pipe.users]
     if not users:
-        raise SystemExit(f"no user of {path} ({ds.users[:5]}...) is known to the pipeline ({pipe.users[:5]}...)")
+        raise SystemExit(f"no user of {path} ({ds.users[:5]}...) is known to the pipeline "
+                         f"({pipe.users[:5]}...)")
     if len(users) < len(ds.users):
-        log(f"warning: evaluating {len(users)} of {len(ds.users)} users (the others are unknown to the pipeline)")
+        log(f"warning: evaluating {len(users)} of {len(ds.users)} users (the others are unknown to the "
+            "pipeline)")
     remap = np.array([users.index(u) if u in users else -1 for u in ds.users])
     tr, te = ds.filter("train", users=users), ds.filter("test", users=users)
     check_disjoint(tr.paths, te.paths)  # the protocol's first rule: no test recording is a train recording
-    return Data(tr.x, remap[tr.labels], tr.paths, te.x, remap[te.labels], te.paths, users, ds.meta, ds.fingerprint)
+    return Data(tr.x, remap[tr.labels], tr.paths, te.x, remap[te.labels], te.paths, users, ds.meta,
+                ds.fingerprint)
 
 
 @dataclass
@@ -87,7 +91,8 @@ class Context:
     out: Path
     log: Log
     threads: int | None = None  # CPU threads for the classifiers (None: training.eval.classifier's choice)
-    condition_guidance: float | None = None  # --condition-guidance (composes every pipeline's guidance); None: plain
+    # --condition-guidance (composes every pipeline's guidance); None: plain
+    condition_guidance: float | None = None
     guidance_arg: float | None = None  # --guidance as given (None: each pipeline's own default)
     cache: dict[str, Any] = field(default_factory=dict)
     quiet: bool = False  # no progress bars (worker processes)
@@ -101,8 +106,9 @@ class Context:
                batch_size: int | None = None) -> Pool:
         """Batched, batch-invariant sampling (pad_to) for dataset labels y with explicit seeds.
 
-        A pipeline with conditions gets what `POST /generate` gives a request that leaves them out: each sample's
-        speed, aspect, ... drawn from its person's training distribution, seeded by the sample's seed.
+        A pipeline with conditions gets what `POST /generate` gives a request that leaves them out: each
+        sample's speed, aspect, ... drawn from its person's training distribution, seeded by the sample's
+        seed.
         """
         from tqdm import tqdm
 
@@ -115,17 +121,22 @@ class Context:
         enc = getattr(pipe, "condition_encoder", None)
         desc_c = (getattr(pipe, "meta", None) or {}).get("conditions") or {}
         if enc is not None and all(n in desc_c for n in enc.names):  # else every condition absent
-            cond = enc.values_tensor([resolve_conditions(desc_c, enc.names, u, None, s) for u, s in zip(names, seeds,
+            cond = enc.values_tensor([resolve_conditions(desc_c, enc.names, u, None, s) for u, s in zip(names,
+                                                                                                        seeds,
                                                                                                           strict=True)])
         b = batch_size or self.st.batch_size
         outs, t0 = [], time.perf_counter()
-        # drawn conditions, as a request that names none: plain guidance unless --condition-guidance composes it
+        # drawn conditions, as a request that names none: plain guidance unless --condition-guidance composes
+        # it
         chosen = resolve(pipe, guidance=self.guidance if guidance is None else guidance,
                          condition_guidance=getattr(self, "condition_guidance", None))
         g, gc = chosen.guidance, chosen.condition_guidance
-        for i in tqdm(range(0, len(idx), b), desc=desc, unit="batch", leave=False, disable=getattr(self, "quiet", False)):
+        for i in tqdm(range(0, len(idx), b), desc=desc, unit="batch", leave=False, disable=getattr(self,
+                                                                                                   "quiet",
+                                                                                                   False)):
             outs.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=steps or self.steps,
-                               guidance_scale=g, condition_guidance_scale=gc, sampler=sampler or self.sampler, pad_to=b,
+                               guidance_scale=g, condition_guidance_scale=gc, sampler=sampler or self.sampler,
+                               pad_to=b,
                                conditions=None if cond is None else cond[i:i + b]).numpy())
         return Pool(np.concatenate(outs).astype(np.float32), np.asarray(y, np.int64), list(seeds),
                     time.perf_counter() - t0)
@@ -136,9 +147,12 @@ class Context:
         base = self.seed if stream == 0 else self.seed * 1_000_003 + stream
         return y, [derive_seed(base, self.data.users[c], i % per_user) for i, c in enumerate(y)]
 
-    def fit(self, x: np.ndarray, y: np.ndarray, seed: int, num_classes: int | None = None, epochs: int | None = None):
-        kw: dict[str, Any] = {"epochs": epochs or self.st.classifier_epochs} if (epochs or self.st.classifier_epochs) else {}
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int, num_classes: int | None = None,
+            epochs: int | None = None):
+        kw: dict[str,
+                 Any] = {"epochs": epochs or self.st.classifier_epochs} if (epochs or self.st.classifier_epochs) else {}
         if self.st.classifier_min_steps:
             kw["min_steps"] = self.st.classifier_min_steps
-        return train_classifier(x, y, num_classes or len(self.data.users), dyn_range_db=self.data.dyn_range_db,
+        return train_classifier(x, y, num_classes or len(self.data.users),
+                                dyn_range_db=self.data.dyn_range_db,
                                 seed=seed, threads=self.threads, **kw)

@@ -1,9 +1,10 @@
-"""`dopplergen evaluate`: a JSON + Markdown + PNG quality report for a pipeline against a real (or simulated) dataset.
+"""`dopplergen evaluate`: a JSON + Markdown + PNG quality report for a pipeline against a real (or simulated)
+dataset.
 
 Sections (docs/evaluation.md explains each and why): VAE reconstruction, affinity (GAN-test), diversity
-(GAN-train / TSTR), Fréchet distance and classifier two-sample test in the reference classifier's
-features, physics consistency, sampler sweep and augmentation gain (k real per user vs k real + m
-synthetic, with few-shot generators that never see more than the classifier's k: training/eval/augmentation.py).
+(GAN-train / TSTR), Fréchet distance and classifier two-sample test in the reference classifier's features,
+physics consistency, sampler sweep and augmentation gain (k real per user vs k real + m synthetic, with
+few-shot generators that never see more than the classifier's k: training/eval/augmentation.py).
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ class EvalSettings:
     """How much work each section does; --quick swaps in QUICK."""
 
     quick: bool = False
-    gen_per_user: int = 0  # generated per user for affinity/TSTR/FD/C2ST/physics; 0 = as many as real train per user
+    # generated per user for affinity/TSTR/FD/C2ST/physics; 0 = as many as real train per user
+    gen_per_user: int = 0
     classifier_epochs: int = 0  # reference classifier epochs; 0 = training.eval.classifier's default
-    classifier_min_steps: int = 0  # floor on its optimiser steps; 0 = training.eval.classifier's default (150)
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # augmentation-gain repeats (k selection, classifier init, synthetic draw)
+    # floor on its optimiser steps; 0 = training.eval.classifier's default (150)
+    classifier_min_steps: int = 0
+    # augmentation-gain repeats (k selection, classifier init, synthetic draw)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     filters: tuple[str, ...] = ()  # synthetic-sample filters of the augmentation runs (training.eval.filters)
     filter_factor: float = 3.0  # candidates drawn per kept synthetic sample when a filter is on
     filter_tau: float = 0.5  # confidence filter: minimum probability of the requested person
@@ -40,39 +44,46 @@ class EvalSettings:
     # optimiser steps of the few-shot user-row adaptation; 50 measured as good as 150 at a third of the cost
     # (docs/evaluation.md, "Levers on the few-shot generators")
     fewshot_steps: int = 50
-    # sampler steps of the few-shot generators' synthetic data (0 = the pipeline's); 10 measured as useful as 20 at
-    # half the cost (same section), which keeps `evaluate --fewshot` within 30 minutes on two CPU cores
+    # sampler steps of the few-shot generators' synthetic data (0 = the pipeline's); 10 measured as useful as
+    # 20 at half the cost (same section), which keeps `evaluate --fewshot` within 30 minutes on two CPU cores
     fewshot_sample_steps: int = 10
-    augment_mix: str = "balanced"  # how the augmented classifier combines real and synthetic (augmentation.MIXES)
-    population_steps: int = 0  # stage-2 steps of the population --fewshot trains; 0 = population.POPULATION_STAGE2_STEPS
+    # how the augmented classifier combines real and synthetic (augmentation.MIXES)
+    augment_mix: str = "balanced"
+    # stage-2 steps of the population --fewshot trains; 0 = population.POPULATION_STAGE2_STEPS
+    population_steps: int = 0
     sweep_per_user: int = 10  # generated per user for each sampler-sweep setting (same seeds for all)
-    # DDPM-1000 is ~35x slower than DPM-Solver++ 20: fewer samples (one per user: 110 s on two CPU cores), same seeds'
-    # prefix
+    # DDPM-1000 is ~35x slower than DPM-Solver++ 20: fewer samples (one per user: 110 s on two CPU cores),
+    # same seeds' prefix
     ddpm_per_user: int = 1
     sweep_samplers: tuple[tuple[str, int], ...] = (("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 20),
                                                    ("dpmsolver++", 10), ("dpmsolver++", 5))
     sweep_vq_steps: tuple[int, ...] = (100, 50, 25, 10)  # vq-diffusion route: respaced VQ-Diffusion steps
     sweep_guidance: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
-    # sampler batch (fixed shape, pad_to): samples do not depend on their batch (measured identical at 8, 16, 20, 25, 32
-    # on the CPU); 20 divides the 10-user pools (980, 100, 300 samples), so no batch is padded
+    # sampler batch (fixed shape, pad_to): samples do not depend on their batch (measured identical at 8, 16,
+    # 20, 25, 32 on the CPU); 20 divides the 10-user pools (980, 100, 300 samples), so no batch is padded
     batch_size: int = 20
     figure_per_user: int = 4  # real and generated examples per user in the figure
     condition_per_setting: int = 2  # per user per (speed, aspect) setting of the condition-following section
 
 
-QUICK = EvalSettings(quick=True, gen_per_user=6, classifier_epochs=2, classifier_min_steps=5, seeds=(0,), k_values=(3, None),
-                     synth_per_user=4, fewshot_steps=5, fewshot_sample_steps=0, sweep_per_user=2, ddpm_per_user=1,
+QUICK = EvalSettings(quick=True, gen_per_user=6, classifier_epochs=2, classifier_min_steps=5, seeds=(0,),
+                     k_values=(3, None),
+                     synth_per_user=4, fewshot_steps=5, fewshot_sample_steps=0, sweep_per_user=2,
+                     ddpm_per_user=1,
                      sweep_samplers=(("ddpm", 50), ("ddim", 5), ("dpmsolver++", 5)), sweep_vq_steps=(10, 5),
                      sweep_guidance=(1.0, 2.0),
                      batch_size=8, figure_per_user=2, condition_per_setting=1)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", required=True, help="pipeline folder to evaluate (e.g. checkpoints/demo)")
-    p.add_argument("--data", required=True, help="dataset folder with train and test splits (e.g. data/sim10)")
+    p.add_argument("--data", required=True,
+                   help="dataset folder with train and test splits (e.g. data/sim10)")
     p.add_argument("--out", required=True, help="report folder: report.json, report.md, figures")
-    p.add_argument("--quick", action="store_true", help="tiny sample counts and epochs: a smoke test, not a measurement")
+    p.add_argument("--quick", action="store_true", help="tiny sample counts and epochs: a smoke test, not a "
+                                                        "measurement")
     p.add_argument("--fewshot", action="store_true",
-                   help="measure augmentation gain at small k with generators adapted from a disjoint population")
+                   help="measure augmentation gain at small k with generators adapted from a disjoint "
+                        "population")
     p.add_argument("--population-pipeline", default=None,
                    help="pipeline trained on a disjoint simulated population (default: train one under --out)")
     p.add_argument("--population-seed", type=int, default=1,
@@ -87,35 +98,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=None,
                    help="augmentation repeats per k (default 5); gains get a 95%% t-interval over the seeds")
     p.add_argument("--filter", default=None,
-                   help="filter the synthetic samples of the augmentation runs: comma-separated physics, confidence, "
+                   help="filter the synthetic samples of the augmentation runs: comma-separated physics, "
+                        "confidence, "
                         "diversity (references: the classifier's own k real recordings), or none (default)")
     p.add_argument("--filter-factor", type=float, default=None, help="candidates per kept sample (default 3)")
     p.add_argument("--filter-tau", type=float, default=None, help="confidence filter threshold (default 0.5)")
-    p.add_argument("--synth-per-user", type=int, default=None, help="m: synthetic per user in augmentation runs")
-    p.add_argument("--fewshot-steps", type=int, default=None, help="optimiser steps of the few-shot adaptation (50)")
+    p.add_argument("--synth-per-user", type=int, default=None, help="m: synthetic per user in augmentation "
+                                                                    "runs")
+    p.add_argument("--fewshot-steps", type=int, default=None, help="optimiser steps of the few-shot "
+                                                                   "adaptation (50)")
     p.add_argument("--fewshot-sample-steps", type=int, default=None,
-                   help="DPM-Solver++ steps of the few-shot generators' synthetic data (default 10, at most --steps; "
+                   help="DPM-Solver++ steps of the few-shot generators' synthetic data (default 10, at most "
+                        "--steps; "
                         "0 = the evaluator's steps; DDPM and DDIM always keep the evaluator's)")
     p.add_argument("--population-steps", type=int, default=None,
-                   help="stage-2 steps of the population generator that --fewshot trains (default: 3000 for the "
+                   help="stage-2 steps of the population generator that --fewshot trains (default: 3000 for "
+                        "the "
                         "demo preset, else the preset's training default)")
     p.add_argument("--augment-mix", default=None, choices=MIXES,
-                   help="augmented classifier's training set: 'balanced' (default) repeats the k real to about m per "
+                   help="augmented classifier's training set: 'balanced' (default) repeats the k real to "
+                        "about m per "
                         "user so real and synthetic are equally frequent; 'concat' uses them as they are")
     p.add_argument("--ddpm-per-user", type=int, default=None,
                    help="samples per user for DDPM-1000 in the sweep (and the N of its equal-N FD column)")
     p.add_argument("--no-sweep", action="store_true", help="skip the sampler sweep")
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed (generated-sample seeds derive from it)")
-    p.add_argument("--device", default="cpu", help="torch device for sampling (the reference CNN trains on the CPU)")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed (generated-sample seeds derive from "
+                                                       "it)")
+    p.add_argument("--device", default="cpu", help="torch device for sampling (the reference CNN trains on "
+                                                   "the CPU)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's); 1 is far faster on a machine busy with other jobs")
+                   help="CPU threads for torch (default: torch's); 1 is far faster on a machine busy with "
+                        "other jobs")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes for the augmentation trials (default: one per core, at most 8, on the CPU; 1 on an "
+                   help="processes for the augmentation trials (default: one per core, at most 8, on the CPU; "
+                        ""
+                        ""
+                        ""
+                        "1 on an "
                         "accelerator); they split --threads. 1 = in this process, as before")
     p.add_argument("--markdown", default=None,
-                   help="where to write the Markdown report (default: <out>/report.md); figure links are relative")
+                   help="where to write the Markdown report (default: <out>/report.md); figure links are "
+                        "relative")
     p.add_argument("--write-summary", action="store_true",
-                   help="also write the headline numbers into the pipeline's dopplergen.json 'evaluation' field")
+                   help="also write the headline numbers into the pipeline's dopplergen.json 'evaluation' "
+                        "field")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     (out / "figures").mkdir(parents=True, exist_ok=True)
     log = Log(out / "evaluate.log")
 
-    # ---- load: pipeline, the two splits, and the protocol's first checks ----------------------------------------
+    # ---- load: pipeline, the two splits, and the protocol's first checks
+    # ----------------------------------------
     pipe = DopplerPipeline.load(args.pipeline, device=args.device)
     chosen = resolve(pipe, steps=args.steps, guidance=args.guidance, sampler=args.scheduler)
     steps, guidance, scheduler = chosen.steps, chosen.guidance, chosen.sampler
@@ -153,8 +180,10 @@ def run(args: argparse.Namespace) -> int:
     p_ds = pipe.meta.get("dataset") or {}
     res: dict[str, Any] = {
         "pipeline": dict(path=str(args.pipeline), name=pipe.name, version=pipe.version,
-                         fingerprint=pipeline_fingerprint(args.pipeline), dataset_fingerprint=p_ds.get("fingerprint")),
-        "data": dict(path=str(args.data), fingerprint=data.fingerprint, n_train=len(data.train_y), n_test=len(data.test_y),
+                         fingerprint=pipeline_fingerprint(args.pipeline),
+                         dataset_fingerprint=p_ds.get("fingerprint")),
+        "data": dict(path=str(args.data), fingerprint=data.fingerprint, n_train=len(data.train_y),
+                     n_test=len(data.test_y),
                      users=data.users, matches_pipeline=p_ds.get("fingerprint") in (None, data.fingerprint)),
         "settings": dict(asdict(st), steps=steps, guidance=guidance,
                          condition_guidance=args.condition_guidance,
@@ -166,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     if not res["data"]["matches_pipeline"]:
         log(f"warning: {args.data} is not the dataset the pipeline was trained on (fingerprints differ)")
 
-    # ---- sections -------------------------------------------------------------------------------------------------
+    # ---- sections
+    # -------------------------------------------------------------------------------------------------
     res["reconstruction"] = sections.reconstruction(ctx)
     ref = sections.reference_classifier(ctx)
     pool = sections.generated_pool(ctx)
@@ -174,12 +204,15 @@ def run(args: argparse.Namespace) -> int:
     res["fidelity"] = sections.fidelity(ctx, ref, pool)
     res["physics"] = sections.physics(ctx, pool)
     res["conditions"] = condition_following(ctx, ref, st.condition_per_setting)  # skipped without conditions
-    res["sweep"] = sweep.sweep(ctx, ref, pool) if not args.no_sweep else dict(note="skipped (--no-sweep)", rows=[])
+    res["sweep"] = sweep.sweep(ctx, ref, pool) if not args.no_sweep else dict(note="skipped (--no-sweep)",
+                                                                              rows=[])
     workers = args.workers if args.workers is not None else default_workers(args.device, args.threads)
-    res["augmentation"] = augmentation_section(ctx, pool, fewshot=args.fewshot, population=args.population_pipeline,
+    res["augmentation"] = augmentation_section(ctx, pool, fewshot=args.fewshot,
+                                               population=args.population_pipeline,
                                                population_seed=args.population_seed, workers=workers)
 
-    # ---- targets, figures, report files, optional summary in the pipeline --------------------------------------------
+    # ---- targets, figures, report files, optional summary in the pipeline
+    # --------------------------------------------
     res["targets"] = report.targets(res, report.TARGETS)
     report.figures(ctx, pool, res)
     res["runtime_s"] = time.perf_counter() - t_start

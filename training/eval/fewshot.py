@@ -4,8 +4,8 @@ loss while the autoencoder and the denoiser stay frozen.
 
 It serves the few-shot protocol (training/eval/augmentation.py, trials.py), where the population's users are
 replaced by the targets, at the settings the published numbers were measured at (FewShotConfig). The method
-itself is models.enrolment, shared with the service's POST /users and `dopplergen enroll` (training/enroll.py),
-which add one person to a pipeline instead of replacing its users.
+itself is models.enrolment, shared with the service's POST /users and `dopplergen enroll`
+(training/enroll.py), which add one person to a pipeline instead of replacing its users.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from models.pipeline import DopplerPipeline
 
 @dataclass
 class FewShotConfig(EnrolConfig):
-    """The evaluator's few-shot adaptation: models.enrolment at the settings its published numbers were measured at."""
+    """The evaluator's few-shot adaptation: models.enrolment at the settings its published numbers were
+    measured at."""
 
     steps: int = 300  # optimiser steps on the new rows (all target users at once; rows do not interact)
     batch_size: int = 16  # latents per step
@@ -32,21 +33,25 @@ class FewShotConfig(EnrolConfig):
 
 def adapt_new_users(pop_pipe: Any, x_db: np.ndarray, labels: np.ndarray, users: list[str],
                     cfg: FewShotConfig | None = None) -> tuple[Any, dict[str, Any]]:
-    """A pipeline for `users` from a population pipeline: frozen VAE + UNet, new user rows learnt from x_db only.
+    """A pipeline for `users` from a population pipeline: frozen VAE + UNet, new user rows learnt from x_db
+    only.
 
     The population's users are dropped; the new rows start at the mean of theirs (models.enrolment), the null
-    row (classifier-free guidance) and the token positions are the population's. A population with a texture bank
-    gives the targets a bank of their own recordings' residuals (models/texture.py), as `dopplergen enroll` does.
-    Returns the pipeline and a log.
+    row (classifier-free guidance) and the token positions are the population's. A population with a texture
+    bank gives the targets a bank of their own recordings' residuals (models/texture.py), as `dopplergen
+    enroll` does. Returns the pipeline and a log.
     """
     cfg = cfg or FewShotConfig()
     x = torch.as_tensor(np.asarray(x_db, np.float32))
     rows, log = enrol(pop_pipe, x, labels, len(users), cfg)
     enc = pop_pipe.user_encoder.with_rows(list(users), rows)
     meta = {**pop_pipe.meta, "fewshot": dict(asdict(cfg), users=list(users), n_recordings=int(len(x)))}
-    if meta.get("conditions"):  # the population's per-person distributions belong to other people, whose names
-        # may repeat the targets' (user00, ...): the targets' omitted conditions are drawn from the population's whole
-        meta["conditions"] = {n: {k: v for k, v in e.items() if k != "per_user"} for n, e in meta["conditions"].items()}
+    # the population's per-person distributions belong to other people, whose names
+    if meta.get("conditions"):
+        # may repeat the targets' (user00, ...): the targets' omitted conditions are drawn from the
+        # population's whole
+        meta["conditions"] = {n: {k: v for k, v in e.items() if k != "per_user"} for n,
+                              e in meta["conditions"].items()}
     texture = None
     if pop_pipe.texture is not None:
         from models.texture import build_bank

@@ -1,9 +1,9 @@
 """Filters for synthetic spectrograms: draw more candidates than needed, keep the ones that pass.
 
 - `physics`: kinematic sifting (Erol, Gurbuz & Amin, TAES 2020). Each candidate's torso speed, upper-envelope
-  speed and cadence (the read-outs of training.eval.metrics) must lie within `z_max` robust standard deviations
-  (1.4826 MAD, floored at `rel_floor` of the median) of the requested person's reference read-outs: real
-  recordings when given, else the person's own candidates (then it only removes outliers among them).
+  speed and cadence (the read-outs of training.eval.metrics) must lie within `z_max` robust standard
+  deviations (1.4826 MAD, floored at `rel_floor` of the median) of the requested person's reference read-outs:
+  real recordings when given, else the person's own candidates (then it only removes outliers among them).
 - `confidence`: classifier affinity, as SynCheck does (MobiSys 2025): a reference classifier trained on real
   recordings must give the requested person a probability >= `tau`.
 - `diversity`: k-center greedy selection (Gonzalez 1985; Sener & Savarese, ICLR 2018) in the reference
@@ -32,7 +32,11 @@ def parse_filters(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     names = [] if names == ["none"] else names
     unknown = [n for n in names if n not in FILTERS]
     if unknown:
-        raise ValueError(f"unknown filter(s) {unknown}; choose from {', '.join(FILTERS)} (comma-separated) or none")
+        raise ValueError(f"unknown filter(s) {unknown}; choose from {', '.join(FILTERS)} (comma-separated) or "
+                         ""
+                         ""
+                         ""
+                         "none")
     return tuple(f for f in FILTERS if f in names)
 
 
@@ -42,7 +46,8 @@ class FilterConfig:
     factor: float = 3.0  # candidates drawn per requested sample when any filter is on
     tau: float = 0.5  # confidence: minimum probability of the requested person
     z_max: float = 3.0  # physics: largest robust z-score allowed on any read-out
-    rel_floor: float = 0.05  # physics: the robust std is at least this fraction of the median (k = 5 has tiny MADs)
+    # physics: the robust std is at least this fraction of the median (k = 5 has tiny MADs)
+    rel_floor: float = 0.05
     fill: bool = False  # too few pass: top up with the best-scored rejects (True) or return fewer (False)
 
     def __post_init__(self):
@@ -59,13 +64,15 @@ class FilterConfig:
         return "confidence" in self.filters or "diversity" in self.filters
 
 
-# ---- physics: kinematic sifting ------------------------------------------------------------------------------------
+# ---- physics: kinematic sifting
+# ------------------------------------------------------------------------------------
 def readouts(x_db: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     """(N, 3) torso speed (m/s), upper-envelope speed (m/s), cadence (steps/min) of (N, C, H, W) dB images."""
     from training.eval.metrics import kinematic_readouts
 
     r = kinematic_readouts(np.asarray(x_db), np.zeros(len(x_db), np.int64), ["all"], meta)["all"]
-    return np.stack([np.asarray(r[q], np.float64) for q in READOUTS], axis=1).reshape(len(x_db), len(READOUTS))
+    return np.stack([np.asarray(r[q], np.float64) for q in READOUTS], axis=1).reshape(len(x_db),
+                                                                                      len(READOUTS))
 
 
 @dataclass
@@ -80,7 +87,8 @@ class KinematicReference:
 
 def kinematic_reference(r: np.ndarray, y: np.ndarray, num_users: int, rel_floor: float,
                         source: str) -> KinematicReference:
-    """Median and max(1.4826 MAD, rel_floor |median|) per person and read-out; NaN rows for a person without data."""
+    """Median and max(1.4826 MAD, rel_floor |median|) per person and read-out; NaN rows for a person without
+    data."""
     med, scale, valid = (np.full((num_users, r.shape[1]), np.nan) for _ in range(3))
     for u in range(num_users):
         ru = r[np.asarray(y) == u]
@@ -94,8 +102,9 @@ def kinematic_reference(r: np.ndarray, y: np.ndarray, num_users: int, rel_floor:
 
 
 def physics_z(r: np.ndarray, y: np.ndarray, ref: KinematicReference) -> np.ndarray:
-    """(N,) largest |read-out - median| / scale over the read-outs. A missing read-out (NaN) counts as infinitely
-    far when most of the person's reference read-outs are valid; read-outs the reference lacks are skipped."""
+    """(N,) largest |read-out - median| / scale over the read-outs. A missing read-out (NaN) counts as
+    infinitely far when most of the person's reference read-outs are valid; read-outs the reference lacks are
+    skipped."""
     y = np.asarray(y, np.int64)
     z = np.abs(r - ref.median[y]) / ref.scale[y]  # (N, 3)
     usable = np.isfinite(ref.median[y]) & (ref.valid[y] >= 0.5)
@@ -104,7 +113,8 @@ def physics_z(r: np.ndarray, y: np.ndarray, ref: KinematicReference) -> np.ndarr
     return z.max(axis=1)
 
 
-# ---- confidence and diversity: the reference classifier ---------------------------------------------------------
+# ---- confidence and diversity: the reference classifier
+# ---------------------------------------------------------
 def confidence(clf: Any, x_db: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(N,) softmax probability the classifier gives the requested person (label y)."""
     logits = np.asarray(clf.logits(x_db), np.float64)
@@ -126,10 +136,12 @@ def k_center(feats: np.ndarray, n: int, start: int = 0) -> np.ndarray:
     return np.asarray(chosen, np.int64)
 
 
-# ---- selection ---------------------------------------------------------------------------------------------------
+# ---- selection
+# ---------------------------------------------------------------------------------------------------
 @dataclass
 class Selection:
-    index: np.ndarray  # kept candidates, user-major, candidate order within a person (k-center order with diversity)
+    # kept candidates, user-major, candidate order within a person (k-center order with diversity)
+    index: np.ndarray
     report: dict[str, Any]
 
 
@@ -145,7 +157,8 @@ def select(y: np.ndarray, n_per_user: int, num_users: int, cfg: FilterConfig, *,
     ok_p = z <= cfg.z_max if "physics" in on else np.ones(len(y), bool)
     ok_c = conf >= cfg.tau if "confidence" in on else np.ones(len(y), bool)
     # Ranking for top-ups: confident first, then physically closest.
-    rank = np.lexsort(((z if z is not None else np.zeros(len(y))), -(conf if conf is not None else np.zeros(len(y)))))
+    rank = np.lexsort(((z if z is not None else np.zeros(len(y))),
+                       -(conf if conf is not None else np.zeros(len(y)))))
     kept, topped, short, not_diverse = [], 0, 0, 0
     per_user: dict[int, dict[str, int]] = {}
     for u in range(num_users):
@@ -188,12 +201,15 @@ def _nearest_mean(f: np.ndarray) -> int:
 
 
 def filter_candidates(x_db: np.ndarray, y: np.ndarray, n_per_user: int, num_users: int, cfg: FilterConfig, *,
-                      meta: dict[str, Any] | None = None, clf: Any = None, ref_readouts: np.ndarray | None = None,
-                      ref_y: np.ndarray | None = None, ref_source: str = "real reference recordings") -> Selection:
+                      meta: dict[str, Any] | None = None, clf: Any = None,
+                      ref_readouts: np.ndarray | None = None,
+                      ref_y: np.ndarray | None = None,
+                      ref_source: str = "real reference recordings") -> Selection:
     """Score candidates (x_db, labels y) with what `cfg` needs, then `select`.
 
     physics: against (ref_readouts, ref_y) when given (persons without reference rows fall back to their own
-    candidates), else against each person's own candidates. confidence/diversity: `clf` (training.eval.classifier).
+    candidates), else against each person's own candidates. confidence/diversity: `clf`
+    (training.eval.classifier).
     """
     on = set(cfg.filters)
     z = conf = feats = None
@@ -214,7 +230,8 @@ def filter_candidates(x_db: np.ndarray, y: np.ndarray, n_per_user: int, num_user
         z = physics_z(r, y, ref)
     if cfg.needs_classifier:
         if clf is None:
-            raise ValueError("the confidence and diversity filters need a reference classifier trained on real data")
+            raise ValueError("the confidence and diversity filters need a reference classifier trained on "
+                             "real data")
         conf = confidence(clf, x_db, y)
         feats = clf.features(x_db) if "diversity" in on else None
     sel = select(y, n_per_user, num_users, cfg, z=z, conf=conf, feats=feats)
@@ -233,8 +250,9 @@ def summary_line(report: dict[str, Any]) -> str:
 
 def filter_with_reference(x_db: np.ndarray, persons: Sequence[str], n_per_user: int, cfg: FilterConfig, *,
                           meta: dict[str, Any], reference: str | None = None, seed: int = 0) -> Selection:
-    """`filter_candidates` for an export: candidates of named persons, reference = a real dataset folder's train split
-    (its read-outs for physics; a reference CNN trained on it for confidence and diversity), or none (physics only)."""
+    """`filter_candidates` for an export: candidates of named persons, reference = a real dataset folder's
+    train split (its read-outs for physics; a reference CNN trained on it for confidence and diversity), or
+    none (physics only)."""
     from training.data.dataset import load_dataset
     from training.eval.classifier import train_classifier
 
@@ -244,10 +262,12 @@ def filter_with_reference(x_db: np.ndarray, persons: Sequence[str], n_per_user: 
     if reference is not None:
         ds = load_dataset(reference, channels=x_db.shape[1], size=tuple(x_db.shape[-2:]))
         ds = ds.filter("train") if "train" in set(ds.splits.tolist()) else ds
-        space = list(ds.users) + [u for u in names if u not in ds.users]  # labels: the reference's, then the rest
+        # labels: the reference's, then the rest
+        space = list(ds.users) + [u for u in names if u not in ds.users]
         missing = [u for u in names if u not in ds.users]
         if cfg.needs_classifier and missing:
-            raise SystemExit(f"--reference {reference} has no recordings of {missing}: the confidence and diversity "
+            raise SystemExit(f"--reference {reference} has no recordings of {missing}: the confidence and "
+                             "diversity "
                              "filters need every exported person in it")
         if "physics" in cfg.filters:
             ref_r, ref_y = readouts(ds.x, {**meta, **ds.meta}), ds.labels  # its own axes (after any resize)
@@ -255,7 +275,8 @@ def filter_with_reference(x_db: np.ndarray, persons: Sequence[str], n_per_user: 
         if cfg.needs_classifier:
             clf = train_classifier(ds.x, ds.labels, len(ds.users), dyn_range_db=ds.dyn_range_db, seed=seed)
     elif cfg.needs_classifier:
-        raise SystemExit("--filter confidence/diversity needs --reference DATA: real recordings of the exported "
+        raise SystemExit("--filter confidence/diversity needs --reference DATA: real recordings of the "
+                         "exported "
                          "persons to train the reference classifier on")
     y = np.array([space.index(p) for p in persons], np.int64)
     try:

@@ -1,4 +1,5 @@
-"""Metric functions for synthetic spectrograms, where Inception features (trained on photographs) do not apply.
+"""Metric functions for synthetic spectrograms, where Inception features (trained on photographs) do not
+apply.
 
 - Fréchet distance between Gaussian fits of feature sets (Heusel et al. 2017), in the features of a
   classifier trained on the domain instead of Inception.
@@ -41,7 +42,8 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     mu_a, mu_b = a.mean(0), b.mean(0)
     s_a, s_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
     with warnings.catch_warnings():
-        # Fewer samples than feature dimensions give singular covariances: regularise then, as pytorch-fid does.
+        # Fewer samples than feature dimensions give singular covariances: regularise then, as pytorch-fid
+        # does.
         warnings.simplefilter("ignore", linalg.LinAlgWarning)
         covmean = linalg.sqrtm(s_a @ s_b)
         if not np.isfinite(covmean).all() or np.abs(covmean @ covmean - s_a @ s_b).max() > 1e-3 * max(
@@ -112,13 +114,15 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, seed: int = 0, steps: int = 300,
 # ---- VAE reconstruction ---------------------------------------------------------------------------------
 @torch.no_grad()
 def reconstruct(vae: Any, x_model: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Encode (posterior mode, or nearest codes for a VQModel) and decode: (N, C, H, W) in model space, clamped."""
+    """Encode (posterior mode, or nearest codes for a VQModel) and decode: (N, C, H, W) in model space,
+    clamped."""
     from models.autoencoder import reconstruct as ae_reconstruct
 
     return ae_reconstruct(vae, x_model.float(), batch_size)
 
 
-def reconstruction_metrics(x_model: torch.Tensor, rec_model: torch.Tensor, dyn_range_db: float) -> dict[str, float]:
+def reconstruction_metrics(x_model: torch.Tensor, rec_model: torch.Tensor, dyn_range_db: float) -> dict[str,
+                                                                                                        float]:
     """PSNR and SSIM per image (mean over images) with data range 2 in model space [-1, 1].
 
     The dB <-> model map is linear, so this PSNR equals the PSNR in dB with data range = dyn_range_db.
@@ -146,7 +150,8 @@ def relative_error(real: Sequence[float], generated: Sequence[float]) -> float:
 
 def physics_consistency(real: dict[str, dict[str, list[float]]],
                         generated: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
-    """Per user and quantity: real and generated medians and their relative error; plus mean and worst over users.
+    """Per user and quantity: real and generated medians and their relative error; plus mean and worst over
+    users.
 
     `real[user][quantity]` is the list of per-spectrogram read-outs (e.g. torso speed) for that user. A user
     whose generated spectrograms give no valid read-out at all counts as a 100% error (it is a failure, not
@@ -203,7 +208,8 @@ def torso_line_hz(db: np.ndarray, doppler_hz: np.ndarray, exclude_hz: float | No
 
     The line's typical Doppler is the median over frames of each frame's strongest bin; each frame is then
     searched within +-band of it (so a leg that briefly out-shines the torso is not taken) and refined by
-    parabolic interpolation of the dB peak. Bins with |f| < exclude_hz (default: one bin) are ignored (clutter).
+    parabolic interpolation of the dB peak. Bins with |f| < exclude_hz (default: one bin) are ignored
+    (clutter).
     """
     db, f = _descending(db, doppler_hz)
     step = abs(f[1] - f[0])
@@ -261,14 +267,16 @@ def kinematics(db: np.ndarray, doppler_hz: np.ndarray, seconds_per_frame: float,
     env = upper_envelope_hz(db, doppler_hz, threshold_db)
     env_peak = float(np.percentile(env, 95)) * to_mps
     step = envelope_period_s(env, seconds_per_frame)
-    return dict(torso_mps=torso, envelope_mps=env_peak, envelope_ratio=env_peak / torso if torso else float("nan"),
+    return dict(torso_mps=torso, envelope_mps=env_peak,
+                envelope_ratio=env_peak / torso if torso else float("nan"),
                 step_s=step, cycle_s=2 * step)
 
 
 def kinematic_readouts(x: np.ndarray, y: np.ndarray, users: list[str], meta: dict[str, Any]
                        ) -> dict[str, dict[str, list[float]]]:
-    """Per user: torso speed (m/s), upper-envelope speed (m/s) and cadence (steps/min) of each (N, C, H, W) dB image,
-    with the radar axes of the dataset's meta.json (the read-outs above). Raises KeyError without axes."""
+    """Per user: torso speed (m/s), upper-envelope speed (m/s) and cadence (steps/min) of each (N, C, H, W) dB
+    image, with the radar axes of the dataset's meta.json (the read-outs above). Raises KeyError without
+    axes."""
     doppler, _ = axes_from_meta(meta, x.shape[-2:])
     wavelength = float(meta.get("wavelength_m") or SPEED_OF_LIGHT / float(meta["carrier_hz"]))
     spf = float(meta["seconds_per_frame"])

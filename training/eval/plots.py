@@ -1,5 +1,6 @@
-"""Every figure of the project (matplotlib, Agg backend): spectrogram grids with the dataset's axes, loss curves,
-the evaluation report's charts and the route comparison's bars. Fixed PNG metadata, so a figure's bytes repeat."""
+"""Every figure of the project (matplotlib, Agg backend): spectrogram grids with the dataset's axes, loss
+curves, the evaluation report's charts and the route comparison's bars. Fixed PNG metadata, so a figure's
+bytes repeat."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ CMAP = "jet"  # one colour map for every spectrogram: the dataset previews, trai
 
 
 def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend, imported on first use (so importing this module is cheap)."""
+    """matplotlib.pyplot on the file-only Agg backend, imported on first use (so importing this module is
+    cheap)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,8 +30,10 @@ def pyplot():
     return plt
 
 
-# ---- spectrograms -------------------------------------------------------------------------------------------
-def spectrogram_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], meta: dict[str, Any], out_path: str | Path,
+# ---- spectrograms
+# -------------------------------------------------------------------------------------------
+def spectrogram_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], meta: dict[str, Any],
+                     out_path: str | Path,
                      title: str | None = None, cmap: str = CMAP, panel_in: float = 1.3) -> Path:
     """Save a grid: each row is (label, list of (doppler, time) dB arrays), drawn with the dataset's axes."""
     plt = pyplot()
@@ -53,7 +57,8 @@ def spectrogram_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], meta: dic
                 half_f = abs(f[1] - f[0]) / 2
                 extent = (0.0, t[-1] + t[0], (f[-1] - np.sign(f[0] - f[-1]) * half_f) * to_v,
                           (f[0] + np.sign(f[0] - f[-1]) * half_f) * to_v)
-            ax.imshow(img, aspect="auto", cmap=cmap, vmin=-dyn, vmax=0.0, extent=extent, interpolation="nearest",
+            ax.imshow(img, aspect="auto", cmap=cmap, vmin=-dyn, vmax=0.0, extent=extent,
+                      interpolation="nearest",
                       origin="upper")
             ax.tick_params(labelsize=6)
             if c == 0:
@@ -69,7 +74,8 @@ def spectrogram_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], meta: dic
     return out
 
 
-# ---- training curves ----------------------------------------------------------------------------------------
+# ---- training curves
+# ----------------------------------------------------------------------------------------
 def plot_losses(rows: list[dict[str, Any]], keys: list[str], path: str | Path, title: str) -> Path | None:
     """Loss curves from the JSONL rows, raw and smoothed, log-scale."""
     rows = [r for r in rows if any(k in r for k in keys)]
@@ -98,10 +104,12 @@ def plot_losses(rows: list[dict[str, Any]], keys: list[str], path: str | Path, t
     return Path(path)
 
 
-# ---- the evaluation report -----------------------------------------------------------------------------------
+# ---- the evaluation report
+# -----------------------------------------------------------------------------------
 def real_vs_generated_figure(rows: list[tuple[str, list[np.ndarray], list[np.ndarray]]], meta: dict[str, Any],
                              path: Path, title: str) -> Path:
-    """Per user a 'real' row above a 'generated' row: same colour map, colour limits and axes (spectrogram_grid)."""
+    """Per user a 'real' row above a 'generated' row: same colour map, colour limits and axes
+    (spectrogram_grid)."""
     grid = []
     for user, real, gen in rows:
         grid += [(f"{user} real", real), (f"{user} generated", gen)]
@@ -119,7 +127,8 @@ def metrics_figure(targets: list[dict[str, Any]], path: Path) -> Path:
     ax.barh(y, vals, color=colours)
     for i, t in enumerate(targets):
         ax.plot([t["target"]] * 2, [i - 0.4, i + 0.4], "k--", lw=1)
-        ax.text(max(vals[i], 0) + 0.01, i, f"{t['display']} (target {t['op']} {t['target_display']})", va="center",
+        ax.text(max(vals[i], 0) + 0.01, i, f"{t['display']} (target {t['op']} {t['target_display']})",
+                va="center",
                 fontsize=7)
     ax.set_yticks(y, names, fontsize=8)
     ax.invert_yaxis()
@@ -139,7 +148,9 @@ def sweep_figure(sweep: list[dict[str, Any]], path: Path) -> Path:
     guid = sorted((s for s in sweep if s["kind"] == "guidance"), key=lambda s: s["guidance"])
     labels = [f"{s['scheduler']}\n{s['steps']} steps" for s in samplers]
     x = np.arange(len(samplers))
-    for row, (key, name) in enumerate((("affinity", "affinity (GAN-test acc.)"), ("fd_small", "Fréchet distance (N small)"))):
+    for row, (key, name) in enumerate((("affinity", "affinity (GAN-test acc.)"), ("fd_small",
+                                                                                  "Fréchet distance (N "
+                                                                                  "small)"))):
         axes[row][0].bar(x, [s[key] for s in samplers], color="tab:blue")
         axes[row][0].set_xticks(x, labels, fontsize=7)
         axes[row][0].set_ylabel(name, fontsize=8)
@@ -147,7 +158,8 @@ def sweep_figure(sweep: list[dict[str, Any]], path: Path) -> Path:
         axes[row][1].set_xlabel("guidance scale", fontsize=8)
         axes[row][1].set_ylabel(name, fontsize=8)
     n_small = samplers[0]["n_small"] if samplers else 0
-    fig.suptitle(f"sampler sweep (Fréchet distance on the same {n_small} seeds for every setting)", fontsize=9)
+    fig.suptitle(f"sampler sweep (Fréchet distance on the same {n_small} seeds for every setting)",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -173,12 +185,15 @@ def augmentation_figure(summary: dict[str, dict[str, Any]], path: Path) -> Path:
     return Path(path)
 
 
-# ---- the route comparison ---------------------------------------------------------------------------------------
-def metric_bars(rows: list[dict[str, Any]], metrics: Sequence[tuple[str, str, bool, Any]], path: Path) -> Path:
+# ---- the route comparison
+# ---------------------------------------------------------------------------------------
+def metric_bars(rows: list[dict[str, Any]], metrics: Sequence[tuple[str, str, bool, Any]],
+                path: Path) -> Path:
     """One bar chart per metric (key, label, higher is better?, tolerance), one bar per route."""
     plt = pyplot()
     keys = list(metrics)
-    fig, axes = plt.subplots(2, (len(keys) + 1) // 2, figsize=(2.3 * ((len(keys) + 1) // 2), 5.2), squeeze=False)
+    fig, axes = plt.subplots(2, (len(keys) + 1) // 2, figsize=(2.3 * ((len(keys) + 1) // 2), 5.2),
+                             squeeze=False)
     colours = {"kl": "tab:blue", "vq-latent": "tab:orange", "vq-diffusion": "tab:green"}
     for ax, (key, label, higher, _) in zip(axes.flat, keys, strict=False):
         vals = [r.get(key) for r in rows]

@@ -1,4 +1,5 @@
-"""The evaluation report: headline targets, report.json, the Markdown tables and the figures (drawn by plots.py)."""
+"""The evaluation report: headline targets, report.json, the Markdown tables and the figures (drawn by
+plots.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def _f(v: Any, nd: int = 3, pct: bool = False) -> str:
     return f"{100 * v:.1f}%" if pct else f"{v:.{nd}f}"
 
 
-# ---- markdown ---------------------------------------------------------------------------------------------------
+# ---- markdown
+# ---------------------------------------------------------------------------------------------------
 def markdown(res: dict[str, Any], figures: str = "figures") -> str:
     """The human report: headline table against targets, then one section per metric family.
 
@@ -33,8 +35,10 @@ def markdown(res: dict[str, Any], figures: str = "figures") -> str:
     L += [f"# Evaluation report: {p['name']} {p['version']}", ""]
     L += [f"- pipeline: `{p['path']}` (fingerprint `{p['fingerprint']}`), trained on dataset fingerprint "
           f"`{p.get('dataset_fingerprint')}`",
-          f"- data: `{d['path']}` (fingerprint `{d['fingerprint']}`; {d['n_train']} train / {d['n_test']} test "
-          f"recordings, {len(d['users'])} users){'' if d['matches_pipeline'] else ' — **not the dataset the pipeline was trained on**'}",
+          f"- data: `{d['path']}` (fingerprint `{d['fingerprint']}`; {d['n_train']} train / {d['n_test']} "
+          "test "
+          f"recordings, {len(d['users'])} "
+          f"users){'' if d['matches_pipeline'] else ' — **not the dataset the pipeline was trained on**'}",
           f"- sampling: {s['scheduler']} {s['steps']} steps, guidance {s['guidance']}, {s['gen_per_user']} "
           f"generated per user; mode: {'quick' if s['quick'] else 'full'}; device {s['device']}",
           f"- evaluation run time: {res['runtime_s']:.0f} s", ""]
@@ -42,11 +46,14 @@ def markdown(res: dict[str, Any], figures: str = "figures") -> str:
           "| --- | --- | --- | --- | --- |"]
     for t in res["targets"]:
         met = "n/a" if t["pass"] is None else ("yes" if t["pass"] else "**no**")
-        L.append(f"| {t['name']} | {t['display']} | {t['op']} {t['target_display']} | {met} | {t.get('margin', '')} |")
+        L.append(f"| {t['name']} | {t['display']} | {t['op']} {t['target_display']} | {met} | "
+                 f"{t.get('margin', '')} |")
     L += ["", f"![headline metrics]({figures}/metrics.png)", ""]
     pictures = dict(gan=("real test vs generated, per user", "real_vs_generated.png"),
-                    augmentation=("augmentation gain", "augmentation.png"), sweep=("sampler sweep", "sampler_sweep.png"))
-    for section in ("reconstruction", "gan", "fidelity", "physics", "conditions", "augmentation", "sweep", "appendix"):
+                    augmentation=("augmentation gain", "augmentation.png"), sweep=("sampler sweep",
+                                                                                   "sampler_sweep.png"))
+    for section in ("reconstruction", "gan", "fidelity", "physics", "conditions", "augmentation", "sweep",
+                    "appendix"):
         if section == "conditions":
             L += conditions.markdown(res["conditions"], figures) if "conditions" in res else []
             continue
@@ -70,7 +77,11 @@ def _gan(res: dict[str, Any]) -> list[str]:
             "Reference classifier: " + g["classifier"], "",
             "| quantity | accuracy | reference | ratio |", "| --- | --- | --- | --- |",
             f"| affinity: trained on real train, tested on generated (labelled with the requested user) | "
-            f"{_f(g['affinity'], pct=True)} | real test {_f(g['trtr'], pct=True)} | {_f(g['affinity_ratio'])} |",
+            f"{_f(g['affinity'], pct=True)} | real test {_f(g['trtr'], pct=True)} | {_f(g['affinity_ratio'])} "
+            ""
+            ""
+            ""
+            "|",
             f"| TSTR: trained on generated only, tested on real test | {_f(g['tstr'], pct=True)} | "
             f"TRTR {_f(g['trtr'], pct=True)} | {_f(g['tstr_ratio'])} |", ""]
 
@@ -79,17 +90,20 @@ def _fidelity(res: dict[str, Any]) -> list[str]:
     f = res["fidelity"]
     c = f["c2st"]
     bank = c.get("texture_bank", 0)
-    vae_row = ([f"The same test on the VAE's own reconstructions of real train recordings (no diffusion at all) gives "
+    vae_row = (["The same test on the VAE's own reconstructions of real train recordings (no diffusion at "
+                "all) gives "
                 f"**{_f(f['c2st_vae']['accuracy'])}**: "
                 + ("what decoding alone gives, without the texture bank." if bank else
                    "the floor for any generator that decodes through this VAE.")
                 + (f" ({f['c2st_vae']['note']})" if f["c2st_vae"].get("note") else ""), ""]
                if f.get("c2st_vae") else [])
-    tex_row = ([f"The generated samples carry the pipeline's texture bank: each decoded sample gets the residual "
+    tex_row = (["The generated samples carry the pipeline's texture bank: each decoded sample gets the "
+                "residual "
                 f"(recording minus its reconstruction) of the best-fitting of {bank} train recordings "
                 "(models/texture.py).", ""] if bank else [])
     return ["## Fidelity distances", "",
-            f"Fréchet distance in the reference classifier's {f['feature_dim']}-d feature space, {f['n']} vs {f['n']} "
+            f"Fréchet distance in the reference classifier's {f['feature_dim']}-d feature space, {f['n']} vs "
+            f"{f['n']} "
             "recordings (sample counts matched, since the estimate is biased by N).", "",
             "| pair | Fréchet distance |", "| --- | --- |",
             f"| generated vs real test | {_f(f['fd_generated_test'], 2)} |",
@@ -108,7 +122,8 @@ def _physics(res: dict[str, Any]) -> list[str]:
          "| --- |" + " --- |" * len(qs)]
     for u, row in ph["per_user"].items():
         L.append(f"| {u} | " + " | ".join(
-            f"{_f(row[q]['real_median'], 2)} / {_f(row[q]['generated_median'], 2)} / {_f(row[q]['rel_error'], pct=True)}"
+            f"{_f(row[q]['real_median'], 2)} / {_f(row[q]['generated_median'], 2)} / "
+            f"{_f(row[q]['rel_error'], pct=True)}"
             for q in qs) + " |")
     L.append("| **mean** | " + " | ".join(f"{_f(ph['mean_rel_error'][q], pct=True)}" for q in qs) + " |")
     L.append("| **worst user** | " + " | ".join(f"{_f(ph['max_rel_error'][q], pct=True)}" for q in qs) + " |")
@@ -118,17 +133,24 @@ def _physics(res: dict[str, Any]) -> list[str]:
 def _augmentation(res: dict[str, Any]) -> list[str]:
     a = res["augmentation"]
     L = ["## Augmentation gain", "", "**Protocol.** " + a["protocol"], "",
-         "| k real / user | generator | seeds | real only | real + synthetic | gain (points) | gain, 95% CI |",
+         "| k real / user | generator | seeds | real only | real + synthetic | gain (points) | gain, 95% CI "
+         "|",
          "| --- | --- | --- | --- | --- | --- | --- |"]
     for k, v in a["summary"].items():
         ci = v.get("gain_ci95") or {}
-        ci_s = (f"[{100 * ci['lo']:+.1f}, {100 * ci['hi']:+.1f}]" if ci.get("lo") is not None and ci.get("n", 0) > 1
+        ci_s = (f"[{100 * ci['lo']:+.1f}, {100 * ci['hi']:+.1f}]" if ci.get("lo") is not None and ci.get("n",
+                                                                                                         0) > 1
                 else "n/a")
-        L.append(f"| {k} | {v['generator']} | {v['gain']['n']} | {_f(v['acc_real']['mean'], pct=True)} ± {_f(100 * v['acc_real']['std'], 1)} | "
+        L.append(f"| {k} | {v['generator']} | {v['gain']['n']} | {_f(v['acc_real']['mean'], pct=True)} ± "
+                 f"{_f(100 * v['acc_real']['std'], 1)} | "
                  f"{_f(v['acc_augmented']['mean'], pct=True)} ± {_f(100 * v['acc_augmented']['std'], 1)} | "
                  f"{100 * v['gain']['mean']:+.1f} ± {100 * v['gain']['std']:.1f} | {ci_s} |")
     for k in a.get("not_measured", []):
-        L.append(f"| {k} | not measured: needs `--fewshot` (the evaluated pipeline saw every train recording) | | | | | |")
+        L.append(f"| {k} | not measured: needs `--fewshot` (the evaluated pipeline saw every train recording) "
+                 ""
+                 ""
+                 ""
+                 "| | | | | |")
     return L + [""]
 
 
@@ -139,7 +161,8 @@ def _sweep(res: dict[str, Any]) -> list[str]:
          "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in sw["rows"]:
         fd = _f(r["fd"], 2) if r["n"] > r["n_small"] else "—"
-        L.append(f"| {r['scheduler']} | {r['steps']} | {r['guidance']} | {r['n']} | {_f(r['affinity'], pct=True)} | "
+        L.append(f"| {r['scheduler']} | {r['steps']} | {r['guidance']} | {r['n']} | "
+                 f"{_f(r['affinity'], pct=True)} | "
                  f"{fd} | {_f(r['fd_small'], 2)} (N={r['n_small']}) | {_f(r['seconds_per_sample'], 3)} |")
     if sw.get("conclusion"):
         L += ["", sw["conclusion"]]
@@ -156,7 +179,8 @@ _SECTIONS = dict(reconstruction=_reconstruction, gan=_gan, fidelity=_fidelity, p
                  augmentation=_augmentation, sweep=_sweep, appendix=_appendix)
 
 
-# ---- targets and report files ---------------------------------------------------------------------------------------------
+# ---- targets and report files
+# ---------------------------------------------------------------------------------------------
 def targets(res: dict[str, Any], tg: dict[str, float]) -> list[dict[str, Any]]:
     """Headline metrics against their fixed targets; pass None when a metric was not measured."""
     out = []
@@ -166,7 +190,8 @@ def targets(res: dict[str, Any], tg: dict[str, float]) -> list[dict[str, Any]]:
         fmt = (lambda v: f"{100 * v:+.1f} points") if points else ((lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3f}"))
         margin = "" if ok is None else (f"{100 * (value - target):+.1f} points" if (points or pct)
                                         else f"{value - target:+.3f}")
-        out.append(dict(name=name, value=value, target=target, op=op, pass_=ok, display="n/a" if ok is None else fmt(value),
+        out.append(dict(name=name, value=value, target=target, op=op, pass_=ok,
+                        display="n/a" if ok is None else fmt(value),
                         target_display=fmt(target), margin=margin))
         out[-1]["pass"] = out[-1].pop("pass_")
 
@@ -199,12 +224,14 @@ def write_report(out: Path, res: dict[str, Any], md_path: Path | None = None) ->
     (out / "report.json").write_text(json.dumps(_jsonable(res), indent=2) + "\n")
     md_path = md_path or out / "report.md"
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(markdown(res, figures=Path(os.path.relpath(out / "figures", md_path.parent)).as_posix()))
+    md_path.write_text(markdown(res, figures=Path(os.path.relpath(out / "figures",
+                                                                  md_path.parent)).as_posix()))
     return md_path
 
 
 def rerender(out: Path, md_path: Path | None = None, targets_: dict[str, float] | None = None) -> Path:
-    """Re-write report.md (and the metrics figure) from report.json, e.g. after a formatting fix; no re-measuring."""
+    """Re-write report.md (and the metrics figure) from report.json, e.g. after a formatting fix; no
+    re-measuring."""
     res = json.loads((out / "report.json").read_text())
     res["targets"] = targets(res, targets_ or TARGETS)
     plots.metrics_figure(res["targets"], out / "figures" / "metrics.png")
@@ -221,19 +248,22 @@ def write_summary(pipeline: Path, out: Path, res: dict[str, Any]) -> None:
         metrics={t["name"]: t["value"] for t in res["targets"]},
         targets_met={t["name"]: t["pass"] for t in res["targets"]},
         trtr=res["gan"]["trtr"], affinity=res["gan"]["affinity"], tstr=res["gan"]["tstr"],
-        fd_generated_test=res["fidelity"]["fd_generated_test"], fd_train_test=res["fidelity"]["fd_train_test"],
+        fd_generated_test=res["fidelity"]["fd_generated_test"],
+        fd_train_test=res["fidelity"]["fd_train_test"],
         psnr_db=res["reconstruction"]["psnr_db"], ssim=res["reconstruction"]["ssim"]))
     meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def figures(ctx: Any, pool: Any, res: dict[str, Any]) -> None:
-    """The report's PNGs: real vs generated per user, sampler sweep, augmentation gain, metrics against targets."""
+    """The report's PNGs: real vs generated per user, sampler sweep, augmentation gain, metrics against
+    targets."""
     d, k = ctx.data, ctx.st.figure_per_user
     rows = [(u, [x[0] for x in d.test_x[d.test_y == i][:k]], [x[0] for x in pool.x[pool.y == i][:k]])
             for i, u in enumerate(d.users)]
     fig_dir = ctx.out / "figures"
     plots.real_vs_generated_figure(rows, d.meta, fig_dir / "real_vs_generated.png",
-                                    f"real test (top) vs generated (bottom) per user; {ctx.sampler} {ctx.steps} steps, "
+                                    f"real test (top) vs generated (bottom) per user; {ctx.sampler} "
+                                    f"{ctx.steps} steps, "
                                     f"guidance {ctx.guidance}")
     if res["sweep"]["rows"]:
         plots.sweep_figure(res["sweep"]["rows"], fig_dir / "sampler_sweep.png")

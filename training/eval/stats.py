@@ -1,7 +1,7 @@
 """Confidence intervals for repeated measurements: Student-t intervals of a mean and of paired differences.
 
-The augmentation runs repeat each setting over seeds; a gain is a paired difference (augmented - real-only on the
-same k selection and classifier seed), so its interval is the t-interval of the per-seed differences.
+The augmentation runs repeat each setting over seeds; a gain is a paired difference (augmented - real-only on
+the same k selection and classifier seed), so its interval is the t-interval of the per-seed differences.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, f
                     confidence=confidence, excludes_zero=False)
     mean = float(v.mean())
     if n < 2:
-        return dict(mean=mean, std=0.0, n=1, lo=math.nan, hi=math.nan, half_width=math.nan, confidence=confidence,
+        return dict(mean=mean, std=0.0, n=1, lo=math.nan, hi=math.nan, half_width=math.nan,
+                    confidence=confidence,
                     excludes_zero=False)
     std = float(v.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))

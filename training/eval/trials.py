@@ -1,5 +1,5 @@
-"""The evaluator's augmentation section: its (k, seed) trials with the few-shot and pool generators, run in this
-process or side by side in spawned worker processes, and the protocol text of the report.
+"""The evaluator's augmentation section: its (k, seed) trials with the few-shot and pool generators, run in
+this process or side by side in spawned worker processes, and the protocol text of the report.
 
 The protocol itself (k selection, the paired real-only vs augmented runs, the rule that a generator sees only
 the classifier's k) lives in training/eval/augmentation.py.
@@ -31,8 +31,8 @@ from training.eval.population import population_pipeline
 
 
 class SectionTrials:
-    """The evaluator's (k, seed) trials with everything they need. Picklable (without the loaded pipelines, which a
-    worker loads again from their folders), so worker processes can run trials side by side."""
+    """The evaluator's (k, seed) trials with everything they need. Picklable (without the loaded pipelines,
+    which a worker loads again from their folders), so worker processes can run trials side by side."""
 
     def __init__(self, ctx: Any, pool: Any, pop: Any, pop_path: str | None, fcfg: FilterConfig):
         defaults = inspect.signature(train_classifier).parameters
@@ -63,21 +63,25 @@ class SectionTrials:
             self.pop = DopplerPipeline.load(self.pop_path, device=self.ctx.device)
         return self.pop
 
-    def __call__(self, k: int | None, seed: int) -> tuple[Trial, dict[str, Any] | None, list[dict[str, Any]], list[str]]:
+    def __call__(self, k: int | None, seed: int) -> tuple[Trial, dict[str, Any] | None, list[dict[str, Any]],
+                                                          list[str]]:
         """Run one trial: (trial, few-shot adaptation log, filter logs, log lines)."""
         self.lines, self.fewshot_log, self.filter_logs = [], None, []
         d, st = self.ctx.data, self.ctx.st
         t = run_trial(d.train_x, d.train_y, d.train_paths, k, seed, m_per_user=st.synth_per_user,
-                      make_generator=self.make_generator, synthesize=self.synthesize, fit_score=self.fit_score,
+                      make_generator=self.make_generator, synthesize=self.synthesize,
+                      fit_score=self.fit_score,
                       budget_for=self.budget_for, mix=st.augment_mix)
         return t, self.fewshot_log, self.filter_logs, self.lines + [trial_line(t)]
 
-    def keep(self, x, y, m, seed, x_k, y_k):  # filters whose references are the classifier's own k real recordings only
+    # filters whose references are the classifier's own k real recordings only
+    def keep(self, x, y, m, seed, x_k, y_k):
         fcfg, d = self.fcfg, self.ctx.data
         if not fcfg.filters:
             return x, y
         clf = self.ctx.fit(x_k, y_k, seed=seed) if fcfg.needs_classifier else None
-        sel = filter_candidates(x, y, m, len(d.users), fcfg, meta=d.meta, clf=clf, ref_readouts=readouts(x_k, d.meta),
+        sel = filter_candidates(x, y, m, len(d.users), fcfg, meta=d.meta, clf=clf, ref_readouts=readouts(x_k,
+                                                                                                         d.meta),
                                 ref_y=y_k, ref_source="the classifier's own k real recordings")
         self.filter_logs.append(dict(seed=seed, n_real=int(len(y_k)),
                                      **{k: v for k, v in sel.report.items() if k != "per_user"}))
@@ -132,8 +136,8 @@ def _run_in_worker(k: int | None, seed: int):
 
 
 def default_workers(device: str, threads: int | None) -> int:
-    """Worker processes for the trials: one per core (at most 8) on the CPU, where two 1-thread processes sample
-    1.28-1.39x faster than one 2-thread process (benchmarks/eval_workers.py); one on an accelerator."""
+    """Worker processes for the trials: one per core (at most 8) on the CPU, where two 1-thread processes
+    sample 1.28-1.39x faster than one 2-thread process (benchmarks/eval_workers.py); one on an accelerator."""
     import os
 
     if not str(device).startswith("cpu"):
@@ -150,9 +154,10 @@ def plan_workers(workers: int, n_jobs: int, threads: int | None) -> tuple[int, i
     return workers, max(1, (threads or workers) // workers)
 
 
-def run_trials(runner: SectionTrials, jobs: list[tuple[int | None, int]], workers: int, log: Callable[[str], None]):
-    """Every (k, seed) of `jobs`, in that order: in this process (workers <= 1) or in `workers` spawned processes of
-    threads // workers torch threads each (results are logged as they finish)."""
+def run_trials(runner: SectionTrials, jobs: list[tuple[int | None, int]], workers: int, log: Callable[[str],
+                                                                                                      None]):
+    """Every (k, seed) of `jobs`, in that order: in this process (workers <= 1) or in `workers` spawned
+    processes of threads // workers torch threads each (results are logged as they finish)."""
     workers, threads = plan_workers(workers, len(jobs), runner.ctx.threads)
     if threads is None:
         out = []
@@ -202,39 +207,58 @@ def augmentation_section(ctx: Any, pool: Any, *, fewshot: bool, population: str 
     test_set = set(d.test_paths)
     leaks = [t for t in trials if test_set & set(t.generator_saw)]
     if leaks:
-        raise RuntimeError("protocol violation: a generator saw test recordings")  # cannot happen; guarded anyway
+        # cannot happen; guarded anyway
+        raise RuntimeError("protocol violation: a generator saw test recordings")
     protocol = (
-        f"Classifier = training.eval.classifier UserCNN, scored on the real test split ({len(d.test_y)} recordings). For each "
-        f"k and seed {list(st.seeds)}: k real train recordings per user are drawn with the seed; the classifier is "
-        f"trained on them alone, then on them plus m = {st.synth_per_user} synthetic recordings per user, with the same "
+        f"Classifier = training.eval.classifier UserCNN, scored on the real test split ({len(d.test_y)} "
+        "recordings). For each "
+        f"k and seed {list(st.seeds)}: k real train recordings per user are drawn with the seed; the "
+        "classifier is "
+        f"trained on them alone, then on them plus m = {st.synth_per_user} synthetic recordings per user, "
+        "with the same "
         "optimiser budget (steps) for both runs"
-        + (" (mix `balanced`: the k real are repeated round(m / k) times, at least once, so real and synthetic are "
+        + (" (mix `balanced`: the k real are repeated round(m / k) times, at least once, so real and "
+           "synthetic are "
            "about equally frequent in the batches; the CNN's random time shifts and flips vary the repeats)"
            if st.augment_mix == "balanced" else " (mix `concat`: the k real and the synthetic as they are)")
         + ". k = all: the synthetic data comes from the evaluated pipeline, which "
         "was trained on the full train split = the classifier's own real data. Small k "
-        + (f"(`--fewshot`): a population pipeline trained on a disjoint simulated population ({pop_info['users']} "
-           f"users, profile seeds {pop_info['population_user_seeds'][:3]}..., none shared with the targets) is adapted "
-           f"to the targets from exactly the classifier's k recordings per user by learning only new user-encoder rows "
+        + ("(`--fewshot`): a population pipeline trained on a disjoint simulated population "
+           f"({pop_info['users']} "
+           f"users, profile seeds {pop_info['population_user_seeds'][:3]}..., none shared with the targets) "
+           "is adapted "
+           "to the targets from exactly the classifier's k recordings per user by learning only new "
+           "user-encoder rows "
            f"({st.fewshot_steps} Adam steps on the diffusion loss; UNet and VAE frozen; sampled with "
            f"{fewshot_sampler(ctx, pop)}"
-           + ("; the population has a texture bank, so each generator gets one of the same k recordings' residuals"
+           + ("; the population has a texture bank, so each generator gets one of the same k recordings' "
+              "residuals"
               if pop is not None and pop.texture is not None else "")
-           + "). No other recording of a target user reaches the generator; each trial records the recordings its "
+           + "). No other recording of a target user reaches the generator; each trial records the recordings "
+             ""
+             ""
+             ""
+             "its "
            "generator saw."
-           if pop_info else "is not measured without `--fewshot`: the evaluated pipeline saw every train recording, "
+           if pop_info else "is not measured without `--fewshot`: the evaluated pipeline saw every train "
+                            "recording, "
            "so using it at small k would leak data the classifier is not allowed.")
-        + (f" Synthetic samples are filtered ({', '.join(fcfg.filters)}): {fcfg.factor:g} x m candidates per user, the m "
-           "kept are those that pass, references = the classifier's own k real recordings (their kinematic read-outs; "
+        + (f" Synthetic samples are filtered ({', '.join(fcfg.filters)}): {fcfg.factor:g} x m candidates per "
+           "user, the m "
+           "kept are those that pass, references = the classifier's own k real recordings (their kinematic "
+           "read-outs; "
            f"a CNN trained on them, confidence >= {fcfg.tau:g}), topped up by score when too few pass."
            if fcfg.filters else "")
-        + f" Gains are paired per seed (same k selection and classifier seed); intervals are 95% Student-t over the "
+        + " Gains are paired per seed (same k selection and classifier seed); intervals are 95% Student-t "
+          "over the "
           f"{len(st.seeds)} seeds."
-        + (f" The trials ran in {n_proc} worker processes of {n_threads} torch thread(s) each: the same draws, but "
+        + (f" The trials ran in {n_proc} worker processes of {n_threads} torch thread(s) each: the same "
+           "draws, but "
            "float rounding differs from a run in one process, so accuracies can differ in the last digits."
            if n_threads is not None else "")
     )
     return dict(protocol=protocol, trials=[dict(asdict(t), gain=t.gain) for t in trials],
-                summary=summarize_trials(trials), not_measured=not_measured, population=pop_info, fewshot_logs=logs,
+                summary=summarize_trials(trials), not_measured=not_measured, population=pop_info,
+                fewshot_logs=logs,
                 workers=dict(processes=n_proc, threads_each=n_threads),
                 filter=dict(config=list(fcfg.filters), factor=fcfg.factor, tau=fcfg.tau, runs=filter_logs))

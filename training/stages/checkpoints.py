@@ -1,6 +1,6 @@
-"""Resume checkpoints of a training run: checkpoint-{step} folders (safetensors + JSON, written atomically) with a
-retention limit, and the dataset a run started on. (The exported pipeline folder, what the service loads, is a
-separate thing: training/stages/export.py.)"""
+"""Resume checkpoints of a training run: checkpoint-{step} folders (safetensors + JSON, written atomically)
+with a retention limit, and the dataset a run started on. (The exported pipeline folder, what the service
+loads, is a separate thing: training/stages/export.py.)"""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()]
+    found = [(int(m.group(1)),
+              p) for p in root.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()]
     return sorted(found)
 
 
@@ -47,8 +48,10 @@ def complete_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     return [(s, p) for s, p in list_checkpoints(run_dir) if incomplete_reason(p) is None]
 
 
-def save_checkpoint(accelerator: Accelerator, run_dir: str | Path, step: int, limit: int, ema: Any = None) -> Path:
-    """Resume state in checkpoint-{step} (resume_state: weights, optimiser, scaler, RNG of every process) + EMA.
+def save_checkpoint(accelerator: Accelerator, run_dir: str | Path, step: int, limit: int,
+                    ema: Any = None) -> Path:
+    """Resume state in checkpoint-{step} (resume_state: weights, optimiser, scaler, RNG of every process) +
+    EMA.
 
     Written into checkpoint-{step}.partial and renamed when complete, so a crash leaves either a complete
     checkpoint or a .partial folder that resume ignores. Older checkpoints are pruned to `limit` only after
@@ -68,7 +71,8 @@ def save_checkpoint(accelerator: Accelerator, run_dir: str | Path, step: int, li
         state = {"step": step, **resume_state.save_training_state(accelerator, partial)}
         state["files"] += [f for r in range(accelerator.num_processes) for f in resume_state.rng_files(r)]
         if ema is not None:
-            # EMA as safetensors rather than accelerate's pickled custom state: nothing is unpickled on resume.
+            # EMA as safetensors rather than accelerate's pickled custom state: nothing is unpickled on
+            # resume.
             save_file({f"{i:05d}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
                       str(partial / "ema.safetensors"))
             state["ema_optimization_step"] = ema.optimization_step
@@ -124,7 +128,8 @@ def resume_from(accelerator: Accelerator, resume: str, run_dir: str | Path, ema:
                 break
             accelerator.print(f"--resume latest: skipping {candidate.name}, incomplete: {reason}")
         if path is None:
-            accelerator.print(f"--resume latest: no complete checkpoint in {run_dir}/checkpoints, starting fresh")
+            accelerator.print(f"--resume latest: no complete checkpoint in {run_dir}/checkpoints, starting "
+                              "fresh")
             return 0
     else:
         path = Path(resume)
@@ -144,12 +149,14 @@ def resume_from(accelerator: Accelerator, resume: str, run_dir: str | Path, ema:
 
 
 def check_dataset(accelerator: Accelerator, run_dir: str | Path, ds: Any, resumed: bool) -> str:
-    """Record the dataset fingerprint a run started on; warn when a resumed run or re-export sees other data."""
+    """Record the dataset fingerprint a run started on; warn when a resumed run or re-export sees other
+    data."""
     path = Path(run_dir) / "dataset.json"
     if resumed and path.is_file():
         started = json.loads(path.read_text())["fingerprint"]
         if started != ds.fingerprint:
-            accelerator.print(f"warning: the dataset changed since this run started (fingerprint {started[:12]} -> "
+            accelerator.print("warning: the dataset changed since this run started (fingerprint "
+                              f"{started[:12]} -> "
                               f"{ds.fingerprint[:12]}); figures, metrics and export use the current data")
         return started
     if accelerator.is_main_process:

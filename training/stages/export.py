@@ -1,6 +1,6 @@
-"""The end of stage 2: the exported pipeline folder (EMA weights, versioned by a weights hash, dopplergen.json) with
-its preview grid, loss curve and the stage-1 figures; `PipelineExport` builds the pipeline around the training
-loop's EMA shadow and exports it."""
+"""The end of stage 2: the exported pipeline folder (EMA weights, versioned by a weights hash,
+dopplergen.json) with its preview grid, loss curve and the stage-1 figures; `PipelineExport` builds the
+pipeline around the training loop's EMA shadow and exports it."""
 
 from __future__ import annotations
 
@@ -28,14 +28,17 @@ VERSION = "0.1.0"
 
 
 def preview_figure(pipe: DopplerPipeline, x_db, picks, cfg: Stage2Config, path: Path, title: str) -> None:
-    """Two rows per user, real spectrograms above generated ones (fixed seeds), in dB with the dataset's axes."""
+    """Two rows per user, real spectrograms above generated ones (fixed seeds), in dB with the dataset's
+    axes."""
     users = [pipe.user_encoder.index_of(u) for u, _ in picks]
     k = cfg.preview_per_user
     seeds = [1000 * u + j for u in users for j in range(k)]
-    gen = sample(pipe, [u for u in users for _ in range(k)], seeds, cfg.num_inference_steps, cfg.guidance_scale)
+    gen = sample(pipe, [u for u in users for _ in range(k)], seeds, cfg.num_inference_steps,
+                 cfg.guidance_scale)
     rows = []
     for r, (user, idx) in enumerate(picks):
-        rows += [(f"{user} real", [x_db[i] for i in idx]), (f"{user} gen", list(gen[r * k:(r + 1) * k].numpy()))]
+        rows += [(f"{user} real", [x_db[i] for i in idx]), (f"{user} gen",
+                                                            list(gen[r * k:(r + 1) * k].numpy()))]
     path.parent.mkdir(parents=True, exist_ok=True)
     spectrogram_grid(rows, pipe.meta["dataset"]["meta"], path, title=title)
 
@@ -52,8 +55,8 @@ def weights_hash(modules: list[nn.Module]) -> str:
 
 @dataclass
 class PipelineExport:
-    """Stage 2's pipeline in the making: built around the training loop's EMA shadow (`attach`), previewed every
-    cfg.image_every steps and exported at the end (`export`)."""
+    """Stage 2's pipeline in the making: built around the training loop's EMA shadow (`attach`), previewed
+    every cfg.image_every steps and exported at the end (`export`)."""
 
     loop: TrainLoop
     pipe: DopplerPipeline
@@ -69,8 +72,10 @@ class PipelineExport:
         preview as the loop's figure."""
         cfg = loop.cfg
         meta = export_meta(cfg, preset, ds, norm, route)
-        meta["dataset"]["trained_on_fingerprint"] = loop.trained_on  # differs from "fingerprint" only if data changed
-        pipe = DopplerPipeline(vae, getattr(loop.shadow, network), loop.shadow.user_encoder, dict(scheduler_config),
+        # differs from "fingerprint" only if data changed
+        meta["dataset"]["trained_on_fingerprint"] = loop.trained_on
+        pipe = DopplerPipeline(vae, getattr(loop.shadow, network), loop.shadow.user_encoder,
+                               dict(scheduler_config),
                                meta)
         picks = first_per_user(labels.numpy(), ds.users, cfg.preview_per_user, cfg.users_in_grid)
         target = cls(loop, pipe, norm.to_db(x).numpy(), picks, [ds.users[int(i)] for i in labels])
@@ -92,9 +97,10 @@ class PipelineExport:
         return out
 
 
-def export_pipeline(target: PipelineExport, out: Path, *, last: dict, loss_title: str, sampler_text: str) -> None:
-    """Texture bank, final preview, optional fp16 cast, versioned save, loss plot and stage-1 figures: the end of
-    either stage 2. `last`: the last log row."""
+def export_pipeline(target: PipelineExport, out: Path, *, last: dict, loss_title: str,
+                    sampler_text: str) -> None:
+    """Texture bank, final preview, optional fp16 cast, versioned save, loss plot and stage-1 figures: the end
+    of either stage 2. `last`: the last log row."""
     pipe, shadow, cfg, run_dir = target.pipe, target.loop.shadow, target.loop.cfg, target.loop.run_dir
     x_db, picks, owners = target.x_db, target.picks, target.owners
     figures = out / "figures"
@@ -105,9 +111,11 @@ def export_pipeline(target: PipelineExport, out: Path, *, last: dict, loss_title
         pipe.texture = build_bank(pipe.vae, pipe.normalization, x_db, owners, per_user=cfg.texture_per_user,
                                   seed=cfg.seed)
         pipe.meta["texture"] = dict(split="train", per_user=int(cfg.texture_per_user), seed=int(cfg.seed),
-                                    count=int(len(pipe.texture.owners)), people=len(pipe.texture.config.users))
+                                    count=int(len(pipe.texture.owners)),
+                                    people=len(pipe.texture.config.users))
     preview_figure(pipe, x_db, picks, cfg, figures / "preview.png",
-                   f"real | generated (EMA, step {cfg.max_steps}, guidance {cfg.guidance_scale}, {sampler_text})")
+                   f"real | generated (EMA, step {cfg.max_steps}, guidance {cfg.guidance_scale}, "
+                   f"{sampler_text})")
     if cfg.export_dtype == "fp16":
         shadow.half()  # halves the shipped size; DopplerPipeline.load casts back to the serving dtype
     pipe.meta["version"] = f"{VERSION}+{weights_hash([shadow])}"

@@ -1,6 +1,6 @@
 """The training loop of every stage: accelerate set-up, per-step RNG, learning-rate schedule and data, and
-`TrainLoop`, the optimiser/EMA/log/checkpoint/figure loop that train-vae, train-unet and train-transformer each
-wrap around their own loss."""
+`TrainLoop`, the optimiser/EMA/log/checkpoint/figure loop that train-vae, train-unet and train-transformer
+each wrap around their own loss."""
 
 from __future__ import annotations
 
@@ -33,13 +33,15 @@ def make_accelerator(cfg: TrainConfig, run_dir: str | Path) -> Accelerator:
     """Device, mixed precision and multi-process (DDP; gloo on the CPU) all come from accelerate."""
     project = ProjectConfiguration(project_dir=str(run_dir), automatic_checkpoint_naming=False)
     # Several processes but no CUDA (torchrun / `accelerate launch --multi_gpu` on a CPU box): accelerate only
-    # picks its MULTI_CPU (gloo) mode when told cpu=True; its own `--cpu` launcher needs mpirun for >1 process.
+    # picks its MULTI_CPU (gloo) mode when told cpu=True; its own `--cpu` launcher needs mpirun for >1
+    # process.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     return Accelerator(mixed_precision=cfg.mixed_precision, project_config=project, cpu=multi_cpu)
 
 
 def start_run(cfg: TrainConfig, run_dir: str | Path) -> Accelerator:
-    """Accelerator for the run, options written once (main process), model init seeded identically everywhere."""
+    """Accelerator for the run, options written once (main process), model init seeded identically
+    everywhere."""
     accelerator = make_accelerator(cfg, run_dir)
     if accelerator.is_main_process:
         write_options(cfg, run_dir)
@@ -49,7 +51,8 @@ def start_run(cfg: TrainConfig, run_dir: str | Path) -> Accelerator:
 
 def step_generator(seed: int, step: int, rank: int, stream: int = 0, device: str | torch.device = "cpu"
                    ) -> torch.Generator:
-    """A generator keyed by (seed, step, rank, stream): no RNG state is carried between steps, so resume is exact."""
+    """A generator keyed by (seed, step, rank, stream): no RNG state is carried between steps, so resume is
+    exact."""
     key = int(np.random.SeedSequence([seed, step, rank, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
     return torch.Generator(device=device).manual_seed(key)
 
@@ -82,19 +85,22 @@ def lr_lambda(cfg: TrainConfig):
 
 # ---- data ------------------------------------------------------------------------------------------------
 def load_split(data: str, split: str | None, channels: int, image_size: int):
-    """Dataset split in model space [-1, 1]: returns (x (N, C, H, W) float32 tensor, labels (N,) long, dataset)."""
+    """Dataset split in model space [-1, 1]: returns (x (N, C, H, W) float32 tensor, labels (N,) long,
+    dataset)."""
     ds = load_dataset(data, split=split, channels=channels)
     if len(ds.x) == 0:
         raise ValueError(f"{data}: split {split!r} is empty")
     if tuple(ds.x.shape[-2:]) != (image_size, image_size):
         raise ValueError(f"{data}: images are {tuple(ds.x.shape[-2:])} but the preset expects "
-                         f"{image_size}x{image_size}; simulate with --size {image_size} or pick another preset")
+                         f"{image_size}x{image_size}; simulate with --size {image_size} or pick another "
+                         "preset")
     norm = Normalization.from_meta(ds.meta)
     x = torch.from_numpy(np.ascontiguousarray(norm.to_model(ds.x)))
     return x, torch.as_tensor(np.asarray(ds.labels), dtype=torch.long), ds
 
 
-def first_per_user(labels: np.ndarray, users: list[str], k: int, max_users: int) -> list[tuple[str, list[int]]]:
+def first_per_user(labels: np.ndarray, users: list[str], k: int, max_users: int) -> list[tuple[str,
+                                                                                               list[int]]]:
     """The first k indices of each of the first max_users users (a fixed, reproducible pick for figures)."""
     out = []
     for u, name in enumerate(users[:max_users]):
@@ -103,15 +109,18 @@ def first_per_user(labels: np.ndarray, users: list[str], k: int, max_users: int)
     return out
 
 
-# ---- stage 2 set-up -------------------------------------------------------------------------------------------
+# ---- stage 2 set-up
+# -------------------------------------------------------------------------------------------
 def load_frozen_autoencoder(cfg, preset: Preset, device, print_fn) -> ae.Autoencoder:
-    """The trained stage 1 (either class), frozen, checked against the preset; warns on an unmeasured scaling."""
+    """The trained stage 1 (either class), frozen, checked against the preset; warns on an unmeasured
+    scaling."""
     vae = ae.load_autoencoder(cfg.vae)
     vae.to(device).eval().requires_grad_(False)
     expect = preset.vq_config() if ae.is_vq(vae) else preset.vae_config()
     for key in ("in_channels", "latent_channels", "block_out_channels"):
         if _plain(vae.config[key]) != _plain(expect[key]):
-            raise ConfigError(f"autoencoder {cfg.vae} has {key}={vae.config[key]}, preset {preset.name} expects "
+            raise ConfigError(f"autoencoder {cfg.vae} has {key}={vae.config[key]}, preset {preset.name} "
+                              "expects "
                               f"{expect[key]}")
     if float(vae.config.scaling_factor) == 1.0:
         print_fn("warning: autoencoder scaling_factor is 1.0; was it measured by train-vae?")
@@ -130,14 +139,15 @@ class TrainLoop:
     `set_lr(step)`, computes its loss and ends the step with `update(loss, step, batch)`. After the loop,
     `finish()` puts the EMA weights into `shadow` and returns the last log row; `close()` ends the run.
 
-    `ema_of`: the attribute of the model whose weights the EMA tracks and the shadow holds ("" = the whole model;
-    train-vae's "vae": the autoencoder inside its training wrapper). `postfix`: log keys shown in the progress
-    bar besides the loss. Two hooks a trainer may set: `after_optimizer_step(step)` runs after each optimiser
-    step, before the EMA step (train-vae's codebook reset); `figure(done)` runs every cfg.image_every steps on
-    the main process, with the EMA weights in `shadow`.
+    `ema_of`: the attribute of the model whose weights the EMA tracks and the shadow holds ("" = the whole
+    model; train-vae's "vae": the autoencoder inside its training wrapper). `postfix`: log keys shown in the
+    progress bar besides the loss. Two hooks a trainer may set: `after_optimizer_step(step)` runs after each
+    optimiser step, before the EMA step (train-vae's codebook reset); `figure(done)` runs every
+    cfg.image_every steps on the main process, with the EMA weights in `shadow`.
     """
 
-    def __init__(self, cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, run_dir: str | Path, ds, *,
+    def __init__(self, cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, run_dir: str | Path, ds,
+                 *,
                  ema_of: str = "", desc: str = "", postfix: tuple[str, ...] = ()) -> None:
         self.cfg, self.accelerator, self.run_dir = cfg, accelerator, Path(run_dir)
         self.ema_of, self.postfix = ema_of, postfix
@@ -149,7 +159,8 @@ class TrainLoop:
         self.trained_on = checkpoints.check_dataset(accelerator, self.run_dir, ds, resumed=self.start > 0)
         self.ema.to(accelerator.device)
         self.schedule = lr_lambda(cfg)
-        self.logger = JsonlLogger(self.run_dir / "log.jsonl", accelerator.is_main_process, resume_step=self.start)
+        self.logger = JsonlLogger(self.run_dir / "log.jsonl", accelerator.is_main_process,
+                                  resume_step=self.start)
         self.shadow = copy.deepcopy(self.tracked()).eval().requires_grad_(False)  # holds the EMA weights
         self.meter, self.t0, self.last = Throughput(), time.perf_counter(), {}
         self.after_optimizer_step: Callable[[int], None] | None = None
@@ -187,13 +198,15 @@ class TrainLoop:
 
     def set_lr(self, step: int) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.lr * self.schedule(step)  # stateless schedule: nothing to restore on resume
+            # stateless schedule: nothing to restore on resume
+            group["lr"] = self.cfg.lr * self.schedule(step)
 
-    def update(self, loss: torch.Tensor, step: int, batch: int, *, terms: dict[str, torch.Tensor] | None = None,
+    def update(self, loss: torch.Tensor, step: int, batch: int, *, terms: dict[str,
+                                                                               torch.Tensor] | None = None,
                stats: Callable[[], dict] | None = None) -> None:
-        """Backward, clip, optimiser and EMA step; then log, checkpoint and figure when due. `terms`: more scalar
-        tensors to log (averaged over processes like the loss); `stats()`: more log fields, computed only when
-        the step is logged."""
+        """Backward, clip, optimiser and EMA step; then log, checkpoint and figure when due. `terms`: more
+        scalar tensors to log (averaged over processes like the loss); `stats()`: more log fields, computed
+        only when the step is logged."""
         cfg, acc = self.cfg, self.accelerator
         acc.backward(loss)
         if cfg.max_grad_norm > 0:
@@ -228,8 +241,8 @@ class TrainLoop:
                                                         if k in self.last})
 
     def finish(self) -> dict:
-        """After the last step: EMA weights into the shadow (main process). Returns the last log row (read back
-        from the log when a resumed run had nothing left to do)."""
+        """After the last step: EMA weights into the shadow (main process). Returns the last log row (read
+        back from the log when a resumed run had nothing left to do)."""
         self.close_bar()
         self.accelerator.wait_for_everyone()
         last = self.last or (read_jsonl(self.run_dir / "log.jsonl") or [{}])[-1]

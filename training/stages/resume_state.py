@@ -1,9 +1,10 @@
-"""Resume state as safetensors + JSON, nothing pickled: the trained modules' raw weights, the optimiser's tensors
-and hyper-parameters, the mixed-precision grad scaler and every process's RNG states.
+"""Resume state as safetensors + JSON, nothing pickled: the trained modules' raw weights, the optimiser's
+tensors and hyper-parameters, the mixed-precision grad scaler and every process's RNG states.
 
 This replaces accelerate's save_state/load_state, whose optimizer.bin and random_states_N.pkl are pickles that
-load_state reads back with torch.load. Works for one process and for DDP (every rank holds the same weights and
-optimiser state; each rank writes its own RNG files). FSDP/DeepSpeed shard their state and are not supported here.
+load_state reads back with torch.load. Works for one process and for DDP (every rank holds the same weights
+and optimiser state; each rank writes its own RNG files). FSDP/DeepSpeed shard their state and are not
+supported here.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def rng_files(rank: int) -> tuple[str, str]:
 
 # ---- weights and optimiser (main process) -------------------------------------------------------------
 def save_training_state(accelerator, folder: Path) -> dict[str, Any]:
-    """Weights and optimiser tensors into safetensors files; returns what goes to JSON (and the file names)."""
+    """Weights and optimiser tensors into safetensors files; returns what goes to JSON (and the file
+    names)."""
     files = []
     for i, model in enumerate(accelerator._models):
         save_model(accelerator.unwrap_model(model), str(folder / model_file(i)))
@@ -58,7 +60,8 @@ def load_training_state(accelerator, folder: Path, state: dict[str, Any]) -> Non
         load_model(accelerator.unwrap_model(model), str(folder / model_file(i)), strict=True)
     saved = state.get("optimizers", [])
     if len(saved) != len(accelerator._optimizers):
-        raise ValueError(f"{folder}: holds {len(saved)} optimiser state(s), the run has {len(accelerator._optimizers)}")
+        raise ValueError(f"{folder}: holds {len(saved)} optimiser state(s), the run has "
+                         f"{len(accelerator._optimizers)}")
     tensors = load_file(str(folder / OPTIMIZER_FILE)) if saved else {}
     for i, (optimizer, meta) in enumerate(zip(accelerator._optimizers, saved, strict=True)):
         per_param: dict[int, dict[str, Any]] = {}
@@ -85,7 +88,8 @@ def save_rng(folder: Path, rank: int) -> None:
     version, internal, gauss_next = random.getstate()
     tensor_file, json_file = rng_files(rank)
     save_file(tensors, str(folder / tensor_file))
-    meta = {"numpy": [kind, int(pos), int(has_gauss), float(cached)], "python": [version, list(internal), gauss_next]}
+    meta = {"numpy": [kind, int(pos), int(has_gauss), float(cached)], "python": [version, list(internal),
+                                                                                 gauss_next]}
     (folder / json_file).write_text(json.dumps(meta) + "\n")
 
 

@@ -36,7 +36,8 @@ class CodeDenoiser(nn.Module):
         self.transformer = build_transformer(preset)
         self.user_encoder = build_user_encoder(preset, users)
 
-    def forward(self, codes_t: torch.Tensor, t: torch.Tensor, user_idx: torch.Tensor, groups: int) -> torch.Tensor:
+    def forward(self, codes_t: torch.Tensor, t: torch.Tensor, user_idx: torch.Tensor,
+                groups: int) -> torch.Tensor:
         context = self.user_encoder(user_idx)  # (B, T, D)
         outs = [self.transformer(c, encoder_hidden_states=e, timestep=tg).sample
                 for c, e, tg in zip(codes_t.chunk(groups), context.chunk(groups), t, strict=True)]
@@ -59,7 +60,8 @@ def main(cfg: VQDConfig) -> Path:
     norm = Normalization.from_meta(ds.meta)
     vq = load_frozen_autoencoder(cfg, preset, device, accelerator.print)
     if not ae.is_vq(vq):
-        raise ConfigError(f"{cfg.vae} is an AutoencoderKL; train-transformer needs a VQModel (train-vae --autoencoder vq)")
+        raise ConfigError(f"{cfg.vae} is an AutoencoderKL; train-transformer needs a VQModel (train-vae "
+                          "--autoencoder vq)")
     w = x.shape[-1]
     shifts = time_shifts(w, cfg.latent_shifts) if cfg.time_shift else [0]
     codes = cache_codes(vq, x, shifts)  # (S, N, L)
@@ -67,7 +69,8 @@ def main(cfg: VQDConfig) -> Path:
     accelerator.print(f"cached codes {tuple(codes.shape)} of {len(ds.users)} users; codebook perplexity "
                       f"{usage['perplexity']:.1f}, {100 * usage['dead_fraction']:.1f}% of codes unused")
 
-    # ---- model, schedule, the shared loop (optimiser, EMA, resume, logs) ---------------------------------------
+    # ---- model, schedule, the shared loop (optimiser, EMA, resume, logs)
+    # ---------------------------------------
     model = CodeDenoiser(preset, ds.users).to(device)
     null_user = model.user_encoder.null_index
     sched = build_vq_scheduler(preset)
@@ -85,16 +88,19 @@ def main(cfg: VQDConfig) -> Path:
         s = torch.randint(0, len(shifts), (b,), generator=gen)
         x0 = codes[s, idx]  # (B, L)
         user = labels[idx].clone()
-        user[torch.rand(b, generator=gen) < cfg.null_user_prob] = null_user  # classifier-free guidance dropout
+        # classifier-free guidance dropout
+        user[torch.rand(b, generator=gen) < cfg.null_user_prob] = null_user
         t = torch.randint(0, num_t, (cfg.t_groups,), generator=gen)  # one timestep per group
-        x_t = torch.cat([corrupt(sched, g, int(tg), gen) for g, tg in zip(x0.chunk(cfg.t_groups), t, strict=True)])
+        x_t = torch.cat([corrupt(sched, g, int(tg), gen) for g, tg in zip(x0.chunk(cfg.t_groups), t,
+                                                                          strict=True)])
         x0, x_t, t, user = x0.to(device), x_t.to(device), t.to(device), user.to(device)
         loop.set_lr(step)
         with accelerator.autocast():
             log_p = loop.model(x_t, t, user, cfg.t_groups)  # (B, K, L)
         loop.update(code_loss(log_p, x0), step, b)  # cross-entropy of x_0 over every code position
 
-    # ---- export the pipeline folder (EMA weights) -----------------------------------------------------------
+    # ---- export the pipeline folder (EMA weights)
+    # -----------------------------------------------------------
     return exporter.export(out, loss_title="train-transformer (x_0 cross-entropy)",
                            sampler_text=f"{cfg.num_inference_steps} VQ-Diffusion steps")
 

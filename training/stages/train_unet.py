@@ -1,4 +1,5 @@
-"""Stage 2: user-conditioned latent diffusion on frozen-autoencoder latents; exports the pipeline folder (EMA weights).
+"""Stage 2: user-conditioned latent diffusion on frozen-autoencoder latents; exports the pipeline folder (EMA
+weights).
 
 With an AutoencoderKL this is the main route (kl); with a VQModel it is the LDM "VQ-reg" variant (vq-latent):
 the same UNet on the scaled pre-quantisation latents, quantised by the decoder at sampling time.
@@ -25,7 +26,8 @@ from training.config import ConfigError, UNetConfig, add_config_arguments, run_s
 from training.stages.export import PipelineExport
 from training.stages.loop import TrainLoop, load_frozen_autoencoder, load_split, start_run
 
-CONDITION_COLUMNS = ("speed_mps", "aspect_deg", "activity")  # what --conditions auto takes when the manifest has them
+# what --conditions auto takes when the manifest has them
+CONDITION_COLUMNS = ("speed_mps", "aspect_deg", "activity")
 
 
 class Denoiser(nn.Module):
@@ -40,7 +42,8 @@ class Denoiser(nn.Module):
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, user_idx: torch.Tensor,
                 values: torch.Tensor | None = None) -> torch.Tensor:
-        context = encode_context(self.user_encoder, self.condition_encoder, user_idx, values)  # (N, T_u + T_c, D)
+        # (N, T_u + T_c, D)
+        context = encode_context(self.user_encoder, self.condition_encoder, user_idx, values)
         return self.unet(z_t, t, encoder_hidden_states=context).sample  # (N, c, h, w), c = latent channels
 
 
@@ -53,12 +56,14 @@ def condition_names(cfg: UNetConfig, columns: dict) -> list[str]:
     names = [c.strip() for c in cfg.conditions.split(",") if c.strip()]
     missing = [c for c in names if c not in columns]
     if missing:
-        raise ConfigError(f"conditions {missing} are not columns of {cfg.data}/manifest.csv (it has {sorted(columns)})")
+        raise ConfigError(f"conditions {missing} are not columns of {cfg.data}/manifest.csv (it has "
+                          f"{sorted(columns)})")
     return names
 
 
 def init_from_pipeline(model: Denoiser, path: str, users: list[str]) -> None:
-    """Start from a trained pipeline's UNet and user rows (the condition encoder too, if it has the same one)."""
+    """Start from a trained pipeline's UNet and user rows (the condition encoder too, if it has the same
+    one)."""
     src = DopplerPipeline.load(path)
     if src.users != list(users):
         raise ConfigError(f"init_from {path} has users {src.users[:5]}..., the data has {list(users)[:5]}...")
@@ -94,9 +99,11 @@ def main(cfg: UNetConfig) -> Path:
     w = x.shape[-1]
     shifts = time_shifts(w, cfg.latent_shifts) if cfg.time_shift else [0]
     lat_mean, lat_std = cache_latents(vae, x, shifts)  # (S, N, c, h, w), c = ae.latent_channels(vae)
-    accelerator.print(f"cached latents {tuple(lat_mean.shape)} of {len(ds.users)} users, scaling {scaling:.4f}")
+    accelerator.print(f"cached latents {tuple(lat_mean.shape)} of {len(ds.users)} users, scaling "
+                      f"{scaling:.4f}")
 
-    # ---- model, noise schedule, the shared loop (optimiser, EMA, resume, logs) -------------------------------------
+    # ---- model, noise schedule, the shared loop (optimiser, EMA, resume, logs)
+    # -------------------------------------
     names = condition_names(cfg, ds.extra)
     desc = describe_conditions(ds.extra, [ds.users[i] for i in labels], names) if names else None
     model = Denoiser(preset, ds.users, ae.latent_channels(vae), encoder_specs(desc, names) if names else None,
@@ -131,21 +138,26 @@ def main(cfg: UNetConfig) -> Path:
         eps_lat = torch.randn((b, *lat_mean.shape[2:]), generator=gen)
         z0 = ae.scale(vae, lat_mean[s, idx] + lat_std[s, idx] * eps_lat)  # (B, c, h, w): a posterior sample
         user = labels[idx].clone()
-        user[torch.rand(b, generator=gen) < cfg.null_user_prob] = null_user  # classifier-free guidance dropout
+        # classifier-free guidance dropout
+        user[torch.rand(b, generator=gen) < cfg.null_user_prob] = null_user
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, num_t, (b,), generator=gen)
         values = None
-        if cond_values is not None:  # drawn after the identity-only run's draws: that run stays bit for bit the same
+        # drawn after the identity-only run's draws: that run stays bit for bit the same
+        if cond_values is not None:
             values = drop_conditions(cond_values[idx], cfg.condition_drop_prob, gen)
-            values[user == null_user] = float("nan")  # the guidance branch: null user with every condition absent
+            # the guidance branch: null user with every condition absent
+            values[user == null_user] = float("nan")
         z0, noise, t, user = z0.to(device), noise.to(device), t.to(device), user.to(device)
         z_t, target = noised(noise_sched, z0, noise, t)
         loop.set_lr(step)
         with accelerator.autocast():
             pred = loop.model(z_t, t, user, values)
-        loop.update(latent_loss(noise_sched, pred, target, t, cfg.snr_gamma).mean(), step, b)  # Min-SNR if gamma > 0
+        # Min-SNR if gamma > 0
+        loop.update(latent_loss(noise_sched, pred, target, t, cfg.snr_gamma).mean(), step, b)
 
-    # ---- export the pipeline folder (EMA weights) -----------------------------------------------------------
+    # ---- export the pipeline folder (EMA weights)
+    # -----------------------------------------------------------
     return exporter.export(out, loss_title="train-unet (Min-SNR weighted)" if cfg.snr_gamma else "train-unet",
                            sampler_text=f"{cfg.num_inference_steps} DPM-Solver++ steps")
 

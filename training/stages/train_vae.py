@@ -49,7 +49,8 @@ class VAEWithPosterior(nn.Module):
             return rec, q_loss, idx.reshape(len(x), -1)
         post = self.vae.encode(x).latent_dist
         rec = self.vae.decode(post.sample(generator=generator)).sample  # (N, C, H, W)
-        return rec, post.kl().mean() / x[0].numel(), None  # KL per pixel, as kl_weight means in Stable Diffusion
+        # KL per pixel, as kl_weight means in Stable Diffusion
+        return rec, post.kl().mean() / x[0].numel(), None
 
 
 @torch.no_grad()
@@ -67,8 +68,9 @@ def encode_stats(vae: ae.Autoencoder, x: torch.Tensor, batch: int, seed: int) ->
 
 @torch.no_grad()
 def reset_dead_codes(vq, x: torch.Tensor, gen: torch.Generator, n_probe: int, batch: int) -> int:
-    """Re-seed the codes no probe image uses with randomly chosen encoder outputs (codebook reset, as in Jukebox,
-    Dhariwal et al. 2020); the probe is drawn from the step's own generator, so a resumed run repeats it exactly."""
+    """Re-seed the codes no probe image uses with randomly chosen encoder outputs (codebook reset, as in
+    Jukebox, Dhariwal et al. 2020); the probe is drawn from the step's own generator, so a resumed run repeats
+    it exactly."""
     probe = x[torch.randperm(len(x), generator=gen)[:n_probe]]
     hs = torch.cat([vq.encode(probe[i:i + batch].to(vq.device)).latents for i in range(0, len(probe), batch)])
     flat = hs.permute(0, 2, 3, 1).reshape(-1, hs.shape[1])  # (N*h*w, D)
@@ -83,7 +85,8 @@ def reset_dead_codes(vq, x: torch.Tensor, gen: torch.Generator, n_probe: int, ba
 
 @torch.no_grad()
 def reconstruct(vae: ae.Autoencoder, x: torch.Tensor, batch: int) -> torch.Tensor:
-    """Decode the posterior mean (or the nearest codes): the deterministic reconstruction for PSNR and figures."""
+    """Decode the posterior mean (or the nearest codes): the deterministic reconstruction for PSNR and
+    figures."""
     return ae.reconstruct(vae, x, batch)
 
 
@@ -94,24 +97,28 @@ def recon_figure(vae: ae.Autoencoder, x: torch.Tensor, picks, norm: Normalizatio
     orig_db, rec_db = norm.to_db(x[flat]).numpy(), norm.to_db(reconstruct(vae, x[flat], 64)).numpy()
     rows, k = [], 0
     for user, idx in picks:
-        rows += [(f"{user} real", list(orig_db[k:k + len(idx)])), (f"{user} recon", list(rec_db[k:k + len(idx)]))]
+        rows += [(f"{user} real", list(orig_db[k:k + len(idx)])), (f"{user} recon",
+                                                                   list(rec_db[k:k + len(idx)]))]
         k += len(idx)
     path.parent.mkdir(parents=True, exist_ok=True)
     spectrogram_grid(rows, meta, path, title=title)
 
 
 def init_from_autoencoder(vae: ae.Autoencoder, path: str) -> None:
-    """Start from a saved autoencoder's weights (same class and architecture): a fine-tune of e.g. the demo VAE."""
+    """Start from a saved autoencoder's weights (same class and architecture): a fine-tune of e.g. the demo
+    VAE."""
     try:
         src = ae.load_autoencoder(path)
     except (OSError, ValueError) as err:
         raise ConfigError(f"init_from {path}: {err}") from None
     if type(src) is not type(vae):
-        raise ConfigError(f"init_from {path} holds a {type(src).__name__}, this run trains a {type(vae).__name__}")
+        raise ConfigError(f"init_from {path} holds a {type(src).__name__}, this run trains a "
+                          f"{type(vae).__name__}")
     have, want = src.state_dict(), vae.state_dict()
     bad = sorted(k for k in have.keys() | want.keys() if k not in have or k not in want or have[k].shape != want[k].shape)
     if bad:
-        raise ConfigError(f"init_from {path}: its autoencoder differs from this run's preset ({len(bad)} tensors, "
+        raise ConfigError(f"init_from {path}: its autoencoder differs from this run's preset ({len(bad)} "
+                          "tensors, "
                           f"e.g. {bad[:3]})")
     vae.load_state_dict(have)
 
@@ -141,7 +148,8 @@ def main(cfg: VAEConfig) -> dict:
     if cfg.init_from:
         init_from_autoencoder(model.vae, cfg.init_from)
     model = model.to(device)
-    loop = TrainLoop(cfg, accelerator, model, run_dir, ds, ema_of="vae", desc=f"train-vae ({cfg.autoencoder})",
+    loop = TrainLoop(cfg, accelerator, model, run_dir, ds, ema_of="vae",
+                     desc=f"train-vae ({cfg.autoencoder})",
                      postfix=("l1", "perplexity"))
     if vq and cfg.dead_code_every:
         loop.after_optimizer_step = partial(codebook_reset, cfg, x, loop)
@@ -172,7 +180,8 @@ def main(cfg: VAEConfig) -> dict:
     last = loop.finish()
     summary: dict = {}
     if accelerator.is_main_process:
-        summary = export_vae(loop, last, preset=preset, x=x, x_test=x_test, fig_x=fig_x, picks=picks, norm=norm,
+        summary = export_vae(loop, last, preset=preset, x=x, x_test=x_test, fig_x=fig_x, picks=picks,
+                             norm=norm,
                              ds=ds)
     loop.close()
     return summary

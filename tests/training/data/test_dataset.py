@@ -103,7 +103,8 @@ def test_bad_inputs_name_the_file(tmp_path):
 
 
 def test_cli_end_to_end_is_byte_identical(tmp_path):
-    args = ["simulate", "--users", "2", "--per-user", "6", "--size", "32", "--seed", "7", "--preview-per-user", "3"]
+    args = ["simulate", "--users", "2", "--per-user", "6", "--size", "32", "--seed", "7",
+            "--preview-per-user", "3"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())

@@ -1,4 +1,5 @@
-"""`dopplergen import`: colour-mapped images of known dB back to dB, split by session, failures that explain themselves."""
+"""`dopplergen import`: colour-mapped images of known dB back to dB, split by session, failures that explain
+themselves."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ DYN = 60.0
 
 
 def known_db(size: int, person: int, session: int, window: int, rng: np.random.Generator) -> np.ndarray:
-    """A spectrogram-like dB field (torso line, limb sinusoid, noise floor) that differs by person and session."""
+    """A spectrogram-like dB field (torso line, limb sinusoid, noise floor) that differs by person and
+    session."""
     t = (np.arange(size)[None, :] + 0.5) / size
     f = (np.arange(size)[:, None] + 0.5) / size
     torso = 0.3 + 0.12 * person + 0.03 * session
@@ -35,9 +37,11 @@ def colour(db: np.ndarray, name: str = "jet") -> np.ndarray:
     return np.rint(matplotlib.colormaps[name]((db + DYN) / DYN)[..., :3] * 255).astype(np.uint8)
 
 
-def build(root: Path, name: str = "jet", people: int = 3, n_sessions: int = 4, windows: int = 3, size: int = 128,
+def build(root: Path, name: str = "jet", people: int = 3, n_sessions: int = 4, windows: int = 3,
+          size: int = 128,
           ext: str = "png") -> dict[str, np.ndarray]:
-    """An ImageFolder of colour-mapped windows, root/person<p>/walk_s<s>_w<w>.<ext>; returns the true dB per file."""
+    """An ImageFolder of colour-mapped windows, root/person<p>/walk_s<s>_w<w>.<ext>; returns the true dB per
+    file."""
     rng = np.random.default_rng(0)
     truth = {}
     for p in range(people):
@@ -46,13 +50,15 @@ def build(root: Path, name: str = "jet", people: int = 3, n_sessions: int = 4, w
             for w in range(windows):
                 db = known_db(size, p, s, w, rng)
                 rel = f"person{p}/walk_s{s:02d}_w{w:02d}.{ext}"
-                Image.fromarray(colour(db, name)).save(root / rel, **({"quality": 90} if ext == "jpg" else {}))
+                Image.fromarray(colour(db, name)).save(root / rel,
+                                                       **({"quality": 90} if ext == "jpg" else {}))
                 truth[rel] = db
     return truth
 
 
 def recovery(out: Path, truth: dict[str, np.ndarray]) -> tuple[float, float]:
-    """(mean absolute dB error, smallest per-image correlation) of the imported folder against the truth, block-averaged."""
+    """(mean absolute dB error, smallest per-image correlation) of the imported folder against the truth,
+    block-averaged."""
     ds = load_dataset(out)
     maes, corrs = [], []
     for x, src in zip(ds.x, ds.extra["source"], strict=True):
@@ -82,19 +88,22 @@ def nothing_left(out: Path) -> bool:
     return not out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
 
 
-# ---- colour -> dB -------------------------------------------------------------------------------------------------
+# ---- colour -> dB
+# -------------------------------------------------------------------------------------------------
 def test_jet_128px_imported_at_64px_recovers_db(jet_src, imported):
     mae, corr = recovery(imported, jet_src[1])
     assert mae < 3.0 and corr >= 0.95, (mae, corr)
     ds = load_dataset(imported)
     assert ds.x.shape == (36, 1, 64, 64) and ds.x.max() <= 0.0 and ds.x.min() >= -DYN
     meta = json.loads((imported / "meta.json").read_text())
-    assert meta["image_size"] == [64, 64] and meta["source"] == "imported" and meta["import"]["colormap"] == "jet"
+    assert meta["image_size"] == [64,
+                                  64] and meta["source"] == "imported" and meta["import"]["colormap"] == "jet"
     assert 0 <= meta["import"]["mean_inversion_error_255"] < 2  # a lossless PNG lies on the map's curve
 
 
 def test_wrong_inversion_is_caught_by_the_recovery_check(jet_src):
-    """The check above can fail: reading jet as a brightness ramp (what the reader did before) misses badly."""
+    """The check above can fail: reading jet as a brightness ramp (what the reader did before) misses
+    badly."""
     ds = load_dataset(jet_src[0], size=64)  # the ImageFolder reader: luminance of the jet PNGs
     mae = np.mean([np.abs(x[0] - jet_src[1][rel].reshape(64, 2, 64, 2).mean(axis=(1, 3))).mean()
                    for x, rel in zip(ds.x, ds.paths, strict=True)])
@@ -107,7 +116,8 @@ def test_jpeg_and_other_maps_import(tmp_path):
     mae, corr = recovery(tmp_path / "a", truth)
     assert mae < 3.0 and corr >= 0.95, (mae, corr)
     truth = build(tmp_path / "viridis", name="viridis", people=2, n_sessions=3, windows=2)
-    import_dataset(tmp_path / "viridis", tmp_path / "b", ImportConfig(size=32, colormap="viridis"), progress=False)
+    import_dataset(tmp_path / "viridis", tmp_path / "b", ImportConfig(size=32, colormap="viridis"),
+                   progress=False)
     mae, corr = recovery(tmp_path / "b", truth)
     assert mae < 3.0 and corr >= 0.95, (mae, corr)
 
@@ -118,12 +128,14 @@ def test_npy_values_are_referenced_to_their_peak(tmp_path):
         (tmp_path / "src" / f"p{p}").mkdir(parents=True)
         for s in range(3):
             np.save(tmp_path / "src" / f"p{p}" / f"rec{s}.npy", 10 ** ((known_db(48, p, s, 0, rng) + 7) / 10))
-    import_dataset(tmp_path / "src", tmp_path / "out", ImportConfig(size=32, npy_unit="power"), progress=False)
+    import_dataset(tmp_path / "src", tmp_path / "out", ImportConfig(size=32, npy_unit="power"),
+                   progress=False)
     ds = load_dataset(tmp_path / "out")
     assert ds.x.shape == (6, 1, 32, 32) and -1.0 < ds.x.max() <= 0.0
 
 
-# ---- sessions and splits --------------------------------------------------------------------------------------------
+# ---- sessions and splits
+# --------------------------------------------------------------------------------------------
 def test_no_session_spans_two_splits_and_every_person_has_each_split(imported):
     with open(imported / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -160,10 +172,12 @@ def test_group_regex_and_split_sizes():
     assert counts == {"train": 14, "val": 3, "test": 3}
 
 
-# ---- failures that explain themselves, and leave nothing behind ---------------------------------------------------
+# ---- failures that explain themselves, and leave nothing behind
+# ---------------------------------------------------
 def test_wrong_colormap_names_the_best_candidates(tmp_path):
     build(tmp_path / "src", name="viridis", people=2, n_sessions=3, windows=1, size=48)
-    with pytest.raises(DatasetError, match=r"does not fit the jet colour map.*Best-fitting colour maps: viridis"):
+    with pytest.raises(DatasetError, match=r"does not fit the jet colour map.*Best-fitting colour maps: "
+                                           r"viridis"):
         import_dataset(tmp_path / "src", tmp_path / "out", ImportConfig(size=32), progress=False)
     assert nothing_left(tmp_path / "out")
 
@@ -182,7 +196,8 @@ def test_axes_and_colour_bar_suggest_a_crop_and_auto_crop_imports(tmp_path):
             ax.set_xlabel("time (s)")
             fig.savefig(tmp_path / "src" / f"p{p}" / f"rec{s}.png")
             plt.close(fig)
-    with pytest.raises(DatasetError, match=r"p0/rec0.png: looks like it carries axes.*--crop \d+:\d+,\d+:\d+"):
+    with pytest.raises(DatasetError,
+                       match=r"p0/rec0.png: looks like it carries axes.*--crop \d+:\d+,\d+:\d+"):
         import_dataset(tmp_path / "src", tmp_path / "out", ImportConfig(size=32), progress=False)
     assert nothing_left(tmp_path / "out")
     import_dataset(tmp_path / "src", tmp_path / "out", ImportConfig(size=32, crop="auto"), progress=False)
@@ -214,7 +229,8 @@ def test_unreadable_file_is_named_and_nothing_is_written(tmp_path):
 
 def test_too_few_recordings_says_what_was_found(tmp_path):
     build(tmp_path / "src", people=2, n_sessions=2, windows=3, size=48)
-    with pytest.raises(DatasetError, match=r"person0: too few recordings: 2 session\(s\).*'walk_s00' \(3 file"):
+    with pytest.raises(DatasetError,
+                       match=r"person0: too few recordings: 2 session\(s\).*'walk_s00' \(3 file"):
         import_dataset(tmp_path / "src", tmp_path / "out", ImportConfig(size=32), progress=False)
     assert nothing_left(tmp_path / "out")
     # Two sessions do make train and test when no val split is asked for.
@@ -242,10 +258,12 @@ def test_the_reader_keeps_sessions_whole_in_an_image_folder_too(jet_src, tmp_pat
 def test_cli_prints_one_summary_line_and_fails_with_exit_code_2(jet_src, tmp_path, capsys):
     from training.cli import main
 
-    assert main(["import", str(jet_src[0]), "--out", str(tmp_path / "a"), "--size", "32", "--val-fraction", "0"]) == 0
+    assert main(["import", str(jet_src[0]), "--out", str(tmp_path / "a"), "--size", "32", "--val-fraction",
+                 "0"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("import: 36 files of 3 people in 12 sessions") and "mean inversion error" in out[-1]
-    assert main(["import", str(jet_src[0]), "--out", str(tmp_path / "b"), "--size", "32", "--colormap", "nope"]) == 2
+    assert main(["import", str(jet_src[0]), "--out", str(tmp_path / "b"), "--size", "32", "--colormap",
+                 "nope"]) == 2
     assert "unknown colour map 'nope'" in capsys.readouterr().err and not (tmp_path / "b").exists()
 
 

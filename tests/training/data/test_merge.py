@@ -1,4 +1,5 @@
-"""Generated data merged with real data: loads with the reader, provenance per row, generated rows never held out."""
+"""Generated data merged with real data: loads with the reader, provenance per row, generated rows never held
+out."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def real(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def generated(tiny_pipeline_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gen") / "syn"
-    assert main(["generate", "--pipeline", tiny_pipeline_dir, "--out", str(out), "--split", "synthetic", *GEN]) == 0
+    assert main(["generate", "--pipeline", tiny_pipeline_dir, "--out", str(out), "--split", "synthetic",
+                 *GEN]) == 0
     return out
 
 
@@ -80,19 +82,23 @@ def test_merge_refuses_unknown_users_and_non_generated_folders(real, generated, 
     with pytest.raises(DatasetError, match="not a `dopplergen generate` folder"):
         merge_folders(real, [real], tmp_path / "a")
     assert not (tmp_path / "a").exists()
-    build(tmp_path / "src", people=2, n_sessions=3, windows=1, size=32)  # people person0/1, not the pipeline's
+    # people person0/1, not the pipeline's
+    build(tmp_path / "src", people=2, n_sessions=3, windows=1, size=32)
     import_dataset(tmp_path / "src", tmp_path / "other", ImportConfig(size=32), progress=False)
-    with pytest.raises(DatasetError, match=r"generated users \['alice', 'bob', 'carol'\] are not in the real data"):
+    with pytest.raises(DatasetError, match=r"generated users \['alice', 'bob', 'carol'\] are not in the real "
+                                           r"data"):
         merge_folders(tmp_path / "other", [generated], tmp_path / "b")
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
 
 
 @pytest.mark.slow
 def test_imported_folder_trains_both_stages_generates_and_merges(tmp_path, capsys):
-    """The whole 'your data' path on the tiny preset: import -> train-vae -> train-unet -> generate -> merge."""
+    """The whole 'your data' path on the tiny preset: import -> train-vae -> train-unet -> generate ->
+    merge."""
     truth = build(tmp_path / "published", people=3, n_sessions=3, windows=3, size=128)
     data, run = str(tmp_path / "data"), tmp_path / "runs"
-    assert main(["import", str(tmp_path / "published"), "--out", data, "--size", "32", "--colormap", "jet"]) == 0
+    assert main(["import", str(tmp_path / "published"), "--out", data, "--size", "32", "--colormap",
+                 "jet"]) == 0
     assert "mean inversion error" in capsys.readouterr().out
     mae, corr = recovery(Path(data), truth)
     assert mae < 3.0 and corr >= 0.95, (mae, corr)

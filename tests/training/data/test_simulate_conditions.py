@@ -1,4 +1,5 @@
-"""The simulator covers the condition space on request (issue 15) and records each recording's actual conditions."""
+"""The simulator covers the condition space on request (issue 15) and records each recording's actual
+conditions."""
 
 from __future__ import annotations
 
@@ -53,5 +54,7 @@ def test_reader_keeps_numeric_and_categorical_columns(tmp_path):
         w.writeheader()
         w.writerows(rows)
     ds = load_dataset(tmp_path)
-    assert ds.extra["speed_mps"].tolist() == [1.0, 1.1, 1.2] and ds.extra["activity"].tolist() == ["walk", "run", "walk"]
+    assert ds.extra["speed_mps"].tolist() == [1.0, 1.1, 1.2] and ds.extra["activity"].tolist() == ["walk",
+                                                                                                   "run",
+                                                                                                   "walk"]
     assert ds.filter("val").extra["activity"].tolist() == ["run"]

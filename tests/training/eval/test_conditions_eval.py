@@ -1,4 +1,5 @@
-"""The condition-following section of `dopplergen evaluate`: settings per user, read-out, affinity bins, figure."""
+"""The condition-following section of `dopplergen evaluate`: settings per user, read-out, affinity bins,
+figure."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def sim(tmp_path_factory):
 
 
 def _conditioned_pipe(sim):
-    """An untrained tiny pipeline with a speed + aspect condition encoder and the data's per-user statistics."""
+    """An untrained tiny pipeline with a speed + aspect condition encoder and the data's per-user
+    statistics."""
     torch.manual_seed(0)
     names = ["speed_mps", "aspect_deg"]
     pipe = build_untrained_pipeline("tiny", sim.users, version="test")
@@ -59,12 +61,15 @@ def test_section_rows_bins_figure_and_markdown(sim, tmp_path):
     text = "\n".join(markdown(sec))
     assert "## Condition following" in text and "condition_sweep.png" in text and text.count("\n| ") >= 9 + 3
     pipe.condition_encoder = None  # identity-only pipelines: the section says why it is skipped
-    assert "skipped" in condition_following(ctx, None, 1) and "Skipped" in markdown(condition_following(ctx, None, 1))[2]
+    assert "skipped" in condition_following(ctx, None, 1) and "Skipped" in markdown(condition_following(ctx,
+                                                                                                        None,
+                                                                                                        1))[2]
 
 
 def test_evaluator_samples_draw_conditions_as_the_service_does(sim):
     """evaluate's pool of a conditioned pipeline: each sample's conditions drawn from its person's training
-    distribution with its seed (what POST /generate does for a request without them), not the absent tokens."""
+    distribution with its seed (what POST /generate does for a request without them), not the absent
+    tokens."""
     from models.condition_stats import resolve_conditions
     from models.sampling import sample
     from training.eval.context import Context
@@ -74,8 +79,10 @@ def test_evaluator_samples_draw_conditions_as_the_service_does(sim):
                           guidance=2.0, sampler="dpmsolver++")
     y, seeds = np.array([0, 1, 1]), [3, 4, 5]
     got = Context.sample(ctx, pipe, y, seeds).x
-    drawn = pipe.condition_encoder.values_tensor([resolve_conditions(pipe.meta["conditions"], names, sim.users[c],
-                                                                     None, s) for c, s in zip(y, seeds, strict=True)])
+    drawn = pipe.condition_encoder.values_tensor([resolve_conditions(pipe.meta["conditions"], names,
+                                                                     sim.users[c],
+                                                                     None, s) for c, s in zip(y, seeds,
+                                                                                              strict=True)])
     want = sample(pipe, [0, 1, 1], seeds, num_inference_steps=2, guidance_scale=2.0, sampler="dpmsolver++",
                   pad_to=4, conditions=drawn).numpy()
     absent = sample(pipe, [0, 1, 1], seeds, num_inference_steps=2, guidance_scale=2.0, sampler="dpmsolver++",

@@ -1,4 +1,5 @@
-"""Evaluator: the augmentation protocol's data rules, the population's disjointness, and a tiny end-to-end run."""
+"""Evaluator: the augmentation protocol's data rules, the population's disjointness, and a tiny end-to-end
+run."""
 
 import json
 import shutil
@@ -15,7 +16,8 @@ from training.eval.population import population_pipeline
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    """A tiny simulated dataset (3 users x 12, 32x32) and an untrained tiny pipeline that claims it as provenance."""
+    """A tiny simulated dataset (3 users x 12, 32x32) and an untrained tiny pipeline that claims it as
+    provenance."""
     from models.pipeline import build_untrained_pipeline
     from training.data.dataset import load_dataset
     from training.data.simulate import SimulateConfig, simulate_dataset
@@ -29,10 +31,12 @@ def sim(tmp_path_factory):
     build_untrained_pipeline("tiny", ds.users, version="test", dataset=prov).save(root / "pipe")
     pop_prov = dict(fingerprint="population", simulate={"profiles": [{"seed": 900_001}, {"seed": 900_002}]})
     build_untrained_pipeline("tiny", ["p0", "p1"], version="pop", dataset=pop_prov).save(root / "pop")
-    return SimpleNamespace(root=root, data=str(root / "data"), pipe=str(root / "pipe"), pop=str(root / "pop"), ds=ds)
+    return SimpleNamespace(root=root, data=str(root / "data"), pipe=str(root / "pipe"), pop=str(root / "pop"),
+                           ds=ds)
 
 
-# ---- protocol: selections and the "generator sees only its k" rule ---------------------------------------------
+# ---- protocol: selections and the "generator sees only its k" rule
+# ---------------------------------------------
 def test_select_k_per_user_is_exact_deterministic_and_seeded():
     labels = np.repeat(np.arange(4), 10)
     a = select_k_per_user(labels, 3, seed=0)
@@ -55,7 +59,8 @@ def test_splits_are_disjoint(sim):
 def test_generator_sees_only_the_classifiers_k(mix):
     n_users, per_user = 3, 8
     labels = np.repeat(np.arange(n_users), per_user)
-    x = np.arange(len(labels), dtype=np.float32).reshape(-1, 1, 1, 1) * np.ones((1, 1, 2, 2), np.float32)  # row id
+    # row id
+    x = np.arange(len(labels), dtype=np.float32).reshape(-1, 1, 1, 1) * np.ones((1, 1, 2, 2), np.float32)
     paths = [f"u{c}/{i}.npy" for i, c in enumerate(labels)]
     seen, trained = [], []
 
@@ -76,14 +81,16 @@ def test_generator_sees_only_the_classifiers_k(mix):
     assert len(trials) == 4 and [t.k for t in trials] == ["2", "2", "all", "all"]
     for (k, seed, rows, ys), t in zip(seen, trials, strict=True):
         expect = select_k_per_user(labels, k, seed)
-        assert rows == expect.tolist() and ys == labels[expect].tolist()  # exactly the classifier's k, nothing else
+        # exactly the classifier's k, nothing else
+        assert rows == expect.tolist() and ys == labels[expect].tolist()
         assert t.generator_saw == [paths[i] for i in expect] and t.n_real == len(expect)
     # real-only and augmented runs get the same optimiser budget; the budget counts real + synthetic once
     real_rows = select_k_per_user(labels, 2, 0).tolist()
     assert trained[0][:3] == (6, 10 * (6 + 12), real_rows)
     reps = 2 if mix == "balanced" else 1  # m = 4 synthetic vs k = 2 real per user
     assert trained[1][:2] == (6 * reps + 12, 10 * (6 + 12))
-    assert trained[1][2][:6 * reps] == real_rows * reps and trained[1][2][6 * reps:] == [-1] * 12  # real, then synthetic
+    # real, then synthetic
+    assert trained[1][2][:6 * reps] == real_rows * reps and trained[1][2][6 * reps:] == [-1] * 12
     assert trained[1][3][:6 * reps] == labels[real_rows].tolist() * reps
     assert trained[5][0] == 24 + 12  # k = all (8 real vs 4 synthetic per user): real is never repeated
     s = summarize_trials(trials)
@@ -102,7 +109,8 @@ def test_population_sharing_a_target_profile_is_refused(sim, tmp_path):
 
     target_seed = sim.ds.meta["simulate"]["profiles"][0]["seed"]
     bad = tmp_path / "bad"
-    build_untrained_pipeline("tiny", ["p0"], dataset=dict(fingerprint="x", simulate={"profiles": [{"seed": target_seed}]})
+    build_untrained_pipeline("tiny", ["p0"], dataset=dict(fingerprint="x",
+                                                          simulate={"profiles": [{"seed": target_seed}]})
                              ).save(bad)
     ctx = SimpleNamespace(out=tmp_path, device="cpu", data=SimpleNamespace(meta=sim.ds.meta, fingerprint="y"),
                           log=print, pipe=SimpleNamespace(route="kl"))
@@ -115,7 +123,8 @@ def test_population_sharing_a_target_profile_is_refused(sim, tmp_path):
         population_pipeline(ctx, sim.pop, population_seed=1)
 
 
-# ---- end to end ------------------------------------------------------------------------------------------------
+# ---- end to end
+# ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_evaluate_quick_end_to_end_with_fewshot_and_summary(sim, tmp_path):
     from training.cli import main
@@ -123,11 +132,13 @@ def test_evaluate_quick_end_to_end_with_fewshot_and_summary(sim, tmp_path):
     pipe = tmp_path / "pipe"
     shutil.copytree(sim.pipe, pipe)
     out = tmp_path / "report"
-    rc = main(["evaluate", "--pipeline", str(pipe), "--data", sim.data, "--out", str(out), "--quick", "--fewshot",
+    rc = main(["evaluate", "--pipeline", str(pipe), "--data", sim.data, "--out", str(out), "--quick",
+               "--fewshot",
                "--population-pipeline", sim.pop, "--threads", "1", "--steps", "3", "--write-summary"])
     assert rc == 0
     res = json.loads((out / "report.json").read_text())
-    for key in ("reconstruction", "gan", "fidelity", "physics", "sweep", "augmentation", "targets", "runtime_s"):
+    for key in ("reconstruction", "gan", "fidelity", "physics", "sweep", "augmentation", "targets",
+                "runtime_s"):
         assert key in res, key
     assert 0 <= res["gan"]["affinity"] <= 1 and res["fidelity"]["fd_generated_test"] >= 0
     assert 0 <= res["fidelity"]["c2st_vae"]["accuracy"] <= 1
@@ -137,14 +148,16 @@ def test_evaluate_quick_end_to_end_with_fewshot_and_summary(sim, tmp_path):
     assert len(trials["3"]["generator_saw"]) == 3 * 3 and len(trials["all"]["generator_saw"]) == n_train
     assert trials["3"]["generator"].startswith("population")
     assert [t["name"] for t in res["targets"]][:4] == ["affinity / real-test accuracy", "TSTR / TRTR",
-                                                        "augmentation gain at k=5", "two-sample test accuracy"]
+                                                        "augmentation gain at k=5",
+                                                        "two-sample test accuracy"]
     md = (out / "report.md").read_text()
     assert "## Headline metrics against targets" in md and "**Protocol.**" in md
     for fig in ("real_vs_generated", "metrics", "sampler_sweep", "augmentation"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
     summary = json.loads((pipe / "dopplergen.json").read_text())["evaluation"]
     assert summary["quick"] is True and summary["data_fingerprint"] == res["data"]["fingerprint"]
-    assert json.loads((Path(sim.pipe) / "dopplergen.json").read_text()).get("evaluation") is None  # only when asked
+    # only when asked
+    assert json.loads((Path(sim.pipe) / "dopplergen.json").read_text()).get("evaluation") is None
 
 
 @pytest.mark.slow
@@ -152,9 +165,12 @@ def test_evaluate_quick_with_filters_reports_rejections_and_seed_intervals(sim, 
     from training.cli import main
 
     out = tmp_path / "report"
-    rc = main(["evaluate", "--pipeline", sim.pipe, "--data", sim.data, "--out", str(out), "--quick", "--fewshot",
-               "--population-pipeline", sim.pop, "--threads", "1", "--steps", "3", "--no-sweep", "--seeds", "2",
-               "--filter", "physics,confidence,diversity", "--filter-factor", "2", "--fewshot-sample-steps", "2"])
+    rc = main(["evaluate", "--pipeline", sim.pipe, "--data", sim.data, "--out", str(out), "--quick",
+               "--fewshot",
+               "--population-pipeline", sim.pop, "--threads", "1", "--steps", "3", "--no-sweep", "--seeds",
+               "2",
+               "--filter", "physics,confidence,diversity", "--filter-factor", "2", "--fewshot-sample-steps",
+               "2"])
     assert rc == 0
     aug = json.loads((out / "report.json").read_text())["augmentation"]
     assert json.loads((out / "report.json").read_text())["settings"]["fewshot_sample_steps"] == 2
@@ -163,11 +179,13 @@ def test_evaluate_quick_with_filters_reports_rejections_and_seed_intervals(sim, 
     runs = aug["filter"]["runs"]
     assert len(runs) == len(aug["trials"]) == 4  # k = 3 and all, 2 seeds each
     m = json.loads((out / "report.json").read_text())["settings"]["synth_per_user"]
-    for r in runs:  # factor x m per user drawn (k = all: as many as its pool holds, 6 per user); m per user kept
+    # factor x m per user drawn (k = all: as many as its pool holds, 6 per user); m per user kept
+    for r in runs:
         assert r["candidates"] == (2 * m if r["n_real"] == 9 else min(2 * m, 6)) * 3 and r["kept"] == m * 3
         assert set(r["per_filter"]) == {"physics", "confidence", "diversity"}
         assert r["physics_reference"] == "the classifier's own k real recordings"
-    assert [r["n_real"] for r in runs] == [3 * 3, 3 * 3, aug["trials"][2]["n_real"], aug["trials"][3]["n_real"]]
+    assert [r["n_real"] for r in runs] == [3 * 3, 3 * 3, aug["trials"][2]["n_real"],
+                                           aug["trials"][3]["n_real"]]
     for k in ("3", "all"):
         ci = aug["summary"][k]["gain_ci95"]
         gains = [t["gain"] for t in aug["trials"] if t["k"] == k]
@@ -196,14 +214,17 @@ def test_fewshot_sample_steps_apply_to_dpmsolver_only_and_never_exceed_steps():
 
 @pytest.mark.slow
 def test_trials_in_worker_processes_match_trials_in_this_process(sim, tmp_path):
-    """The same draws and the same thread count give the same trials, whether they run here or in spawned workers."""
+    """The same draws and the same thread count give the same trials, whether they run here or in spawned
+    workers."""
     from training.cli import main
 
     runs = {}
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
-        rc = main(["evaluate", "--pipeline", sim.pipe, "--data", sim.data, "--out", str(out), "--quick", "--fewshot",
-                   "--population-pipeline", sim.pop, "--threads", "1", "--steps", "3", "--no-sweep", "--seeds", "2",
+        rc = main(["evaluate", "--pipeline", sim.pipe, "--data", sim.data, "--out", str(out), "--quick",
+                   "--fewshot",
+                   "--population-pipeline", sim.pop, "--threads", "1", "--steps", "3", "--no-sweep",
+                   "--seeds", "2",
                    "--filter", "physics", "--workers", str(workers)])
         assert rc == 0
         runs[workers] = json.loads((out / "report.json").read_text())["augmentation"]
@@ -233,7 +254,9 @@ class _FailingRunner:  # module level, so spawned workers can unpickle it
 def test_a_failing_trial_in_a_worker_stops_the_section():
     from training.eval.trials import plan_workers, run_trials
 
-    assert plan_workers(2, 3, 2) == (2, 1) and plan_workers(4, 1, 8) == (1, None) and plan_workers(0, 5, 2) == (1, None)
+    assert plan_workers(2, 3, 2) == (2, 1) and plan_workers(4, 1, 8) == (1, None) and plan_workers(0, 5,
+                                                                                                   2) == (1,
+                                                                                                          None)
     lines = []
     with pytest.raises(ValueError, match="seed=1 failed"):
         run_trials(_FailingRunner(), [(3, 0), (3, 1), (3, 2), (3, 3)], 2, lines.append)

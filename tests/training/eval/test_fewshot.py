@@ -26,7 +26,8 @@ def test_fewshot_adaptation_learns_only_new_user_rows(route, tiny_pipeline_dir):
     w0, w3 = p0.user_encoder.embedding.weight, p3.user_encoder.embedding.weight
     assert not torch.equal(w0[:2], w3[:2])  # the new users' rows were learnt
     assert torch.equal(w3[2], pop.user_encoder.embedding.weight[pop.user_encoder.null_index])  # null row kept
-    assert all(torch.equal(v, p3.denoiser.state_dict()[k]) for k, v in unet_before.items())  # UNet / Transformer frozen
+    # UNet / Transformer frozen
+    assert all(torch.equal(v, p3.denoiser.state_dict()[k]) for k, v in unet_before.items())
     assert all(torch.equal(v, p3.vae.state_dict()[k]) for k, v in vae_before.items())  # VAE frozen
     assert np.isfinite(log["loss_last"])
     assert p3.route == route and sample(p3, [0, 1], [1, 2], num_inference_steps=2).shape == (2, 1, 32, 32)

@@ -53,8 +53,10 @@ def test_reconstruction_metrics_perfect_and_noisy():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(8, 1, 32, 32, generator=g) * 2 - 1
     perfect = reconstruction_metrics(x, x.clone(), dyn_range_db=60)
-    assert perfect["ssim"] == pytest.approx(1.0, abs=1e-4) and perfect["psnr_db"] > 60 and perfect["mae_db"] == 0
-    noisy = reconstruction_metrics(x, (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(-1, 1), dyn_range_db=60)
+    assert perfect["ssim"] == pytest.approx(1.0,
+                                            abs=1e-4) and perfect["psnr_db"] > 60 and perfect["mae_db"] == 0
+    noisy = reconstruction_metrics(x, (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(-1, 1),
+                                   dyn_range_db=60)
     # noise std 0.1 in a data range of 2 -> PSNR about 20 log10(2 / 0.1) = 26 dB
     assert 24 < noisy["psnr_db"] < 28 and noisy["ssim"] < 0.95
 
@@ -62,8 +64,10 @@ def test_reconstruction_metrics_perfect_and_noisy():
 def test_relative_error_and_physics_table():
     assert relative_error([1.0, 1.2, 0.8], [1.1, 1.1, 1.1]) == pytest.approx(0.1)
     assert np.isnan(relative_error([1.0], [np.nan]))
-    real = {"a": {"torso_mps": [1.0, 1.0], "cadence_spm": [100, 100]}, "b": {"torso_mps": [2.0], "cadence_spm": [90]}}
-    gen = {"a": {"torso_mps": [1.05, 1.05], "cadence_spm": [100, 100]}, "b": {"torso_mps": [1.0], "cadence_spm": [99]}}
+    real = {"a": {"torso_mps": [1.0, 1.0], "cadence_spm": [100, 100]}, "b": {"torso_mps": [2.0],
+                                                                             "cadence_spm": [90]}}
+    gen = {"a": {"torso_mps": [1.05, 1.05], "cadence_spm": [100, 100]}, "b": {"torso_mps": [1.0],
+                                                                              "cadence_spm": [99]}}
     out = physics_consistency(real, gen)
     assert out["per_user"]["a"]["torso_mps"]["rel_error"] == pytest.approx(0.05)
     assert out["mean_rel_error"]["torso_mps"] == pytest.approx((0.05 + 0.5) / 2)
@@ -83,7 +87,8 @@ def test_physics_counts_a_user_without_valid_generated_readouts_as_full_error():
     assert out["mean_rel_error"]["cadence_spm"] == pytest.approx(0.5)
 
 
-# ---- physics read-outs through the dataset's meta axes (the evaluator's path) --------------------------------
+# ---- physics read-outs through the dataset's meta axes (the evaluator's path)
+# --------------------------------
 def test_kinematic_readouts_match_the_simulated_speed_and_cadence(tmp_path):
     from training.data.dataset import load_dataset
     from training.data.simulate import SimulateConfig, simulate_dataset

@@ -25,7 +25,8 @@ def test_paired_difference_uses_the_per_pair_differences():
     d = paired_difference(a, b)
     assert d["mean"] == pytest.approx(0.024)
     assert d["excludes_zero"] and d["lo"] > 0
-    assert not t_interval([x - y for x, y in zip(a, [0.70, 0.60, 0.65, 0.80, 0.75], strict=True)])["excludes_zero"]
+    assert not t_interval([x - y for x, y in zip(a, [0.70, 0.60, 0.65, 0.80, 0.75],
+                                                 strict=True)])["excludes_zero"]
     with pytest.raises(ValueError):
         paired_difference([1, 2], [1])
 
