@@ -46,8 +46,8 @@ def bench_enrol(pipeline: str, x: np.ndarray, runs: int) -> float:
               flush=True)
     med = statistics.median(times)
     print(f"enrol one person from {len(x)} recordings ({EnrolConfig().steps} steps, batch "
-          f"{EnrolConfig().batch_size}):"
-          f" median {med:.1f} s over {runs} runs ({EnrolConfig().steps / med:.1f} steps/s); target <= 60 s: "
+          f"{EnrolConfig().batch_size}): median {med:.1f} s over {runs} runs "
+          f"({EnrolConfig().steps / med:.1f} steps/s); target <= 60 s: "
           f"{'met' if med <= 60 else 'MISSED'}", flush=True)
     return med
 
@@ -91,8 +91,7 @@ async def bench_service(pipeline: str, raw: list[bytes], samples: int, requests:
     a, d = statistics.median(alone), statistics.median(during)
     print(f"service: POST /generate ({samples} samples) median {a:.2f} s alone, {d:.2f} s while enrolling "
           f"({len(during)} requests, {'finished' if status.get('status') == 'ready' else status}) = "
-          f"{d / a:.2f}x slower;"
-          f" the enrolment took {enrol_s:.1f} s beside that traffic", flush=True)
+          f"{d / a:.2f}x slower; the enrolment took {enrol_s:.1f} s beside that traffic", flush=True)
 
 
 def main() -> None:

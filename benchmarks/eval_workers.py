@@ -82,13 +82,12 @@ def main() -> None:
     for r in range(a.rounds):  # alternate, so machine noise hits both layouts alike
         one.append(run(1, 2, a))
         two.append(run(2, 1, a))
-        print(f"round {r}: one 2-thread process {one[-1][0]:.3f} s/sample, {one[-1][1]:.2f} s/fit | "
-              f"two 1-thread processes {two[-1][0]:.3f} s/sample, {two[-1][1]:.2f} s/fit", flush=True)
+        print(f"round {r}: one 2-thread process {one[-1][0]:.3f} s/sample, {one[-1][1]:.2f} s/fit | two "
+              f"1-thread processes {two[-1][0]:.3f} s/sample, {two[-1][1]:.2f} s/fit", flush=True)
     med = lambda rows, i: statistics.median(r[i] for r in rows)  # noqa: E731
-    print(f"median over {a.rounds} rounds: sampling {med(one, 0):.3f} vs {med(two, 0):.3f} s/sample "
-          f"-> workers x{med(one, 0) / med(two, 0):.2f}; classifier fit {med(one, 1):.2f} vs "
-          f"{med(two, 1):.2f} s "
-          f"-> workers x{med(one, 1) / med(two, 1):.2f}")
+    print(f"median over {a.rounds} rounds: sampling {med(one, 0):.3f} vs {med(two, 0):.3f} s/sample -> "
+          f"workers x{med(one, 0) / med(two, 0):.2f}; classifier fit {med(one, 1):.2f} vs {med(two, 1):.2f} "
+          f"s -> workers x{med(one, 1) / med(two, 1):.2f}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Sampler throughput: batch size x dtype x torch.compile, measured side by side in one run.
 
-    python benchmarks/sample_speed.py                       # CPU, fp32, demo preset
+    python benchmarks/sample_speed.py             # CPU, fp32, demo preset
     python benchmarks/sample_speed.py --device cuda --dtypes fp32,fp16,bf16 --compile --batches 1,16,64
-    python benchmarks/sample_speed.py --composed            # conditioned pipeline: plain vs compositional guidance
+    python benchmarks/sample_speed.py --composed  # conditioned pipeline: plain vs compositional guidance
 
 Prints per-configuration medians (samples/s, ms/batch) and ratios against the batch-1 fp32 eager baseline.
 Weights do not change speed, so an untrained pipeline of the preset is used when --pipeline is missing.
@@ -94,14 +94,11 @@ def main() -> int:
             for b in batches:
                 if args.composed:
                     if pipe.condition_encoder is None:
-                        raise SystemExit("--composed needs a pipeline with conditions (e.g. checkpoints/demo)")
+                        raise SystemExit("--composed needs a pipeline with conditions (e.g. "
+                                         "checkpoints/demo)")
                     plain, comp = time_batch(pipe, b, args, False), time_batch(pipe, b, args, True)
-                    print(f"{dname:14s} batch={b:3d}  plain {plain * 1e3:8.1f} ms  composed {comp * 1e3:8.1f} "
-                          ""
-                          ""
-                          ""
-                          "ms  "
-                          f"composed / plain time x{comp / plain:5.2f}")
+                    print(f"{dname:14s} batch={b:3d}  plain {plain * 1e3:8.1f} ms  composed "
+                          f"{comp * 1e3:8.1f} ms  composed / plain time x{comp / plain:5.2f}")
                     continue
                 t = time_batch(pipe, b, args)
                 sps = b / t

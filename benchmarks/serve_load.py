@@ -7,7 +7,8 @@ ratios.
 
 Starts real servers (`dopplergen serve` subprocesses on loopback) and prints, from medians:
   lone      a lone 20-step request on the default server vs on a batching-off server (max_batch_size 1)
-            (target <= 1.3x), and 16 concurrent 1-sample requests: throughput vs the unbatched server (>= 1.8x);
+            (target <= 1.3x), and 16 concurrent 1-sample requests: throughput vs the unbatched server
+            (>= 1.8x);
   long      a 20-step request sent 1 s after a maximum-step request (DDPM, max_steps): its latency / lone
             latency (target <= 3x, or the long one refused at admission);
   abandon   a client abandons a long request after 1 s; a 20-step request sent right after: latency vs
@@ -162,8 +163,7 @@ def check_lone(args) -> float:
     with server(args, 1, request_timeout_s=600) as base:
         lone_off, burst_off = lone_latency(base, args), burst_throughput(base, args, 16)
     print(f"lone {args.steps}-step request: {lone:.3f}s default (slots {args.batch}, padding {args.padding}) "
-          "vs "
-          f"{lone_off:.3f}s batching off -> {lone / lone_off:.2f}x (target <= 1.3x)")
+          f"vs {lone_off:.3f}s batching off -> {lone / lone_off:.2f}x (target <= 1.3x)")
     if args.padding != "fixed":  # the other CPU choice: bitwise determinism, a lone request pays a full batch
         with server(args, args.batch, batch_padding="fixed") as base:
             lone_fixed = lone_latency(base, args)
@@ -197,18 +197,15 @@ def check_long(args, lone: float, abandon: bool) -> None:
 
         first, latency = asyncio.run(run())
     if latency is None:
-        print(f"max-step request ({max_steps} DDPM steps): answered {first} within 1 s (refused at admission)")
+        print(f"max-step request ({max_steps} DDPM steps): answered {first} within 1 s (refused at "
+              "admission)")
     elif abandon:
-        print(f"after abandoning a {max_steps}-step request: {args.steps}-step request in {latency:.3f}s "
-              f"= {latency / lone:.2f}x lone ({lone:.3f}s); limit 3x lone + 1 s = {3 * lone + 1:.2f}s "
-              f"-> {'met' if latency <= 3 * lone + 1 else 'MISSED'}", flush=True)
+        print(f"after abandoning a {max_steps}-step request: {args.steps}-step request in {latency:.3f}s = "
+              f"{latency / lone:.2f}x lone ({lone:.3f}s); limit 3x lone + 1 s = {3 * lone + 1:.2f}s -> "
+              f"{'met' if latency <= 3 * lone + 1 else 'MISSED'}", flush=True)
     else:
-        print(f"{args.steps}-step request 1 s after a {max_steps}-step one (answered {first}): {latency:.3f}s "
-              ""
-              ""
-              ""
-              ""
-              f"= {latency / lone:.2f}x lone ({lone:.3f}s) (target <= 3x)", flush=True)
+        print(f"{args.steps}-step request 1 s after a {max_steps}-step one (answered {first}): "
+              f"{latency:.3f}s = {latency / lone:.2f}x lone ({lone:.3f}s) (target <= 3x)", flush=True)
 
 
 def check_overload(args) -> None:
@@ -245,13 +242,9 @@ def check_overload(args) -> None:
         prober.join()
     slow_429 = [lat for s, lat, _ in results if s == 429]
     others = {s for s, _, _ in results} - {200, 429}
-    print(f"overload: statuses other than 200/429: {sorted(others) or 'none'}; 429s: {len(slow_429)}, slowest "
-          ""
-          ""
-          ""
-          ""
-          f"{max(slow_429, default=0):.3f}s (target <= 0.5 s); /healthz: {len(health)} probes, median "
-          f"{statistics.median(health):.3f}s, max {max(health):.3f}s (target <= 1 s)", flush=True)
+    print(f"overload: statuses other than 200/429: {sorted(others) or 'none'}; 429s: {len(slow_429)}, "
+          f"slowest {max(slow_429, default=0):.3f}s (target <= 0.5 s); /healthz: {len(health)} probes, "
+          f"median {statistics.median(health):.3f}s, max {max(health):.3f}s (target <= 1 s)", flush=True)
 
 
 def check_determinism(args) -> None:
@@ -302,13 +295,10 @@ def check_gpu(args) -> None:
         b16 = burst_throughput(base, args, 16)
     with server(args, 1, request_timeout_s=600) as base:
         off16 = burst_throughput(base, args, 16)
-    print(f"gpu: HTTP at concurrency {2 * args.batch}: {http:.1f} samples/s vs in-process batch {args.batch}: "
-          ""
-          ""
-          ""
-          ""
-          f"{inproc:.1f} -> {http / inproc:.2f}x (target >= 0.8x); batching gain at concurrency 16: "
-          f"{b16 / off16:.2f}x ({b16:.1f} vs {off16:.1f}; target >= 4x)", flush=True)
+    print(f"gpu: HTTP at concurrency {2 * args.batch}: {http:.1f} samples/s vs in-process batch "
+          f"{args.batch}: {inproc:.1f} -> {http / inproc:.2f}x (target >= 0.8x); batching gain at "
+          f"concurrency 16: {b16 / off16:.2f}x ({b16:.1f} vs {off16:.1f}; target >= 4x)",
+          flush=True)
 
 
 def main() -> int:

@@ -51,7 +51,8 @@ def reference_return(prf: float) -> np.ndarray:
             u_a2 = min(max(1.0 - u_b * u_b - u_c * u_c, 0.0), 1.0)
             ra = radius_frac * HEIGHT * gait.girth
             rb = ra * (TORSO_WIDTH if name == "torso" else 1.0)
-            rcs = math.pi * (ra * rb * half) ** 2 / (ra * ra * u_a2 + rb * rb * u_b * u_b + half * half * u_c * u_c) ** 2
+            rcs = math.pi * (ra * rb * half) ** 2 / (ra * ra * u_a2 + rb * rb * u_b * u_b
+                                                     + half * half * u_c * u_c) ** 2
             amp = math.sqrt(rcs * gait.rcs_scale[group]) * (RANGE / r) ** 2
             acc += amp * complex(math.cos(4 * math.pi * r / lam), -math.sin(4 * math.pi * r / lam))
         out[i] = acc
@@ -102,8 +103,8 @@ def main() -> int:
     print(f"simulate_walk 64x64:   {r64:7.1f} spectrograms/s (median of {a.repeats} x {a.batch}, 1 process)")
     print(f"simulate_walk 256x256: {r256:7.1f} spectrograms/s (median of {a.repeats} x {a.batch}, 1 process)")
     print(f"reference loop 64x64:  {1 / ref_s:7.3f} spectrograms/s ({ref_s:.2f} s each, median of "
-          f"{a.ref_repeats}, "
-          f"{len(SEGMENT_NAMES)} segments x {int(DURATION * default_prf(CARRIER, SPEED))} pulses)")
+          f"{a.ref_repeats}, {len(SEGMENT_NAMES)} segments x {int(DURATION * default_prf(CARRIER, SPEED))} "
+          "pulses)")
     print(f"speed-up 64x64: {r64 * ref_s:.0f}x the loop")
     return 0
 

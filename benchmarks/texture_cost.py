@@ -61,16 +61,12 @@ def main() -> None:
         pipe.texture = None
         x = sample(pipe, users, seeds, num_inference_steps=a.steps)
         names = [pipe.users[u] for u in users]
-        add = [timed(lambda x=x, names=names, b=b: bank.add(x, names,
-                                                            [torch.Generator().manual_seed(s) for s in range(b)]),
+        add = [timed(lambda x=x, names=names, b=b:
+                     bank.add(x, names, [torch.Generator().manual_seed(s) for s in range(b)]),
                      "cpu") for _ in range(a.repeats)]
         m_on, m_off, m_add = statistics.median(on), statistics.median(off), statistics.median(add)
-        print(f"batch {b:3d}: sample() {m_on * 1e3:8.1f} ms with the bank vs {m_off * 1e3:8.1f} ms without -> "
-              ""
-              ""
-              ""
-              ""
-              f"{m_on / m_off:.3f}x | bank.add alone {m_add * 1e3:.2f} ms ({m_add / b * 1e3:.2f} ms per "
+        print(f"batch {b:3d}: sample() {m_on * 1e3:8.1f} ms with the bank vs {m_off * 1e3:8.1f} ms without "
+              f"-> {m_on / m_off:.3f}x | bank.add alone {m_add * 1e3:.2f} ms ({m_add / b * 1e3:.2f} ms per "
               "sample)")
     pipe.texture = bank
 

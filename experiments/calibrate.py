@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     res = calibrate(a.data, a.k, tuple(a.seeds), a.epochs)
     full, few = np.mean(res["full"]), np.mean(res[f"k{a.k}"])
     ok = full >= 0.85 and full - few >= 0.15
-    print(f"calibration: full {full:.3f} vs {a.k}/user {few:.3f} (gap {100 * (full - few):.1f} points) "
-          f"-> {'OK' if ok else 'OUT OF RANGE'} (want full >= 0.85 and gap >= 15 points)")
+    print(f"calibration: full {full:.3f} vs {a.k}/user {few:.3f} (gap {100 * (full - few):.1f} points) -> "
+          f"{'OK' if ok else 'OUT OF RANGE'} (want full >= 0.85 and gap >= 15 points)")
     return 0 if ok else 1
 
 

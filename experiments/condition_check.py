@@ -14,15 +14,16 @@ recordings shows how well the read-out itself does on real data.
 
 Measured (2026-11-30, 2-core CPU VM, demo preset, 20 DPM-Solver++ steps, 10 users x 8 samples per setting):
 
-    median torso read-out error per setting     (slow,0)  (fast,0)  (mid,0)  (mid,50)   affinity (target >= 0.724)
+    median torso read-out error per setting     (slow,0) (fast,0) (mid,0)  (mid,50) affinity (target >= 0.724)
     checkpoints/demo (conditioned from scratch,
       3000 x 64 steps, tokens+added), defaults:
-      composed, identity 3, conditions 1         +0.013    -0.028    -0.006   -0.031     0.90 / 0.91 / 0.95 / 0.94
+      composed, identity 3, conditions 1        +0.013   -0.028   -0.006   -0.031   0.90 / 0.91 / 0.95 / 0.94
     the same, plain guidance 2 (the earlier
-      default: --guidance 2 --condition-guidance 2) +0.019  +0.006    +0.018   -0.016     0.55 / 0.68 / 0.86 / 0.89
-    the same, plain guidance 3                   +0.017    +0.007    +0.017   -0.019     0.54 / 0.71 / 0.91 / 0.98
+      default: --guidance 2
+      --condition-guidance 2)                   +0.019   +0.006   +0.018   -0.016   0.55 / 0.68 / 0.86 / 0.89
+    the same, plain guidance 3                  +0.017   +0.007   +0.017   -0.019   0.54 / 0.71 / 0.91 / 0.98
     earlier: identity-only demo + condition
-      encoder, fine-tuned 1400 x 16, guidance 2  +0.123    -0.246    -0.120   +0.237     0.81 / 0.86 / 0.86 / 0.91
+      encoder, fine-tuned 1400 x 16, guidance 2 +0.123   -0.246   -0.120   +0.237   0.81 / 0.86 / 0.86 / 0.91
 
 Conclusion: trained with conditions from the start, the demo follows speed and aspect (88-97% of single
 samples within 10% with the defaults; the read-out itself gets 83% of the real test recordings within 10%,
@@ -114,8 +115,7 @@ def main() -> int:
     test = ds.filter(split="test")
     train = ds.filter(split="train")
 
-    # ---- the read-out on real recordings: how good is the yardstick itself
-    # ----------------------------------
+    # ---- the read-out on real recordings: how good is the yardstick itself ---------------------------------
     real_err = []
     for db, v, a in zip(test.x[:, 0], test.extra["speed_mps"], test.extra["aspect_deg"], strict=True):
         want = 2 * v * np.cos(np.deg2rad(a)) / lam
@@ -123,13 +123,11 @@ def main() -> int:
     real_err = np.asarray(real_err)
     near50 = np.abs(np.abs(test.extra["aspect_deg"]) - 50) < 10
 
-    # ---- identity yardstick: a classifier trained on the real train split
-    # ------------------------------------
+    # ---- identity yardstick: a classifier trained on the real train split ----------------------------------
     clf = train_classifier(train.x, train.labels, len(ds.users), dyn_range_db=ds.dyn_range_db, seed=0)
     acc_real = accuracy(clf, test.x, test.labels)
 
-    # ---- through the HTTP API
-    # --------------------------------------------------------------------------------
+    # ---- through the HTTP API ------------------------------------------------------------------------------
     settings = Settings(pipeline=Path(args.pipeline), device="cpu", max_batch_size=16, warmup=False,
                         max_samples_per_request=max(16, args.per_setting), request_timeout_s=600)
     rows = []
@@ -159,20 +157,18 @@ def main() -> int:
     ok_speed = all(abs(r["median_rel_err"]) <= 0.10 for r in rows)
     ok_id = all(r["affinity"] >= 0.9 * acc_real for r in rows)
     print(f"pipeline {args.pipeline} | guidance {used[0]} | condition guidance {used[1]} (as the service "
-          "resolved "
-          f"them) | "
-          f"{len(ds.users[:args.users or None])} users x {args.per_setting} samples per setting | "
-          f"conditions in /info: {sorted(info.get('conditions') or {})}")
-    print(f"read-out on the real test recordings: median rel. error {np.median(real_err):+.3f}, "
-          f"|err| <= 10% for {np.mean(np.abs(real_err) <= 0.1):.2f} of them "
+          f"resolved them) | {len(ds.users[:args.users or None])} users x {args.per_setting} samples per "
+          f"setting | conditions in /info: {sorted(info.get('conditions') or {})}")
+    print(f"read-out on the real test recordings: median rel. error {np.median(real_err):+.3f}, |err| <= 10% "
+          f"for {np.mean(np.abs(real_err) <= 0.1):.2f} of them "
           f"({np.mean(np.abs(real_err[near50]) <= 0.1):.2f} at |aspect| 40-60 deg)")
     print(f"real-test accuracy of the classifier: {acc_real:.3f} (affinity target >= {0.9 * acc_real:.3f})")
     print(f"{'setting':<12} {'speeds m/s':<12} {'median err':>10} {'mean |err|':>10} {'<=10%':>6} "
           f"{'affinity':>8}")
     for r in rows:
         print(f"{r['setting']:<12} {r['speeds_mps'][0]:.2f}-{r['speeds_mps'][1]:.2f}  "
-              f"{r['median_rel_err']:+10.3f} "
-              f"{r['mean_abs_rel_err']:10.3f} {r['within_10pct']:6.2f} {r['affinity']:8.3f}")
+              f"{r['median_rel_err']:+10.3f} {r['mean_abs_rel_err']:10.3f} {r['within_10pct']:6.2f} "
+              f"{r['affinity']:8.3f}")
     print(f"torso line within 10% at every setting: {ok_speed} | affinity >= 0.9x real at every setting: "
           f"{ok_id}")
     if args.out:

@@ -1,6 +1,7 @@
 """Compositional guidance on a conditioned pipeline: identity and condition following per (g, g_c).
 
-    eps = eps(null, absent) + g (eps(user, absent) - eps(null, absent)) + g_c (eps(user, cond) - eps(user, absent))
+    eps = eps(null, absent) + g (eps(user, absent) - eps(null, absent))
+          + g_c (eps(user, cond) - eps(user, absent))
 
 g = g_c is the plain two-branch guidance the service ran before (eps(null, absent) + g (eps(user, cond) -
 eps(null, absent))). Same settings and read-outs as experiments/condition_check.py: each user's 10th / 50th /
@@ -8,20 +9,21 @@ eps(null, absent))). Same settings and read-outs as experiments/condition_check.
 seeds for every (g, g_c)), 20 DPM-Solver++ steps, in-process through models.sampling.sample (the service's
 sampler). Affinity: the real-data classifier of condition_check names the requested user.
 
-    OMP_NUM_THREADS=1 python -m experiments.condition_guidance --pipeline checkpoints/demo --data data/sim10c \
-        --settings 2:2,2:1,3:1,3:2,4:2,4:1
+    OMP_NUM_THREADS=1 python -m experiments.condition_guidance --pipeline checkpoints/demo \
+        --data data/sim10c --settings 2:2,2:1,3:1,3:2,4:2,4:1
 
 Measured (2026-12-01, checkpoints/demo conditioned from scratch, 10 users x 8 seeds, real-test accuracy 0.805
 so the identity target is 0.724; an earlier version of this probe with diffusers'
 DPMSolverMultistepScheduler):
 
-    g : g_c   median torso error (slow,0) (fast,0) (mid,0) (mid,50)    affinity (slow,0) (fast,0) (mid,0) (mid,50)
-    2 : 2     +0.019 +0.006 +0.018 -0.016                              0.55 0.68 0.86 0.89   (plain, as served before)
-    2 : 1     +0.015 -0.016 +0.003 -0.018                              0.68 0.75 0.89 0.88
-    3 : 2     +0.016 -0.004 +0.010 -0.027                              0.71 0.78 0.94 0.96
-    3 : 1     +0.013 -0.028 -0.006 -0.031                              0.90 0.91 0.95 0.94
-    4 : 2     +0.009 -0.011 +0.008 -0.038                              0.85 0.84 0.97 0.96
-    4 : 1     +0.006 -0.032 -0.011 -0.043                              0.96 0.96 0.97 0.96
+    g : g_c   median torso error                     affinity
+              (slow,0) (fast,0) (mid,0) (mid,50)     (slow,0) (fast,0) (mid,0) (mid,50)
+    2 : 2     +0.019 +0.006 +0.018 -0.016            0.55 0.68 0.86 0.89   (plain, as served before)
+    2 : 1     +0.015 -0.016 +0.003 -0.018            0.68 0.75 0.89 0.88
+    3 : 2     +0.016 -0.004 +0.010 -0.027            0.71 0.78 0.94 0.96
+    3 : 1     +0.013 -0.028 -0.006 -0.031            0.90 0.91 0.95 0.94
+    4 : 2     +0.009 -0.011 +0.008 -0.038            0.85 0.84 0.97 0.96
+    4 : 1     +0.006 -0.032 -0.011 -0.043            0.96 0.96 0.97 0.96
 
 Conclusion: identity at a person's rare speeds comes back when the identity term (user without conditions) is
 guided apart from the conditions; g_c = 1 (the condition term unguided) matters most, and the torso line stays

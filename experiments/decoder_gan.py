@@ -6,7 +6,8 @@ way) make reconstructions hard to tell from real recordings? A PatchGAN discrimi
 trains decoder + post_quant_conv on one half of the train split; the other half is scored with evaluate's
 two-sample test (fresh CNN, real vs reconstruction), before and after.
 
-    OMP_NUM_THREADS=1 python -m experiments.decoder_gan checkpoints/demo [STEPS] [ADV_WEIGHT] [OUT] [D_STEPS] [DEPTH]
+    OMP_NUM_THREADS=1 python -m experiments.decoder_gan checkpoints/demo [STEPS] [ADV_WEIGHT] [OUT] \
+        [D_STEPS] [DEPTH]
 
 DEPTH 3 is a 7x7-patch PatchGAN; 5 sees the whole 64x64 spectrogram. D_STEPS discriminator steps per decoder
 step.
@@ -60,8 +61,8 @@ def main() -> None:
 
         res = fm.two_sample_test(x_db[use_idx], rec, fit, seed=0)
         mae = float(np.abs(rec - x_db[use_idx]).mean())
-        print(f"[{time.time() - t0:5.0f} s] {tag}: C2ST real vs reconstruction {res['accuracy']:.3f} "
-              f"(stderr {res['stderr']:.3f}); MAE {mae:.2f} dB", flush=True)
+        print(f"[{time.time() - t0:5.0f} s] {tag}: C2ST real vs reconstruction {res['accuracy']:.3f} (stderr "
+              f"{res['stderr']:.3f}); MAE {mae:.2f} dB", flush=True)
 
 
     c2st("before")

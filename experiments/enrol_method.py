@@ -122,8 +122,8 @@ def main() -> None:
     acc_old = clf.accuracy(x_old[s_old == "test"], y_old[s_old == "test"])
     held = ~train[1]
     acc_real = clf.accuracy(x_new[held], y_new[held])
-    print(f"classifier (logistic regression, 12 people): real test acc, demo users {acc_old:.3f}; "
-          f"new people {acc_real:.3f} ({held.sum()} recordings)", flush=True)
+    print(f"classifier (logistic regression, 12 people): real test acc, demo users {acc_old:.3f}; new people "
+          f"{acc_real:.3f} ({held.sum()} recordings)", flush=True)
     trained = list(range(a.trained_check))
     if trained:  # the same classifier on generated samples of trained users: the generator's own affinity
         tx = np.concatenate([generate(base, u, a.samples // 2, 500 + u) for u in trained])

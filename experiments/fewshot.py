@@ -146,11 +146,12 @@ def main() -> None:
                             row = dict(seed=seed, steps=steps, guidance=g, m=m, filter=filt, recipe=recipe,
                                        acc_real=acc_base, acc_aug=acc_aug, gain=acc_aug - acc_base,
                                        synth_identity=ident,
-                                       picked_identity=float((ref.predict(syn.x[pick]) == syn.y[pick]).mean()),
+                                       picked_identity=float((ref.predict(syn.x[pick])
+                                                              == syn.y[pick]).mean()),
                                        adapt_s=t_adapt, adapt_loss=alog["loss_last"])
                             rows.append(row)
-                            log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k,
-                                            v in row.items()}))
+                            log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                                            for k, v in row.items()}))
                             out.write_text(json.dumps(rows, indent=1))
     # summary: mean ± std of the gain per variant
     def key_of(r):
@@ -161,12 +162,8 @@ def main() -> None:
     for key in keys:
         rs = [r for r in rows if key_of(r) == key]
         gains = 100 * np.array([r["gain"] for r in rs])
-        log(f"{key} | {gains.mean():+.1f} ± {gains.std(ddof=1) if len(gains) > 1 else 0:.1f} (n={len(gains)}) "
-            ""
-            ""
-            ""
-            "| "
-            f"{np.mean([r['synth_identity'] for r in rs]):.3f} | "
+        log(f"{key} | {gains.mean():+.1f} ± {gains.std(ddof=1) if len(gains) > 1 else 0:.1f} "
+            f"(n={len(gains)}) | {np.mean([r['synth_identity'] for r in rs]):.3f} | "
             f"{np.mean([r['picked_identity'] for r in rs]):.3f}")
 
 

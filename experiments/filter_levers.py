@@ -68,17 +68,12 @@ def main() -> None:
     p.add_argument("--ratio-filter", default="none", help="filter used for the ratio rows")
     p.add_argument("--population-pipeline", default=None,
                    help="the protocol's few-shot setting: per seed, adapt this population pipeline to the "
-                        "seed's k real "
-                        "recordings (as `evaluate --fewshot`) and draw that seed's candidates from it")
+                        "seed's k real recordings (as `evaluate --fewshot`) and draw that seed's candidates "
+                        "from it")
     p.add_argument("--adapt", nargs="*", default=[],
-                   help="with --population-pipeline: other adaptation settings, each a FewShotConfig override "
-                        ""
-                        ""
-                        ""
-                        "such as "
-                        "steps=300 or reg=0.1,init=nearest; each adapts its own generator and adds an "
-                        "unfiltered row at "
-                        "--m")
+                   help="with --population-pipeline: other adaptation settings, each a FewShotConfig "
+                        "override such as steps=300 or reg=0.1,init=nearest; each adapts its own generator "
+                        "and adds an unfiltered row at --m")
     p.add_argument("--fewshot-steps", type=int, default=None,
                    help="adaptation steps of the default row (default: the evaluator's, now 50; 150 before "
                         "2026-12-01)")
@@ -146,8 +141,7 @@ def main() -> None:
             f"{glog['loss_last']:.3f}); {len(y)} samples in {p.seconds:.0f} s")
         return p.x, p.y
 
-    # ---- the candidate pool: sampled once, cached (a fixed generator only)
-    # ---------------------------------------------
+    # ---- the candidate pool: sampled once, cached (a fixed generator only) ---------------------------------
     cache = out.parent / f"pool_{a.pool_per_user}.npz"
     if pop is not None:
         pool_x = pool_y = None
@@ -224,11 +218,10 @@ def main() -> None:
         log(f"seed {seed} done in {time.perf_counter() - t0:.0f} s")
         out.write_text(json.dumps(dict(args=vars(a), rows=rows), indent=1) + "\n")
 
-    # ---- summary: gain CI per variant, paired difference vs unfiltered
-    # -------------------------------------------------
+    # ---- summary: gain CI per variant, paired difference vs unfiltered ----------------------------------
     summary = []
-    kinds = [("filter", "variant"), ("ratio", "m")] + [("adapt:" + spec,
-                                                        "m") for spec in a.adapt if pop is not None]
+    kinds = [("filter", "variant"), ("ratio", "m")] + [("adapt:" + spec, "m") for spec in a.adapt
+                                                       if pop is not None]
     for kind, key in kinds:
         base = {r["seed"]: r["gain"] for r in rows if r["kind"] == "filter" and r["variant"] == "none"}
         for val in dict.fromkeys(r[key] for r in rows if r["kind"] == kind):
@@ -240,7 +233,8 @@ def main() -> None:
                      vs_none=diff,
                      identity=float(np.mean([r["identity"] for r in rs])),
                      rejection_rate=float(np.mean([r["rejection_rate"] for r in rs])),
-                     per_filter={f: float(np.mean([r["per_filter"][f] for r in rs])) for f in rs[0]["per_filter"]})
+                     per_filter={f: float(np.mean([r["per_filter"][f] for r in rs]))
+                                 for f in rs[0]["per_filter"]})
             summary.append(s)
             log(f"{kind:6s} {rs[0]['variant']:30s} m={rs[0]['m']:3d} gain {format_ci(ci)} | vs none "
                 f"{format_ci(diff) if diff else 'n/a'} | identity {s['identity']:.2f} | rejected "

@@ -29,7 +29,8 @@ def main() -> None:
     p.add_argument("--m", type=int, default=30, help="the default row's m")
     a = p.parse_args()
     rows = [r for f in a.runs for r in json.load(open(f))["rows"]]
-    base = {r["seed"]: r["gain"] for r in rows if r["kind"] == "filter" and r["variant"] == "none" and r["m"] == a.m}
+    base = {r["seed"]: r["gain"] for r in rows
+            if r["kind"] == "filter" and r["variant"] == "none" and r["m"] == a.m}
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(label(r), []).append(r)
@@ -44,8 +45,7 @@ def main() -> None:
                 if name != "unfiltered (default)" and all(s in base for s in seeds) else "—")
         print(f"| {name} | {100 * np.mean([r['acc_real'] for r in rs]):.1f}% | "
               f"{100 * np.mean([r['acc_augmented'] for r in rs]):.1f}% | {format_ci(t_interval(g))} | {diff} "
-              "| "
-              f"{np.mean([r['identity'] for r in rs]):.2f} | "
+              f"| {np.mean([r['identity'] for r in rs]):.2f} | "
               f"{100 * np.mean([r['rejection_rate'] for r in rs]):.0f}% |"
               + ("" if len(seeds) == len(base) else f" (seeds {seeds})"))
 

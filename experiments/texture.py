@@ -110,8 +110,7 @@ def main() -> None:
     floor = -float(pipe.normalization.dyn_range_db)
     res: dict = dict(args=vars(a))
 
-    # ---- two-sample test on the evaluated pipeline: texture fitted on one half, tested on the other
-    # -------------------
+    # ---- two-sample test on the evaluated pipeline: texture fitted on one half, tested on the other --------
     half = np.random.default_rng(0).permutation(len(d.train_y))
     fit_i, test_i = half[: len(half) // 2], half[len(half) // 2:]
     tex = Texture.fit(d.train_x[fit_i], reconstructions(pipe, d.train_x[fit_i]), floor)
@@ -134,8 +133,7 @@ def main() -> None:
         log(f"C2ST real vs {name}: {c2st[name]['accuracy']:.3f} (stderr {c2st[name]['stderr']:.3f})")
     res["c2st"] = c2st
 
-    # ---- few-shot gain at k, with and without texture (fitted on the population's own data)
-    # ---------------------------
+    # ---- few-shot gain at k, with and without texture (fitted on the population's own data) ----------------
     pop = DopplerPipeline.load(a.population_pipeline, device="cpu")
     pop.texture = None  # each variant below sets the few-shot generator's texture itself ("plain": none)
     px = load_dataset(a.population_data).filter("train").x
@@ -171,9 +169,8 @@ def main() -> None:
                                   seed,
                                   n_total) - acc_real
         log(f"seed {seed}: real {acc_real:.3f}, gain plain {row['plain']:+.3f}, texture "
-            f"{row['texture']:+.3f}, "
-            f"population bank {row['bank_population']:+.3f}, targets' bank {row['bank_targets']:+.3f} "
-            f"({time.perf_counter() - t0:.0f} s)")
+            f"{row['texture']:+.3f}, population bank {row['bank_population']:+.3f}, targets' bank "
+            f"{row['bank_targets']:+.3f} ({time.perf_counter() - t0:.0f} s)")
         rows.append(row)
     res["rows"] = rows
     res["gain_plain"] = t_interval([r["plain"] for r in rows])

@@ -7,7 +7,8 @@ be close to x_j itself. This script measures it. The bank is built from half A o
 with and without the bank, and for the real recordings of half B as the yardstick, it takes the RMS distance
 (dB) to the nearest recording of half A, over every circular time shift:
 
-    OMP_NUM_THREADS=2 .venv/bin/python -m experiments.texture_copies --pipeline checkpoints/demo --data data/sim10c
+    OMP_NUM_THREADS=2 .venv/bin/python -m experiments.texture_copies --pipeline checkpoints/demo \
+        --data data/sim10c
 
 A copy would sit near 0 dB. Real recordings sit at the distance between two real walks. Samples closer to half
 A than half B is would mean the bank pulls them toward its recordings.

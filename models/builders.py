@@ -44,8 +44,8 @@ def build_unet(preset: Preset, in_channels: int | None = None,
     if in_channels is not None:
         cfg.update(in_channels=in_channels, out_channels=in_channels)
     if pooled_context:
-        cfg.update(addition_embed_type="text", addition_embed_type_num_heads=max(1,
-                                                                                 preset.cross_attention_dim // 32))
+        cfg.update(addition_embed_type="text",
+                   addition_embed_type_num_heads=max(1, preset.cross_attention_dim // 32))
     return UNet2DConditionModel(**cfg)
 
 

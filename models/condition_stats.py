@@ -5,7 +5,8 @@ sample's seed.
 The block written into dopplergen.json, one entry per condition:
 
     "speed_mps": {"type": "numeric", "range": [0.62, 2.0], "encoding": "fourier-mlp",
-                  "per_user": {"user00": {"n": 98, "mean": 1.31, "std": 0.2, "quantiles": [21 values, 0..100 %]}},
+                  "per_user": {"user00": {"n": 98, "mean": 1.31, "std": 0.2,
+                                          "quantiles": [21 values, 0..100 %]}},
                   "all": {...the same over every user...}}
     "activity":  {"type": "categorical", "values": ["walk", "run"], "encoding": "embedding",
                   "per_user": {"user00": {"n": 98, "counts": {"walk": 60, "run": 38}}}, "all": {...}}

@@ -234,8 +234,7 @@ class DopplerPipeline:
                    meta=meta, condition_encoder=condition_encoder, texture=texture)
         if texture is not None and tuple(texture.residuals.shape[1:]) != (pipe.channels, *pipe.image_size):
             raise PipelineError(f"{path}/texture: residuals of shape {tuple(texture.residuals.shape[1:])}, "
-                                "but the "
-                                f"pipeline makes {(pipe.channels, *pipe.image_size)}")
+                                f"but the pipeline makes {(pipe.channels, *pipe.image_size)}")
         if pipe.route != route:
             raise PipelineError(f"{path}: dopplergen.json says route {route!r} but the folder holds "
                                 f"{pipe.route!r}")

@@ -107,8 +107,8 @@ def describe(exc: ValidationError, source: str) -> str:
 def validate_meta(meta: Any, source: str = META_FILE) -> PipelineMeta:
     """Check a dopplergen.json mapping against the schema; MetaError names every faulty field."""
     if isinstance(meta, dict) and "format_version" in meta and meta["format_version"] != FORMAT_VERSION:
-        raise MetaError(f"{source}: format_version: unsupported {meta['format_version']!r} "
-                        f"(this dopplergen reads {FORMAT_VERSION})")
+        raise MetaError(f"{source}: format_version: unsupported {meta['format_version']!r} (this dopplergen "
+                        f"reads {FORMAT_VERSION})")
     try:
         return PipelineMeta.model_validate(meta)
     except ValidationError as exc:

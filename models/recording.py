@@ -33,12 +33,14 @@ def read_npy(src: Path | bytes, rel: str) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - numpy raises several types for a corrupt file
         raise DatasetError(f"{rel}: cannot read .npy ({e})") from None
     if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number):
-        raise DatasetError(f"{rel}: expected a numeric array, got {getattr(arr, 'dtype', type(arr).__name__)}")
+        raise DatasetError(f"{rel}: expected a numeric array, got "
+                           f"{getattr(arr, 'dtype', type(arr).__name__)}")
     arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():
         raise DatasetError(f"{rel}: contains NaN or inf")
     if arr.max(initial=-np.inf) > 1e-3:
-        raise DatasetError(f"{rel}: values up to {arr.max():.3g} > 0; expected dB relative to the peak (<= 0)")
+        raise DatasetError(f"{rel}: values up to {arr.max():.3g} > 0; expected dB relative to the peak (<= "
+                           "0)")
     return arr
 
 

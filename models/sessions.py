@@ -40,8 +40,7 @@ def session_of(rel: str, pattern: re.Pattern[str] | None) -> str:
     m = pattern.search(rel)
     if m is None or not m.group(1):
         raise ValueError(f"--group {pattern.pattern!r} does not match {rel!r} (or its first group is empty); "
-                         "it is "
-                         "searched in the path inside the person's folder, e.g. 'session3/win07.png'")
+                         "it is searched in the path inside the person's folder, e.g. 'session3/win07.png'")
     return m.group(1)
 
 
@@ -74,9 +73,9 @@ def split_sessions(sizes: dict[str, int], test_fraction: float, val_fraction: fl
     names = sorted(sizes)
     need = needed_sessions(test_fraction, val_fraction)
     if len(names) < need:
-        raise ValueError(f"{len(names)} session(s), need at least {need} so that train"
-                         f"{', val' if val_fraction > 0 else ''}{' and test' if test_fraction > 0 else ''} "
-                         "each get whole sessions")
+        splits = "train" + (", val" if val_fraction > 0 else "") + (" and test" if test_fraction > 0 else "")
+        raise ValueError(f"{len(names)} session(s), need at least {need} so that {splits} each get whole "
+                         "sessions")
     order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
     total = sum(sizes.values())
     out: dict[str, str] = {}

@@ -69,8 +69,7 @@ class TextureBank(ModelMixin, ConfigMixin):
         m = torch.as_tensor(np.asarray(means_db, dtype=np.float32))
         if r.ndim != 4 or m.shape != r.shape or len(r) != len(owners) or len(r) == 0:
             raise ValueError("need (N, C, H, W) reconstructions and residuals and N owners, got "
-                             f"{tuple(m.shape)}, "
-                             f"{tuple(r.shape)} and {len(owners)}")
+                             f"{tuple(m.shape)}, {tuple(r.shape)} and {len(owners)}")
         if per_user < 1:
             raise ValueError("per_user must be >= 1")
         names = sorted(set(owners))

@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, kw in _FLAGS:
         parser.add_argument(flag, default=None, **kw)
     parser.add_argument("--no-warmup", dest="warmup", action="store_const", const=False, default=None,
-                        help="skip the warm-up (readiness flips right after loading; admission "
-                             "lets everything in until steps were measured)")
+                        help="skip the warm-up (readiness flips right after loading; admission lets "
+                             "everything in until steps were measured)")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false", default=True,
                         help="do not log one line per HTTP request")
     parser.epilog = "The API key is read from DOPPLERGEN_API_KEY only (a flag would show in `ps`)."
@@ -67,11 +67,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not (settings.pipeline / "dopplergen.json").is_file():
         print(
-            f"dopplergen serve: no pipeline folder at {settings.pipeline} (missing dopplergen.json).\n"
-            "  Train one (dopplergen train-unet ...) or point --pipeline / DOPPLERGEN_PIPELINE at an exported "
-            ""
-            ""
-            ""
+            f"dopplergen serve: no pipeline folder at {settings.pipeline} (missing dopplergen.json).\n  "
+            "Train one (dopplergen train-unet ...) or point --pipeline / DOPPLERGEN_PIPELINE at an exported "
             "pipeline.",
             file=sys.stderr,
         )

@@ -212,7 +212,8 @@ class Enroller:
                 return
             if fut.exception() is not None:
                 log.error("enrolment of %s failed: %s", user, fut.exception())
-                entry.status, entry.error = "failed", f"{type(fut.exception()).__name__}: {fut.exception()}"[:300]
+                entry.status, entry.error = ("failed",
+                                             f"{type(fut.exception()).__name__}: {fut.exception()}"[:300])
             else:
                 entry.status, entry.progress = "ready", 1.0
 

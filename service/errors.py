@@ -35,7 +35,8 @@ class ApiError(Exception):
         details: list[dict[str, str]] | None = None,
     ) -> None:
         super().__init__(message)
-        self.status, self.reason, self.message, self.headers, self.details = status, reason, message, headers, details
+        (self.status, self.reason, self.message,
+         self.headers, self.details) = status, reason, message, headers, details
 
 
 def error_response(

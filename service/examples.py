@@ -120,8 +120,10 @@ class ExampleStore:
             arr = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise RecordingError(f"{rec.path}: not a readable .npy file ({exc})") from exc
-        if arr.dtype.kind not in "fiu" or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[0] in (1, 3))):
-            raise RecordingError(f"{rec.path}: expected a numeric (doppler, time) or (C, doppler, time) array")
+        if arr.dtype.kind not in "fiu" or not (arr.ndim == 2
+                                               or (arr.ndim == 3 and arr.shape[0] in (1, 3))):
+            raise RecordingError(f"{rec.path}: expected a numeric (doppler, time) or (C, doppler, time) "
+                                 "array")
         arr = arr.astype(np.float32)[None] if arr.ndim == 2 else arr.astype(np.float32)
         if not np.isfinite(arr).all():
             raise RecordingError(f"{rec.path}: contains NaN or inf")

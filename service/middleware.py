@@ -56,8 +56,8 @@ class BodyLimitMiddleware:
     so the routes still see the client's disconnect.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_bytes: int, per_path: dict[str,
-                                                                                      int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_bytes: int,
+                 per_path: dict[str, int] | None = None) -> None:
         self.app, self.metrics, self.max_bytes = app, metrics, max_bytes
         self.per_path = per_path or {}  # e.g. POST /users: uploads get their own, larger limit
 

@@ -39,8 +39,7 @@ class TooLong(Exception):
 
     def __init__(self, estimate_s: float, budget_s: float) -> None:
         super().__init__(f"estimated {estimate_s:.1f}s even alone on the device, over the {budget_s:.1f}s "
-                         "budget "
-                         "(0.8 x request_timeout_s): ask for fewer samples or steps")
+                         "budget (0.8 x request_timeout_s): ask for fewer samples or steps")
         self.estimate_s = estimate_s
 
 

@@ -29,9 +29,8 @@ class GenerateRequest(BaseModel):
                                                                             "off")
     condition_guidance_scale: float | None = Field(
         None, ge=0.0, le=50.0, description="pipelines with conditions: how strongly to follow speed_mps / "
-                                           "aspect_deg / "
-        "activity, apart from guidance_scale (which then weighs identity); default from the pipeline (GET "
-        "/info)")
+                                           "aspect_deg / activity, apart from guidance_scale (which then "
+                                           "weighs identity); default from the pipeline (GET /info)")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="sample i uses seed + i; null = random "
                                                                   "seeds")
     scheduler: SchedulerName | None = Field(
@@ -62,8 +61,7 @@ class GenerateRequest(BaseModel):
 class Timings(BaseModel):
     queue_ms: float = Field(description="request admitted -> its last sample's first denoising step")
     inference_ms: float = Field(description="its first denoising step -> its last sample decoded (steps are "
-                                            "shared "
-                                            "with whatever else runs)")
+                                            "shared with whatever else runs)")
     total_ms: float = Field(description="request received -> response ready, encoding included")
 
 

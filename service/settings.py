@@ -90,8 +90,7 @@ class Settings(BaseSettings):
         if self.max_samples_per_request > self.max_queue:
             raise ValueError(
                 f"max_samples_per_request ({self.max_samples_per_request}) exceeds max_queue "
-                f"({self.max_queue}):"
-                " such a request could never be queued"
+                f"({self.max_queue}): such a request could never be queued"
             )
         return self
 

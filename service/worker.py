@@ -140,7 +140,8 @@ class StepWorker:
     def _admit(self, spec: RowSpec, n: int) -> None:
         """The admission rule of the module docstring (called with the lock held)."""
         waiting = len(self._live) - len(self._running)
-        slots, full, one = self.engine.slots, self.engine.est_step_s(self.engine.slots), self.engine.est_step_s(n)
+        slots, full, one = (self.engine.slots, self.engine.est_step_s(self.engine.slots),
+                            self.engine.est_step_s(n))
         if waiting + n > self.max_queue and waiting > 0:
             raise QueueFull(self._retry_after(waiting * spec.steps * (full or 1.0) / slots), waiting,
                             self.max_queue)

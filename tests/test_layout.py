@@ -28,9 +28,7 @@ MAY_IMPORT = {"models": set(), "service": {"models"}, "training": {"models"}}
 # Edges against the direction, each with its reason. Keep this list short.
 ALLOWED = {
     ("training.cli",
-     "service.cli"): "`dopplergen serve`: the one lazy dispatch (by name) from the CLI to the "
-                                     ""
-                                     "service",
+     "service.cli"): "`dopplergen serve`: the one lazy dispatch (by name) from the CLI to the service",
 }
 MANIFEST_HOME = "models.dataset_folder"  # the one module that opens, or names the path of, a manifest
 # A string that is nothing but a path ending in the manifest's name: "manifest.csv", f"{root}/manifest.csv"'s

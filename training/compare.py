@@ -48,9 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage2-steps", type=int, default=None, help="stage-2 optimiser steps (default: the "
                                                                   "preset's)")
     p.add_argument("--train-args", default="",
-                   help="extra flags for every training stage, e.g. '--batch-size "
-                                                    ""
-                                                    "4'")
+                   help="extra flags for every training stage, e.g. '--batch-size 4'")
     p.add_argument("--quick", action="store_true", help="evaluate with --quick (a smoke test, not a "
                                                         "measurement)")
     p.add_argument("--evaluate-args", default="", help="extra flags for every `dopplergen evaluate`, e.g. "
@@ -62,16 +60,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                              "machine)")
     p.add_argument("--jobs", type=int, default=1,
                    help="run up to this many training stages / evaluations at once, as subprocesses logging "
-                        "to "
-                        "<out>/logs/ (each with --threads or 1 thread); 1 = one after another in this "
+                        "to <out>/logs/ (each with --threads or 1 thread); 1 = one after another in this "
                         "process")
     p.add_argument("--markdown", default=None,
                    help="also write the report here (figures are copied next to it), e.g. "
                         "docs/compare-demo.md")
 
 
-# ---- stages
-# -------------------------------------------------------------------------------------------------
+# ---- stages ------------------------------------------------------------------------------------------------
 def run_in_process(argv: list[str]) -> int:
     """One stage in this process through its own module's options, as `dopplergen <stage>` would parse them
     (the modules directly, not training.cli: the CLI dispatches to this module, and a call back would be a
@@ -197,8 +193,7 @@ def evaluate_routes(dirs: dict[str, Path], args: argparse.Namespace, out: Path) 
     return reports
 
 
-# ---- measurements made here
-# -----------------------------------------------------------------------------------
+# ---- measurements made here --------------------------------------------------------------------------------
 def time_sampling(pipes: dict[str, Any], settings: dict[str, list[tuple[int, float, str]]], batch: int,
                   repeats: int) -> dict[str, list[float]]:
     """Seconds per sample, every route and setting timed in the same process, repeats interleaved across

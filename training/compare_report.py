@@ -77,8 +77,7 @@ def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-# ---- report
-# -------------------------------------------------------------------------------------------------
+# ---- report ------------------------------------------------------------------------------------------------
 def _fmt(key: str, v: Any) -> str:
     if v is None:
         return "—"
@@ -95,14 +94,9 @@ def write_markdown(path: Path, cmp: dict[str, Any], fig_rel: str) -> None:
     rows = cmp["rows"]
     routes = [r["route"] for r in rows]
     lines = [f"# KL vs VQ latent spaces on micro-Doppler: `dopplergen compare` ({cmp['preset']} preset)", "",
-             f"Data `{cmp['data']}`, created {cmp['created']}, total run time {cmp['runtime_s'] / 60:.0f} min "
-             ""
-             ""
-             ""
-             ""
-             "(training not included when the pipelines already existed). Every route: the same data, preset "
-             "and "
-             f"training budget; evaluated by `dopplergen evaluate` with the same flags "
+             f"Data `{cmp['data']}`, created {cmp['created']}, total run time {cmp['runtime_s'] / 60:.0f} "
+             "min (training not included when the pipelines already existed). Every route: the same data, "
+             "preset and training budget; evaluated by `dopplergen evaluate` with the same flags "
              f"(`{' '.join(cmp['evaluate_flags']) or 'defaults'}`).", "",
              "| metric | " + " | ".join(f"`{r}`" for r in routes) + " | better |",
              "|---|" + "---|" * len(routes) + "---|"]
@@ -147,12 +141,10 @@ def write_markdown(path: Path, cmp: dict[str, Any], fig_rel: str) -> None:
     lines += [f"- `{r['route']}`: {r['sweep_conclusion'] or 'not run'}" for r in rows]
     lines += ["", f"![metrics]({fig_rel}/compare_metrics.png)", "",
               f"![samples]({fig_rel}/compare_samples.png)", "",
-              "Timing: every route sampled the same batch "
-              f"({cmp['timing']['batch']} samples, fixed-shape padding) {cmp['timing']['repeats']} times, "
-              "interleaved, "
-              "in one process; the table quotes medians. 'Equal quality' is each route's own: the fewest "
-              "sweep steps "
-              "that keep affinity within 2 points and FD within 15% of its default-steps result.", "",
+              f"Timing: every route sampled the same batch ({cmp['timing']['batch']} samples, fixed-shape "
+              f"padding) {cmp['timing']['repeats']} times, interleaved, in one process; the table quotes "
+              "medians. 'Equal quality' is each route's own: the fewest sweep steps that keep affinity "
+              "within 2 points and FD within 15% of its default-steps result.", "",
               "Per-route reports: " + ", ".join(f"[{r}]({fig_rel}/eval-{r}/report.md)" for r in routes)
               + f" (copies of `{cmp['out']}/eval-<route>/`)."]
     path.write_text("\n".join(lines) + "\n")

@@ -102,11 +102,9 @@ class UNetConfig(Stage2Config):
 
     prediction_type: str = ""  # "" = the preset's (v_prediction); or "epsilon" / "v_prediction"
     snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 disables
-    # manifest columns to condition on, e.g. "speed_mps,aspect_deg"; "auto" = those of speed_mps, aspect_deg,
-    # activity the manifest has; "none" = identity only
+    # manifest columns to condition on ("speed_mps,aspect_deg"); "auto": the known ones; "none": identity
     conditions: str = "auto"
-    # "tokens": condition tokens reach the UNet through cross-attention only; "tokens+added": also pooled into
-    # the UNet's added (timestep) embedding, which reaches every ResNet block
+    # "tokens": cross-attention only; "tokens+added": also pooled into the added (timestep) embedding
     condition_route: str = "tokens+added"
     # with conditions: stored in dopplergen.json as the default for requests that name a condition, which are
     # sampled with compositional guidance (models.sampling): this weighs the conditions...
@@ -114,11 +112,9 @@ class UNetConfig(Stage2Config):
     # ... and this the person. On the demo, identity at each person's own 10th / 90th percentile speed: 0.90 /
     # 0.91 at 3 / 1, against 0.55 / 0.68 with plain guidance 2 (docs/conditions.md)
     identity_guidance_scale: float = 3.0
-    # each condition is left out (its learned absent value) this often, independently: guidance and optional
-    # request fields
+    # each condition is left out (its learned absent value) this often: guidance and optional fields
     condition_drop_prob: float = 0.1
-    # a pipeline folder whose UNet and user encoder (same users) start this run, e.g. to add conditions to a
-    # trained model
+    # a pipeline folder whose UNet and user encoder (same users) start this run (e.g. to add conditions to it)
     init_from: str = ""
 
     stage_name = "unet"

@@ -151,6 +151,5 @@ def run(args: argparse.Namespace) -> int:
         texture = pipe.texture.merged(build_bank(pipe.vae, pipe.normalization, x_db, [args.user] * len(x_db)))
     write_pipeline_atomically(src, Path(args.out), enc.to("cpu", stored_dtype(src)), meta, texture)
     print(f"enroll: {args.user} from {len(hashes)} recordings, {cfg.steps} steps, final loss "
-          f"{job.final_loss():.4f}, "
-          f"{seconds:.1f} s -> {args.out} ({len(enc.users)} users)")
+          f"{job.final_loss():.4f}, {seconds:.1f} s -> {args.out} ({len(enc.users)} users)")
     return 0

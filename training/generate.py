@@ -12,136 +12,27 @@ on which batch, which process or which (resumed) run produced it. `accelerate la
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
-import io
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.dataset_folder import MANIFEST, manifest_path
-from models.paths import check_user_ids
 from models.pipeline import pipeline_fingerprint
 from models.sampling import SAMPLERS, is_enrolled, resolve
 from training.condition_grid import condition_grid, parse_values, resolved
-
-MANIFEST_FIELDS = ("path", "user", "split", "seed", "steps", "guidance", "scheduler")
-# Settings that change a file's bytes: a resumed run must match them exactly.
-_BYTE_SETTINGS = ("pipeline_fingerprint", "steps", "guidance", "guidance_by_user", "condition_guidance",
-                  "scheduler",
-                  "seed", "batch_size", "seed_rule", "conditions", "filter")
-# --filter: candidates that did not pass, kept for inspection (a resumed run does not redraw them)
-REJECTED = ".rejected"
-SEED_RULE = "sha256('{seed}:{user}:{i}')[:8] & (2**53-1)"
-
-
-def derive_seed(base_seed: int, user: str, i: int) -> int:
-    """Per-sample seed from (run seed, user, index): stable across runs, processes and Python versions."""
-    digest = hashlib.sha256(f"{int(base_seed)}:{user}:{int(i)}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & (2**53 - 1)  # fits a JSON number exactly
-
-
-@dataclass(frozen=True)
-class Item:
-    user: str
-    index: int
-    seed: int
-    # "<user>/<user>_gen<index>.npy" (+ "_c<setting>" in a condition sweep), relative to the output folder
-    relpath: str
-    setting: int = 0  # index into the condition grid
-
-
-def plan_items(users: list[str], per_user: int, base_seed: int, settings: int = 1) -> list[Item]:
-    """Every sample of the export, in a fixed order (user-major), with its seed and file name; each setting of
-    a condition sweep reuses the same seeds."""
-    check_user_ids(users, "generate")  # each ID becomes a folder under --out: no separators, no '..'
-    return [
-        Item(u, i, derive_seed(base_seed, u, i),
-             f"{u}/{u}_gen{i:05d}" + (f"_c{k:02d}" if settings > 1 else "") + ".npy",
-             k)
-        for u in users
-        for k in range(settings)
-        for i in range(per_user)
-    ]
-
-
-def dataset_meta(pipe: Any) -> dict[str, Any]:
-    """Radar/STFT metadata of the data the pipeline was trained on (its provenance), else the pipeline's own.
-
-    The axes and units carry over; what described the *real* recordings (their users, simulate options,
-    source) moves under "provenance", so nobody mistakes the export for the training data.
-    """
-    ds = pipe.meta.get("dataset")
-    meta: dict[str, Any] = {}
-    provenance: dict[str, Any] = {}
-    if isinstance(ds, dict):
-        inner = ds.get("meta")
-        meta = dict(inner) if isinstance(inner, dict) else {}
-        provenance = {k: ds.get(k) for k in ("fingerprint", "path") if ds.get(k) is not None}
-    for key in ("users", "simulate", "source"):
-        if key in meta:
-            provenance[key] = meta.pop(key)
-    h, w = pipe.image_size
-    meta.setdefault("dyn_range_db", pipe.normalization.dyn_range_db)
-    meta.update(image_size=[h, w], channels=pipe.channels, source="generated", provenance=provenance)
-    return meta
-
-
-def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    """Write to a temporary name then rename, so an interrupted run never leaves a half file to be
-    'resumed'."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-
-
-def write_manifest(out: Path, items: list[Item], split: str, settings: dict[str, Any],
-                   conditions: list[dict[str, Any]] | None = None) -> None:
-    """manifest.csv; `conditions` (one dict per item) become condition columns (speed_mps, aspect_deg,
-    ...)."""
-    conditions = conditions or [{} for _ in items]
-    rows = [
-        dict(path=it.relpath, user=it.user, split=split, seed=it.seed, steps=settings["steps"],
-             guidance=settings.get("guidance_by_user", {}).get(it.user, settings["guidance"]),
-             scheduler=settings["scheduler"], **c)
-        for it, c in zip(items, conditions, strict=True)
-    ]
-    tmp = out / f".{MANIFEST}.tmp"
-    with tmp.open("w", newline="") as f:
-        extra = [k for k in (conditions[0] if conditions else {}) if k not in MANIFEST_FIELDS]
-        writer = csv.DictWriter(f, fieldnames=[*MANIFEST_FIELDS, *extra], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, manifest_path(out))
-
-
-def check_or_write_meta(out: Path, meta: dict[str, Any]) -> None:
-    """Record the settings before any file appears; refuse to resume into a folder made with other
-    settings."""
-    meta_file = out / "meta.json"
-    if meta_file.is_file():
-        old = json.loads(meta_file.read_text()).get("generation", {})
-        new = meta["generation"]
-        diff = {k: (old.get(k), new.get(k)) for k in _BYTE_SETTINGS if old.get(k) != new.get(k)}
-        if diff:
-            raise SystemExit(
-                f"{out} was generated with other settings {diff}; resume needs the same ones (or a fresh "
-                "--out)"
-            )
-        # Keep the union of users/per-user so an export can be extended (more users or more samples).
-        meta["generation"]["per_user"] = max(int(old.get("per_user", 0)), new["per_user"])
-        known = set(old.get("users", [])) | set(new["users"])
-        meta["generation"]["users"] = [u for u in new["pipeline_users"] if u in known]
-    out.mkdir(parents=True, exist_ok=True)
-    meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+from training.data.generated import (
+    REJECTED,
+    SEED_RULE,
+    Item,
+    atomic_save_npy,
+    check_or_write_meta,
+    dataset_meta,
+    plan_items,
+    write_manifest,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -156,67 +47,52 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance scale, 1 = none (default: the pipeline's, else 2.0)")
     p.add_argument("--condition-guidance", type=float, default=None,
                    help="pipelines with conditions: condition guidance g_c, apart from --guidance which then "
-                        "weighs "
-                        "identity (default: the pipeline's condition_guidance_scale, else plain guidance)")
+                        "weighs identity (default: the pipeline's condition_guidance_scale, else plain "
+                        "guidance)")
     p.add_argument("--scheduler", default=None, choices=SAMPLERS,
-                   help="sampler (default: the pipeline's, else the route's own: dpmsolver++ or vq-diffusion)")
+                   help="sampler (default: the pipeline's, else the route's own: dpmsolver++ or "
+                        "vq-diffusion)")
     p.add_argument("--batch-size", type=int, default=16,
-                   help="samples per network call (fixed shape; part of "
-                                                              ""
-                                                              "the bytes)")
+                   help="samples per network call (fixed shape; part of the bytes)")
     p.add_argument("--seed", type=int, default=0, help="run seed; sample i of user u gets derive_seed(seed, "
                                                        "u, i)")
     p.add_argument("--split", default="train", choices=("train", "synthetic"),
-                   help="split written in manifest.csv: 'train' (default) loads anywhere a dataset does, e.g. "
-                        ""
-                        ""
-                        ""
-                        "as "
-                        "training data; 'synthetic' marks rows to be merged with real data "
+                   help="split written in manifest.csv: 'train' (default) loads anywhere a dataset does, "
+                        "e.g. as training data; 'synthetic' marks rows to be merged with real data "
                         "(`dopplergen merge REAL SYNTH --out DST`)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads per process (default: torch's). CPU kernels may round differently with "
-                        "another "
-                        "thread count, so compare bytes across runs at equal threads (torchrun/accelerate use "
-                        ""
-                        ""
-                        ""
-                        "1)")
+                        "another thread count, so compare bytes across runs at equal threads "
+                        "(torchrun/accelerate use 1)")
     p.add_argument("--speed-mps", default=None,
                    help="walking speed: a value, a list a,b,c or a sweep start:stop:count (e.g. 0.8:1.6:5); "
                         "default: drawn per sample from the user's training distribution")
     p.add_argument("--aspect-deg", default=None, help="aspect angle, the same forms as --speed-mps (e.g. "
                                                       "0:60:4)")
     p.add_argument("--activity", default=None,
-                   help="activity label(s), comma-separated (pipelines trained on "
-                                                    ""
-                                                    "one)")
+                   help="activity label(s), comma-separated (pipelines trained on one)")
     p.add_argument("--filter", default="none",
-                   help="draw --filter-factor x --per-user candidates per user and keep --per-user that pass, "
-                        ""
-                        ""
-                        ""
-                        ""
-                        "comma-separated: physics (torso speed, limb envelope, cadence within 3 robust std of "
-                        ""
-                        ""
-                        ""
-                        "the "
-                        "person's --reference recordings, else of their own candidates), confidence (a CNN "
-                        "trained on "
-                        "--reference gives the person p >= --filter-tau), diversity (k-center in that CNN's "
-                        "features); "
-                        "rejected files go to <out>/.rejected/, rates to meta.json (default: none)")
+                   help="draw --filter-factor x --per-user candidates per user and keep --per-user that "
+                        "pass, comma-separated: physics (torso speed, limb envelope, cadence within 3 robust "
+                        "std of the person's --reference recordings, else of their own candidates), "
+                        "confidence (a CNN trained on --reference gives the person p >= --filter-tau), "
+                        "diversity (k-center in that CNN's features); rejected files go to <out>/.rejected/, "
+                        "rates to meta.json (default: none)")
     p.add_argument("--filter-factor", type=float, default=3.0,
                    help="candidates per kept sample with --filter")
     p.add_argument("--filter-tau", type=float, default=0.5, help="confidence filter threshold")
     p.add_argument("--reference", default=None, help="real dataset folder whose train split the filters "
                                                      "compare with")
     p.add_argument("--no-texture", action="store_true",
-                   help="leave out the pipeline's texture bank: the decoder's smooth mean (models/texture.py)")
+                   help="leave out the pipeline's texture bank: the decoder's smooth mean")
     p.add_argument("--device", default="cpu",
                    help="torch device; 'auto' = the one accelerate assigns to this process (cuda:<rank> on "
                         "GPUs)")
+
+
+def written(out: Path, it: Item) -> bool:
+    """The item's file exists, kept or (with --filter) rejected."""
+    return (out / it.relpath).is_file() or (out / REJECTED / it.relpath).is_file()
 
 
 def apply_filter(out: Path, items: list[Item], cfg: Any, per_user: int, meta: dict[str, Any],
@@ -291,8 +167,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--filter: {e}") from None
     if fcfg.filters and (len(grid) > 1 or ("physics" in fcfg.filters and grid != [{}])):
         raise SystemExit("--filter takes no condition sweep, and physics no explicit condition: it compares "
-                         "each "
-                         "sample with the person's own walks")
+                         "each sample with the person's own walks")
 
     out = Path(args.out)
     settings = dict(
@@ -318,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     # ---- plan: all items, minus files already written; batches dealt round-robin to processes
     # ----------------
     all_items = plan_items(users, fcfg.candidates(args.per_user), args.seed, len(grid))
-    todo = [it for it in all_items if not (out / it.relpath).is_file() and not (out / REJECTED / it.relpath).is_file()]
+    todo = [it for it in all_items if not written(out, it)]
     batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
     mine = batches[state.process_index :: state.num_processes]
 
@@ -347,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     if state.is_main_process:
         g = meta["generation"]
         every = plan_items(g["users"], fcfg.candidates(int(g["per_user"])), args.seed, len(grid))
-        present = [it for it in every if (out / it.relpath).is_file() or (out / REJECTED / it.relpath).is_file()]
+        present = [it for it in every if written(out, it)]
         if fcfg.filters:
             present = apply_filter(out, present, fcfg, int(g["per_user"]), meta, args.reference)
         write_manifest(out, present, args.split, settings,
@@ -355,12 +230,8 @@ def run(args: argparse.Namespace) -> int:
         dt = time.perf_counter() - t0
         rate = len(todo) / dt if dt > 0 else 0.0
         print(
-            f"generated {len(todo)} new samples ({len(all_items) - len(todo)} already there) for {len(users)} "
-            ""
-            ""
-            ""
-            "users "
-            f"in {dt:.1f} s ({rate:.2f} samples/s, {state.num_processes} process(es)) -> {out} "
-            f"[{len(present)} files in manifest]"
+            f"generated {len(todo)} new samples ({len(all_items) - len(todo)} already there) for "
+            f"{len(users)} users in {dt:.1f} s ({rate:.2f} samples/s, {state.num_processes} process(es)) -> "
+            f"{out} [{len(present)} files in manifest]"
         )
     return 0

@@ -1,8 +1,8 @@
 """`dopplergen texture`: build a pipeline's texture bank (models/texture.py) from a dataset's training
 recordings.
 
-    dopplergen texture --pipeline checkpoints/demo --data data/sim10c          # writes checkpoints/demo/texture/
-    dopplergen texture --pipeline checkpoints/demo --remove                    # back to the decoder's mean
+    dopplergen texture --pipeline checkpoints/demo --data data/sim10c   # writes checkpoints/demo/texture/
+    dopplergen texture --pipeline checkpoints/demo --remove             # back to the decoder's mean
 
 The residuals x - D(E(x)) of `--per-user` train-split recordings per person go through the pipeline's own
 stage 1. People the pipeline does not serve are skipped; people without a bank entry draw from the whole bank.
@@ -70,12 +70,8 @@ def run(args: argparse.Namespace) -> int:
     rows_users = [ds.users[int(k)] for k in ds.labels]
     keep = [i for i, u in enumerate(rows_users) if u in served]
     if not keep:
-        print(f"dopplergen texture: no {args.split} recording of {args.data} belongs to a person the pipeline "
-              ""
-              ""
-              ""
-              ""
-              f"serves ({', '.join(pipe.users[:5])}...)", file=sys.stderr)
+        print(f"dopplergen texture: no {args.split} recording of {args.data} belongs to a person the "
+              f"pipeline serves ({', '.join(pipe.users[:5])}...)", file=sys.stderr)
         return 2
     owners = [rows_users[i] for i in keep]
     bank = build_bank(pipe.vae, pipe.normalization, ds.x[keep], owners, per_user=args.per_user,
@@ -93,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     skipped = sorted(set(rows_users) - served)
     print(f"{folder}/texture: {len(r)} residuals of {len(bank.config.users)} people (rms "
-          f"{meta['texture']['residual_rms_db']} dB)"
-          f"{'; skipped people the pipeline does not serve: ' + ', '.join(skipped) if skipped else ''} "
+          f"{meta['texture']['residual_rms_db']} "
+          f"dB){'; skipped people the pipeline does not serve: ' + ', '.join(skipped) if skipped else ''} "
           f"({time.perf_counter() - t0:.1f} s)")
     return 0

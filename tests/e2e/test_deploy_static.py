@@ -144,9 +144,10 @@ def test_every_published_port_binds_to_loopback_unless_the_operator_says_otherwi
     assert {name for name, _ in ports} >= {"api", "prometheus", "grafana", "lb"}
     for name, spec in ports:
         assert published(spec, {})[0] == "127.0.0.1", f"{name} publishes {spec!r} beyond loopback by default"
-        assert published(spec,
-                         {"DOPPLERGEN_BIND": "10.1.2.3"})[0] == "10.1.2.3", f"{name}: DOPPLERGEN_BIND ignored"
-    assert not any(svc.get("network_mode") == "host" for svc in services.values()), "host networking skips the bind"
+        assert published(spec, {"DOPPLERGEN_BIND": "10.1.2.3"})[0] == "10.1.2.3", \
+            f"{name}: DOPPLERGEN_BIND ignored"
+    assert not any(svc.get("network_mode") == "host" for svc in services.values()), \
+        "host networking skips the bind"
 
 
 def test_no_default_passwords_and_grafana_requires_one(services: dict) -> None:
@@ -332,7 +333,8 @@ def test_dockerfile_caches_dependencies_before_code() -> None:
     dep_install = min(n for n, (i, a) in enumerate(ins) if i == "RUN" and "pip install" in a)
     assert dep_install < code_copy, "dependencies must be installed before the code is copied"
     before = [a for n, a in copies if n < dep_install]
-    assert before == ["requirements/ ./requirements/"], f"only the lock files may precede the dependency layer: {before}"
+    assert before == ["requirements/ ./requirements/"], \
+        f"only the lock files may precede the dependency layer: {before}"
 
 
 def test_dockerfile_has_one_copy_of_cuda() -> None:
@@ -377,7 +379,8 @@ def test_prometheus_discovers_every_api_replica(services: dict) -> None:
     (sd,) = job["dns_sd_configs"]
     assert sd["names"] == ["api"] and sd["type"] == "A" and sd["port"] == API_PORT
     assert "api" in services
-    assert volume_targets(services["prometheus"]).get("/etc/prometheus/prometheus.yml") == "./deploy/prometheus.yml"
+    assert (volume_targets(services["prometheus"]).get("/etc/prometheus/prometheus.yml")
+            == "./deploy/prometheus.yml")
 
 
 def test_promtool_accepts_prometheus_config() -> None:
@@ -456,7 +459,8 @@ def test_docs_say_what_listens_where_and_what_protects_it(services: dict) -> Non
     for name, svc in services.items():
         for spec in svc.get("ports", []):
             host_port = published(spec, {})[1]
-            assert host_port.split("-")[0] in section, f"the exposure section does not list {name}'s port {host_port}"
+            assert host_port.split("-")[0] in section, \
+                f"the exposure section does not list {name}'s port {host_port}"
 
 
 # --- live: the dashboard's metrics exist on a real /metrics -------------------------------------

@@ -62,7 +62,8 @@ def lock(request) -> tuple[str, dict]:
 def test_every_direct_dependency_is_locked_within_its_range(lock) -> None:
     name, pins = lock
     extras, _ = LOCKS[name]
-    wanted = list(project()["dependencies"]) + [d for e in extras for d in project()["optional-dependencies"][e]]
+    wanted = (list(project()["dependencies"])
+              + [d for e in extras for d in project()["optional-dependencies"][e]])
     for spec in map(Requirement, wanted):
         key = canonicalize_name(spec.name)
         assert key in pins, f"{name} lacks {spec.name}: run `make lock`"
@@ -83,7 +84,8 @@ def test_serving_locks_hold_no_training_package() -> None:
         pins = read_lock(LOCK_DIR / name)
         present = TRAINING_ONLY & set(pins)
         assert (present == TRAINING_ONLY) if "train" in extras else not present, (name, present)
-    train_extra = {canonicalize_name(Requirement(d).name) for d in project()["optional-dependencies"]["train"]}
+    train_extra = {canonicalize_name(Requirement(d).name)
+                   for d in project()["optional-dependencies"]["train"]}
     assert TRAINING_ONLY <= train_extra and not TRAINING_ONLY & {
         canonicalize_name(Requirement(d).name) for d in project()["dependencies"]}
 
@@ -94,7 +96,8 @@ def test_each_lock_holds_the_torch_build_its_name_says(lock) -> None:
     name, pins = lock
     torch_version = pins["torch"][0]
     tested = re.search(r"^torch==(\S+)", (REPO / "constraints-cpu.txt").read_text(), re.M).group(1)
-    assert torch_version.public == Version(tested).public, f"{name}: torch {torch_version}, tests ran {tested}"
+    assert torch_version.public == Version(tested).public, \
+        f"{name}: torch {torch_version}, tests ran {tested}"
     cuda_libs = [p for p in pins if p.startswith("nvidia-") or p == "triton"]
     if LOCKS[name][1] == "cpu":
         assert torch_version.local == "cpu" and not cuda_libs, (name, torch_version, cuda_libs)
@@ -139,7 +142,8 @@ def test_serving_code_imports_only_what_the_serving_lock_installs() -> None:
     for module, where in third_party_imports("service", "models").items():
         owners = {canonicalize_name(d) for d in dists.get(module, [])}
         assert owners, f"{where} imports {module}, which no installed distribution provides"
-        assert owners & pins, f"{where} imports {module} ({sorted(owners)}), absent from requirements/serve.txt"
+        assert owners & pins, \
+            f"{where} imports {module} ({sorted(owners)}), absent from requirements/serve.txt"
 
 
 def test_training_commands_without_the_train_extra_say_what_to_install() -> None:

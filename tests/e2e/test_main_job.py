@@ -19,7 +19,8 @@ DEMO = REPO / "checkpoints" / "demo"
 
 @pytest.mark.slow
 def test_make_serve_answers_generate_with_the_demo_checkpoint(tmp_path):
-    assert (DEMO / "dopplergen.json").is_file(), "the demo checkpoint must be committed under checkpoints/demo"
+    assert (DEMO / "dopplergen.json").is_file(), \
+        "the demo checkpoint must be committed under checkpoints/demo"
     port = free_port()
     log = tmp_path / "make-serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOPPLERGEN_")}

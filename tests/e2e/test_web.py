@@ -102,8 +102,8 @@ def test_a_deep_link_asks_for_the_key_once_then_generates_at_once(web_server, br
     assert captions(page, "generated") == ["bob · seed 1", "bob · seed 2"]
     assert page.locator("#generated canvas[role=img]").count() == 2
     page.wait_for_selector("#real canvas", timeout=WAIT_MS)  # bob's real recordings from --data, beside them
-    assert captions(page,
-                    "real")[0].startswith("real 0000.npy") and "3 of 3 recordings" in page.inner_text("#real-note")
+    assert (captions(page, "real")[0].startswith("real 0000.npy")
+            and "3 of 3 recordings" in page.inner_text("#real-note"))
     assert page.is_hidden("#error") and page.errors == []
     shot = tmp_path / "web.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -135,7 +135,8 @@ def test_the_page_shows_what_the_api_generates_and_downloads_it(web_server, brow
     png = Image.open(png_download.value.path())
     assert png.format == "PNG" and png.size[0] > 200  # the drawn figure, axes included
 
-    centre = "c => { const x = c.getContext('2d').getImageData(c.width / 2, c.height / 2, 1, 1).data; return [x[0], x[1], x[2]]; }"
+    centre = ("c => { const x = c.getContext('2d').getImageData(c.width / 2, c.height / 2, 1, 1).data; "
+              "return [x[0], x[1], x[2]]; }")
     page.select_option("#cmap", "gray")
     r_, g_, b_ = page.eval_on_selector("#generated canvas", centre)
     assert r_ == g_ == b_  # redrawn in grey at once, no new request
@@ -218,13 +219,13 @@ def test_the_page_modules_read_npy_axes_and_user_lists(web_server, browser):
                              f"{{ const m = await import('/static/{module}'); return {expr}; }}", arg)
 
     f8 = np.arange(6, dtype=np.float64).reshape(2, 3) - 2.5
-    got = js("npy.js", "(({shape, data, dtype}) => ({shape, dtype, data: Array.from(data)}))"
-                       "(m.parseNpy(m.base64ToBuffer(arg)))", npy_b64(f8))
+    got = js("npy.js", "(({shape, data, dtype}) => ({shape, dtype, data: "
+                       "Array.from(data)}))(m.parseNpy(m.base64ToBuffer(arg)))", npy_b64(f8))
     assert got == {"shape": [2, 3], "dtype": "<f8", "data": f8.ravel().tolist()}
     for bad, reason in ((np.array([{"a": 1}], dtype=object), "unsupported .npy dtype |O"),
                         (np.asfortranarray(f8), "Fortran-ordered")):
-        err = js("npy.js", "(() => { try { m.parseNpy(m.base64ToBuffer(arg)); return ''; } "
-                           "catch (e) { return e.message; } })()", npy_b64(bad))
+        err = js("npy.js", "(() => { try { m.parseNpy(m.base64ToBuffer(arg)); return ''; } catch (e) { "
+                           "return e.message; } })()", npy_b64(bad))
         assert reason in err
 
     axes = {"doppler_hz_row0": 1268.0, "doppler_hz_per_bin": 25.0, "doppler_axis": "descending",
@@ -233,7 +234,8 @@ def test_the_page_modules_read_npy_axes_and_user_lists(web_server, browser):
     assert hz["x"] == {"lo": 0, "hi": pytest.approx(3.0), "label": "time (s)"}
     assert hz["y"]["top"] == 1280.5 and hz["y"]["bottom"] == 1268.0 - 63 * 25.0 - 12.5
     mps = js("plot.js", "m.axisRanges(64, 60, arg, 'mps')", axes)
-    assert mps["y"]["top"] == pytest.approx(1280.5 * 299792458 / 48e9) and mps["y"]["label"] == "velocity (m/s)"
+    assert (mps["y"]["top"] == pytest.approx(1280.5 * 299792458 / 48e9)
+            and mps["y"]["label"] == "velocity (m/s)")
     bare = js("plot.js", "m.axisRanges(32, 32, arg, 'mps')", {"doppler_hz_row0": None})
     assert bare["y"]["label"] == "Doppler bin" and bare["x"]["label"] == "time frame"
 

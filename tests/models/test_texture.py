@@ -128,9 +128,11 @@ def test_texture_cli_builds_and_removes_the_bank(tmp_path, capsys):
     assert DopplerPipeline.load(folder).texture is not None
     assert (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
     assert cli(["texture", "--pipeline", str(folder), "--remove"]) == 0
-    assert not (folder / "texture").exists() and "texture" not in json.loads((folder / "dopplergen.json").read_text())
+    assert (not (folder / "texture").exists()
+            and "texture" not in json.loads((folder / "dopplergen.json").read_text()))
     assert DopplerPipeline.load(folder).texture is None
     shutil.rmtree(data / "user0"), shutil.rmtree(data / "user1")
-    (data / "manifest.csv").write_text("path,user,split\n" + "".join(f"user2/{i:03d}.npy,user2,train\n" for i in range(6)))
+    (data / "manifest.csv").write_text("path,user,split\n"
+                                       + "".join(f"user2/{i:03d}.npy,user2,train\n" for i in range(6)))
     assert cli(["texture", "--pipeline", str(folder), "--data", str(data)]) == 2
     assert "serves" in capsys.readouterr().err

@@ -119,4 +119,5 @@ def test_codebook_usage_known_answers():
     even = ae.codebook_usage(torch.arange(8).repeat(5), 8)
     assert even["perplexity"] == pytest.approx(8.0) and even["dead_fraction"] == 0.0
     collapsed = ae.codebook_usage(torch.zeros(100, dtype=torch.long), 8)
-    assert collapsed["perplexity"] == pytest.approx(1.0) and collapsed["dead_fraction"] == pytest.approx(7 / 8)
+    assert (collapsed["perplexity"] == pytest.approx(1.0)
+            and collapsed["dead_fraction"] == pytest.approx(7 / 8))

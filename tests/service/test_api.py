@@ -24,7 +24,8 @@ async def test_generate_json_png_items_carry_seed_shape_scale_and_timings(make_a
     out = r.json()
     assert out["seeds"] == [41, 42] and [it["seed"] for it in out["items"]] == [41, 42]
     assert out["model"] == {"name": "dopplergen-tiny", "version": "test", "route": "kl"}
-    assert out["num_inference_steps"] == 20 and out["guidance_scale"] == 2.0 and out["scheduler"] == "dpmsolver++"
+    assert (out["num_inference_steps"] == 20 and out["guidance_scale"] == 2.0
+            and out["scheduler"] == "dpmsolver++")
     assert set(out["timings"]) == {"queue_ms", "inference_ms", "total_ms"}
     assert out["timings"]["total_ms"] >= out["timings"]["inference_ms"] >= 0
     item = out["items"][1]
@@ -33,7 +34,8 @@ async def test_generate_json_png_items_carry_seed_shape_scale_and_timings(make_a
     png = base64.b64decode(item["data"])
     img = Image.open(io.BytesIO(png))
     assert img.size == (32, 32) and img.mode == "L"
-    assert img.text["dyn_range_db"] == "60" and img.text["mapping"] == item["mapping"] == "db = -60 + 60 * value / 255"
+    assert (img.text["dyn_range_db"] == "60"
+            and img.text["mapping"] == item["mapping"] == "db = -60 + 60 * value / 255")
     assert img.text["seed"] == "42"
     assert np.allclose(decode_png_db(png), -42.0, atol=60 / 255)  # the fake writes -(seed % 60) dB
     assert fake.calls[0]["users"] == [1, 1]  # bob is index 1
@@ -52,7 +54,8 @@ async def test_generate_npy_16bit_and_colormap(make_app, fake):
     assert img16.mode == "I;16" and deep["items"][0]["mapping"] == "db = -60 + 60 * value / 65535"
     assert np.allclose(decode_png_db(base64.b64decode(deep["items"][0]["data"])), -3.0, atol=1e-3)
     rgb = Image.open(io.BytesIO(base64.b64decode(cmap["items"][0]["data"])))
-    assert rgb.mode == "RGB" and cmap["items"][0]["colormap"] == "viridis" and "viridis" in rgb.text["mapping"]
+    assert (rgb.mode == "RGB" and cmap["items"][0]["colormap"] == "viridis"
+            and "viridis" in rgb.text["mapping"])
 
 
 async def test_null_seed_draws_distinct_random_seeds_and_echoes_them(make_app, fake):

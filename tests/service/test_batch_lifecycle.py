@@ -73,7 +73,8 @@ async def test_more_waiting_rows_than_max_queue_get_429_queue_full(make_app, fak
     async with serve(app) as client:
         running, queued = await hold_and_queue(client, fake, worker, body(2, num_samples=2), depth=2)
         r = await client.post("/generate", json=body(9))
-        assert r.status_code == 429 and r.json()["error"] == "queue_full" and int(r.headers["retry-after"]) >= 1
+        assert (r.status_code == 429 and r.json()["error"] == "queue_full"
+                and int(r.headers["retry-after"]) >= 1)
         fake.gate.set()
         assert [x.status_code for x in await asyncio.gather(running, queued)] == [200, 200]
     assert rejections(app, "queue_full") == 1 and 9 not in fake.seeds_run
@@ -164,7 +165,8 @@ async def test_a_failing_step_fails_only_its_requests_and_the_worker_lives_on(ma
 
 
 async def test_out_of_memory_halves_the_slots_and_carries_on(make_app):
-    fake = FakeStepper(fail=lambda seeds: torch.cuda.OutOfMemoryError("CUDA out of memory") if len(seeds) > 2 else None)
+    fake = FakeStepper(fail=lambda seeds: (torch.cuda.OutOfMemoryError("CUDA out of memory")
+                                           if len(seeds) > 2 else None))
     app = make_app(fake, max_batch_size=8, warmup=False)  # (a warm-up would find the limit first: next test)
     async with serve(app) as client:
         r = await client.post("/generate", json=body(0, num_samples=5, format="npy"))
@@ -176,7 +178,8 @@ async def test_out_of_memory_halves_the_slots_and_carries_on(make_app):
 
 
 async def test_out_of_memory_while_warming_up_keeps_the_shapes_that_fit(make_app):
-    fake = FakeStepper(fail=lambda seeds: torch.cuda.OutOfMemoryError("CUDA out of memory") if len(seeds) > 2 else None)
+    fake = FakeStepper(fail=lambda seeds: (torch.cuda.OutOfMemoryError("CUDA out of memory")
+                                           if len(seeds) > 2 else None))
     app = make_app(fake, max_batch_size=8)
     async with serve(app) as client:
         assert (await client.post("/generate", json=body(0, num_samples=3))).status_code == 200

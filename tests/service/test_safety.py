@@ -83,7 +83,8 @@ async def test_every_route_that_declares_the_key_refuses_without_it(make_app, fa
 
 
 async def test_a_failed_batch_answers_500_without_exception_text(make_app, caplog):
-    fake = FakeStepper(fail=lambda seeds: RuntimeError("CUDA error at /opt/secret/kernel.cu:42") if 1 in seeds else None)
+    fake = FakeStepper(fail=lambda seeds: (RuntimeError("CUDA error at /opt/secret/kernel.cu:42")
+                                           if 1 in seeds else None))
     async with serve(make_app(fake)) as client:
         with caplog.at_level(logging.ERROR, logger="dopplergen"):
             r = await client.post("/generate", json={"user_id": "alice", "seed": 1})

@@ -89,7 +89,8 @@ async def test_info_lists_the_axes_of_the_training_data(make_app, fake, tiny_pip
     async with serve(make_app(fake, pipeline=with_meta)) as client:
         info = (await client.get("/info")).json()
     assert info["doppler_hz_row0"] == 1268.0 and info["doppler_hz_per_bin"] == 25.0
-    assert info["seconds_per_frame"] == 0.05 and info["carrier_hz"] == 24e9 and info["doppler_axis"] == "descending"
+    assert (info["seconds_per_frame"] == 0.05 and info["carrier_hz"] == 24e9
+            and info["doppler_axis"] == "descending")
 
 
 async def test_info_axes_are_null_when_the_pipeline_does_not_record_them(make_app, fake):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from training.cli import main
-from training.generate import derive_seed
+from training.data.generated import derive_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ["--per-user", "3", "--steps", "2", "--batch-size", "2", "--seed", "7", "--threads", "1"]
@@ -131,3 +131,30 @@ def test_generate_exports_a_vq_diffusion_pipeline_and_resumes_identically(tmp_pa
     (out / rows[2]["path"]).unlink()
     _generate(str(pipe), out)
     assert _bytes(out) == first  # the missing file is regenerated bit for bit from its recorded seed
+
+
+def test_enrolled_people_are_sampled_as_the_service_samples_them(tiny_pipeline_dir, tmp_path):
+    """One resolver (models.sampling.resolve): a person the pipeline lists as enrolled gets ENROLLED_GUIDANCE,
+    the others the pipeline's default, in one export; --guidance overrides both."""
+    from models.pipeline import DopplerPipeline
+    from models.sampling import ENROLLED_GUIDANCE, sample
+
+    pipe = DopplerPipeline.load(tiny_pipeline_dir)
+    pipe.meta["enrolled_users"] = {"bob": {"k": 3}}
+    enrolled = tmp_path / "enrolled"
+    pipe.save(enrolled)
+    out = tmp_path / "gen"
+    _generate(str(enrolled), out)
+    rows = _manifest(out)
+    want = {u: 2.0 for u in pipe.users} | {"bob": ENROLLED_GUIDANCE}
+    assert {r["user"]: float(r["guidance"]) for r in rows} == want
+    meta = json.loads((out / "meta.json").read_text())["generation"]
+    assert meta["guidance"] == 2.0 and meta["guidance_by_user"] == {"bob": ENROLLED_GUIDANCE}
+    bob = [r for r in rows if r["user"] == "bob"][0]
+    want = sample(pipe, [pipe.user_encoder.index_of("bob"), 0], [int(bob["seed"]), 0], num_inference_steps=2,
+                  guidance_scale=[ENROLLED_GUIDANCE, 2.0], pad_to=2)[0, 0].numpy()
+    np.testing.assert_array_equal(np.load(out / bob["path"]), want)
+    forced = tmp_path / "forced"
+    _generate(str(enrolled), forced, "--guidance", "1.5")
+    assert {float(r["guidance"]) for r in _manifest(forced)} == {1.5}
+    assert "guidance_by_user" not in json.loads((forced / "meta.json").read_text())["generation"]

@@ -12,7 +12,7 @@ from tests.models.test_conditions import save_conditioned_pipeline
 from tests.training.test_generate import BASE, _manifest
 from training.cli import main
 from training.condition_grid import parse_values
-from training.generate import derive_seed
+from training.data.generated import derive_seed
 
 
 @pytest.fixture(scope="module")

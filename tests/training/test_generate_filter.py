@@ -53,7 +53,8 @@ def test_generate_with_filter_keeps_per_user_and_reports_the_rejection_rate(tiny
     meta = json.loads((out / "meta.json").read_text())
     rep = meta["generation"]["filter_report"]
     assert rep["candidates"] == 12 and rep["kept"] == 6 and rep["rejection_rate"] == pytest.approx(0.5)
-    assert rep["per_filter"]["diversity"]["rejected"] == 6 and rep["per_filter"]["confidence"]["rejected"] == 0
+    assert (rep["per_filter"]["diversity"]["rejected"] == 6
+            and rep["per_filter"]["confidence"]["rejected"] == 0)
     assert meta["generation"]["filter"]["filters"] == ["confidence", "diversity"]
     # Resume: nothing is drawn again (rejected candidates stay under .rejected/), the same files are kept.
     assert main(args) == 0

@@ -12,7 +12,7 @@ import pytest
 from models.paths import UnsafePathError, check_component, inside
 from models.pipeline import DopplerPipeline, PipelineError
 from training.data.dataset import DatasetError, Record, load_dataset, write_dataset
-from training.generate import plan_items
+from training.data.generated import plan_items
 
 BAD_NAMES = ["", ".", "..", "../x", "a/b", "a\\b", "/etc", "a\nb", "a\x00b"]
 

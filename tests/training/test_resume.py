@@ -60,7 +60,8 @@ def _kill_when_checkpoint_appears(argv: list[str], run_dir: Path, step: int) -> 
                 break
         time.sleep(0.0005)
     proc.wait(60)
-    assert proc.returncode == -signal.SIGKILL, f"not killed (rc {proc.returncode}): {proc.stderr.read()[-2000:]}"
+    assert proc.returncode == -signal.SIGKILL, \
+        f"not killed (rc {proc.returncode}): {proc.stderr.read()[-2000:]}"
     proc.stderr.close()
     return seen
 

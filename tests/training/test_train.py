@@ -34,9 +34,8 @@ def _write_dataset(path: Path, users: int = 3, per_user: int = 6, size: int = 32
         for i in range(per_user):
             torso = size * (0.3 + 0.15 * u)
             limb = torso + size * 0.25 * np.sin(2 * np.pi * t * (2 + u) / size + rng.uniform(0, 6.3))
-            img = 50 * np.exp(-((f - torso) ** 2) / 4) + 35 * np.exp(-((f - limb) ** 2) / 6) + rng.normal(0,
-                                                                                                          2,
-                                                                                                          (size, size))
+            img = (50 * np.exp(-((f - torso) ** 2) / 4) + 35 * np.exp(-((f - limb) ** 2) / 6)
+                   + rng.normal(0, 2, (size, size)))
             img = np.clip(img - img.max(), -60, 0).astype(np.float32)
             rel = f"user{u}/{i:03d}.npy"
             np.save(path / rel, img)
@@ -177,7 +176,8 @@ def test_kill_and_resume_equals_uninterrupted(stage, dataset, vae_run, tmp_path,
     assert cli(args(tmp_path / "b", "--resume", "latest")) == 0
     run_a = tmp_path / "a" if stage == "vae" else tmp_path / "a-run"
     for f in ("model.safetensors", "ema.safetensors"):
-        a, b = load_file(run_a / "checkpoints/checkpoint-4" / f), load_file(run_b / "checkpoints/checkpoint-4" / f)
+        a, b = (load_file(run_a / "checkpoints/checkpoint-4" / f),
+                load_file(run_b / "checkpoints/checkpoint-4" / f))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
     export = ["vae"] if stage == "vae" else ["unet", "user_encoder"]
     for sub in export:

@@ -39,11 +39,13 @@ def test_vq_stage1_reports_codebook_usage_and_measured_scaling(vq_run):
     summary = json.loads((vq_run / "vae_summary.json").read_text())
     assert summary["autoencoder"] == "vq"
     usage = summary["codebook"]
-    assert usage["num_codes"] == 128 and 1.0 <= usage["perplexity"] <= 128 and 0.0 <= usage["dead_fraction"] < 1.0
+    assert (usage["num_codes"] == 128 and 1.0 <= usage["perplexity"] <= 128
+            and 0.0 <= usage["dead_fraction"] < 1.0)
     rows = logs.read_jsonl(vq_run / "log.jsonl")
     assert [r["step"] for r in rows] == [1, 2] and all("perplexity" in r and "vq" in r for r in rows)
     vq = VQModel.from_pretrained(vq_run / "vae")  # stock diffusers
-    assert vq.config.scaling_factor == pytest.approx(1.0 / summary["latent_std"]) and vq.config.scaling_factor != 1.0
+    assert (vq.config.scaling_factor == pytest.approx(1.0 / summary["latent_std"])
+            and vq.config.scaling_factor != 1.0)
 
 
 @pytest.mark.parametrize("stage, route", [("unet", "vq-latent"), ("transformer", "vq-diffusion")])
@@ -87,5 +89,6 @@ def test_vq_kill_and_resume_equals_uninterrupted(stage, dataset, vq_run, tmp_pat
     run_a, run_b = (tmp_path / "a", tmp_path / "b") if stage == "vae" else (tmp_path / "a-run",
                                                                             tmp_path / "b-run")
     for f in ("model.safetensors", "ema.safetensors"):
-        a, b = load_file(run_a / "checkpoints/checkpoint-4" / f), load_file(run_b / "checkpoints/checkpoint-4" / f)
+        a, b = (load_file(run_a / "checkpoints/checkpoint-4" / f),
+                load_file(run_b / "checkpoints/checkpoint-4" / f))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f

@@ -174,9 +174,8 @@ def diagnose(inv: Inversion, name: str) -> Problem | None:
             pad = 1  # step inside anti-aliased frame lines
             crop = (y0 + pad, y1 - pad, x0 + pad, x1 - pad)
             return Problem("frame", "looks like it carries axes, margins or a colour bar: "
-                                    f"{inv.off_fraction:.0%} "
-                           f"of its pixels are not {name} colours, in whole rows/columns around "
-                           f"rows {y0}..{y1 - 1}, columns {x0}..{x1 - 1}", crop)
+                                    f"{inv.off_fraction:.0%} of its pixels are not {name} colours, in whole "
+                                    f"rows/columns around rows {y0}..{y1 - 1}, columns {x0}..{x1 - 1}", crop)
     return Problem("colormap", f"does not fit the {name} colour map: mean inversion error "
                    f"{255 * inv.mean_error:.1f}/255, {inv.off_fraction:.0%} of pixels off the map")
 

@@ -23,8 +23,7 @@ def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
         (y0, y1), (x0, x1) = (tuple(int(v) for v in part.split(":")) for part in text.split(","))
     except ValueError:
         raise ValueError(f"--crop {text!r}: expected Y0:Y1,X0:X1 (pixel rows then columns), e.g. "
-                         "40:440,80:600, "
-                         "or auto") from None
+                         "40:440,80:600, or auto") from None
     return y0, y1, x0, x1
 
 
@@ -101,6 +100,5 @@ def explain(rel: str, rgb: np.ndarray, problem: colormap.Problem, name: str, cro
     names = ", ".join(f"{n} ({e:.1f}/255)" for n, e in best)
     if best and best[0][1] >= 255 * colormap.invert(rgb, name).mean_error:
         return (f"{msg}, and no other map fits better ({names}): heavy JPEG compression, overlays (text, "
-                "markers) "
-                "on the spectrogram, or a map matplotlib does not have")
+                "markers) on the spectrogram, or a map matplotlib does not have")
     return f"{msg}. Best-fitting colour maps: {names}; pass --colormap NAME"

@@ -133,10 +133,8 @@ def plan_splits(sources: list[Source], cfg: ImportConfig) -> dict[tuple[str, str
             rule = f"--group {cfg.group!r}" if cfg.group else f"the default rule ({sessions.DEFAULT_RULE})"
             found = sessions.describe([s.session for s in mine], [s.rel for s in mine])
             raise DatasetError(f"{user}: too few recordings: {e}. Found {found} by {rule}. Add recordings of "
-                               "this "
-                               "person, lower --val-fraction to 0, or, if each file is its own recording, "
-                               "pass "
-                               "--group '(.*)'") from None
+                               "this person, lower --val-fraction to 0, or, if each file is its own "
+                               "recording, pass --group '(.*)'") from None
         out.update({(user, name): sp for name, sp in split.items()})
     return out
 
@@ -201,8 +199,8 @@ def import_dataset(src: str | Path, out: str | Path, cfg: ImportConfig, progress
     first = read_source(src / sources[0].rel, sources[0].rel)  # fail fast on a systematic misfit (map, frame)
     problem = colours_to_db(first, cfg.colormap, cfg.crop, cfg.dyn_range_db)[2] if first.ndim == 3 else None
     if problem is not None:
-        raise DatasetError(f"{explain(sources[0].rel, first, problem, cfg.colormap, cfg.crop)} "
-                           f"(nothing was written to {out})")
+        raise DatasetError(f"{explain(sources[0].rel, first, problem, cfg.colormap, cfg.crop)} (nothing was "
+                           f"written to {out})")
     stats: dict[str, Any] = {"failures": [], "errors": [], "report": [], "medians": []}
     with staged_folder(out) as tmp:
         write_dataset(tmp, _convert(src, sources, splits, cfg, stats, progress), meta)
@@ -235,14 +233,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                            "empty)")
     p.add_argument("--size", type=int, required=True, help="output size N: images become N x N (doppler x "
                                                            "time)")
-    p.add_argument("--colormap", default=d.colormap, help="matplotlib colour map of the images: jet "
-                                                          "(default), "
-                   "turbo, viridis, gray, ...; a misfit names the best-fitting ones")
+    p.add_argument("--colormap", default=d.colormap,
+                   help="matplotlib colour map of the images: jet (default), turbo, viridis, gray, ...; a "
+                        "misfit names the best-fitting ones")
     p.add_argument("--group", default=None,
-                   help="regex; its first group names the session in the path inside "
-                                                 ""
-                                                 "a "
-                   f"person's folder (default: {sessions.DEFAULT_RULE})")
+                   help="regex; its first group names the session in the path inside a person's folder "
+                        f"(default: {sessions.DEFAULT_RULE})")
     p.add_argument("--dyn-range-db", type=float, default=d.dyn_range_db, help="dB the colour map spans "
                                                                               "(default 60)")
     p.add_argument("--test-fraction", type=float, default=d.test_fraction, help="per person, whole sessions "
@@ -270,15 +266,13 @@ def run(args: argparse.Namespace) -> int:
     n, k = s["per_split"], s["sessions_per_split"]
     print(f"import: {s['files']} files of {s['people']} people in {s['sessions']} sessions -> {args.out} "
           f"({cfg.size}x{cfg.size}, {cfg.colormap}, {cfg.dyn_range_db:g} dB); train/val/test "
-          f"{n['train']}/{n['val']}/"
-          f"{n['test']} files ({k['train']}/{k['val']}/{k['test']} sessions); mean inversion error "
-          f"{s['mean_error']:.2f}/255 (worst {s['max_error']:.2f}) in {time.perf_counter() - t0:.1f} s")
+          f"{n['train']}/{n['val']}/{n['test']} files ({k['train']}/{k['val']}/{k['test']} sessions); mean "
+          f"inversion error {s['mean_error']:.2f}/255 (worst {s['max_error']:.2f}) in "
+          f"{time.perf_counter() - t0:.1f} s")
     # a map and its "_r" twin fit equally well; only the values tell
     if s["median_db"] > -cfg.dyn_range_db / 2:
         twin = cfg.colormap[:-2] if cfg.colormap.endswith("_r") else cfg.colormap + "_r"
         print(f"import: warning: the median pixel is {s['median_db']:.1f} dB, in the upper half of the map, "
-              "where a "
-              "spectrogram's noise floor rarely is; if the images use the reversed map, re-import with "
-              "--colormap "
-              f"{twin}", file=sys.stderr)
+              "where a spectrogram's noise floor rarely is; if the images use the reversed map, re-import "
+              f"with --colormap {twin}", file=sys.stderr)
     return 0

@@ -47,8 +47,8 @@ def pipeline_fingerprint_of(ds: SpectrogramSet, path: Path) -> str:
     so."""
     gen = ds.meta.get("generation")
     if not isinstance(gen, dict) or not gen.get("pipeline_fingerprint"):
-        raise DatasetError(f"{path}: not a `dopplergen generate` folder (meta.json has no generation."
-                           "pipeline_fingerprint); pass real data first, then generated folders")
+        raise DatasetError(f"{path}: not a `dopplergen generate` folder (meta.json has no "
+                           "generation.pipeline_fingerprint); pass real data first, then generated folders")
     return str(gen["pipeline_fingerprint"])
 
 
@@ -144,7 +144,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"merge: {sum(v for k, v in c.items() if k.startswith('real'))} real rows (train/val/test "
           f"{c.get('real_train', 0)}/{c.get('real_val', 0)}/{c.get('real_test', 0)}) + "
-          f"{c.get('synthetic', 0)} "
-          f"synthetic rows (train) from {len(args.synthetic)} folder(s) -> {args.out} in "
-          f"{time.perf_counter() - t0:.1f} s")
+          f"{c.get('synthetic', 0)} synthetic rows (train) from {len(args.synthetic)} folder(s) -> "
+          f"{args.out} in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -81,10 +81,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"aspect angle drawn uniformly in +-this many degrees (default {v.aspect_deg:g})")
     p.add_argument("--speed-span", type=float, default=v.speed_span,
                    help="> 0: speed uniform in the person's preferred speed x [1 - span, 1 + span] (default "
-                        "0: "
-                        f"normal with {v.speed_rel:g} relative spread)")
+                        f"0: normal with {v.speed_rel:g} relative spread)")
     p.add_argument("--cover-conditions", action="store_true",
-                   help=f"cover the condition space for speed/aspect-conditioned training: --aspect-deg "
+                   help="cover the condition space for speed/aspect-conditioned training: --aspect-deg "
                         f"{COVER_CONDITIONS['aspect_deg']:g} --speed-span {COVER_CONDITIONS['speed_span']:g}")
 
 
@@ -167,6 +166,6 @@ def run(args: argparse.Namespace) -> int:
     simulate_dataset(args.out, cfg, workers=max(1, args.workers))
     dt = time.perf_counter() - t0
     n = cfg.users * cfg.per_user
-    print(f"simulate: wrote {n} spectrograms ({cfg.users} users x {cfg.per_user}, {cfg.size}x{cfg.size}) "
-          f"to {args.out} in {dt:.1f} s ({n / dt:.0f}/s)")
+    print(f"simulate: wrote {n} spectrograms ({cfg.users} users x {cfg.per_user}, {cfg.size}x{cfg.size}) to "
+          f"{args.out} in {dt:.1f} s ({n / dt:.0f}/s)")
     return 0

@@ -52,8 +52,7 @@ def check_disjoint(train_paths: Sequence[str], test_paths: Sequence[str]) -> Non
         raise ValueError(f"{len(both)} recordings are in both train and test, e.g. {sorted(both)[:3]}")
 
 
-# ---- the augmentation-gain experiment
-# ---------------------------------------------------------------------------
+# ---- the augmentation-gain experiment ----------------------------------------------------------------------
 @dataclass
 class Trial:
     k: str
@@ -146,8 +145,7 @@ def summarize_trials(trials: Sequence[Trial]) -> dict[str, dict[str, Any]]:
     return out
 
 
-# ---- the evaluator's section: trials and the protocol statement
-# ---------------------------------------------------
+# ---- the evaluator's section: trials and the protocol statement --------------------------------------------
 def fewshot_steps_for(ctx: Any, pop: Any) -> int | None:
     """Sampler steps of the few-shot generators (None: the evaluator's). Only DPM-Solver++ was measured at 10
     steps; DDPM, DDIM and the vq-diffusion route's VQ steps keep the evaluator's, as does a smaller

@@ -107,22 +107,15 @@ def condition_following(ctx: Any, ref: Any, per_setting: int) -> dict[str, Any]:
     _sweep_figure(ctx, desc)
     worst = max(rows, key=lambda r: abs(r["median_rel_error"]))
     ctx.log(f"conditions: worst torso read-out error {worst['median_rel_error']:+.3f} at "
-            f"({worst['setting']}); "
-            f"affinity per aspect bin " + ", ".join(f"{b['aspect_deg'][0]:g}-{b['aspect_deg'][1]:g}: "
-                                                    f"{b['affinity']:.2f}" for b in bins))
+            f"({worst['setting']}); affinity per aspect bin "
+            + ", ".join(f"{b['aspect_deg'][0]:g}-{b['aspect_deg'][1]:g}: {b['affinity']:.2f}" for b in bins))
     return dict(rows=rows, aspect_bins=bins, worst_abs_rel_error=abs(worst["median_rel_error"]),
                 method=("Per user: its own 10th/50th/90th percentile training speed x aspect 0/30/60 deg "
-                        "(clipped to "
-                        f"the trained range), {per_setting} samples each. Read-out: the median over frames of "
-                        ""
-                        ""
-                        ""
-                        ""
-                        "training.eval.metrics.torso_line_hz (strongest line away from the 0 Hz clutter) in "
-                        "m/s, "
-                        "against the requested v cos(aspect); affinity: the reference classifier names the "
-                        "user. "
-                        "Guidance as for a request that names its conditions: " + _guidance_text(ctx)))
+                        f"(clipped to the trained range), {per_setting} samples each. Read-out: the median "
+                        "over frames of training.eval.metrics.torso_line_hz (strongest line away from the 0 "
+                        "Hz clutter) in m/s, against the requested v cos(aspect); affinity: the reference "
+                        "classifier names the user. Guidance as for a request that names its conditions: "
+                        + _guidance_text(ctx)))
 
 
 def _sweep_figure(ctx: Any, desc: dict[str, Any]) -> None:
@@ -136,8 +129,8 @@ def _sweep_figure(ctx: Any, desc: dict[str, Any]) -> None:
     rows = [(f"{user} {v:.2f} m/s", [x[r * len(aspects) + c] for c in range(len(aspects))])
             for r, v in enumerate(speeds)]
     spectrogram_grid(rows, ctx.data.meta, ctx.out / "figures" / "condition_sweep.png",
-                     title=f"{user}, one seed: speed (rows) x aspect " + ", ".join(f"{a:.0f}" for a in aspects)
-                     + " deg (columns)")
+                     title=f"{user}, one seed: speed (rows) x aspect "
+                     + ", ".join(f"{a:.0f}" for a in aspects) + " deg (columns)")
 
 
 
@@ -147,17 +140,13 @@ def markdown(sec: dict[str, Any], figures: str = "figures") -> list[str]:
     if sec.get("skipped"):
         return L + [f"Skipped: {sec['skipped']}.", ""]
     L += [sec["method"], "", "| setting | n | requested v cos(aspect) m/s | read-out m/s | median error | "
-                             "within 10% | "
-          "affinity |", "| --- | --- | --- | --- | --- | --- | --- |"]
+                             "within 10% | affinity |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in sec["rows"]:
         L.append(f"| {r['setting']} | {r['n']} | {r['requested_radial_mps']:.3f} | {r['readout_mps']:.3f} | "
                  f"{r['median_rel_error']:+.3f} | {r['within_10pct']:.2f} | {r['affinity']:.2f} |")
     L += ["", "| \\|aspect\\| deg | n | affinity | / real test accuracy |", "| --- | --- | --- | --- |"]
     for b in sec["aspect_bins"]:
         ratio = "n/a" if b["ratio_to_trtr"] is None else f"{b['ratio_to_trtr']:.2f}x"
-        L.append(f"| {b['aspect_deg'][0]:g}-{b['aspect_deg'][1]:g} | {b['n']} | {b['affinity']:.2f} | {ratio} "
-                 ""
-                 ""
-                 ""
-                 "|")
+        L.append(f"| {b['aspect_deg'][0]:g}-{b['aspect_deg'][1]:g} | {b['n']} | {b['affinity']:.2f} | "
+                 f"{ratio} |")
     return L + ["", f"![one person swept over speed and aspect]({figures}/condition_sweep.png)", ""]

@@ -12,9 +12,9 @@ import numpy as np
 
 from models.normalization import Normalization
 from training.data.dataset import load_dataset
+from training.data.generated import derive_seed
 from training.eval.augmentation import check_disjoint
 from training.eval.classifier import train_classifier
-from training.generate import derive_seed
 
 
 class Log:
@@ -149,8 +149,8 @@ class Context:
 
     def fit(self, x: np.ndarray, y: np.ndarray, seed: int, num_classes: int | None = None,
             epochs: int | None = None):
-        kw: dict[str,
-                 Any] = {"epochs": epochs or self.st.classifier_epochs} if (epochs or self.st.classifier_epochs) else {}
+        kw: dict[str, Any] = ({"epochs": epochs or self.st.classifier_epochs}
+                              if (epochs or self.st.classifier_epochs) else {})
         if self.st.classifier_min_steps:
             kw["min_steps"] = self.st.classifier_min_steps
         return train_classifier(x, y, num_classes or len(self.data.users),

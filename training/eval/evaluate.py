@@ -85,7 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure augmentation gain at small k with generators adapted from a disjoint "
                         "population")
     p.add_argument("--population-pipeline", default=None,
-                   help="pipeline trained on a disjoint simulated population (default: train one under --out)")
+                   help="pipeline trained on a disjoint simulated population (default: train one under "
+                        "--out)")
     p.add_argument("--population-seed", type=int, default=1,
                    help="simulate seed of the population that --fewshot trains (must differ from the data's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
@@ -99,8 +100,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="augmentation repeats per k (default 5); gains get a 95%% t-interval over the seeds")
     p.add_argument("--filter", default=None,
                    help="filter the synthetic samples of the augmentation runs: comma-separated physics, "
-                        "confidence, "
-                        "diversity (references: the classifier's own k real recordings), or none (default)")
+                        "confidence, diversity (references: the classifier's own k real recordings), or none "
+                        "(default)")
     p.add_argument("--filter-factor", type=float, default=None, help="candidates per kept sample (default 3)")
     p.add_argument("--filter-tau", type=float, default=None, help="confidence filter threshold (default 0.5)")
     p.add_argument("--synth-per-user", type=int, default=None, help="m: synthetic per user in augmentation "
@@ -109,16 +110,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                                    "adaptation (50)")
     p.add_argument("--fewshot-sample-steps", type=int, default=None,
                    help="DPM-Solver++ steps of the few-shot generators' synthetic data (default 10, at most "
-                        "--steps; "
-                        "0 = the evaluator's steps; DDPM and DDIM always keep the evaluator's)")
+                        "--steps; 0 = the evaluator's steps; DDPM and DDIM always keep the evaluator's)")
     p.add_argument("--population-steps", type=int, default=None,
                    help="stage-2 steps of the population generator that --fewshot trains (default: 3000 for "
-                        "the "
-                        "demo preset, else the preset's training default)")
+                        "the demo preset, else the preset's training default)")
     p.add_argument("--augment-mix", default=None, choices=MIXES,
                    help="augmented classifier's training set: 'balanced' (default) repeats the k real to "
-                        "about m per "
-                        "user so real and synthetic are equally frequent; 'concat' uses them as they are")
+                        "about m per user so real and synthetic are equally frequent; 'concat' uses them as "
+                        "they are")
     p.add_argument("--ddpm-per-user", type=int, default=None,
                    help="samples per user for DDPM-1000 in the sweep (and the N of its equal-N FD column)")
     p.add_argument("--no-sweep", action="store_true", help="skip the sampler sweep")
@@ -130,12 +129,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for torch (default: torch's); 1 is far faster on a machine busy with "
                         "other jobs")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes for the augmentation trials (default: one per core, at most 8, on the CPU; "
-                        ""
-                        ""
-                        ""
-                        "1 on an "
-                        "accelerator); they split --threads. 1 = in this process, as before")
+                   help="processes for the augmentation trials (default: one per core, at most 8, on the "
+                        "CPU; 1 on an accelerator); they split --threads. 1 = in this process, as before")
     p.add_argument("--markdown", default=None,
                    help="where to write the Markdown report (default: <out>/report.md); figure links are "
                         "relative")
@@ -167,8 +162,7 @@ def run(args: argparse.Namespace) -> int:
     (out / "figures").mkdir(parents=True, exist_ok=True)
     log = Log(out / "evaluate.log")
 
-    # ---- load: pipeline, the two splits, and the protocol's first checks
-    # ----------------------------------------
+    # ---- load: pipeline, the two splits, and the protocol's first checks -----------------------------------
     pipe = DopplerPipeline.load(args.pipeline, device=args.device)
     chosen = resolve(pipe, steps=args.steps, guidance=args.guidance, sampler=args.scheduler)
     steps, guidance, scheduler = chosen.steps, chosen.guidance, chosen.sampler
@@ -195,8 +189,7 @@ def run(args: argparse.Namespace) -> int:
     if not res["data"]["matches_pipeline"]:
         log(f"warning: {args.data} is not the dataset the pipeline was trained on (fingerprints differ)")
 
-    # ---- sections
-    # -------------------------------------------------------------------------------------------------
+    # ---- sections ------------------------------------------------------------------------------------------
     res["reconstruction"] = sections.reconstruction(ctx)
     ref = sections.reference_classifier(ctx)
     pool = sections.generated_pool(ctx)
@@ -211,8 +204,7 @@ def run(args: argparse.Namespace) -> int:
                                                population=args.population_pipeline,
                                                population_seed=args.population_seed, workers=workers)
 
-    # ---- targets, figures, report files, optional summary in the pipeline
-    # --------------------------------------------
+    # ---- targets, figures, report files, optional summary in the pipeline ----------------------------------
     res["targets"] = report.targets(res, report.TARGETS)
     report.figures(ctx, pool, res)
     res["runtime_s"] = time.perf_counter() - t_start
@@ -222,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         report.write_summary(Path(args.pipeline), out, res)
     met = sum(1 for t in res["targets"] if t["pass"])
     judged = sum(1 for t in res["targets"] if t["pass"] is not None)
-    log(f"evaluate: {met}/{judged} targets met | affinity {res['gan']['affinity_ratio']:.2f}x real | "
-        f"TSTR {res['gan']['tstr_ratio']:.2f}x TRTR | C2ST {res['fidelity']['c2st']['accuracy']:.2f} | "
+    log(f"evaluate: {met}/{judged} targets met | affinity {res['gan']['affinity_ratio']:.2f}x real | TSTR "
+        f"{res['gan']['tstr_ratio']:.2f}x TRTR | C2ST {res['fidelity']['c2st']['accuracy']:.2f} | "
         f"{res['runtime_s']:.0f} s -> {md}")
     return 0

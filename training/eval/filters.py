@@ -32,11 +32,8 @@ def parse_filters(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     names = [] if names == ["none"] else names
     unknown = [n for n in names if n not in FILTERS]
     if unknown:
-        raise ValueError(f"unknown filter(s) {unknown}; choose from {', '.join(FILTERS)} (comma-separated) or "
-                         ""
-                         ""
-                         ""
-                         "none")
+        raise ValueError(f"unknown filter(s) {unknown}; choose from {', '.join(FILTERS)} (comma-separated) "
+                         "or none")
     return tuple(f for f in FILTERS if f in names)
 
 
@@ -64,8 +61,7 @@ class FilterConfig:
         return "confidence" in self.filters or "diversity" in self.filters
 
 
-# ---- physics: kinematic sifting
-# ------------------------------------------------------------------------------------
+# ---- physics: kinematic sifting ----------------------------------------------------------------------------
 def readouts(x_db: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     """(N, 3) torso speed (m/s), upper-envelope speed (m/s), cadence (steps/min) of (N, C, H, W) dB images."""
     from training.eval.metrics import kinematic_readouts
@@ -113,8 +109,7 @@ def physics_z(r: np.ndarray, y: np.ndarray, ref: KinematicReference) -> np.ndarr
     return z.max(axis=1)
 
 
-# ---- confidence and diversity: the reference classifier
-# ---------------------------------------------------------
+# ---- confidence and diversity: the reference classifier ----------------------------------------------------
 def confidence(clf: Any, x_db: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(N,) softmax probability the classifier gives the requested person (label y)."""
     logits = np.asarray(clf.logits(x_db), np.float64)
@@ -136,8 +131,7 @@ def k_center(feats: np.ndarray, n: int, start: int = 0) -> np.ndarray:
     return np.asarray(chosen, np.int64)
 
 
-# ---- selection
-# ---------------------------------------------------------------------------------------------------
+# ---- selection ---------------------------------------------------------------------------------------------
 @dataclass
 class Selection:
     # kept candidates, user-major, candidate order within a person (k-center order with diversity)
@@ -243,7 +237,8 @@ def summary_line(report: dict[str, Any]) -> str:
     """One line: kept / candidates, overall and per-filter rejection rates."""
     parts = ", ".join(f"{k} {100 * v['rate']:.1f}%" for k, v in report["per_filter"].items()) or "no filter"
     extra = (f"; {report['topped_up']} topped up" if report["topped_up"] else "") + (
-        f"; {report['shortfall']} short of the {report['requested']} requested" if report["shortfall"] else "")
+        f"; {report['shortfall']} short of the {report['requested']} requested"
+        if report["shortfall"] else "")
     return (f"filter: kept {report['kept']} of {report['candidates']} candidates (rejection rate "
             f"{100 * report['rejection_rate']:.1f}%; rejected by {parts}{extra})")
 
@@ -267,8 +262,7 @@ def filter_with_reference(x_db: np.ndarray, persons: Sequence[str], n_per_user: 
         missing = [u for u in names if u not in ds.users]
         if cfg.needs_classifier and missing:
             raise SystemExit(f"--reference {reference} has no recordings of {missing}: the confidence and "
-                             "diversity "
-                             "filters need every exported person in it")
+                             "diversity filters need every exported person in it")
         if "physics" in cfg.filters:
             ref_r, ref_y = readouts(ds.x, {**meta, **ds.meta}), ds.labels  # its own axes (after any resize)
         meta = {**ds.meta, **meta}  # the candidates' axes: the pipeline's, else the reference's
@@ -276,11 +270,11 @@ def filter_with_reference(x_db: np.ndarray, persons: Sequence[str], n_per_user: 
             clf = train_classifier(ds.x, ds.labels, len(ds.users), dyn_range_db=ds.dyn_range_db, seed=seed)
     elif cfg.needs_classifier:
         raise SystemExit("--filter confidence/diversity needs --reference DATA: real recordings of the "
-                         "exported "
-                         "persons to train the reference classifier on")
+                         "exported persons to train the reference classifier on")
     y = np.array([space.index(p) for p in persons], np.int64)
     try:
         return filter_candidates(x_db, y, n_per_user, len(space), cfg, meta=meta, clf=clf, ref_readouts=ref_r,
                                  ref_y=ref_y, ref_source=f"{reference} (train split)")
     except KeyError as e:
-        raise SystemExit(f"the physics filter needs the radar axes in the pipeline's dataset meta ({e})") from None
+        raise SystemExit("the physics filter needs the radar axes in the pipeline's dataset meta "
+                         f"({e})") from None

@@ -287,5 +287,6 @@ def kinematic_readouts(x: np.ndarray, y: np.ndarray, users: list[str], meta: dic
         r = out[users[int(c)]]
         r["torso_mps"].append(k["torso_mps"])
         r["envelope_mps"].append(k["envelope_mps"])
-        r["cadence_spm"].append(60.0 / k["step_s"] if k["step_s"] and math.isfinite(k["step_s"]) else math.nan)
+        r["cadence_spm"].append(60.0 / k["step_s"] if k["step_s"] and math.isfinite(k["step_s"])
+                                else math.nan)
     return out

@@ -30,8 +30,7 @@ def pyplot():
     return plt
 
 
-# ---- spectrograms
-# -------------------------------------------------------------------------------------------
+# ---- spectrograms ------------------------------------------------------------------------------------------
 def spectrogram_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], meta: dict[str, Any],
                      out_path: str | Path,
                      title: str | None = None, cmap: str = CMAP, panel_in: float = 1.3) -> Path:
@@ -74,8 +73,7 @@ def spectrogram_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], meta: dic
     return out
 
 
-# ---- training curves
-# ----------------------------------------------------------------------------------------
+# ---- training curves ---------------------------------------------------------------------------------------
 def plot_losses(rows: list[dict[str, Any]], keys: list[str], path: str | Path, title: str) -> Path | None:
     """Loss curves from the JSONL rows, raw and smoothed, log-scale."""
     rows = [r for r in rows if any(k in r for k in keys)]
@@ -104,8 +102,7 @@ def plot_losses(rows: list[dict[str, Any]], keys: list[str], path: str | Path, t
     return Path(path)
 
 
-# ---- the evaluation report
-# -----------------------------------------------------------------------------------
+# ---- the evaluation report ---------------------------------------------------------------------------------
 def real_vs_generated_figure(rows: list[tuple[str, list[np.ndarray], list[np.ndarray]]], meta: dict[str, Any],
                              path: Path, title: str) -> Path:
     """Per user a 'real' row above a 'generated' row: same colour map, colour limits and axes
@@ -122,7 +119,8 @@ def metrics_figure(targets: list[dict[str, Any]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(targets) + 1.2))
     names = [t["name"] for t in targets]
     vals = [t["value"] if t["value"] is not None and math.isfinite(t["value"]) else 0.0 for t in targets]
-    colours = ["tab:green" if t["pass"] else ("tab:gray" if t["pass"] is None else "tab:red") for t in targets]
+    colours = ["tab:green" if t["pass"] else ("tab:gray" if t["pass"] is None else "tab:red")
+               for t in targets]
     y = np.arange(len(targets))
     ax.barh(y, vals, color=colours)
     for i, t in enumerate(targets):
@@ -185,8 +183,7 @@ def augmentation_figure(summary: dict[str, dict[str, Any]], path: Path) -> Path:
     return Path(path)
 
 
-# ---- the route comparison
-# ---------------------------------------------------------------------------------------
+# ---- the route comparison ----------------------------------------------------------------------------------
 def metric_bars(rows: list[dict[str, Any]], metrics: Sequence[tuple[str, str, bool, Any]],
                 path: Path) -> Path:
     """One bar chart per metric (key, label, higher is better?, tolerance), one bar per route."""

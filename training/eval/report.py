@@ -23,8 +23,7 @@ def _f(v: Any, nd: int = 3, pct: bool = False) -> str:
     return f"{100 * v:.1f}%" if pct else f"{v:.{nd}f}"
 
 
-# ---- markdown
-# ---------------------------------------------------------------------------------------------------
+# ---- markdown ----------------------------------------------------------------------------------------------
 def markdown(res: dict[str, Any], figures: str = "figures") -> str:
     """The human report: headline table against targets, then one section per metric family.
 
@@ -36,8 +35,7 @@ def markdown(res: dict[str, Any], figures: str = "figures") -> str:
     L += [f"- pipeline: `{p['path']}` (fingerprint `{p['fingerprint']}`), trained on dataset fingerprint "
           f"`{p.get('dataset_fingerprint')}`",
           f"- data: `{d['path']}` (fingerprint `{d['fingerprint']}`; {d['n_train']} train / {d['n_test']} "
-          "test "
-          f"recordings, {len(d['users'])} "
+          f"test recordings, {len(d['users'])} "
           f"users){'' if d['matches_pipeline'] else ' — **not the dataset the pipeline was trained on**'}",
           f"- sampling: {s['scheduler']} {s['steps']} steps, guidance {s['guidance']}, {s['gen_per_user']} "
           f"generated per user; mode: {'quick' if s['quick'] else 'full'}; device {s['device']}",
@@ -76,14 +74,11 @@ def _gan(res: dict[str, Any]) -> list[str]:
     return ["## Affinity (GAN-test) and diversity (GAN-train / TSTR)", "",
             "Reference classifier: " + g["classifier"], "",
             "| quantity | accuracy | reference | ratio |", "| --- | --- | --- | --- |",
-            f"| affinity: trained on real train, tested on generated (labelled with the requested user) | "
-            f"{_f(g['affinity'], pct=True)} | real test {_f(g['trtr'], pct=True)} | {_f(g['affinity_ratio'])} "
-            ""
-            ""
-            ""
-            "|",
-            f"| TSTR: trained on generated only, tested on real test | {_f(g['tstr'], pct=True)} | "
-            f"TRTR {_f(g['trtr'], pct=True)} | {_f(g['tstr_ratio'])} |", ""]
+            "| affinity: trained on real train, tested on generated (labelled with the requested user) | "
+            f"{_f(g['affinity'], pct=True)} | real test {_f(g['trtr'], pct=True)} | "
+            f"{_f(g['affinity_ratio'])} |",
+            f"| TSTR: trained on generated only, tested on real test | {_f(g['tstr'], pct=True)} | TRTR "
+            f"{_f(g['trtr'], pct=True)} | {_f(g['tstr_ratio'])} |", ""]
 
 
 def _fidelity(res: dict[str, Any]) -> list[str]:
@@ -91,20 +86,17 @@ def _fidelity(res: dict[str, Any]) -> list[str]:
     c = f["c2st"]
     bank = c.get("texture_bank", 0)
     vae_row = (["The same test on the VAE's own reconstructions of real train recordings (no diffusion at "
-                "all) gives "
-                f"**{_f(f['c2st_vae']['accuracy'])}**: "
+                f"all) gives **{_f(f['c2st_vae']['accuracy'])}**: "
                 + ("what decoding alone gives, without the texture bank." if bank else
                    "the floor for any generator that decodes through this VAE.")
                 + (f" ({f['c2st_vae']['note']})" if f["c2st_vae"].get("note") else ""), ""]
                if f.get("c2st_vae") else [])
     tex_row = (["The generated samples carry the pipeline's texture bank: each decoded sample gets the "
-                "residual "
-                f"(recording minus its reconstruction) of the best-fitting of {bank} train recordings "
-                "(models/texture.py).", ""] if bank else [])
+                f"residual (recording minus its reconstruction) of the best-fitting of {bank} train "
+                "recordings (models/texture.py).", ""] if bank else [])
     return ["## Fidelity distances", "",
             f"Fréchet distance in the reference classifier's {f['feature_dim']}-d feature space, {f['n']} vs "
-            f"{f['n']} "
-            "recordings (sample counts matched, since the estimate is biased by N).", "",
+            f"{f['n']} recordings (sample counts matched, since the estimate is biased by N).", "",
             "| pair | Fréchet distance |", "| --- | --- |",
             f"| generated vs real test | {_f(f['fd_generated_test'], 2)} |",
             f"| real train vs real test (the scale: two real draws) | {_f(f['fd_train_test'], 2)} |",
@@ -138,19 +130,15 @@ def _augmentation(res: dict[str, Any]) -> list[str]:
          "| --- | --- | --- | --- | --- | --- | --- |"]
     for k, v in a["summary"].items():
         ci = v.get("gain_ci95") or {}
-        ci_s = (f"[{100 * ci['lo']:+.1f}, {100 * ci['hi']:+.1f}]" if ci.get("lo") is not None and ci.get("n",
-                                                                                                         0) > 1
-                else "n/a")
+        ci_s = (f"[{100 * ci['lo']:+.1f}, {100 * ci['hi']:+.1f}]"
+                if ci.get("lo") is not None and ci.get("n", 0) > 1 else "n/a")
         L.append(f"| {k} | {v['generator']} | {v['gain']['n']} | {_f(v['acc_real']['mean'], pct=True)} ± "
-                 f"{_f(100 * v['acc_real']['std'], 1)} | "
-                 f"{_f(v['acc_augmented']['mean'], pct=True)} ± {_f(100 * v['acc_augmented']['std'], 1)} | "
-                 f"{100 * v['gain']['mean']:+.1f} ± {100 * v['gain']['std']:.1f} | {ci_s} |")
+                 f"{_f(100 * v['acc_real']['std'], 1)} | {_f(v['acc_augmented']['mean'], pct=True)} ± "
+                 f"{_f(100 * v['acc_augmented']['std'], 1)} | {100 * v['gain']['mean']:+.1f} ± "
+                 f"{100 * v['gain']['std']:.1f} | {ci_s} |")
     for k in a.get("not_measured", []):
-        L.append(f"| {k} | not measured: needs `--fewshot` (the evaluated pipeline saw every train recording) "
-                 ""
-                 ""
-                 ""
-                 "| | | | | |")
+        L.append(f"| {k} | not measured: needs `--fewshot` (the evaluated pipeline saw every train "
+                 "recording) | | | | | |")
     return L + [""]
 
 
@@ -162,8 +150,8 @@ def _sweep(res: dict[str, Any]) -> list[str]:
     for r in sw["rows"]:
         fd = _f(r["fd"], 2) if r["n"] > r["n_small"] else "—"
         L.append(f"| {r['scheduler']} | {r['steps']} | {r['guidance']} | {r['n']} | "
-                 f"{_f(r['affinity'], pct=True)} | "
-                 f"{fd} | {_f(r['fd_small'], 2)} (N={r['n_small']}) | {_f(r['seconds_per_sample'], 3)} |")
+                 f"{_f(r['affinity'], pct=True)} | {fd} | {_f(r['fd_small'], 2)} (N={r['n_small']}) | "
+                 f"{_f(r['seconds_per_sample'], 3)} |")
     if sw.get("conclusion"):
         L += ["", sw["conclusion"]]
     return L + [""]
@@ -179,15 +167,16 @@ _SECTIONS = dict(reconstruction=_reconstruction, gan=_gan, fidelity=_fidelity, p
                  augmentation=_augmentation, sweep=_sweep, appendix=_appendix)
 
 
-# ---- targets and report files
-# ---------------------------------------------------------------------------------------------
+# ---- targets and report files ------------------------------------------------------------------------------
 def targets(res: dict[str, Any], tg: dict[str, float]) -> list[dict[str, Any]]:
     """Headline metrics against their fixed targets; pass None when a metric was not measured."""
     out = []
 
     def add(name, value, target, op, pct=False, points=False):
-        ok = None if value is None or not math.isfinite(value) else (value >= target if op == ">=" else value <= target)
-        fmt = (lambda v: f"{100 * v:+.1f} points") if points else ((lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3f}"))
+        ok = (None if value is None or not math.isfinite(value)
+              else (value >= target if op == ">=" else value <= target))
+        fmt = ((lambda v: f"{100 * v:+.1f} points") if points
+               else ((lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3f}")))
         margin = "" if ok is None else (f"{100 * (value - target):+.1f} points" if (points or pct)
                                         else f"{value - target:+.3f}")
         out.append(dict(name=name, value=value, target=target, op=op, pass_=ok,
@@ -263,8 +252,7 @@ def figures(ctx: Any, pool: Any, res: dict[str, Any]) -> None:
     fig_dir = ctx.out / "figures"
     plots.real_vs_generated_figure(rows, d.meta, fig_dir / "real_vs_generated.png",
                                     f"real test (top) vs generated (bottom) per user; {ctx.sampler} "
-                                    f"{ctx.steps} steps, "
-                                    f"guidance {ctx.guidance}")
+                                    f"{ctx.steps} steps, guidance {ctx.guidance}")
     if res["sweep"]["rows"]:
         plots.sweep_figure(res["sweep"]["rows"], fig_dir / "sampler_sweep.png")
     if res["augmentation"]["summary"]:

@@ -23,22 +23,17 @@ def reconstruction(ctx: Context) -> dict[str, Any]:
     rec = fm.reconstruct(ctx.pipe.vae, x_model)
     out = fm.reconstruction_metrics(x_model, rec, ctx.data.dyn_range_db)
     out["space"] = ("PSNR and SSIM are computed in the normalised model space [-1, 1] (data_range = 2; "
-                    "torchmetrics), "
-                    f"which for this linear map equals PSNR in dB with data range {ctx.data.dyn_range_db:g} "
-                    "dB.")
+                    "torchmetrics), which for this linear map equals PSNR in dB with data range "
+                    f"{ctx.data.dyn_range_db:g} dB.")
     ctx.log(f"reconstruction: PSNR {out['psnr_db']:.2f} dB, SSIM {out['ssim']:.4f} on {out['n']} test "
             "recordings")
     if ae.is_vq(ctx.pipe.vae):  # codebook collapse is the classic VQ failure: report the usage on unseen data
-        codes = torch.cat([ae.encode_codes(ctx.pipe.vae, x_model[i:i + 64]).cpu() for i in range(0,
-                                                                                                 len(x_model),
-                                                                                                 64)])
+        codes = torch.cat([ae.encode_codes(ctx.pipe.vae, x_model[i:i + 64]).cpu()
+                           for i in range(0, len(x_model), 64)])
         out["codebook"] = ae.codebook_usage(codes, int(ctx.pipe.vae.config.num_vq_embeddings))
-        ctx.log(f"codebook: perplexity {out['codebook']['perplexity']:.1f} of {out['codebook']['num_codes']}, "
-                ""
-                ""
-                ""
-                ""
-                f"{100 * out['codebook']['dead_fraction']:.1f}% unused on the test split")
+        ctx.log(f"codebook: perplexity {out['codebook']['perplexity']:.1f} of "
+                f"{out['codebook']['num_codes']}, {100 * out['codebook']['dead_fraction']:.1f}% unused on "
+                "the test split")
     return out
 
 
@@ -53,8 +48,8 @@ def reference_classifier(ctx: Context) -> Reference:
     d = ctx.data
     clf = ctx.fit(d.train_x, d.train_y, seed=ctx.seed)
     trtr = accuracy(clf, d.test_x, d.test_y)
-    desc = (f"training.eval.classifier UserCNN, trained on the {len(d.train_y)} real train recordings "
-            f"(seed {ctx.seed}); real test accuracy (TRTR) {100 * trtr:.1f}% on {len(d.test_y)} recordings.")
+    desc = (f"training.eval.classifier UserCNN, trained on the {len(d.train_y)} real train recordings (seed "
+            f"{ctx.seed}); real test accuracy (TRTR) {100 * trtr:.1f}% on {len(d.test_y)} recordings.")
     ctx.log(f"reference classifier: TRTR {trtr:.3f}")
     return Reference(clf, trtr, desc)
 
@@ -109,8 +104,7 @@ def fidelity(ctx: Context, ref: Reference, pool: Pool) -> dict[str, Any]:
     recon = norm.to_db(fm.reconstruct(ctx.pipe.vae, norm.to_model(torch.as_tensor(d.train_x)))).numpy()
     c2st_vae = fm.two_sample_test(d.train_x, recon, fit_cnn, seed=ctx.seed)
     ctx.log(f"Fréchet distance gen-test {fd_gen:.2f} vs train-test {fd_scale:.2f} | C2ST accuracy "
-            f"{c2st['accuracy']:.3f} "
-            f"(real vs VAE reconstruction: {c2st_vae['accuracy']:.3f})")
+            f"{c2st['accuracy']:.3f} (real vs VAE reconstruction: {c2st_vae['accuracy']:.3f})")
     return dict(fd_generated_test=fd_gen, fd_train_test=fd_scale, fd_ratio=fd_gen / max(fd_scale, 1e-12),
                 n=int(n),
                 feature_dim=int(f_test.shape[1]), c2st=c2st, c2st_vae=c2st_vae)
@@ -126,12 +120,11 @@ def physics(ctx: Context, pool: Pool) -> dict[str, Any]:
                     max_rel_error={}, method="skipped")
     res = fm.physics_consistency(real, fm.kinematic_readouts(pool.x, pool.y, d.users, d.meta))
     res["method"] = ("training.eval.metrics estimators on every real test and generated spectrogram: mean "
-                     "torso-line "
-                     "speed, 95th-percentile upper envelope at -40 dB (m/s) and cadence (steps/min, from the "
-                     "envelope's autocorrelation). Relative error = |median(generated) - median(real)| / "
-                     "median(real) per user; a user with no valid generated read-out counts as 100%. The "
-                     "target "
-                     "applies to the mean over users; the worst user is shown too.")
+                     "torso-line speed, 95th-percentile upper envelope at -40 dB (m/s) and cadence "
+                     "(steps/min, from the envelope's autocorrelation). Relative error = |median(generated) "
+                     "- median(real)| / median(real) per user; a user with no valid generated read-out "
+                     "counts as 100%. The target applies to the mean over users; the worst user is shown "
+                     "too.")
     ctx.log("physics: mean relative errors " + ", ".join(f"{q} {v:.3f}" for q,
                                                          v in res["mean_rel_error"].items()))
     return res

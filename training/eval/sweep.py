@@ -57,23 +57,15 @@ def sweep(ctx: Context, ref: Reference, pool: Pool) -> dict[str, Any]:
                 f"{row['seconds_per_sample']:.3f} s/sample")
     ddpm_steps = max((n for s, n in sweep_samplers(ctx) if s == "ddpm"), default=0)
     note = "" if not ddpm_steps else ("Every setting samples the same seeds (those of the generated pool). "
-                                      f"DDPM-{ddpm_steps} costs ~"
-            f"{ddpm_steps // max(1, ctx.steps)}x the UNet calls of {ctx.sampler} {ctx.steps}, so it gets "
-            f"{st.ddpm_per_user} per user (one batch); the others {st.sweep_per_user} per user. 'FD (N "
-            "small)' uses "
-            f"the first {st.ddpm_per_user} per user of every setting, so all rows, DDPM included, compare at "
-            "equal N; "
-            "'FD' uses all samples of the row (not available for DDPM at its N). Small N inflates FD: compare "
-            ""
-            ""
-            ""
-            "rows "
-            "with each other, not with the fidelity section. Affinity uses all samples of the row; s / sample "
-            ""
-            ""
-            ""
-            "is wall "
-            "time on the evaluating machine (noisy when it is shared).")
+                                      f"DDPM-{ddpm_steps} costs ~{ddpm_steps // max(1, ctx.steps)}x the UNet "
+                                      f"calls of {ctx.sampler} {ctx.steps}, so it gets {st.ddpm_per_user} "
+                                      f"per user (one batch); the others {st.sweep_per_user} per user. 'FD "
+                                      f"(N small)' uses the first {st.ddpm_per_user} per user of every "
+                                      "setting, so all rows, DDPM included, compare at equal N; 'FD' uses "
+                                      "all samples of the row (not available for DDPM at its N). Small N "
+                                      "inflates FD: compare rows with each other, not with the fidelity "
+                                      "section. Affinity uses all samples of the row; s / sample is wall "
+                                      "time on the evaluating machine (noisy when it is shared).")
     return dict(note=note, rows=rows, conclusion=_sweep_conclusion(rows, ctx))
 
 
@@ -99,12 +91,8 @@ def _sweep_conclusion(rows: list[dict[str, Any]], ctx: Context) -> str:
     best_aff = max(guid, key=lambda r: r["affinity"]) if guid else None
     best_fd = min(guid, key=lambda r: r["fd"]) if guid else None
     label = "VQ-Diffusion (respaced)" if name == "vq-diffusion" else "DPM-Solver++"
-    s = (f"{label} keeps affinity within 2 points and FD within 15% of its {ref['steps']}-step result down to "
-         ""
-         ""
-         ""
-         ""
-         f"{fewest} steps (of {[r['steps'] for r in dpm]}).")
+    s = (f"{label} keeps affinity within 2 points and FD within 15% of its {ref['steps']}-step result down "
+         f"to {fewest} steps (of {[r['steps'] for r in dpm]}).")
     if best_aff and best_fd:
         s += (f" Over guidance {[r['guidance'] for r in guid]}, affinity peaks at {best_aff['guidance']} "
               f"({100 * best_aff['affinity']:.1f}%) and FD is lowest at {best_fd['guidance']} "

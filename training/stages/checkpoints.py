@@ -39,7 +39,8 @@ def incomplete_reason(path: Path) -> str | None:
     except (OSError, ValueError):
         return f"no readable {STATE_FILE} (a run stopped while saving it?)"
     if "files" not in state:
-        return "written by an older dopplergen as accelerate pickles (optimizer.bin, random_states_*.pkl), never unpickled"
+        return ("written by an older dopplergen as accelerate pickles (optimizer.bin, random_states_*.pkl), "
+                "never unpickled")
     missing = [f for f in state["files"] if not (path / f).is_file()]
     return f"missing {', '.join(missing)}" if missing else None
 
@@ -156,8 +157,8 @@ def check_dataset(accelerator: Accelerator, run_dir: str | Path, ds: Any, resume
         started = json.loads(path.read_text())["fingerprint"]
         if started != ds.fingerprint:
             accelerator.print("warning: the dataset changed since this run started (fingerprint "
-                              f"{started[:12]} -> "
-                              f"{ds.fingerprint[:12]}); figures, metrics and export use the current data")
+                              f"{started[:12]} -> {ds.fingerprint[:12]}); figures, metrics and export use "
+                              "the current data")
         return started
     if accelerator.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -129,8 +129,8 @@ def export_pipeline(target: PipelineExport, out: Path, *, last: dict, loss_title
     (run_dir / "figures").mkdir(parents=True, exist_ok=True)
     for f in figures.glob("*.png"):
         shutil.copyfile(f, run_dir / "figures" / f.name)
-    print(f"train-{stage}: {cfg.max_steps} steps in {time.perf_counter() - target.loop.t0:.0f} s | "
-          f"loss {last.get('loss', 0):.4f} | {pipe.meta['version']} | {pipe.route} | exported {out}")
+    print(f"train-{stage}: {cfg.max_steps} steps in {time.perf_counter() - target.loop.t0:.0f} s | loss "
+          f"{last.get('loss', 0):.4f} | {pipe.meta['version']} | {pipe.route} | exported {out}")
 
 
 def export_meta(cfg, preset: Preset, ds, norm: Normalization, route: str = "kl") -> dict:

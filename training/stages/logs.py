@@ -20,8 +20,8 @@ class JsonlLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if resume_step > 0 and self.path.is_file():
-            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step",
-                                                                                                 0) <= resume_step]
+            kept = [ln for ln in self.path.read_text().splitlines()
+                    if ln and json.loads(ln).get("step", 0) <= resume_step]
         self.path.write_text("".join(ln + "\n" for ln in kept))
 
     def log(self, **row: Any) -> None:

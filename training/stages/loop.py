@@ -109,8 +109,7 @@ def first_per_user(labels: np.ndarray, users: list[str], k: int, max_users: int)
     return out
 
 
-# ---- stage 2 set-up
-# -------------------------------------------------------------------------------------------
+# ---- stage 2 set-up ----------------------------------------------------------------------------------------
 def load_frozen_autoencoder(cfg, preset: Preset, device, print_fn) -> ae.Autoencoder:
     """The trained stage 1 (either class), frozen, checked against the preset; warns on an unmeasured
     scaling."""
@@ -120,8 +119,7 @@ def load_frozen_autoencoder(cfg, preset: Preset, device, print_fn) -> ae.Autoenc
     for key in ("in_channels", "latent_channels", "block_out_channels"):
         if _plain(vae.config[key]) != _plain(expect[key]):
             raise ConfigError(f"autoencoder {cfg.vae} has {key}={vae.config[key]}, preset {preset.name} "
-                              "expects "
-                              f"{expect[key]}")
+                              f"expects {expect[key]}")
     if float(vae.config.scaling_factor) == 1.0:
         print_fn("warning: autoencoder scaling_factor is 1.0; was it measured by train-vae?")
     return vae
@@ -223,8 +221,8 @@ class TrainLoop:
             self._log(done, step, loss, terms or {}, stats)
         if done % cfg.checkpointing_steps == 0 or done == cfg.max_steps:
             checkpoints.save_checkpoint(acc, self.run_dir, done, cfg.checkpoints_total_limit, ema=self.ema)
-        if (self.figure is not None and acc.is_main_process and cfg.image_every and done % cfg.image_every == 0
-                and done != cfg.max_steps):
+        if (self.figure is not None and acc.is_main_process and cfg.image_every
+                and done % cfg.image_every == 0 and done != cfg.max_steps):
             self.ema.copy_to(self.shadow.parameters())
             self.figure(done)
 

@@ -69,8 +69,7 @@ def main(cfg: VQDConfig) -> Path:
     accelerator.print(f"cached codes {tuple(codes.shape)} of {len(ds.users)} users; codebook perplexity "
                       f"{usage['perplexity']:.1f}, {100 * usage['dead_fraction']:.1f}% of codes unused")
 
-    # ---- model, schedule, the shared loop (optimiser, EMA, resume, logs)
-    # ---------------------------------------
+    # ---- model, schedule, the shared loop (optimiser, EMA, resume, logs) -----------------------------------
     model = CodeDenoiser(preset, ds.users).to(device)
     null_user = model.user_encoder.null_index
     sched = build_vq_scheduler(preset)
@@ -99,8 +98,7 @@ def main(cfg: VQDConfig) -> Path:
             log_p = loop.model(x_t, t, user, cfg.t_groups)  # (B, K, L)
         loop.update(code_loss(log_p, x0), step, b)  # cross-entropy of x_0 over every code position
 
-    # ---- export the pipeline folder (EMA weights)
-    # -----------------------------------------------------------
+    # ---- export the pipeline folder (EMA weights) ----------------------------------------------------------
     return exporter.export(out, loss_title="train-transformer (x_0 cross-entropy)",
                            sampler_text=f"{cfg.num_inference_steps} VQ-Diffusion steps")
 

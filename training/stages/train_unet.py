@@ -102,8 +102,7 @@ def main(cfg: UNetConfig) -> Path:
     accelerator.print(f"cached latents {tuple(lat_mean.shape)} of {len(ds.users)} users, scaling "
                       f"{scaling:.4f}")
 
-    # ---- model, noise schedule, the shared loop (optimiser, EMA, resume, logs)
-    # -------------------------------------
+    # ---- model, noise schedule, the shared loop (optimiser, EMA, resume, logs) -----------------------------
     names = condition_names(cfg, ds.extra)
     desc = describe_conditions(ds.extra, [ds.users[i] for i in labels], names) if names else None
     model = Denoiser(preset, ds.users, ae.latent_channels(vae), encoder_specs(desc, names) if names else None,
@@ -113,7 +112,8 @@ def main(cfg: UNetConfig) -> Path:
     model.to(device)
     cond_values = None
     if model.condition_encoder is not None:  # (N, K): every train recording's condition values
-        cond_values = model.condition_encoder.values_tensor([{n: ds.extra[n][i] for n in names} for i in range(len(x))])
+        cond_values = model.condition_encoder.values_tensor([{n: ds.extra[n][i] for n in names}
+                                                             for i in range(len(x))])
         accelerator.print(f"conditioning on {names} (each absent with p={cfg.condition_drop_prob})")
     null_user = model.user_encoder.null_index
     noise_sched = DDPMScheduler(**preset.scheduler_config())
@@ -156,8 +156,7 @@ def main(cfg: UNetConfig) -> Path:
         # Min-SNR if gamma > 0
         loop.update(latent_loss(noise_sched, pred, target, t, cfg.snr_gamma).mean(), step, b)
 
-    # ---- export the pipeline folder (EMA weights)
-    # -----------------------------------------------------------
+    # ---- export the pipeline folder (EMA weights) ----------------------------------------------------------
     return exporter.export(out, loss_title="train-unet (Min-SNR weighted)" if cfg.snr_gamma else "train-unet",
                            sampler_text=f"{cfg.num_inference_steps} DPM-Solver++ steps")
 

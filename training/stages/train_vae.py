@@ -115,11 +115,11 @@ def init_from_autoencoder(vae: ae.Autoencoder, path: str) -> None:
         raise ConfigError(f"init_from {path} holds a {type(src).__name__}, this run trains a "
                           f"{type(vae).__name__}")
     have, want = src.state_dict(), vae.state_dict()
-    bad = sorted(k for k in have.keys() | want.keys() if k not in have or k not in want or have[k].shape != want[k].shape)
+    bad = sorted(k for k in have.keys() | want.keys()
+                 if k not in have or k not in want or have[k].shape != want[k].shape)
     if bad:
         raise ConfigError(f"init_from {path}: its autoencoder differs from this run's preset ({len(bad)} "
-                          "tensors, "
-                          f"e.g. {bad[:3]})")
+                          f"tensors, e.g. {bad[:3]})")
     vae.load_state_dict(have)
 
 
@@ -232,12 +232,12 @@ def export_vae(loop: TrainLoop, last: dict, *, preset, x: torch.Tensor, x_test: 
     (run_dir / "vae_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     recon_figure(eval_vae, fig_x, picks, norm, ds.meta, run_dir / "figures" / "recon.png",
                  f"{cfg.autoencoder.upper()} autoencoder (EMA) reconstructions, "
-                 f"{'test' if x_test is not None else 'train'} split, "
-                 f"step {cfg.max_steps}, PSNR {psnr.get('test', psnr['train']):.1f} dB")
+                 f"{'test' if x_test is not None else 'train'} split, step {cfg.max_steps}, PSNR "
+                 f"{psnr.get('test', psnr['train']):.1f} dB")
     plots.plot_losses(logs.read_jsonl(run_dir / "log.jsonl"), ["loss", "l1", reg_name],
                       run_dir / "figures" / "loss.png", "train-vae")
-    print(f"train-vae: {cfg.max_steps} steps in {time.perf_counter() - loop.t0:.0f} s | "
-          f"loss {last.get('loss', 0):.4f} | PSNR " + ", ".join(f"{k} {v:.2f} dB" for k, v in psnr.items()) +
+    print(f"train-vae: {cfg.max_steps} steps in {time.perf_counter() - loop.t0:.0f} s | loss "
+          f"{last.get('loss', 0):.4f} | PSNR " + ", ".join(f"{k} {v:.2f} dB" for k, v in psnr.items()) +
           f" | scaling_factor {1.0 / std:.4f}" +
           (f" | codebook perplexity {summary['codebook']['perplexity']:.1f} of {preset.vq_num_embeddings}, "
            f"{100 * summary['codebook']['dead_fraction']:.1f}% dead" if vq else "") +

@@ -122,4 +122,5 @@ def test_cli_end_to_end_is_byte_identical(tmp_path):
         assert set(ds.splits[ds.labels == lab]) == {"train", "val", "test"}
     assert float(ds.x.max()) == 0.0 and float(ds.x.min()) >= -60.0
     assert main([*args[:-2], "--out", str(tmp_path / "c"), "--seed", "8"]) == 0
-    assert (tmp_path / "c" / "user00" / "0000.npy").read_bytes() != (tmp_path / "a" / "user00" / "0000.npy").read_bytes()
+    assert ((tmp_path / "c" / "user00" / "0000.npy").read_bytes()
+            != (tmp_path / "a" / "user00" / "0000.npy").read_bytes())

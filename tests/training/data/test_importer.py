@@ -261,7 +261,8 @@ def test_cli_prints_one_summary_line_and_fails_with_exit_code_2(jet_src, tmp_pat
     assert main(["import", str(jet_src[0]), "--out", str(tmp_path / "a"), "--size", "32", "--val-fraction",
                  "0"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[-1].startswith("import: 36 files of 3 people in 12 sessions") and "mean inversion error" in out[-1]
+    assert (out[-1].startswith("import: 36 files of 3 people in 12 sessions")
+            and "mean inversion error" in out[-1])
     assert main(["import", str(jet_src[0]), "--out", str(tmp_path / "b"), "--size", "32", "--colormap",
                  "nope"]) == 2
     assert "unknown colour map 'nope'" in capsys.readouterr().err and not (tmp_path / "b").exists()

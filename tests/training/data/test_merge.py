@@ -56,9 +56,10 @@ def test_merge_keeps_real_splits_and_records_provenance(real, generated, tmp_pat
     fp = json.loads((generated / "meta.json").read_text())["generation"]["pipeline_fingerprint"]
     real_rows = [r for r in merged if r["origin"] == "real"]
     syn_rows = [r for r in merged if r["origin"] == "synthetic"]
-    assert [(r["user"], r["split"], r["source"]) for r in real_rows] == [(r["user"], r["split"], r["source"])
-                                                                          for r in before]
-    assert {r["split"] for r in syn_rows} == {"train"} and {r["pipeline_fingerprint"] for r in syn_rows} == {fp}
+    assert ([(r["user"], r["split"], r["source"]) for r in real_rows]
+            == [(r["user"], r["split"], r["source"]) for r in before])
+    assert ({r["split"] for r in syn_rows} == {"train"}
+            and {r["pipeline_fingerprint"] for r in syn_rows} == {fp})
     assert sorted(r["seed"] for r in syn_rows) == sorted(r["seed"] for r in gen)  # exact, not float-rounded
     assert all(r["seed"] == "" and r["pipeline_fingerprint"] == "" for r in real_rows)
     ds = load_dataset(tmp_path / "m")
@@ -74,7 +75,8 @@ def test_merge_sets_in_memory_relabels_by_the_real_user_order(real, generated):
     m = merge_sets(r, s, pipeline_fingerprint="abc")
     assert len(m) == len(r) + 2 and m.users == r.users
     assert (m.labels[-2:] == r.users.index("carol")).all() and set(m.splits[-2:]) == {"train"}
-    assert list(m.extra["origin"][-2:]) == ["synthetic"] * 2 and set(m.extra["pipeline_fingerprint"][-2:]) == {"abc"}
+    assert (list(m.extra["origin"][-2:]) == ["synthetic"] * 2
+            and set(m.extra["pipeline_fingerprint"][-2:]) == {"abc"})
     np.testing.assert_array_equal(m.x[-2:], s.x)
 
 

@@ -70,7 +70,8 @@ def test_axes_and_shapes():
     assert s.meta["doppler_hz_per_bin"] == pytest.approx(s.doppler_hz[0] - s.doppler_hz[1])
     native = simulate_walk(1.7, 1.3, **CLEAN)
     assert native.db.shape == (native.meta["nfft"], len(native.time_s))
-    assert native.doppler_hz[0] == pytest.approx(native.meta["prf_hz"] / 2 - native.meta["doppler_hz_per_bin"])
+    assert native.doppler_hz[0] == pytest.approx(native.meta["prf_hz"] / 2
+                                                 - native.meta["doppler_hz_per_bin"])
 
 
 def test_reproducible_and_individual():

@@ -22,7 +22,8 @@ def test_cover_conditions_spans_aspect_both_sides_and_speeds_around_the_persons_
     assert aspect.min() < -60 and aspect.max() > 60 and np.abs(aspect).max() <= 70
     assert ((aspect > -10) & (aspect < 10)).sum() > 20  # frontal walks too
     hi = min(1.3, MAX_SPEED_MPS / profile.speed_mps)
-    assert speed.min() >= 0.7 - 1e-9 and speed.max() <= hi + 1e-9 and speed.min() < 0.75 and speed.max() > hi - 0.05
+    assert (speed.min() >= 0.7 - 1e-9 and speed.max() <= hi + 1e-9
+            and speed.min() < 0.75 and speed.max() > hi - 0.05)
     # the default spread is unchanged: normal around the preferred speed, +-30 deg
     default = [recording_kwargs(profile, j) for j in range(400)]
     d_speed = np.array([k["speed_mps"] for k in default]) / profile.speed_mps

@@ -27,8 +27,8 @@ def test_population_commands_carry_the_measured_budget(tmp_path):
     vq = population_commands(tmp_path, preset="tiny", size=32, carrier_ghz=77.0, seed=2, route="vq-diffusion",
                              quick=True)
     assert _flag(vq[0], "--users") == "4" and _flag(vq[0], "--carrier-ghz") == "77"
-    assert _flag(vq[1], "--autoencoder") == "vq" and vq[2][0] == "train-transformer" and _flag(vq[2],
-                                                                                               "--max-steps") == "20"
+    assert (_flag(vq[1], "--autoencoder") == "vq" and vq[2][0] == "train-transformer"
+            and _flag(vq[2], "--max-steps") == "20")
 
 
 def test_population_commands_resume_what_exists(tmp_path):
@@ -48,7 +48,8 @@ def test_population_simulates_like_the_evaluated_data():
     from training.eval.population import covers_conditions
 
     assert covers_conditions({"simulate": {"variation": {"aspect_deg": 70.0, "speed_span": 0.3}}})
-    assert not covers_conditions({"simulate": {"variation": {"aspect_deg": 30.0}}}) and not covers_conditions({})
+    assert (not covers_conditions({"simulate": {"variation": {"aspect_deg": 30.0}}})
+            and not covers_conditions({}))
     sim = population_commands(Path("p"), preset="demo", size=64, carrier_ghz=24.0, seed=1,
                               cover_conditions=True)[0]
     assert sim[-1] == "--cover-conditions"
