@@ -4,7 +4,13 @@ read, or a writer write, outside the folder it was given."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
+
+# A new person's ID (dopplergen enroll, POST /users): also the file name in a users folder, so a full match
+# (re.fullmatch: `$` would let a trailing newline through).
+USER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+USER_ID_RULE = "use 1-64 letters, digits, '.', '_' or '-' (not first)"
 
 
 class UnsafePathError(ValueError):
@@ -19,6 +25,11 @@ def check_component(name: object, where: str, what: str = "user ID") -> str:
         raise UnsafePathError(f"{where}: {what} {name!r} is not a plain name (no path separators, '.', '..' "
                               "or control characters): it would place files outside the folder")
     return name
+
+
+def is_new_user_id(name: object) -> bool:
+    """True when `name` may name a new person (USER_ID_RULE), matched in full."""
+    return isinstance(name, str) and USER_ID_RE.fullmatch(name) is not None
 
 
 def check_user_ids(users: list[str], where: str) -> list[str]:

@@ -19,7 +19,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -38,7 +37,6 @@ from service.rows import UserGone
 from service.worker import StepWorker
 
 log = logging.getLogger("dopplergen.enrolment")
-USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also the file name in the users folder
 
 
 class UsersFolder:

@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -22,10 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from models.paths import USER_ID_RULE, is_new_user_id
 from models.recording import IMAGE_SUFFIXES, DatasetError, read_recording
-
-# also a safe file name (the service stores by it)
-USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,7 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", required=True,
                    help="the new person's user ID (letters, digits, . _ -; up to 64)")
     p.add_argument("--data", required=True, help="folder of that person's recordings (.npy in dB, or .png)")
-    p.add_argument("--out", required=True, help="pipeline folder to write (may equal --pipeline: in place)")
+    p.add_argument("--out", required=True,
+                   help="pipeline folder to write: a new folder, or --pipeline itself (in place); another "
+                        "existing pipeline folder only with --force; never a folder that is not a pipeline, "
+                        "nor --data or a folder inside it")
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps on the new row (default "
                                                               f"{d.steps})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the initial row and the noise draws (default "
                                                        "0)")
     p.add_argument("--replace", action="store_true", help="re-enrol a user ID the pipeline already has")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing pipeline folder named by --out")
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when present), cpu, cuda")
 
 
@@ -96,6 +98,23 @@ def write_pipeline_atomically(src: Path, out: Path, user_encoder: Any, meta: dic
     shutil.rmtree(old, ignore_errors=True)
 
 
+def check_out(src: Path, out: Path, data: Path, force: bool) -> str | None:
+    """Why `out` must not be written (None: it may): write_pipeline_atomically replaces the whole folder."""
+    from models.pipeline import META_FILE
+
+    src, out, data = src.resolve(), out.resolve(), data.resolve()
+    if out == data or data in out.parents:
+        return f"--out {out} is --data or inside it: writing there would delete the recordings"
+    if out in data.parents or out in src.parents:
+        return f"--out {out} holds --data or --pipeline: writing there would delete them"
+    if out.exists() and not (out.is_dir() and (out / META_FILE).is_file()):
+        return f"--out {out} exists and is not a pipeline folder (no {META_FILE}): choose a new folder"
+    if out.exists() and out != src and not force:
+        return (f"--out {out} is another pipeline folder: pass --force to replace it, or --out "
+                "--pipeline to add the person in place")
+    return None
+
+
 def stored_dtype(pipeline: Path) -> Any:
     """The dtype user_encoder/ was saved in (the demo exports fp16), so the copy keeps it."""
     from safetensors import safe_open
@@ -112,10 +131,13 @@ def run(args: argparse.Namespace) -> int:
     from models.pipeline import META_FILE, DopplerPipeline
 
     t0 = time.perf_counter()
-    if not USER_ID_RE.match(args.user):
-        raise SystemExit(f"--user {args.user!r}: use 1-64 letters, digits, '.', '_' or '-' (not first)")
+    if not is_new_user_id(args.user):
+        raise SystemExit(f"--user {args.user!r}: {USER_ID_RULE}")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     src = Path(args.pipeline)
+    refused = check_out(src, Path(args.out), Path(args.data), args.force)
+    if refused:
+        raise SystemExit(refused)
     pipe = DopplerPipeline.load(src, device=device)
     if args.user in pipe.users and not args.replace:
         raise SystemExit(f"{src} already has user {args.user!r}; pass --replace to enrol it again")

@@ -10,8 +10,8 @@ import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from models.paths import USER_ID_RULE, is_new_user_id
 from models.recording import DatasetError, read_recording
-from service.enrolment import USER_ID_RE
 from service.errors import ApiError, invalid
 from service.routes.deps import ApiKey, ReadyService, ServiceDep
 from service.schemas import EnrolAccepted, ErrorResponse, UserStatus
@@ -31,8 +31,8 @@ def _errors(*codes: int) -> dict:
 async def enrol(user_id: Annotated[str, Form()], files: Annotated[list[UploadFile], File()],
                 service: ReadyService) -> EnrolAccepted:
     pipe = service.engine.pipe
-    if not USER_ID_RE.match(user_id):
-        raise invalid("user_id", "use 1-64 letters, digits, '.', '_' or '-' (not first)")
+    if not is_new_user_id(user_id):
+        raise invalid("user_id", USER_ID_RULE)
     if user_id in pipe.users or user_id in service.enroller.entries:
         raise ApiError(409, "user_exists", f"user_id: {user_id!r} already exists; DELETE /users/{user_id} "
                                            "first")

@@ -84,3 +84,38 @@ def test_enroll_adds_the_persons_residuals_to_a_texture_bank(tiny_pipeline_dir, 
     assert list(bank.config.users) == ["alice", "bob", "dave"]
     assert int((bank.owners == 2).sum()) == 3  # dave's three recordings
     assert torch.equal(bank.residuals[bank.owners == 0], pipe.texture.residuals[pipe.texture.owners == 0])
+
+
+@pytest.mark.parametrize("user", ["nlx\n", "dave/x", "..", "-dave", "d" * 65, ""])
+def test_a_user_id_must_match_the_rule_in_full(tiny_pipeline_dir, person, tmp_path, user):
+    """The rule lives in models/paths.py (is_new_user_id), shared with POST /users; a trailing newline used to
+    pass `^...$` and name a file `users/nlx\\n.json`."""
+    with pytest.raises(SystemExit, match="letters, digits"):
+        main(["enroll", "--pipeline", tiny_pipeline_dir, f"--user={user}", "--data", str(person), "--out",
+              str(tmp_path / "out"), "--device", "cpu", *FAST])
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_never_replaces_recordings_or_a_non_pipeline_folder(tiny_pipeline_dir, person, tmp_path):
+    """--out equal to or inside --data, or an existing non-pipeline folder, is refused and nothing is touched;
+    another pipeline folder needs --force; --out equal to --pipeline is the in-place update."""
+    (person / "notes.txt").write_text("keep me")
+    (person / "raw").mkdir()
+    before = sorted(p.name for p in person.iterdir())
+    for out in (person, person / "sub"):
+        with pytest.raises(SystemExit, match="--data"):
+            _enrol(tiny_pipeline_dir, person, out)
+    assert sorted(p.name for p in person.iterdir()) == before
+    stuff = tmp_path / "stuff"
+    stuff.mkdir()
+    (stuff / "keep.txt").write_text("x")
+    with pytest.raises(SystemExit, match="not a pipeline folder"):
+        _enrol(tiny_pipeline_dir, person, stuff)
+    assert (stuff / "keep.txt").read_text() == "x"
+    other = tmp_path / "other"
+    shutil.copytree(tiny_pipeline_dir, other)
+    with pytest.raises(SystemExit, match="--force"):
+        _enrol(tiny_pipeline_dir, person, other)
+    assert "dave" not in DopplerPipeline.load(other).users
+    assert _enrol(tiny_pipeline_dir, person, other, "--force") == 0
+    assert "dave" in DopplerPipeline.load(other).users
