@@ -11,7 +11,7 @@ protocol; every route (the UNet routes' diffusion loss, VQ-Diffusion's x_0 cross
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,28 +89,38 @@ def code_loss_fn(pipe: DopplerPipeline, x_db: torch.Tensor, cfg: EnrolConfig) ->
     return loss
 
 
-def population_rows(pipe: DopplerPipeline) -> torch.Tensor:
+def population_rows(pipe: DopplerPipeline, exclude: Collection[str] = ()) -> torch.Tensor:
     """The trained users' rows (U, T*D), fp32 on the CPU: the prior new rows start from and are pulled
-    toward."""
+    toward. Enrolled people never feed it (those dopplergen.json lists under "enrolled_users", and `exclude`:
+    the service's), so one bad enrolment cannot seed the next; nor does a row that is not finite."""
     enc = pipe.user_encoder
-    return enc.embedding.weight.detach()[: enc.null_index].float().cpu()
+    rows = enc.embedding.weight.detach()[: enc.null_index].float().cpu()
+    skip = set(exclude) | set((getattr(pipe, "meta", None) or {}).get("enrolled_users") or {})
+    keep = [i for i, u in enumerate(enc.users) if u not in skip and bool(torch.isfinite(rows[i]).all())]
+    if not keep:
+        raise ValueError("no trained user with a finite row to start an enrolment from")
+    return rows[keep]
 
 
 class Enrolment:
     """New rows for `n_users` people from recordings x_db (N, C, H, W) dB with labels (N,) in 0..n_users-1."""
 
     def __init__(self, pipe: DopplerPipeline, x_db: np.ndarray | torch.Tensor, labels: np.ndarray | list[int],
-                 n_users: int, cfg: EnrolConfig | None = None, loss_fn: LossFn | None = None) -> None:
+                 n_users: int, cfg: EnrolConfig | None = None, loss_fn: LossFn | None = None,
+                 exclude: Collection[str] = ()) -> None:
+        """`exclude`: enrolled people beyond dopplergen.json's list (the service's), kept out of the prior."""
         self.pipe, self.cfg = pipe, cfg or EnrolConfig()
         labels = torch.as_tensor(np.asarray(labels, np.int64))
         x_db = torch.as_tensor(np.asarray(x_db, np.float32))
         if len(labels) != len(x_db) or len(labels) == 0 or labels.min() < 0 or labels.max() >= n_users:
             raise ValueError("labels must index the n_users new people and match x_db")
+        if not bool(torch.isfinite(x_db).all()):
+            raise ValueError("recordings hold NaN or infinite values")
         if tuple(x_db.shape[1:]) != (pipe.channels, *pipe.image_size):
             raise ValueError(f"recordings have shape {tuple(x_db.shape[1:])}, the pipeline expects "
                              f"{(pipe.channels, *pipe.image_size)}")
         self.g = torch.Generator().manual_seed(self.cfg.seed)
-        pop = population_rows(pipe)
+        pop = population_rows(pipe, exclude)
         self.prior = pop.mean(0, keepdim=True)  # (1, T*D)
         spread = pop.std(0, keepdim=True) if len(pop) > 1 else torch.zeros_like(self.prior)
         noise = self.cfg.init_noise * spread * torch.randn(n_users, pop.shape[1], generator=self.g)
@@ -152,6 +162,9 @@ class Enrolment:
             for row in pop:
                 g.set_state(state)
                 losses.append(float(self.loss_fn(idx, self._context(row.expand(batch, -1)), g)))
+            losses = np.where(np.isfinite(losses), losses, np.inf)  # a non-finite loss is never "nearest"
+            if not np.isfinite(losses).any():
+                raise FloatingPointError("enrolment diverged: no trained row gives a finite loss")
             best.append(pop[int(np.argmin(losses))])
         return torch.stack(best)  # (U, T*D)
 
@@ -165,6 +178,9 @@ class Enrolment:
             total = loss + cfg.reg * (self.rows - self.prior).pow(2).mean() if cfg.reg else loss
             self.opt.zero_grad(set_to_none=True)
             total.backward()
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"enrolment diverged: the loss is not finite at step "
+                                     f"{len(self.losses) + 1}")
         self.opt.step()
         self.losses.append(float(loss.detach()))
         return self.losses[-1]
@@ -176,8 +192,11 @@ class Enrolment:
 
     def result(self) -> torch.Tensor:
         """The learnt rows (U, T*D), fp32 on the CPU (UserEncoder.with_users casts them to the encoder's
-        dtype)."""
-        return self.rows.detach().float().cpu().clone()
+        dtype). Raises FloatingPointError when a row is not finite, so nothing of it is kept or served."""
+        rows = self.rows.detach().float().cpu().clone()
+        if not bool(torch.isfinite(rows).all()):
+            raise FloatingPointError("enrolment produced a row that is not finite")
+        return rows
 
 
 def enrol(pipe: DopplerPipeline, x_db: np.ndarray | torch.Tensor, labels: np.ndarray | list[int],

@@ -120,7 +120,8 @@ class Enroller:
 
     def _enrol_steps(self, user: str, x_db: np.ndarray, files: list[dict]) -> Iterator[None]:
         t0, pipe, entry = time.perf_counter(), self.engine.pipe, self.entries[user]
-        job = Enrolment(pipe, x_db, [0] * len(x_db), 1, self.cfg)  # first chunk: the stage-1 encodes
+        # first chunk: the stage-1 encodes; enrolled people (here or on disk) never seed the prior
+        job = Enrolment(pipe, x_db, [0] * len(x_db), 1, self.cfg, exclude=set(self.entries) - {user})
         yield
         while not job.done:
             job.step()

@@ -92,3 +92,37 @@ def test_nearest_initialisation_starts_at_a_trained_row(pipe):
     assert all(any(torch.equal(r, p) for p in pop) for r in start)
     with pytest.raises(ValueError):
         EnrolConfig(init="median")
+
+
+def test_enrolled_and_non_finite_rows_never_feed_the_prior(pipe):
+    """The poisoning seen before: a NaN row from one bad enrolment was the 'nearest' start of every later one.
+    Now the prior is the trained rows only: not the people dopplergen.json lists as enrolled, not the ones a
+    caller excludes (the service's), and never a row that is not finite."""
+    from models.enrolment import population_rows
+
+    d = pipe.user_encoder.embedding.weight.shape[1]
+    trained = population_rows(pipe)
+    pipe.user_encoder = pipe.user_encoder.with_users(["nan", "cli", "svc"], torch.stack(
+        [torch.full((d,), float("nan")), torch.full((d,), 50.0), torch.full((d,), -50.0)]))
+    pipe.meta["enrolled_users"] = {"cli": {"k": 5}}
+    assert torch.equal(population_rows(pipe, exclude={"svc"}), trained)
+    cfg = EnrolConfig(steps=2, batch_size=2, time_shifts=2, seed=0, init_noise=0.0)
+    start = Enrolment(pipe, _x(), [0, 0, 0, 0], 1, cfg, exclude={"svc"}).result()  # the nearest row itself
+    assert any(torch.equal(start[0], r) for r in trained)
+
+
+def test_a_non_finite_recording_or_loss_fails_the_enrolment(pipe):
+    x = _x()
+    x[1, 0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        Enrolment(pipe, x, [0, 0, 0, 0], 1)
+    def nan_loss(idx, ctx, g):
+        return ctx.sum() * float("nan")
+
+    cfg = EnrolConfig(steps=2, batch_size=2, time_shifts=2)
+    with pytest.raises(FloatingPointError, match="no trained row"):  # the nearest-row search
+        Enrolment(pipe, _x(), [0, 0, 0, 0], 1, cfg, loss_fn=nan_loss)
+    cfg = EnrolConfig(steps=2, batch_size=2, time_shifts=2, init="mean")
+    job = Enrolment(pipe, _x(), [0, 0, 0, 0], 1, cfg, loss_fn=nan_loss)
+    with pytest.raises(FloatingPointError, match="not finite"):
+        job.step()
