@@ -50,10 +50,9 @@ function fillControls(info) {
   $("steps").placeholder = d.num_inference_steps ?? "";
   $("steps").value = d.num_inference_steps ?? "";
   if (limits.max_steps) $("steps").max = limits.max_steps;
-  // left empty, the server picks: plain guidance, or identity / condition guidance once a condition is set
+  // left empty, the server picks (models.sampling.resolve); the placeholder says what, for the chosen person
   $("guidance").value = "";
-  $("guidance").placeholder = d.condition_guidance_scale == null ? `${d.guidance_scale ?? ""}`
-    : `${d.guidance_scale}, with conditions ${d.identity_guidance_scale}`;
+  guidancePlaceholder();
   if (limits.max_samples_per_request) $("n").max = limits.max_samples_per_request;
   $("cmap").replaceChildren(...COLORMAP_NAMES.map((c) => option(c)));
   $("cmap").value = "viridis";
@@ -91,9 +90,23 @@ function fillControls(info) {
   $("conditions").hidden = page.conditions.length === 0;
 }
 
+// What the server samples with when the field is left empty: plain guidance, identity guidance once a
+// condition is set, and enrolled people's own guidance (GET /info defaults.enrolled_guidance_scale).
+function guidancePlaceholder() {
+  const d = (page.info && page.info.defaults) || {};
+  const chosen = page.users.find((u) => u.id === $("user").value);
+  if (chosen && chosen.enrolled && d.enrolled_guidance_scale != null) {
+    $("guidance").placeholder = `${d.enrolled_guidance_scale} (enrolled)`;
+  } else {
+    $("guidance").placeholder = d.condition_guidance_scale == null ? `${d.guidance_scale ?? ""}`
+      : `${d.guidance_scale}, with conditions ${d.identity_guidance_scale}`;
+  }
+}
+
 function showRemove() {
   const chosen = page.users.find((u) => u.id === $("user").value);
   $("remove-user").hidden = !(chosen && chosen.enrolled);
+  guidancePlaceholder();
 }
 
 async function loadUsers(select) {
