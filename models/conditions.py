@@ -157,8 +157,7 @@ class ConditionEncoder(ModelMixin, ConfigMixin):
     def absent_values(self, n: int) -> torch.Tensor:
         return torch.full((n, len(self.names)), float("nan"))
 
-    # ---- forward
-    # ---------------------------------------------------------------------------------------------
+    # ---- forward -------------------------------------------------------------------------------------------
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         n, k = values.shape
         if k != len(self.names):

@@ -23,8 +23,7 @@ def time_shifts(width: int, n: int) -> list[int]:
     return [round(i * width / n) for i in range(n)]
 
 
-# ---- caches: the frozen stage 1 runs once per recording and shift
-# --------------------------------------------
+# ---- caches: the frozen stage 1 runs once per recording and shift ------------------------------------------
 @torch.no_grad()
 def cache_latents(vae: ae.Autoencoder, x: torch.Tensor, shifts: list[int], batch: int = 64
                   ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,8 +45,7 @@ def cache_codes(vq: ae.Autoencoder, x: torch.Tensor, shifts: list[int], batch: i
                                    for i in range(0, len(x), batch)]) for s in shifts])
 
 
-# ---- latent diffusion (kl, vq-latent)
-# ---------------------------------------------------------------------------
+# ---- latent diffusion (kl, vq-latent) ----------------------------------------------------------------------
 def noised(sched: DDPMScheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """The forward process z_t ~ q(z_t | z_0) and the regression target: v for v_prediction, else the
@@ -69,8 +67,7 @@ def latent_loss(sched: DDPMScheduler, pred: torch.Tensor, target: torch.Tensor, 
     return per_sample
 
 
-# ---- discrete diffusion over code indices (vq-diffusion)
-# ----------------------------------------------------------
+# ---- discrete diffusion over code indices (vq-diffusion) ---------------------------------------------------
 def corrupt(sched: VQDiffusionScheduler, x0: torch.Tensor, t: int, gen: torch.Generator) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x_0): keep with prob a_t, a uniformly random code with K*b_t, [MASK] with c_t."""
     k = sched.num_embed - 1

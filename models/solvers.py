@@ -120,8 +120,7 @@ def _dpmsolver_schedule(config: dict, n: int, pred: str) -> Schedule:
     return Schedule("dpmsolver++", tuple(t), alpha[:-1], sigma[:-1], alpha[1:], sigma[1:], coef, pred, None)
 
 
-# ---- the pure update functions; every coefficient is a (N, 1, 1, 1) tensor
-# ----------------------------------
+# ---- the pure update functions; every coefficient is a (N, 1, 1, 1) tensor ---------------------------------
 def split_prediction(x, out, alpha, sigma, prediction_type: str, clip: float | None = None):
     """(x0, eps) from the network output under the VP forward process x = alpha x0 + sigma eps (Ho et al.
     2020)."""
@@ -167,8 +166,7 @@ def coefficients(rows_sched: list[Schedule], rows_i: list[int], name: str, devic
     return torch.tensor(vals, dtype=torch.float32, device=device).view(-1, 1, 1, 1)
 
 
-# ---- discrete diffusion over VQ code indices (route vq-diffusion)
-# -------------------------------------------
+# ---- discrete diffusion over VQ code indices (route vq-diffusion) ------------------------------------------
 _VQ_CACHE: dict[tuple, tuple[VQDiffusionScheduler, list[int]]] = {}
 
 
@@ -224,8 +222,7 @@ def respaced_vq_scheduler(scheduler_config: dict, num_inference_steps: int) -> t
     return sched, kept
 
 
-# ---- one guided step over a batch of rows (models.sampling.Row), shared by every route
-# ------------------------
+# ---- one guided step over a batch of rows (models.sampling.Row), shared by every route ---------------------
 def guided(out: torch.Tensor, rows: Sequence, b: int, branches: int) -> torch.Tensor:
     """Classifier-free guidance per row (Ho & Salimans 2022): uncond + g (cond - uncond); g = 1 keeps cond as
     is. A row with a `mid` branch composes it (module top): uncond + g (mid - uncond) + g_c (cond - mid)."""

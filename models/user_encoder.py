@@ -54,7 +54,6 @@ class UserEncoder(ModelMixin, ConfigMixin):
         return self.norm(tokens + self.position)
 
     # ---- enrolment: users appended or removed; every other row (the null row included) is copied bit for bit
-    # --------
     def with_users(self, users: list[str], rows: torch.Tensor) -> UserEncoder:
         """A copy with `users` (rows (U, T*D)) appended after the existing users; the null row stays last."""
         w = self.embedding.weight.detach()

@@ -103,8 +103,7 @@ class Enroller:
         self.entries: dict[str, Entry] = {}
         self._lock = threading.Lock()  # a job's last chunk (save + serve) against DELETE's cancellation
 
-    # ---- the device thread
-    # ----------------------------------------------------------------------------------------
+    # ---- the device thread ---------------------------------------------------------------------------------
     def restore(self) -> None:
         """At start-up, after loading: append the users folder's people to the served encoder."""
         pipe = self.engine.pipe
@@ -177,8 +176,7 @@ class Enroller:
             asyncio.run_coroutine_threadsafe(_call(swap), loop).result(timeout=60)
         self.folder.delete(user)
 
-    # ---- the event loop
-    # -----------------------------------------------------------------------------------------
+    # ---- the event loop ------------------------------------------------------------------------------------
     def status(self, user: str) -> dict[str, Any] | None:
         entry = self.entries.get(user)
         if entry is not None:

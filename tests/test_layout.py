@@ -36,8 +36,7 @@ MANIFEST_HOME = "models.dataset_folder"  # the one module that opens, or names t
 MANIFEST_PATH = re.compile(r"[\w./\\-]*manifest\.csv[\w.]*")
 
 
-# ---- the checker
-# ------------------------------------------------------------------------------------------------
+# ---- the checker -------------------------------------------------------------------------------------------
 def find_modules(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
     """Dotted module name -> file, for every .py file under the packages (a package is its __init__)."""
     found = {}
@@ -144,8 +143,7 @@ def long_modules(root: Path, packages: tuple[str, ...] = PACKAGES, limit: int = 
                                           packages).items() if (n := len(p.read_text().splitlines())) > limit}
 
 
-# ---- the project
-# ------------------------------------------------------------------------------------------------
+# ---- the project -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def graph():
     return import_graph(ROOT)
@@ -182,8 +180,7 @@ def test_the_checker_sees_the_project(graph):
     assert "models.dataset_folder" in manifest_namers(ROOT, home="")  # the home's MANIFEST = "manifest.csv"
 
 
-# ---- the checker can fail
-# ----------------------------------------------------------------------------------------
+# ---- the checker can fail ----------------------------------------------------------------------------------
 def _tree(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -190,8 +190,7 @@ def run(args: argparse.Namespace) -> int:
     state.wait_for_everyone()
     meta = json.loads((out / "meta.json").read_text())
 
-    # ---- plan: all items, minus files already written; batches dealt round-robin to processes
-    # ----------------
+    # ---- plan: all items, minus files already written; batches dealt round-robin to processes --------------
     all_items = plan_items(users, fcfg.candidates(args.per_user), args.seed, len(grid))
     todo = [it for it in all_items if not written(out, it)]
     batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
@@ -217,8 +216,7 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     state.wait_for_everyone()
 
-    # ---- manifest: every item of every run into this folder, written once by the main process
-    # ----------------
+    # ---- manifest: every item of every run into this folder, written once by the main process --------------
     if state.is_main_process:
         g = meta["generation"]
         every = plan_items(g["users"], fcfg.candidates(int(g["per_user"])), args.seed, len(grid))

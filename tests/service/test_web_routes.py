@@ -52,8 +52,7 @@ def npy_of(item: dict) -> np.ndarray:
     return np.load(io.BytesIO(base64.b64decode(item["data"])), allow_pickle=False)
 
 
-# --- the page
-# -------------------------------------------------------------------------------------------------
+# --- the page -----------------------------------------------------------------------------------------------
 
 
 async def test_index_and_every_static_file_it_names_are_served_without_an_api_key(make_app, fake):
@@ -80,8 +79,7 @@ async def test_index_and_every_static_file_it_names_are_served_without_an_api_ke
         assert (await client.get("/info")).status_code == 401  # the API behind the page still needs the key
 
 
-# --- axes in /info
-# ---------------------------------------------------------------------------------------------
+# --- axes in /info ------------------------------------------------------------------------------------------
 
 
 async def test_info_lists_the_axes_of_the_training_data(make_app, fake, tiny_pipe):
@@ -110,8 +108,7 @@ def test_axes_follow_a_resize_and_an_explicit_axis():
     assert ascending["doppler_hz_per_bin"] == 50.0 and ascending["seconds_per_frame"] is None
 
 
-# --- real recordings
-# -------------------------------------------------------------------------------------------
+# --- real recordings ----------------------------------------------------------------------------------------
 
 
 async def test_examples_serve_the_users_recordings_in_manifest_order(make_app, fake, tmp_path):

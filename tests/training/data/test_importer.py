@@ -88,8 +88,7 @@ def nothing_left(out: Path) -> bool:
     return not out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
 
 
-# ---- colour -> dB
-# -------------------------------------------------------------------------------------------------
+# ---- colour -> dB ------------------------------------------------------------------------------------------
 def test_jet_128px_imported_at_64px_recovers_db(jet_src, imported):
     mae, corr = recovery(imported, jet_src[1])
     assert mae < 3.0 and corr >= 0.95, (mae, corr)
@@ -134,8 +133,7 @@ def test_npy_values_are_referenced_to_their_peak(tmp_path):
     assert ds.x.shape == (6, 1, 32, 32) and -1.0 < ds.x.max() <= 0.0
 
 
-# ---- sessions and splits
-# --------------------------------------------------------------------------------------------
+# ---- sessions and splits -----------------------------------------------------------------------------------
 def test_no_session_spans_two_splits_and_every_person_has_each_split(imported):
     with open(imported / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -172,8 +170,7 @@ def test_group_regex_and_split_sizes():
     assert counts == {"train": 14, "val": 3, "test": 3}
 
 
-# ---- failures that explain themselves, and leave nothing behind
-# ---------------------------------------------------
+# ---- failures that explain themselves, and leave nothing behind --------------------------------------------
 def test_wrong_colormap_names_the_best_candidates(tmp_path):
     build(tmp_path / "src", name="viridis", people=2, n_sessions=3, windows=1, size=48)
     with pytest.raises(DatasetError, match=r"does not fit the jet colour map.*Best-fitting colour maps: "

@@ -35,8 +35,7 @@ def sim(tmp_path_factory):
                            ds=ds)
 
 
-# ---- protocol: selections and the "generator sees only its k" rule
-# ---------------------------------------------
+# ---- protocol: selections and the "generator sees only its k" rule -----------------------------------------
 def test_select_k_per_user_is_exact_deterministic_and_seeded():
     labels = np.repeat(np.arange(4), 10)
     a = select_k_per_user(labels, 3, seed=0)
@@ -123,8 +122,7 @@ def test_population_sharing_a_target_profile_is_refused(sim, tmp_path):
         population_pipeline(ctx, sim.pop, population_seed=1)
 
 
-# ---- end to end
-# ------------------------------------------------------------------------------------------------
+# ---- end to end --------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_evaluate_quick_end_to_end_with_fewshot_and_summary(sim, tmp_path):
     from training.cli import main

@@ -87,8 +87,7 @@ def test_physics_counts_a_user_without_valid_generated_readouts_as_full_error():
     assert out["mean_rel_error"]["cadence_spm"] == pytest.approx(0.5)
 
 
-# ---- physics read-outs through the dataset's meta axes (the evaluator's path)
-# --------------------------------
+# ---- physics read-outs through the dataset's meta axes (the evaluator's path) ------------------------------
 def test_kinematic_readouts_match_the_simulated_speed_and_cadence(tmp_path):
     from training.data.dataset import load_dataset
     from training.data.simulate import SimulateConfig, simulate_dataset
