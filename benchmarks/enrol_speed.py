@@ -97,13 +97,13 @@ async def bench_service(pipeline: str, raw: list[bytes], samples: int, requests:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipeline", default="checkpoints/demo")
-    p.add_argument("--data", default="data/sim_new2", help="a dataset folder; its first user's first k train "
-                                                           "files")
+    p.add_argument("--data", default="data/sim_new2",
+                   help="a dataset folder; its first user's first k train files")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--samples", type=int, default=4, help="samples per POST /generate")
-    p.add_argument("--requests", type=int, default=3, help="POST /generate requests timed alone and while "
-                                                           "enrolling")
+    p.add_argument("--requests", type=int, default=3,
+                   help="POST /generate requests timed alone and while enrolling")
     p.add_argument("--skip-service", action="store_true")
     a = p.parse_args()
     print(f"torch threads: {torch.get_num_threads()}; device: cpu (GPU: not measured)", flush=True)

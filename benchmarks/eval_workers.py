@@ -47,8 +47,8 @@ def child(a: argparse.Namespace) -> None:
     x, y = ds.x[:350].astype(np.float32), np.unique(ds.labels[:350], return_inverse=True)[1]
     t0 = time.perf_counter()
     for f in range(a.fits):
-        train_classifier(x, y, int(y.max()) + 1, dyn_range_db=60.0, epochs=4, seed=f, threads=a.threads,
-                         min_steps=0)
+        train_classifier(x, y, int(y.max()) + 1, dyn_range_db=60.0, epochs=4, seed=f,
+                         threads=a.threads, min_steps=0)
     print(json.dumps(dict(sample_s=t_sample, fit_s=time.perf_counter() - t0)))
 
 

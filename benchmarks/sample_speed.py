@@ -46,8 +46,8 @@ def time_batch(pipe: DopplerPipeline, batch: int, args: argparse.Namespace,
     kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, sampler="dpmsolver++")
     if composed is not None:
         enc = pipe.condition_encoder
-        mid = {n: sum(s["range"]) / 2 for n, s in zip(enc.names, enc.specs,
-                                                      strict=True) if s["type"] == "numeric"}
+        mid = {n: sum(s["range"]) / 2
+               for n, s in zip(enc.names, enc.specs, strict=True) if s["type"] == "numeric"}
         kw.update(conditions=enc.values_tensor([mid] * batch),
                   condition_guidance_scale=1.0 if composed else None)
     for _ in range(args.warmup):

@@ -54,8 +54,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16, help="max_batch_size (slots) of the default server")
     p.add_argument("--padding", default="auto", choices=["auto", "fixed", "buckets", "none"])
     p.add_argument("--rounds", type=int, default=5, help="lone requests per median")
-    p.add_argument("--request-timeout-s", type=float, default=60.0, help="of the default server (60 = the "
-                                                                         "service's)")
+    p.add_argument("--request-timeout-s", type=float, default=60.0,
+                   help="of the default server (60 = the service's)")
     p.add_argument("--only", default=",".join(c for c in CHECKS if c != "gpu"),
                    help=f"comma list of {CHECKS}")
     args = p.parse_args()

@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--presets", nargs="+", default=None, help="default: demo, plus base when CUDA is "
-                                                              "available")
+    p.add_argument("--presets", nargs="+", default=None,
+                   help="default: demo, plus base when CUDA is available")
     p.add_argument("--stages", nargs="+", default=["vae", "unet"], choices=["vae", "unet"])
     p.add_argument("--steps", type=int, default=8, help="timed steps (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocator, kernel selection)")
@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = mp.get_context("spawn")
     for preset in presets:
         for stage in args.stages:
-            batch = args.batch or TRAINING_DEFAULTS[stage].get(preset, {}).get("batch_size",
-                                                                               TrainConfig.batch_size)
+            batch = args.batch or TRAINING_DEFAULTS[stage].get(preset, {}).get(
+                "batch_size", TrainConfig.batch_size)
             with ctx.Pool(1) as pool:
                 r = pool.apply(bench, (stage, preset, batch, args.steps, args.warmup, device))
             print(f"train-{r['stage']:<4} preset={r['preset']:<5} device={r['device']} batch={r['batch']:<3} "

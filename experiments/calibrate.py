@@ -21,8 +21,9 @@ from training.data.dataset import load_dataset
 from training.eval.classifier import accuracy, train_classifier
 
 
-def calibrate(data: str, k: int = 5, seeds: tuple[int, ...] = (0, 1), epochs: int = 20) -> dict[str,
-                                                                                                list[float]]:
+def calibrate(
+    data: str, k: int = 5, seeds: tuple[int, ...] = (0, 1), epochs: int = 20
+) -> dict[str, list[float]]:
     """Test accuracy per seed for the full train split and for k recordings per user."""
     ds = load_dataset(data)
     train, test = ds.filter("train"), ds.filter("test")
@@ -31,8 +32,7 @@ def calibrate(data: str, k: int = 5, seeds: tuple[int, ...] = (0, 1), epochs: in
         for name, sub in (("full", train), (f"k{k}", train.first_k_per_user(k, seed=seed))):
             t0 = time.perf_counter()
             clf = train_classifier(sub.x, sub.labels, len(ds.users), dyn_range_db=ds.dyn_range_db,
-                                   epochs=epochs,
-                                   seed=seed)
+                                   epochs=epochs, seed=seed)
             acc = accuracy(clf, test.x, test.labels)
             out[name].append(acc)
             print(f"seed {seed} {name:>5}: {len(sub):5d} train -> test accuracy {acc:.3f} "
@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--k", type=int, default=5, help="recordings per user for the few-shot run (default 5)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="classifier/subset seeds (default 0 "
-                                                                        "1)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                   help="classifier/subset seeds (default 0 1)")
     p.add_argument("--epochs", type=int, default=20, help="classifier epochs (default 20)")
     a = p.parse_args(argv)
     res = calibrate(a.data, a.k, tuple(a.seeds), a.epochs)

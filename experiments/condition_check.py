@@ -141,8 +141,7 @@ def main() -> int:
             for ui, user in enumerate(ds.users[:args.users or None]):
                 speed = float(cond["speed_mps"]["per_user"][user]["quantiles"][qi])
                 x, used = generate(client, user, args.per_setting, 10_000 * si + 100 * ui, speed, aspect,
-                                   args.steps,
-                             args.guidance, args.condition_guidance)
+                                   args.steps, args.guidance, args.condition_guidance)
                 want = 2 * speed * np.cos(np.deg2rad(aspect)) / lam
                 reads += [torso_readout_hz(s[0], f, exclude_hz) / want - 1 for s in x]
                 hits += list(clf.predict(x) == ui)

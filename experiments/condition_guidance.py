@@ -74,8 +74,8 @@ def main() -> None:
             for ui, user in enumerate(ds.users):
                 v = float(stats[user]["quantiles"][qi])
                 seeds = [10_000 * si + 100 * ui + j for j in range(args.per_setting)]
-                cond = pipe.condition_encoder.values_tensor([{"speed_mps": v,
-                                                              "aspect_deg": aspect}] * len(seeds))
+                cond = pipe.condition_encoder.values_tensor(
+                    [{"speed_mps": v, "aspect_deg": aspect}] * len(seeds))
                 x = sample(pipe, [pipe.user_encoder.index_of(user)] * len(seeds), seeds, guidance_scale=g,
                            condition_guidance_scale=gc, conditions=cond).numpy()
                 want = 2 * v * np.cos(np.deg2rad(aspect)) / lam

@@ -102,8 +102,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["today", "fast"], choices=sorted(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float, default=2.0, help="sampling guidance for the enrolled people")
-    p.add_argument("--trained-check", type=int, default=0, help="also score generated samples of this many "
-                                                                "trained users")
+    p.add_argument("--trained-check", type=int, default=0,
+                   help="also score generated samples of this many trained users")
     p.add_argument("--out", default="runs/enrol_method.json")
     a = p.parse_args()
 
@@ -116,9 +116,8 @@ def main() -> None:
     y_old = np.array([base.users.index(u) for u in u_old])
     y_new = np.array([len(base.users) + new_names.index(u) for u in u_new])
     train = (s_old == "train"), (s_new == "train")
-    clf = LogReg(np.concatenate([x_old[train[0]], x_new[train[1]]]), np.concatenate([y_old[train[0]],
-                                                                                     y_new[train[1]]]),
-                 len(names))
+    clf = LogReg(np.concatenate([x_old[train[0]], x_new[train[1]]]),
+                 np.concatenate([y_old[train[0]], y_new[train[1]]]), len(names))
     acc_old = clf.accuracy(x_old[s_old == "test"], y_old[s_old == "test"])
     held = ~train[1]
     acc_real = clf.accuracy(x_new[held], y_new[held])
@@ -141,10 +140,11 @@ def main() -> None:
         pipe, t0, logs = base, time.perf_counter(), []
         for i, pick in enumerate(picks):  # one after the other, each appended to the previous pipeline
             rows, log = enrol(pipe, x_new[pick], [0] * a.k, 1, cfg)
-            pipe = DopplerPipeline(vae=pipe.vae, denoiser=pipe.denoiser,
-                                   user_encoder=pipe.user_encoder.with_users([names[len(base.users) + i]],
-                                                                             rows),
-                                   scheduler_config=pipe.scheduler_config, meta=pipe.meta)
+            pipe = DopplerPipeline(
+                vae=pipe.vae, denoiser=pipe.denoiser,
+                user_encoder=pipe.user_encoder.with_users([names[len(base.users) + i]], rows),
+                scheduler_config=pipe.scheduler_config, meta=pipe.meta,
+            )
             logs.append(log)
         secs = (time.perf_counter() - t0) / len(picks)
         gx = np.concatenate([generate(pipe, len(base.users) + i, a.samples, 10_000 * (i + 1), a.guidance)

@@ -111,8 +111,8 @@ def main() -> None:
         real_cache = {}
         for steps in a.steps:
             t0 = time.perf_counter()
-            pipe_k, alog = adapt_new_users(pop, x_k, y_k, d.users, FewShotConfig(steps=steps, seed=seed,
-                                                                                 lr=a.lr))
+            pipe_k, alog = adapt_new_users(pop, x_k, y_k, d.users,
+                                           FewShotConfig(steps=steps, seed=seed, lr=a.lr))
             t_adapt = time.perf_counter() - t0
             m_max = (2 if 1 in a.filters else 1) * max(a.m)
             for g in a.guidance:

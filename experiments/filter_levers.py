@@ -63,23 +63,23 @@ def main() -> None:
     p.add_argument("--z-max", type=float, default=3.0)
     p.add_argument("--pool-per-user", type=int, default=120)
     p.add_argument("--variants", nargs="*", default=VARIANTS)
-    p.add_argument("--ratios", type=float, nargs="*", default=[0.5, 1, 2, 5], help="synthetic : real, "
-                                                                                   "unfiltered")
+    p.add_argument("--ratios", type=float, nargs="*", default=[0.5, 1, 2, 5],
+                   help="synthetic : real, unfiltered")
     p.add_argument("--ratio-filter", default="none", help="filter used for the ratio rows")
     p.add_argument("--population-pipeline", default=None,
-                   help="the protocol's few-shot setting: per seed, adapt this population pipeline to the "
-                        "seed's k real recordings (as `evaluate --fewshot`) and draw that seed's candidates "
-                        "from it")
+                   help="the protocol's few-shot setting: per seed, adapt this "
+                        "population pipeline to the seed's k real recordings (as "
+                        "`evaluate --fewshot`) and draw that seed's candidates from it")
     p.add_argument("--adapt", nargs="*", default=[],
                    help="with --population-pipeline: other adaptation settings, each a FewShotConfig "
                         "override such as steps=300 or reg=0.1,init=nearest; each adapts its own generator "
                         "and adds an unfiltered row at --m")
     p.add_argument("--fewshot-steps", type=int, default=None,
-                   help="adaptation steps of the default row (default: the evaluator's, now 50; 150 before "
-                        "2026-12-01)")
+                   help="adaptation steps of the default row "
+                        "(default: the evaluator's, now 50; 150 before 2026-12-01)")
     p.add_argument("--fewshot-sample-steps", type=int, default=None,
-                   help="sampler steps of the default row (default: the evaluator's, now 10; 0 = the "
-                        "pipeline's)")
+                   help="sampler steps of the default row "
+                        "(default: the evaluator's, now 10; 0 = the pipeline's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/levers/levers.json")
     a = p.parse_args()
@@ -191,8 +191,8 @@ def main() -> None:
                 real_cache[n_total] = fit_score(x_k, y_k, seed, n_total)
             clf_real, acc_real = real_cache[n_total]
             sel = F.filter_candidates(pool_x[cand], pool_y[cand], m, U, cfg, meta=d.meta, clf=clf_real,
-                                      ref_readouts=ref_r, ref_y=y_k, ref_source="the classifier's k real "
-                                                                                "recordings")
+                                      ref_readouts=ref_r, ref_y=y_k,
+                                      ref_source="the classifier's k real recordings")
             x_s, y_s = pool_x[cand][sel.index], pool_y[cand][sel.index]
             reps = max(1, round(len(y_s) / len(idx)))
             _, acc_aug = fit_score(np.concatenate([x_k] * reps + [x_s]), np.concatenate([y_k] * reps + [y_s]),
@@ -230,8 +230,7 @@ def main() -> None:
             ci = t_interval(g)
             diff = paired_difference(g, [base[r["seed"]] for r in rs]) if len(base) == len(rs) else None
             s = dict(kind=kind, variant=rs[0]["variant"], m=rs[0]["m"], ratio=rs[0]["ratio"], gain=ci,
-                     vs_none=diff,
-                     identity=float(np.mean([r["identity"] for r in rs])),
+                     vs_none=diff, identity=float(np.mean([r["identity"] for r in rs])),
                      rejection_rate=float(np.mean([r["rejection_rate"] for r in rs])),
                      per_filter={f: float(np.mean([r["per_filter"][f] for r in rs]))
                                  for f in rs[0]["per_filter"]})

@@ -68,8 +68,8 @@ class Texture:
 
     def add(self, x: np.ndarray, seed: int) -> np.ndarray:
         g = np.random.default_rng(seed)
-        return np.stack([np.clip(s[0] + self.noise(s[0], g), self.floor_db, 0) for s in x])[:,
-                                                                                            None].astype(np.float32)
+        return np.stack([np.clip(s[0] + self.noise(s[0], g), self.floor_db, 0)
+                         for s in x])[:, None].astype(np.float32)
 
 
 def reconstructions(pipe, x: np.ndarray) -> np.ndarray:
@@ -126,9 +126,9 @@ def main() -> None:
     gen_bank = ctx.sample(pipe, y, seeds, desc="generated + bank").x
     pipe.texture = None
     c2st = {}
-    for name, other in (("generated", gen), ("generated + texture", tex.add(gen, 1)), ("generated + bank",
-                                                                                       gen_bank),
-                        ("reconstruction", rec), ("reconstruction + texture", tex.add(rec, 2))):
+    for name, other in (("generated", gen), ("generated + texture", tex.add(gen, 1)),
+                        ("generated + bank", gen_bank), ("reconstruction", rec),
+                        ("reconstruction + texture", tex.add(rec, 2))):
         c2st[name] = fm.two_sample_test(d.train_x[test_i], other, fit_cnn, seed=0)
         log(f"C2ST real vs {name}: {c2st[name]['accuracy']:.3f} (stderr {c2st[name]['stderr']:.3f})")
     res["c2st"] = c2st
@@ -156,18 +156,16 @@ def main() -> None:
         acc_real = fit_score(x_k, y_k, seed, n_total)
         row = dict(seed=seed, acc_real=acc_real)
         gen_k.texture = pop_bank  # targets have no entries: residuals of the population's own people
-        xs_pop = ctx.sample(gen_k, y, seeds, steps=fewshot_steps_for(ctx, pop), desc=f"seed {seed}, "
-                                                                                     "population bank").x
+        xs_pop = ctx.sample(gen_k, y, seeds, steps=fewshot_steps_for(ctx, pop),
+                            desc=f"seed {seed}, population bank").x
         gen_k.texture = build_bank(pop.vae, pop.normalization, x_k, [d.users[int(k)] for k in y_k])
-        xs_k = ctx.sample(gen_k, y, seeds, steps=fewshot_steps_for(ctx, pop), desc=f"seed {seed}, targets' "
-                                                                                   "bank").x
+        xs_k = ctx.sample(gen_k, y, seeds, steps=fewshot_steps_for(ctx, pop),
+                          desc=f"seed {seed}, targets' bank").x
         gen_k.texture = None
-        for name, syn in (("plain", xs), ("texture", pop_tex.add(xs, 1000 + seed)), ("bank_population",
-                                                                                     xs_pop),
-                          ("bank_targets", xs_k)):
+        for name, syn in (("plain", xs), ("texture", pop_tex.add(xs, 1000 + seed)),
+                          ("bank_population", xs_pop), ("bank_targets", xs_k)):
             row[name] = fit_score(np.concatenate([x_k] * reps + [syn]), np.concatenate([y_k] * reps + [y]),
-                                  seed,
-                                  n_total) - acc_real
+                                  seed, n_total) - acc_real
         log(f"seed {seed}: real {acc_real:.3f}, gain plain {row['plain']:+.3f}, texture "
             f"{row['texture']:+.3f}, population bank {row['bank_population']:+.3f}, targets' bank "
             f"{row['bank_targets']:+.3f} ({time.perf_counter() - t0:.0f} s)")

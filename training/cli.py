@@ -19,18 +19,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-unet": ("training.stages.train_unet",
                    "stage 2: train the user-conditioned UNet and export the pipeline"),
     "train-transformer": ("training.stages.train_transformer",
-                          "stage 2 of the VQ route: VQ-Diffusion Transformer over code indices; exports the "
-                          "pipeline"),
+                          "stage 2 of the VQ route: VQ-Diffusion Transformer over code indices; "
+                          "exports the pipeline"),
     "evaluate": ("training.eval.evaluate", "write a JSON + Markdown + PNG quality report for a pipeline"),
     "generate": ("training.generate", "bulk-export generated spectrograms to a dataset folder"),
     "texture": ("training.texture",
-                "stage 1's texture bank: residuals of real recordings added to decoded samples (two-sample "
-                "realism)"),
+                "stage 1's texture bank: residuals of real recordings added to decoded samples "
+                "(two-sample realism)"),
     "enroll": ("training.enroll",
                "add a new person from a few recordings to a pipeline (only their user row is learnt)"),
     "import": ("training.data.importer",
-               "published images (colour-mapped, any size, windows of sessions) -> a dataset folder, split "
-               "by session"),
+               "published images (colour-mapped, any size, windows of sessions) -> a dataset folder, "
+               "split by session"),
     "merge": ("training.data.merge",
               "real + generated dataset folders -> one folder with provenance per row"),
     "compare": ("training.compare", "train/evaluate the kl, vq-latent and vq-diffusion routes side by side"),

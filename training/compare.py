@@ -36,32 +36,32 @@ STAGE2 = {"kl": "train-unet", "vq-latent": "train-unet", "vq-diffusion": "train-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True,
                    help="dataset folder with train and test splits (e.g. data/sim10)")
-    p.add_argument("--out", required=True, help="work folder: <route>/ pipelines, *-vae/ runs, eval-<route>/ "
-                                                "reports")
+    p.add_argument("--out", required=True,
+                   help="work folder: <route>/ pipelines, *-vae/ runs, eval-<route>/ reports")
     p.add_argument("--preset", default="demo", help="architecture preset for every route (default demo)")
     p.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated subset of {','.join(ROUTES)}")
     for route in ROUTES:
         p.add_argument(f"--{route}", dest=route.replace("-", "_"), default=None, metavar="PIPELINE",
                        help=f"take this {route} pipeline folder instead of training one")
-    p.add_argument("--vae-steps", type=int, default=None, help="stage-1 optimiser steps (default: the "
-                                                               "preset's)")
-    p.add_argument("--stage2-steps", type=int, default=None, help="stage-2 optimiser steps (default: the "
-                                                                  "preset's)")
+    p.add_argument("--vae-steps", type=int, default=None,
+                   help="stage-1 optimiser steps (default: the preset's)")
+    p.add_argument("--stage2-steps", type=int, default=None,
+                   help="stage-2 optimiser steps (default: the preset's)")
     p.add_argument("--train-args", default="",
                    help="extra flags for every training stage, e.g. '--batch-size 4'")
-    p.add_argument("--quick", action="store_true", help="evaluate with --quick (a smoke test, not a "
-                                                        "measurement)")
-    p.add_argument("--evaluate-args", default="", help="extra flags for every `dopplergen evaluate`, e.g. "
-                                                       "'--seeds 2'")
+    p.add_argument("--quick", action="store_true",
+                   help="evaluate with --quick (a smoke test, not a measurement)")
+    p.add_argument("--evaluate-args", default="",
+                   help="extra flags for every `dopplergen evaluate`, e.g. '--seeds 2'")
     p.add_argument("--timing-batch", type=int, default=16, help="batch of the side-by-side sampling timing")
-    p.add_argument("--timing-repeats", type=int, default=3, help="timed repeats per route and setting "
-                                                                 "(median)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy "
-                                                             "machine)")
+    p.add_argument("--timing-repeats", type=int, default=3,
+                   help="timed repeats per route and setting (median)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is fastest on a busy machine)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="run up to this many training stages / evaluations at once, as subprocesses logging "
-                        "to <out>/logs/ (each with --threads or 1 thread); 1 = one after another in this "
-                        "process")
+                   help="run up to this many training stages / evaluations at once, "
+                        "as subprocesses logging to <out>/logs/ (each with --threads "
+                        "or 1 thread); 1 = one after another in this process")
     p.add_argument("--markdown", default=None,
                    help="also write the report here (figures are copied next to it), e.g. "
                         "docs/compare-demo.md")
@@ -216,8 +216,8 @@ def time_sampling(pipes: dict[str, Any], settings: dict[str, list[tuple[int, flo
 def model_size(pipe_dir: Path, pipe: Any) -> dict[str, Any]:
     files = list(pipe_dir.rglob("*.safetensors"))
     params = {name: sum(p.numel() for p in m.parameters())
-              for name, m in (("autoencoder", pipe.vae), ("denoiser", pipe.denoiser), ("user_encoder",
-                                                                                       pipe.user_encoder))}
+              for name, m in (("autoencoder", pipe.vae), ("denoiser", pipe.denoiser),
+                              ("user_encoder", pipe.user_encoder))}
     return dict(size_mb=sum(f.stat().st_size for f in files) / 1e6, parameters=params)
 
 

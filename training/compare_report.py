@@ -49,8 +49,8 @@ def row_of(route: str, res: dict[str, Any]) -> dict[str, Any]:
         codebook=res["reconstruction"].get("codebook"),
         affinity_ratio=res["gan"]["affinity_ratio"], tstr_ratio=res["gan"]["tstr_ratio"],
         affinity=res["gan"]["affinity"], tstr=res["gan"]["tstr"], trtr=res["gan"]["trtr"],
-        gain_all=100 * gain["mean"] if gain else None, gain_all_std=100 * gain.get("std",
-                                                                                   0.0) if gain else None,
+        gain_all=100 * gain["mean"] if gain else None,
+        gain_all_std=100 * gain.get("std", 0.0) if gain else None,
         fd=res["fidelity"]["fd_generated_test"], fd_train_test=res["fidelity"]["fd_train_test"],
         c2st=res["fidelity"]["c2st"]["accuracy"], c2st_ae=res["fidelity"].get("c2st_vae", {}).get("accuracy"),
         physics=phys, physics_max=max(phys.values()) if phys else None,
@@ -135,8 +135,8 @@ def write_markdown(path: Path, cmp: dict[str, Any], fig_rel: str) -> None:
         if v["best"]:
             lines.append(f"- {v['metric']}: **{v['best']}** (by {v['margin']:.3g}).")
         else:
-            lines.append(f"- {v['metric']}: tie between {', '.join(v['tied'])} (within the metric's "
-                         "tolerance).")
+            lines.append(f"- {v['metric']}: tie between {', '.join(v['tied'])} "
+                         "(within the metric's tolerance).")
     lines += ["", "Sampler sweeps (each route's own evaluate report):", ""]
     lines += [f"- `{r['route']}`: {r['sweep_conclusion'] or 'not run'}" for r in rows]
     lines += ["", f"![metrics]({fig_rel}/compare_metrics.png)", "",

@@ -202,11 +202,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]
         flag = "--" + name.replace("_", "-")
         help_text = comments.get(name, "")
         if typ is bool:
-            parser.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction,
-                                help=help_text)
+            parser.add_argument(flag, dest=name, default=None,
+                                action=argparse.BooleanOptionalAction, help=help_text)
         else:
-            parser.add_argument(flag, dest=name, default=None, type=typ, choices=CHOICES.get(name),
-                                help=help_text)
+            parser.add_argument(flag, dest=name, default=None, type=typ,
+                                choices=CHOICES.get(name), help=help_text)
 
 
 def _field_comments(cls: type) -> dict[str, str]:
@@ -316,8 +316,8 @@ def require(cfg: TrainConfig, *names: str) -> None:
     """Options a real run needs but --dry-run does not (paths)."""
     missing = [n for n in names if not getattr(cfg, n)]
     if missing:
-        raise ConfigError("missing required option(s): " + ", ".join("--" + n.replace("_",
-                                                                                      "-") for n in missing))
+        raise ConfigError("missing required option(s): "
+                          + ", ".join("--" + n.replace("_", "-") for n in missing))
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -38,24 +38,24 @@ from training.data.generated import (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", required=True, help="pipeline folder (e.g. checkpoints/demo)")
     p.add_argument("--per-user", type=int, required=True, help="samples to generate for each user")
-    p.add_argument("--users", default=None, help="comma-separated user IDs (default: all users of the "
-                                                 "pipeline)")
+    p.add_argument("--users", default=None,
+                   help="comma-separated user IDs (default: all users of the pipeline)")
     p.add_argument("--out", required=True, help="output dataset folder (re-running resumes it)")
-    p.add_argument("--steps", type=int, default=None, help="inference steps (default: the pipeline's, else "
-                                                           "20)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="inference steps (default: the pipeline's, else 20)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale, 1 = none (default: the pipeline's, else 2.0)")
     p.add_argument("--condition-guidance", type=float, default=None,
-                   help="pipelines with conditions: condition guidance g_c, apart from --guidance which then "
-                        "weighs identity (default: the pipeline's condition_guidance_scale, else plain "
-                        "guidance)")
+                   help="pipelines with conditions: condition guidance g_c, apart "
+                        "from --guidance which then weighs identity (default: the "
+                        "pipeline's condition_guidance_scale, else plain guidance)")
     p.add_argument("--scheduler", default=None, choices=SAMPLERS,
-                   help="sampler (default: the pipeline's, else the route's own: dpmsolver++ or "
-                        "vq-diffusion)")
+                   help="sampler (default: the pipeline's, else the "
+                        "route's own: dpmsolver++ or vq-diffusion)")
     p.add_argument("--batch-size", type=int, default=16,
                    help="samples per network call (fixed shape; part of the bytes)")
-    p.add_argument("--seed", type=int, default=0, help="run seed; sample i of user u gets derive_seed(seed, "
-                                                       "u, i)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="run seed; sample i of user u gets derive_seed(seed, u, i)")
     p.add_argument("--split", default="train", choices=("train", "synthetic"),
                    help="split written in manifest.csv: 'train' (default) loads anywhere a dataset does, "
                         "e.g. as training data; 'synthetic' marks rows to be merged with real data "
@@ -67,8 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed-mps", default=None,
                    help="walking speed: a value, a list a,b,c or a sweep start:stop:count (e.g. 0.8:1.6:5); "
                         "default: drawn per sample from the user's training distribution")
-    p.add_argument("--aspect-deg", default=None, help="aspect angle, the same forms as --speed-mps (e.g. "
-                                                      "0:60:4)")
+    p.add_argument("--aspect-deg", default=None,
+                   help="aspect angle, the same forms as --speed-mps (e.g. 0:60:4)")
     p.add_argument("--activity", default=None,
                    help="activity label(s), comma-separated (pipelines trained on one)")
     p.add_argument("--filter", default="none",
@@ -81,13 +81,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter-factor", type=float, default=3.0,
                    help="candidates per kept sample with --filter")
     p.add_argument("--filter-tau", type=float, default=0.5, help="confidence filter threshold")
-    p.add_argument("--reference", default=None, help="real dataset folder whose train split the filters "
-                                                     "compare with")
+    p.add_argument("--reference", default=None,
+                   help="real dataset folder whose train split the filters compare with")
     p.add_argument("--no-texture", action="store_true",
                    help="leave out the pipeline's texture bank: the decoder's smooth mean")
     p.add_argument("--device", default="cpu",
-                   help="torch device; 'auto' = the one accelerate assigns to this process (cuda:<rank> on "
-                        "GPUs)")
+                   help="torch device; 'auto' = the one accelerate "
+                        "assigns to this process (cuda:<rank> on GPUs)")
 
 
 def written(out: Path, it: Item) -> bool:
@@ -203,11 +203,10 @@ def run(args: argparse.Namespace) -> int:
         x = sample(
             pipe, [pipe.user_encoder.index_of(it.user) for it in batch], [it.seed for it in batch],
             num_inference_steps=args.steps, guidance_scale=[guidance_of[it.user] for it in batch],
-            sampler=args.scheduler,
-            pad_to=args.batch_size, condition_guidance_scale=args.condition_guidance,
-            conditions=None if pipe.condition_encoder is None else
-            pipe.condition_encoder.values_tensor([resolved(pipe, it.user, it.seed,
-                                                           grid[it.setting]) for it in batch]),
+            sampler=args.scheduler, pad_to=args.batch_size, condition_guidance_scale=args.condition_guidance,
+            conditions=(None if pipe.condition_encoder is None
+                        else pipe.condition_encoder.values_tensor(
+                            [resolved(pipe, it.user, it.seed, grid[it.setting]) for it in batch])),
         )  # (B, C, H, W) dB
         for it, img in zip(batch, x, strict=True):
             arr = img[0] if img.shape[0] == 1 else img  # (doppler, time); RGB keeps (C, H, W)

@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
               f"pipeline serves ({', '.join(pipe.users[:5])}...)", file=sys.stderr)
         return 2
     owners = [rows_users[i] for i in keep]
-    bank = build_bank(pipe.vae, pipe.normalization, ds.x[keep], owners, per_user=args.per_user,
-                      seed=args.seed)
+    bank = build_bank(pipe.vae, pipe.normalization, ds.x[keep], owners,
+                      per_user=args.per_user, seed=args.seed)
     tmp = folder / "texture.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     bank.save_pretrained(tmp, safe_serialization=True)

@@ -20,8 +20,8 @@ def pipe(tiny_pipeline_dir):
 
 
 def with_config(pipe: DopplerPipeline, **changes) -> DopplerPipeline:
-    clone = DopplerPipeline(pipe.vae, pipe.denoiser, pipe.user_encoder, {**pipe.scheduler_config, **changes},
-                            pipe.meta)
+    clone = DopplerPipeline(pipe.vae, pipe.denoiser, pipe.user_encoder,
+                            {**pipe.scheduler_config, **changes}, pipe.meta)
     return clone
 
 

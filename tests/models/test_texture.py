@@ -29,8 +29,8 @@ def _gens(seed: int, n: int) -> list[torch.Generator]:
 
 def test_from_residuals_keeps_per_user_and_owners():
     bank = _bank(per_user=2)
-    assert len(bank.residuals) == 4 and bank.residuals.dtype == torch.float16 and bank.means.shape == (4, 1,
-                                                                                                       8, 8)
+    assert (len(bank.residuals) == 4 and bank.residuals.dtype == torch.float16
+            and bank.means.shape == (4, 1, 8, 8))
     assert list(bank.config.users) == ["a", "b"]
     assert sorted(bank.owners.tolist()) == [0, 0, 1, 1]
     with pytest.raises(ValueError):
@@ -41,8 +41,8 @@ def test_add_draws_the_persons_own_residual_and_falls_back_to_all():
     bank = _bank()
     x = torch.full((4, 1, 8, 8), -30.0)
     out = bank.add(x, ["a", "b", "a", "b"], _gens(0, 4))
-    assert torch.equal(out[0], torch.full((1, 8, 8), -29.0)) and torch.equal(out[1], torch.full((1, 8, 8),
-                                                                                                -31.0))
+    assert (torch.equal(out[0], torch.full((1, 8, 8), -29.0))
+            and torch.equal(out[1], torch.full((1, 8, 8), -31.0)))
     bank.register_to_config(choices=len(bank.owners) * 8)  # every (entry, shift) a candidate: equal means tie
     drawn = {float(bank.add(x[:1], ["nobody"], _gens(s, 1))[0, 0, 0, 0]) for s in range(40)}
     assert drawn == {-29.0, -31.0}  # a person without entries draws from everyone's

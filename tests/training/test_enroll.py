@@ -31,8 +31,9 @@ def _enrol(src, person, out, *extra) -> int:
                  "--device", "cpu", *FAST, *extra])
 
 
-def test_enroll_appends_the_person_and_keeps_existing_users_bytes(tiny_pipeline_dir, person, tmp_path,
-                                                                  capsys):
+def test_enroll_appends_the_person_and_keeps_existing_users_bytes(
+    tiny_pipeline_dir, person, tmp_path, capsys
+):
     out = tmp_path / "with_dave"
     assert _enrol(tiny_pipeline_dir, person, out) == 0
     assert "enroll: dave from 3 recordings" in capsys.readouterr().out

@@ -49,9 +49,8 @@ def test_generate_writes_a_loadable_dataset_with_seed_records(tiny_pipeline_dir,
     assert list(rows[0]) == ["path", "user", "split", "seed", "steps", "guidance", "scheduler"]
     assert [(r["user"], int(r["seed"])) for r in rows] == [(u, derive_seed(7, u, i)) for u in ("alice", "bob")
                                                            for i in range(3)]
-    assert {(r["steps"], r["guidance"], r["scheduler"], r["split"]) for r in rows} == {("2", "2.0",
-                                                                                        "dpmsolver++",
-                                                                                        "train")}
+    assert ({(r["steps"], r["guidance"], r["scheduler"], r["split"]) for r in rows}
+            == {("2", "2.0", "dpmsolver++", "train")})
     arr = np.load(out / rows[0]["path"])
     assert arr.dtype == np.float32 and arr.shape == (32, 32) and arr.max() <= 0 and arr.min() >= -60
     meta = json.loads((out / "meta.json").read_text())

@@ -68,8 +68,9 @@ def test_omitted_conditions_are_drawn_from_each_users_distribution(cond_pipeline
     assert _manifest(again) == rows
 
 
-def test_out_of_range_and_unconditioned_pipelines_are_clear_errors(cond_pipeline, tiny_pipeline_dir,
-                                                                   tmp_path):
+def test_out_of_range_and_unconditioned_pipelines_are_clear_errors(
+    cond_pipeline, tiny_pipeline_dir, tmp_path
+):
     with pytest.raises(SystemExit, match=r"--speed-mps: speed_mps must be within the trained range"):
         main(["generate", "--pipeline", cond_pipeline, "--out", str(tmp_path / "a"), *BASE, "--speed-mps",
               "3"])

@@ -34,9 +34,9 @@ def _rows(out):
         return list(csv.DictReader(f))
 
 
-def test_generate_with_filter_keeps_per_user_and_reports_the_rejection_rate(tiny_pipeline_dir, reference,
-                                                                            tmp_path,
-                                                                            capsys):
+def test_generate_with_filter_keeps_per_user_and_reports_the_rejection_rate(
+    tiny_pipeline_dir, reference, tmp_path, capsys
+):
     out = tmp_path / "syn"
     args = ["generate", "--pipeline", tiny_pipeline_dir, "--out", str(out), *BASE, "--filter",
             "confidence,diversity",

@@ -28,8 +28,8 @@ def test_ordinary_user_ids_pass(name):
     assert check_component(name, "here") == name
 
 
-@pytest.mark.parametrize("rel", ["../outside.npy", "/etc/passwd", "a/../../b.npy", "C:\\x.npy", "..\\x.npy",
-                                 ""])
+@pytest.mark.parametrize("rel", ["../outside.npy", "/etc/passwd", "a/../../b.npy", "C:\\x.npy",
+                                 "..\\x.npy", ""])
 def test_listed_paths_stay_inside(rel, tmp_path):
     with pytest.raises(UnsafePathError, match="leaves the folder"):
         inside(tmp_path, rel, "manifest")
@@ -83,8 +83,8 @@ def test_a_pipeline_whose_user_list_holds_a_path_is_refused(tiny_pipeline_dir, t
     cfg = json.loads(config.read_text())
     cfg["users"][1] = "../../etc"
     config.write_text(json.dumps(cfg))
-    with pytest.raises(PipelineError, match=r"user_encoder: users: user ID '\.\./\.\./etc' is not a plain "
-                                            r"name"):
+    with pytest.raises(PipelineError,
+                       match=r"user_encoder: users: user ID '\.\./\.\./etc' is not a plain name"):
         DopplerPipeline.load(folder)
     pipe = DopplerPipeline.load(tiny_pipeline_dir)
     pipe.user_encoder.register_to_config(users=["alice", "b/ob", "carol"])

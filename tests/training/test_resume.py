@@ -111,8 +111,8 @@ def test_a_failed_save_never_costs_the_last_complete_checkpoint(dataset, vae_run
     with monkeypatch.context() as m:
         m.setattr(resume_state, "save_training_state", disk_full)
         with pytest.raises(OSError):
-            cli(_args("vae", dataset, vae_run / "vae", out, 2, "--checkpoints-total-limit", "1", "--resume",
-                      "latest"))
+            cli(_args("vae", dataset, vae_run / "vae", out, 2, "--checkpoints-total-limit", "1",
+                      "--resume", "latest"))
     assert [s for s,
             _ in checkpoints.complete_checkpoints(out)] == [1], "the only complete checkpoint was deleted"
     assert (out / "checkpoints" / "checkpoint-2.partial").is_dir()

@@ -163,8 +163,8 @@ def test_kill_and_resume_equals_uninterrupted(stage, dataset, vae_run, tmp_path,
     def args(out: Path, *extra: str) -> list[str]:
         if stage == "vae":
             return _vae_args(dataset, out, 4, "--lr-schedule", "cosine", "--lr-warmup-steps", "1", *extra)
-        return _unet_args(dataset, vae_run / "vae", out, 4, "--lr-schedule", "cosine", "--lr-warmup-steps",
-                          "1", *extra)
+        return _unet_args(dataset, vae_run / "vae", out, 4, "--lr-schedule", "cosine",
+                          "--lr-warmup-steps", "1", *extra)
 
     assert cli(args(tmp_path / "a")) == 0
     with monkeypatch.context() as m:

@@ -55,9 +55,8 @@ def test_default_conditions_are_the_manifests_and_are_exported(cond_pipeline):
     # order: condition_encoder/config.json
     assert set(meta["conditions"]) == {"speed_mps", "aspect_deg", "activity"}
     sp = meta["conditions"]["speed_mps"]
-    assert sp["type"] == "numeric" and sp["encoding"] == "fourier-mlp" and set(sp["per_user"]) == {"user0",
-                                                                                                   "user1",
-                                                                                                   "user2"}
+    assert (sp["type"] == "numeric" and sp["encoding"] == "fourier-mlp"
+            and set(sp["per_user"]) == {"user0", "user1", "user2"})
     # per-user spreads
     assert sp["per_user"]["user2"]["quantiles"][0] > sp["per_user"]["user0"]["quantiles"][-1]
     assert meta["conditions"]["activity"]["values"] == ["run", "walk"]
@@ -99,8 +98,8 @@ def test_init_from_starts_at_the_given_pipeline(cond_dataset, cond_vae, cond_pip
     assert cli(_unet_args(cond_dataset, cond_vae, out, 1, "--init-from", str(cond_pipeline), "--lr", "1e-12",
                           "--checkpointing-steps", "5")) == 0
     src, dst = DopplerPipeline.load(cond_pipeline), DopplerPipeline.load(out)
-    for a, b in ((src.unet, dst.unet), (src.user_encoder, dst.user_encoder), (src.condition_encoder,
-                                                                              dst.condition_encoder)):
+    for a, b in ((src.unet, dst.unet), (src.user_encoder, dst.user_encoder),
+                 (src.condition_encoder, dst.condition_encoder)):
         for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
             assert torch.allclose(p, q, atol=1e-6), name
 

@@ -86,8 +86,8 @@ def test_vq_kill_and_resume_equals_uninterrupted(stage, dataset, vq_run, tmp_pat
         with pytest.raises(_Killed):
             cli(args(tmp_path / "b"))
     assert cli(args(tmp_path / "b", "--resume", "latest")) == 0
-    run_a, run_b = (tmp_path / "a", tmp_path / "b") if stage == "vae" else (tmp_path / "a-run",
-                                                                            tmp_path / "b-run")
+    run_a, run_b = ((tmp_path / "a", tmp_path / "b") if stage == "vae"
+                    else (tmp_path / "a-run", tmp_path / "b-run"))
     for f in ("model.safetensors", "ema.safetensors"):
         a, b = (load_file(run_a / "checkpoints/checkpoint-4" / f),
                 load_file(run_b / "checkpoints/checkpoint-4" / f))

@@ -35,8 +35,8 @@ def read_source(path: Path, rel: str) -> np.ndarray:
             if arr.ndim == 3 and arr.shape[-1] in (3, 4):
                 return colormap.to_rgb_uint8(arr)  # an RGB array of a colour-mapped image
             if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-                raise ValueError(f"expected a 2-D numeric array or an (H, W, 3) image, got {arr.dtype} "
-                                 f"{arr.shape}")
+                raise ValueError("expected a 2-D numeric array or an (H, W, 3) image, "
+                                 f"got {arr.dtype} {arr.shape}")
             if not np.isfinite(arr).all():
                 raise ValueError("contains NaN or inf")
             return arr.astype(np.float64)

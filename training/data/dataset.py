@@ -178,8 +178,8 @@ def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, cha
             arr = _resize(arr, hw)
         expect = expect or arr.shape[1:]
         if tuple(arr.shape[1:]) != tuple(expect):
-            raise DatasetError(f"{rel}: shape {arr.shape[1:]} differs from the dataset's {tuple(expect)}; "
-                               "pass size=")
+            raise DatasetError(f"{rel}: shape {arr.shape[1:]} differs from the dataset's "
+                               f"{tuple(expect)}; pass size=")
         arrays.append(arr)
 
     all_users = sorted({r["user"] for r in rows})
@@ -196,8 +196,8 @@ def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, cha
         except ValueError:
             extra[k] = np.array(col)
     out = SpectrogramSet(
-        x=np.stack(arrays).astype(np.float32), labels=np.array([all_users.index(r["user"]) for r in rows],
-                                                               np.int64),
+        x=np.stack(arrays).astype(np.float32),
+        labels=np.array([all_users.index(r["user"]) for r in rows], np.int64),
         users=all_users, paths=[r["path"] for r in rows], splits=np.array([r["split"] for r in rows]),
         meta=meta, fingerprint=digest.hexdigest(), extra=extra,
     )

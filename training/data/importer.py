@@ -86,8 +86,8 @@ def discover(src: Path, pattern) -> list[Source]:
             rel = r["path"]
             inner = rel.split("/", 1)[1] if rel.startswith(r["user"] + "/") else rel
             session = r.get("group") or sessions.session_of(inner, pattern)
-            extra = {k: v for k, v in r.items() if k not in ("path", "user", "split", "group",
-                                                             "source") and k}
+            extra = {k: v for k, v in r.items()
+                     if k not in ("path", "user", "split", "group", "source") and k}
             out.append(Source(r["user"], rel, session, extra))
         return out
     people = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -187,8 +187,9 @@ def _meta(src: Path, cfg: ImportConfig) -> dict[str, Any]:
             "dyn_range_db": cfg.dyn_range_db, "import": {**asdict(cfg), "src": str(src)}}
 
 
-def import_dataset(src: str | Path, out: str | Path, cfg: ImportConfig, progress: bool = True) -> dict[str,
-                                                                                                       Any]:
+def import_dataset(
+    src: str | Path, out: str | Path, cfg: ImportConfig, progress: bool = True
+) -> dict[str, Any]:
     """Import SRC into the dataset folder `out` (all or nothing) and return the summary numbers."""
     cfg.validate()
     src, out = Path(src), Path(out)
@@ -217,8 +218,8 @@ def import_dataset(src: str | Path, out: str | Path, cfg: ImportConfig, progress
         with open(tmp / "import_report.csv", "w", newline="") as fh:
             csv.writer(fh, lineterminator="\n").writerows([("path", "source", "inversion_error_255"),
                                                            *stats["report"]])
-    per_split = {sp: sum(1 for s in sources if splits[(s.user, s.session)] == sp) for sp in ("train", "val",
-                                                                                             "test")}
+    per_split = {sp: sum(1 for s in sources if splits[(s.user, s.session)] == sp)
+                 for sp in ("train", "val", "test")}
     sess = {sp: sum(1 for v in splits.values() if v == sp) for sp in ("train", "val", "test")}
     return {"files": len(sources), "people": len({s.user for s in sources}), "sessions": len(splits),
             "per_split": per_split, "sessions_per_split": sess, "mean_error": float(errors.mean()),
@@ -227,27 +228,28 @@ def import_dataset(src: str | Path, out: str | Path, cfg: ImportConfig, progress
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = ImportConfig()
-    p.add_argument("src", type=Path, help="ImageFolder (SRC/<person>/*.png|jpg|npy) or a folder with "
-                                          "manifest.csv")
-    p.add_argument("--out", type=Path, required=True, help="dataset folder to create (must not exist or be "
-                                                           "empty)")
-    p.add_argument("--size", type=int, required=True, help="output size N: images become N x N (doppler x "
-                                                           "time)")
+    p.add_argument("src", type=Path,
+                   help="ImageFolder (SRC/<person>/*.png|jpg|npy) or a folder with manifest.csv")
+    p.add_argument("--out", type=Path, required=True,
+                   help="dataset folder to create (must not exist or be empty)")
+    p.add_argument("--size", type=int, required=True,
+                   help="output size N: images become N x N (doppler x time)")
     p.add_argument("--colormap", default=d.colormap,
                    help="matplotlib colour map of the images: jet (default), turbo, viridis, gray, ...; a "
                         "misfit names the best-fitting ones")
     p.add_argument("--group", default=None,
                    help="regex; its first group names the session in the path inside a person's folder "
                         f"(default: {sessions.DEFAULT_RULE})")
-    p.add_argument("--dyn-range-db", type=float, default=d.dyn_range_db, help="dB the colour map spans "
-                                                                              "(default 60)")
-    p.add_argument("--test-fraction", type=float, default=d.test_fraction, help="per person, whole sessions "
-                                                                                "(0.15)")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="per person, whole sessions "
-                                                                              "(0.15)")
+    p.add_argument("--dyn-range-db", type=float, default=d.dyn_range_db,
+                   help="dB the colour map spans (default 60)")
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction,
+                   help="per person, whole sessions (0.15)")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="per person, whole sessions (0.15)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the session shuffle (default 0)")
-    p.add_argument("--crop", default=None, help="Y0:Y1,X0:X1 box kept of every image (rows, then columns), "
-                   "or 'auto' to crop each image to its detected plot area")
+    p.add_argument("--crop", default=None,
+                   help="Y0:Y1,X0:X1 box kept of every image (rows, then columns), "
+                        "or 'auto' to crop each image to its detected plot area")
     p.add_argument("--npy-unit", default=d.npy_unit, choices=("db", "power", "amplitude"),
                    help="what 2-D .npy arrays hold (default db)")
 

@@ -88,8 +88,8 @@ def _records(real_path: Path, synth_paths: list[Path], counts: dict[str, int], m
                 merge={"real": {"path": str(real_path), "fingerprint": real.fingerprint}, "synthetic": []})
     for x, label, path, split in zip(real.x, real.labels, real.paths, real.splits, strict=True):
         user = real.users[label]
-        extra = {k: v for k, v in rows.get(path, {}).items() if k not in ("path", "user", "split",
-                                                                          *PROVENANCE)}
+        extra = {k: v for k, v in rows.get(path, {}).items()
+                 if k not in ("path", "user", "split", *PROVENANCE)}
         split = "train" if split == "synthetic" else str(split)
         counts[f"real_{split}"] = counts.get(f"real_{split}", 0) + 1
         yield Record(user, rec_id(user, path, taken.setdefault(user, set())), x[0], split,
@@ -112,8 +112,8 @@ def _records(real_path: Path, synth_paths: list[Path], counts: dict[str, int], m
             counts["synthetic"] = counts.get("synthetic", 0) + 1
             name = rec_id(user, f"syn{k}-{Path(path).name}", taken.setdefault(user, set()))
             yield Record(user, name, np.clip(x[0], -real.dyn_range_db, 0.0), "train",
-                         {**extra, "origin": "synthetic", "pipeline_fingerprint": fp, "seed": raw.get("seed",
-                                                                                                      "")})
+                         {**extra, "origin": "synthetic", "pipeline_fingerprint": fp,
+                          "seed": raw.get("seed", "")})
 
 
 def merge_folders(real: str | Path, synthetic: list[str | Path], out: str | Path) -> dict[str, int]:

@@ -151,9 +151,8 @@ def _as_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
 
 def simulate_walk(height_m: float = 1.65, speed_mps: float = 1.4, carrier_hz: float = DEFAULT_CARRIER_HZ,
                   prf_hz: float | None = None, duration_s: float = DEFAULT_DURATION_S,
-                  aspect_deg: float = 0.0,
-                  snr_db: float | None = DEFAULT_SNR_DB, seed: int = 0, size: int | tuple[int,
-                                                                                          int] | None = None,
+                  aspect_deg: float = 0.0, snr_db: float | None = DEFAULT_SNR_DB, seed: int = 0,
+                  size: int | tuple[int, int] | None = None,
                   *, gait: Gait | None = None, range_m: float = DEFAULT_RANGE_M, start_phase: float = 0.0,
                   clutter_db: float | None = DEFAULT_CLUTTER_DB, dyn_range_db: float = DEFAULT_DYN_RANGE_DB,
                   velocity_span_mps: tuple[float, float] = DEFAULT_VELOCITY_SPAN_MPS) -> Spectrogram:
@@ -193,8 +192,8 @@ def simulate_walk(height_m: float = 1.65, speed_mps: float = 1.4, carrier_hz: fl
     radii = np.array([r for _, r, _ in SEGMENTS]) * height_m * gait.girth
     scale = np.asarray(gait.rcs_scale, dtype=float)[[g for _, _, g in SEGMENTS]]
     widths = np.where(np.array(SEGMENT_NAMES) == "torso", TORSO_WIDTH, 1.0)
-    x = slow_time_return(*segment_echoes(a, b, radii, widths, scale, radar, range_m), wavelength, decim,
-                         n_pulses)
+    x = slow_time_return(*segment_echoes(a, b, radii, widths, scale, radar, range_m), wavelength,
+                         decim, n_pulses)
     p_sig = float(np.mean(np.abs(x) ** 2))
     if clutter_db is not None:
         x = x + np.sqrt(p_sig * 10 ** (clutter_db / 10)) * np.exp(2j * np.pi * rng.random())
@@ -233,5 +232,5 @@ def simulate_walk(height_m: float = 1.65, speed_mps: float = 1.4, carrier_hz: fl
         seed=int(seed), torso_doppler_hz=float(2 * speed_mps * np.cos(th) / wavelength),
         gait=gait.to_dict(), **{k: float(v) for k, v in timing.items()},
     )
-    return Spectrogram(db=db, doppler_hz=doppler.astype(np.float64), time_s=times.astype(np.float64),
-                       meta=meta)
+    return Spectrogram(db=db, doppler_hz=doppler.astype(np.float64),
+                       time_s=times.astype(np.float64), meta=meta)

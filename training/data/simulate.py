@@ -53,28 +53,28 @@ class SimulateConfig:
         if not 10.0 <= self.dyn_range_db <= 200.0:
             raise ValueError("--dyn-range-db must be within 10..200")
         if not 0.0 <= self.variation.get("aspect_deg", 0.0) <= 89.0:
-            raise ValueError("--aspect-deg must be within 0..89 (at 90 deg the walk is tangential: no torso "
-                             "Doppler)")
+            raise ValueError("--aspect-deg must be within 0..89 "
+                             "(at 90 deg the walk is tangential: no torso Doppler)")
         if not 0.0 <= self.variation.get("speed_span", 0.0) <= 0.6:
             raise ValueError("--speed-span must be within 0..0.6")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = SimulateConfig()
-    p.add_argument("--out", type=Path, default=Path("data/sim10"), help="dataset folder to write (default: "
-                                                                        "data/sim10)")
+    p.add_argument("--out", type=Path, default=Path("data/sim10"),
+                   help="dataset folder to write (default: data/sim10)")
     p.add_argument("--users", type=int, default=d.users, help=f"simulated users (default {d.users})")
-    p.add_argument("--per-user", type=int, default=d.per_user, help="recordings per user (default "
-                                                                    f"{d.per_user})")
+    p.add_argument("--per-user", type=int, default=d.per_user,
+                   help=f"recordings per user (default {d.per_user})")
     p.add_argument("--size", type=int, default=d.size, help=f"image size, doppler = time (default {d.size})")
-    p.add_argument("--carrier-ghz", type=float, default=d.carrier_ghz, help="carrier frequency in GHz "
-                                                                            "(default 24)")
+    p.add_argument("--carrier-ghz", type=float, default=d.carrier_ghz,
+                   help="carrier frequency in GHz (default 24)")
     p.add_argument("--seed", type=int, default=d.seed, help="master seed (default 0)")
-    p.add_argument("--dyn-range-db", type=float, default=d.dyn_range_db, help="dynamic range kept, dB "
-                                                                              "(default 60)")
+    p.add_argument("--dyn-range-db", type=float, default=d.dyn_range_db,
+                   help="dynamic range kept, dB (default 60)")
     p.add_argument("--duration-s", type=float, default=d.duration_s, help="seconds per recording (default 3)")
-    p.add_argument("--preview-per-user", type=int, default=d.preview_per_user, help="examples per row in "
-                                                                                    "preview.png")
+    p.add_argument("--preview-per-user", type=int, default=d.preview_per_user,
+                   help="examples per row in preview.png")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; output is identical)")
     v = Variation()
     p.add_argument("--aspect-deg", type=float, default=v.aspect_deg,
@@ -116,8 +116,9 @@ def dataset_meta(cfg: SimulateConfig, profiles: list[UserProfile]) -> dict[str, 
     return meta
 
 
-def simulate_dataset(out: Path, cfg: SimulateConfig, workers: int = 1, progress: bool = True) -> dict[str,
-                                                                                                      Any]:
+def simulate_dataset(
+    out: Path, cfg: SimulateConfig, workers: int = 1, progress: bool = True
+) -> dict[str, Any]:
     """Simulate and write the whole folder (meta.json, manifest.csv, <user>/<id>.npy, preview.png)."""
     cfg.validate()
     profiles = user_profiles(cfg)

@@ -73,12 +73,12 @@ def make_user(user_seed: int, user_id: str | None = None) -> UserProfile:
         elbow_flex_deg=u(5.0, 40.0), elbow_swing_deg=u(0.0, 25.0),
         lean_deg=u(-2.0, 12.0), torso_pitch_deg=u(0.5, 3.0), torsion_deg=u(2.0, 9.0),
         bob=u(0.015, 0.035), surge=u(0.04, 0.14), sway_m=u(0.01, 0.045), hip_height=u(0.94, 0.97),
-        clearance=u(0.04, 0.08), swing_shape=u(0.8, 1.4), support_shift=float(np.clip(r.normal(0, 0.02),
-                                                                                      -0.05, 0.05)),
+        clearance=u(0.04, 0.08), swing_shape=u(0.8, 1.4),
+        support_shift=float(np.clip(r.normal(0, 0.02), -0.05, 0.05)),
         asymmetry=u(-0.15, 0.15), phase_skew=float(np.clip(r.normal(0, 0.02), -0.05, 0.05)),
         toe_off_deg=u(15.0, 40.0),
-        shoulder_width=u(0.85, 1.15), hip_width=u(0.85, 1.15), girth=float(np.clip(r.normal(1.0, 0.08), 0.8,
-                                                                                   1.25)),
+        shoulder_width=u(0.85, 1.15), hip_width=u(0.85, 1.15),
+        girth=float(np.clip(r.normal(1.0, 0.08), 0.8, 1.25)),
         rcs_scale=tuple(float(d * np.exp(r.normal(0, 0.35))) for d in Gait().rcs_scale),
     )
     height = float(np.clip(r.normal(1.72, 0.09), 1.5, 1.98))
@@ -111,8 +111,9 @@ def _speed(preferred: float, v: Variation, r: np.random.Generator) -> float:
     return float(preferred * max(0.7, 1 + r.normal(0, v.speed_rel)))
 
 
-def recording_kwargs(profile: UserProfile, rec_seed: int, variation: Variation | None = None) -> dict[str,
-                                                                                                      Any]:
+def recording_kwargs(
+    profile: UserProfile, rec_seed: int, variation: Variation | None = None
+) -> dict[str, Any]:
     """simulate_walk keyword arguments for one recording of `profile` (reproducible from rec_seed)."""
     v = variation or Variation()
     r = np.random.default_rng([profile.seed, rec_seed, 0xD0])

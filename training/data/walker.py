@@ -58,10 +58,12 @@ FRAC = dict(head=0.130, shoulder=0.1295, torso=0.288, hip=0.0955, upper_leg=0.24
 # spheroids (a = b) except the torso, whose lateral semi-axis is TORSO_WIDTH x its front-back one.
 SEGMENTS = (
     ("head", 0.045, 0), ("neck", 0.030, 1), ("torso", 0.060, 1), ("pelvis", 0.060, 1),
-    ("shoulder_l", 0.030, 1), ("shoulder_r", 0.030, 1), ("upper_arm_l", 0.025, 2), ("upper_arm_r", 0.025, 2),
-    ("lower_arm_l", 0.020, 2), ("lower_arm_r", 0.020, 2), ("upper_leg_l", 0.040, 3), ("upper_leg_r", 0.040,
-                                                                                      3),
-    ("lower_leg_l", 0.028, 3), ("lower_leg_r", 0.028, 3), ("foot_l", 0.025, 4), ("foot_r", 0.025, 4),
+    ("shoulder_l", 0.030, 1), ("shoulder_r", 0.030, 1),
+    ("upper_arm_l", 0.025, 2), ("upper_arm_r", 0.025, 2),
+    ("lower_arm_l", 0.020, 2), ("lower_arm_r", 0.020, 2),
+    ("upper_leg_l", 0.040, 3), ("upper_leg_r", 0.040, 3),
+    ("lower_leg_l", 0.028, 3), ("lower_leg_r", 0.028, 3),
+    ("foot_l", 0.025, 4), ("foot_r", 0.025, 4),
 )
 SEGMENT_NAMES = tuple(s[0] for s in SEGMENTS)
 TORSO_WIDTH = 1.8  # chest width / depth; makes the torso the strongest scatterer seen from the front
@@ -81,9 +83,8 @@ def _pchip_periodic(knots_p: list[float], values: list[float], p: np.ndarray) ->
     """PCHIP through control points over the normalised cycle [0, 1] (first = last), wrapped one period
     either side so the slope is continuous across cycles too."""
     k, v = np.asarray(knots_p[:-1]), np.asarray(values[:-1])
-    return PchipInterpolator(np.concatenate([k - 1, k, k + 1, [2.0]]), np.tile(v,
-                                                                               3).tolist() + [v[0]])(np.mod(p,
-                                                                                                            1.0))
+    return PchipInterpolator(np.concatenate([k - 1, k, k + 1, [2.0]]),
+                             np.tile(v, 3).tolist() + [v[0]])(np.mod(p, 1.0))
 
 
 def _rotz(vec_xy: np.ndarray, yaw: np.ndarray) -> np.ndarray:
@@ -156,14 +157,14 @@ def body_points(t: np.ndarray, height_m: float, speed_mps: float, gait: Gait, st
     # Legs (left one lags by half a cycle, with its own amplitude for asymmetry).
     asym = 1.0 - gait.asymmetry
     common = dict(stride=stride, x0=x0, ankle_h=ankle_h, l1=l1, l2=l2, foot=FRAC["foot"] * h)
-    knee_r, ank_r, heel_r, toe_r = _leg(q_r, hip_r, s_frac=s_frac, lift=gait.clearance * h,
-                                        shape=gait.swing_shape,
+    knee_r, ank_r, heel_r, toe_r = _leg(q_r, hip_r, s_frac=s_frac,
+                                        lift=gait.clearance * h, shape=gait.swing_shape,
                                         toe_off=gait.toe_off_deg, offset=0.0, **common)
-    knee_l, ank_l, heel_l, toe_l = _leg(q_l, hip_l, s_frac=float(np.clip(s_frac + 0.1 * gait.asymmetry, 0.5,
-                                                                         0.8)),
+    knee_l, ank_l, heel_l, toe_l = _leg(q_l, hip_l,
+                                        s_frac=float(np.clip(s_frac + 0.1 * gait.asymmetry, 0.5, 0.8)),
                                         lift=gait.clearance * h * asym, shape=gait.swing_shape * asym,
-                                        toe_off=gait.toe_off_deg * asym, offset=0.5 + gait.phase_skew,
-                                        **common)
+                                        toe_off=gait.toe_off_deg * asym,
+                                        offset=0.5 + gait.phase_skew, **common)
 
     # Torso: lean plus a small pitch oscillation; neck and head stacked on top.
     pitch = np.deg2rad(gait.lean_deg + gait.torso_pitch_deg * np.sin(2 * two_pi * (p - s_frac / 2)))

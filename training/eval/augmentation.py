@@ -95,8 +95,8 @@ def run_trial(train_x: np.ndarray, train_labels: np.ndarray, train_paths: Sequen
     budget = budget_for(len(idx) + len(y_syn))
     acc_real = fit_score(x_k, y_k, seed, budget)
     reps = max(1, round(len(y_syn) / len(idx))) if mix == "balanced" else 1
-    acc_aug = fit_score(np.concatenate([x_k] * reps + [x_syn]), np.concatenate([y_k] * reps + [y_syn]), seed,
-                        budget)
+    acc_aug = fit_score(np.concatenate([x_k] * reps + [x_syn]), np.concatenate([y_k] * reps + [y_syn]),
+                        seed, budget)
     return Trial(k=k_label(k), seed=seed, n_real=len(idx), n_synthetic=len(y_syn), acc_real=acc_real,
                  acc_augmented=acc_aug, generator=desc, generator_saw=[str(train_paths[i]) for i in idx])
 

@@ -111,8 +111,7 @@ def train_classifier(x_db: np.ndarray, labels: np.ndarray, num_classes: int, *, 
     """
     with single_thread(threads or 1):
         return _train(x_db, labels, num_classes, dyn_range_db, epochs, seed, batch_size, lr, weight_decay,
-                      augment,
-                      min_steps)
+                      augment, min_steps)
 
 
 def _train(x_db, labels, num_classes, dyn_range_db, epochs, seed, batch_size, lr, weight_decay, augment,

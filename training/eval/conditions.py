@@ -73,8 +73,8 @@ def condition_following(ctx: Any, ref: Any, per_setting: int) -> dict[str, Any]:
     pipe, d = ctx.pipe, ctx.data
     desc = pipe.meta.get("conditions") or {}
     if pipe.condition_encoder is None or not {SPEED, ASPECT} <= set(pipe.conditions) or not desc:
-        return dict(skipped="the pipeline takes no speed_mps / aspect_deg conditions", rows=[],
-                    aspect_bins=[])
+        return dict(skipped="the pipeline takes no speed_mps / aspect_deg conditions",
+                    rows=[], aspect_bins=[])
     if "carrier_hz" not in d.meta:
         return dict(skipped="meta.json lacks the radar axes", rows=[], aspect_bins=[])
     users, values, seeds, labels = [], [], [], []

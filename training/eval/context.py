@@ -121,9 +121,8 @@ class Context:
         enc = getattr(pipe, "condition_encoder", None)
         desc_c = (getattr(pipe, "meta", None) or {}).get("conditions") or {}
         if enc is not None and all(n in desc_c for n in enc.names):  # else every condition absent
-            cond = enc.values_tensor([resolve_conditions(desc_c, enc.names, u, None, s) for u, s in zip(names,
-                                                                                                        seeds,
-                                                                                                          strict=True)])
+            cond = enc.values_tensor([resolve_conditions(desc_c, enc.names, u, None, s)
+                                      for u, s in zip(names, seeds, strict=True)])
         b = batch_size or self.st.batch_size
         outs, t0 = [], time.perf_counter()
         # drawn conditions, as a request that names none: plain guidance unless --condition-guidance composes
@@ -131,13 +130,11 @@ class Context:
         chosen = resolve(pipe, guidance=self.guidance if guidance is None else guidance,
                          condition_guidance=getattr(self, "condition_guidance", None))
         g, gc = chosen.guidance, chosen.condition_guidance
-        for i in tqdm(range(0, len(idx), b), desc=desc, unit="batch", leave=False, disable=getattr(self,
-                                                                                                   "quiet",
-                                                                                                   False)):
+        for i in tqdm(range(0, len(idx), b), desc=desc, unit="batch", leave=False,
+                      disable=getattr(self, "quiet", False)):
             outs.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=steps or self.steps,
                                guidance_scale=g, condition_guidance_scale=gc, sampler=sampler or self.sampler,
-                               pad_to=b,
-                               conditions=None if cond is None else cond[i:i + b]).numpy())
+                               pad_to=b, conditions=None if cond is None else cond[i:i + b]).numpy())
         return Pool(np.concatenate(outs).astype(np.float32), np.asarray(y, np.int64), list(seeds),
                     time.perf_counter() - t0)
 

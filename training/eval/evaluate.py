@@ -79,14 +79,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True,
                    help="dataset folder with train and test splits (e.g. data/sim10)")
     p.add_argument("--out", required=True, help="report folder: report.json, report.md, figures")
-    p.add_argument("--quick", action="store_true", help="tiny sample counts and epochs: a smoke test, not a "
-                                                        "measurement")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sample counts and epochs: a smoke test, not a measurement")
     p.add_argument("--fewshot", action="store_true",
-                   help="measure augmentation gain at small k with generators adapted from a disjoint "
-                        "population")
+                   help="measure augmentation gain at small k with "
+                        "generators adapted from a disjoint population")
     p.add_argument("--population-pipeline", default=None,
-                   help="pipeline trained on a disjoint simulated population (default: train one under "
-                        "--out)")
+                   help="pipeline trained on a disjoint simulated "
+                        "population (default: train one under --out)")
     p.add_argument("--population-seed", type=int, default=1,
                    help="simulate seed of the population that --fewshot trains (must differ from the data's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
@@ -99,15 +99,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=None,
                    help="augmentation repeats per k (default 5); gains get a 95%% t-interval over the seeds")
     p.add_argument("--filter", default=None,
-                   help="filter the synthetic samples of the augmentation runs: comma-separated physics, "
-                        "confidence, diversity (references: the classifier's own k real recordings), or none "
-                        "(default)")
+                   help="filter the synthetic samples of the augmentation runs: "
+                        "comma-separated physics, confidence, diversity (references: "
+                        "the classifier's own k real recordings), or none (default)")
     p.add_argument("--filter-factor", type=float, default=None, help="candidates per kept sample (default 3)")
     p.add_argument("--filter-tau", type=float, default=None, help="confidence filter threshold (default 0.5)")
-    p.add_argument("--synth-per-user", type=int, default=None, help="m: synthetic per user in augmentation "
-                                                                    "runs")
-    p.add_argument("--fewshot-steps", type=int, default=None, help="optimiser steps of the few-shot "
-                                                                   "adaptation (50)")
+    p.add_argument("--synth-per-user", type=int, default=None,
+                   help="m: synthetic per user in augmentation runs")
+    p.add_argument("--fewshot-steps", type=int, default=None,
+                   help="optimiser steps of the few-shot adaptation (50)")
     p.add_argument("--fewshot-sample-steps", type=int, default=None,
                    help="DPM-Solver++ steps of the few-shot generators' synthetic data (default 10, at most "
                         "--steps; 0 = the evaluator's steps; DDPM and DDIM always keep the evaluator's)")
@@ -115,28 +115,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stage-2 steps of the population generator that --fewshot trains (default: 3000 for "
                         "the demo preset, else the preset's training default)")
     p.add_argument("--augment-mix", default=None, choices=MIXES,
-                   help="augmented classifier's training set: 'balanced' (default) repeats the k real to "
-                        "about m per user so real and synthetic are equally frequent; 'concat' uses them as "
-                        "they are")
+                   help="augmented classifier's training set: 'balanced' (default) "
+                        "repeats the k real to about m per user so real and synthetic "
+                        "are equally frequent; 'concat' uses them as they are")
     p.add_argument("--ddpm-per-user", type=int, default=None,
                    help="samples per user for DDPM-1000 in the sweep (and the N of its equal-N FD column)")
     p.add_argument("--no-sweep", action="store_true", help="skip the sampler sweep")
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed (generated-sample seeds derive from "
-                                                       "it)")
-    p.add_argument("--device", default="cpu", help="torch device for sampling (the reference CNN trains on "
-                                                   "the CPU)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="evaluation seed (generated-sample seeds derive from it)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device for sampling (the reference CNN trains on the CPU)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's); 1 is far faster on a machine busy with "
-                        "other jobs")
+                   help="CPU threads for torch (default: torch's); 1 is "
+                        "far faster on a machine busy with other jobs")
     p.add_argument("--workers", type=int, default=None,
                    help="processes for the augmentation trials (default: one per core, at most 8, on the "
                         "CPU; 1 on an accelerator); they split --threads. 1 = in this process, as before")
     p.add_argument("--markdown", default=None,
-                   help="where to write the Markdown report (default: <out>/report.md); figure links are "
-                        "relative")
+                   help="where to write the Markdown report (default: "
+                        "<out>/report.md); figure links are relative")
     p.add_argument("--write-summary", action="store_true",
-                   help="also write the headline numbers into the pipeline's dopplergen.json 'evaluation' "
-                        "field")
+                   help="also write the headline numbers into the "
+                        "pipeline's dopplergen.json 'evaluation' field")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,8 +197,8 @@ def run(args: argparse.Namespace) -> int:
     res["fidelity"] = sections.fidelity(ctx, ref, pool)
     res["physics"] = sections.physics(ctx, pool)
     res["conditions"] = condition_following(ctx, ref, st.condition_per_setting)  # skipped without conditions
-    res["sweep"] = sweep.sweep(ctx, ref, pool) if not args.no_sweep else dict(note="skipped (--no-sweep)",
-                                                                              rows=[])
+    res["sweep"] = (sweep.sweep(ctx, ref, pool) if not args.no_sweep
+                    else dict(note="skipped (--no-sweep)", rows=[]))
     workers = args.workers if args.workers is not None else default_workers(args.device, args.threads)
     res["augmentation"] = augmentation_section(ctx, pool, fewshot=args.fewshot,
                                                population=args.population_pipeline,

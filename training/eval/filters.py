@@ -32,8 +32,8 @@ def parse_filters(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     names = [] if names == ["none"] else names
     unknown = [n for n in names if n not in FILTERS]
     if unknown:
-        raise ValueError(f"unknown filter(s) {unknown}; choose from {', '.join(FILTERS)} (comma-separated) "
-                         "or none")
+        raise ValueError(f"unknown filter(s) {unknown}; choose from {', '.join(FILTERS)} "
+                         "(comma-separated) or none")
     return tuple(f for f in FILTERS if f in names)
 
 
@@ -67,8 +67,8 @@ def readouts(x_db: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     from training.eval.metrics import kinematic_readouts
 
     r = kinematic_readouts(np.asarray(x_db), np.zeros(len(x_db), np.int64), ["all"], meta)["all"]
-    return np.stack([np.asarray(r[q], np.float64) for q in READOUTS], axis=1).reshape(len(x_db),
-                                                                                      len(READOUTS))
+    return np.stack([np.asarray(r[q], np.float64) for q in READOUTS], axis=1).reshape(
+        len(x_db), len(READOUTS))
 
 
 @dataclass
@@ -224,8 +224,8 @@ def filter_candidates(x_db: np.ndarray, y: np.ndarray, n_per_user: int, num_user
         z = physics_z(r, y, ref)
     if cfg.needs_classifier:
         if clf is None:
-            raise ValueError("the confidence and diversity filters need a reference classifier trained on "
-                             "real data")
+            raise ValueError("the confidence and diversity filters need a reference classifier "
+                             "trained on real data")
         conf = confidence(clf, x_db, y)
         feats = clf.features(x_db) if "diversity" in on else None
     sel = select(y, n_per_user, num_users, cfg, z=z, conf=conf, feats=feats)

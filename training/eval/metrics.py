@@ -121,8 +121,9 @@ def reconstruct(vae: Any, x_model: torch.Tensor, batch_size: int = 64) -> torch.
     return ae_reconstruct(vae, x_model.float(), batch_size)
 
 
-def reconstruction_metrics(x_model: torch.Tensor, rec_model: torch.Tensor, dyn_range_db: float) -> dict[str,
-                                                                                                        float]:
+def reconstruction_metrics(
+    x_model: torch.Tensor, rec_model: torch.Tensor, dyn_range_db: float
+) -> dict[str, float]:
     """PSNR and SSIM per image (mean over images) with data range 2 in model space [-1, 1].
 
     The dB <-> model map is linear, so this PSNR equals the PSNR in dB with data range = dyn_range_db.

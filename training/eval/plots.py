@@ -146,9 +146,8 @@ def sweep_figure(sweep: list[dict[str, Any]], path: Path) -> Path:
     guid = sorted((s for s in sweep if s["kind"] == "guidance"), key=lambda s: s["guidance"])
     labels = [f"{s['scheduler']}\n{s['steps']} steps" for s in samplers]
     x = np.arange(len(samplers))
-    for row, (key, name) in enumerate((("affinity", "affinity (GAN-test acc.)"), ("fd_small",
-                                                                                  "Fréchet distance (N "
-                                                                                  "small)"))):
+    for row, (key, name) in enumerate((("affinity", "affinity (GAN-test acc.)"),
+                                       ("fd_small", "Fréchet distance (N small)"))):
         axes[row][0].bar(x, [s[key] for s in samplers], color="tab:blue")
         axes[row][0].set_xticks(x, labels, fontsize=7)
         axes[row][0].set_ylabel(name, fontsize=8)

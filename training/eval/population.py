@@ -91,8 +91,8 @@ def population_pipeline(ctx: Any, path: str | None, population_seed: int) -> tup
     if path is None:
         sim = (ctx.data.meta.get("simulate") or {})
         if sim.get("seed") == population_seed:
-            raise SystemExit(f"--population-seed {population_seed} is the evaluated dataset's own seed; pick "
-                             "another")
+            raise SystemExit(f"--population-seed {population_seed} is the evaluated dataset's own seed; "
+                             "pick another")
         out = ctx.out / "population"
         run_commands(population_commands(
             out, preset=ctx.pipe.meta.get("preset", {}).get("name", "demo"), size=ctx.pipe.image_size[0],
@@ -106,8 +106,8 @@ def population_pipeline(ctx: Any, path: str | None, population_seed: int) -> tup
     if pop.route != ctx.pipe.route:
         raise SystemExit(f"population pipeline {path} is a {pop.route} pipeline but the evaluated one is "
                          f"{ctx.pipe.route}: few-shot generators must be of the evaluated route")
-    pop_seeds = {p["seed"] for p in ((pop.meta.get("dataset") or {}).get("simulate") or {}).get("profiles",
-                                                                                                [])}
+    pop_seeds = {p["seed"]
+                 for p in ((pop.meta.get("dataset") or {}).get("simulate") or {}).get("profiles", [])}
     tgt_seeds = {p["seed"] for p in (ctx.data.meta.get("simulate") or {}).get("profiles", [])}
     info = dict(path=str(path), users=len(pop.users), population_user_seeds=sorted(pop_seeds),
                 shared_profiles=sorted(pop_seeds & tgt_seeds),
@@ -127,26 +127,25 @@ def main(argv: list[str] | None = None) -> int:
     """Build (or resume building) a population pipeline by hand, e.g. the one behind the demo report's small-k
     rows."""
     p = argparse.ArgumentParser(prog="python -m training.eval.population", description=main.__doc__)
-    p.add_argument("--out", default="runs/population", help="work folder; the pipeline lands in "
-                                                            "<out>/pipeline")
+    p.add_argument("--out", default="runs/population",
+                   help="work folder; the pipeline lands in <out>/pipeline")
     p.add_argument("--preset", default="demo", help="architecture preset (default demo)")
     p.add_argument("--size", type=int, default=64, help="image size of the simulated population (default 64)")
     p.add_argument("--carrier-ghz", type=float, default=24.0, help="carrier frequency in GHz (default 24)")
-    p.add_argument("--seed", type=int, default=1, help="simulate seed; must differ from the evaluated data's "
-                                                       "(default 1)")
+    p.add_argument("--seed", type=int, default=1,
+                   help="simulate seed; must differ from the evaluated data's (default 1)")
     p.add_argument("--route", default="kl", choices=("kl", "vq-latent", "vq-diffusion"),
                    help="pipeline route")
-    p.add_argument("--stage2-steps", type=int, default=0, help="stage-2 steps (default: as `evaluate "
-                                                               "--fewshot`)")
+    p.add_argument("--stage2-steps", type=int, default=0,
+                   help="stage-2 steps (default: as `evaluate --fewshot`)")
     p.add_argument("--cover-conditions", action="store_true",
-                   help="simulate with --cover-conditions, as for an evaluated dataset made that way "
-                        "(data/sim10c)")
+                   help="simulate with --cover-conditions, as for an "
+                        "evaluated dataset made that way (data/sim10c)")
     args = p.parse_args(argv)
     out = Path(args.out)
     run_commands(population_commands(out, preset=args.preset, size=args.size, carrier_ghz=args.carrier_ghz,
                                      seed=args.seed, route=args.route, stage2_steps=args.stage2_steps,
-                                     resume=True,
-                                     cover_conditions=args.cover_conditions))
+                                     resume=True, cover_conditions=args.cover_conditions))
     print(f"population pipeline: {out / 'pipeline'}")
     return 0
 

@@ -48,10 +48,10 @@ def markdown(res: dict[str, Any], figures: str = "figures") -> str:
                  f"{t.get('margin', '')} |")
     L += ["", f"![headline metrics]({figures}/metrics.png)", ""]
     pictures = dict(gan=("real test vs generated, per user", "real_vs_generated.png"),
-                    augmentation=("augmentation gain", "augmentation.png"), sweep=("sampler sweep",
-                                                                                   "sampler_sweep.png"))
-    for section in ("reconstruction", "gan", "fidelity", "physics", "conditions", "augmentation", "sweep",
-                    "appendix"):
+                    augmentation=("augmentation gain", "augmentation.png"),
+                    sweep=("sampler sweep", "sampler_sweep.png"))
+    for section in ("reconstruction", "gan", "fidelity", "physics", "conditions", "augmentation",
+                    "sweep", "appendix"):
         if section == "conditions":
             L += conditions.markdown(res["conditions"], figures) if "conditions" in res else []
             continue
@@ -213,8 +213,8 @@ def write_report(out: Path, res: dict[str, Any], md_path: Path | None = None) ->
     (out / "report.json").write_text(json.dumps(_jsonable(res), indent=2) + "\n")
     md_path = md_path or out / "report.md"
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(markdown(res, figures=Path(os.path.relpath(out / "figures",
-                                                                  md_path.parent)).as_posix()))
+    md_path.write_text(markdown(
+        res, figures=Path(os.path.relpath(out / "figures", md_path.parent)).as_posix()))
     return md_path
 
 

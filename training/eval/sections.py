@@ -119,12 +119,12 @@ def physics(ctx: Context, pool: Pool) -> dict[str, Any]:
         return dict(skipped=f"meta.json lacks the radar/STFT axes ({e})", per_user={}, mean_rel_error={},
                     max_rel_error={}, method="skipped")
     res = fm.physics_consistency(real, fm.kinematic_readouts(pool.x, pool.y, d.users, d.meta))
-    res["method"] = ("training.eval.metrics estimators on every real test and generated spectrogram: mean "
-                     "torso-line speed, 95th-percentile upper envelope at -40 dB (m/s) and cadence "
-                     "(steps/min, from the envelope's autocorrelation). Relative error = |median(generated) "
-                     "- median(real)| / median(real) per user; a user with no valid generated read-out "
-                     "counts as 100%. The target applies to the mean over users; the worst user is shown "
-                     "too.")
-    ctx.log("physics: mean relative errors " + ", ".join(f"{q} {v:.3f}" for q,
-                                                         v in res["mean_rel_error"].items()))
+    res["method"] = ("training.eval.metrics estimators on every real test and generated "
+                     "spectrogram: mean torso-line speed, 95th-percentile upper envelope at -40 "
+                     "dB (m/s) and cadence (steps/min, from the envelope's autocorrelation). "
+                     "Relative error = |median(generated) - median(real)| / median(real) per "
+                     "user; a user with no valid generated read-out counts as 100%. The target "
+                     "applies to the mean over users; the worst user is shown too.")
+    ctx.log("physics: mean relative errors "
+            + ", ".join(f"{q} {v:.3f}" for q, v in res["mean_rel_error"].items()))
     return res

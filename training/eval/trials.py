@@ -63,8 +63,9 @@ class SectionTrials:
             self.pop = DopplerPipeline.load(self.pop_path, device=self.ctx.device)
         return self.pop
 
-    def __call__(self, k: int | None, seed: int) -> tuple[Trial, dict[str, Any] | None, list[dict[str, Any]],
-                                                          list[str]]:
+    def __call__(
+        self, k: int | None, seed: int
+    ) -> tuple[Trial, dict[str, Any] | None, list[dict[str, Any]], list[str]]:
         """Run one trial: (trial, few-shot adaptation log, filter logs, log lines)."""
         self.lines, self.fewshot_log, self.filter_logs = [], None, []
         d, st = self.ctx.data, self.ctx.st
@@ -80,9 +81,9 @@ class SectionTrials:
         if not fcfg.filters:
             return x, y
         clf = self.ctx.fit(x_k, y_k, seed=seed) if fcfg.needs_classifier else None
-        sel = filter_candidates(x, y, m, len(d.users), fcfg, meta=d.meta, clf=clf, ref_readouts=readouts(x_k,
-                                                                                                         d.meta),
-                                ref_y=y_k, ref_source="the classifier's own k real recordings")
+        sel = filter_candidates(x, y, m, len(d.users), fcfg, meta=d.meta, clf=clf,
+                                ref_readouts=readouts(x_k, d.meta), ref_y=y_k,
+                                ref_source="the classifier's own k real recordings")
         self.filter_logs.append(dict(seed=seed, n_real=int(len(y_k)),
                                      **{k: v for k, v in sel.report.items() if k != "per_user"}))
         self.lines.append(f"seed {seed}, {len(y_k)} real: " + summary_line(sel.report))
@@ -154,8 +155,9 @@ def plan_workers(workers: int, n_jobs: int, threads: int | None) -> tuple[int, i
     return workers, max(1, (threads or workers) // workers)
 
 
-def run_trials(runner: SectionTrials, jobs: list[tuple[int | None, int]], workers: int, log: Callable[[str],
-                                                                                                      None]):
+def run_trials(
+    runner: SectionTrials, jobs: list[tuple[int | None, int]], workers: int, log: Callable[[str], None]
+):
     """Every (k, seed) of `jobs`, in that order: in this process (workers <= 1) or in `workers` spawned
     processes of threads // workers torch threads each (results are logged as they finish)."""
     workers, threads = plan_workers(workers, len(jobs), runner.ctx.threads)
@@ -230,9 +232,9 @@ def augmentation_section(ctx: Any, pool: Any, *, fewshot: bool, population: str 
               if pop is not None and pop.texture is not None else "")
            + "). No other recording of a target user reaches the generator; each trial records the "
              "recordings its generator saw."
-           if pop_info else "is not measured without `--fewshot`: the evaluated pipeline saw every train "
-                            "recording, so using it at small k would leak data the classifier is not "
-                            "allowed.")
+           if pop_info
+           else "is not measured without `--fewshot`: the evaluated pipeline saw every train recording, "
+                "so using it at small k would leak data the classifier is not allowed.")
         + (f" Synthetic samples are filtered ({', '.join(fcfg.filters)}): {fcfg.factor:g} x m candidates per "
            "user, the m kept are those that pass, references = the classifier's own k real recordings "
            f"(their kinematic read-outs; a CNN trained on them, confidence >= {fcfg.tau:g}), topped up by "

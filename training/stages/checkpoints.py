@@ -129,8 +129,8 @@ def resume_from(accelerator: Accelerator, resume: str, run_dir: str | Path, ema:
                 break
             accelerator.print(f"--resume latest: skipping {candidate.name}, incomplete: {reason}")
         if path is None:
-            accelerator.print(f"--resume latest: no complete checkpoint in {run_dir}/checkpoints, starting "
-                              "fresh")
+            accelerator.print(f"--resume latest: no complete checkpoint in {run_dir}/checkpoints, "
+                              "starting fresh")
             return 0
     else:
         path = Path(resume)

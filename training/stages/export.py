@@ -37,8 +37,8 @@ def preview_figure(pipe: DopplerPipeline, x_db, picks, cfg: Stage2Config, path: 
                  cfg.guidance_scale)
     rows = []
     for r, (user, idx) in enumerate(picks):
-        rows += [(f"{user} real", [x_db[i] for i in idx]), (f"{user} gen",
-                                                            list(gen[r * k:(r + 1) * k].numpy()))]
+        rows += [(f"{user} real", [x_db[i] for i in idx]),
+                 (f"{user} gen", list(gen[r * k:(r + 1) * k].numpy()))]
     path.parent.mkdir(parents=True, exist_ok=True)
     spectrogram_grid(rows, pipe.meta["dataset"]["meta"], path, title=title)
 
@@ -75,8 +75,7 @@ class PipelineExport:
         # differs from "fingerprint" only if data changed
         meta["dataset"]["trained_on_fingerprint"] = loop.trained_on
         pipe = DopplerPipeline(vae, getattr(loop.shadow, network), loop.shadow.user_encoder,
-                               dict(scheduler_config),
-                               meta)
+                               dict(scheduler_config), meta)
         picks = first_per_user(labels.numpy(), ds.users, cfg.preview_per_user, cfg.users_in_grid)
         target = cls(loop, pipe, norm.to_db(x).numpy(), picks, [ds.users[int(i)] for i in labels])
         loop.figure = target.preview

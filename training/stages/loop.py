@@ -92,15 +92,16 @@ def load_split(data: str, split: str | None, channels: int, image_size: int):
         raise ValueError(f"{data}: split {split!r} is empty")
     if tuple(ds.x.shape[-2:]) != (image_size, image_size):
         raise ValueError(f"{data}: images are {tuple(ds.x.shape[-2:])} but the preset expects "
-                         f"{image_size}x{image_size}; simulate with --size {image_size} or pick another "
-                         "preset")
+                         f"{image_size}x{image_size}; simulate with --size {image_size} or pick "
+                         "another preset")
     norm = Normalization.from_meta(ds.meta)
     x = torch.from_numpy(np.ascontiguousarray(norm.to_model(ds.x)))
     return x, torch.as_tensor(np.asarray(ds.labels), dtype=torch.long), ds
 
 
-def first_per_user(labels: np.ndarray, users: list[str], k: int, max_users: int) -> list[tuple[str,
-                                                                                               list[int]]]:
+def first_per_user(
+    labels: np.ndarray, users: list[str], k: int, max_users: int
+) -> list[tuple[str, list[int]]]:
     """The first k indices of each of the first max_users users (a fixed, reproducible pick for figures)."""
     out = []
     for u, name in enumerate(users[:max_users]):
@@ -199,8 +200,8 @@ class TrainLoop:
             # stateless schedule: nothing to restore on resume
             group["lr"] = self.cfg.lr * self.schedule(step)
 
-    def update(self, loss: torch.Tensor, step: int, batch: int, *, terms: dict[str,
-                                                                               torch.Tensor] | None = None,
+    def update(self, loss: torch.Tensor, step: int, batch: int, *,
+               terms: dict[str, torch.Tensor] | None = None,
                stats: Callable[[], dict] | None = None) -> None:
         """Backward, clip, optimiser and EMA step; then log, checkpoint and figure when due. `terms`: more
         scalar tensors to log (averaged over processes like the loss); `stats()`: more log fields, computed

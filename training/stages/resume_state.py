@@ -88,8 +88,8 @@ def save_rng(folder: Path, rank: int) -> None:
     version, internal, gauss_next = random.getstate()
     tensor_file, json_file = rng_files(rank)
     save_file(tensors, str(folder / tensor_file))
-    meta = {"numpy": [kind, int(pos), int(has_gauss), float(cached)], "python": [version, list(internal),
-                                                                                 gauss_next]}
+    meta = {"numpy": [kind, int(pos), int(has_gauss), float(cached)],
+            "python": [version, list(internal), gauss_next]}
     (folder / json_file).write_text(json.dumps(meta) + "\n")
 
 

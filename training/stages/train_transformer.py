@@ -90,8 +90,8 @@ def main(cfg: VQDConfig) -> Path:
         # classifier-free guidance dropout
         user[torch.rand(b, generator=gen) < cfg.null_user_prob] = null_user
         t = torch.randint(0, num_t, (cfg.t_groups,), generator=gen)  # one timestep per group
-        x_t = torch.cat([corrupt(sched, g, int(tg), gen) for g, tg in zip(x0.chunk(cfg.t_groups), t,
-                                                                          strict=True)])
+        x_t = torch.cat([corrupt(sched, g, int(tg), gen)
+                         for g, tg in zip(x0.chunk(cfg.t_groups), t, strict=True)])
         x0, x_t, t, user = x0.to(device), x_t.to(device), t.to(device), user.to(device)
         loop.set_lr(step)
         with accelerator.autocast():

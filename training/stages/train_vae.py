@@ -97,8 +97,8 @@ def recon_figure(vae: ae.Autoencoder, x: torch.Tensor, picks, norm: Normalizatio
     orig_db, rec_db = norm.to_db(x[flat]).numpy(), norm.to_db(reconstruct(vae, x[flat], 64)).numpy()
     rows, k = [], 0
     for user, idx in picks:
-        rows += [(f"{user} real", list(orig_db[k:k + len(idx)])), (f"{user} recon",
-                                                                   list(rec_db[k:k + len(idx)]))]
+        rows += [(f"{user} real", list(orig_db[k:k + len(idx)])),
+                 (f"{user} recon", list(rec_db[k:k + len(idx)]))]
         k += len(idx)
     path.parent.mkdir(parents=True, exist_ok=True)
     spectrogram_grid(rows, meta, path, title=title)
@@ -181,8 +181,7 @@ def main(cfg: VAEConfig) -> dict:
     summary: dict = {}
     if accelerator.is_main_process:
         summary = export_vae(loop, last, preset=preset, x=x, x_test=x_test, fig_x=fig_x, picks=picks,
-                             norm=norm,
-                             ds=ds)
+                             norm=norm, ds=ds)
     loop.close()
     return summary
 
@@ -219,8 +218,8 @@ def export_vae(loop: TrainLoop, last: dict, *, preset, x: torch.Tensor, x_test: 
     for split, xs in (("train", x), ("test", x_test)):
         if xs is not None:
             # model space spans 2 units = dyn_range_db dB, so this equals PSNR over the dB images.
-            psnr[split] = float(peak_signal_noise_ratio(reconstruct(eval_vae, xs, cfg.eval_batch_size), xs,
-                                                        data_range=2.0))
+            psnr[split] = float(peak_signal_noise_ratio(reconstruct(eval_vae, xs, cfg.eval_batch_size),
+                                                        xs, data_range=2.0))
     summary = dict(autoencoder=cfg.autoencoder, steps=cfg.max_steps, scaling_factor=1.0 / std,
                    latent_mean=mean, latent_std=std, psnr_db=psnr, final=last,
                    dataset_fingerprint=ds.fingerprint, trained_on_fingerprint=loop.trained_on,

@@ -173,8 +173,8 @@ def test_group_regex_and_split_sizes():
 # ---- failures that explain themselves, and leave nothing behind --------------------------------------------
 def test_wrong_colormap_names_the_best_candidates(tmp_path):
     build(tmp_path / "src", name="viridis", people=2, n_sessions=3, windows=1, size=48)
-    with pytest.raises(DatasetError, match=r"does not fit the jet colour map.*Best-fitting colour maps: "
-                                           r"viridis"):
+    with pytest.raises(DatasetError,
+                       match=r"does not fit the jet colour map.*Best-fitting colour maps: viridis"):
         import_dataset(tmp_path / "src", tmp_path / "out", ImportConfig(size=32), progress=False)
     assert nothing_left(tmp_path / "out")
 

@@ -87,8 +87,8 @@ def test_merge_refuses_unknown_users_and_non_generated_folders(real, generated, 
     # people person0/1, not the pipeline's
     build(tmp_path / "src", people=2, n_sessions=3, windows=1, size=32)
     import_dataset(tmp_path / "src", tmp_path / "other", ImportConfig(size=32), progress=False)
-    with pytest.raises(DatasetError, match=r"generated users \['alice', 'bob', 'carol'\] are not in the real "
-                                           r"data"):
+    with pytest.raises(DatasetError,
+                       match=r"generated users \['alice', 'bob', 'carol'\] are not in the real data"):
         merge_folders(tmp_path / "other", [generated], tmp_path / "b")
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
 

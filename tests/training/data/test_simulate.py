@@ -38,8 +38,8 @@ def test_torso_doppler_scales_with_cos_aspect(carrier_hz):
 
 def test_receding_walker_has_negative_doppler():
     s = simulate_walk(1.7, 1.3, aspect_deg=180.0, **CLEAN)
-    assert np.mean(torso_line_hz(s.db, s.doppler_hz)) == pytest.approx(-2 * 1.3 / s.meta["wavelength_m"],
-                                                                       rel=0.05)
+    assert np.mean(torso_line_hz(s.db, s.doppler_hz)) == pytest.approx(
+        -2 * 1.3 / s.meta["wavelength_m"], rel=0.05)
 
 
 @pytest.mark.parametrize("height, speed", [(1.6, 1.1), (1.75, 1.4), (1.9, 1.7)])

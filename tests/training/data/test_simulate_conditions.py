@@ -55,7 +55,6 @@ def test_reader_keeps_numeric_and_categorical_columns(tmp_path):
         w.writeheader()
         w.writerows(rows)
     ds = load_dataset(tmp_path)
-    assert ds.extra["speed_mps"].tolist() == [1.0, 1.1, 1.2] and ds.extra["activity"].tolist() == ["walk",
-                                                                                                   "run",
-                                                                                                   "walk"]
+    assert (ds.extra["speed_mps"].tolist() == [1.0, 1.1, 1.2]
+            and ds.extra["activity"].tolist() == ["walk", "run", "walk"])
     assert ds.filter("val").extra["activity"].tolist() == ["run"]

@@ -15,11 +15,11 @@ def test_verdicts_pick_the_better_direction_and_report_ties():
             dict(route="vq-diffusion", fd=3.0, c2st=0.99, affinity_ratio=0.951)]
     by_key = {v["key"]: v for v in verdicts(rows)}
     assert by_key["fd"]["best"] == "vq-latent"  # lower is better
-    assert by_key["affinity_ratio"]["best"] is None and set(by_key["affinity_ratio"]["tied"]) == {"kl",
-                                                                                                  "vq-diffusion"}
+    assert (by_key["affinity_ratio"]["best"] is None
+            and set(by_key["affinity_ratio"]["tied"]) == {"kl", "vq-diffusion"})
     assert by_key["c2st"]["best"] is None and set(by_key["c2st"]["tied"]) == {"kl", "vq-latent"}
-    assert {m[0] for m in METRICS} >= {"psnr_db", "tstr_ratio", "gain_all", "physics_max", "s_per_sample",
-                                       "size_mb"}
+    assert {m[0] for m in METRICS} >= {"psnr_db", "tstr_ratio", "gain_all", "physics_max",
+                                       "s_per_sample", "size_mb"}
 
 
 def test_fewest_steps_keeps_quality_relative_to_the_default():
@@ -27,8 +27,8 @@ def test_fewest_steps_keeps_quality_relative_to_the_default():
         return dict(kind="sampler", scheduler="dpmsolver++", steps=steps, affinity=aff, fd=fd)
 
     res = dict(settings=dict(steps=20, scheduler="dpmsolver++"),
-               sweep=dict(rows=[row(20, 0.90, 10.0), row(10, 0.89, 11.0), row(5, 0.80, 11.0), row(50, 0.91,
-                                                                                                  9.0)]))
+               sweep=dict(rows=[row(20, 0.90, 10.0), row(10, 0.89, 11.0), row(5, 0.80, 11.0),
+                                row(50, 0.91, 9.0)]))
     assert fewest_steps(res) == 10
     res["sweep"]["rows"][1]["fd"] = 12.0  # +20%: no longer equal quality
     assert fewest_steps(res) == 20
@@ -59,9 +59,9 @@ def test_compare_runs_end_to_end_at_the_smallest_setting(tmp_path):
     # The two VQ routes share one stage-1 run; the KL route has its own.
     assert {p.name for p in out.glob("*-vae")} == {"kl-vae", "vq-vae"}
     # --jobs 2 ran the stages as subprocesses, each with its own log.
-    assert {p.stem for p in (out / "logs").glob("*.log")} >= {"train-vae-kl", "train-vae-vq",
-                                                              "train-transformer-vq-diffusion",
-                                                             "evaluate-kl", "evaluate-vq-diffusion"}
+    assert {p.stem for p in (out / "logs").glob("*.log")} >= {
+        "train-vae-kl", "train-vae-vq", "train-transformer-vq-diffusion", "evaluate-kl",
+        "evaluate-vq-diffusion"}
     text = md.read_text()
     assert "| metric | `kl` | `vq-latent` | `vq-diffusion` |" in text and "## Verdict per metric" in text
     assert (md.parent / "compare" / "compare_samples.png").stat().st_size > 1000

@@ -61,9 +61,8 @@ def test_section_rows_bins_figure_and_markdown(sim, tmp_path):
     text = "\n".join(markdown(sec))
     assert "## Condition following" in text and "condition_sweep.png" in text and text.count("\n| ") >= 9 + 3
     pipe.condition_encoder = None  # identity-only pipelines: the section says why it is skipped
-    assert "skipped" in condition_following(ctx, None, 1) and "Skipped" in markdown(condition_following(ctx,
-                                                                                                        None,
-                                                                                                        1))[2]
+    assert ("skipped" in condition_following(ctx, None, 1)
+            and "Skipped" in markdown(condition_following(ctx, None, 1))[2])
 
 
 def test_evaluator_samples_draw_conditions_as_the_service_does(sim):
@@ -79,10 +78,10 @@ def test_evaluator_samples_draw_conditions_as_the_service_does(sim):
                           guidance=2.0, sampler="dpmsolver++")
     y, seeds = np.array([0, 1, 1]), [3, 4, 5]
     got = Context.sample(ctx, pipe, y, seeds).x
-    drawn = pipe.condition_encoder.values_tensor([resolve_conditions(pipe.meta["conditions"], names,
-                                                                     sim.users[c],
-                                                                     None, s) for c, s in zip(y, seeds,
-                                                                                              strict=True)])
+    drawn = pipe.condition_encoder.values_tensor([
+        resolve_conditions(pipe.meta["conditions"], names, sim.users[c], None, s)
+        for c, s in zip(y, seeds, strict=True)
+    ])
     want = sample(pipe, [0, 1, 1], seeds, num_inference_steps=2, guidance_scale=2.0, sampler="dpmsolver++",
                   pad_to=4, conditions=drawn).numpy()
     absent = sample(pipe, [0, 1, 1], seeds, num_inference_steps=2, guidance_scale=2.0, sampler="dpmsolver++",

@@ -31,8 +31,8 @@ def sim(tmp_path_factory):
     build_untrained_pipeline("tiny", ds.users, version="test", dataset=prov).save(root / "pipe")
     pop_prov = dict(fingerprint="population", simulate={"profiles": [{"seed": 900_001}, {"seed": 900_002}]})
     build_untrained_pipeline("tiny", ["p0", "p1"], version="pop", dataset=pop_prov).save(root / "pop")
-    return SimpleNamespace(root=root, data=str(root / "data"), pipe=str(root / "pipe"), pop=str(root / "pop"),
-                           ds=ds)
+    return SimpleNamespace(root=root, data=str(root / "data"), pipe=str(root / "pipe"),
+                           pop=str(root / "pop"), ds=ds)
 
 
 # ---- protocol: selections and the "generator sees only its k" rule -----------------------------------------
@@ -108,9 +108,9 @@ def test_population_sharing_a_target_profile_is_refused(sim, tmp_path):
 
     target_seed = sim.ds.meta["simulate"]["profiles"][0]["seed"]
     bad = tmp_path / "bad"
-    build_untrained_pipeline("tiny", ["p0"], dataset=dict(fingerprint="x",
-                                                          simulate={"profiles": [{"seed": target_seed}]})
-                             ).save(bad)
+    build_untrained_pipeline(
+        "tiny", ["p0"], dataset=dict(fingerprint="x", simulate={"profiles": [{"seed": target_seed}]})
+    ).save(bad)
     ctx = SimpleNamespace(out=tmp_path, device="cpu", data=SimpleNamespace(meta=sim.ds.meta, fingerprint="y"),
                           log=print, pipe=SimpleNamespace(route="kl"))
     with pytest.raises(SystemExit, match="disjoint population"):
@@ -145,9 +145,9 @@ def test_evaluate_quick_end_to_end_with_fewshot_and_summary(sim, tmp_path):
     n_train = res["data"]["n_train"]
     assert len(trials["3"]["generator_saw"]) == 3 * 3 and len(trials["all"]["generator_saw"]) == n_train
     assert trials["3"]["generator"].startswith("population")
-    assert [t["name"] for t in res["targets"]][:4] == ["affinity / real-test accuracy", "TSTR / TRTR",
-                                                        "augmentation gain at k=5",
-                                                        "two-sample test accuracy"]
+    assert [t["name"] for t in res["targets"]][:4] == [
+        "affinity / real-test accuracy", "TSTR / TRTR", "augmentation gain at k=5",
+        "two-sample test accuracy"]
     md = (out / "report.md").read_text()
     assert "## Headline metrics against targets" in md and "**Protocol.**" in md
     for fig in ("real_vs_generated", "metrics", "sampler_sweep", "augmentation"):
@@ -252,9 +252,8 @@ class _FailingRunner:  # module level, so spawned workers can unpickle it
 def test_a_failing_trial_in_a_worker_stops_the_section():
     from training.eval.trials import plan_workers, run_trials
 
-    assert plan_workers(2, 3, 2) == (2, 1) and plan_workers(4, 1, 8) == (1, None) and plan_workers(0, 5,
-                                                                                                   2) == (1,
-                                                                                                          None)
+    assert (plan_workers(2, 3, 2) == (2, 1) and plan_workers(4, 1, 8) == (1, None)
+            and plan_workers(0, 5, 2) == (1, None))
     lines = []
     with pytest.raises(ValueError, match="seed=1 failed"):
         run_trials(_FailingRunner(), [(3, 0), (3, 1), (3, 2), (3, 3)], 2, lines.append)

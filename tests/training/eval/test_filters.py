@@ -47,8 +47,8 @@ def test_physics_filter_rejects_a_walk_at_the_wrong_torso_speed(walks):
 def test_physics_without_reference_removes_outliers_among_the_candidates(walks):
     meta, _, normal, wrong = walks
     x = np.concatenate([normal, normal, wrong[:1]])  # 8 at the person's speed, 1 fast
-    sel = F.filter_candidates(x, np.zeros(len(x), np.int64), 9, 1, F.FilterConfig(filters="physics"),
-                              meta=meta)
+    sel = F.filter_candidates(x, np.zeros(len(x), np.int64), 9, 1,
+                              F.FilterConfig(filters="physics"), meta=meta)
     assert 8 not in sel.index
     assert sel.report["physics_reference"] == "the person's own candidates"
 
@@ -76,9 +76,8 @@ def test_confidence_keeps_samples_the_classifier_gives_to_the_requested_person()
     assert sel.index.tolist() == [0, 2, 3, 4]  # sample 1 is assigned to person 1: rejected
     assert sel.report["per_filter"]["confidence"] == dict(rejected=1, rate=0.2)
     assert sel.report["shortfall"] == 0
-    strict = F.filter_candidates(np.zeros((5, 1, 4, 4)), y, 2, 2, F.FilterConfig(filters="confidence",
-                                                                                 tau=0.9),
-                                 clf=FixedLogits(logits))
+    strict = F.filter_candidates(np.zeros((5, 1, 4, 4)), y, 2, 2,
+                                 F.FilterConfig(filters="confidence", tau=0.9), clf=FixedLogits(logits))
     assert strict.index.tolist() == [0, 4] and strict.report["shortfall"] == 2
     filled = F.filter_candidates(np.zeros((5, 1, 4, 4)), y, 2, 2,
                                  F.FilterConfig(filters="confidence", tau=0.9, fill=True),
@@ -116,8 +115,8 @@ def test_filter_options_are_validated():
 
 
 def test_people_without_candidates_are_not_counted_short():
-    sel = F.select(np.array([2, 2, 2]), 2, 4, F.FilterConfig(filters="confidence"), conf=np.array([0.9, 0.2,
-                                                                                                   0.7]))
+    sel = F.select(np.array([2, 2, 2]), 2, 4, F.FilterConfig(filters="confidence"),
+                   conf=np.array([0.9, 0.2, 0.7]))
     assert sel.index.tolist() == [0, 2]
     assert sel.report["requested"] == 2 and sel.report["shortfall"] == 0
 

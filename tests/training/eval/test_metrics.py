@@ -64,10 +64,10 @@ def test_reconstruction_metrics_perfect_and_noisy():
 def test_relative_error_and_physics_table():
     assert relative_error([1.0, 1.2, 0.8], [1.1, 1.1, 1.1]) == pytest.approx(0.1)
     assert np.isnan(relative_error([1.0], [np.nan]))
-    real = {"a": {"torso_mps": [1.0, 1.0], "cadence_spm": [100, 100]}, "b": {"torso_mps": [2.0],
-                                                                             "cadence_spm": [90]}}
-    gen = {"a": {"torso_mps": [1.05, 1.05], "cadence_spm": [100, 100]}, "b": {"torso_mps": [1.0],
-                                                                              "cadence_spm": [99]}}
+    real = {"a": {"torso_mps": [1.0, 1.0], "cadence_spm": [100, 100]},
+            "b": {"torso_mps": [2.0], "cadence_spm": [90]}}
+    gen = {"a": {"torso_mps": [1.05, 1.05], "cadence_spm": [100, 100]},
+           "b": {"torso_mps": [1.0], "cadence_spm": [99]}}
     out = physics_consistency(real, gen)
     assert out["per_user"]["a"]["torso_mps"]["rel_error"] == pytest.approx(0.05)
     assert out["mean_rel_error"]["torso_mps"] == pytest.approx((0.05 + 0.5) / 2)

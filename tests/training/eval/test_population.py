@@ -18,14 +18,13 @@ def _flag(cmd, name):
 
 def test_population_commands_carry_the_measured_budget(tmp_path):
     sim, vae, unet = population_commands(tmp_path, preset="demo", size=64, carrier_ghz=24.0, seed=1)
-    assert sim[0] == "simulate" and (_flag(sim, "--users"), _flag(sim, "--per-user"), _flag(sim,
-                                                                                            "--seed")) == (
-        "20", "100", "1")
+    assert sim[0] == "simulate" and (
+        (_flag(sim, "--users"), _flag(sim, "--per-user"), _flag(sim, "--seed")) == ("20", "100", "1"))
     assert vae[0] == "train-vae" and _flag(vae, "--max-steps") is None  # the preset's stage-1 budget
     assert unet[0] == "train-unet" and _flag(unet, "--max-steps") == "3000"
     assert _flag(unet, "--vae") == str(tmp_path / "vae_run" / "vae") and "--resume" not in unet
-    vq = population_commands(tmp_path, preset="tiny", size=32, carrier_ghz=77.0, seed=2, route="vq-diffusion",
-                             quick=True)
+    vq = population_commands(tmp_path, preset="tiny", size=32, carrier_ghz=77.0, seed=2,
+                             route="vq-diffusion", quick=True)
     assert _flag(vq[0], "--users") == "4" and _flag(vq[0], "--carrier-ghz") == "77"
     assert (_flag(vq[1], "--autoencoder") == "vq" and vq[2][0] == "train-transformer"
             and _flag(vq[2], "--max-steps") == "20")
@@ -54,5 +53,4 @@ def test_population_simulates_like_the_evaluated_data():
                               cover_conditions=True)[0]
     assert sim[-1] == "--cover-conditions"
     assert "--cover-conditions" not in population_commands(Path("p"), preset="demo", size=64,
-                                                           carrier_ghz=24.0,
-                                                           seed=1)[0]
+                                                           carrier_ghz=24.0, seed=1)[0]
