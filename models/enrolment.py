@@ -11,7 +11,7 @@ protocol; every route (the UNet routes' diffusion loss, VQ-Diffusion's x_0 cross
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,10 +48,13 @@ class EnrolConfig:
             raise ValueError(f"invalid enrolment config {self}")
 
 
-def latent_loss_fn(pipe: DopplerPipeline, x_db: torch.Tensor, cfg: EnrolConfig) -> LossFn:
-    """The stage-2 diffusion loss of the UNet routes (kl, vq-latent) on the recordings' cached latents."""
+def latent_loss_fn(pipe: DopplerPipeline, x_db: torch.Tensor, cfg: EnrolConfig,
+                   cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> LossFn:
+    """The stage-2 diffusion loss of the UNet routes (kl, vq-latent) on the recordings' cached latents
+    (`cache`: L.cache_latents' (mean, std) when already made, e.g. in pieces)."""
     x = pipe.normalization.to_model(x_db.float())  # (N, C, H, W)
-    mean, std = L.cache_latents(pipe.vae, x, L.time_shifts(x.shape[-1], cfg.time_shifts))  # (S, N, 4, h, w)
+    # (S, N, c, h, w) each
+    mean, std = cache or L.cache_latents(pipe.vae, x, L.time_shifts(x.shape[-1], cfg.time_shifts))
     mean = ae.scale(pipe.vae, mean.flatten(0, 1))  # (S * N, 4, h, w), shift-major like Enrolment's labels
     std = std.flatten(0, 1) * float(pipe.vae.config.scaling_factor)
     sched = DDPMScheduler.from_config(pipe.scheduler_config)
@@ -69,10 +72,13 @@ def latent_loss_fn(pipe: DopplerPipeline, x_db: torch.Tensor, cfg: EnrolConfig) 
     return loss
 
 
-def code_loss_fn(pipe: DopplerPipeline, x_db: torch.Tensor, cfg: EnrolConfig) -> LossFn:
+def code_loss_fn(pipe: DopplerPipeline, x_db: torch.Tensor, cfg: EnrolConfig,
+                 cache: torch.Tensor | None = None) -> LossFn:
     """The VQ-Diffusion x_0 cross-entropy (route vq-diffusion) on the recordings' cached code grids."""
     x = pipe.normalization.to_model(x_db.float())
-    codes = L.cache_codes(pipe.vae, x, L.time_shifts(x.shape[-1], cfg.time_shifts))  # (S, N, L)
+    if cache is None:
+        cache = L.cache_codes(pipe.vae, x, L.time_shifts(x.shape[-1], cfg.time_shifts))
+    codes = cache  # (S, N, L)
     codes = codes.reshape(-1, codes.shape[-1])  # (S * N, L), shift-major like Enrolment's labels
     sched = VQDiffusionScheduler.from_config(pipe.scheduler_config)
     device = pipe.device
@@ -103,11 +109,16 @@ def population_rows(pipe: DopplerPipeline, exclude: Collection[str] = ()) -> tor
 
 
 class Enrolment:
-    """New rows for `n_users` people from recordings x_db (N, C, H, W) dB with labels (N,) in 0..n_users-1."""
+    """New rows for `n_users` people from recordings x_db (N, C, H, W) dB with labels (N,) in 0..n_users-1.
+
+    The set-up (stage-1 encodes of every recording at every time shift, then the nearest-row search, one
+    forward pass per trained row) runs in the constructor, or, with `lazy=True`, piece by piece through
+    `preparation()`, so that a caller sharing the device (the service's step worker) can run other work
+    between the pieces. Both give the same rows, bit for bit."""
 
     def __init__(self, pipe: DopplerPipeline, x_db: np.ndarray | torch.Tensor, labels: np.ndarray | list[int],
                  n_users: int, cfg: EnrolConfig | None = None, loss_fn: LossFn | None = None,
-                 exclude: Collection[str] = ()) -> None:
+                 exclude: Collection[str] = (), lazy: bool = False) -> None:
         """`exclude`: enrolled people beyond dopplergen.json's list (the service's), kept out of the prior."""
         self.pipe, self.cfg = pipe, cfg or EnrolConfig()
         labels = torch.as_tensor(np.asarray(labels, np.int64))
@@ -125,18 +136,57 @@ class Enrolment:
         spread = pop.std(0, keepdim=True) if len(pop) > 1 else torch.zeros_like(self.prior)
         noise = self.cfg.init_noise * spread * torch.randn(n_users, pop.shape[1], generator=self.g)
         self.lat_labels = labels.repeat(self.cfg.time_shifts)  # (S * N,): the caches' shift-major order
-        default = code_loss_fn if pipe.route == "vq-diffusion" else latent_loss_fn
-        self.loss_fn = loss_fn or default(pipe, x_db, self.cfg)
-        base = self._nearest(pop, n_users) if self.cfg.init == "nearest" else self.prior
+        self.loss_fn = loss_fn
+        self.losses: list[float] = []
+        self._setup = self._prepare(x_db, pop, noise, n_users)
+        if not lazy:
+            for _ in self._setup:
+                pass
+
+    def preparation(self) -> Iterator[None]:
+        """The rest of the set-up, one stage-1 encode (a time shift) or one candidate row a piece; nothing
+        left when the constructor ran it."""
+        yield from self._setup
+
+    def _prepare(self, x_db: torch.Tensor, pop: torch.Tensor, noise: torch.Tensor,
+                 n_users: int) -> Iterator[None]:
+        pipe, cfg = self.pipe, self.cfg
+        if self.loss_fn is None:
+            x = pipe.normalization.to_model(x_db.float())
+            shifts = L.time_shifts(x.shape[-1], cfg.time_shifts)
+            if pipe.route == "vq-diffusion":
+                parts = []  # stacked per shift as L.cache_codes stacks them: the same strides, the same bits
+                for s in shifts:
+                    parts.append(L.cache_codes(pipe.vae, x, [s])[0])
+                    yield
+                self.loss_fn = code_loss_fn(pipe, x_db, cfg, cache=torch.stack(parts))
+            else:
+                means, stds = [], []  # stacked as L.cache_latents stacks them (its strides reach the UNet)
+                for s in shifts:
+                    m, d = L.cache_latents(pipe.vae, x, [s])
+                    means.append(m[0])
+                    stds.append(d[0])
+                    yield
+                self.loss_fn = latent_loss_fn(pipe, x_db, cfg, cache=(torch.stack(means), torch.stack(stds)))
+        if cfg.init == "nearest":
+            found: list[torch.Tensor] = []
+            yield from self._nearest(pop, n_users, found)
+            base = torch.stack(found)  # (U, T*D)
+        else:
+            base = self.prior
         # (U, T*D), fp32 whatever the serving dtype
         self.rows = torch.nn.Parameter((base + noise).to(pipe.device))
         self.prior = self.prior.to(pipe.device)
-        self.opt = torch.optim.Adam([self.rows], lr=self.cfg.lr)
-        self.losses: list[float] = []
+        self.opt = torch.optim.Adam([self.rows], lr=cfg.lr)
+
+    @property
+    def ready(self) -> bool:
+        """The set-up has run (the constructor, or all of preparation())."""
+        return hasattr(self, "opt")
 
     @property
     def done(self) -> bool:
-        return len(self.losses) >= self.cfg.steps
+        return self.ready and len(self.losses) >= self.cfg.steps
 
     def _context(self, rows: torch.Tensor) -> torch.Tensor:
         """Rows (B, T*D) -> the denoiser's context, as pipe.encode_context builds it for a user row."""
@@ -147,13 +197,12 @@ class Enrolment:
             context = torch.cat([context, cond(cond.absent_values(len(rows))).to(context.dtype)], dim=1)
         return context
 
-    @torch.no_grad()
-    def _nearest(self, pop: torch.Tensor, n_users: int, batch: int = 32) -> torch.Tensor:
+    def _nearest(self, pop: torch.Tensor, n_users: int, best: list[torch.Tensor],
+                 batch: int = 32) -> Iterator[None]:
         """Per new person, the trained row with the lowest loss on its recordings (same noise for every
-        candidate)."""
+        candidate), appended to `best`; yields after each candidate."""
         # its own stream: the optimisation's draws stay the same
         g = torch.Generator().manual_seed(self.cfg.seed + 1)
-        best = []
         for u in range(n_users):
             mine = torch.nonzero(self.lat_labels == u).flatten()
             idx = mine[torch.randint(0, len(mine), (batch,), generator=g)]
@@ -161,15 +210,18 @@ class Enrolment:
             losses = []
             for row in pop:
                 g.set_state(state)
-                losses.append(float(self.loss_fn(idx, self._context(row.expand(batch, -1)), g)))
+                with torch.no_grad():
+                    losses.append(float(self.loss_fn(idx, self._context(row.expand(batch, -1)), g)))
+                yield
             losses = np.where(np.isfinite(losses), losses, np.inf)  # a non-finite loss is never "nearest"
             if not np.isfinite(losses).any():
                 raise FloatingPointError("enrolment diverged: no trained row gives a finite loss")
             best.append(pop[int(np.argmin(losses))])
-        return torch.stack(best)  # (U, T*D)
 
     def step(self) -> float:
         """One Adam step on the new rows; returns the diffusion loss of the batch."""
+        if not self.ready:
+            raise RuntimeError("run preparation() to the end first (Enrolment(..., lazy=True))")
         cfg = self.cfg
         idx = torch.randint(0, len(self.lat_labels), (cfg.batch_size,), generator=self.g)
         rows = self.rows[self.lat_labels[idx].to(self.rows.device)]  # (B, T*D)

@@ -119,9 +119,13 @@ class Enroller:
 
     def _enrol_steps(self, user: str, x_db: np.ndarray, files: list[dict]) -> Iterator[None]:
         t0, pipe, entry = time.perf_counter(), self.engine.pipe, self.entries[user]
-        # first chunk: the stage-1 encodes; enrolled people (here or on disk) never seed the prior
-        job = Enrolment(pipe, x_db, [0] * len(x_db), 1, self.cfg, exclude=set(self.entries) - {user})
+        # enrolled people (here or on disk) never seed the prior; the set-up runs in pieces of one stage-1
+        # encode or one candidate row each, so that denoising steps run between them
+        job = Enrolment(pipe, x_db, [0] * len(x_db), 1, self.cfg, exclude=set(self.entries) - {user},
+                        lazy=True)
         yield
+        for _ in job.preparation():
+            yield
         while not job.done:
             job.step()
             entry.progress = len(job.losses) / max(1, self.cfg.steps)

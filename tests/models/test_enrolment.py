@@ -126,3 +126,25 @@ def test_a_non_finite_recording_or_loss_fails_the_enrolment(pipe):
     job = Enrolment(pipe, _x(), [0, 0, 0, 0], 1, cfg, loss_fn=nan_loss)
     with pytest.raises(FloatingPointError, match="not finite"):
         job.step()
+
+
+@pytest.mark.parametrize("route", ["kl", "vq-diffusion"])
+def test_a_lazy_set_up_in_pieces_gives_the_same_rows_bit_for_bit(tiny_pipeline_dir, tmp_path, route):
+    """The service runs the set-up piece by piece between denoising steps (one stage-1 encode per time shift,
+    one candidate row per piece of the nearest-row search); the rows are the eager constructor's."""
+    from models.pipeline import build_untrained_pipeline
+
+    pipe = DopplerPipeline.load(tiny_pipeline_dir) if route == "kl" else build_untrained_pipeline(
+        "tiny", ["alice", "bob", "carol"], route="vq-diffusion")
+    cfg = EnrolConfig(steps=2, batch_size=2, time_shifts=3, seed=2)
+    eager = Enrolment(pipe, _x(3), [0, 0, 0], 1, cfg)
+    lazy = Enrolment(pipe, _x(3), [0, 0, 0], 1, cfg, lazy=True)
+    assert not lazy.ready and not lazy.done
+    with pytest.raises(RuntimeError, match="preparation"):
+        lazy.step()
+    pieces = sum(1 for _ in lazy.preparation())
+    assert lazy.ready and pieces == cfg.time_shifts + len(pipe.users)  # 3 encodes + 3 candidates
+    for job in (eager, lazy):
+        while not job.done:
+            job.step()
+    assert torch.equal(eager.result(), lazy.result()) and eager.losses == lazy.losses
