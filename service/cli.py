@@ -16,8 +16,8 @@ _FLAGS: list[tuple[str, dict]] = [
     ("--data", dict(type=Path, help="dataset folder whose real recordings the web page shows "
                                     "(DOPPLERGEN_DATA)")),
     ("--users-dir", dict(type=Path, help="folder that keeps enrolled users (POST /users) across restarts "
-                                         "(default: DOPPLERGEN_USERS_DIR, else a folder per pipeline under "
-                                         "$XDG_DATA_HOME or ~/.local/share/dopplergen/users)")),
+                                         "(default: DOPPLERGEN_USERS_DIR, else <data>/dopplergen/users/"
+                                         "<pipeline>-<hash>, <data> = $XDG_DATA_HOME or ~/.local/share)")),
     ("--host", dict(help="bind address (default 127.0.0.1; 0.0.0.0 in the container)")),
     ("--port", dict(type=int, help="TCP port (default 8000)")),
     ("--device", dict(help="auto | cpu | cuda | cuda:N (auto picks CUDA when present)")),
