@@ -47,8 +47,8 @@ COPY service ./service
 # --no-build-isolation: build with the locked setuptools instead of fetching an unpinned one.
 RUN pip install --no-deps --no-build-isolation . \
  && useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
- && mkdir -p /checkpoints /data /runs \
- && chown app:app /checkpoints /data /runs
+ && mkdir -p /checkpoints /data /runs /users \
+ && chown app:app /checkpoints /data /runs /users
 
 # The shipped demo pipeline. /checkpoints is a volume in docker-compose.yml: an empty named volume is
 # seeded from here on first use, and a bind mount or the train job's output replaces it.
@@ -57,7 +57,10 @@ COPY --chown=app:app deploy/train.sh /app/deploy/train.sh
 
 USER app
 
+# Enrolled people are kept in /users: mount a volume there (compose: `users`) so they outlive the container.
+# Owned by app, so an empty named volume mounted there is seeded writable for it.
 ENV DOPPLERGEN_PIPELINE=/checkpoints/demo \
+    DOPPLERGEN_USERS_DIR=/users \
     DOPPLERGEN_HOST=0.0.0.0 \
     DOPPLERGEN_PORT=8000
 

@@ -15,7 +15,9 @@ _FLAGS: list[tuple[str, dict]] = [
                                         "<repo>/checkpoints/demo)")),
     ("--data", dict(type=Path, help="dataset folder whose real recordings the web page shows "
                                     "(DOPPLERGEN_DATA)")),
-    ("--users-dir", dict(type=Path, help="folder that keeps enrolled users (POST /users) across restarts")),
+    ("--users-dir", dict(type=Path, help="folder that keeps enrolled users (POST /users) across restarts "
+                                         "(default: DOPPLERGEN_USERS_DIR, else <data>/dopplergen/users/"
+                                         "<pipeline>-<hash>, <data> = $XDG_DATA_HOME or ~/.local/share)")),
     ("--host", dict(help="bind address (default 127.0.0.1; 0.0.0.0 in the container)")),
     ("--port", dict(type=int, help="TCP port (default 8000)")),
     ("--device", dict(help="auto | cpu | cuda | cuda:N (auto picks CUDA when present)")),
@@ -42,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-warmup", dest="warmup", action="store_const", const=False, default=None,
                         help="skip the warm-up (readiness flips right after loading; admission lets "
                              "everything in until steps were measured)")
+    parser.add_argument("--no-users-dir", dest="users_dir", action="store_const", const="none",
+                        help="keep enrolled users in memory only: they last until the server stops "
+                             "(DOPPLERGEN_USERS_DIR=none)")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false", default=True,
                         help="do not log one line per HTTP request")
     parser.epilog = "The API key is read from DOPPLERGEN_API_KEY only (a flag would show in `ps`)."
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
         device = settings.resolved_device()
         settings.resolved_dtype(device)
+        settings.resolved_users_dir()
     except (ValidationError, ValueError) as exc:
         print(f"dopplergen serve: invalid settings: {exc}", file=sys.stderr)
         return 2
@@ -88,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         app = create_app(settings)
-    except ValueError as exc:  # e.g. --data names a folder with neither manifest.csv nor user folders
+    except (ValueError, OSError) as exc:
+        # e.g. --data has neither manifest.csv nor user folders; the users folder cannot be created
         print(f"dopplergen serve: {exc}", file=sys.stderr)
         return 2
     return serve(app, access_log=getattr(args, "access_log", True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -51,8 +53,9 @@ class Settings(BaseSettings):
     max_steps: int = Field(1000, ge=1, le=10_000)  # capped again by the scheduler's training steps
     max_body_bytes: int = Field(65_536, ge=256, le=64 * 1024 * 1024)  # larger bodies get 413
     # --- enrolment (POST /users) ----------------------------------------------------------------------
-    # enrolled users (safetensors + json) kept here across restarts; unset: memory only
-    users_dir: Path | None = None
+    # enrolled users (safetensors + json) kept here across restarts; unset: default_users_dir(pipeline);
+    # "none": memory only (they last until the server stops)
+    users_dir: Path | Literal["none"] | None = None
     max_upload_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024**3)  # POST /users body (3 to 50 files)
     max_file_bytes: int = Field(2 * 1024 * 1024, ge=256, le=1024**3)  # one uploaded recording
     # device jobs waiting or running; beyond this POST /users gets 429
@@ -83,10 +86,18 @@ class Settings(BaseSettings):
         # DOPPLERGEN_API_KEY= (empty, as docker-compose passes an unset variable) means "not set".
         return None if v in ("", None) else v
 
+    @field_validator("users_dir", mode="before")
+    @classmethod
+    def _none_is_memory_only(cls, v: object) -> object:
+        return "none" if isinstance(v, str) and v.strip().lower() == "none" else v
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.data is not None and not self.data.is_dir():
             raise ValueError(f"data: {self.data} is not a folder (a dataset folder with manifest.csv)")
+        if isinstance(self.users_dir, Path) and self.users_dir.exists() and not self.users_dir.is_dir():
+            raise ValueError(f"users_dir: {self.users_dir} is a file, not a folder (enrolled users are kept "
+                             "in a folder; name a folder, or none to keep them in memory only)")
         if self.max_samples_per_request > self.max_queue:
             raise ValueError(
                 f"max_samples_per_request ({self.max_samples_per_request}) exceeds max_queue "
@@ -95,6 +106,16 @@ class Settings(BaseSettings):
         return self
 
     # --- resolved values (need torch, so imported lazily) ---------------------------------------------
+    def resolved_users_dir(self) -> Path | None:
+        """Where enrolled users are kept: users_dir when set, None (memory only) for "none", else
+        default_users_dir(pipeline); a file in its place is refused."""
+        if self.users_dir == "none":
+            return None
+        path = self.users_dir if self.users_dir is not None else default_users_dir(self.pipeline)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"users_dir: {path} is a file, not a folder")
+        return path
+
     def resolved_device(self) -> str:
         """`auto` -> `cuda` when a GPU is visible, else `cpu`; an explicit CUDA device must exist."""
         import torch
@@ -124,6 +145,18 @@ class Settings(BaseSettings):
 
     def resolved_compile(self, device: str) -> bool:
         return device.startswith("cuda") if self.compile == "auto" else self.compile == "on"
+
+
+def default_users_dir(pipeline: Path) -> Path:
+    """`<data dir>/dopplergen/users/<pipeline folder name>-<12 hex digits of sha256(its resolved path)>`, so
+    two pipelines never share people. Data dir: $XDG_DATA_HOME when it is an absolute path, else
+    ~/.local/share (the XDG base directory rule)."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    resolved = Path(pipeline).expanduser().resolve()
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.name).strip("._") or "pipeline"
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    return base / "dopplergen" / "users" / f"{name}-{digest}"
 
 
 def torch_dtype(name: str):  # -> torch.dtype

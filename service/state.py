@@ -37,7 +37,9 @@ class Service:
             max_wait_s=settings.resolved_max_wait_ms(self.engine.device) / 1000.0,
             max_jobs=settings.max_enrolments,
         )
-        self.enroller = Enroller(self.engine, self.worker, settings.users_dir, settings.enrol_steps)
+        users_dir = settings.resolved_users_dir()
+        log.info("enrolled users are %s", f"kept in {users_dir}" if users_dir else "kept in memory only")
+        self.enroller = Enroller(self.engine, self.worker, users_dir, settings.enrol_steps)
         self.ready = False
         self.failure: str | None = None  # why loading failed, if it did
         self.on_fatal: Callable[[str], None] | None = None  # set by `dopplergen serve`: stop the server

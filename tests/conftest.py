@@ -23,6 +23,15 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_home_in_tmp(tmp_path_factory):
+    """The service keeps enrolled users under $XDG_DATA_HOME by default: point it at a tmp folder for the
+    whole session (session fixtures and server subprocesses included), never the real home."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory) -> str:
     """A random-weight `tiny` pipeline folder saved the way training exports it."""

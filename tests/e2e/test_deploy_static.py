@@ -186,6 +186,27 @@ def test_api_pipeline_lives_in_the_checkpoint_volume(services: dict, compose: di
     assert PurePosixPath(mount) in train_out.parents
 
 
+def test_api_keeps_enrolled_users_in_a_named_volume(services: dict, compose: dict) -> None:
+    """People enrolled through POST /users outlive the container: DOPPLERGEN_USERS_DIR is a named volume
+    (one for every replica that `--profile lb --scale api=N` starts), and the image makes that folder for
+    its user, so Docker seeds the empty volume writable for it."""
+    api = services["api"]
+    users_dir = PurePosixPath(default_of(api["environment"]["DOPPLERGEN_USERS_DIR"]))
+    assert interpolate(api["environment"]["DOPPLERGEN_USERS_DIR"], {"DOPPLERGEN_USERS_DIR": "none"}) == "none"
+    mounts = volume_targets(api)
+    assert str(users_dir) in mounts, f"no volume at {users_dir}: {mounts}"
+    assert mounts[str(users_dir)] in compose["volumes"], "the users folder must be a named volume"
+    assert mounts[str(users_dir)] != mounts.get("/checkpoints"), "people and pipelines in separate volumes"
+    ins = dockerfile_instructions()
+    env = " ".join(a for i, a in ins if i == "ENV")
+    assert re.search(r"DOPPLERGEN_USERS_DIR=(\S+)", env).group(1) == str(users_dir)
+    run = " ".join(a for i, a in ins if i == "RUN")
+    for step in ("mkdir -p", "chown app:app"):
+        assert re.search(rf"{step} [^&]*{users_dir}\b", run), f"the image does not {step} {users_dir}"
+    override = load_yaml(COMPOSE_CPU)["services"]["api"]  # the CPU override keeps the mount and the setting
+    assert "volumes" not in override and "DOPPLERGEN_USERS_DIR" not in override.get("environment", {})
+
+
 def test_long_running_services_have_healthchecks(services: dict) -> None:
     for name in ("api", "prometheus", "grafana", "lb"):
         hc = services[name].get("healthcheck")
@@ -293,6 +314,9 @@ def test_cpu_override_merges_with_docker_compose_v2() -> None:
     merged = json.loads(out.stdout)["services"]
     assert not gpu_devices(merged["api"]) and not gpu_devices(merged["train"])
     assert merged["api"]["environment"]["DOPPLERGEN_DEVICE"] == "cpu"
+    users = [v for v in merged["api"]["volumes"] if v["target"] == "/users"]
+    assert users and users[0]["type"] == "volume" and users[0]["source"] == "users", merged["api"]["volumes"]
+    assert merged["api"]["environment"]["DOPPLERGEN_USERS_DIR"] == "/users"
 
 
 # --- Dockerfile ------------------------------------------------------------------------------

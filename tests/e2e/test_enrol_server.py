@@ -21,6 +21,14 @@ def _files(n: int) -> list:
     return out
 
 
+def _wait_enrolled(c, user: str, headers: dict | None = None) -> None:
+    deadline = time.monotonic() + 120
+    while (s := c.get(f"/users/{user}", headers=headers).json())["status"] == "enrolling":
+        assert time.monotonic() < deadline, "enrolment did not finish"
+        time.sleep(0.2)
+    assert s["status"] == "ready", s
+
+
 def test_enrol_generate_and_survive_a_restart(tiny_pipeline, tmp_path):
     env = dict(DOPPLERGEN_USERS_DIR=str(tmp_path / "users"), DOPPLERGEN_ENROL_STEPS="5",
                DOPPLERGEN_API_KEY="k")
@@ -29,11 +37,7 @@ def test_enrol_generate_and_survive_a_restart(tiny_pipeline, tmp_path):
         assert c.post("/users", data={"user_id": "dave"}, files=_files(5)).status_code == 401
         r = c.post("/users", data={"user_id": "dave"}, files=_files(5), headers=key)
         assert r.status_code == 202, r.text
-        deadline = time.monotonic() + 120
-        while (s := c.get("/users/dave", headers=key).json())["status"] == "enrolling":
-            assert time.monotonic() < deadline, "enrolment did not finish"
-            time.sleep(0.2)
-        assert s["status"] == "ready", s
+        _wait_enrolled(c, "dave", key)
         gen = c.post("/generate", headers=key, json={"user_id": "dave", "num_samples": 2, "seed": 3,
                                                      "num_inference_steps": 2, "format": "npy"})
         assert gen.status_code == 200, gen.text
@@ -43,4 +47,25 @@ def test_enrol_generate_and_survive_a_restart(tiny_pipeline, tmp_path):
         again = c.post("/generate", headers=key, json={"user_id": "dave", "num_samples": 2, "seed": 3,
                                                        "num_inference_steps": 2, "format": "npy"})
         # same row after restart
+        assert again.status_code == 200 and again.json()["items"] == gen.json()["items"]
+
+
+def test_a_plain_serve_keeps_enrolled_people_across_a_restart(tiny_pipeline, tmp_path):
+    """No users folder configured: the default one under the data directory keeps them (HOME is a tmp
+    folder here, XDG_DATA_HOME empty = unset, so that is <tmp>/home/.local/share/dopplergen/users/...)."""
+    home = tmp_path / "home"
+    env = dict(HOME=str(home), XDG_DATA_HOME="", DOPPLERGEN_ENROL_STEPS="5")
+    body = {"user_id": "erin", "num_samples": 2, "seed": 3, "num_inference_steps": 2, "format": "npy"}
+    with run_server(tiny_pipeline, tmp_path, **env) as server, server.client() as c:
+        r = c.post("/users", data={"user_id": "erin"}, files=_files(5))
+        assert r.status_code == 202, r.text
+        _wait_enrolled(c, "erin")
+        gen = c.post("/generate", json=body)
+        assert gen.status_code == 200, gen.text
+    kept = list((home / ".local" / "share" / "dopplergen" / "users").glob("*/erin.json"))
+    assert len(kept) == 1 and kept[0].parent.name.startswith(f"{tiny_pipeline.name}-"), kept
+    assert f"enrolled users are kept in {kept[0].parent}" in server.log_path.read_text()
+    with run_server(tiny_pipeline, tmp_path, **env) as server, server.client() as c:
+        assert c.get("/users").json()["enrolled"] == ["erin"]
+        again = c.post("/generate", json=body)
         assert again.status_code == 200 and again.json()["items"] == gen.json()["items"]

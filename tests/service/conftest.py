@@ -106,6 +106,7 @@ def make_app(tiny_pipe) -> Callable[..., FastAPI]:
 
     def _make(stepper=None, pipeline: DopplerPipeline | None = tiny_pipe, **settings) -> FastAPI:
         settings.setdefault("pipeline", "/nonexistent")  # never read: the pipeline is injected
+        settings.setdefault("users_dir", "none")  # memory only unless a test names a folder
         return create_app(Settings(**settings), pipeline=pipeline, stepper=stepper)
 
     return _make

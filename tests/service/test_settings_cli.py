@@ -85,3 +85,53 @@ def test_serve_exits_1_when_the_pipeline_fails_to_load(tmp_path):
     app = create_app(Settings(pipeline=tmp_path, device="cpu", port=0, log_level="warning"))
     assert serve(app, access_log=False) == 1
     assert "format_version" in app.state.service.failure
+
+
+def test_users_are_kept_in_a_folder_per_pipeline_by_default(tmp_path, monkeypatch):
+    from service.settings import default_users_dir
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    a, b = Settings(pipeline=tmp_path / "a" / "demo"), Settings(pipeline=tmp_path / "b" / "demo")
+    assert a.users_dir is None and a.resolved_users_dir() == default_users_dir(a.pipeline)
+    assert a.resolved_users_dir().parent == tmp_path / "xdg" / "dopplergen" / "users"
+    assert a.resolved_users_dir().name.startswith("demo-")
+    assert a.resolved_users_dir() != b.resolved_users_dir(), "two pipelines must never share people"
+    same = Settings(pipeline=tmp_path / "a" / "x" / ".." / "demo")  # keyed by the resolved path
+    assert same.resolved_users_dir() == a.resolved_users_dir()
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")  # the XDG rule: only an absolute path counts
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert a.resolved_users_dir().parent == tmp_path / "home" / ".local" / "share" / "dopplergen" / "users"
+
+
+def test_users_dir_override_and_memory_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOPPLERGEN_USERS_DIR", str(tmp_path / "people"))
+    assert Settings().resolved_users_dir() == tmp_path / "people"
+    for none in ("none", "None", " NONE "):
+        monkeypatch.setenv("DOPPLERGEN_USERS_DIR", none)
+        assert Settings().users_dir == "none" and Settings().resolved_users_dir() is None
+    monkeypatch.setenv("DOPPLERGEN_USERS_DIR", "")  # how docker-compose passes an unset variable: the default
+    assert Settings().users_dir is None and Settings().resolved_users_dir() is not None
+    monkeypatch.setenv("DOPPLERGEN_USERS_DIR", str(tmp_path / "people"))
+    argv = ["serve", "--no-users-dir"]
+    assert settings_from_args(build_parser(argv).parse_args(argv)).resolved_users_dir() is None
+    argv = ["serve", "--users-dir", str(tmp_path / "other")]
+    assert settings_from_args(build_parser(argv).parse_args(argv)).users_dir == tmp_path / "other"
+
+
+def test_a_users_dir_that_is_a_file_is_refused_naming_it(tmp_path, monkeypatch, capsys):
+    afile = tmp_path / "users.txt"
+    afile.write_text("not a folder")
+    monkeypatch.setenv("DOPPLERGEN_USERS_DIR", str(afile))
+    with pytest.raises(ValidationError, match="users_dir.*users.txt.*is a file"):
+        Settings()
+    argv = ["serve"]
+    assert run(build_parser(argv).parse_args(argv)) == 2
+    err = capsys.readouterr().err
+    assert "invalid settings" in err and str(afile) in err and "is a file" in err
+    monkeypatch.delenv("DOPPLERGEN_USERS_DIR")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # the default's place taken by a file
+    default = Settings(pipeline=tmp_path / "p").resolved_users_dir()
+    default.parent.mkdir(parents=True)
+    default.write_text("")
+    with pytest.raises(ValueError, match=f"{default} is a file"):
+        Settings(pipeline=tmp_path / "p").resolved_users_dir()
