@@ -17,7 +17,9 @@ step the worker picks the rows that run:
   work ahead is every live row's remaining steps W; at full occupancy the device does S / c(S) row-steps a
   second, so the request is estimated done after max(alone, (W + n s) c(S) / S) (+ decodes). Beyond
   0.8 x request_timeout_s the load is the reason: `Overloaded` (HTTP 429, Retry-After = the excess).
-  More than max_queue rows waiting for a slot is `QueueFull` (HTTP 429).
+  More than max_queue rows waiting for a slot is `QueueFull` (HTTP 429). While device jobs are queued or
+  running, every step is followed by one of their chunks, so each step is counted at c + j, with j the
+  measured wall time of a chunk (a running estimate): a request admitted then still finishes in time.
 - **Jobs.** `submit_job(make_steps)` runs other device work (e.g. enrolment's optimisation) interleaved
   with generation: `make_steps()` is called on the device thread and must return an iterator; each
   `next()` is one bounded chunk (one optimisation step), run between two denoising steps (back to back
@@ -75,6 +77,7 @@ class StepWorker:
         self._live: list[Slot] = []  # every unfinished row, in arrival order
         self._running: set[Slot] = set()  # rows in a slot at the last step
         self._jobs: list[DeviceJob] = []
+        self.chunk_s = 0.0  # running estimate of one job chunk's wall time (0 before any ran)
         self._cv = threading.Condition()
         self._accepting, self._stop, self._started = True, False, False
         self._exited = threading.Event()
@@ -152,7 +155,9 @@ class StepWorker:
         if alone > self.budget_s:
             raise TooLong(alone, self.budget_s)
         ahead = sum(s.left for s in self._live)
-        estimate = max(alone, (ahead + n * spec.steps) * full / slots + (len(self._live) + n) * decode)
+        job = self.chunk_s if self._jobs else 0.0  # a job's chunk follows every step while jobs wait
+        estimate = max(alone + math.ceil(n / slots) * spec.steps * job,
+                       (ahead + n * spec.steps) * (full + job) / slots + (len(self._live) + n) * decode)
         if estimate > self.budget_s:
             raise Overloaded(self._retry_after(estimate - self.budget_s), estimate, self.budget_s)
 
@@ -311,9 +316,12 @@ class StepWorker:
         try:
             if job.future.done():  # cancelled by its owner
                 raise GeneratorExit
+            t0 = time.perf_counter()
             if job.it is None:
                 job.it = iter(job.make_steps())
             next(job.it)
+            took = time.perf_counter() - t0
+            self.chunk_s = took if not self.chunk_s else 0.8 * self.chunk_s + 0.2 * took
             self.metrics.job_chunks.inc()
             return
         except GeneratorExit:

@@ -45,6 +45,23 @@ async def test_backlog_over_the_budget_is_refused_with_the_excess_as_retry_after
     assert len(w._live) == 5
 
 
+async def test_queued_or_running_device_jobs_count_in_admission(tiny_pipe):
+    """While an enrolment (a device job) waits or runs, one of its chunks follows every step: the estimate
+    counts each step at c + j, so a request that fits on an idle device is refused (429) while one fits not."""
+    w = make_worker(tiny_pipe, {1: 0.01, 2: 0.012, 4: 0.02})
+    w.chunk_s = 0.02  # a measured chunk: every turn now costs 0.04 s instead of 0.02 s
+    for s in range(4):
+        w.submit(spec(200), [s])  # W = 800 row-steps: 4 s of work on an idle device
+    w._jobs.append(object())  # a job queued (what submit_job appends)
+    with pytest.raises(Overloaded) as info:
+        w.submit(spec(200), [9])  # (800 + 200) / 4 x (0.02 + 0.02) = 10 s > 9 s
+    assert info.value.estimate_s == pytest.approx(10.0)
+    with pytest.raises(Overloaded):  # alone it would take 200 x (0.01 + 0.02) = 6 s, but the backlog counts
+        w.submit(spec(200), [10])
+    w._jobs.clear()
+    w.submit(spec(200), [11])  # no job: (800 + 200) / 200 = 5 s, admitted
+
+
 async def test_nothing_measured_admits_and_the_queue_bound_still_holds(tiny_pipe):
     w = make_worker(tiny_pipe, {}, max_queue=3)
     w.submit(spec(1000), [1, 2])
