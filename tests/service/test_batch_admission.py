@@ -47,7 +47,7 @@ async def test_backlog_over_the_budget_is_refused_with_the_excess_as_retry_after
 
 async def test_queued_or_running_device_jobs_count_in_admission(tiny_pipe):
     """While an enrolment (a device job) waits or runs, one of its chunks follows every step: the estimate
-    counts each step at c + j, so a request that fits on an idle device is refused (429) while one fits not."""
+    counts each step at c + j: a request that fits on an idle device is refused (429) while a job waits."""
     w = make_worker(tiny_pipe, {1: 0.01, 2: 0.012, 4: 0.02})
     w.chunk_s = 0.02  # a measured chunk: every turn now costs 0.04 s instead of 0.02 s
     for s in range(4):
