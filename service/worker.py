@@ -18,13 +18,15 @@ step the worker picks the rows that run:
   second, so the request is estimated done after max(alone, (W + n s) c(S) / S) (+ decodes). Beyond
   0.8 x request_timeout_s the load is the reason: `Overloaded` (HTTP 429, Retry-After = the excess).
   More than max_queue rows waiting for a slot is `QueueFull` (HTTP 429). While device jobs are queued or
-  running, every step is followed by one of their chunks, so each step is counted at c + j, with j the
-  measured wall time of a chunk (a running estimate): a request admitted then still finishes in time.
+  running they take up to JOB_SHARE of the device time (below), so each step is counted at c / (1 -
+  JOB_SHARE) plus one chunk: a request admitted then still finishes in time.
 - **Jobs.** `submit_job(make_steps)` runs other device work (e.g. enrolment's optimisation) interleaved
   with generation: `make_steps()` is called on the device thread and must return an iterator; each
   `next()` is one bounded chunk (one optimisation step), run between two denoising steps (back to back
-  when no rows are live). The iterator's return value resolves the returned future; at most `max_jobs`
-  jobs wait (more raise QueueFull), oldest first. Cancelling the future stops the job before its next
+  when no rows are live). While rows are live, a chunk runs only once the steps since the last one took
+  (1 - JOB_SHARE) / JOB_SHARE times the chunk's measured time: generation keeps most of the device. The
+  iterator's return value resolves the returned future; at most `max_jobs` jobs wait (more raise
+  QueueFull), oldest first. Cancelling the future stops the job before its next
   chunk (the generator is closed).
 """
 
@@ -58,6 +60,9 @@ from service.rows import (
 )
 
 log = logging.getLogger("dopplergen.worker")
+# the share of device time device jobs (enrolments, deletions) may take while generation requests are live:
+# a third slows a request by ~1.5x during an enrolment (benchmarks/enrol_speed.py --steady)
+JOB_SHARE = 1 / 3
 # admit only work estimated to finish within this share of request_timeout_s (the estimate
 ADMIT_FRACTION = 0.8
 # leaves out HTTP, encoding and CPU contention: measured at 0.9, a 10 s budget let 9 of 192 bursty requests
@@ -78,6 +83,7 @@ class StepWorker:
         self._running: set[Slot] = set()  # rows in a slot at the last step
         self._jobs: list[DeviceJob] = []
         self.chunk_s = 0.0  # running estimate of one job chunk's wall time (0 before any ran)
+        self._owed_s = 0.0  # step time since the last chunk (JOB_SHARE)
         self._cv = threading.Condition()
         self._accepting, self._stop, self._started = True, False, False
         self._exited = threading.Event()
@@ -155,9 +161,10 @@ class StepWorker:
         if alone > self.budget_s:
             raise TooLong(alone, self.budget_s)
         ahead = sum(s.left for s in self._live)
-        job = self.chunk_s if self._jobs else 0.0  # a job's chunk follows every step while jobs wait
-        estimate = max(alone + math.ceil(n / slots) * spec.steps * job,
-                       (ahead + n * spec.steps) * (full + job) / slots + (len(self._live) + n) * decode)
+        # jobs waiting: they take up to JOB_SHARE of the device, plus one chunk at most before the next step
+        slow, chunk = (1 / (1 - JOB_SHARE), self.chunk_s) if self._jobs else (1.0, 0.0)
+        backlog = (ahead + n * spec.steps) * full * slow / slots + (len(self._live) + n) * decode
+        estimate = max(alone * slow, backlog) + chunk
         if estimate > self.budget_s:
             raise Overloaded(self._retry_after(estimate - self.budget_s), estimate, self.budget_s)
 
@@ -221,7 +228,7 @@ class StepWorker:
             self._exited.set()
 
     def _turn(self) -> None:
-        """One step over the chosen rows, then one chunk of the oldest job."""
+        """One step over the chosen rows, then one chunk of the oldest job when its share allows."""
         with self._cv:
             self._drop_cancelled()
             chosen = fair_share(self._live, self.engine.slots)
@@ -229,8 +236,12 @@ class StepWorker:
         self.metrics.queue_depth.set(self.depth)
         self.metrics.slot_occupancy.set(len(chosen) / self.engine.slots if chosen else 0.0)
         if chosen:
+            t0 = time.perf_counter()
             self._step(chosen)
-        self._job_chunk()
+            self._owed_s += time.perf_counter() - t0
+        if not chosen or self._owed_s * JOB_SHARE >= self.chunk_s * (1 - JOB_SHARE):
+            self._owed_s = 0.0
+            self._job_chunk()
 
     def _drop_cancelled(self) -> None:
         gone = [s for s in self._live if s.req.cancelled]

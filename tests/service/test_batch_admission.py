@@ -46,20 +46,21 @@ async def test_backlog_over_the_budget_is_refused_with_the_excess_as_retry_after
 
 
 async def test_queued_or_running_device_jobs_count_in_admission(tiny_pipe):
-    """While an enrolment (a device job) waits or runs, one of its chunks follows every step: the estimate
-    counts each step at c + j: a request that fits on an idle device is refused (429) while a job waits."""
+    """While an enrolment (a device job) waits or runs it may take JOB_SHARE of the device: the estimate
+    counts each step at c / (1 - JOB_SHARE) plus one chunk, so a request that fits on an idle device is
+    refused (429) while a job waits."""
+    from service.worker import JOB_SHARE
+
     w = make_worker(tiny_pipe, {1: 0.01, 2: 0.012, 4: 0.02})
-    w.chunk_s = 0.02  # a measured chunk: every turn now costs 0.04 s instead of 0.02 s
+    w.chunk_s = 0.02  # a measured chunk
     for s in range(4):
-        w.submit(spec(200), [s])  # W = 800 row-steps: 4 s of work on an idle device
+        w.submit(spec(250), [s])  # W = 1000 row-steps: 5 s of work on an idle device
     w._jobs.append(object())  # a job queued (what submit_job appends)
     with pytest.raises(Overloaded) as info:
-        w.submit(spec(200), [9])  # (800 + 200) / 4 x (0.02 + 0.02) = 10 s > 9 s
-    assert info.value.estimate_s == pytest.approx(10.0)
-    with pytest.raises(Overloaded):  # alone it would take 200 x (0.01 + 0.02) = 6 s, but the backlog counts
-        w.submit(spec(200), [10])
+        w.submit(spec(200), [9])  # (1000 + 200) / 4 x 0.02 x 1.5 + 0.02 = 9.02 s > 9 s
+    assert info.value.estimate_s == pytest.approx(1200 / 4 * 0.02 / (1 - JOB_SHARE) + 0.02)
     w._jobs.clear()
-    w.submit(spec(200), [11])  # no job: (800 + 200) / 200 = 5 s, admitted
+    w.submit(spec(200), [11])  # no job: (1000 + 200) / 200 = 6 s, admitted
 
 
 async def test_nothing_measured_admits_and_the_queue_bound_still_holds(tiny_pipe):
