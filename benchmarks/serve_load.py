@@ -77,6 +77,7 @@ def server(args: argparse.Namespace, max_batch_size: int, **flags):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOPPLERGEN_")}
     env["HF_HUB_OFFLINE"] = "1"
+    env["DOPPLERGEN_USERS_DIR"] = "none"  # a benchmark enrols nobody: keep the real home clean
     cmd = [sys.executable, "-m", "training.cli", "serve", "--pipeline", str(args.pipeline), "--port",
            str(port),
            "--device", args.device, "--dtype", args.dtype, "--max-batch-size", str(max_batch_size),
