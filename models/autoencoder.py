@@ -34,10 +34,12 @@ def load_autoencoder(path: str, subfolder: str | None = None) -> Autoencoder:
     name = json.loads(cfg_file.read_text()).get("_class_name", "AutoencoderKL")
     classes = {"AutoencoderKL": AutoencoderKL, "VQModel": VQModel}
     if name not in classes:
-        raise ValueError(f"{cfg_file}: unsupported autoencoder class {name!r}; expected one of "
-                         f"{sorted(classes)}")
-    return classes[name].from_pretrained(path, subfolder=subfolder, use_safetensors=True,
-                                         low_cpu_mem_usage=False)
+        raise ValueError(
+            f"{cfg_file}: unsupported autoencoder class {name!r}; expected one of {sorted(classes)}"
+        )
+    return classes[name].from_pretrained(
+        path, subfolder=subfolder, use_safetensors=True, low_cpu_mem_usage=False
+    )
 
 
 def latent_channels(vae: Autoencoder) -> int:

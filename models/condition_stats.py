@@ -65,13 +65,18 @@ def describe_conditions(columns: Mapping[str, np.ndarray], row_users: Sequence[s
                 raise ValueError(f"condition column {name!r} has missing or non-finite values")
             lo, hi = math.floor(col.min() * ROUND) / ROUND, math.ceil(col.max() * ROUND) / ROUND
             hi = hi if hi > lo else lo + 1.0 / ROUND
-            entry = {"type": NUMERIC, "range": [lo, hi], "all": _numeric_stats(col),
-                     "per_user": {str(u): _numeric_stats(col[users == u]) for u in sorted(set(users))}}
+            entry = {
+                "type": NUMERIC, "range": [lo, hi], "all": _numeric_stats(col),
+                "per_user": {str(u): _numeric_stats(col[users == u]) for u in sorted(set(users))},
+            }
         else:
             values = sorted({str(v) for v in col})
-            entry = {"type": CATEGORICAL, "values": values, "all": _categorical_stats(col, values),
-                     "per_user": {str(u): _categorical_stats(col[users == u],
-                                                             values) for u in sorted(set(users))}}
+            entry = {
+                "type": CATEGORICAL, "values": values, "all": _categorical_stats(col, values),
+                "per_user": {
+                    str(u): _categorical_stats(col[users == u], values) for u in sorted(set(users))
+                },
+            }
         entry["encoding"] = ENCODINGS[entry["type"]]
         desc[name] = entry
     return desc
@@ -87,8 +92,9 @@ def encoder_specs(desc: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -
     return out
 
 
-def offered_conditions(encoder: Any, desc: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str,
-                                                                                                     Any]]:
+def offered_conditions(
+    encoder: Any, desc: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, dict[str, Any]]:
     """GET /info's "conditions": what the pipeline's condition encoder takes ({} without one), with how an
     omitted value is chosen."""
     if encoder is None:

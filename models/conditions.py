@@ -102,8 +102,9 @@ class ConditionEncoder(ModelMixin, ConfigMixin):
         n_numeric = sum(s["type"] == NUMERIC for s in specs)
         # learned "left out" value per numeric one
         self.absent = nn.Parameter(torch.randn(n_numeric, width) * 0.02)
-        self.position = nn.Parameter(torch.randn(len(specs) * tokens_per_condition,
-                                                 cross_attention_dim) * 0.02)
+        self.position = nn.Parameter(
+            torch.randn(len(specs) * tokens_per_condition, cross_attention_dim) * 0.02
+        )
         self.norm = nn.LayerNorm(cross_attention_dim)
 
     # ---- the conditions this encoder takes ---------------------------------------------------------------

@@ -152,8 +152,9 @@ def image_folder_rows(root: str | Path, seed: int = 0) -> list[dict[str, str]]:
         user_seed = zlib.crc32(d.name.encode()) ^ seed
         groups = [default_session(f.name) for f in files]
         if 3 <= len(set(groups)) < len(files):  # windows of sessions (walk_s03_w12.png): whole ones per split
-            by_group = split_sessions(dict(Counter(groups)), SPLIT_FRACTIONS[2], SPLIT_FRACTIONS[1],
-                                      user_seed)
+            by_group = split_sessions(
+                dict(Counter(groups)), SPLIT_FRACTIONS[2], SPLIT_FRACTIONS[1], user_seed
+            )
             rows += [{"path": f"{d.name}/{f.name}", "user": d.name, "split": by_group[g], "group": g}
                      for f, g in zip(files, groups, strict=True)]
             continue

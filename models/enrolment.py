@@ -231,8 +231,9 @@ class Enrolment:
             self.opt.zero_grad(set_to_none=True)
             total.backward()
         if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"enrolment diverged: the loss is not finite at step "
-                                     f"{len(self.losses) + 1}")
+            raise FloatingPointError(
+                f"enrolment diverged: the loss is not finite at step {len(self.losses) + 1}"
+            )
         self.opt.step()
         self.losses.append(float(loss.detach()))
         return self.losses[-1]

@@ -184,8 +184,9 @@ class DopplerPipeline:
         meta = {"format_version": FORMAT_VERSION, **self.meta, "route": self.route}
         meta["latent_scaling_factor"] = float(self.vae.config.scaling_factor)
         try:  # never write a folder that load() would refuse
-            check_against_models(validate_meta(meta), self.vae.config.in_channels, ae.downsample(self.vae),
-                                 self.users)
+            check_against_models(
+                validate_meta(meta), self.vae.config.in_channels, ae.downsample(self.vae), self.users
+            )
         except MetaError as exc:
             raise PipelineError(str(exc)) from None
         path.mkdir(parents=True, exist_ok=True)
@@ -213,8 +214,9 @@ class DopplerPipeline:
         except MetaError as exc:
             raise PipelineError(str(exc)) from None
         route = checked.route
-        denoiser_cls, sub_denoiser = ((Transformer2DModel, "transformer") if route == "vq-diffusion"
-                                      else (UNet2DConditionModel, "unet"))
+        denoiser_cls, sub_denoiser = (
+            (Transformer2DModel, "transformer") if route == "vq-diffusion" else (UNet2DConditionModel, "unet")
+        )
         kw = dict(use_safetensors=True, low_cpu_mem_usage=False)
         vae = ae.load_autoencoder(str(path), subfolder="vae")
         denoiser = denoiser_cls.from_pretrained(path, subfolder=sub_denoiser, **kw)
@@ -228,8 +230,9 @@ class DopplerPipeline:
         sched_name = json.loads(sched_file.read_text()).get("_class_name") if sched_file.is_file() else None
         if sched_name not in SCHEDULER_CLASSES:
             raise PipelineError(f"{path}/scheduler: unsupported scheduler {sched_name!r}")
-        scheduler_config = dict(SCHEDULER_CLASSES[sched_name].from_pretrained(path,
-                                                                              subfolder="scheduler").config)
+        scheduler_config = dict(
+            SCHEDULER_CLASSES[sched_name].from_pretrained(path, subfolder="scheduler").config
+        )
         pipe = cls(vae=vae, denoiser=denoiser, user_encoder=user_encoder, scheduler_config=scheduler_config,
                    meta=meta, condition_encoder=condition_encoder, texture=texture)
         if texture is not None and tuple(texture.residuals.shape[1:]) != (pipe.channels, *pipe.image_size):
@@ -267,8 +270,9 @@ def build_untrained_pipeline(
     if route == "vq-diffusion":
         denoiser, sched = build_transformer(preset), build_vq_scheduler(preset)
     else:
-        denoiser, sched = build_unet(preset,
-                                     in_channels=ae.latent_channels(vae)), build_noise_scheduler(preset)
+        denoiser, sched = (
+            build_unet(preset, in_channels=ae.latent_channels(vae)), build_noise_scheduler(preset)
+        )
     pipe = DopplerPipeline(vae=vae, denoiser=denoiser, user_encoder=build_user_encoder(preset, users),
                            scheduler_config=dict(sched.config), meta=base_meta)
     return pipe.to("cpu")

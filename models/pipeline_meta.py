@@ -84,8 +84,9 @@ class PipelineMeta(BaseModel):
         if isinstance(v, int | float) and not isinstance(v, bool):
             v = str(v)  # e.g. "version": 2
         if isinstance(v, str) and not _HEADER_SAFE.match(v):
-            raise ValueError("must be printable Latin-1 text without control characters (it is sent in HTTP "
-                             "headers)")
+            raise ValueError(
+                "must be printable Latin-1 text without control characters (it is sent in HTTP headers)"
+            )
         return v
 
     @field_validator("latent_scaling_factor", "guidance_scale", "identity_guidance_scale",

@@ -163,8 +163,9 @@ PRESETS: dict[str, Preset] = {
         vae_norm_num_groups=32,
         unet_block_out_channels=(192, 384, 768, 768),
         unet_layers_per_block=2,
-        unet_down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                               "DownBlock2D"),
+        unet_down_block_types=(
+            "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"
+        ),
         unet_up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         # 8 heads (head width 24/48/96), as in SD 1.x; 64 "heads" ran out of memory
         unet_attention_head_dim=8,

@@ -39,8 +39,9 @@ def read_npy(src: Path | bytes, rel: str) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise DatasetError(f"{rel}: contains NaN or inf")
     if arr.max(initial=-np.inf) > 1e-3:
-        raise DatasetError(f"{rel}: values up to {arr.max():.3g} > 0; expected dB relative to the peak (<= "
-                           "0)")
+        raise DatasetError(
+            f"{rel}: values up to {arr.max():.3g} > 0; expected dB relative to the peak (<= 0)"
+        )
     return arr
 
 
@@ -71,8 +72,9 @@ def to_channels(arr: np.ndarray, channels: int, rel: str) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
-        raise DatasetError(f"{rel}: expected (doppler, time) or (channels, doppler, time), got shape "
-                           f"{arr.shape}")
+        raise DatasetError(
+            f"{rel}: expected (doppler, time) or (channels, doppler, time), got shape {arr.shape}"
+        )
     if arr.shape[0] == channels:
         return arr
     if arr.shape[0] == 1:
@@ -82,8 +84,9 @@ def to_channels(arr: np.ndarray, channels: int, rel: str) -> np.ndarray:
 
 def resize(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of (C, H, W) to (C, *hw) in dB (for real data recorded at another resolution)."""
-    return np.stack([np.asarray(Image.fromarray(c, mode="F").resize((hw[1], hw[0]),
-                                                                    Image.BILINEAR)) for c in arr])
+    return np.stack([
+        np.asarray(Image.fromarray(c, mode="F").resize((hw[1], hw[0]), Image.BILINEAR)) for c in arr
+    ])
 
 
 def read_recording(src: Path | bytes, name: str, channels: int, dyn_range_db: float,

@@ -122,8 +122,9 @@ def sampler_for(pipe: DopplerPipeline, name: str | None) -> str:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {list(allowed)}")
     if name not in allowed:
-        raise ValueError(f"sampler {name!r} does not apply to a {pipe.route} pipeline; choose one of "
-                         f"{list(allowed)}")
+        raise ValueError(
+            f"sampler {name!r} does not apply to a {pipe.route} pipeline; choose one of {list(allowed)}"
+        )
     return name
 
 
@@ -176,8 +177,9 @@ def start_row(
     idx = torch.tensor([int(user_index), pipe.user_encoder.null_index], dtype=torch.long, device=pipe.device)
     values, mid = None, None
     if conditions is not None:
-        values = torch.stack([conditions.float().cpu(), torch.full_like(conditions.float().cpu(),
-                                                                        float("nan"))])
+        values = torch.stack(
+            [conditions.float().cpu(), torch.full_like(conditions.float().cpu(), float("nan"))]
+        )
     cond, uncond = pipe.encode_context(idx, values)  # (T, D) each
     composed = (condition_guidance is not None and float(condition_guidance) != float(guidance)
                 and conditions is not None and not bool(torch.isnan(conditions.float()).all()))
@@ -278,8 +280,9 @@ def sample(
         raise ValueError("nothing to sample")
     if conditions is not None and (pipe.condition_encoder is None or len(conditions) != len(seeds)):
         raise ValueError("conditions need a pipeline with a condition encoder and one row per sample")
-    scales = [guidance_scale] * len(seeds) if isinstance(guidance_scale, (int,
-                                                                          float)) else list(guidance_scale)
+    scales = (
+        [guidance_scale] * len(seeds) if isinstance(guidance_scale, (int, float)) else list(guidance_scale)
+    )
     if len(scales) != len(seeds):
         raise ValueError(f"got {len(scales)} guidance scales for {len(seeds)} samples")
     rows = [start_row(pipe, u, s, num_inference_steps, g, sampler,

@@ -74,8 +74,9 @@ def split_sessions(sizes: dict[str, int], test_fraction: float, val_fraction: fl
     need = needed_sessions(test_fraction, val_fraction)
     if len(names) < need:
         splits = "train" + (", val" if val_fraction > 0 else "") + (" and test" if test_fraction > 0 else "")
-        raise ValueError(f"{len(names)} session(s), need at least {need} so that {splits} each get whole "
-                         "sessions")
+        raise ValueError(
+            f"{len(names)} session(s), need at least {need} so that {splits} each get whole sessions"
+        )
     order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
     total = sum(sizes.values())
     out: dict[str, str] = {}

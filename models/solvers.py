@@ -185,8 +185,9 @@ def gumbel_max(log_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return (log_p - torch.log(-torch.log(u + 1e-30) + 1e-30)).argmax(dim=1)
 
 
-def respaced_vq_scheduler(scheduler_config: dict, num_inference_steps: int) -> tuple[VQDiffusionScheduler,
-                                                                                     list[int]]:
+def respaced_vq_scheduler(
+    scheduler_config: dict, num_inference_steps: int
+) -> tuple[VQDiffusionScheduler, list[int]]:
     """A VQDiffusionScheduler that jumps between `num_inference_steps` of the trained timesteps.
 
     The mask-and-replace process composes in closed form: from trained step s to t > s, a token survives with
@@ -199,8 +200,9 @@ def respaced_vq_scheduler(scheduler_config: dict, num_inference_steps: int) -> t
     T = int(sched.config.num_train_timesteps)
     n = int(num_inference_steps)
     if not 1 <= n <= T:
-        raise ValueError(f"num_inference_steps must be in 1..{T} (the trained vq-diffusion timesteps), got "
-                         f"{n}")
+        raise ValueError(
+            f"num_inference_steps must be in 1..{T} (the trained vq-diffusion timesteps), got {n}"
+        )
     kept = sorted({int(round(v)) for v in np.linspace(0, T - 1, n)})  # includes 0 and T-1
     if n < T:
         k = sched.num_embed - 1  # non-mask classes

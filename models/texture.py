@@ -59,10 +59,10 @@ class TextureBank(ModelMixin, ConfigMixin):
         self._by_user: dict[str, torch.Tensor] | None = None
 
     @classmethod
-    def from_pairs(cls, means_db: np.ndarray | torch.Tensor, residuals_db: np.ndarray | torch.Tensor,
-                       owners: Sequence[str], dyn_range_db: float, per_user: int = DEFAULT_PER_USER,
-                       seed: int = 0
-                       ) -> TextureBank:
+    def from_pairs(
+        cls, means_db: np.ndarray | torch.Tensor, residuals_db: np.ndarray | torch.Tensor,
+        owners: Sequence[str], dyn_range_db: float, per_user: int = DEFAULT_PER_USER, seed: int = 0,
+    ) -> TextureBank:
         """Keep at most `per_user` (reconstruction, residual) pairs of each person (a seeded random
         choice)."""
         r = torch.as_tensor(np.asarray(residuals_db, dtype=np.float32))
@@ -105,8 +105,10 @@ class TextureBank(ModelMixin, ConfigMixin):
         if not bool(keep.any()):
             return None
         owners = [self.config.users[int(i)] for i in self.owners[keep]]
-        return TextureBank.from_pairs(self.means[keep].float(), self.residuals[keep].float(), owners,
-                                      self.config.dyn_range_db, per_user=int(keep.sum()))
+        return TextureBank.from_pairs(
+            self.means[keep].float(), self.residuals[keep].float(), owners, self.config.dyn_range_db,
+            per_user=int(keep.sum()),
+        )
 
     def entries(self, user: str | None) -> torch.Tensor:
         """Bank indices to draw from for `user`: theirs, or every entry when the bank has none of theirs."""
@@ -175,5 +177,7 @@ def build_bank(vae: ae.Autoencoder, norm: Normalization, x_db: np.ndarray, owner
     """A bank of `per_user` residuals per person from their recordings, through this stage 1."""
     owners_a = np.asarray(list(owners))
     pick = per_user_pick(owners, per_user, seed)
-    return TextureBank.from_pairs(*reconstructions(vae, norm, np.asarray(x_db)[pick]), list(owners_a[pick]),
-                                      norm.dyn_range_db, per_user=per_user, seed=seed)
+    return TextureBank.from_pairs(
+        *reconstructions(vae, norm, np.asarray(x_db)[pick]), list(owners_a[pick]), norm.dyn_range_db,
+        per_user=per_user, seed=seed,
+    )

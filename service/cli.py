@@ -11,29 +11,38 @@ from pathlib import Path
 
 # flag dest -> Settings field (same name); every flag defaults to None = "keep the env/default value".
 _FLAGS: list[tuple[str, dict]] = [
-    ("--pipeline", dict(type=Path, help="pipeline folder (default: DOPPLERGEN_PIPELINE or "
-                                        "<repo>/checkpoints/demo)")),
-    ("--data", dict(type=Path, help="dataset folder whose real recordings the web page shows "
-                                    "(DOPPLERGEN_DATA)")),
-    ("--users-dir", dict(type=Path, help="folder that keeps enrolled users (POST /users) across restarts "
-                                         "(default: DOPPLERGEN_USERS_DIR, else <data>/dopplergen/users/"
-                                         "<pipeline>-<hash>, <data> = $XDG_DATA_HOME or ~/.local/share)")),
+    ("--pipeline", dict(
+        type=Path, help="pipeline folder (default: DOPPLERGEN_PIPELINE or <repo>/checkpoints/demo)"
+    )),
+    ("--data", dict(
+        type=Path, help="dataset folder whose real recordings the web page shows (DOPPLERGEN_DATA)"
+    )),
+    ("--users-dir", dict(
+        type=Path,
+        help=(
+            "folder that keeps enrolled users (POST /users) across restarts (default: DOPPLERGEN_USERS_DIR, "
+            "else <data>/dopplergen/users/<pipeline>-<hash>, <data> = $XDG_DATA_HOME or ~/.local/share)"
+        ),
+    )),
     ("--host", dict(help="bind address (default 127.0.0.1; 0.0.0.0 in the container)")),
     ("--port", dict(type=int, help="TCP port (default 8000)")),
     ("--device", dict(help="auto | cpu | cuda | cuda:N (auto picks CUDA when present)")),
     ("--dtype", dict(choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp16 on CUDA, fp32 on the CPU")),
     ("--max-batch-size", dict(type=int, help="slots: rows (samples) per denoising step (default 16)")),
-    ("--max-wait-ms", dict(type=float, help="from idle, wait this long for more rows before the first step "
-                                            "(default 0)")),
+    ("--max-wait-ms", dict(
+        type=float, help="from idle, wait this long for more rows before the first step (default 0)"
+    )),
     ("--max-queue", dict(type=int, help="queued samples before 429 (default 256)")),
     ("--request-timeout-s", dict(type=float, help="per-request budget before 504 (default 60)")),
     ("--max-samples-per-request", dict(type=int, help="default 16")),
     ("--max-steps", dict(type=int, help="largest num_inference_steps accepted (default 1000)")),
-    ("--batch-padding", dict(choices=["auto", "fixed", "buckets", "none"],
-                             help="fixed = bitwise batch invariance; buckets (auto) = powers of two, within "
-                                  "0.05 dB")),
-    ("--compile", dict(choices=["auto", "on", "off"], help="torch.compile reduce-overhead (auto: on with "
-                                                           "CUDA)")),
+    ("--batch-padding", dict(
+        choices=["auto", "fixed", "buckets", "none"],
+        help="fixed = bitwise batch invariance; buckets (auto) = powers of two, within 0.05 dB",
+    )),
+    ("--compile", dict(
+        choices=["auto", "on", "off"], help="torch.compile reduce-overhead (auto: on with CUDA)"
+    )),
     ("--log-level", dict(choices=["critical", "error", "warning", "info", "debug"])),
 ]
 

@@ -38,7 +38,8 @@ def request_conditions(pipe: DopplerPipeline, user_id: str, given: dict[str, Any
             enc.check_value(field, value)
         except ConditionError as e:
             raise invalid(e.field, str(e)) from None
-    resolved = [resolve_conditions(pipe.meta.get("conditions") or {}, enc.names, user_id, given,
-                                   s) for s in seeds]
+    resolved = [
+        resolve_conditions(pipe.meta.get("conditions") or {}, enc.names, user_id, given, s) for s in seeds
+    ]
     values = enc.values_tensor(resolved)  # (N, K)
     return {int(s): values[i] for i, s in enumerate(seeds)}, resolved

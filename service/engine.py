@@ -83,8 +83,9 @@ class Engine:
         self.pipe = pipeline
         self.stepper = stepper or ModelStepper()
         if pipeline is not None:  # injected (tests, embedding): serve it where it already is
-            self.device, self.dtype = str(pipeline.device), DTYPE_NAMES.get(pipeline.dtype,
-                                                                            str(pipeline.dtype))
+            self.device, self.dtype = (
+                str(pipeline.device), DTYPE_NAMES.get(pipeline.dtype, str(pipeline.dtype))
+            )
         else:
             self.device = settings.resolved_device()
             self.dtype = settings.resolved_dtype(self.device)
@@ -100,8 +101,9 @@ class Engine:
     def load(self) -> DopplerPipeline:
         if self.pipe is None:
             log.info("loading pipeline from %s onto %s (%s)", self.settings.pipeline, self.device, self.dtype)
-            self.pipe = DopplerPipeline.load(self.settings.pipeline, device=self.device,
-                                             dtype=torch_dtype(self.dtype))
+            self.pipe = DopplerPipeline.load(
+                self.settings.pipeline, device=self.device, dtype=torch_dtype(self.dtype)
+            )
         return self.pipe
 
     def warmup(self) -> None:
@@ -114,8 +116,9 @@ class Engine:
                 for name in ("cache_size_limit", "recompile_limit"):
                     if hasattr(cfg, name):
                         setattr(cfg, name, max(getattr(cfg, name), len(self.buckets) + 2))
-                self.stepper.denoiser = torch.compile(self.pipe.denoiser, mode="reduce-overhead",
-                                                      dynamic=False)
+                self.stepper.denoiser = torch.compile(
+                    self.pipe.denoiser, mode="reduce-overhead", dynamic=False
+                )
                 self.compiled = True
         plain = resolve(self.pipe)
         spec = RowSpec(0, 4, plain.guidance, plain.sampler)

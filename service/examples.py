@@ -81,8 +81,10 @@ class ExampleStore:
                 continue
             self.by_user.setdefault(rec.user, []).append(rec)
         if self.skipped:
-            log.warning("%s: skipped %d listed files (missing, not .npy, or outside the folder)", self.root,
-                        self.skipped)
+            log.warning(
+                "%s: skipped %d listed files (missing, not .npy, or outside the folder)",
+                self.root, self.skipped,
+            )
 
     def _manifest_rows(self) -> list[Recording]:
         rows = read_manifest(self.root, required=("path", "user"), empty_ok=True)
@@ -120,10 +122,10 @@ class ExampleStore:
             arr = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise RecordingError(f"{rec.path}: not a readable .npy file ({exc})") from exc
-        if arr.dtype.kind not in "fiu" or not (arr.ndim == 2
-                                               or (arr.ndim == 3 and arr.shape[0] in (1, 3))):
-            raise RecordingError(f"{rec.path}: expected a numeric (doppler, time) or (C, doppler, time) "
-                                 "array")
+        if arr.dtype.kind not in "fiu" or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[0] in (1, 3))):
+            raise RecordingError(
+                f"{rec.path}: expected a numeric (doppler, time) or (C, doppler, time) array"
+            )
         arr = arr.astype(np.float32)[None] if arr.ndim == 2 else arr.astype(np.float32)
         if not np.isfinite(arr).all():
             raise RecordingError(f"{rec.path}: contains NaN or inf")

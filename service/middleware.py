@@ -105,9 +105,11 @@ class BodyLimitMiddleware:
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length",
-                                                                     str(len(payload)).encode()),
-                            (b"connection", b"close")],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": payload})
@@ -129,8 +131,11 @@ class ApiKeyMiddleware:
         self._paths = [compile_path(p)[0] for p in paths]  # "/users/{user_id}" -> its regex
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.api_key is None or api_key_matches(Headers(scope=scope),
-                                                                              self.api_key):
+        if (
+            scope["type"] != "http"
+            or self.api_key is None
+            or api_key_matches(Headers(scope=scope), self.api_key)
+        ):
             await self.app(scope, receive, send)
             return
         if not any(p.match(scope["path"]) for p in self._paths):
@@ -155,8 +160,9 @@ class SafeHeadersMiddleware:
 
         async def send_safe(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [(k, _UNSAFE_HEADER_BYTES.sub(b" ", v)) for k,
-                                      v in message.get("headers", [])]
+                message["headers"] = [
+                    (k, _UNSAFE_HEADER_BYTES.sub(b" ", v)) for k, v in message.get("headers", [])
+                ]
             await send(message)
 
         await self.app(scope, receive, send_safe)

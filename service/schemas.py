@@ -25,30 +25,44 @@ class GenerateRequest(BaseModel):
     user_id: str = Field(min_length=1, max_length=256, description="a user from GET /users")
     num_samples: int = Field(1, ge=1, description="1..max_samples_per_request")
     num_inference_steps: int | None = Field(None, ge=1, description="1..max_steps; default from the pipeline")
-    guidance_scale: float | None = Field(None, ge=0.0, le=50.0, description="classifier-free guidance; 1 = "
-                                                                            "off")
+    guidance_scale: float | None = Field(
+        None, ge=0.0, le=50.0, description="classifier-free guidance; 1 = off"
+    )
     condition_guidance_scale: float | None = Field(
-        None, ge=0.0, le=50.0, description="pipelines with conditions: how strongly to follow speed_mps / "
-                                           "aspect_deg / activity, apart from guidance_scale (which then "
-                                           "weighs identity); default from the pipeline (GET /info)")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="sample i uses seed + i; null = random "
-                                                                  "seeds")
+        None, ge=0.0, le=50.0,
+        description=(
+            "pipelines with conditions: how strongly to follow speed_mps / aspect_deg / activity, apart from "
+            "guidance_scale (which then weighs identity); default from the pipeline (GET /info)"
+        ),
+    )
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="sample i uses seed + i; null = random seeds"
+    )
     scheduler: SchedulerName | None = Field(
-        None, description="null = the pipeline's own (GET /info); vq-diffusion pipelines take only "
-                          "'vq-diffusion'")
+        None,
+        description="null = the pipeline's own (GET /info); vq-diffusion pipelines take only 'vq-diffusion'",
+    )
     format: Literal["png", "npy"] = "png"
     bit_depth: Literal[8, 16] = Field(8, description="PNG bit depth (grayscale); colour maps are 8-bit")
-    colormap: Literal[COLORMAPS] | None = Field(None, description="PNG only: colour-map a 1-channel "
-                                                                  "spectrogram")
+    colormap: Literal[COLORMAPS] | None = Field(
+        None, description="PNG only: colour-map a 1-channel spectrogram"
+    )
     # Conditions (GET /info "conditions" lists what the model takes, with ranges); omitted = drawn per sample
     # from the user's training distribution, seeded by the sample's seed, and echoed in each item's
     # "conditions".
-    speed_mps: float | None = Field(None,
-                                    description="walking speed, m/s; omitted: drawn from the user's own")
-    aspect_deg: float | None = Field(None, description="aspect angle off the walking direction, degrees (0 = "
-                                                       "walking straight at the radar); omitted: drawn")
-    activity: str | None = Field(None, min_length=1, max_length=64, description="activity label; omitted: "
-                                                                                "drawn")
+    speed_mps: float | None = Field(
+        None, description="walking speed, m/s; omitted: drawn from the user's own"
+    )
+    aspect_deg: float | None = Field(
+        None,
+        description=(
+            "aspect angle off the walking direction, degrees "
+            "(0 = walking straight at the radar); omitted: drawn"
+        ),
+    )
+    activity: str | None = Field(
+        None, min_length=1, max_length=64, description="activity label; omitted: drawn"
+    )
 
     @field_validator("guidance_scale", "condition_guidance_scale", "speed_mps", "aspect_deg")
     @classmethod
@@ -60,8 +74,11 @@ class GenerateRequest(BaseModel):
 
 class Timings(BaseModel):
     queue_ms: float = Field(description="request admitted -> its last sample's first denoising step")
-    inference_ms: float = Field(description="its first denoising step -> its last sample decoded (steps are "
-                                            "shared with whatever else runs)")
+    inference_ms: float = Field(
+        description=(
+            "its first denoising step -> its last sample decoded (steps are shared with whatever else runs)"
+        )
+    )
     total_ms: float = Field(description="request received -> response ready, encoding included")
 
 
@@ -91,8 +108,9 @@ class GenerateResponse(BaseModel):
     num_inference_steps: int
     guidance_scale: float
     condition_guidance_scale: float | None = Field(
-        None, description="the condition guidance used (null: plain guidance, or a pipeline without "
-                          "conditions)")
+        None,
+        description="the condition guidance used (null: plain guidance, or a pipeline without conditions)",
+    )
     scheduler: str
     timings: Timings
     model: ModelRef

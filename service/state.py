@@ -60,8 +60,9 @@ class Service:
         self.worker.begin_shutdown()
 
     async def start(self) -> None:
-        self._startup = asyncio.get_running_loop().create_task(self._load_and_warm_up(),
-                                                               name="dopplergen-startup")
+        self._startup = asyncio.get_running_loop().create_task(
+            self._load_and_warm_up(), name="dopplergen-startup"
+        )
 
     async def wait_ready(self, timeout_s: float) -> None:
         await asyncio.wait_for(self._settled.wait(), timeout_s)

@@ -152,8 +152,9 @@ class StepWorker:
         slots, full, one = (self.engine.slots, self.engine.est_step_s(self.engine.slots),
                             self.engine.est_step_s(n))
         if waiting + n > self.max_queue and waiting > 0:
-            raise QueueFull(self._retry_after(waiting * spec.steps * (full or 1.0) / slots), waiting,
-                            self.max_queue)
+            raise QueueFull(
+                self._retry_after(waiting * spec.steps * (full or 1.0) / slots), waiting, self.max_queue
+            )
         if full is None or one is None:
             return  # nothing measured yet (no warm-up): admit
         decode = self.engine.decode_s
@@ -256,8 +257,9 @@ class StepWorker:
                 try:
                     s.row = self.engine.start(s.req.spec, s.req.seeds[s.k])
                 except Exception as exc:
-                    self._fail_requests([s],
-                                        BatchFailed(f"could not start: {type(exc).__name__}: {exc}"[:300]))
+                    self._fail_requests(
+                        [s], BatchFailed(f"could not start: {type(exc).__name__}: {exc}"[:300])
+                    )
                     continue
                 self.metrics.rows_joined.inc()
                 self.metrics.queue_wait.observe(now - s.req.submitted_at)

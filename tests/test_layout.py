@@ -139,8 +139,11 @@ def manifest_namers(root: Path, packages: tuple[str, ...] = PACKAGES,
 
 
 def long_modules(root: Path, packages: tuple[str, ...] = PACKAGES, limit: int = MAX_LINES) -> dict[str, int]:
-    return {m: n for m, p in find_modules(root,
-                                          packages).items() if (n := len(p.read_text().splitlines())) > limit}
+    return {
+        m: n
+        for m, p in find_modules(root, packages).items()
+        if (n := len(p.read_text().splitlines())) > limit
+    }
 
 
 # ---- the project -------------------------------------------------------------------------------------------
@@ -197,8 +200,9 @@ def test_checker_finds_a_cycle_through_an_import_inside_a_function(tmp_path):
     })
     g = import_graph(root, ("training",))
     assert g["training.b"] == {"training.a"} and g["training.c"] == {"training.a"}
-    assert find_cycle(g) in (["training.a", "training.b", "training.a"], ["training.b", "training.a",
-                                                                          "training.b"])
+    assert find_cycle(g) in (
+        ["training.a", "training.b", "training.a"], ["training.b", "training.a", "training.b"]
+    )
     assert find_cycle({"x": {"y"}, "y": {"z"}, "z": set()}) is None
 
 

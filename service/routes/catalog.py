@@ -22,8 +22,9 @@ def _loaded(service: Service):
     return service.engine.pipe
 
 
-@router.get("/users", response_model=UsersResponse, summary="User IDs the model can generate for, in index "
-                                                            "order")
+@router.get(
+    "/users", response_model=UsersResponse, summary="User IDs the model can generate for, in index order"
+)
 async def users(service: ServiceDep) -> UsersResponse:
     users = _loaded(service).users
     enrolled = set(service.enroller.enrolled()) | set(_loaded(service).meta.get("enrolled_users") or {})

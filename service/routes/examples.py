@@ -21,25 +21,28 @@ MAX_EXAMPLES = 16
 def get_store(request: Request) -> ExampleStore:
     store = getattr(request.app.state, "examples", None)
     if store is None:
-        raise ApiError(404, "no_dataset",
-                       "the server was started without a dataset: start it with --data <folder> "
-                       "(DOPPLERGEN_DATA)")
+        raise ApiError(
+            404, "no_dataset",
+            "the server was started without a dataset: start it with --data <folder> (DOPPLERGEN_DATA)",
+        )
     return store
 
 
 @router.get(
     "/users/{user_id}/examples",
     response_model=ExamplesResponse,
-    responses={404: {"model": ErrorResponse, "description": "no dataset configured, or no recordings of this "
-                                                            "user"}},
+    responses={
+        404: {"model": ErrorResponse, "description": "no dataset configured, or no recordings of this user"}
+    },
     summary="Real recordings of one user from the server's dataset (--data), as base64 .npy like /generate",
 )
 async def examples(
     user_id: str,
     request: Request,
     n: Annotated[int, Query(ge=1, le=MAX_EXAMPLES, description="how many recordings, in manifest order")] = 4,
-    split: Annotated[str | None, Query(max_length=32,
-                                       description="only this split (train, val, test)")] = None,
+    split: Annotated[
+        str | None, Query(max_length=32, description="only this split (train, val, test)")
+    ] = None,
 ) -> ExamplesResponse:
     store = get_store(request)
     recs = store.recordings(user_id, split)

@@ -51,9 +51,10 @@ _ERRORS = {
 @router.post(
     "/generate",
     response_model=GenerateResponse,
-    responses={200: {"content": {"image/png": {}}, "description": "JSON, or one raw PNG with Accept: "
-                                                                  "image/png"},
-               **_ERRORS},
+    responses={
+        200: {"content": {"image/png": {}}, "description": "JSON, or one raw PNG with Accept: image/png"},
+        **_ERRORS,
+    },
     dependencies=[ApiKey],
     summary="Generate spectrograms for one user",
 )
@@ -95,9 +96,10 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
         seeds = [body.seed + i for i in range(body.num_samples)]
     given = {f: getattr(body, f) for f in CONDITION_FIELDS}
     by_seed, used = request_conditions(engine.pipe, body.user_id, given, seeds)  # 422 naming a bad field
-    spec = RowSpec(user_index=user_index, steps=steps, guidance=guidance, sampler=scheduler,
-                   conditions=by_seed,
-                   condition_guidance=condition_guidance)
+    spec = RowSpec(
+        user_index=user_index, steps=steps, guidance=guidance, sampler=scheduler, conditions=by_seed,
+        condition_guidance=condition_guidance,
+    )
     rows = service.worker.submit(spec, seeds)  # QueueFull, Overloaded, TooLong, ShuttingDown: service.errors
     budget_s = service.settings.request_timeout_s - (time.monotonic() - t0)
     results = await _wait(request, service.worker, rows, budget_s)

@@ -21,8 +21,9 @@ async def healthz(service: ServiceDep) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", summary="Readiness: 200 once the model is loaded and warmed up, 503 before and at "
-                               "shutdown")
+@router.get(
+    "/readyz", summary="Readiness: 200 once the model is loaded and warmed up, 503 before and at shutdown"
+)
 async def readyz(service: ServiceDep) -> JSONResponse:
     status = service.status
     return JSONResponse({"status": status}, status_code=200 if status == "ready" else 503)

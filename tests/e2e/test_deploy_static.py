@@ -161,8 +161,9 @@ def test_no_default_passwords_and_grafana_requires_one(services: dict) -> None:
     for name, svc in services.items():  # no secret-looking setting may fall back to a literal
         for key, value in (svc.get("environment") or {}).items():
             if re.search(r"PASSWORD|SECRET|API_KEY|TOKEN", key) and value is not None:
-                assert re.fullmatch(r"\$\{\w+:?\?[^}]*\}",
-                                    str(value)), f"{name}.{key} has a default: {value!r}"
+                assert re.fullmatch(r"\$\{\w+:?\?[^}]*\}", str(value)), (
+                    f"{name}.{key} has a default: {value!r}"
+                )
 
 
 def test_stop_grace_period_covers_request_timeout_and_drain(services: dict) -> None:
@@ -281,12 +282,14 @@ def test_compose_file_validates_with_docker_compose() -> None:
     else:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
     env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
-    refused = subprocess.run([*cmd, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True,
-                             cwd=REPO,
-                             env=env)
+    refused = subprocess.run(
+        [*cmd, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=REPO, env=env
+    )
     assert refused.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in refused.stderr
-    out = subprocess.run([*cmd, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=REPO,
-                         env={**env, "GRAFANA_ADMIN_PASSWORD": "test-only"})
+    out = subprocess.run(
+        [*cmd, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=REPO,
+        env={**env, "GRAFANA_ADMIN_PASSWORD": "test-only"},
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -302,8 +305,9 @@ def test_cpu_override_drops_gpu_and_pins_cpu() -> None:
 
 
 def test_cpu_override_merges_with_docker_compose_v2() -> None:
-    if not shutil.which("docker") or subprocess.run(["docker", "compose", "version"],
-                                                    capture_output=True).returncode:
+    if not shutil.which("docker") or subprocess.run(
+        ["docker", "compose", "version"], capture_output=True
+    ).returncode:
         pytest.skip("`docker compose` v2 is not installed (docker-compose v1 cannot read !reset)")
     out = subprocess.run(
         ["docker", "compose", "-f", str(COMPOSE), "-f", str(COMPOSE_CPU), "--profile", "train", "config",
@@ -477,8 +481,9 @@ def test_docs_say_what_listens_where_and_what_protects_it(services: dict) -> Non
     docs = (REPO / "docs" / "deployment.md").read_text()
     assert "## Exposure" in docs
     section = docs.split("## Exposure", 1)[1].split("\n## ", 1)[0]
-    for needle in ("DOPPLERGEN_BIND", "127.0.0.1", "GRAFANA_ADMIN_PASSWORD", "DOPPLERGEN_API_KEY",
-                   "/metrics"):
+    for needle in (
+        "DOPPLERGEN_BIND", "127.0.0.1", "GRAFANA_ADMIN_PASSWORD", "DOPPLERGEN_API_KEY", "/metrics"
+    ):
         assert needle in section, f"the exposure section does not mention {needle}"
     for name, svc in services.items():
         for spec in svc.get("ports", []):

@@ -38,14 +38,16 @@ def test_enrol_generate_and_survive_a_restart(tiny_pipeline, tmp_path):
         r = c.post("/users", data={"user_id": "dave"}, files=_files(5), headers=key)
         assert r.status_code == 202, r.text
         _wait_enrolled(c, "dave", key)
-        gen = c.post("/generate", headers=key, json={"user_id": "dave", "num_samples": 2, "seed": 3,
-                                                     "num_inference_steps": 2, "format": "npy"})
+        gen = c.post("/generate", headers=key, json={
+            "user_id": "dave", "num_samples": 2, "seed": 3, "num_inference_steps": 2, "format": "npy",
+        })
         assert gen.status_code == 200, gen.text
     with run_server(tiny_pipeline, tmp_path, **env) as server, server.client() as c:
         users = c.get("/users", headers=key).json()
         assert "dave" in users["users"] and users["enrolled"] == ["dave"]
-        again = c.post("/generate", headers=key, json={"user_id": "dave", "num_samples": 2, "seed": 3,
-                                                       "num_inference_steps": 2, "format": "npy"})
+        again = c.post("/generate", headers=key, json={
+            "user_id": "dave", "num_samples": 2, "seed": 3, "num_inference_steps": 2, "format": "npy",
+        })
         # same row after restart
         assert again.status_code == 200 and again.json()["items"] == gen.json()["items"]
 

@@ -68,15 +68,17 @@ def test_every_direct_dependency_is_locked_within_its_range(lock) -> None:
         key = canonicalize_name(spec.name)
         assert key in pins, f"{name} lacks {spec.name}: run `make lock`"
         version = pins[key][0]
-        assert spec.specifier.contains(version,
-                                       prereleases=True), f"{name}: {key}=={version} is outside {spec}"
+        assert spec.specifier.contains(version, prereleases=True), (
+            f"{name}: {key}=={version} is outside {spec}"
+        )
 
 
 def test_every_locked_package_has_a_hash(lock) -> None:
     name, pins = lock
     for pkg, (_, hashes) in pins.items():
-        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}",
-                                           h) for h in hashes), f"{name}: {pkg} has no sha256"
+        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), (
+            f"{name}: {pkg} has no sha256"
+        )
 
 
 def test_serving_locks_hold_no_training_package() -> None:

@@ -57,11 +57,14 @@ def test_make_serve_answers_generate_with_the_demo_checkpoint(tmp_path):
         # naming it.
         assert {"speed_mps", "aspect_deg"} <= set(info["conditions"])
         lo, hi = info["conditions"]["speed_mps"]["range"]
-        r = httpx.post(f"{url}/generate", json={"user_id": user, "num_samples": 1, "seed": 1,
-                                                "num_inference_steps": 5,
-                                                "speed_mps": (lo + hi) / 2, "aspect_deg": 30,
-                                                "format": "npy"},
-                       timeout=300)
+        r = httpx.post(
+            f"{url}/generate",
+            json={
+                "user_id": user, "num_samples": 1, "seed": 1, "num_inference_steps": 5,
+                "speed_mps": (lo + hi) / 2, "aspect_deg": 30, "format": "npy",
+            },
+            timeout=300,
+        )
         assert r.status_code == 200, r.text
         assert r.json()["items"][0]["conditions"]["aspect_deg"] == 30
         r = httpx.post(f"{url}/generate", json={"user_id": user, "speed_mps": hi + 1}, timeout=30)

@@ -103,8 +103,9 @@ def prometheus(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory
         stop_process(proc, grace_s=10)
 
 
-def test_prometheus_scrapes_the_service_and_sees_generate(prometheus: Prometheus,
-                                                          live_server: LiveServer) -> None:
+def test_prometheus_scrapes_the_service_and_sees_generate(
+    prometheus: Prometheus, live_server: LiveServer
+) -> None:
     job = prometheus.job
     wait_for(lambda: prometheus.scalar(f'up{{job="{job}"}}') == 1.0, SCRAPE_WAIT_S, "a successful scrape")
     names = {r["metric"]["__name__"] for r in prometheus.query(f'{{job="{job}", __name__=~"dopplergen_.+"}}')}

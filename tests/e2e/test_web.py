@@ -161,9 +161,10 @@ def test_keyboard_changes_the_seed_and_regenerates(web_server, browser):
     page.wait_for_selector("#generated canvas", timeout=WAIT_MS)
     page.fill("#seed", "7")
     page.press("#seed", "Enter")
-    page.wait_for_function("document.querySelector('#generated figcaption span').textContent === 'bob · seed "
-                           "7'",
-                           timeout=WAIT_MS)
+    page.wait_for_function(
+        "document.querySelector('#generated figcaption span').textContent === 'bob · seed 7'",
+        timeout=WAIT_MS,
+    )
     assert "seed=7" in page.url
 
 
@@ -182,8 +183,10 @@ def test_conditions_listed_by_info_become_labelled_inputs_and_request_fields(web
     def with_conditions(route) -> None:
         response = route.fetch()
         info = response.json()
-        info["conditions"] = {"speed_mps": {"type": "numeric", "range": [0.5, 2.5], "encoding": "fourier"},
-                              "activity": {"type": "categorical", "values": ["walk", "run"]}}
+        info["conditions"] = {
+            "speed_mps": {"type": "numeric", "range": [0.5, 2.5], "encoding": "fourier"},
+            "activity": {"type": "categorical", "values": ["walk", "run"]},
+        }
         route.fulfill(response=response, json=info)
 
     page.route("**/info", with_conditions)
@@ -192,10 +195,13 @@ def test_conditions_listed_by_info_become_labelled_inputs_and_request_fields(web
     body = sent.value.post_data_json
     assert body["speed_mps"] == 1.4 and body["activity"] == "run" and body["user_id"] == "bob"
     assert page.inner_text("label[for=cond-speed_mps]") == "speed_mps"
-    assert page.get_attribute("#cond-speed_mps", "min") == "0.5" and page.get_attribute("#cond-speed_mps",
-                                                                                        "max") == "2.5"
-    assert page.eval_on_selector_all("#cond-activity option", "els => els.map(e => e.value)") == ["", "walk",
-                                                                                                  "run"]
+    assert (
+        page.get_attribute("#cond-speed_mps", "min") == "0.5"
+        and page.get_attribute("#cond-speed_mps", "max") == "2.5"
+    )
+    assert page.eval_on_selector_all(
+        "#cond-activity option", "els => els.map(e => e.value)"
+    ) == ["", "walk", "run"]
     page.select_option("#cond-activity", "")  # empty = omitted
     page.fill("#cond-speed_mps", "")
     with page.expect_request(lambda r: r.url.endswith("/generate"), timeout=WAIT_MS) as sent:
@@ -264,9 +270,11 @@ def test_enrol_a_person_through_the_form(web_server, browser, tmp_path):
     page.fill("#enrol-user", "dave")
     page.set_input_files("#enrol-files", files)
     page.click("#enrol-submit")
-    page.wait_for_function("document.querySelector('#user option[value=dave]') || "
-                           "/failed/.test(document.querySelector('#enrol-status').textContent)",
-                           timeout=WAIT_MS)
+    page.wait_for_function(
+        "document.querySelector('#user option[value=dave]') || "
+        "/failed/.test(document.querySelector('#enrol-status').textContent)",
+        timeout=WAIT_MS,
+    )
     status = page.inner_text("#enrol-status")
     assert "ready" in status and page.input_value("#user") == "dave", status
     with api(web_server) as client:
@@ -275,9 +283,10 @@ def test_enrol_a_person_through_the_form(web_server, browser, tmp_path):
     if "enrolled" in str(listed):  # the list marks enrolled people: so must the picker
         assert page.inner_text("#user option[value=dave]") == "dave (enrolled)"
     page.press("#seed", "Enter")  # generate for the new person
-    page.wait_for_function("document.querySelector('#generated figcaption "
-                           "span')?.textContent.startsWith('dave')",
-                           timeout=WAIT_MS)
+    page.wait_for_function(
+        "document.querySelector('#generated figcaption span')?.textContent.startsWith('dave')",
+        timeout=WAIT_MS,
+    )
     assert page.is_hidden("#error"), page.inner_text("#error")
 
     if "delete" in routes.get("/users/{user_id}", {}):  # an enrolled person can be removed again

@@ -54,8 +54,9 @@ class FakeStepper:
     Sample values are `-(seed % 60)` dB everywhere, so a test can tell which seed produced which item.
     """
 
-    def __init__(self, delay_s: float = 0.0, fail: Callable[[list[int]],
-                                                            Exception | None] | None = None) -> None:
+    def __init__(
+        self, delay_s: float = 0.0, fail: Callable[[list[int]], Exception | None] | None = None
+    ) -> None:
         self.delay_s, self.fail = delay_s, fail
         self.calls: list[dict] = []  # one per denoising step
         self.entered = threading.Event()  # set when a step starts on the device thread
@@ -66,11 +67,11 @@ class FakeStepper:
         return FakeRow(spec, seed)
 
     def step(self, pipe, rows: list[FakeRow], pad_to: int | None, cfg: bool | None) -> None:
-        self.calls.append(dict(users=[r.spec.user_index for r in rows], seeds=[r.seed for r in rows],
-                               at=[r.i for r in rows], steps=[r.spec.steps for r in rows],
-                               guidance=[r.spec.guidance for r in rows],
-                               scheduler=[r.spec.sampler for r in rows],
-                               pad_to=pad_to))
+        self.calls.append(dict(
+            users=[r.spec.user_index for r in rows], seeds=[r.seed for r in rows], at=[r.i for r in rows],
+            steps=[r.spec.steps for r in rows], guidance=[r.spec.guidance for r in rows],
+            scheduler=[r.spec.sampler for r in rows], pad_to=pad_to,
+        ))
         self.entered.set()
         assert self.gate.wait(30), "test never opened the gate"
         if self.delay_s:

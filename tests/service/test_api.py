@@ -45,8 +45,9 @@ async def test_generate_npy_16bit_and_colormap(make_app, fake):
     async with serve(make_app(fake)) as client:
         npy = (await client.post("/generate", json={"user_id": "carol", "seed": 3, "format": "npy"})).json()
         deep = (await client.post("/generate", json={"user_id": "carol", "seed": 3, "bit_depth": 16})).json()
-        cmap = (await client.post("/generate", json={"user_id": "carol", "seed": 3,
-                                                     "colormap": "viridis"})).json()
+        cmap = (
+            await client.post("/generate", json={"user_id": "carol", "seed": 3, "colormap": "viridis"})
+        ).json()
     arr = np.load(io.BytesIO(base64.b64decode(npy["items"][0]["data"])), allow_pickle=False)
     assert arr.dtype == np.float32 and arr.shape == (1, 32, 32) and np.all(arr == -3.0)
     assert npy["items"][0]["dtype"] == "float32" and npy["items"][0]["media_type"] == "application/x-npy"
@@ -60,8 +61,9 @@ async def test_generate_npy_16bit_and_colormap(make_app, fake):
 
 async def test_null_seed_draws_distinct_random_seeds_and_echoes_them(make_app, fake):
     async with serve(make_app(fake)) as client:
-        out = (await client.post("/generate", json={"user_id": "alice", "num_samples": 4,
-                                                    "seed": None})).json()
+        out = (
+            await client.post("/generate", json={"user_id": "alice", "num_samples": 4, "seed": None})
+        ).json()
     assert len(set(out["seeds"])) == 4 and fake.calls[0]["seeds"] == out["seeds"]
 
 

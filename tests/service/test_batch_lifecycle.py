@@ -158,8 +158,9 @@ async def test_a_failing_step_fails_only_its_requests_and_the_worker_lives_on(ma
     assert fake.sizes == [2, 1, 1, 1]
     for r in bad:
         assert r.status_code == 500
-        assert r.json() == {"error": "batch_failed", "message": "internal server error; the server log has "
-                                                                "the details"}
+        assert r.json() == {
+            "error": "batch_failed", "message": "internal server error; the server log has the details"
+        }
     assert good.status_code == 200
     assert app.state.service.metrics.batch_failures._value.get() == 1
 

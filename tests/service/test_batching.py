@@ -69,8 +69,9 @@ async def test_free_slots_go_round_robin_so_a_big_request_cannot_starve_a_small_
     async with serve(app) as client:
         fake.delay_s = 0.05
         fake.gate.clear()
-        big = asyncio.create_task(client.post("/generate", json=body(100, num_samples=6,
-                                                                     num_inference_steps=4)))
+        big = asyncio.create_task(
+            client.post("/generate", json=body(100, num_samples=6, num_inference_steps=4))
+        )
         await wait_until(fake.entered.is_set)
         small = asyncio.create_task(client.post("/generate", json=body(7, num_inference_steps=2)))
         await wait_until(lambda: worker.depth == 5)

@@ -40,14 +40,18 @@ async def test_info_lists_conditions_and_identity_only_pipelines_list_none(make_
 
 async def test_given_conditions_steer_and_omitted_ones_are_drawn_per_user(make_app, cond_pipe):
     async with serve(make_app(pipeline=cond_pipe)) as client:
-        given = (await client.post("/generate", json={"user_id": "alice", "seed": 5, "num_samples": 2,
-                                                      "speed_mps": 0.9, "aspect_deg": 40, **COMMON})).json()
-        faster = (await client.post("/generate", json={"user_id": "alice", "seed": 5, "speed_mps": 1.8,
-                                                       "aspect_deg": 40, **COMMON})).json()
-        drawn = (await client.post("/generate", json={"user_id": "bob", "seed": 10, "num_samples": 4,
-                                                      "aspect_deg": 0, **COMMON})).json()
-        again = (await client.post("/generate", json={"user_id": "bob", "seed": 12, "aspect_deg": 0,
-                                                      **COMMON})).json()
+        given = (await client.post("/generate", json={
+            "user_id": "alice", "seed": 5, "num_samples": 2, "speed_mps": 0.9, "aspect_deg": 40, **COMMON
+        })).json()
+        faster = (await client.post("/generate", json={
+            "user_id": "alice", "seed": 5, "speed_mps": 1.8, "aspect_deg": 40, **COMMON
+        })).json()
+        drawn = (await client.post("/generate", json={
+            "user_id": "bob", "seed": 10, "num_samples": 4, "aspect_deg": 0, **COMMON
+        })).json()
+        again = (await client.post("/generate", json={
+            "user_id": "bob", "seed": 12, "aspect_deg": 0, **COMMON
+        })).json()
     assert [it["conditions"] for it in given["items"]] == [{"speed_mps": 0.9, "aspect_deg": 40.0}] * 2
     assert not np.array_equal(npy(given["items"][0]), npy(faster["items"][0]))  # speed reaches the model
     speeds = [it["conditions"]["speed_mps"] for it in drawn["items"]]
@@ -96,14 +100,17 @@ async def test_condition_guidance_is_a_request_field_with_a_pipeline_default(mak
     assert info["defaults"]["condition_guidance_scale"] is None  # this pipeline records none: plain guidance
     assert info["defaults"]["identity_guidance_scale"] is None
     assert r["condition_guidance_scale"] == 1.0 and p["condition_guidance_scale"] is None
-    assert np.allclose(npy(r["items"][0]), want, atol=0.05) and np.allclose(npy(p["items"][0]), plain,
-                                                                            atol=0.05)
+    assert (
+        np.allclose(npy(r["items"][0]), want, atol=0.05) and np.allclose(npy(p["items"][0]), plain, atol=0.05)
+    )
     assert not np.allclose(want, plain, atol=0.05)
     # the pipeline's defaults (dopplergen.json) apply to a request that names a condition: composed with
     # identity_guidance_scale and condition_guidance_scale; a request that names none is plain guidance_scale
     pipe = copy.copy(cond_pipe)
-    pipe.meta = {**cond_pipe.meta, "guidance_scale": 2.0, "identity_guidance_scale": 3.0,
-                 "condition_guidance_scale": 1.0}
+    pipe.meta = {
+        **cond_pipe.meta, "guidance_scale": 2.0, "identity_guidance_scale": 3.0,
+        "condition_guidance_scale": 1.0,
+    }
     named = {k: v for k, v in body.items() if k != "guidance_scale"}
     drawn = {k: v for k, v in named.items() if k not in ("speed_mps", "aspect_deg")}
     async with serve(make_app(pipeline=pipe)) as client:
@@ -119,6 +126,7 @@ async def test_condition_guidance_is_a_request_field_with_a_pipeline_default(mak
     plain_drawn = sample(cond_pipe, [0], [3], num_inference_steps=2, guidance_scale=2.0, conditions=drew)
     assert np.allclose(npy(e["items"][0]), plain_drawn[0].numpy(), atol=0.05)
     async with serve(make_app()) as client:  # identity-only pipelines take no condition guidance
-        r = await client.post("/generate", json={"user_id": "alice", "condition_guidance_scale": 1.0,
-                                                 **COMMON})
+        r = await client.post(
+            "/generate", json={"user_id": "alice", "condition_guidance_scale": 1.0, **COMMON}
+        )
     assert r.status_code == 422 and r.json()["details"][0]["field"] == "condition_guidance_scale"

@@ -38,16 +38,18 @@ def npy(item: dict) -> np.ndarray:
 async def alice_in_company(client, rec: RecordingStepper, common: dict) -> dict[str, np.ndarray]:
     """alice/1234 alone, in a burst of four, inside a 3-sample request, and joining a longer request
     mid-way."""
-    out = {"alone": npy((await client.post("/generate", json={"user_id": "alice", "seed": 1234,
-                                                              **common})).json()
-                        ["items"][0])}
+    out = {"alone": npy(
+        (await client.post("/generate", json={"user_id": "alice", "seed": 1234, **common})).json()["items"][0]
+    )}
     mixed = [("bob", 5), ("alice", 1234), ("carol", 7), ("alice", 9)]
-    burst = await asyncio.gather(*[client.post("/generate", json={"user_id": u, "seed": s, **common}) for u,
-                                   s in mixed])
+    burst = await asyncio.gather(
+        *[client.post("/generate", json={"user_id": u, "seed": s, **common}) for u, s in mixed]
+    )
     out["burst"] = npy(burst[1].json()["items"][0])
     out["other_seed"] = npy(burst[3].json()["items"][0])
-    multi = (await client.post("/generate", json={"user_id": "alice", "seed": 1233, "num_samples": 3,
-                                                  **common})).json()
+    multi = (
+        await client.post("/generate", json={"user_id": "alice", "seed": 1233, "num_samples": 3, **common})
+    ).json()
     out["multi"] = npy(multi["items"][1])
     long = asyncio.create_task(client.post("/generate", json={
         "user_id": "bob", "seed": 3, "num_samples": 2, **common, "num_inference_steps": 12,
@@ -55,9 +57,9 @@ async def alice_in_company(client, rec: RecordingStepper, common: dict) -> dict[
     before = len(rec.sizes)
     while len(rec.sizes) < before + 2:  # the long request is two steps in
         await asyncio.sleep(0.002)
-    out["joined_mid_way"] = npy((await client.post("/generate", json={"user_id": "alice", "seed": 1234,
-                                                                      **common})
-                                 ).json()["items"][0])
+    out["joined_mid_way"] = npy(
+        (await client.post("/generate", json={"user_id": "alice", "seed": 1234, **common})).json()["items"][0]
+    )
     assert (await long).status_code == 200
     return out
 
@@ -75,8 +77,9 @@ async def test_fixed_slots_give_the_same_bits_whatever_shares_the_device(make_ap
     for case in ("burst", "multi", "joined_mid_way"):
         assert np.array_equal(got["alone"], got[case]), case
     # ... and identical to calling the one sampler in-process at the same padded shape.
-    direct = sample(tiny_pipe, [0], [1234], num_inference_steps=3, guidance_scale=3.0, sampler=scheduler,
-                    pad_to=4)
+    direct = sample(
+        tiny_pipe, [0], [1234], num_inference_steps=3, guidance_scale=3.0, sampler=scheduler, pad_to=4
+    )
     assert np.array_equal(got["alone"], direct[0].numpy())
     assert not np.array_equal(got["alone"], got["other_seed"])  # another seed, another sample
 

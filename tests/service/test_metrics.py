@@ -59,8 +59,9 @@ async def test_metrics_parse_and_counters_move(make_app, fake):
     assert value(after, "dopplergen_requests_total", route="/metrics", status="200") == 1
     assert value(after, "dopplergen_samples_generated_total") == 3
     # step-level batching: 20 steps (the default) of the request's 3 rows
-    assert value(after, "dopplergen_batch_size_count") == 20 and value(after,
-                                                                       "dopplergen_batch_size_sum") == 60
+    assert (
+        value(after, "dopplergen_batch_size_count") == 20 and value(after, "dopplergen_batch_size_sum") == 60
+    )
     assert value(after, "dopplergen_step_seconds_count") == 20
     assert value(after, "dopplergen_rows_joined_total") == 3
     assert value(after, "dopplergen_rows_left_total", reason="finished") == 3

@@ -48,11 +48,12 @@ async def test_the_key_is_checked_before_the_body_is_read(make_app, fake):
         sent.append(message)
 
     async with serve(app):
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": "/generate", "raw_path": b"/generate", "query_string": b"",
-                 "root_path": "", "headers": [(b"content-type", b"application/json"), (b"host",
-                                                                                       b"testserver")],
-                 "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+            "scheme": "http", "path": "/generate", "raw_path": b"/generate", "query_string": b"",
+            "root_path": "", "headers": [(b"content-type", b"application/json"), (b"host", b"testserver")],
+            "client": ("127.0.0.1", 1), "server": ("testserver", 80),
+        }
         await app(scope, receive, send)
     assert sent[0]["status"] == 401 and pulled == []
     rejected = app.state.service.metrics.rejections.labels(reason="unauthorized")._value.get()
@@ -63,8 +64,9 @@ def declared_routes() -> list[APIRoute]:
     """Every APIRoute of the service's routers, read from the routers themselves (not the app's routing)."""
     from service import routes
 
-    routers = [getattr(routes, name).router for name in dir(routes) if hasattr(getattr(routes, name),
-                                                                               "router")]
+    routers = [
+        getattr(routes, name).router for name in dir(routes) if hasattr(getattr(routes, name), "router")
+    ]
     return [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
 
 
@@ -110,8 +112,9 @@ async def test_an_unhandled_error_answers_the_generic_500(make_app, fake, caplog
 
 
 async def test_metadata_with_newlines_cannot_break_response_headers(make_app, fake, tiny_pipe):
-    evil = dataclasses.replace(tiny_pipe, meta={**tiny_pipe.meta, "name": "evil\r\nX-Injected: 1",
-                                                "version": "1\n2"})
+    evil = dataclasses.replace(
+        tiny_pipe, meta={**tiny_pipe.meta, "name": "evil\r\nX-Injected: 1", "version": "1\n2"}
+    )
     async with serve(make_app(fake, pipeline=evil)) as client:
         r = await client.post("/generate", json={"user_id": "alice", "seed": 1},
                               headers={"Accept": "image/png"})

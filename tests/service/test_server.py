@@ -70,8 +70,9 @@ def test_a_client_that_hangs_up_has_its_queued_work_dropped(server):
     started = metric(base, "dopplergen_queue_wait_seconds_count")
     result = {}
     blocker = threading.Thread(
-        target=lambda: result.setdefault("r", httpx.post(f"{base}/generate", json={**LONG, "num_samples": 2},
-                                                         timeout=60))
+        target=lambda: result.setdefault(
+            "r", httpx.post(f"{base}/generate", json={**LONG, "num_samples": 2}, timeout=60)
+        )
     )
     blocker.start()
     wait_for(lambda: metric(base, "dopplergen_queue_wait_seconds_count") >= started + 2, 30,

@@ -40,10 +40,11 @@ def test_environment_variables_are_read(monkeypatch):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"max_batch_size": 0}, {"max_wait_ms": -1}, {"max_queue": 0}, {"request_timeout_s": 0},
-     {"device": "tpu"},
-     {"dtype": "fp8"}, {"batch_padding": "some"}, {"port": 70000}, {"max_samples_per_request": 300,
-                                                                    "max_queue": 200}],
+    [
+        {"max_batch_size": 0}, {"max_wait_ms": -1}, {"max_queue": 0}, {"request_timeout_s": 0},
+        {"device": "tpu"}, {"dtype": "fp8"}, {"batch_padding": "some"}, {"port": 70000},
+        {"max_samples_per_request": 300, "max_queue": 200},
+    ],
 )
 def test_bad_knobs_fail_at_construction(bad):
     with pytest.raises(ValidationError):
@@ -58,12 +59,14 @@ def test_fp16_on_the_cpu_is_refused():
 def test_flags_override_environment(monkeypatch):
     monkeypatch.setenv("DOPPLERGEN_PORT", "9000")
     monkeypatch.setenv("DOPPLERGEN_MAX_WAIT_MS", "20")
-    argv = ["serve", "--port", "9100", "--pipeline", "/x/p", "--max-batch-size", "8", "--batch-padding",
-            "none",
-            "--no-warmup"]
+    argv = [
+        "serve", "--port", "9100", "--pipeline", "/x/p", "--max-batch-size", "8", "--batch-padding", "none",
+        "--no-warmup",
+    ]
     s = settings_from_args(build_parser(argv).parse_args(argv))
-    assert (s.port, str(s.pipeline), s.max_batch_size, s.batch_padding, s.warmup) == (9100, "/x/p", 8, "none",
-                                                                                      False)
+    assert (s.port, str(s.pipeline), s.max_batch_size, s.batch_padding, s.warmup) == (
+        9100, "/x/p", 8, "none", False
+    )
     assert s.max_wait_ms == 20  # not given as a flag: the environment wins over the default
 
 

@@ -20,9 +20,10 @@ pytestmark = pytest.mark.anyio
 def vq_pipe(request, tmp_path_factory) -> DopplerPipeline:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("svc") / request.param
-    build_untrained_pipeline("tiny", ["alice", "bob", "carol"], route=request.param, num_inference_steps=4,
-                             scheduler="vq-diffusion" if request.param == "vq-diffusion" else "dpmsolver++"
-                             ).save(path)
+    build_untrained_pipeline(
+        "tiny", ["alice", "bob", "carol"], route=request.param, num_inference_steps=4,
+        scheduler="vq-diffusion" if request.param == "vq-diffusion" else "dpmsolver++",
+    ).save(path)
     return DopplerPipeline.load(path)
 
 
