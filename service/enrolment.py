@@ -1,124 +1,104 @@
 """Enrolment on the service: POST /users becomes a job on the step worker; enrolled users live in a users
 folder.
 
+- **One enrolment per user_id.** POST /users reserves the name on the event loop before it reads the upload
+  (`reserve`), so a second POST for it gets 409 until the first is released (a bad upload, a full queue), the
+  person is deleted, or the enrolment fails and is deleted.
 - **The job.** models.enrolment learns the person's user row (UNet and VAE frozen), one Adam step per worker
-  chunk, so generation keeps running between the steps. The last chunk saves the row, then appends it to the
-  served user encoder; every other row stays bit for bit, so nobody else's samples change.
-- **The users folder** (DOPPLERGEN_USERS_DIR): `<user>.safetensors` (the row, and on a pipeline with a texture
-  bank the person's reconstructions and residuals, which join the bank: models/texture.py) and `<user>.json`
-  (provenance), the JSON written last by rename, so a crash leaves no half-enrolled user; a restart appends
-  them again in enrolment order. Without a folder, enrolled users last until the server stops.
-- **Deleting** runs on the device thread between steps, with the event loop holding still: rows that already
-  started keep their own conditioning; queued rows of later users get their new index; queued rows of the
-  deleted user fail.
+  chunk, so generation keeps running between the steps. The last chunk saves the entry uncommitted, then on
+  the event loop, unless a DELETE came first, commits it (one rename), appends the row to the served user
+  encoder and turns the status ready, all at once; every other row stays bit for bit, so nobody else's
+  samples change. A cancelled or failed job removes what it saved: nothing is served or on disk.
+- **The users folder** (DOPPLERGEN_USERS_DIR, service/users_folder.py): `<user>.safetensors` (the row, and on
+  a pipeline with a texture bank the person's reconstructions and residuals, which join the bank:
+  models/texture.py) and `<user>.json` (provenance, the commit); a restart appends them again in enrolment
+  order and skips a damaged entry (`skipped`, listed by GET /readyz). Without a folder, enrolled users last
+  until the server stops.
+- **Deleting** a served person runs on the device thread between steps (the files first), then on the event
+  loop the row leaves the encoder and the entry leaves `entries` together: rows that already started keep
+  their own conditioning; queued rows of later users get their new index; queued rows of the deleted user
+  fail. The user stays ready (and its name taken) until then; a second DELETE waits for the same deletion.
+  Deleting a person still enrolling cancels the job at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from models.enrolment import EnrolConfig, Enrolment
 from models.texture import TextureBank, reconstructions
+from models.user_encoder import UserEncoder
 from service.engine import Engine
 from service.rows import UserGone
+from service.users_folder import Skipped, UsersFolder
 from service.worker import StepWorker
 
 log = logging.getLogger("dopplergen.enrolment")
 
 
-class UsersFolder:
-    """Enrolled users on disk: `<user>.safetensors` holds "rows" (1, T*D) [and "texture_means",
-    "texture_residuals" (k, C, H, W) fp16]; `<user>.json` (written last) commits it."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        if path is not None:
-            path.mkdir(parents=True, exist_ok=True)
-
-    def load(self) -> list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]]:
-        """Every complete entry (its tensors by name), oldest enrolment first (the order their rows are
-        appended in)."""
-        if self.path is None:
-            return []
-        out = []
-        for meta_file in self.path.glob("*.json"):
-            user = meta_file.stem
-            try:
-                info = json.loads(meta_file.read_text())
-                tensors = load_file(str(self.path / f"{user}.safetensors"))
-                tensors["rows"]  # noqa: B018 (a KeyError names a file without its row)
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning("skipping enrolled user %s in %s: %s", user, self.path, exc)
-                continue
-            out.append((user, tensors, info))
-        return sorted(out, key=lambda e: (e[2].get("enrolled_at_ns", 0), e[0]))
-
-    def save(self, user: str, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
-        if self.path is None:
-            return
-        flat = {k: v.contiguous() for k, v in tensors.items()}
-        for name, write in ((f"{user}.safetensors", lambda p: save_file(flat, str(p))),
-                            (f"{user}.json", lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))):
-            tmp = self.path / f".{name}.tmp-{os.getpid()}"
-            write(tmp)
-            tmp.replace(self.path / name)
-
-    def delete(self, user: str) -> None:
-        if self.path is None:
-            return
-        (self.path / f"{user}.json").unlink(missing_ok=True)  # uncommitted first
-        (self.path / f"{user}.safetensors").unlink(missing_ok=True)
-
-
-@dataclass
+@dataclass(eq=False)
 class Entry:
     status: str  # enrolling | ready | failed
     progress: float = 0.0
     error: str | None = None
-    future: asyncio.Future | None = None
-    served: bool = False  # its row is in the served encoder (and the users folder)
+    future: asyncio.Future | None = None  # the enrolment job, once queued
+    served: bool = False  # its row is in the served encoder and its entry committed in the users folder
     cancelled: bool = False  # DELETE came first: the job must not serve it
+    deleting: asyncio.Future | None = None  # the deletion job of a served entry
 
 
 class Enroller:
-    """The service's enrolled users: their state, their jobs on the step worker and the users folder."""
+    """The service's enrolled users: their state, their jobs on the step worker and the users folder.
+
+    `entries` changes only on the event loop, together with the served encoder, so GET /users, GET
+    /users/{id}, the served pipeline and the users folder agree at every await."""
 
     def __init__(self, engine: Engine, worker: StepWorker, users_dir: Path | None,
                  steps: int | None = None) -> None:
         self.engine, self.worker, self.folder = engine, worker, UsersFolder(users_dir)
         self.cfg = EnrolConfig(**({"steps": steps} if steps else {}))
         self.entries: dict[str, Entry] = {}
-        self._lock = threading.Lock()  # a job's last chunk (save + serve) against DELETE's cancellation
+        self.skipped: list[Skipped] = []  # damaged users-folder entries left out at start-up
 
     # ---- the device thread ---------------------------------------------------------------------------------
     def restore(self) -> None:
-        """At start-up, after loading: append the users folder's people to the served encoder."""
+        """At start-up, after loading: append the users folder's people to the served encoder, skipping a
+        damaged entry."""
         pipe = self.engine.pipe
-        for user, tensors, _ in self.folder.load():
+        entries, self.skipped = self.folder.load(row_width=pipe.user_encoder.embedding.weight.shape[1])
+        for user, tensors, _ in entries:
             if user in pipe.users:
-                log.warning("enrolled user %s is also in the pipeline; the pipeline's is served", user)
+                self.skipped.append(Skipped(user, f"{user}.json", "a trained user of the pipeline has this "
+                                                                  "name; the pipeline's is served"))
                 continue
-            pipe.user_encoder = pipe.user_encoder.with_users([user], tensors["rows"])
-            self._add_texture(user, tensors)
+            try:
+                encoder = pipe.user_encoder.with_users([user], tensors["rows"])
+                pipe.texture = self._with_texture(pipe.texture, user, tensors)
+            except Exception as exc:  # e.g. texture tensors that do not fit the bank
+                self.skipped.append(Skipped(user, f"{user}.safetensors",
+                                            f"does not fit the pipeline ({type(exc).__name__})"))
+                continue
+            pipe.user_encoder = encoder
             self.entries[user] = Entry("ready", 1.0, served=True)
+        for s in self.skipped:
+            log.warning("skipping enrolled user %s: %s in %s: %s", s.user_id, s.file, self.folder.path,
+                        s.reason)
         if self.entries:
             log.info("restored %d enrolled users from %s", len(self.entries), self.folder.path)
 
-    def _enrol_steps(self, user: str, x_db: np.ndarray, files: list[dict]) -> Iterator[None]:
-        t0, pipe, entry = time.perf_counter(), self.engine.pipe, self.entries[user]
+    def _enrol_steps(self, user: str, entry: Entry, x_db: np.ndarray, files: list[dict],
+                     loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+        t0, pipe = time.perf_counter(), self.engine.pipe
         # enrolled people (here or on disk) never seed the prior; the set-up runs in pieces of one stage-1
         # encode or one candidate row each, so that denoising steps run between them
         job = Enrolment(pipe, x_db, [0] * len(x_db), 1, self.cfg, exclude=set(self.entries) - {user},
@@ -139,48 +119,58 @@ class Enroller:
         info = dict(user_id=user, files=files, k=len(files), steps=self.cfg.steps, lr=self.cfg.lr,
                     batch_size=self.cfg.batch_size, seed=self.cfg.seed, final_loss=job.final_loss(),
                     seconds=round(time.perf_counter() - t0, 2), enrolled_at_ns=time.time_ns())
-        with self._lock:
-            if entry.cancelled:
-                return None
-            # persisted before it is served: a served user survives a restart
-            self.folder.save(user, tensors, info)
-            # appending moves no existing index
-            pipe.user_encoder = pipe.user_encoder.with_users([user], rows)
-            self._add_texture(user, tensors)
-            entry.served = True
-        return info
+        # appending moves no existing index; only jobs change the encoder and they run one at a time here
+        encoder = pipe.user_encoder.with_users([user], rows)
+        texture = self._with_texture(pipe.texture, user, tensors)
+        served = False
+        self.skipped = [s for s in self.skipped if s.user_id != user]  # a damaged entry of that name goes
+        try:
+            self.folder.save(user, tensors, info)  # persisted before it is served: it survives a restart
+            served = _on_loop(loop, partial(self._serve, user, entry, encoder, texture))
+        finally:
+            if not served:  # cancelled, or failed: nothing stays on disk
+                self.folder.discard(user)
+        return info if served else None
 
-    def _add_texture(self, user: str, tensors: dict[str, torch.Tensor]) -> None:
-        """On the device thread: the person's reconstructions and residuals join the served pipeline's
-        bank."""
-        pipe = self.engine.pipe
-        if pipe.texture is None or "texture_residuals" not in tensors:
-            return
+    def _with_texture(self, bank: TextureBank | None, user: str,
+                      tensors: dict[str, torch.Tensor]) -> TextureBank | None:
+        """`bank` with the person's reconstructions and residuals joined (`bank` itself when there are none
+        or they do not fit)."""
+        if bank is None or "texture_residuals" not in tensors:
+            return bank
         mine = TextureBank.from_pairs(tensors["texture_means"].float(), tensors["texture_residuals"].float(),
-                                      [user] * len(tensors["texture_residuals"]),
-                                      pipe.texture.config.dyn_range_db,
+                                      [user] * len(tensors["texture_residuals"]), bank.config.dyn_range_db,
                                       per_user=len(tensors["texture_residuals"]))
-        if mine.residuals.shape[1:] == pipe.texture.residuals.shape[1:]:
-            pipe.texture = pipe.texture.merged(mine)
+        return bank.merged(mine) if mine.residuals.shape[1:] == bank.residuals.shape[1:] else bank
 
-    def _delete_steps(self, user: str, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    def _delete_steps(self, user: str, entry: Entry, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
         yield  # the work is the second chunk: after every chunk of the jobs queued before this one
         pipe = self.engine.pipe
-        if user in pipe.users:  # (a cancelled enrolment may have got as far as serving its user)
-            gone = pipe.user_encoder.index_of(user)
-            smaller = pipe.user_encoder.without_users([user])
+        self.folder.delete(user)  # first: from here a restart no longer serves them
+        gone = pipe.user_encoder.index_of(user)
+        smaller = pipe.user_encoder.without_users([user])
+        texture = pipe.texture.without([user]) if pipe.texture is not None else None
 
-            def swap() -> None:  # on the event loop: no route is between reading an index and submitting it
-                pipe.user_encoder = smaller
-                if pipe.texture is not None:
-                    pipe.texture = pipe.texture.without([user])
-                self.worker.remap_users(lambda i: None if i == gone else (i - 1 if i > gone else i),
-                                        UserGone(f"user {user!r} was deleted while the request was queued"))
+        def swap() -> None:  # on the event loop: no route is between reading an index and submitting it
+            pipe.user_encoder, pipe.texture = smaller, texture
+            if self.entries.get(user) is entry:
+                del self.entries[user]
+            self.worker.remap_users(lambda i: None if i == gone else (i - 1 if i > gone else i),
+                                    UserGone(f"user {user!r} was deleted while the request was queued"))
 
-            asyncio.run_coroutine_threadsafe(_call(swap), loop).result(timeout=60)
-        self.folder.delete(user)
+        _on_loop(loop, swap)
 
     # ---- the event loop ------------------------------------------------------------------------------------
+    def _serve(self, user: str, entry: Entry, encoder: UserEncoder, texture: TextureBank | None) -> bool:
+        """The job's end, unless a DELETE came first: commit the entry, serve the row, turn ready."""
+        if entry.cancelled or self.entries.get(user) is not entry:
+            return False
+        self.folder.commit(user)
+        pipe = self.engine.pipe
+        pipe.user_encoder, pipe.texture = encoder, texture
+        entry.status, entry.progress, entry.served = "ready", 1.0, True
+        return True
+
     def status(self, user: str) -> dict[str, Any] | None:
         entry = self.entries.get(user)
         if entry is not None:
@@ -196,47 +186,67 @@ class Enroller:
         return user in self.entries and self.entries[user].served
 
     def enrolled(self) -> list[str]:
-        return [u for u, e in self.entries.items() if e.status == "ready"]
+        return [u for u, e in self.entries.items() if e.served]
 
-    def submit(self, user: str, x_db: np.ndarray, files: list[dict]) -> None:
-        """Queue an enrolment (QueueFull when the worker's job queue is full)."""
-        entry = Entry("enrolling")
-        self.entries[user] = entry
-        try:
-            entry.future = self.worker.submit_job(lambda: self._enrol_steps(user, x_db, files))
-        except Exception:
+    def reserve(self, user: str) -> Entry | None:
+        """Claim `user` for one enrolment, before the upload is read; None when the name is taken (trained,
+        enrolled, enrolling, failed, or being deleted)."""
+        if user in self.entries or user in self.engine.pipe.users:
+            return None
+        entry = self.entries[user] = Entry("enrolling")
+        return entry
+
+    def release(self, user: str, entry: Entry) -> None:
+        """Give back a reservation that never became a job (a bad upload, a full queue); else nothing."""
+        if entry.future is None and self.entries.get(user) is entry:
             del self.entries[user]
-            raise
+
+    def submit(self, user: str, entry: Entry, x_db: np.ndarray, files: list[dict]) -> bool:
+        """Queue the reserved enrolment (QueueFull when the worker's job queue is full); False when a DELETE
+        cancelled it while the upload was read."""
+        if entry.cancelled:
+            return False
+        loop = asyncio.get_running_loop()
+        entry.future = self.worker.submit_job(lambda: self._enrol_steps(user, entry, x_db, files, loop))
 
         def done(fut: asyncio.Future) -> None:
-            if fut.cancelled():
+            if fut.cancelled() or entry.cancelled:
                 return
             if fut.exception() is not None:
                 log.error("enrolment of %s failed: %s", user, fut.exception())
                 entry.status, entry.error = ("failed",
                                              f"{type(fut.exception()).__name__}: {fut.exception()}"[:300])
-            else:
-                entry.status, entry.progress = "ready", 1.0
 
         entry.future.add_done_callback(done)
+        return True
 
     async def delete(self, user: str) -> None:
-        """Cancel (enrolling) or remove (ready) an enrolled user; a failed one is only forgotten."""
-        entry = self.entries.pop(user)
-        with self._lock:
+        """Cancel (enrolling), forget (failed) or remove (ready: waits for the deletion job) an enrolled
+        user."""
+        entry = self.entries[user]
+        if entry.deleting is None and not entry.served:
+            del self.entries[user]
             entry.cancelled = True
-            served = entry.served
-        if entry.future is not None and not entry.future.done():
-            entry.future.cancel()  # the worker closes the job before its next chunk
-        if not served:
+            if entry.future is not None and not entry.future.done():
+                entry.future.cancel()  # the worker closes the job before its next chunk
             return
-        loop = asyncio.get_running_loop()
-        try:
-            await self.worker.submit_job(lambda: self._delete_steps(user, loop))
+        if entry.deleting is None:
+            loop = asyncio.get_running_loop()
+            entry.deleting = self.worker.submit_job(lambda: self._delete_steps(user, entry, loop))
+        deleting = entry.deleting
+        try:  # shielded: a DELETE whose client leaves still deletes
+            await asyncio.shield(deleting)
         except Exception:
-            self.entries.setdefault(user, entry)
+            if entry.deleting is deleting:
+                entry.deleting = None  # the user is still served: a later DELETE tries again
             raise
 
 
-async def _call(fn) -> None:
-    fn()
+def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> Any:
+    """From the device thread: run `fn` on the event loop, between two of its callbacks, and return its
+    result."""
+
+    async def call() -> Any:
+        return fn()
+
+    return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=60)

@@ -22,11 +22,15 @@ async def healthz(service: ServiceDep) -> JSONResponse:
 
 
 @router.get(
-    "/readyz", summary="Readiness: 200 once the model is loaded and warmed up, 503 before and at shutdown"
+    "/readyz", summary="Readiness: 200 once the model is loaded and warmed up, 503 before and at shutdown; "
+                       "lists the users-folder entries skipped as damaged"
 )
 async def readyz(service: ServiceDep) -> JSONResponse:
     status = service.status
-    return JSONResponse({"status": status}, status_code=200 if status == "ready" else 503)
+    body: dict = {"status": status}
+    if service.enroller.skipped:  # file names and our own reasons only: no paths, no exception text
+        body["skipped_users"] = [s.as_dict() for s in service.enroller.skipped]
+    return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
 
 @router.get("/metrics", summary="Prometheus text exposition", response_class=Response)

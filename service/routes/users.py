@@ -30,16 +30,23 @@ def _errors(*codes: int) -> dict:
                      "/users/{user_id}")
 async def enrol(user_id: Annotated[str, Form()], files: Annotated[list[UploadFile], File()],
                 service: ReadyService) -> EnrolAccepted:
-    pipe = service.engine.pipe
     if not is_new_user_id(user_id):
         raise invalid("user_id", USER_ID_RULE)
-    if user_id in pipe.users or user_id in service.enroller.entries:
+    entry = service.enroller.reserve(user_id)  # before any await: a second POST for it gets 409
+    if entry is None:
         raise ApiError(409, "user_exists", f"user_id: {user_id!r} already exists; DELETE /users/{user_id} "
                                            "first")
-    if not MIN_FILES <= len(files) <= MAX_FILES:
-        raise invalid("files", f"send {MIN_FILES} to {MAX_FILES} recordings, got {len(files)}")
-    x_db, hashes = await _read(files, service)
-    service.enroller.submit(user_id, x_db, hashes)  # QueueFull, ShuttingDown: service.errors
+    try:
+        if not MIN_FILES <= len(files) <= MAX_FILES:
+            raise invalid("files", f"send {MIN_FILES} to {MAX_FILES} recordings, got {len(files)}")
+        x_db, hashes = await _read(files, service)
+        # QueueFull, ShuttingDown: service.errors
+        queued = service.enroller.submit(user_id, entry, x_db, hashes)
+    finally:
+        service.enroller.release(user_id, entry)  # nothing once queued
+    if not queued:
+        raise ApiError(409, "user_deleted", f"user_id: DELETE /users/{user_id} cancelled this enrolment "
+                                            "while its files were read; nothing was enrolled")
     return EnrolAccepted(user_id=user_id, status="enrolling")
 
 

@@ -24,3 +24,13 @@ async def test_post_users_refuses_an_id_matching_only_in_part(make_app, tiny_pip
         r = await client.post("/users", data={"user_id": user}, files=_files())
         assert r.status_code == 422 and r.json()["details"][0]["field"] == "user_id", r.text
     assert not (tmp_path / "users").exists() or not list((tmp_path / "users").iterdir())
+
+
+def test_a_users_folder_entry_with_an_invalid_name_is_skipped(tmp_path):
+    """An entry written before IDs were matched in full (`nlx\\n.json`) is skipped with its reason, not
+    served."""
+    from service.users_folder import UsersFolder
+
+    (tmp_path / "nlx\n.json").write_text("{}")
+    entries, skipped = UsersFolder(tmp_path).load(row_width=8)
+    assert entries == [] and [(s.file, s.reason) for s in skipped] == [("nlx\n.json", "not a valid user ID")]
