@@ -41,6 +41,7 @@ from models.user_encoder import UserEncoder
 from service.engine import Engine
 from service.rows import UserGone
 from service.users_folder import Skipped, UsersFolder
+from service.users_sync import THROTTLE_S, Sync, new_token
 from service.worker import StepWorker
 
 log = logging.getLogger("dopplergen.enrolment")
@@ -55,6 +56,8 @@ class Entry:
     served: bool = False  # its row is in the served encoder and its entry committed in the users folder
     cancelled: bool = False  # DELETE came first: the job must not serve it
     deleting: asyncio.Future | None = None  # the deletion job of a served entry
+    token: str | None = None  # the enrolment's, in its status file (service/users_sync.py)
+    written: float = 0.0  # time.monotonic() of its last status-file write
 
 
 class Enroller:
@@ -64,11 +67,12 @@ class Enroller:
     /users/{id}, the served pipeline and the users folder agree at every await."""
 
     def __init__(self, engine: Engine, worker: StepWorker, users_dir: Path | None,
-                 steps: int | None = None) -> None:
+                 steps: int | None = None, scan_s: float = 0.0) -> None:
         self.engine, self.worker, self.folder = engine, worker, UsersFolder(users_dir)
         self.cfg = EnrolConfig(**({"steps": steps} if steps else {}))
         self.entries: dict[str, Entry] = {}
         self.skipped: list[Skipped] = []  # damaged users-folder entries left out at start-up
+        self.sync = Sync(self, scan_s)  # the folder shared with other replicas
 
     # ---- the device thread ---------------------------------------------------------------------------------
     def restore(self) -> None:
@@ -109,6 +113,8 @@ class Enroller:
         while not job.done:
             job.step()
             entry.progress = len(job.losses) / max(1, self.cfg.steps)
+            if time.monotonic() - entry.written >= THROTTLE_S and not self._still_ours(user, entry, loop):
+                return None
             yield
         rows = job.result()
         tensors = {"rows": rows}
@@ -124,6 +130,8 @@ class Enroller:
         texture = self._with_texture(pipe.texture, user, tensors)
         served = False
         self.skipped = [s for s in self.skipped if s.user_id != user]  # a damaged entry of that name goes
+        if not self._still_ours(user, entry, loop):
+            return None
         try:
             self.folder.save(user, tensors, info)  # persisted before it is served: it survives a restart
             served = _on_loop(loop, partial(self._serve, user, entry, encoder, texture))
@@ -131,6 +139,22 @@ class Enroller:
             if not served:  # cancelled, or failed: nothing stays on disk
                 self.folder.discard(user)
         return info if served else None
+
+    def _still_ours(self, user: str, entry: Entry, loop: asyncio.AbstractEventLoop) -> bool:
+        """Write the progress to the status file; False (and the entry dropped) when a DELETE through another
+        replica cancelled the enrolment."""
+        entry.written = time.monotonic()
+        if self.sync.files.write(user, entry.token, "enrolling", entry.progress):
+            return True
+        _on_loop(loop, partial(self._drop, user, entry))
+        return False
+
+    def _drop(self, user: str, entry: Entry) -> None:
+        """On the event loop: forget an enrolment cancelled through another replica."""
+        entry.cancelled = True
+        if self.entries.get(user) is entry:
+            del self.entries[user]
+        self.sync.files.remove(user, entry.token)
 
     def _with_texture(self, bank: TextureBank | None, user: str,
                       tensors: dict[str, torch.Tensor]) -> TextureBank | None:
@@ -143,10 +167,12 @@ class Enroller:
                                       per_user=len(tensors["texture_residuals"]))
         return bank.merged(mine) if mine.residuals.shape[1:] == bank.residuals.shape[1:] else bank
 
-    def _delete_steps(self, user: str, entry: Entry, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    def _delete_steps(self, user: str, entry: Entry, loop: asyncio.AbstractEventLoop,
+                      files: bool = True) -> Iterator[None]:
         yield  # the work is the second chunk: after every chunk of the jobs queued before this one
         pipe = self.engine.pipe
-        self.folder.delete(user)  # first: from here a restart no longer serves them
+        if files:  # not when another replica deleted them (the scan)
+            self.folder.delete(user)  # first: from here a restart no longer serves them
         gone = pipe.user_encoder.index_of(user)
         smaller = pipe.user_encoder.without_users([user])
         texture = pipe.texture.without([user]) if pipe.texture is not None else None
@@ -165,7 +191,11 @@ class Enroller:
         """The job's end, unless a DELETE came first: commit the entry, serve the row, turn ready."""
         if entry.cancelled or self.entries.get(user) is not entry:
             return False
+        if not self.sync.files.ours(user, entry.token):  # deleted through another replica
+            self._drop(user, entry)
+            return False
         self.folder.commit(user)
+        self.sync.files.remove(user, entry.token)
         pipe = self.engine.pipe
         pipe.user_encoder, pipe.texture = encoder, texture
         entry.status, entry.progress, entry.served = "ready", 1.0, True
@@ -178,7 +208,17 @@ class Enroller:
                         enrolled=True)
         if self.engine.pipe is not None and user in self.engine.pipe.users:
             return dict(status="ready", progress=1.0, error=None, enrolled=False)
+        state = self.sync.files.read(user)  # enrolling or failed on another replica
+        if state is not None:
+            return dict(status=state["status"], progress=state["progress"], error=state["error"],
+                        enrolled=True)
         return None
+
+    async def lookup(self, user: str) -> dict[str, Any] | None:
+        """`status`, after adopting a committed entry of the users folder not served here yet."""
+        if user not in self.entries:
+            await self.sync.adopt(user)
+        return self.status(user)
 
     def serves(self, user: str) -> bool:
         """True for a person enrolled through POST /users and now served (models.sampling.resolve samples them
@@ -193,13 +233,17 @@ class Enroller:
         enrolled, enrolling, failed, or being deleted)."""
         if user in self.entries or user in self.engine.pipe.users:
             return None
-        entry = self.entries[user] = Entry("enrolling")
+        token = new_token()
+        if not self.sync.files.claim(user, token):  # enrolling, failed or committed through another replica
+            return None
+        entry = self.entries[user] = Entry("enrolling", token=token, written=time.monotonic())
         return entry
 
     def release(self, user: str, entry: Entry) -> None:
         """Give back a reservation that never became a job (a bad upload, a full queue); else nothing."""
         if entry.future is None and self.entries.get(user) is entry:
             del self.entries[user]
+            self.sync.files.remove(user, entry.token)
 
     def submit(self, user: str, entry: Entry, x_db: np.ndarray, files: list[dict]) -> bool:
         """Queue the reserved enrolment (QueueFull when the worker's job queue is full); False when a DELETE
@@ -216,23 +260,30 @@ class Enroller:
                 log.error("enrolment of %s failed: %s", user, fut.exception())
                 entry.status, entry.error = ("failed",
                                              f"{type(fut.exception()).__name__}: {fut.exception()}"[:300])
+                if not self.sync.files.write(user, entry.token, "failed", entry.progress, entry.error):
+                    self._drop(user, entry)  # deleted through another replica meanwhile
 
         entry.future.add_done_callback(done)
         return True
 
-    async def delete(self, user: str) -> None:
+    async def delete(self, user: str, files: bool = True) -> None:
         """Cancel (enrolling), forget (failed) or remove (ready: waits for the deletion job) an enrolled
-        user."""
-        entry = self.entries[user]
+        user; one enrolling or failed on another replica is cancelled through its status file. `files` False:
+        its files are already gone (deleted through another replica)."""
+        entry = self.entries.get(user)
+        if entry is None:
+            self.sync.files.cancel(user)
+            return
         if entry.deleting is None and not entry.served:
             del self.entries[user]
             entry.cancelled = True
+            self.sync.files.remove(user, entry.token)
             if entry.future is not None and not entry.future.done():
                 entry.future.cancel()  # the worker closes the job before its next chunk
             return
         if entry.deleting is None:
             loop = asyncio.get_running_loop()
-            entry.deleting = self.worker.submit_job(lambda: self._delete_steps(user, entry, loop))
+            entry.deleting = self.worker.submit_job(lambda: self._delete_steps(user, entry, loop, files))
         deleting = entry.deleting
         try:  # shielded: a DELETE whose client leaves still deletes
             await asyncio.shield(deleting)
