@@ -153,7 +153,8 @@ class StatusFiles:
         if self.path is None:
             return
         state = self.read(user)
-        if state is not None and state["token"]:
+        if (state is not None and state["token"] and state["status"] == "enrolling"
+                and time.time_ns() - state["updated_ns"] < STALE_S * 1e9):  # a live enrolment: tell it
             tmp = self.path / f".{user}.cancel.tmp-{os.getpid()}-{uuid.uuid4().hex}"
             tmp.write_text(state["token"])
             os.replace(tmp, self._file(user, ".cancel"))
