@@ -108,6 +108,8 @@ class Enroller:
         job = Enrolment(pipe, x_db, [0] * len(x_db), 1, self.cfg, exclude=set(self.entries) - {user},
                         lazy=True)
         yield
+        if not self._still_ours(user, entry, loop):  # deleted through another replica while queued
+            return None
         for _ in job.preparation():
             yield
         while not job.done:

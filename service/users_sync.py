@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.paths import is_new_user_id
 from service.users_folder import Damaged, Skipped
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class StatusFiles:
     def read(self, user: str) -> dict[str, Any] | None:
         """The status file's content (a file caught while written reads as enrolling), None when there is
         none."""
-        if self.path is None:
+        if self.path is None or not is_new_user_id(user):
             return None
         try:
             raw = self._file(user).read_text()
@@ -150,7 +151,7 @@ class StatusFiles:
     def cancel(self, user: str) -> None:
         """DELETE of a person enrolling (or failed) on another replica: mark the enrolment cancelled, then
         remove its status file."""
-        if self.path is None:
+        if self.path is None or not is_new_user_id(user):
             return
         state = self.read(user)
         if (state is not None and state["token"] and state["status"] == "enrolling"
@@ -193,6 +194,8 @@ class Sync:
         """Serve a committed entry of the folder not served here yet (a worker job); False when there is
         none, or it is damaged."""
         enr = self.enroller
+        if not is_new_user_id(user) or self._known_bad(user):
+            return False
         if (enr.folder.path is None or user in enr.entries or enr.engine.pipe is None
                 or user in enr.engine.pipe.users):
             return user in enr.entries and enr.entries[user].served
@@ -209,6 +212,15 @@ class Sync:
             log.warning("could not adopt %s from %s: %s", user, enr.folder.path, exc)
             return False
         return user in enr.entries and enr.entries[user].served
+
+    def _known_bad(self, user: str) -> bool:
+        """A damaged entry whose JSON has not changed since it was found damaged."""
+        if user not in self._bad:
+            return False
+        try:
+            return (self.enroller.folder.path / f"{user}.json").stat().st_mtime_ns == self._bad[user]
+        except OSError:
+            return True
 
     def _adopt_steps(self, user: str, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
         from service.enrolment import Entry, _on_loop
@@ -273,15 +285,14 @@ class Sync:
         for user, entry in list(enr.entries.items()):
             if entry.status == "enrolling" and entry.token and now - entry.written > HEARTBEAT_S:
                 entry.written = now
-                await loop.run_in_executor(None, self.files.write, user, entry.token, "enrolling",
-                                           entry.progress)
+                if not await loop.run_in_executor(None, self.files.write, user, entry.token, "enrolling",
+                                                  entry.progress):  # cancelled through another replica
+                    enr._drop(user, entry)
+                    if entry.future is not None and not entry.future.done():
+                        entry.future.cancel()
+            elif entry.status == "failed" and entry.token and not self.files.ours(user, entry.token):
+                enr._drop(user, entry)  # deleted through another replica
         for user in sorted(on_disk - set(enr.entries)):
-            if self._bad.get(user) is not None:
-                try:
-                    if (folder / f"{user}.json").stat().st_mtime_ns == self._bad[user]:
-                        continue
-                except OSError:
-                    continue
             await self.adopt(user)
         for user, entry in list(enr.entries.items()):
             if entry.served and entry.deleting is None and user not in on_disk \

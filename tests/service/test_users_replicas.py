@@ -180,3 +180,32 @@ async def test_an_abandoned_status_file_is_taken_over_and_a_fresh_one_is_not(app
         assert (await c.delete("/users/kim")).status_code == 200  # cancels the other replica's enrolment
         assert (await c.get("/users/kim")).status_code == 404
     assert sorted(p.name for p in folder.iterdir()) == ["jo.json", "jo.safetensors", "kim.cancel"]
+
+
+async def test_a_failed_enrolment_shows_on_b_and_a_delete_through_b_clears_it_on_a(app_for, folder,
+                                                                                 monkeypatch):
+    from models.user_encoder import UserEncoder
+
+    with_users = UserEncoder.with_users
+
+    def failing(self, users, rows):
+        if users == ["fay"]:
+            raise RuntimeError("no room for fay")
+        return with_users(self, users, rows)
+
+    monkeypatch.setattr(UserEncoder, "with_users", failing)
+    a, b = app_for(users_scan_s=0.1), app_for()
+    async with serve(a) as ca, serve(b) as cb:
+        assert (await _post(ca, "fay")).status_code == 202
+        assert (await _wait_ready(ca, "fay"))["status"] == "failed"
+        r = (await cb.get("/users/fay")).json()
+        assert r["status"] == "failed" and "no room for fay" in r["error"], r
+        assert (await _post(cb, "fay")).status_code == 409  # failed keeps the name until a DELETE
+        assert (await cb.delete("/users/fay")).status_code == 200
+
+        async def a_forgot():
+            return (await ca.get("/users/fay")).status_code == 404
+
+        await _until(a_forgot)
+        assert (await cb.get("/users/fay")).status_code == 404
+    assert not list(folder.iterdir())
