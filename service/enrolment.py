@@ -26,8 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,23 +40,10 @@ from models.user_encoder import UserEncoder
 from service.engine import Engine
 from service.rows import UserGone
 from service.users_folder import Skipped, UsersFolder
-from service.users_sync import THROTTLE_S, Sync, new_token
+from service.users_sync import THROTTLE_S, Entry, Sync, new_token, on_loop
 from service.worker import StepWorker
 
 log = logging.getLogger("dopplergen.enrolment")
-
-
-@dataclass(eq=False)
-class Entry:
-    status: str  # enrolling | ready | failed
-    progress: float = 0.0
-    error: str | None = None
-    future: asyncio.Future | None = None  # the enrolment job, once queued
-    served: bool = False  # its row is in the served encoder and its entry committed in the users folder
-    cancelled: bool = False  # DELETE came first: the job must not serve it
-    deleting: asyncio.Future | None = None  # the deletion job of a served entry
-    token: str | None = None  # the enrolment's, in its status file (service/users_sync.py)
-    written: float = 0.0  # time.monotonic() of its last status-file write
 
 
 class Enroller:
@@ -136,7 +122,7 @@ class Enroller:
             return None
         try:
             self.folder.save(user, tensors, info)  # persisted before it is served: it survives a restart
-            served = _on_loop(loop, partial(self._serve, user, entry, encoder, texture))
+            served = on_loop(loop, partial(self._serve, user, entry, encoder, texture))
         finally:
             if not served:  # cancelled, or failed: nothing stays on disk
                 self.folder.discard(user)
@@ -148,7 +134,7 @@ class Enroller:
         entry.written = time.monotonic()
         if self.sync.files.write(user, entry.token, "enrolling", entry.progress):
             return True
-        _on_loop(loop, partial(self._drop, user, entry))
+        on_loop(loop, partial(self._drop, user, entry))
         return False
 
     def _drop(self, user: str, entry: Entry) -> None:
@@ -186,7 +172,7 @@ class Enroller:
             self.worker.remap_users(lambda i: None if i == gone else (i - 1 if i > gone else i),
                                     UserGone(f"user {user!r} was deleted while the request was queued"))
 
-        _on_loop(loop, swap)
+        on_loop(loop, swap)
 
     # ---- the event loop ------------------------------------------------------------------------------------
     def _serve(self, user: str, entry: Entry, encoder: UserEncoder, texture: TextureBank | None) -> bool:
@@ -236,7 +222,8 @@ class Enroller:
         if user in self.entries or user in self.engine.pipe.users:
             return None
         token = new_token()
-        if not self.sync.files.claim(user, token):  # enrolling, failed or committed through another replica
+        damaged = any(s.user_id == user for s in self.skipped) or user in self.sync._bad
+        if not self.sync.files.claim(user, token, damaged):  # enrolling, failed or committed elsewhere
             return None
         entry = self.entries[user] = Entry("enrolling", token=token, written=time.monotonic())
         return entry
@@ -293,13 +280,3 @@ class Enroller:
             if entry.deleting is deleting:
                 entry.deleting = None  # the user is still served: a later DELETE tries again
             raise
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> Any:
-    """From the device thread: run `fn` on the event loop, between two of its callbacks, and return its
-    result."""
-
-    async def call() -> Any:
-        return fn()
-
-    return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=60)

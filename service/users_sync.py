@@ -26,15 +26,13 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from models.paths import is_new_user_id
 from service.users_folder import Damaged, Skipped
-
-if TYPE_CHECKING:
-    from service.enrolment import Enroller
 
 log = logging.getLogger("dopplergen.enrolment")
 STALE_S = 600.0  # an "enrolling" status file not updated for this long was left by a replica that died
@@ -52,13 +50,13 @@ class StatusFiles:
     def _file(self, user: str, ext: str = ".status") -> Path:
         return self.path / f"{user}{ext}"
 
-    def claim(self, user: str, token: str) -> bool:
+    def claim(self, user: str, token: str, damaged: bool = False) -> bool:
         """Take `user` for one enrolment here; False when another replica enrols it, failed it, or committed
-        it."""
+        it (`damaged`: its committed entry is damaged, and the enrolment replaces it)."""
         if self.path is None:
             return True
         for _ in range(2):
-            if self._file(user, ".json").exists():
+            if not damaged and self._file(user, ".json").exists():
                 return False
             try:
                 fd = os.open(self._file(user), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -69,7 +67,7 @@ class StatusFiles:
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(_body("enrolling", 0.0, None, token)))
             self._file(user, ".cancel").unlink(missing_ok=True)  # a marker for an earlier enrolment
-            if self._file(user, ".json").exists():  # committed between the check and the claim
+            if not damaged and self._file(user, ".json").exists():  # committed between check and claim
                 self._file(user).unlink(missing_ok=True)
                 return False
             return True
@@ -174,6 +172,19 @@ def _body(status: str, progress: float, error: str | None, token: str | None,
                 updated_ns=updated_ns if updated_ns is not None else time.time_ns(), token=token)
 
 
+@dataclass(eq=False)
+class Entry:
+    status: str  # enrolling | ready | failed
+    progress: float = 0.0
+    error: str | None = None
+    future: asyncio.Future | None = None  # the enrolment job, once queued
+    served: bool = False  # its row is in the served encoder and its entry committed in the users folder
+    cancelled: bool = False  # DELETE came first: the job must not serve it
+    deleting: asyncio.Future | None = None  # the deletion job of a served entry
+    token: str | None = None  # the enrolment's, in its status file (service/users_sync.py)
+    written: float = 0.0  # time.monotonic() of its last status-file write
+
+
 def new_token() -> str:
     return uuid.uuid4().hex
 
@@ -182,7 +193,7 @@ class Sync:
     """The enroller's side of sharing a users folder: adopting committed entries, dropping deleted ones, the
     scan."""
 
-    def __init__(self, enroller: Enroller, scan_s: float) -> None:
+    def __init__(self, enroller: Any, scan_s: float) -> None:  # service.enrolment.Enroller
         self.enroller, self.scan_s = enroller, scan_s
         self.files = StatusFiles(enroller.folder.path)
         self._adopting: dict[str, asyncio.Future] = {}
@@ -223,8 +234,6 @@ class Sync:
             return True
 
     def _adopt_steps(self, user: str, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
-        from service.enrolment import Entry, _on_loop
-
         yield
         enr, pipe = self.enroller, self.enroller.engine.pipe
         meta = enr.folder.path / f"{user}.json"
@@ -251,7 +260,7 @@ class Sync:
             enr.entries[user] = Entry("ready", 1.0, served=True)
             log.info("adopted enrolled user %s from %s", user, enr.folder.path)
 
-        _on_loop(loop, swap)
+        on_loop(loop, swap)
 
     # ---- the scan ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -299,3 +308,13 @@ class Sync:
                     and not (folder / f"{user}.json").exists():  # checked again: it may be committed just now
                 log.info("enrolled user %s was deleted from %s by another replica", user, folder)
                 await enr.delete(user, files=False)
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> Any:
+    """From the device thread: run `fn` on the event loop, between two of its callbacks, and return its
+    result."""
+
+    async def call() -> Any:
+        return fn()
+
+    return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=60)
