@@ -19,6 +19,8 @@ folder.
   their own conditioning; queued rows of later users get their new index; queued rows of the deleted user
   fail. The user stays ready (and its name taken) until then; a second DELETE waits for the same deletion.
   Deleting a person still enrolling cancels the job at once.
+- **Replicas sharing the folder** (service/users_sync.py): the name is claimed with a status file, a person
+  unknown here is looked up in the folder, and a periodic scan adopts and drops people.
 """
 
 from __future__ import annotations
