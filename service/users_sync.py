@@ -244,6 +244,8 @@ class Sync:
         except FileNotFoundError:
             return
         except Damaged as exc:
+            if not meta.exists():
+                return  # deleted meanwhile, not damaged
             self._bad[user] = mtime
             if not any(s.user_id == user for s in enr.skipped):
                 enr.skipped.append(Skipped(user, exc.file, exc.reason))
@@ -293,9 +295,8 @@ class Sync:
         now = time.monotonic()
         for user, entry in list(enr.entries.items()):
             if entry.status == "enrolling" and entry.token and now - entry.written > HEARTBEAT_S:
-                entry.written = now
-                if not await loop.run_in_executor(None, self.files.write, user, entry.token, "enrolling",
-                                                  entry.progress):  # cancelled through another replica
+                entry.written = now  # on the event loop, so never between a commit and its status removal
+                if not self.files.write(user, entry.token, "enrolling", entry.progress):  # cancelled
                     enr._drop(user, entry)
                     if entry.future is not None and not entry.future.done():
                         entry.future.cancel()
