@@ -130,6 +130,15 @@ class Enroller:
                 self.folder.discard(user)
         return info if served else None
 
+    def _tidy(self, user: str, entry: Entry, steps: Iterator[None]) -> Iterator[None]:
+        """`steps`, then, if cancelled, its status file removed (a progress write may have raced the DELETE
+        that removed it)."""
+        try:
+            return (yield from steps)
+        finally:
+            if entry.cancelled:
+                self.sync.files.remove(user, entry.token)
+
     def _still_ours(self, user: str, entry: Entry, loop: asyncio.AbstractEventLoop) -> bool:
         """Write the progress to the status file; False (and the entry dropped) when a DELETE through another
         replica cancelled the enrolment."""
@@ -242,7 +251,8 @@ class Enroller:
         if entry.cancelled:
             return False
         loop = asyncio.get_running_loop()
-        entry.future = self.worker.submit_job(lambda: self._enrol_steps(user, entry, x_db, files, loop))
+        entry.future = self.worker.submit_job(
+            lambda: self._tidy(user, entry, self._enrol_steps(user, entry, x_db, files, loop)))
 
         def done(fut: asyncio.Future) -> None:
             if fut.cancelled() or entry.cancelled:
