@@ -19,6 +19,8 @@ folder.
   their own conditioning; queued rows of later users get their new index; queued rows of the deleted user
   fail. The user stays ready (and its name taken) until then; a second DELETE waits for the same deletion.
   Deleting a person still enrolling cancels the job at once.
+- **Replicas sharing the folder** (service/users_sync.py): the name is claimed with a status file, a person
+  unknown here is looked up in the folder, and a periodic scan adopts and drops people.
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,20 +42,10 @@ from models.user_encoder import UserEncoder
 from service.engine import Engine
 from service.rows import UserGone
 from service.users_folder import Skipped, UsersFolder
+from service.users_sync import THROTTLE_S, Entry, Sync, new_token, on_loop
 from service.worker import StepWorker
 
 log = logging.getLogger("dopplergen.enrolment")
-
-
-@dataclass(eq=False)
-class Entry:
-    status: str  # enrolling | ready | failed
-    progress: float = 0.0
-    error: str | None = None
-    future: asyncio.Future | None = None  # the enrolment job, once queued
-    served: bool = False  # its row is in the served encoder and its entry committed in the users folder
-    cancelled: bool = False  # DELETE came first: the job must not serve it
-    deleting: asyncio.Future | None = None  # the deletion job of a served entry
 
 
 class Enroller:
@@ -64,11 +55,12 @@ class Enroller:
     /users/{id}, the served pipeline and the users folder agree at every await."""
 
     def __init__(self, engine: Engine, worker: StepWorker, users_dir: Path | None,
-                 steps: int | None = None) -> None:
+                 steps: int | None = None, scan_s: float = 0.0) -> None:
         self.engine, self.worker, self.folder = engine, worker, UsersFolder(users_dir)
         self.cfg = EnrolConfig(**({"steps": steps} if steps else {}))
         self.entries: dict[str, Entry] = {}
         self.skipped: list[Skipped] = []  # damaged users-folder entries left out at start-up
+        self.sync = Sync(self, scan_s)  # the folder shared with other replicas
 
     # ---- the device thread ---------------------------------------------------------------------------------
     def restore(self) -> None:
@@ -104,11 +96,15 @@ class Enroller:
         job = Enrolment(pipe, x_db, [0] * len(x_db), 1, self.cfg, exclude=set(self.entries) - {user},
                         lazy=True)
         yield
+        if not self._still_ours(user, entry, loop):  # deleted through another replica while queued
+            return None
         for _ in job.preparation():
             yield
         while not job.done:
             job.step()
             entry.progress = len(job.losses) / max(1, self.cfg.steps)
+            if time.monotonic() - entry.written >= THROTTLE_S and not self._still_ours(user, entry, loop):
+                return None
             yield
         rows = job.result()
         tensors = {"rows": rows}
@@ -124,13 +120,40 @@ class Enroller:
         texture = self._with_texture(pipe.texture, user, tensors)
         served = False
         self.skipped = [s for s in self.skipped if s.user_id != user]  # a damaged entry of that name goes
+        if not self._still_ours(user, entry, loop):
+            return None
         try:
             self.folder.save(user, tensors, info)  # persisted before it is served: it survives a restart
-            served = _on_loop(loop, partial(self._serve, user, entry, encoder, texture))
+            served = on_loop(loop, partial(self._serve, user, entry, encoder, texture))
         finally:
             if not served:  # cancelled, or failed: nothing stays on disk
                 self.folder.discard(user)
         return info if served else None
+
+    def _tidy(self, user: str, entry: Entry, steps: Iterator[None]) -> Iterator[None]:
+        """`steps`, then, if cancelled, its status file removed (a progress write may have raced the DELETE
+        that removed it)."""
+        try:
+            return (yield from steps)
+        finally:
+            if entry.cancelled:
+                self.sync.files.remove(user, entry.token)
+
+    def _still_ours(self, user: str, entry: Entry, loop: asyncio.AbstractEventLoop) -> bool:
+        """Write the progress to the status file; False (and the entry dropped) when a DELETE through another
+        replica cancelled the enrolment."""
+        entry.written = time.monotonic()
+        if self.sync.files.write(user, entry.token, "enrolling", entry.progress):
+            return True
+        on_loop(loop, partial(self._drop, user, entry))
+        return False
+
+    def _drop(self, user: str, entry: Entry) -> None:
+        """On the event loop: forget an enrolment cancelled through another replica."""
+        entry.cancelled = True
+        if self.entries.get(user) is entry:
+            del self.entries[user]
+        self.sync.files.remove(user, entry.token)
 
     def _with_texture(self, bank: TextureBank | None, user: str,
                       tensors: dict[str, torch.Tensor]) -> TextureBank | None:
@@ -143,10 +166,12 @@ class Enroller:
                                       per_user=len(tensors["texture_residuals"]))
         return bank.merged(mine) if mine.residuals.shape[1:] == bank.residuals.shape[1:] else bank
 
-    def _delete_steps(self, user: str, entry: Entry, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    def _delete_steps(self, user: str, entry: Entry, loop: asyncio.AbstractEventLoop,
+                      files: bool = True) -> Iterator[None]:
         yield  # the work is the second chunk: after every chunk of the jobs queued before this one
         pipe = self.engine.pipe
-        self.folder.delete(user)  # first: from here a restart no longer serves them
+        if files:  # not when another replica deleted them (the scan)
+            self.folder.delete(user)  # first: from here a restart no longer serves them
         gone = pipe.user_encoder.index_of(user)
         smaller = pipe.user_encoder.without_users([user])
         texture = pipe.texture.without([user]) if pipe.texture is not None else None
@@ -158,14 +183,18 @@ class Enroller:
             self.worker.remap_users(lambda i: None if i == gone else (i - 1 if i > gone else i),
                                     UserGone(f"user {user!r} was deleted while the request was queued"))
 
-        _on_loop(loop, swap)
+        on_loop(loop, swap)
 
     # ---- the event loop ------------------------------------------------------------------------------------
     def _serve(self, user: str, entry: Entry, encoder: UserEncoder, texture: TextureBank | None) -> bool:
         """The job's end, unless a DELETE came first: commit the entry, serve the row, turn ready."""
         if entry.cancelled or self.entries.get(user) is not entry:
             return False
+        if not self.sync.files.ours(user, entry.token):  # deleted through another replica
+            self._drop(user, entry)
+            return False
         self.folder.commit(user)
+        self.sync.files.remove(user, entry.token)
         pipe = self.engine.pipe
         pipe.user_encoder, pipe.texture = encoder, texture
         entry.status, entry.progress, entry.served = "ready", 1.0, True
@@ -178,7 +207,17 @@ class Enroller:
                         enrolled=True)
         if self.engine.pipe is not None and user in self.engine.pipe.users:
             return dict(status="ready", progress=1.0, error=None, enrolled=False)
+        state = self.sync.files.read(user)  # enrolling or failed on another replica
+        if state is not None:
+            return dict(status=state["status"], progress=state["progress"], error=state["error"],
+                        enrolled=True)
         return None
+
+    async def lookup(self, user: str) -> dict[str, Any] | None:
+        """`status`, after adopting a committed entry of the users folder not served here yet."""
+        if user not in self.entries:
+            await self.sync.adopt(user)
+        return self.status(user)
 
     def serves(self, user: str) -> bool:
         """True for a person enrolled through POST /users and now served (models.sampling.resolve samples them
@@ -193,13 +232,18 @@ class Enroller:
         enrolled, enrolling, failed, or being deleted)."""
         if user in self.entries or user in self.engine.pipe.users:
             return None
-        entry = self.entries[user] = Entry("enrolling")
+        token = new_token()
+        damaged = any(s.user_id == user for s in self.skipped) or user in self.sync._bad
+        if not self.sync.files.claim(user, token, damaged):  # enrolling, failed or committed elsewhere
+            return None
+        entry = self.entries[user] = Entry("enrolling", token=token, written=time.monotonic())
         return entry
 
     def release(self, user: str, entry: Entry) -> None:
         """Give back a reservation that never became a job (a bad upload, a full queue); else nothing."""
         if entry.future is None and self.entries.get(user) is entry:
             del self.entries[user]
+            self.sync.files.remove(user, entry.token)
 
     def submit(self, user: str, entry: Entry, x_db: np.ndarray, files: list[dict]) -> bool:
         """Queue the reserved enrolment (QueueFull when the worker's job queue is full); False when a DELETE
@@ -207,7 +251,8 @@ class Enroller:
         if entry.cancelled:
             return False
         loop = asyncio.get_running_loop()
-        entry.future = self.worker.submit_job(lambda: self._enrol_steps(user, entry, x_db, files, loop))
+        entry.future = self.worker.submit_job(
+            lambda: self._tidy(user, entry, self._enrol_steps(user, entry, x_db, files, loop)))
 
         def done(fut: asyncio.Future) -> None:
             if fut.cancelled() or entry.cancelled:
@@ -216,23 +261,30 @@ class Enroller:
                 log.error("enrolment of %s failed: %s", user, fut.exception())
                 entry.status, entry.error = ("failed",
                                              f"{type(fut.exception()).__name__}: {fut.exception()}"[:300])
+                if not self.sync.files.write(user, entry.token, "failed", entry.progress, entry.error):
+                    self._drop(user, entry)  # deleted through another replica meanwhile
 
         entry.future.add_done_callback(done)
         return True
 
-    async def delete(self, user: str) -> None:
+    async def delete(self, user: str, files: bool = True) -> None:
         """Cancel (enrolling), forget (failed) or remove (ready: waits for the deletion job) an enrolled
-        user."""
-        entry = self.entries[user]
+        user; one enrolling or failed on another replica is cancelled through its status file. `files` False:
+        its files are already gone (deleted through another replica)."""
+        entry = self.entries.get(user)
+        if entry is None:
+            self.sync.files.cancel(user)
+            return
         if entry.deleting is None and not entry.served:
             del self.entries[user]
             entry.cancelled = True
+            self.sync.files.remove(user, entry.token)
             if entry.future is not None and not entry.future.done():
                 entry.future.cancel()  # the worker closes the job before its next chunk
             return
         if entry.deleting is None:
             loop = asyncio.get_running_loop()
-            entry.deleting = self.worker.submit_job(lambda: self._delete_steps(user, entry, loop))
+            entry.deleting = self.worker.submit_job(lambda: self._delete_steps(user, entry, loop, files))
         deleting = entry.deleting
         try:  # shielded: a DELETE whose client leaves still deletes
             await asyncio.shield(deleting)
@@ -240,13 +292,3 @@ class Enroller:
             if entry.deleting is deleting:
                 entry.deleting = None  # the user is still served: a later DELETE tries again
             raise
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> Any:
-    """From the device thread: run `fn` on the event loop, between two of its callbacks, and return its
-    result."""
-
-    async def call() -> Any:
-        return fn()
-
-    return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=60)

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     max_enrolments: int = Field(4, ge=1, le=1000)
     # optimiser steps per enrolment (unset: the default)
     enrol_steps: int | None = Field(None, ge=1, le=100_000)
+    # seconds between scans of the users folder for people enrolled or deleted through other replicas; 0: off
+    users_scan_s: float = Field(2.0, ge=0, le=3600)
     # --- server -------------------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

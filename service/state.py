@@ -39,7 +39,8 @@ class Service:
         )
         users_dir = settings.resolved_users_dir()
         log.info("enrolled users are %s", f"kept in {users_dir}" if users_dir else "kept in memory only")
-        self.enroller = Enroller(self.engine, self.worker, users_dir, settings.enrol_steps)
+        self.enroller = Enroller(self.engine, self.worker, users_dir, settings.enrol_steps,
+                                 settings.users_scan_s)
         self.ready = False
         self.failure: str | None = None  # why loading failed, if it did
         self.on_fatal: Callable[[str], None] | None = None  # set by `dopplergen serve`: stop the server
@@ -76,6 +77,7 @@ class Service:
             return
         self._stopped = True
         self.begin_shutdown()
+        await self.enroller.sync.stop()
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
         await self.worker.close(drain_timeout_s=self.settings.request_timeout_s)
@@ -106,6 +108,7 @@ class Service:
             return
         self.ready = True
         self.metrics.model_loaded.set(1)
+        self.enroller.sync.start()  # people enrolled or deleted through other replicas
         self._settled.set()
         log.info(
             "ready: %s %s on %s (%s%s), %d users, %d slots (%s padding), in %.1fs",

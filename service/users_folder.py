@@ -145,6 +145,7 @@ class UsersFolder:
             return
         (self.path / f"{user}.json").unlink(missing_ok=True)  # uncommitted first
         (self.path / f"{user}.safetensors").unlink(missing_ok=True)
+        (self.path / f"{user}.status").unlink(missing_ok=True)  # service/users_sync.py
 
     def _pending(self, user: str, ext: str = ".json") -> Path:
         return self.path / f".{user}{ext}.tmp-{os.getpid()}"

@@ -63,6 +63,8 @@ async def generate(body: GenerateRequest, request: Request, service: ReadyServic
     engine = service.engine
     if engine.pipe.condition_encoder is None and body.condition_guidance_scale is not None:
         raise invalid("condition_guidance_scale", "this pipeline was trained without conditions")
+    if body.user_id not in engine.pipe.users:  # enrolled through another replica: adopt it
+        await service.enroller.sync.adopt(body.user_id)
     # models.sampling.resolve: the pipeline's defaults; a request that names a condition is composed (identity
     # and conditions apart), one that lets all be drawn is plain; enrolled people get ENROLLED_GUIDANCE
     chosen = resolve(

@@ -72,7 +72,7 @@ async def _read(files: list[UploadFile], service: Service) -> tuple[np.ndarray, 
 @router.get("/users/{user_id}", response_model=UserStatus, responses=_errors(401, 404),
             summary="A user's enrolment status (trained users are always ready)")
 async def user_status(user_id: str, service: ServiceDep) -> UserStatus:
-    status = service.enroller.status(user_id)
+    status = await service.enroller.lookup(user_id) if service.ready else service.enroller.status(user_id)
     if status is None:
         raise ApiError(404, "unknown_user", f"user_id: no user {user_id!r} (GET /users lists them)")
     return UserStatus(user_id=user_id, **status)
@@ -81,7 +81,7 @@ async def user_status(user_id: str, service: ServiceDep) -> UserStatus:
 @router.delete("/users/{user_id}", response_model=UserStatus, responses=_errors(401, 404, 409, 429, 503),
                summary="Remove an enrolled user (or cancel its enrolment); trained users cannot be removed")
 async def delete_user(user_id: str, service: ReadyService) -> UserStatus:
-    status = service.enroller.status(user_id)
+    status = await service.enroller.lookup(user_id)  # one served by another replica is adopted, then deleted
     if status is None:
         raise ApiError(404, "unknown_user", f"user_id: no user {user_id!r} (GET /users lists them)")
     if not status["enrolled"]:

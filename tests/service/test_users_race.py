@@ -58,9 +58,11 @@ async def _agree(app, client, folder, names) -> dict[str, str | None]:
     pipe = app.state.service.engine.pipe
     listed = (await client.get("/users")).json()
     on_disk = {p.stem for p in folder.glob("*.json")}
+    failed = {p.stem for p in folder.glob("*.status")}  # a failed enrolment's status file stays until DELETE
     # only committed entries, each complete: no orphan row, no temporary file
-    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{u}{ext}" for u in on_disk
-                                                              for ext in (".json", ".safetensors"))
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"{u}{ext}" for u in on_disk
+                                                               for ext in (".json", ".safetensors")]
+                                                              + [f"{u}.status" for u in failed])
     assert listed["users"] == pipe.users and listed["users"][:3] == TRAINED
     states = {}
     for name in names:
@@ -68,6 +70,7 @@ async def _agree(app, client, folder, names) -> dict[str, str | None]:
         assert r.status_code in (200, 404), r.text
         state = r.json()["status"] if r.status_code == 200 else None
         assert state in (None, "ready", "failed"), (name, state)
+        assert (state == "failed") == (name in failed), (name, state, failed)
         ready = state == "ready"
         assert ready == (name in pipe.users) == (name in listed["enrolled"]) == (name in on_disk), (
             name, state, pipe.users, listed, on_disk)
