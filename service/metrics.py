@@ -27,64 +27,40 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, routes: tuple[str, ...] = ()) -> None:
         r = self.registry = registry or CollectorRegistry()
-        self.requests = Counter(
-            "dopplergen_requests_total", "HTTP requests by route template and status code.",
-            ["route", "status"], registry=r,
-        )
-        self.request_latency = Histogram(
-            "dopplergen_request_latency_seconds", "HTTP request latency.", ["route"],
-            buckets=SECONDS_BUCKETS, registry=r,
-        )
-        self.queue_wait = Histogram(
-            "dopplergen_queue_wait_seconds", "Time a sample waited before its first denoising step.",
-            buckets=SECONDS_BUCKETS, registry=r,
-        )
-        self.inference = Histogram(
-            "dopplergen_inference_seconds", "A request's first step to its last sample decoded.",
-            buckets=SECONDS_BUCKETS, registry=r,
-        )
-        self.batch_size = Histogram(
-            "dopplergen_batch_size", "Rows per denoising step (before padding).",
-            buckets=BATCH_BUCKETS, registry=r,
-        )
+
+        def metric(kind, name: str, doc: str, labels: tuple[str, ...] = (), **kw):
+            return kind(f"dopplergen_{name}", doc, list(labels), registry=r, **kw)
+
+        secs, steps = {"buckets": SECONDS_BUCKETS}, {"buckets": STEP_BUCKETS}
+        self.requests = metric(Counter, "requests_total", "HTTP requests by route template and status code.",
+                               ("route", "status"))
+        self.request_latency = metric(Histogram, "request_latency_seconds", "HTTP request latency.",
+                                      ("route",), **secs)
+        self.queue_wait = metric(Histogram, "queue_wait_seconds",
+                                 "Time a sample waited before its first denoising step.", **secs)
+        self.inference = metric(Histogram, "inference_seconds",
+                                "A request's first step to its last sample decoded.", **secs)
+        self.batch_size = metric(Histogram, "batch_size", "Rows per denoising step (before padding).",
+                                 buckets=BATCH_BUCKETS)
         # --- step-level batching ---
-        self.step_seconds = Histogram(
-            "dopplergen_step_seconds", "Wall time of one denoising step over the slots.",
-            buckets=STEP_BUCKETS, registry=r,
-        )
-        self.slot_occupancy = Gauge(
-            "dopplergen_slot_occupancy", "Share of the slots (max_batch_size) used by the last step.",
-            registry=r,
-        )
-        self.rows_joined = Counter(
-            "dopplergen_rows_joined_total", "Rows (samples) that took their first step.", registry=r
-        )
-        self.rows_left = Counter(
-            "dopplergen_rows_left_total", "Rows that left the slots, by why.", ["reason"], registry=r
-        )
-        self.cancellations = Counter(
-            "dopplergen_cancellations_total", "Requests cancelled before they finished.", ["reason"],
-            registry=r,
-        )
-        self.job_chunks = Counter(
-            "dopplergen_job_chunks_total", "Chunks of device jobs run between steps.", registry=r
-        )
-        self.samples = Counter("dopplergen_samples_generated_total", "Samples generated.", registry=r)
-        self.rejections = Counter(
-            "dopplergen_rejections_total", "Requests refused or abandoned, by reason.", ["reason"], registry=r
-        )
-        self.batch_failures = Counter(
-            "dopplergen_batch_failures_total", "Batches that raised an exception.", registry=r
-        )
-        self.queue_depth = Gauge("dopplergen_queue_depth", "Samples waiting in the queue.", registry=r)
-        self.model_loaded = Gauge(
-            "dopplergen_model_loaded", "1 once the pipeline is loaded and warmed up.", registry=r
-        )
-        self.device_memory = Gauge(
-            "dopplergen_device_memory_bytes", "CUDA allocated/reserved bytes, and process RSS.", ["kind"],
-            registry=r,
-        )
-        self.model_info = Info("dopplergen_model", "The pipeline being served.", registry=r)
+        self.step_seconds = metric(Histogram, "step_seconds",
+                                   "Wall time of one denoising step over the slots.", **steps)
+        self.slot_occupancy = metric(Gauge, "slot_occupancy",
+                                     "Share of the slots (max_batch_size) used by the last step.")
+        self.rows_joined = metric(Counter, "rows_joined_total", "Rows (samples) that took their first step.")
+        self.rows_left = metric(Counter, "rows_left_total", "Rows that left the slots, by why.", ("reason",))
+        self.cancellations = metric(Counter, "cancellations_total",
+                                    "Requests cancelled before they finished.", ("reason",))
+        self.job_chunks = metric(Counter, "job_chunks_total", "Chunks of device jobs run between steps.")
+        self.samples = metric(Counter, "samples_generated_total", "Samples generated.")
+        self.rejections = metric(Counter, "rejections_total", "Requests refused or abandoned, by reason.",
+                                 ("reason",))
+        self.batch_failures = metric(Counter, "batch_failures_total", "Batches that raised an exception.")
+        self.queue_depth = metric(Gauge, "queue_depth", "Samples waiting in the queue.")
+        self.model_loaded = metric(Gauge, "model_loaded", "1 once the pipeline is loaded and warmed up.")
+        self.device_memory = metric(Gauge, "device_memory_bytes",
+                                    "CUDA allocated/reserved bytes, and process RSS.", ("kind",))
+        self.model_info = metric(Info, "model", "The pipeline being served.")
         # Export every bounded series from the start, so dashboards and rate() see zeros instead of gaps.
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason=reason)

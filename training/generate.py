@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from models.pipeline import pipeline_fingerprint
-from models.sampling import SAMPLERS, is_enrolled, resolve
+from models.sampling import is_enrolled, resolve
 from training.condition_grid import condition_grid, parse_values, resolved
 from training.data.generated import (
     REJECTED,
@@ -33,6 +33,7 @@ from training.data.generated import (
     plan_items,
     write_manifest,
 )
+from training.sampling_options import add_sampling_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,17 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--users", default=None,
                    help="comma-separated user IDs (default: all users of the pipeline)")
     p.add_argument("--out", required=True, help="output dataset folder (re-running resumes it)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="inference steps (default: the pipeline's, else 20)")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale, 1 = none (default: the pipeline's, else 2.0)")
-    p.add_argument("--condition-guidance", type=float, default=None,
-                   help="pipelines with conditions: condition guidance g_c, apart "
-                        "from --guidance which then weighs identity (default: the "
-                        "pipeline's condition_guidance_scale, else plain guidance)")
-    p.add_argument("--scheduler", default=None, choices=SAMPLERS,
-                   help="sampler (default: the pipeline's, else the "
-                        "route's own: dpmsolver++ or vq-diffusion)")
+    add_sampling_arguments(p)
     p.add_argument("--batch-size", type=int, default=16,
                    help="samples per network call (fixed shape; part of the bytes)")
     p.add_argument("--seed", type=int, default=0,

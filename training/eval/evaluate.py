@@ -15,13 +15,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from models.sampling import SAMPLERS, resolve
+from models.sampling import resolve
 from training.eval import report, sections, sweep
 from training.eval.augmentation import MIXES
 from training.eval.conditions import condition_following
 from training.eval.context import Context, Log, load_data
 from training.eval.filters import parse_filters
 from training.eval.trials import augmentation_section, default_workers
+from training.sampling_options import add_sampling_arguments
 
 
 @dataclass(frozen=True)
@@ -89,12 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "population (default: train one under --out)")
     p.add_argument("--population-seed", type=int, default=1,
                    help="simulate seed of the population that --fewshot trains (must differ from the data's)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
-    p.add_argument("--condition-guidance", type=float, default=None,
-                   help="condition guidance of a pipeline with conditions (default: the pipeline's)")
-    p.add_argument("--scheduler", default=None, choices=SAMPLERS,
-                   help="sampler (default: the pipeline's)")
+    add_sampling_arguments(p)
     p.add_argument("--gen-per-user", type=int, default=None, help="override generated samples per user")
     p.add_argument("--seeds", type=int, default=None,
                    help="augmentation repeats per k (default 5); gains get a 95%% t-interval over the seeds")
