@@ -459,6 +459,11 @@ def test_nginx_balances_over_api_replicas() -> None:
     assert re.search(r"resolver\s+127\.0\.0\.11", conf), "must re-resolve api through Docker's DNS"
     assert f"http://api:{API_PORT}" in conf
     assert re.search(r"proxy_read_timeout\s+(\d+)s", conf)
+    # enrolment through the lb: the proxy must take an upload as large as the service does
+    from service.settings import Settings
+
+    limit = re.search(r"client_max_body_size\s+(\d+)m;", conf)
+    assert limit and int(limit.group(1)) * 1024**2 >= Settings.model_fields["max_upload_bytes"].default
     if not shutil.which("nginx"):
         return
     out = subprocess.run(["nginx", "-t", "-c", str(NGINX), "-p", "/tmp"], capture_output=True, text=True)
