@@ -26,6 +26,16 @@ def _source(src: Path | bytes):
 
 def read_npy(src: Path | bytes, rel: str) -> np.ndarray:
     """A .npy of dB relative to the peak (<= 0): numeric, finite, never pickled."""
+    if isinstance(src, (bytes, bytearray)):
+        head = bytes(src[:6])
+    else:
+        try:
+            with open(src, "rb") as f:
+                head = f.read(6)
+        except FileNotFoundError:
+            raise DatasetError(f"{rel}: the file is missing") from None
+    if head != b"\x93NUMPY":  # numpy would call anything else "pickled data"
+        raise DatasetError(f"{rel}: not a .npy file (no NumPy header): save arrays with numpy.save")
     try:
         arr = np.load(_source(src), allow_pickle=False)
     except FileNotFoundError:

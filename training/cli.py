@@ -56,8 +56,36 @@ def _load(name: str):
                          "install them with: pip install 'dopplergen[train]'") from None
 
 
+DESCRIPTION = ("Synthetic radar micro-Doppler spectrograms of named people: simulate or import data, train, "
+               "evaluate, add a person from a few recordings, generate in bulk, serve over HTTP.")
+
+
+def version() -> str:
+    """The package version and the pipeline-folder format it reads and writes."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    from models.pipeline_meta import FORMAT_VERSION
+
+    try:
+        pkg = package_version("dopplergen")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        pkg = "unknown (not installed)"
+    return f"dopplergen {pkg} (pipeline format {FORMAT_VERSION})"
+
+
+class _Version(argparse.Action):
+    """--version, worked out only when asked (the imports stay off every command's path)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version())
+        parser.exit()
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dopplergen", description=__doc__)
+    parser = argparse.ArgumentParser(prog="dopplergen", description=DESCRIPTION)
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print the package version and the pipeline format, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
