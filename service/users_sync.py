@@ -40,6 +40,14 @@ THROTTLE_S = 0.5  # progress is written at most this often
 HEARTBEAT_S = 30.0  # an enrolment waiting in the queue rewrites its status file this often (by the scan)
 
 
+def _replace(target: Path, text: str) -> None:
+    """Write `text` under a name unique to this process and call, then rename it over `target`: a reader on
+    any replica sees the old file or the new one, never half of one."""
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
+    tmp.write_text(text)
+    os.replace(tmp, target)
+
+
 class StatusFiles:
     """`<user>.status` and `<user>.cancel` in the users folder (see the module docstring); `path` None: no-ops
     (a single replica without a folder)."""
@@ -115,9 +123,7 @@ class StatusFiles:
             return True
         if not self.ours(user, token):
             return False
-        tmp = self.path / f".{user}.status.tmp-{os.getpid()}-{uuid.uuid4().hex}"
-        tmp.write_text(json.dumps(_body(status, progress, error, token)))
-        os.replace(tmp, self._file(user))
+        _replace(self._file(user), json.dumps(_body(status, progress, error, token)))
         return True
 
     def ours(self, user: str, token: str) -> bool:
@@ -154,9 +160,7 @@ class StatusFiles:
         state = self.read(user)
         if (state is not None and state["token"] and state["status"] == "enrolling"
                 and time.time_ns() - state["updated_ns"] < STALE_S * 1e9):  # a live enrolment: tell it
-            tmp = self.path / f".{user}.cancel.tmp-{os.getpid()}-{uuid.uuid4().hex}"
-            tmp.write_text(state["token"])
-            os.replace(tmp, self._file(user, ".cancel"))
+            _replace(self._file(user, ".cancel"), state["token"])
         self._file(user).unlink(missing_ok=True)
 
     def committed(self) -> set[str]:

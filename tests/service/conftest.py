@@ -126,3 +126,22 @@ async def serve(app: FastAPI, wait_ready: bool = True) -> AsyncIterator[httpx.As
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30) as client:
             yield client
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """One users folder for the test: every app of it (a restart, a second replica) shares it."""
+    return tmp_path / "users"
+
+
+@pytest.fixture
+def app_for(make_app, tiny_pipeline_dir, folder):
+    """A fresh tiny pipeline per app (enrolment changes the served encoder), on the test's users folder."""
+
+    def _make(**settings):
+        settings.setdefault("users_dir", str(folder))
+        settings.setdefault("enrol_steps", 6)
+        settings.setdefault("max_batch_size", 2)
+        return make_app(pipeline=DopplerPipeline.load(tiny_pipeline_dir), **settings)
+
+    return _make

@@ -8,29 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models.pipeline import DopplerPipeline
 from service.routes import users as users_routes
 from tests.service.conftest import serve
 from tests.service.test_users import _files, _wait_ready
 
 pytestmark = pytest.mark.anyio
 TRAINED = ["alice", "bob", "carol"]
-
-
-@pytest.fixture
-def folder(tmp_path):
-    return tmp_path / "users"
-
-
-@pytest.fixture
-def app_for(make_app, tiny_pipeline_dir, folder):
-    def _make(**settings):
-        settings.setdefault("users_dir", str(folder))
-        settings.setdefault("enrol_steps", 6)
-        settings.setdefault("max_batch_size", 2)
-        return make_app(pipeline=DopplerPipeline.load(tiny_pipeline_dir), **settings)
-
-    return _make
 
 
 def _post(client, user):

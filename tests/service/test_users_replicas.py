@@ -7,34 +7,19 @@ import time
 
 import pytest
 
-from models.pipeline import DopplerPipeline
 from service import enrolment
 from tests.service.conftest import serve
-from tests.service.test_users import _files, _wait_ready
+from tests.service.test_users import _wait_ready
+from tests.service.test_users_race import _post
 
 pytestmark = pytest.mark.anyio
 GEN = {"num_samples": 1, "seed": 5, "num_inference_steps": 2, "format": "npy"}
 
 
 @pytest.fixture
-def folder(tmp_path):
-    return tmp_path / "users"
-
-
-@pytest.fixture
-def app_for(make_app, tiny_pipeline_dir, folder):
-    def _make(**settings):
-        settings.setdefault("users_dir", str(folder))
-        settings.setdefault("enrol_steps", 6)
-        settings.setdefault("max_batch_size", 2)
-        settings.setdefault("users_scan_s", 0)
-        return make_app(pipeline=DopplerPipeline.load(tiny_pipeline_dir), **settings)
-
-    return _make
-
-
-def _post(client, user):
-    return client.post("/users", data={"user_id": user}, files=_files())
+def app_for(app_for):
+    """tests/service/conftest.py's, with the periodic scan off unless a test turns it on."""
+    return lambda **settings: app_for(**{"users_scan_s": 0, **settings})
 
 
 async def _until(check, timeout_s=20.0):
