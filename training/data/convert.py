@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.data import colormap
+from models import colormap
 from training.data.dataset import DatasetError
 
 

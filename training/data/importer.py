@@ -4,7 +4,7 @@ sessions) -> a dataset folder: meta.json, manifest.csv (path,user,split,group,so
 
 SRC is an ImageFolder (one folder per person of .png/.jpg/.npy, optionally a sub-folder per session) or a
 folder with manifest.csv (path,user[,group][,condition columns]). Colours go back to dB through the named
-colour map (training/data/colormap.py), images are resized with antialiasing (Lanczos, in dB), and whole
+colour map (models/colormap.py), images are resized with antialiasing (Lanczos, in dB), and whole
 sessions go to one split (models/sessions.py). Everything is written into a temporary folder beside
 DST and renamed into place at the end, so a failure leaves nothing in DST.
 """
@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from models import sessions
+from models import colormap, sessions
 from models.dataset_folder import manifest_path, read_manifest
-from training.data import colormap
 from training.data.convert import colours_to_db, explain, parse_crop, read_source, resize_db, values_to_db
 from training.data.dataset import DatasetError, Record, write_dataset
 from training.data.staging import check_free, staged_folder
