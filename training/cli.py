@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "(two-sample realism)"),
     "enroll": ("training.enroll",
                "add a new person from a few recordings to a pipeline (only their user row is learnt)"),
+    "adapt": ("training.adapt",
+              "adapt a trained pipeline to your radar's data (autoencoder fine-tune, UNet LoRA, new rows)"),
     "import": ("training.data.importer",
                "published images (colour-mapped, any size, windows of sessions) -> a dataset folder, "
                "split by session"),
@@ -42,7 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 # What `pip install 'dopplergen[train]'` adds; the serving image (requirements/serve.txt) has none of them.
-TRAIN_ONLY = ("accelerate", "scipy", "torchmetrics", "tqdm", "yaml")
+TRAIN_ONLY = ("accelerate", "torchmetrics", "tqdm", "yaml", "peft", "h5py")
 
 
 def _load(name: str):

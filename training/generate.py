@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="real dataset folder whose train split the filters compare with")
     p.add_argument("--no-texture", action="store_true",
                    help="leave out the pipeline's texture bank: the decoder's smooth mean")
+    p.add_argument("--check-with", default=None, metavar="DIR",
+                   help="the people's own recordings (a dataset folder or one folder per person): estimate "
+                        "by leave-one-out whether the samples help a classifier before exporting; a negative "
+                        "estimate refuses the export unless --force")
+    p.add_argument("--force", action="store_true", help="export even when --check-with estimates a loss")
     p.add_argument("--device", default="cpu",
                    help="torch device; 'auto' = the one accelerate "
                         "assigns to this process (cuda:<rank> on GPUs)")
@@ -109,6 +115,33 @@ def apply_filter(out: Path, items: list[Item], cfg: Any, per_user: int, meta: di
     (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     print(summary_line(sel.report))
     return [items[i] for i in sorted(kept)]
+
+
+def run_check(pipe: Any, users: list[str], args: argparse.Namespace,
+              guidance_of: dict[str, float]) -> int | None:
+    """--check-with: print the estimate; 2 when it is negative (and not --force), else None (go on)."""
+    from models.sampling import sample
+    from training.eval.utility import check_with, report_lines
+
+    def rows(items):
+        return sample(pipe, [pipe.user_encoder.index_of(it.user) for it in items], [it.seed for it in items],
+                      num_inference_steps=args.steps, guidance_scale=[guidance_of[it.user] for it in items],
+                      sampler=args.scheduler, condition_guidance_scale=args.condition_guidance).numpy()
+    try:
+        est, requested = check_with(pipe, users, args.check_with, per_user=args.per_user, seed=args.seed,
+                                    sample_rows=rows, threads=args.threads)
+    except ValueError as e:
+        print(f"dopplergen generate: error: {e}", file=sys.stderr)
+        return 2
+    for line in report_lines(est, requested):
+        print(line)
+    gain = est.gains[requested]["mean"]
+    if gain < 0 and not args.force:
+        print(f"dopplergen generate: error: --check-with estimates {100 * gain:+.1f} points for --per-user "
+              f"{args.per_user}; nothing was exported. Use the recommended ratio, or --force",
+              file=sys.stderr)
+        return 2
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--filter takes no condition sweep, and physics no explicit condition: it compares "
                          "each sample with the person's own walks")
 
+    if args.check_with:
+        verdict = run_check(pipe, users, args, guidance_of)
+        if verdict is not None:
+            return verdict
     out = Path(args.out)
     settings = dict(
         pipeline=str(args.pipeline), pipeline_name=pipe.name, pipeline_version=pipe.version,

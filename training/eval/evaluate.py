@@ -10,6 +10,8 @@ few-shot generators that never see more than the classifier's k: training/eval/a
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -77,14 +79,20 @@ QUICK = EvalSettings(quick=True, gen_per_user=6, classifier_epochs=2, classifier
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", required=True, help="pipeline folder to evaluate (e.g. checkpoints/demo)")
-    p.add_argument("--data", required=True,
-                   help="dataset folder with train and test splits (e.g. data/sim10)")
+    p.add_argument("--data", default=None,
+                   help="dataset folder with train and test splits (e.g. data/sim10); not with --targets")
     p.add_argument("--out", required=True, help="report folder: report.json, report.md, figures")
     p.add_argument("--quick", action="store_true",
                    help="tiny sample counts and epochs: a smoke test, not a measurement")
     p.add_argument("--fewshot", action="store_true",
                    help="measure augmentation gain at small k with "
                         "generators adapted from a disjoint population")
+    p.add_argument("--targets", default=None,
+                   help="with --fewshot: run only the few-shot protocol, on this other data set's people "
+                        "(k from its train split, scored on its test split), starting from --pipeline")
+    p.add_argument("--adapted", default=None,
+                   help="with --targets: the same protocol from this adapted pipeline (dopplergen adapt), "
+                        "side by side on the same k selections and seeds")
     p.add_argument("--population-pipeline", default=None,
                    help="pipeline trained on a disjoint simulated "
                         "population (default: train one under --out)")
@@ -157,6 +165,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     log = Log(out / "evaluate.log")
+    if args.targets or args.adapted:
+        return run_targets(args, st, out, log, t_start)
+    if not args.data:
+        print("dopplergen evaluate: error: --data is required (unless --fewshot --targets)", file=sys.stderr)
+        return 2
 
     # ---- load: pipeline, the two splits, and the protocol's first checks -----------------------------------
     pipe = DopplerPipeline.load(args.pipeline, device=args.device)
@@ -213,4 +226,28 @@ def run(args: argparse.Namespace) -> int:
     log(f"evaluate: {met}/{judged} targets met | affinity {res['gan']['affinity_ratio']:.2f}x real | TSTR "
         f"{res['gan']['tstr_ratio']:.2f}x TRTR | C2ST {res['fidelity']['c2st']['accuracy']:.2f} | "
         f"{res['runtime_s']:.0f} s -> {md}")
+    return 0
+
+
+def run_targets(args: argparse.Namespace, st: EvalSettings, out: Path, log: Log, t_start: float) -> int:
+    """`--fewshot --targets DATASET [--adapted P2]`: only the out-of-domain few-shot section
+    (training/eval/ood.py)."""
+    from models.pipeline import DopplerPipeline
+    from training.eval import ood
+
+    if not (args.fewshot and args.targets):
+        print("dopplergen evaluate: error: --targets needs --fewshot, and --adapted needs --targets",
+              file=sys.stderr)
+        return 2
+    st = replace(st, k_values=tuple(k for k in st.k_values if k is not None and k <= 5) or (5,))
+    chosen = resolve(DopplerPipeline.load(args.pipeline), steps=args.steps, guidance=args.guidance,
+                     sampler=args.scheduler)
+    res = ood.ood_section(args.pipeline, args.adapted, args.targets, st, steps=chosen.steps,
+                          guidance=chosen.guidance, sampler=chosen.sampler, seed=args.seed,
+                          device=args.device, out=out, log=log, threads=args.threads)
+    res["runtime_s"] = round(time.perf_counter() - t_start, 1)
+    (out / "ood.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
+    (out / "ood.md").write_text(ood.markdown(res))
+    log(f"evaluate: out-of-domain few-shot on {args.targets} in {res['runtime_s']:.0f} s -> {out / 'ood.md'}")
+    print(ood.markdown(res))
     return 0

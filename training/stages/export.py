@@ -112,6 +112,7 @@ def export_pipeline(target: PipelineExport, out: Path, *, last: dict, loss_title
         pipe.meta["texture"] = dict(split="train", per_user=int(cfg.texture_per_user), seed=int(cfg.seed),
                                     count=int(len(pipe.texture.owners)),
                                     people=len(pipe.texture.config.users))
+    pipe.meta["domain"] = domain_reference(pipe, cfg.data, x_db)
     preview_figure(pipe, x_db, picks, cfg, figures / "preview.png",
                    f"real | generated (EMA, step {cfg.max_steps}, guidance {cfg.guidance_scale}, "
                    f"{sampler_text})")
@@ -130,6 +131,18 @@ def export_pipeline(target: PipelineExport, out: Path, *, last: dict, loss_title
         shutil.copyfile(f, run_dir / "figures" / f.name)
     print(f"train-{stage}: {cfg.max_steps} steps in {time.perf_counter() - target.loop.t0:.0f} s | loss "
           f"{last.get('loss', 0):.4f} | {pipe.meta['version']} | {pipe.route} | exported {out}")
+
+
+def domain_reference(pipe: DopplerPipeline, data: str, x_train_db) -> dict:
+    """The domain check's reference (models/domain.py): stage 1's error on the data's val split (its train
+    split when it has no val)."""
+    from models import domain
+    from training.data.dataset import load_dataset
+
+    val = load_dataset(data, split="val", channels=pipe.channels, size=pipe.image_size)
+    if len(val):
+        return domain.reference(pipe, val.x, f"{data} (val split)")
+    return domain.reference(pipe, x_train_db, f"{data} (train split: it has no val split)")
 
 
 def export_meta(cfg, preset: Preset, ds, norm: Normalization, route: str = "kl") -> dict:

@@ -1,0 +1,154 @@
+"""`dopplergen adapt`, the domain check, the leave-one-out utility check, `evaluate --fewshot --targets`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from models import domain
+from models.pipeline import DopplerPipeline
+from training.cli import main as cli
+from training.data.dataset import Record, write_dataset
+from training.data.radar import simulate_walk
+from training.data.users import make_user, recording_kwargs
+
+DEMO = Path(__file__).resolve().parents[2] / "checkpoints" / "demo"
+# another radar's rendering of the simulator's walkers (experiments/other_radar.py)
+OTHER = dict(carrier_hz=5.8e9, velocity_span_mps=(-5.0, 5.0), dyn_range_db=50.0, duration_s=2.5,
+             snr_db=12.0, clutter_db=5.0)
+
+
+def walks(people: int, per: int, size: int, other: bool, seed0: int = 7_000_000) -> list[tuple[str, int,
+                                                                                               Any]]:
+    out = []
+    for i in range(people):
+        prof = make_user(seed0 + i, f"p{i}")
+        for n in range(per):
+            kw = recording_kwargs(prof, n)
+            if other:
+                kw.update({k: v for k, v in OTHER.items() if k in ("snr_db", "clutter_db")})
+            radar = {k: v for k, v in OTHER.items() if k not in ("snr_db", "clutter_db")} if other else {}
+            out.append((prof.user_id, n, simulate_walk(**kw, size=size, **radar).db))
+    return out
+
+
+def write_set(path: Path, people: int, per: int, size: int, other: bool, test_from: int) -> Path:
+    recs = [Record(u, f"r{n:02d}", db, "test" if n >= test_from else "train", {"group": f"s{n // 3}"})
+            for u, n, db in walks(people, per, size, other)]
+    write_dataset(path, recs, {"image_size": [size, size], "channels": 1, "dyn_range_db": 60.0})
+    return path
+
+
+def test_lora_merge_gives_the_adapted_unets_output(tiny_pipeline_dir):
+    """Merged adapters are the same function as the adapters: what is exported is what was trained."""
+    from training.stages.adapt_steps import add_lora, merge_lora
+
+    torch.manual_seed(0)
+    pipe = DopplerPipeline.load(tiny_pipeline_dir)
+    unet = pipe.unet
+    params = add_lora(unet, rank=4, conv=True)
+    with torch.no_grad():
+        for p in params:
+            p.normal_(0, 0.05)  # lora_B starts at zero: make the adapters do something
+    x = torch.randn(2, unet.config.in_channels, 8, 8)
+    t = torch.tensor([10, 500])
+    ctx = pipe.encode_context(torch.tensor([0, 1]))
+    with torch.no_grad():
+        adapted = unet(x, t, encoder_hidden_states=ctx).sample
+        merge_lora(unet)
+        merged = unet(x, t, encoder_hidden_states=ctx).sample
+    assert not any("lora" in n for n, _ in unet.named_parameters())
+    torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-4)
+
+
+def test_adapt_writes_a_normal_pipeline_with_the_new_people(tiny_pipeline_dir, tmp_path, capsys):
+    data = write_set(tmp_path / "theirs", people=2, per=6, size=32, other=True, test_from=5)
+    out = tmp_path / "adapted"
+    rc = cli(["adapt", "--pipeline", tiny_pipeline_dir, "--data", str(data), "--out", str(out),
+              "--vae-steps", "2", "--unet-steps", "2", "--prior-per-user", "1", "--batch-size", "4"])
+    assert rc == 0, capsys.readouterr().err
+    src, pipe = DopplerPipeline.load(tiny_pipeline_dir), DopplerPipeline.load(out)
+    assert pipe.users == src.users + ["p0", "p1"]
+    # the pipeline's own rows are copied bit for bit; the new ones were learnt
+    w0, w1 = src.user_encoder.embedding.weight, pipe.user_encoder.embedding.weight
+    assert torch.equal(w1[:len(src.users)], w0[:len(src.users)]) and torch.equal(w1[-1], w0[-1])
+    meta = json.loads((out / "dopplergen.json").read_text())
+    assert meta["adapt"]["users_added"] == ["p0", "p1"] and meta["domain"]["heldout_recon_error_db"] > 0
+    assert (tmp_path / "adapted-run" / "loss.png").is_file()
+    from models.sampling import sample
+
+    x = sample(pipe, [pipe.user_encoder.index_of("p1")], [0], num_inference_steps=2)
+    assert x.shape == (1, 1, 32, 32) and bool(torch.isfinite(x).all())
+    # the same names again are refused, and so is a non-empty --out
+    rc = cli(["adapt", "--pipeline", str(out), "--data", str(data), "--out", str(tmp_path / "again"),
+              "--vae-steps", "1", "--unet-steps", "1"])
+    assert rc == 2 and "already in" in capsys.readouterr().err
+    rc = cli(["adapt", "--pipeline", tiny_pipeline_dir, "--data", str(data), "--out", str(out)])
+    assert rc == 2 and "not empty" in capsys.readouterr().err
+
+
+def test_domain_check_tells_another_radar_from_the_demos_own():
+    pipe = DopplerPipeline.load(DEMO)
+    own = np.stack([db for _, _, db in walks(2, 4, 64, other=False)])[:, None]
+    other = np.stack([db for _, _, db in walks(2, 4, 64, other=True)])[:, None]
+    a, b = domain.check(pipe, own), domain.check(pipe, other)
+    assert a.reference_db == pytest.approx(2.24, abs=0.01)
+    assert not a.out_of_domain and a.ratio < 1.2, a
+    assert b.out_of_domain and "dopplergen adapt" in b.line(), b
+
+
+def test_utility_check_sees_helpful_and_harmful_synthetic_data():
+    from training.eval.utility import loo_utility
+
+    sets = walks(3, 8, 32, other=False)
+    x = np.stack([db for _, _, db in sets])[:, None]
+    y = np.repeat(np.arange(3), 8)
+    real = np.concatenate([np.flatnonzero(y == p)[:3] for p in range(3)])
+    more = np.setdiff1d(np.arange(len(y)), real)  # other real recordings of the same people: helpful
+    kw = dict(dyn_range_db=60.0, ratios=(2.0,), max_folds=3, min_steps=60)
+    good = loo_utility(x[real], y[real], x[more], y[more], **kw)
+    bad = loo_utility(x[real], y[real], x[more], (y[more] + 1) % 3, **kw)  # every label wrong: harmful
+    assert good.gains[2.0]["mean"] > bad.gains[2.0]["mean"]
+    assert bad.gains[2.0]["mean"] < 0 and bad.best() == (0.0, 0.0)
+
+
+@pytest.mark.slow
+def test_generate_check_with_prints_an_estimate_and_obeys_it(tiny_pipeline_dir, tmp_path, capsys):
+    real = tmp_path / "mine"
+    for u, n, db in walks(2, 3, 32, other=False):
+        name = {"p0": "alice", "p1": "bob"}[u]
+        (real / name).mkdir(parents=True, exist_ok=True)
+        np.save(real / name / f"{n}.npy", db.astype(np.float32))
+    out = tmp_path / "gen"
+    rc = cli(["generate", "--pipeline", tiny_pipeline_dir, "--users", "alice,bob", "--per-user", "4",
+              "--steps", "2", "--out", str(out), "--check-with", str(real)])
+    cap = capsys.readouterr()
+    assert "check: leave-one-out" in cap.out and "recommended" in cap.out
+    estimate = float(cap.out.split("<- requested")[0].rsplit(":", 1)[1].split("points")[0])
+    assert (rc == 2 and estimate < 0 and not out.exists()) or (rc == 0 and estimate >= 0 and out.is_dir())
+    rc = cli(["generate", "--pipeline", tiny_pipeline_dir, "--users", "alice", "--per-user", "2",
+              "--out", str(tmp_path / "g2"), "--check-with", str(real / "alice")])
+    assert rc == 2 and "at least two people" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_fewshot_targets_runs_both_pipelines_side_by_side(tiny_pipeline_dir, tmp_path):
+    targets = write_set(tmp_path / "targets", people=3, per=6, size=32, other=True, test_from=3)
+    out = tmp_path / "report"
+    rc = cli(["evaluate", "--pipeline", tiny_pipeline_dir, "--fewshot", "--targets", str(targets),
+              "--adapted", tiny_pipeline_dir, "--quick", "--out", str(out), "--steps", "2", "--threads", "1"])
+    assert rc == 0
+    res = json.loads((out / "ood.json").read_text())
+    assert set(res["runs"]) == {"as given", "adapted"}
+    for run in res["runs"].values():
+        (t,) = run["trials"]
+        assert t["k"] == "3" and t["n_real"] == 9
+        assert all("/r0" in p and int(p.split("/r")[1][:2]) < 3 for p in t["generator_saw"])
+    assert "Out-of-domain few-shot" in (out / "ood.md").read_text()
+    assert cli(["evaluate", "--pipeline", tiny_pipeline_dir, "--targets", str(targets),
+                "--out", str(out)]) == 2
