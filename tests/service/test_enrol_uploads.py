@@ -74,3 +74,30 @@ async def test_each_bad_upload_answers_422_naming_the_file_and_the_rule(app_for,
             assert re.match(rf"files: {re.escape(name)}: .*{rule}", r.json()["message"]), r.json()
         assert "erin" not in (await client.get("/users")).json()["users"]
     assert not folder.exists() or not list(folder.iterdir())
+
+
+def test_the_web_pages_enrol_form_offers_maps_the_server_accepts():
+    """The page's select sends `colormap` (left out for "detect"); every option is a map POST /users knows."""
+    from html.parser import HTMLParser
+
+    from models.colormap import check_name
+    from service.routes.web import STATIC
+
+    class Options(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.values, self.inside = [], False
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "select":
+                self.inside = attrs.get("id") == "enrol-colormap" and attrs.get("name") == "colormap"
+            elif tag == "option" and self.inside:
+                self.values.append(attrs["value"])
+
+    parser = Options()
+    parser.feed((STATIC / "index.html").read_text())
+    assert parser.values[0] == "auto" and "jet" in parser.values
+    for name in parser.values[1:]:
+        check_name(name)
+    assert 'body.append("colormap", colormap.value)' in (STATIC / "enrol.js").read_text()
