@@ -172,6 +172,8 @@ def read_file(src: Path | bytes, name: str, channels: int, dyn_range_db: float,
     This is the single dispatch by file type: a reader of raw radar recordings (models/raw.py: .dat, and
     complex arrays, whose .npy header says complex) returns its (doppler, time) dB here like the others.
     """
+    if colormap is not None and not isinstance(colormap, str):
+        raise DatasetError(f"{name}: the colour map must be a matplotlib name, got {colormap!r}")
     suffix = Path(name).suffix.lower()
     if suffix == ".npy":
         reading = Reading(read_npy(src, name))
