@@ -1,80 +1,145 @@
-"""One recording file (.npy in dB, or .png grey levels) -> a (C, H, W) float32 dB array, or an error naming
-it.
+"""One recording file -> a (C, H, W) float32 dB array, or an error naming the file and the rule.
 
-The per-file rules of the dataset folder (docs/simulator.md, "Dataset folder"), shared by the dataset reader,
-`dopplergen enroll` and the service's `POST /users`, so an upload is read exactly like a training file.
+The per-file rules of the dataset folder (docs/simulator.md, "Dataset folder"), shared by every way data
+enters: the dataset reader (its manifest and ImageFolder paths), `dopplergen enroll`, the service's
+`POST /users` (and the web page's enrol form); `dopplergen import` opens its images and arrays through the
+same checks (models/safe_files.py). So an upload is read exactly like a training file:
+
+- `.npy`: dB relative to the peak (<= 0), finite, never pickled, checked from its header before it is read.
+- PNG / JPEG (by content, at most MAX_PIXELS): a grey image is dB (0..max -> -dyn_range_db..0). A colour image
+  is a colour-mapped spectrogram: inverted through the named matplotlib colour map, or through the one that
+  fits best (models/colormap.py) when none is named; an image no map fits is refused, naming the maps that
+  came closest. A colour image is never read as its luminance. (A 3-channel pipeline keeps each RGB channel
+  as its own dB channel.)
+
+The one dispatch by file type is `read_file`.
 """
 
 from __future__ import annotations
 
-import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-IMAGE_SUFFIXES = (".png", ".npy")
+from models import colormap as cmaps
+from models.safe_files import MAX_PIXELS, DatasetError, load_image, load_npy
+
+__all__ = ["DatasetError", "IMAGE_SUFFIXES", "MAX_PIXELS", "Reading", "read_file", "read_recording"]
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (*PICTURE_SUFFIXES, ".npy")  # every file a person's folder or an upload may hold
+AUTO = ("", "auto")  # colour-map names that mean "detect it"
+RANK_PIXELS = 65_536  # colour maps are ranked on at most this many pixels (a strided view of a big image)
 
 
-class DatasetError(ValueError):
-    """A dataset folder or one of its files is unusable; the message names the file."""
+@dataclass(frozen=True)
+class Reading:
+    """One file read: its dB array, and the colour map its colours were read through (None: grey or .npy)."""
+
+    db: np.ndarray  # (C, H, W) float32 dB
+    colormap: str | None = None
+    detected: bool = False  # the map was chosen by fit, not named
+    error_255: float = 0.0  # mean inversion error of the colours, in 8-bit levels
+
+    @property
+    def note(self) -> str:
+        """How the colours were read, for a summary line ('' for grey images and arrays)."""
+        if self.colormap is None:
+            return ""
+        how = "detected" if self.detected else "as named"
+        return f"colours read through the {self.colormap} colour map ({how}; error {self.error_255:.1f}/255)"
 
 
-def _source(src: Path | bytes):
-    return io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src
+def _bytes(src: Path | bytes, rel: str) -> bytes:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return bytes(src)
+    try:
+        return Path(src).read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{rel}: the file is missing") from None
+    except OSError as e:
+        raise DatasetError(f"{rel}: cannot read ({e.strerror or e})") from None
 
 
 def read_npy(src: Path | bytes, rel: str) -> np.ndarray:
-    """A .npy of dB relative to the peak (<= 0): numeric, finite, never pickled."""
-    if isinstance(src, (bytes, bytearray)):
-        head = bytes(src[:6])
-    else:
-        try:
-            with open(src, "rb") as f:
-                head = f.read(6)
-        except FileNotFoundError:
-            raise DatasetError(f"{rel}: the file is missing") from None
-    if head != b"\x93NUMPY":  # numpy would call anything else "pickled data"
-        raise DatasetError(f"{rel}: not a .npy file (no NumPy header): save arrays with numpy.save")
-    try:
-        arr = np.load(_source(src), allow_pickle=False)
-    except FileNotFoundError:
-        raise DatasetError(f"{rel}: the file is missing") from None
-    except Exception as e:  # noqa: BLE001 - numpy raises several types for a corrupt file
-        raise DatasetError(f"{rel}: cannot read .npy ({e})") from None
-    if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number):
-        raise DatasetError(f"{rel}: expected a numeric array, got "
-                           f"{getattr(arr, 'dtype', type(arr).__name__)}")
-    arr = arr.astype(np.float32)
-    if not np.isfinite(arr).all():
-        raise DatasetError(f"{rel}: contains NaN or inf")
-    if arr.max(initial=-np.inf) > 1e-3:
+    """A .npy of dB relative to the peak (<= 0): numeric, finite, non-empty, never pickled."""
+    arr = load_npy(_bytes(src, rel), rel).astype(np.float32)
+    if arr.max() > 1e-3:
         raise DatasetError(
             f"{rel}: values up to {arr.max():.3g} > 0; expected dB relative to the peak (<= 0)"
         )
     return arr
 
 
-def read_png(src: Path | bytes, rel: str, channels: int, dyn_range_db: float) -> np.ndarray:
-    """PNG -> dB: grey (or each RGB channel) 0..max -> -dyn_range_db..0. Row 0 = the top = most positive
-    Doppler."""
-    try:
-        with Image.open(_source(src)) as im:
-            im.load()
-            if channels == 3:
-                im = im.convert("RGB")
-            elif im.mode not in ("L", "I", "I;16", "F"):
-                im = im.convert("L")  # colour-mapped RGB read as luminance; use channels=3 to keep colour
-            full = 65535.0 if im.mode.startswith("I") else 255.0
-            arr = np.asarray(im, dtype=np.float32)
-    except FileNotFoundError:
-        raise DatasetError(f"{rel}: the file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"{rel}: cannot read image ({e})") from None
-    if im.mode == "F":
-        full = 1.0
-    arr = arr / full * dyn_range_db - dyn_range_db
-    return np.moveaxis(arr, -1, 0) if arr.ndim == 3 else arr
+def _fits(rgb: np.ndarray, name: str) -> tuple[cmaps.Inversion, cmaps.Problem | None]:
+    inv = cmaps.invert(rgb, name)
+    return inv, cmaps.diagnose(inv, name)
+
+
+def _ranked(rgb: np.ndarray) -> list[tuple[str, float]]:
+    """Every candidate map by mean inversion error (of 255), on a strided view of a large image."""
+    h, w = rgb.shape[:2]
+    step = max(1, int(np.ceil(np.sqrt(h * w / RANK_PIXELS))))
+    return cmaps.rank_candidates(rgb[::step, ::step], top=len(cmaps.CANDIDATES))
+
+
+def _refusal(rel: str, rgb: np.ndarray, problem: cmaps.Problem, named: str | None,
+             ranked: list[tuple[str, float]] | None = None) -> DatasetError:
+    ranked = ranked if ranked is not None else _ranked(rgb)
+    best = ", ".join(f"{n} ({e:.1f}/255)" for n, e in ranked[:3])
+    if problem.kind == "frame":
+        why = (f"{problem.message}; crop it to the spectrogram alone (figures with axes: dopplergen import "
+               "--crop auto)")
+    elif named:
+        why = f"{problem.message}; the maps that fit best are {best}"
+    else:
+        why = (f"a colour image that fits no known colour map well enough (a usable one is within "
+               f"{255 * cmaps.FIT_OK:.0f}/255, at most {cmaps.OFF_OK:.0%} of pixels off the map); the maps "
+               f"that fit best are {best}")
+    return DatasetError(f"{rel}: {why}; name the colour map it was drawn with, or send a grey image "
+                        "(0..max = -dyn_range..0 dB)")
+
+
+def colours_to_db(rgb: np.ndarray, rel: str, dyn_range_db: float,
+                  colormap: str | None = None) -> tuple[np.ndarray, str, bool, float]:
+    """(H, W, 3) uint8 colours -> ((H, W) dB, map name, detected?, error of 255) through `colormap`, or the
+    best-fitting candidate map when it is None; DatasetError when the image does not fit."""
+    named = None if colormap is None or colormap.lower() in AUTO else colormap
+    if named is not None:
+        try:
+            cmaps.check_name(named)
+        except ValueError as e:
+            raise DatasetError(f"{rel}: {e}") from None
+        inv, problem = _fits(rgb, named)
+        if problem is not None:
+            raise _refusal(rel, rgb, problem, named)
+        name, detected = named, False
+    else:
+        ranked = _ranked(rgb)
+        name, detected = ranked[0][0], True
+        inv, problem = _fits(rgb, name)
+        if problem is not None:
+            raise _refusal(rel, rgb, problem, None, ranked)
+    db = (inv.value - 1.0) * dyn_range_db
+    return db.astype(np.float32), name, detected, 255 * inv.mean_error
+
+
+def read_image(src: Path | bytes, rel: str, channels: int, dyn_range_db: float,
+               colormap: str | None = None) -> Reading:
+    """A PNG or JPEG -> dB. Row 0 = the top = most positive Doppler. Grey: 0..max -> -dyn_range_db..0;
+    colour: its colour map inverted (1 channel), or each RGB channel as grey (3 channels)."""
+    img = load_image(_bytes(src, rel), rel)
+    if img.ndim == 2:  # grey
+        if colormap is not None and colormap.lower() not in AUTO and colormap != "gray":
+            db, name, detected, err = colours_to_db(cmaps.to_rgb_uint8(img), rel, dyn_range_db, colormap)
+            return Reading(db, name, detected, err)
+        return Reading(img * dyn_range_db - dyn_range_db)
+    if channels == 3:  # a 3-channel pipeline: every channel its own dB image, as it was trained
+        return Reading(np.moveaxis(img.astype(np.float32) / 255.0 * dyn_range_db - dyn_range_db, -1, 0))
+    db, name, detected, err = colours_to_db(img, rel, dyn_range_db, colormap)
+    return Reading(db, name, detected, err)
 
 
 def to_channels(arr: np.ndarray, channels: int, rel: str) -> np.ndarray:
@@ -99,17 +164,30 @@ def resize(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     ])
 
 
-def read_recording(src: Path | bytes, name: str, channels: int, dyn_range_db: float,
-                   size: tuple[int, int] | None = None) -> np.ndarray:
-    """A .npy or .png (by `name`'s suffix) -> (channels, H, W) float32 dB, resized to `size` when given."""
+def read_file(src: Path | bytes, name: str, channels: int, dyn_range_db: float,
+              size: tuple[int, int] | None = None, colormap: str | None = None) -> Reading:
+    """A recording (by `name`'s suffix) -> (channels, H, W) float32 dB, resized to `size` when given.
+
+    `colormap`: the matplotlib map colour images were drawn with (None or "auto": the best-fitting one).
+    This is the single dispatch by file type: a reader of raw radar recordings (models/raw.py: .dat, and
+    complex arrays, whose .npy header says complex) returns its (doppler, time) dB here like the others.
+    """
+    if colormap is not None and not isinstance(colormap, str):
+        raise DatasetError(f"{name}: the colour map must be a matplotlib name, got {colormap!r}")
     suffix = Path(name).suffix.lower()
-    if suffix == ".png":
-        arr = read_png(src, name, channels, dyn_range_db)
-    elif suffix == ".npy":
-        arr = read_npy(src, name)
+    if suffix == ".npy":
+        reading = Reading(read_npy(src, name))
+    elif suffix in PICTURE_SUFFIXES:
+        reading = read_image(src, name, channels, dyn_range_db, colormap)
     else:
-        raise DatasetError(f"{name}: unsupported file type (expected .png or .npy)")
-    arr = to_channels(arr, channels, name)
+        raise DatasetError(f"{name}: unsupported file type (expected {', '.join(IMAGE_SUFFIXES)})")
+    arr = to_channels(reading.db, channels, name)
     if size is not None and tuple(arr.shape[1:]) != tuple(size):
-        arr = resize(arr, tuple(size))
-    return arr.astype(np.float32, copy=False)
+        arr = resize(arr.astype(np.float32), tuple(size))
+    return Reading(arr.astype(np.float32, copy=False), reading.colormap, reading.detected, reading.error_255)
+
+
+def read_recording(src: Path | bytes, name: str, channels: int, dyn_range_db: float,
+                   size: tuple[int, int] | None = None, colormap: str | None = None) -> np.ndarray:
+    """read_file's array alone."""
+    return read_file(src, name, channels, dyn_range_db, size, colormap).db

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from models.paths import USER_ID_RULE, is_new_user_id
-from models.recording import IMAGE_SUFFIXES, DatasetError, read_recording
+from models.recording import IMAGE_SUFFIXES, DatasetError, read_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", required=True, help="pipeline folder to add the person to")
     p.add_argument("--user", required=True,
                    help="the new person's user ID (letters, digits, . _ -; up to 64)")
-    p.add_argument("--data", required=True, help="folder of that person's recordings (.npy in dB, or .png)")
+    p.add_argument("--data", required=True,
+                   help="folder of that person's recordings: .npy in dB, or PNG/JPEG images (grey = dB, or "
+                        "colour-mapped)")
+    p.add_argument("--colormap", default=None, metavar="NAME",
+                   help="matplotlib colour map the colour images were drawn with (jet, turbo, viridis, ...); "
+                        "default: the best-fitting one is detected, and an image no map fits is refused")
     p.add_argument("--out", required=True,
                    help="pipeline folder to write: a new folder, or --pipeline itself (in place); another "
                         "existing pipeline folder only with --force; never a folder that is not a pipeline, "
@@ -50,23 +55,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when present), cpu, cuda")
 
 
-def read_person(folder: Path, channels: int, dyn_range_db: float, size: tuple[int, int]) -> tuple[Any,
-                                                                                                  list[dict]]:
-    """Every .npy/.png directly in `folder` -> (N, C, H, W) dB and [{file, sha256}], by the dataset reader's
-    rules."""
+def read_person(folder: Path, channels: int, dyn_range_db: float, size: tuple[int, int],
+                colormap: str | None = None) -> tuple[Any, list[dict]]:
+    """Every recording directly in `folder` -> (N, C, H, W) dB and [{file, sha256[, colormap]}], by the
+    dataset reader's per-file rules (models/recording.py); colour images through `colormap` or the
+    detected map."""
     import numpy as np
 
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a directory")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise DatasetError(f"{folder}: user folder has no .png or .npy files")
+        raise DatasetError(f"{folder}: user folder has no {', '.join(IMAGE_SUFFIXES)} files")
     arrays, hashes = [], []
     for f in files:
         raw = f.read_bytes()
-        arrays.append(read_recording(raw, f.name, channels, dyn_range_db, size))
+        reading = read_file(raw, f.name, channels, dyn_range_db, size, colormap)
+        arrays.append(reading.db)
         hashes.append({"file": f.name, "sha256": hashlib.sha256(raw).hexdigest()})
+        if reading.colormap is not None:
+            hashes[-1].update(colormap=reading.colormap, colormap_detected=reading.detected)
     return np.stack(arrays), hashes
+
+
+def colour_summary(hashes: list[dict]) -> str | None:
+    """'3 colour images read through jet (detected)', or None when every file was grey or .npy."""
+    maps: dict[str, int] = {}
+    for h in hashes:
+        if "colormap" in h:
+            key = f"{h['colormap']} ({'detected' if h['colormap_detected'] else 'as named'})"
+            maps[key] = maps.get(key, 0) + 1
+    if not maps:
+        return None
+    return "; ".join(f"{n} colour image(s) read through {k}" for k, n in maps.items())
 
 
 def write_pipeline_atomically(src: Path, out: Path, user_encoder: Any, meta: dict[str, Any],
@@ -115,6 +136,19 @@ def check_out(src: Path, out: Path, data: Path, force: bool) -> str | None:
     return None
 
 
+def colormap_refused(name: str | None) -> str | None:
+    """Why --colormap cannot be used (None: it can, or it was not given)."""
+    from models.colormap import check_name
+    from models.recording import AUTO
+
+    try:
+        if name is not None and name.lower() not in AUTO:
+            check_name(name)
+    except ValueError as e:
+        return f"dopplergen enroll: error: --colormap: {e}"
+    return None
+
+
 def stored_dtype(pipeline: Path) -> Any:
     """The dtype user_encoder/ was saved in (the demo exports fp16), so the copy keeps it."""
     from safetensors import safe_open
@@ -135,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--user {args.user!r}: {USER_ID_RULE}")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     src = Path(args.pipeline)
-    refused = check_out(src, Path(args.out), Path(args.data), args.force)
+    refused = check_out(src, Path(args.out), Path(args.data), args.force) or colormap_refused(args.colormap)
     if refused:
         raise SystemExit(refused)
     pipe = DopplerPipeline.load(src, device=device)
@@ -143,10 +177,12 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"{src} already has user {args.user!r}; pass --replace to enrol it again")
     try:
         x_db, hashes = read_person(Path(args.data), pipe.channels, float(pipe.normalization.dyn_range_db),
-                                   pipe.image_size)
+                                   pipe.image_size, args.colormap)
     except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"dopplergen enroll: error: {e}", file=sys.stderr)
         return 2
+    if (colours := colour_summary(hashes)) is not None:
+        print(f"enroll: {colours}")
     cfg = EnrolConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     job = Enrolment(pipe, x_db, [0] * len(x_db), 1, cfg)
     with tqdm(total=cfg.steps, desc=f"enroll {args.user}", unit="step") as bar:

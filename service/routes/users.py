@@ -10,8 +10,9 @@ import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from models.colormap import check_name
 from models.paths import USER_ID_RULE, is_new_user_id
-from models.recording import DatasetError, read_recording
+from models.recording import AUTO, DatasetError, read_file
 from service.errors import ApiError, invalid
 from service.routes.deps import ApiKey, ReadyService, ServiceDep
 from service.schemas import EnrolAccepted, ErrorResponse, UserStatus
@@ -26,12 +27,20 @@ def _errors(*codes: int) -> dict:
 
 @router.post("/users", status_code=202, response_model=EnrolAccepted, responses=_errors(401, 409, 413, 422,
                                                                                         429, 503),
-             summary="Enrol a new person from 3 to 50 recordings (.npy in dB or .png); poll GET "
-                     "/users/{user_id}")
+             summary="Enrol a new person from 3 to 50 recordings (.npy in dB, or PNG/JPEG: grey = dB, or "
+                     "colour-mapped); poll GET /users/{user_id}")
 async def enrol(user_id: Annotated[str, Form()], files: Annotated[list[UploadFile], File()],
-                service: ReadyService) -> EnrolAccepted:
+                service: ReadyService,
+                colormap: Annotated[str | None, Form(
+                    description="matplotlib colour map of colour images (jet, turbo, viridis, ...); empty or "
+                                "'auto': the best-fitting map is detected")] = None) -> EnrolAccepted:
     if not is_new_user_id(user_id):
         raise invalid("user_id", USER_ID_RULE)
+    if colormap is not None and colormap.lower() not in AUTO:
+        try:
+            check_name(colormap)
+        except ValueError as exc:
+            raise invalid("colormap", str(exc)) from None
     entry = service.enroller.reserve(user_id)  # before any await: a second POST for it gets 409
     if entry is None:
         raise ApiError(409, "user_exists", f"user_id: {user_id!r} already exists; DELETE /users/{user_id} "
@@ -39,7 +48,7 @@ async def enrol(user_id: Annotated[str, Form()], files: Annotated[list[UploadFil
     try:
         if not MIN_FILES <= len(files) <= MAX_FILES:
             raise invalid("files", f"send {MIN_FILES} to {MAX_FILES} recordings, got {len(files)}")
-        x_db, hashes = await _read(files, service)
+        x_db, hashes = await _read(files, service, colormap)
         # QueueFull, ShuttingDown: service.errors
         queued = service.enroller.submit(user_id, entry, x_db, hashes)
     finally:
@@ -50,9 +59,10 @@ async def enrol(user_id: Annotated[str, Form()], files: Annotated[list[UploadFil
     return EnrolAccepted(user_id=user_id, status="enrolling")
 
 
-async def _read(files: list[UploadFile], service: Service) -> tuple[np.ndarray, list[dict]]:
-    """Every upload by the dataset reader's per-file rules, at the model's size; 422 naming the first bad
-    file."""
+async def _read(files: list[UploadFile], service: Service,
+                colormap: str | None) -> tuple[np.ndarray, list[dict]]:
+    """Every upload by the dataset reader's per-file rules (models/recording.py), at the model's size; 422
+    naming the first bad file and the rule."""
     pipe, limit = service.engine.pipe, service.settings.max_file_bytes
     dyn, arrays, hashes = float(pipe.normalization.dyn_range_db), [], []
     for i, f in enumerate(files):
@@ -61,11 +71,14 @@ async def _read(files: list[UploadFile], service: Service) -> tuple[np.ndarray, 
         if len(raw) > limit:
             raise invalid("files", f"{name}: larger than max_file_bytes ({limit} bytes)")
         try:
-            arrays.append(await run_in_threadpool(read_recording, raw, name, pipe.channels, dyn,
-                                                  pipe.image_size))
+            reading = await run_in_threadpool(read_file, raw, name, pipe.channels, dyn, pipe.image_size,
+                                              colormap)
         except DatasetError as exc:
             raise invalid("files", str(exc)) from None
+        arrays.append(reading.db)
         hashes.append({"file": name, "sha256": hashlib.sha256(raw).hexdigest()})
+        if reading.colormap is not None:  # provenance: which map its colours were read through
+            hashes[-1].update(colormap=reading.colormap, colormap_detected=reading.detected)
     return np.stack(arrays), hashes
 
 

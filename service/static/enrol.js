@@ -14,6 +14,7 @@ function fraction(progress) {
 export function setUpEnrolment(form, { onReady, onError }) {
   const userInput = form.querySelector("#enrol-user");
   const filesInput = form.querySelector("#enrol-files");
+  const colormap = form.querySelector("#enrol-colormap"); // "auto": the server detects the map
   const submit = form.querySelector("#enrol-submit");
   const bar = form.querySelector("#enrol-progress");
   const status = form.querySelector("#enrol-status");
@@ -47,6 +48,7 @@ export function setUpEnrolment(form, { onReady, onError }) {
     const userId = userInput.value.trim();
     const body = new FormData();
     body.append("user_id", userId);
+    if (colormap && colormap.value && colormap.value !== "auto") body.append("colormap", colormap.value);
     for (const file of filesInput.files) body.append("files", file, file.name);
     submit.disabled = true;
     show(`Uploading ${filesInput.files.length} recordings of ${userId}`, null);

@@ -19,6 +19,7 @@ from PIL import Image
 from tests.conftest import TINY_USERS
 from tests.e2e.conftest import LiveServer, run_server
 from tests.service.test_web_routes import write_dataset
+from tests.uploads import coloured_png, true_db
 
 pytestmark = pytest.mark.slow
 
@@ -261,14 +262,19 @@ def test_enrol_a_person_through_the_form(web_server, browser, tmp_path):
     if "post" not in routes.get("/users", {}):
         pytest.skip("POST /users (enrolment, issue 16) is not in this server's /openapi.json yet")
     files = []
-    for i in range(5):  # recordings of a new person, in dB (<= 0), the size of the tiny pipeline
+    for i in range(3):  # recordings of a new person, in dB (<= 0), the size of the tiny pipeline
         path = tmp_path / f"dave_{i}.npy"
         np.save(path, -60.0 * np.random.default_rng(i).random((32, 32)).astype(np.float32))
+        files.append(str(path))
+    for i in range(2):  # and two jet-coloured images of them, read through the map picked on the form
+        path = tmp_path / f"dave_{i}.png"
+        path.write_bytes(coloured_png(true_db(i), "jet"))
         files.append(str(path))
     page = open_page(browser, web_server.url + "/")
     page.wait_for_selector("#user option", state="attached")
     page.fill("#enrol-user", "dave")
     page.set_input_files("#enrol-files", files)
+    page.select_option("#enrol-colormap", "jet")
     page.click("#enrol-submit")
     page.wait_for_function(
         "document.querySelector('#user option[value=dave]') || "

@@ -2,6 +2,7 @@
 errors."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 
 from models.pipeline import DopplerPipeline
 from models.sampling import sample
+from tests.uploads import DYN, bad_uploads, coloured_png, true_db
 from training.cli import main
 
 FAST = ["--steps", "2", "--batch-size", "2", "--seed", "3"]
@@ -120,3 +122,47 @@ def test_out_never_replaces_recordings_or_a_non_pipeline_folder(tiny_pipeline_di
     assert "dave" not in DopplerPipeline.load(other).users
     assert _enrol(tiny_pipeline_dir, person, other, "--force") == 0
     assert "dave" in DopplerPipeline.load(other).users
+
+
+# ---- the one reader (issue 31): colour images inverted or refused; a bad upload is one clean line ---------
+def test_jet_pngs_enrol_through_the_detected_map_within_1_db(tiny_pipeline_dir, tmp_path, capsys):
+    from training.enroll import read_person
+
+    person = tmp_path / "jet"
+    person.mkdir()
+    truth = [true_db(i) for i in range(3)]
+    for i, db in enumerate(truth):
+        (person / f"{i}.png").write_bytes(coloured_png(db, "jet"))
+    for named in (None, "jet"):  # detected, or named with --colormap
+        x, hashes = read_person(person, 1, DYN, (32, 32), named)
+        assert x.shape == (3, 1, 32, 32)
+        assert max(np.abs(x[i, 0] - truth[i]).mean() for i in range(3)) < 1.0
+        assert {h["colormap"] for h in hashes} == {"jet"}
+        assert {h["colormap_detected"] for h in hashes} == {named is None}
+    assert _enrol(tiny_pipeline_dir, person, tmp_path / "out") == 0
+    assert "enroll: 3 colour image(s) read through jet (detected)" in capsys.readouterr().out
+    prov = json.loads((tmp_path / "out" / "dopplergen.json").read_text())["enrolled_users"]["dave"]
+    assert prov["files"][0]["colormap"] == "jet"
+
+
+def test_a_colour_image_that_fits_no_map_or_an_unknown_map_is_refused(tiny_pipeline_dir, person, tmp_path,
+                                                                       capsys):
+    (person / "x.png").write_bytes(coloured_png(true_db(5), "viridis"))
+    assert _enrol(tiny_pipeline_dir, person, tmp_path / "out", "--colormap", "jet") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dopplergen enroll: error: x.png: does not fit the jet colour map")
+    assert "viridis" in err and "\n" not in err
+    with pytest.raises(SystemExit, match="--colormap: unknown colour map 'parula'"):
+        _enrol(tiny_pipeline_dir, person, tmp_path / "out", "--colormap", "parula")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", sorted(bad_uploads()))
+def test_each_bad_upload_is_one_clean_line_naming_it(tiny_pipeline_dir, person, tmp_path, capsys, name):
+    data, rule = bad_uploads()[name]
+    (person / name).write_bytes(data)
+    assert _enrol(tiny_pipeline_dir, person, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.match(rf"dopplergen enroll: error: {re.escape(name)}: .*{rule}", err), err
+    assert not (tmp_path / "out").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models import colormap
+from models import colormap, safe_files
 from training.data.dataset import DatasetError
 
 
@@ -28,28 +28,25 @@ def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
 
 
 def read_source(path: Path, rel: str) -> np.ndarray:
-    """An image as (H, W, 3) uint8, or a .npy value array as (H, W) float64; DatasetError naming the file."""
+    """An image as (H, W, 3) uint8, or a .npy value array as (H, W) float64; DatasetError naming the file.
+
+    Opened through the shared checks of every way in (models/safe_files.py): PNG/JPEG by content, pixel limit
+    from the header, .npy header before data, finite values."""
     try:
-        if path.suffix.lower() == ".npy":
-            arr = np.load(path, allow_pickle=False)
-            if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-                return colormap.to_rgb_uint8(arr)  # an RGB array of a colour-mapped image
-            if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-                raise ValueError("expected a 2-D numeric array or an (H, W, 3) image, "
-                                 f"got {arr.dtype} {arr.shape}")
-            if not np.isfinite(arr).all():
-                raise ValueError("contains NaN or inf")
-            return arr.astype(np.float64)
-        with Image.open(path) as im:
-            # 16-bit / float grey: scale before PIL clips it to 8 bits
-            if im.mode.startswith("I") or im.mode == "F":
-                full = 65535.0 if im.mode.startswith("I") else 1.0
-                return colormap.to_rgb_uint8(np.clip(np.asarray(im, dtype=np.float64) / full, 0.0, 1.0))
-            return np.asarray(im.convert("RGB"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DatasetError(f"{rel}: listed in manifest.csv but the file is missing") from None
-    except Exception as e:  # noqa: BLE001 - PIL and numpy raise many types for a corrupt file
-        raise DatasetError(f"{rel}: cannot read ({type(e).__name__}: {e})") from None
+    except OSError as e:
+        raise DatasetError(f"{rel}: cannot read ({e.strerror or e})") from None
+    if path.suffix.lower() != ".npy":
+        return colormap.to_rgb_uint8(safe_files.load_image(data, rel))  # grey in [0, 1] or RGB uint8
+    arr = safe_files.load_npy(data, rel)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        return colormap.to_rgb_uint8(arr)  # an RGB array of a colour-mapped image
+    if arr.ndim != 2:
+        raise DatasetError(f"{rel}: expected a 2-D numeric array or an (H, W, 3) image, got {arr.dtype} "
+                           f"{arr.shape}")
+    return arr.astype(np.float64)
 
 
 def values_to_db(arr: np.ndarray, unit: str, dyn_range_db: float) -> np.ndarray:

@@ -28,11 +28,7 @@ from models.dataset_folder import (
 )
 from models.dataset_folder import assign_splits as assign_splits  # re-exported for simulate and the tests
 from models.paths import check_component
-from models.recording import DatasetError
-from models.recording import read_npy as _read_npy
-from models.recording import read_png as _read_png
-from models.recording import resize as _resize
-from models.recording import to_channels as _to_channels
+from models.recording import DatasetError, read_recording
 
 FORMAT_VERSION = 1
 DEFAULT_DYN_RANGE_DB = 60.0  # for folders without meta.json (PNG grey 0..255 -> -R..0 dB)
@@ -166,16 +162,10 @@ def load_dataset(path: str | Path, split: str | Sequence[str] | None = None, cha
         if not file.exists():
             raise DatasetError(f"{rel}: listed in manifest.csv but the file is missing")
         digest.update(rel.encode())
-        digest.update(file.read_bytes())
-        if file.suffix.lower() == ".png":
-            arr = _read_png(file, rel, channels, dyn)
-        elif file.suffix.lower() == ".npy":
-            arr = _read_npy(file, rel)
-        else:
-            raise DatasetError(f"{rel}: unsupported file type (expected .png or .npy)")
-        arr = _to_channels(arr, channels, rel)
-        if hw is not None and arr.shape[1:] != hw:
-            arr = _resize(arr, hw)
+        raw = file.read_bytes()
+        digest.update(raw)
+        # the per-file rules of every way in (models/recording.py); meta.json may name the colour map
+        arr = read_recording(raw, rel, channels, dyn, hw, colormap=meta.get("colormap"))
         expect = expect or arr.shape[1:]
         if tuple(arr.shape[1:]) != tuple(expect):
             raise DatasetError(f"{rel}: shape {arr.shape[1:]} differs from the dataset's "

@@ -24,6 +24,7 @@ import numpy as np
 
 from models import colormap, sessions
 from models.dataset_folder import manifest_path, read_manifest
+from models.paths import UnsafePathError, check_component, inside
 from training.data.convert import colours_to_db, explain, parse_crop, read_source, resize_db, values_to_db
 from training.data.dataset import DatasetError, Record, write_dataset
 from training.data.staging import check_free, staged_folder
@@ -81,8 +82,13 @@ def discover(src: Path, pattern) -> list[Source]:
     if manifest_path(src).is_file():
         rows = read_manifest(src, required=("path", "user"))
         out = []
-        for r in rows:
+        for line, r in enumerate(rows, start=2):  # line 1 is the header
             rel = r["path"]
+            try:  # a listed path stays inside SRC: not absolute, no '..'
+                inside(src, rel, f"{manifest_path(src)}: line {line}")
+                check_component(r["user"], f"{manifest_path(src)}: line {line}")
+            except UnsafePathError as e:
+                raise DatasetError(str(e)) from None
             inner = rel.split("/", 1)[1] if rel.startswith(r["user"] + "/") else rel
             session = r.get("group") or sessions.session_of(inner, pattern)
             extra = {k: v for k, v in r.items()

@@ -124,3 +124,22 @@ def test_cli_end_to_end_is_byte_identical(tmp_path):
     assert main([*args[:-2], "--out", str(tmp_path / "c"), "--seed", "8"]) == 0
     assert ((tmp_path / "c" / "user00" / "0000.npy").read_bytes()
             != (tmp_path / "a" / "user00" / "0000.npy").read_bytes())
+
+
+def test_image_folder_colour_images_go_through_the_map_meta_json_names(tmp_path):
+    """The ImageFolder path reads colour PNGs like enroll and POST /users do (models/recording.py): through
+    meta.json's "colormap", or the detected map; never as luminance (issue 31)."""
+    from tests.uploads import coloured_png, true_db
+
+    truth = {}
+    for u in ("a", "b"):
+        (tmp_path / u).mkdir()
+        for j in range(3):
+            truth[f"{u}/{j}.png"] = true_db(3 * len(u) + j)
+            (tmp_path / u / f"{j}.png").write_bytes(coloured_png(truth[f"{u}/{j}.png"], "viridis"))
+    for named in (None, "viridis"):
+        (tmp_path / "meta.json").write_text(json.dumps({"colormap": named} if named else {}))
+        ds = load_dataset(tmp_path)
+        assert max(np.abs(x[0] - truth[p]).mean() for x, p in zip(ds.x, ds.paths, strict=True)) < 1.0
+    (tmp_path / "meta.json").write_text(json.dumps({"colormap": "jet"}))
+    expect_error(tmp_path, r"a/0\.png: does not fit the jet colour map.*best are viridis")

@@ -100,13 +100,16 @@ def test_jet_128px_imported_at_64px_recovers_db(jet_src, imported):
     assert 0 <= meta["import"]["mean_inversion_error_255"] < 2  # a lossless PNG lies on the map's curve
 
 
-def test_wrong_inversion_is_caught_by_the_recovery_check(jet_src):
-    """The check above can fail: reading jet as a brightness ramp (what the reader did before) misses
-    badly."""
-    ds = load_dataset(jet_src[0], size=64)  # the ImageFolder reader: luminance of the jet PNGs
-    mae = np.mean([np.abs(x[0] - jet_src[1][rel].reshape(64, 2, 64, 2).mean(axis=(1, 3))).mean()
-                   for x, rel in zip(ds.x, ds.paths, strict=True)])
-    assert mae > 3.0
+def test_the_image_folder_reader_inverts_jet_where_luminance_misses(jet_src):
+    """The dataset reader's ImageFolder path reads the jet PNGs through the same colour-map logic as import
+    (models/recording.py detects jet); luminance, what it did before (issue 31), misses badly."""
+    ds = load_dataset(jet_src[0], size=64)
+    truth = {rel: jet_src[1][rel].reshape(64, 2, 64, 2).mean(axis=(1, 3)) for rel in ds.paths}
+    mae = np.mean([np.abs(x[0] - truth[rel]).mean() for x, rel in zip(ds.x, ds.paths, strict=True)])
+    assert mae < 3.0
+    lum = {rel: np.asarray(Image.open(jet_src[0] / rel).convert("L").resize((64, 64)), np.float32) / 255
+           for rel in ds.paths}
+    assert np.mean([np.abs(lum[rel] * DYN - DYN - truth[rel]).mean() for rel in ds.paths]) > 3.0
 
 
 def test_jpeg_and_other_maps_import(tmp_path):
