@@ -37,11 +37,10 @@ class RadarParams:
     def complete(self, name: str) -> RadarParams:
         """With the PRF worked out from the sweep time; DatasetError naming the file and the flag to pass."""
         p = self if self.prf_hz or not self.sweep_s else replace(self, prf_hz=1.0 / self.sweep_s)
-        for key in ("carrier_hz", "prf_hz"):
+        for key, what in (("carrier_hz", "carrier frequency"), ("prf_hz", "PRF (sweeps per second)")):
             v = getattr(p, key)
             if v is None:
-                raise DatasetError(f"{name}: the {key.replace('_hz', '')} frequency is not in the file; pass "
-                                   f"{FLAG[key]}")
+                raise DatasetError(f"{name}: the {what} is not in the file; pass {FLAG[key]}")
             if not np.isfinite(v) or v <= 0:
                 raise DatasetError(f"{name}: {key} = {v!r} must be a positive number ({FLAG[key]})")
         return p

@@ -106,7 +106,7 @@ def _discover(src: Path, pattern, cfg: ImportConfig) -> list[Source]:
     people = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not people:
         raise DatasetError(f"{src}: no manifest.csv and no person folders (expected "
-                           "SRC/<person>/*.png|jpg|npy)")
+                           "SRC/<person>/*.png|jpg|npy|dat|..., or --user-pattern for a flat folder)")
     out = []
     for person in people:
         files = sorted(f for f in person.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES

@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if getattr(args, "raw", None):
         print(f"simulate: writing {cfg.users * cfg.per_user} raw {args.raw} recordings of "
-              f"{cfg.duration_s:g} s, about {simulate_raw.estimated_mb(cfg, args.raw):.0f} MB, to {args.out}")
+              f"{cfg.duration_s:g} s, about {simulate_raw.estimated_mb(cfg, args.raw):.1f} MB, to {args.out}")
         settings = simulate_raw.write_raw(args.out, cfg, user_profiles(cfg), args.raw)
         print(f"simulate: done in {time.perf_counter() - t0:.1f} s ({settings['carrier_hz'] / 1e9:g} GHz, "
               f"PRF {settings['prf_hz']:g} Hz); import them with:\n  "
