@@ -31,8 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "adapt": ("training.adapt",
               "adapt a trained pipeline to your radar's data (autoencoder fine-tune, UNet LoRA, new rows)"),
     "import": ("training.data.importer",
-               "published images (colour-mapped, any size, windows of sessions) -> a dataset folder, "
-               "split by session"),
+               "published images (colour-mapped, any size, windows of sessions) or raw radar recordings "
+               "(.dat, complex .npy/.mat/.h5) -> a dataset folder, split by session"),
     "merge": ("training.data.merge",
               "real + generated dataset folders -> one folder with provenance per row"),
     "compare": ("training.compare", "train/evaluate the kl, vq-latent and vq-diffusion routes side by side"),

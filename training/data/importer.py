@@ -1,6 +1,6 @@
 """`dopplergen import`: published micro-Doppler images (colour-mapped, any size, windows of recording
-sessions) -> a dataset folder: meta.json, manifest.csv (path,user,split,group,source), <user>/<id>.npy in dB
-<= 0.
+sessions), or raw radar recordings (training/data/raw_import.py) -> a dataset folder: meta.json, manifest.csv
+(path,user,split,group,source), <user>/<id>.npy in dB <= 0.
 
 SRC is an ImageFolder (one folder per person of .png/.jpg/.npy, optionally a sub-folder per session) or a
 folder with manifest.csv (path,user[,group][,condition columns]). Colours go back to dB through the named
@@ -16,7 +16,7 @@ import csv
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,13 @@ import numpy as np
 from models import colormap, sessions
 from models.dataset_folder import manifest_path, read_manifest
 from models.paths import UnsafePathError, check_component, inside
+from models.raw import RAW_SUFFIXES, is_raw
+from training.data import raw_import
 from training.data.convert import colours_to_db, explain, parse_crop, read_source, resize_db, values_to_db
 from training.data.dataset import DatasetError, Record, write_dataset
 from training.data.staging import check_free, staged_folder
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
+SUFFIXES = (".png", ".jpg", ".jpeg", ".npy", *RAW_SUFFIXES)
 AXIS_KEYS = ("doppler_hz_per_bin", "doppler_hz_row0", "seconds_per_frame")  # change with crop and size
 NOT_CARRIED = ("format_version", "image_size", "channels", "source", "dyn_range_db", "users", "import")
 
@@ -49,6 +51,9 @@ class ImportConfig:
     # "Y0:Y1,X0:X1" box kept of every image, or "auto" (each image's detected plot area)
     crop: str | None = None
     npy_unit: str = "db"  # .npy value arrays: db (re-referenced to their peak), power or amplitude
+    user_pattern: str | None = None  # regex whose first group, in the path under SRC, names the person
+    activity_pattern: str | None = None  # regex whose first group is the manifest column "activity"
+    raw: dict[str, Any] = field(default_factory=dict)  # raw recordings: radar flags, chain settings
 
     def validate(self) -> None:
         if not 8 <= self.size <= 1024:
@@ -62,6 +67,7 @@ class ImportConfig:
         colormap.check_name(self.colormap)
         sessions.compile_group(self.group)
         parse_crop(self.crop)
+        raw_import.validate(self)
 
 
 @dataclass(frozen=True)
@@ -74,11 +80,17 @@ class Source:
     extra: dict[str, str]
 
 
-def discover(src: Path, pattern) -> list[Source]:
+def discover(src: Path, pattern, cfg: ImportConfig | None = None) -> list[Source]:
     """Every file of SRC with its person and session (manifest.csv if present, else the ImageFolder
-    layout)."""
+    layout, or --user-pattern), and its activity from --activity-pattern."""
+    cfg = cfg or ImportConfig()
     if not src.is_dir():
         raise DatasetError(f"{src}: not a directory")
+    found = _discover(src, pattern, cfg)
+    return [Source(s.user, s.rel, s.session, {**s.extra, **raw_import.activity(s.rel, cfg)}) for s in found]
+
+
+def _discover(src: Path, pattern, cfg: ImportConfig) -> list[Source]:
     if manifest_path(src).is_file():
         rows = read_manifest(src, required=("path", "user"))
         out = []
@@ -90,15 +102,17 @@ def discover(src: Path, pattern) -> list[Source]:
             except UnsafePathError as e:
                 raise DatasetError(str(e)) from None
             inner = rel.split("/", 1)[1] if rel.startswith(r["user"] + "/") else rel
-            session = r.get("group") or sessions.session_of(inner, pattern)
+            session = r.get("group") or raw_import.session_of(src / rel, inner, pattern)
             extra = {k: v for k, v in r.items()
                      if k not in ("path", "user", "split", "group", "source") and k}
             out.append(Source(r["user"], rel, session, extra))
         return out
+    if cfg.user_pattern:
+        return [Source(*s) for s in raw_import.discover_by_pattern(src, cfg, SUFFIXES, pattern)]
     people = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not people:
         raise DatasetError(f"{src}: no manifest.csv and no person folders (expected "
-                           "SRC/<person>/*.png|jpg|npy)")
+                           "SRC/<person>/*.png|jpg|npy|dat|..., or --user-pattern for a flat folder)")
     out = []
     for person in people:
         files = sorted(f for f in person.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
@@ -107,7 +121,8 @@ def discover(src: Path, pattern) -> list[Source]:
             raise DatasetError(f"{person}: person folder has no {'/'.join(SUFFIXES)} files")
         for f in files:
             inner = f.relative_to(person).as_posix()
-            out.append(Source(person.name, f"{person.name}/{inner}", sessions.session_of(inner, pattern), {}))
+            session = raw_import.session_of(f, inner, pattern)
+            out.append(Source(person.name, f"{person.name}/{inner}", session, {}))
     return out
 
 
@@ -153,6 +168,11 @@ def _convert(src: Path, sources: list[Source], splits, cfg: ImportConfig, stats:
     taken: dict[str, set[str]] = {}
     for s in tqdm(sources, desc="import", unit="file", disable=not progress):
         try:
+            if is_raw(src / s.rel):  # a recording: its windows through the field's chain
+                base = rec_id(s.user, s.rel, taken.setdefault(s.user, set()))
+                yield from raw_import.records(src / s.rel, s.rel, s.user, base, splits[(s.user, s.session)],
+                                              {"group": s.session, "source": s.rel, **s.extra}, cfg, stats)
+                continue
             arr = read_source(src / s.rel, s.rel)
             if arr.ndim == 2:
                 db, error = values_to_db(arr, cfg.npy_unit, cfg.dyn_range_db), 0.0
@@ -199,11 +219,13 @@ def import_dataset(
     cfg.validate()
     src, out = Path(src), Path(out)
     check_free(out)
-    sources = discover(src, sessions.compile_group(cfg.group))
+    sources = discover(src, sessions.compile_group(cfg.group), cfg)
+    raw = raw_import.check_kinds(src, [s.rel for s in sources])
     splits = plan_splits(sources, cfg)
     meta = _meta(src, cfg)
-    first = read_source(src / sources[0].rel, sources[0].rel)  # fail fast on a systematic misfit (map, frame)
-    problem = colours_to_db(first, cfg.colormap, cfg.crop, cfg.dyn_range_db)[2] if first.ndim == 3 else None
+    first = None if raw else read_source(src / sources[0].rel, sources[0].rel)  # fail fast on a misfit
+    problem = colours_to_db(first, cfg.colormap, cfg.crop, cfg.dyn_range_db)[2] \
+        if first is not None and first.ndim == 3 else None
     if problem is not None:
         raise DatasetError(f"{explain(sources[0].rel, first, problem, cfg.colormap, cfg.crop)} (nothing was "
                            f"written to {out})")
@@ -215,7 +237,8 @@ def import_dataset(
             shown = "\n  ".join(stats["failures"][:5])
             raise DatasetError(f"{n} of {len(sources)} file(s) could not be imported (nothing was written to "
                                f"{out}):\n  {shown}" + (f"\n  ... and {n - 5} more" if n > 5 else ""))
-        errors = np.asarray(stats["errors"])
+        errors = np.asarray(stats["errors"] or [0.0])
+        varying = raw_import.finish_meta(meta, cfg, stats)
         meta["import"].update(mean_inversion_error_255=round(float(errors.mean()), 4),
                               max_inversion_error_255=round(float(errors.max()), 4))
         (tmp / "meta.json").write_text(json.dumps({**json.loads((tmp / "meta.json").read_text()), **meta},
@@ -228,7 +251,8 @@ def import_dataset(
     sess = {sp: sum(1 for v in splits.values() if v == sp) for sp in ("train", "val", "test")}
     return {"files": len(sources), "people": len({s.user for s in sources}), "sessions": len(splits),
             "per_split": per_split, "sessions_per_split": sess, "mean_error": float(errors.mean()),
-            "max_error": float(errors.max()), "median_db": float(np.median(stats["medians"]))}
+            "max_error": float(errors.max()), "median_db": float(np.median(stats["medians"] or [-np.inf])),
+            "raw": raw, "windows": len(stats.get("raw_axes", [])), "varying": varying}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -257,13 +281,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or 'auto' to crop each image to its detected plot area")
     p.add_argument("--npy-unit", default=d.npy_unit, choices=("db", "power", "amplitude"),
                    help="what 2-D .npy arrays hold (default db)")
+    raw_import.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = ImportConfig(size=args.size, colormap=args.colormap, group=args.group,
                        dyn_range_db=args.dyn_range_db,
                        test_fraction=args.test_fraction, val_fraction=args.val_fraction, seed=args.seed,
-                       crop=args.crop, npy_unit=args.npy_unit)
+                       crop=args.crop, npy_unit=args.npy_unit, user_pattern=args.user_pattern,
+                       activity_pattern=args.activity_pattern, raw=raw_import.options(args))
     t0 = time.perf_counter()
     try:
         s = import_dataset(args.src, args.out, cfg)
@@ -271,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"dopplergen import: error: {e}", file=sys.stderr)
         return 2
     n, k = s["per_split"], s["sessions_per_split"]
+    if s["raw"]:
+        return raw_import.report(s, args.out, cfg, time.perf_counter() - t0)
     print(f"import: {s['files']} files of {s['people']} people in {s['sessions']} sessions -> {args.out} "
           f"({cfg.size}x{cfg.size}, {cfg.colormap}, {cfg.dyn_range_db:g} dB); train/val/test "
           f"{n['train']}/{n['val']}/{n['test']} files ({k['train']}/{k['val']}/{k['test']} sessions); mean "

@@ -113,6 +113,23 @@ def slow_time_return(rng: np.ndarray, amp: np.ndarray, wavelength: float, decim:
     return (a * steps).sum(axis=0).reshape(-1)[:n_pulses]
 
 
+def walk_echoes(prf: float, n_pulses: int, height_m: float, speed_mps: float, gait: Gait, start_phase: float,
+                duration_s: float, aspect_deg: float, range_m: float
+                ) -> tuple[np.ndarray, np.ndarray, int, dict[str, float]]:
+    """Per-segment range and amplitude (K, G) on the kinematic grid (every `decim` pulses, covering the last
+    pulse), `decim`, and the gait timing: the body a radar at `range_m`, `aspect_deg` sees walking."""
+    decim = max(1, int(prf // KINEMATICS_HZ))
+    t = np.arange(-(-n_pulses // decim) + 1) * (decim / prf)  # kinematic grid; covers the last pulse
+    a, b, timing = body_points(t, height_m, speed_mps, gait, start_phase, duration_s)
+    th = np.deg2rad(aspect_deg)
+    radar = np.array([range_m * np.cos(th), range_m * np.sin(th), RADAR_HEIGHT_M])
+    radii = np.array([r for _, r, _ in SEGMENTS]) * height_m * gait.girth
+    scale = np.asarray(gait.rcs_scale, dtype=float)[[g for _, _, g in SEGMENTS]]
+    widths = np.where(np.array(SEGMENT_NAMES) == "torso", TORSO_WIDTH, 1.0)
+    rng, amp = segment_echoes(a, b, radii, widths, scale, radar, range_m)
+    return rng, amp, decim, timing
+
+
 def stft_power(x: np.ndarray, window: int, hop: int, nfft: int) -> np.ndarray:
     """|STFT|^2 with a Hann window, fftshifted and flipped: (nfft, frames), row 0 = most positive Doppler."""
     frames = np.lib.stride_tricks.sliding_window_view(x, window)[::hop]  # (F, W)
@@ -184,16 +201,9 @@ def simulate_walk(height_m: float = 1.65, speed_mps: float = 1.4, carrier_hz: fl
     rng = np.random.default_rng(seed)
 
     # Kinematics -> slow-time return.
-    decim = max(1, int(prf // KINEMATICS_HZ))
-    t = np.arange(-(-n_pulses // decim) + 1) * (decim / prf)  # kinematic grid; covers the last pulse
-    a, b, timing = body_points(t, height_m, speed_mps, gait, start_phase, duration_s)
-    th = np.deg2rad(aspect_deg)
-    radar = np.array([range_m * np.cos(th), range_m * np.sin(th), RADAR_HEIGHT_M])
-    radii = np.array([r for _, r, _ in SEGMENTS]) * height_m * gait.girth
-    scale = np.asarray(gait.rcs_scale, dtype=float)[[g for _, _, g in SEGMENTS]]
-    widths = np.where(np.array(SEGMENT_NAMES) == "torso", TORSO_WIDTH, 1.0)
-    x = slow_time_return(*segment_echoes(a, b, radii, widths, scale, radar, range_m), wavelength,
-                         decim, n_pulses)
+    ranges, amps, decim, timing = walk_echoes(prf, n_pulses, height_m, speed_mps, gait, start_phase,
+                                              duration_s, aspect_deg, range_m)
+    x = slow_time_return(ranges, amps, wavelength, decim, n_pulses)
     p_sig = float(np.mean(np.abs(x) ** 2))
     if clutter_db is not None:
         x = x + np.sqrt(p_sig * 10 ** (clutter_db / 10)) * np.exp(2j * np.pi * rng.random())
@@ -229,7 +239,7 @@ def simulate_walk(height_m: float = 1.65, speed_mps: float = 1.4, carrier_hz: fl
         height_m=float(height_m), speed_mps=float(speed_mps), aspect_deg=float(aspect_deg),
         range_m=float(range_m),
         duration_s=float(duration_s), snr_db=snr_db, clutter_db=clutter_db, start_phase=float(start_phase),
-        seed=int(seed), torso_doppler_hz=float(2 * speed_mps * np.cos(th) / wavelength),
+        seed=int(seed), torso_doppler_hz=float(2 * speed_mps * np.cos(np.deg2rad(aspect_deg)) / wavelength),
         gait=gait.to_dict(), **{k: float(v) for k, v in timing.items()},
     )
     return Spectrogram(db=db, doppler_hz=doppler.astype(np.float64),

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from training.data import simulate_raw
 from training.data.dataset import Record, assign_splits, write_dataset
 from training.data.radar import DEFAULT_DURATION_S, DEFAULT_DYN_RANGE_DB
 from training.data.users import UserProfile, Variation, make_user, simulate_recording, user_ids
@@ -82,6 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed-span", type=float, default=v.speed_span,
                    help="> 0: speed uniform in the person's preferred speed x [1 - span, 1 + span] (default "
                         f"0: normal with {v.speed_rel:g} relative spread)")
+    p.add_argument("--raw", choices=simulate_raw.KINDS, default=None,
+                   help="write raw recordings instead, for `dopplergen import`: fmcw-dat (Ancortek/Glasgow "
+                        ".dat beat signal) or slow-time (complex .npy); prints the import command")
     p.add_argument("--cover-conditions", action="store_true",
                    help="cover the condition space for speed/aspect-conditioned training: --aspect-deg "
                         f"{COVER_CONDITIONS['aspect_deg']:g} --speed-span {COVER_CONDITIONS['speed_span']:g}")
@@ -164,6 +168,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"dopplergen simulate: error: {e}")
         return 2
     t0 = time.perf_counter()
+    if getattr(args, "raw", None):
+        print(f"simulate: writing {cfg.users * cfg.per_user} raw {args.raw} recordings of "
+              f"{cfg.duration_s:g} s, about {simulate_raw.estimated_mb(cfg, args.raw):.1f} MB, to {args.out}")
+        settings = simulate_raw.write_raw(args.out, cfg, user_profiles(cfg), args.raw)
+        print(f"simulate: done in {time.perf_counter() - t0:.1f} s ({settings['carrier_hz'] / 1e9:g} GHz, "
+              f"PRF {settings['prf_hz']:g} Hz); import them with:\n  "
+              f"{simulate_raw.import_command(args.out, settings, cfg.size)}")
+        return 0
     simulate_dataset(args.out, cfg, workers=max(1, args.workers))
     dt = time.perf_counter() - t0
     n = cfg.users * cfg.per_user
