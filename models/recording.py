@@ -24,12 +24,14 @@ import numpy as np
 from PIL import Image
 
 from models import colormap as cmaps
+from models.raw.files import RAW_SUFFIXES, npy_is_complex
 from models.safe_files import MAX_PIXELS, DatasetError, load_image, load_npy
 
 __all__ = ["DatasetError", "IMAGE_SUFFIXES", "MAX_PIXELS", "Reading", "read_file", "read_recording"]
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
-IMAGE_SUFFIXES = (*PICTURE_SUFFIXES, ".npy")  # every file a person's folder or an upload may hold
+# every file a person's folder or an upload may hold (raw recordings: models/raw)
+IMAGE_SUFFIXES = (*PICTURE_SUFFIXES, ".npy", *RAW_SUFFIXES)
 AUTO = ("", "auto")  # colour-map names that mean "detect it"
 RANK_PIXELS = 65_536  # colour maps are ranked on at most this many pixels (a strided view of a big image)
 
@@ -175,7 +177,10 @@ def read_file(src: Path | bytes, name: str, channels: int, dyn_range_db: float,
     if colormap is not None and not isinstance(colormap, str):
         raise DatasetError(f"{name}: the colour map must be a matplotlib name, got {colormap!r}")
     suffix = Path(name).suffix.lower()
-    if suffix == ".npy":
+    if suffix in RAW_SUFFIXES or (suffix == ".npy" and npy_is_complex(src if isinstance(src, bytes) else
+                                                                    Path(src))):
+        reading = Reading(read_raw_recording(src, name, size, dyn_range_db))
+    elif suffix == ".npy":
         reading = Reading(read_npy(src, name))
     elif suffix in PICTURE_SUFFIXES:
         reading = read_image(src, name, channels, dyn_range_db, colormap)
@@ -185,6 +190,26 @@ def read_file(src: Path | bytes, name: str, channels: int, dyn_range_db: float,
     if size is not None and tuple(arr.shape[1:]) != tuple(size):
         arr = resize(arr.astype(np.float32), tuple(size))
     return Reading(arr.astype(np.float32, copy=False), reading.colormap, reading.detected, reading.error_255)
+
+
+def read_raw_recording(src: Path | bytes, name: str, size: tuple[int, int] | None,
+                       dyn_range_db: float) -> np.ndarray:
+    """A raw radar recording (models/raw: .dat, complex .npy/.mat/.h5/.npz) through the field's chain with its
+    own parameters; a long one gives its first window of the chain's default length."""
+    from models.raw import ChainConfig, raw_spectrograms
+
+    n = int(size[0]) if size is not None else 64
+    try:
+        windows = raw_spectrograms(src, name, ChainConfig(size=n, dyn_range_db=dyn_range_db))
+    except DatasetError as e:
+        if "pass --" not in str(e):
+            raise
+        raise DatasetError(f"{e} (a raw recording enrols only with its radar parameters inside the file, "
+                           "as a .dat has them; else convert it first: dopplergen import SRC --out DST "
+                           "--size N --carrier-hz ... --prf-hz ..., docs/import.md)") from None
+    if not windows:
+        raise DatasetError(f"{name}: the recording is too short for one spectrogram")
+    return windows[0][0]
 
 
 def read_recording(src: Path | bytes, name: str, channels: int, dyn_range_db: float,

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models import domain
 from models.enrolment import EnrolConfig, Enrolment
 from models.texture import TextureBank, reconstructions
 from models.user_encoder import UserEncoder
@@ -100,6 +101,9 @@ class Enroller:
             return None
         for _ in job.preparation():
             yield
+        check = domain.check(pipe, x_db)
+        entry.domain = {**check.to_dict(), "message": check.line()}
+        yield
         while not job.done:
             job.step()
             entry.progress = len(job.losses) / max(1, self.cfg.steps)
@@ -114,7 +118,8 @@ class Enroller:
         yield
         info = dict(user_id=user, files=files, k=len(files), steps=self.cfg.steps, lr=self.cfg.lr,
                     batch_size=self.cfg.batch_size, seed=self.cfg.seed, final_loss=job.final_loss(),
-                    seconds=round(time.perf_counter() - t0, 2), enrolled_at_ns=time.time_ns())
+                    seconds=round(time.perf_counter() - t0, 2), enrolled_at_ns=time.time_ns(),
+                    domain=entry.domain)
         # appending moves no existing index; only jobs change the encoder and they run one at a time here
         encoder = pipe.user_encoder.with_users([user], rows)
         texture = self._with_texture(pipe.texture, user, tensors)
@@ -204,7 +209,7 @@ class Enroller:
         entry = self.entries.get(user)
         if entry is not None:
             return dict(status=entry.status, progress=round(entry.progress, 4), error=entry.error,
-                        enrolled=True)
+                        enrolled=True, domain=entry.domain)
         if self.engine.pipe is not None and user in self.engine.pipe.users:
             return dict(status="ready", progress=1.0, error=None, enrolled=False)
         state = self.sync.files.read(user)  # enrolling or failed on another replica

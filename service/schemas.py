@@ -134,6 +134,10 @@ class UserStatus(BaseModel):
     progress: float = Field(description="0..1: share of the enrolment's optimiser steps done")
     error: str | None = None
     enrolled: bool = Field(description="added by enrolment (deletable), not trained with the model")
+    domain: dict[str, Any] | None = Field(
+        default=None, description="how far the recordings are from the pipeline's domain (models/domain.py): "
+        "stage-1 reconstruction error in dB, its ratio to the pipeline's own held-out error, out_of_domain, "
+        "and a one-line message naming `dopplergen adapt` when out of domain; null until measured")
 
 
 class Example(BaseModel):

@@ -187,6 +187,7 @@ class Entry:
     deleting: asyncio.Future | None = None  # the deletion job of a served entry
     token: str | None = None  # the enrolment's, in its status file (service/users_sync.py)
     written: float = 0.0  # time.monotonic() of its last status-file write
+    domain: dict[str, Any] | None = None  # the recordings' domain check (models/domain.py), once measured
 
 
 def new_token() -> str:

@@ -183,6 +183,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if (colours := colour_summary(hashes)) is not None:
         print(f"enroll: {colours}")
+    from models import domain
+
+    check = domain.check(pipe, x_db)
+    print(f"enroll: {'warning: ' if check.out_of_domain else ''}{check.line()}",
+          file=sys.stderr if check.out_of_domain else sys.stdout)
     cfg = EnrolConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     job = Enrolment(pipe, x_db, [0] * len(x_db), 1, cfg)
     with tqdm(total=cfg.steps, desc=f"enroll {args.user}", unit="step") as bar:
@@ -201,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
     meta.setdefault("enrolled_users", {})[args.user] = dict(
         files=hashes, k=len(hashes), steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
         final_loss=job.final_loss(), seconds=round(seconds, 2), method="models.enrolment (user row only)",
+        domain=check.to_dict(),
         enrolled_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     texture = None
     if pipe.texture is not None:  # the person's own residuals join the bank (models/texture.py)

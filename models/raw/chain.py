@@ -21,7 +21,7 @@ from PIL import Image
 
 from models.raw.files import read_raw
 from models.raw.params import SPEED_OF_LIGHT, ChainConfig, RadarParams, RawRecording, parse_range_bins
-from models.recording import DatasetError
+from models.safe_files import DatasetError
 
 GLASGOW_MTI = 0.0075  # the set's Butterworth cut-off, as a fraction of the slow-time Nyquist frequency
 DOPPLER_AXIS = "descending (row 0 = most positive Doppler = approaching)"

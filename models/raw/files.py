@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from models.raw.params import LAYOUTS, PARAM_VARIABLES, RadarParams, RawRecording
-from models.recording import DatasetError
+from models.safe_files import DatasetError
 
 RAW_SUFFIXES = (".dat", ".mat", ".h5", ".hdf5", ".npz")  # and .npy holding a complex array
 MAX_SAMPLES = 1 << 26  # complex samples in one recording (512 MiB as complex64): a bigger one is refused

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from models.recording import DatasetError
+from models.safe_files import DatasetError
 
 SPEED_OF_LIGHT = 299_792_458.0
 LAYOUTS = ("slow-time", "range-time", "fast-time")

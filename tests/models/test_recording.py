@@ -107,7 +107,7 @@ def test_content_not_name_decides_the_format_and_npy_data_must_be_all_there():
     assert read_recording(whole, "ok.npy", 1, DYN).shape == (1, 16, 16)
     with pytest.raises(DatasetError, match="truncated"):
         read_recording(whole[:-10], "cut.npy", 1, DYN)
-    with pytest.raises(DatasetError, match=r"complex.*raw recording"):
+    with pytest.raises(DatasetError, match=r"iq.npy: .*raw recording enrols only with its radar parameters"):
         read_recording(npy_of(np.zeros((4, 4), np.complex64)), "iq.npy", 1, DYN)
     with pytest.raises(DatasetError, match="over the limit"):
         read_recording(npy_header_only((10**6, 10**6)), "big.npy", 1, DYN)

@@ -152,3 +152,18 @@ def test_evaluate_fewshot_targets_runs_both_pipelines_side_by_side(tiny_pipeline
     assert "Out-of-domain few-shot" in (out / "ood.md").read_text()
     assert cli(["evaluate", "--pipeline", tiny_pipeline_dir, "--targets", str(targets),
                 "--out", str(out)]) == 2
+
+
+def test_import_and_enroll_report_the_domain_check(tmp_path, capsys):
+    src = write_set(tmp_path / "theirs", people=1, per=4, size=64, other=True, test_from=4)
+    rc = cli(["import", str(src), "--out", str(tmp_path / "imp"), "--size", "64", "--group", "(.*)",
+              "--val-fraction", "0", "--test-fraction", "0.25", "--pipeline", str(DEMO)])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "warning: against" in cap.err and "dopplergen adapt" in cap.err
+    rc = cli(["enroll", "--pipeline", str(DEMO), "--user", "zed", "--data", str(src / "p0"), "--steps", "1",
+              "--out", str(tmp_path / "enrolled")])
+    cap = capsys.readouterr()
+    assert rc == 0 and "enroll: warning:" in cap.err and "dopplergen adapt" in cap.err
+    meta = json.loads((tmp_path / "enrolled" / "dopplergen.json").read_text())
+    assert meta["enrolled_users"]["zed"]["domain"]["out_of_domain"] is True

@@ -28,7 +28,7 @@ from models.paths import UnsafePathError, check_component, inside
 from models.raw import RAW_SUFFIXES, is_raw
 from training.data import raw_import
 from training.data.convert import colours_to_db, explain, parse_crop, read_source, resize_db, values_to_db
-from training.data.dataset import DatasetError, Record, write_dataset
+from training.data.dataset import DatasetError, Record, load_dataset, write_dataset
 from training.data.staging import check_free, staged_folder
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".npy", *RAW_SUFFIXES)
@@ -281,7 +281,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or 'auto' to crop each image to its detected plot area")
     p.add_argument("--npy-unit", default=d.npy_unit, choices=("db", "power", "amplitude"),
                    help="what 2-D .npy arrays hold (default db)")
+    p.add_argument("--pipeline", default=None,
+                   help="a pipeline folder: after importing, say how far the recordings are from its domain "
+                        "(and when to run dopplergen adapt)")
     raw_import.add_arguments(p)
+
+
+def domain_report(pipeline: str, out: Path) -> None:
+    """--pipeline: how far the imported recordings are from that pipeline's domain (models/domain.py)."""
+    from models import domain
+    from models.pipeline import DopplerPipeline
+
+    pipe = DopplerPipeline.load(pipeline)
+    ds = load_dataset(out, channels=pipe.channels, size=pipe.image_size)
+    check = domain.check(pipe, ds.x[np.random.default_rng(0).permutation(len(ds.x))[:64]])
+    print(f"import: {'warning: ' if check.out_of_domain else ''}against {pipeline}: {check.line()}",
+          file=sys.stderr if check.out_of_domain else sys.stdout)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -297,6 +312,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"dopplergen import: error: {e}", file=sys.stderr)
         return 2
     n, k = s["per_split"], s["sessions_per_split"]
+    if args.pipeline:
+        domain_report(args.pipeline, args.out)
     if s["raw"]:
         return raw_import.report(s, args.out, cfg, time.perf_counter() - t0)
     print(f"import: {s['files']} files of {s['people']} people in {s['sessions']} sessions -> {args.out} "
