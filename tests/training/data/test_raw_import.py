@@ -115,6 +115,19 @@ def test_independent_glasgow_files_import_with_patterns_and_windows(tmp_path, ca
         measured = [torso_mps(x[0], meta) for x, u in zip(ds.x, ds.extra["source"], strict=True)
                     if f"P{person}A" in u]
         assert len(measured) == 9 and close(float(np.median(measured)), v * 1.06, row_mps), (person, measured)
+    # a person of it enrols into the demo: from the imported spectrograms, and from the raw .dat files as they
+    # are (the one reader sends them through the same chain)
+    demo = str(Path(__file__).resolve().parents[3] / "checkpoints" / "demo")
+    raw40 = tmp_path / "raw40"
+    raw40.mkdir()
+    for f in src.glob("1P40*.dat"):
+        (raw40 / f.name).write_bytes(f.read_bytes())
+    for i, folder in enumerate((out / "40", raw40)):
+        code = main(["enroll", "--pipeline", demo, "--user", "p40", "--data", str(folder), "--steps", "2",
+                     "--out", str(tmp_path / f"enrolled{i}")])
+        assert code == 0, capsys.readouterr().err
+        meta = json.loads((tmp_path / f"enrolled{i}" / "dopplergen.json").read_text())
+        assert "p40" in meta["enrolled_users"]
 
 
 def test_raw_import_failures_name_the_file(tmp_path) -> None:
