@@ -19,8 +19,9 @@ import torch
 
 from models.texture import reconstructions
 
-# Error ratio above which recordings are called out of domain. Measured (docs/adapt.md): held-out people of
-# the demo's own simulator 0.98-1.10x, the demo's data through another radar's chain 1.5-2.4x.
+# Error ratio above which recordings are called out of domain. Measured on the demo (docs/adapt.md): 6 people
+# of its own simulator it never saw 0.99x (2.23 dB); the same simulator's walkers as another radar renders
+# them (experiments/other_radar.py: 5.8 GHz, +-5 m/s, strong clutter) 1.56-1.57x (3.49-3.52 dB).
 WARN_RATIO = 1.3
 ADAPT_HINT = "dopplergen adapt --pipeline P --data YOUR_DATASET --out P_ADAPTED (docs/adapt.md)"
 
