@@ -244,7 +244,8 @@ def run_targets(args: argparse.Namespace, st: EvalSettings, out: Path, log: Log,
                      sampler=args.scheduler)
     res = ood.ood_section(args.pipeline, args.adapted, args.targets, st, steps=chosen.steps,
                           guidance=chosen.guidance, sampler=chosen.sampler, seed=args.seed,
-                          device=args.device, out=out, log=log, threads=args.threads)
+                          device=args.device, out=out, log=log, threads=args.threads,
+                          estimate_folds=0 if st.quick else 3)
     res["runtime_s"] = round(time.perf_counter() - t_start, 1)
     (out / "ood.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
     (out / "ood.md").write_text(ood.markdown(res))

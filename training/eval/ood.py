@@ -32,12 +32,14 @@ def target_data(path: str, pipe: Any) -> Data:
 
 
 def run_pipeline(label: str, path: str, targets: str, st: Any, *, steps: int, guidance: float, sampler: str,
-                 seed: int, device: str, out: Path, log: Log, threads: int | None) -> dict[str, Any]:
+                 seed: int, device: str, out: Path, log: Log, threads: int | None,
+                 estimate_folds: int = 0) -> dict[str, Any]:
     """The protocol's trials for one starting pipeline: summary per k, trials, domain check on the k."""
     from models import domain
     from models.pipeline import DopplerPipeline
     from training.eval.filters import FilterConfig
     from training.eval.trials import SectionTrials
+    from training.eval.utility import loo_utility
 
     pipe = DopplerPipeline.load(path, device=device)
     data = target_data(targets, pipe)
@@ -47,15 +49,36 @@ def run_pipeline(label: str, path: str, targets: str, st: Any, *, steps: int, gu
     runner = SectionTrials(ctx, empty, pipe, path, FilterConfig(filters=st.filters))
     check = domain.check(pipe, data.train_x)
     log(f"{label}: {path} on {targets}: {check.line()}")
-    trials = []
+    seen: dict[str, Any] = {}
+    make, synth = runner.make_generator, runner.synthesize
+
+    def make_generator(k, seed, x_k, y_k):  # keeps what the trial saw, for the utility estimate below
+        seen.update(x_k=x_k, y_k=y_k)
+        return make(k, seed, x_k, y_k)
+
+    def synthesize(handle, m, seed):
+        x, y = synth(handle, m, seed)
+        seen.update(x_syn=x, y_syn=y)
+        return x, y
+    runner.make_generator, runner.synthesize = make_generator, synthesize
+    trials, estimates = [], []
     for k in [k for k in st.k_values if k is not None]:
         for s in st.seeds:
             t, _, _, lines = runner(k, s)
             for line in lines:
                 log(f"{label}: {line}")
             trials.append(t)
+            if estimate_folds:  # generate --check-with's estimate from the same k and samples alone
+                ratio = st.synth_per_user / k
+                est = loo_utility(seen["x_k"], seen["y_k"], seen["x_syn"], seen["y_syn"],
+                                  dyn_range_db=data.dyn_range_db, ratios=(ratio,), seed=s,
+                                  max_folds=estimate_folds, threads=threads)
+                estimates.append(dict(k=str(k), seed=s, estimated_gain=est.gains[ratio]["mean"],
+                                      measured_gain=t.gain))
+                log(f"{label}: k={k} seed={s}: leave-one-out estimate {est.gains[ratio]['mean']:+.3f}, "
+                    f"measured {t.gain:+.3f}")
     return {"pipeline": path, "domain": check.to_dict(), "summary": summarize_trials(trials),
-            "trials": [asdict(t) for t in trials]}
+            "trials": [asdict(t) for t in trials], "utility_estimates": estimates}
 
 
 def ood_section(pipeline: str, adapted: str | None, targets: str, st: Any, **kw: Any) -> dict[str, Any]:
@@ -71,6 +94,14 @@ def ood_section(pipeline: str, adapted: str | None, targets: str, st: Any, **kw:
             k: t_interval([tb["acc_augmented"] - ta["acc_augmented"] for ta, tb in zip(a, b, strict=True)
                            if ta["k"] == k])
             for k in dict.fromkeys(t["k"] for t in a)}
+    pairs = [(e["estimated_gain"], e["measured_gain"]) for r in res["runs"].values()
+             for e in r["utility_estimates"]]
+    if len(pairs) >= 3:
+        est, meas = np.array(pairs).T
+        res["estimate_vs_measured"] = dict(
+            n=len(pairs), pearson_r=float(np.corrcoef(est, meas)[0, 1]) if est.std() and meas.std() else None,
+            sign_agreement=float(np.mean(np.sign(est) == np.sign(meas))),
+            mean_abs_error=float(np.mean(np.abs(est - meas))))
     return res
 
 
@@ -98,4 +129,11 @@ def markdown(res: dict[str, Any]) -> str:
                               f"misses the target (+5 points with a lower bound above 0) by "
                               f"{max(5 - g, 0):.1f} points of gain"
                               + (f" and {-lo:.1f} points of lower bound." if lo <= 0 else ".")))
+    evm = res.get("estimate_vs_measured")
+    if evm:
+        r = "n/a" if evm["pearson_r"] is None else f"{evm['pearson_r']:.2f}"
+        verdict.append(f"- `generate --check-with`'s leave-one-out estimate (from each trial's k real and "
+                       f"its synthetic samples alone) against the gain measured on the test sessions, over "
+                       f"{evm['n']} trials: Pearson r {r}, same sign {100 * evm['sign_agreement']:.0f}%, "
+                       f"mean absolute error {100 * evm['mean_abs_error']:.1f} points.")
     return "\n".join(lines + [""] + verdict) + "\n"
