@@ -13,6 +13,8 @@ from PIL import Image
 from models import colormap
 from training.data.dataset import DatasetError
 
+AUTO_PASSES = 3  # --crop auto: crops inside the first one while a frame line is still found
+
 
 def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
     """'Y0:Y1,X0:X1' (Python slice bounds, negative counts from the end) -> (y0, y1, x0, x1); 'auto' ->
@@ -64,19 +66,34 @@ def values_to_db(arr: np.ndarray, unit: str, dyn_range_db: float) -> np.ndarray:
 def colours_to_db(rgb: np.ndarray, name: str, crop: str | None,
                   dyn_range_db: float) -> tuple[np.ndarray, colormap.Inversion, colormap.Problem | None]:
     """Crop, invert the colour map `name`, diagnose: (dB image, inversion, problem or None)."""
+    _, inv, problem = crop_and_invert(rgb, name, crop)
+    return ((inv.value - 1.0) * dyn_range_db).astype(np.float32), inv, problem
+
+
+def crop_and_invert(rgb: np.ndarray, name: str, crop: str | None
+                    ) -> tuple[tuple[int, int, int, int], colormap.Inversion, colormap.Problem | None]:
+    """(box kept as (y0, y1, x0, x1) in `rgb`'s pixels, its inversion through `name`, problem or None).
+
+    'auto' crops to the detected plot area, again inside it while a frame line is still found (anti-aliased
+    spines leave a line or two), up to AUTO_PASSES times."""
+    h, w = rgb.shape[:2]
     box = parse_crop(crop)
     if box is not None:
-        y0, y1, x0, x1 = box
-        rgb = rgb[y0:y1, x0:x1]
-        if min(rgb.shape[:2]) < 4:
-            raise ValueError(f"--crop {crop} leaves {rgb.shape[0]}x{rgb.shape[1]} pixels of this image")
-    inv = colormap.invert(rgb, name)
+        y0, y1, x0, x1 = (slice(box[0], box[1]).indices(h)[:2] + slice(box[2], box[3]).indices(w)[:2])
+        if min(y1 - y0, x1 - x0) < 4:
+            raise ValueError(f"--crop {crop} leaves {max(y1 - y0, 0)}x{max(x1 - x0, 0)} pixels of this image")
+    else:
+        y0, y1, x0, x1 = 0, h, 0, w
+    inv = colormap.invert(rgb[y0:y1, x0:x1], name)
     problem = colormap.diagnose(inv, name)
-    if crop == "auto" and problem is not None and problem.kind == "frame" and problem.crop is not None:
-        y0, y1, x0, x1 = problem.crop
+    for _ in range(AUTO_PASSES if crop == "auto" else 0):
+        if problem is None or problem.kind != "frame" or problem.crop is None:
+            break
+        c = problem.crop
+        y0, y1, x0, x1 = y0 + c[0], y0 + c[1], x0 + c[2], x0 + c[3]
         inv = colormap.invert(rgb[y0:y1, x0:x1], name)
         problem = colormap.diagnose(inv, name)
-    return ((inv.value - 1.0) * dyn_range_db).astype(np.float32), inv, problem
+    return (y0, y1, x0, x1), inv, problem
 
 
 def resize_db(db: np.ndarray, n: int, dyn_range_db: float) -> np.ndarray:
