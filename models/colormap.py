@@ -29,6 +29,9 @@ FIT_OK = 0.10  # largest mean inversion error of a usable image in its map (25 o
 OFF_OK = 0.20  # largest fraction of off-map pixels in a usable image
 FRAME_LINE = 0.5  # a row/column with more off-map pixels than this is frame, margin or label, not spectrogram
 BG_NEAR = 0.1  # a pixel this close to the figure's background colour (RGB in [0, 1]) is background
+MIN_PLOT = 0.2  # a plot area covers at least this fraction of a figure
+MARGIN_MAX = 0.25  # ... and at most this fraction of it has the figure's margin colour
+MIN_SPREAD = 0.15  # ... and its values span at least this much of the map (9 dB of 60)
 BG_LINE = 0.5  # a line with at least this fraction of background pixels is a margin or gap, not data
 
 
@@ -100,12 +103,30 @@ def _longest_run(ok: np.ndarray) -> tuple[int, int]:
     return best
 
 
-def _background(rgb: np.ndarray, off: np.ndarray) -> np.ndarray | None:
-    """The figure's background colour (RGB in [0, 1]): the median of the image's outermost pixels, when
-    they are off the map (a margin); None when the image ends in map colours (no margin, nothing to tell)."""
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.float32) / 255
-    edge_off = np.concatenate([off[0], off[-1], off[:, 0], off[:, -1]])
-    return np.median(border, axis=0) if edge_off.mean() > 0.5 else None
+def ring_mask(rgb: np.ndarray, side_min: float = 0.0) -> np.ndarray:
+    """(H, W) bool: pixels of the colour most of the outermost ring has (>= 80% of it, and >= `side_min` of
+    each of its four sides); all False when the ring has no such colour."""
+    f = rgb.astype(np.float32) / 255
+    lines = [f[0], f[-1], f[:, 0], f[:, -1]]
+    colour = np.median(np.concatenate(lines), axis=0)
+    near = [np.linalg.norm(line - colour, axis=-1) < BG_NEAR for line in lines]
+    if np.concatenate(near).mean() < 0.8 or min(n.mean() for n in near) < side_min:
+        return np.zeros(rgb.shape[:2], dtype=bool)
+    return np.linalg.norm(f - colour, axis=-1) < BG_NEAR
+
+
+def margin_mask(inv: Inversion) -> np.ndarray:
+    """(H, W) bool: a figure's margin, the colour of most of its outermost ring, when that is not a bare
+    spectrogram's noise floor: off the map (white on jet), or on it in its upper half (white is 0 dB on
+    gist_ncar, gray or hot) and filling >= 90% of all four sides (a spectrogram's lines cross its left and
+    right edges). All False without rgb."""
+    none = np.zeros(inv.value.shape, dtype=bool)
+    ring = none if inv.rgb is None else ring_mask(inv.rgb)
+    if not ring.any():
+        return none
+    if inv.distance[ring].mean() > OFF_MAP:
+        return ring
+    return ring if inv.value[ring].mean() > 0.5 and ring_mask(inv.rgb, side_min=0.9).any() else none
 
 
 def _separates(band: np.ndarray, bg_frac: np.ndarray, n: int) -> bool:
@@ -129,7 +150,7 @@ def _run_of_map_lines(off: np.ndarray, bg: np.ndarray) -> tuple[int, int]:
     return _longest_run(ok)
 
 
-def _plot_box(off: np.ndarray, rgb: np.ndarray | None = None) -> tuple[int, int, int, int]:
+def _plot_box(off: np.ndarray, margin: np.ndarray | None = None) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) of the largest block of mostly-map lines: columns over the block's rows and back,
     twice.
 
@@ -139,11 +160,7 @@ def _plot_box(off: np.ndarray, rgb: np.ndarray | None = None) -> tuple[int, int,
     (`_separates`).
     """
     h, w = off.shape
-    bg_colour = None if rgb is None else _background(rgb, off)
-    if bg_colour is None:
-        is_bg = np.zeros((h, w), dtype=bool)
-    else:
-        is_bg = np.linalg.norm(rgb.astype(np.float32) / 255 - bg_colour, axis=-1) < BG_NEAR
+    is_bg = np.zeros((h, w), dtype=bool) if margin is None else margin
     y0, y1, x0, x1 = 0, h, 0, w
     for _ in range(2):
         x0, x1 = _run_of_map_lines(off[y0:y1].T, is_bg[y0:y1].T)
@@ -183,29 +200,39 @@ class Problem:
     crop: tuple[int, int, int, int] | None = None
 
 
-def diagnose(inv: Inversion, name: str) -> Problem | None:
-    """None for a clean image in this map; else a frame/colour bar (with a suggested crop) or a misfit map."""
+def diagnose(inv: Inversion, name: str, origin: tuple[int, int] = (0, 0)) -> Problem | None:
+    """None for a clean image in this map; else a frame/colour bar (with a suggested crop) or a misfit map.
+
+    `origin`: where this image's pixel (0, 0) sits in the file (after a crop), so that the rows, columns and
+    crop the problem names are the file's, ready to paste."""
     h, w = inv.value.shape
-    y0, y1, x0, x1 = _plot_box(inv.distance > OFF_MAP, inv.rgb)
+    oy, ox = origin
+    margin = margin_mask(inv)
+    y0, y1, x0, x1 = _plot_box(inv.distance > OFF_MAP, margin)
     framed = (y1 - y0, x1 - x0) != (h, w)
     clean = inv.mean_error <= FIT_OK and inv.off_fraction <= OFF_OK
+    if y1 > y0 and x1 > x0 and margin[y0:y1, x0:x1].mean() > MARGIN_MAX:  # the figure's margin, not a plot
+        return Problem("colormap", f"has no plot area in the {name} colour map: what fits it is mostly the "
+                       f"figure's margin colour (which covers {margin.mean():.0%} of the image)")
     if clean and not framed:
         for axis in (1, 0):
             run = _bar_run(inv.value, axis)
             if run is not None:
-                crop = _crop_beside(run, axis, h, w)
-                what = "columns" if axis == 1 else "rows"
-                return Problem("frame", f"looks like it carries a colour bar ({what} {run[0]}..{run[1] - 1} "
-                               f"are a ramp through the {name} map)", crop)
+                c = _crop_beside(run, axis, h, w)
+                what, o = ("columns", ox) if axis == 1 else ("rows", oy)
+                return Problem("frame", f"looks like it carries a colour bar ({what} {o + run[0]}.."
+                               f"{o + run[1] - 1} are a ramp through the {name} map)",
+                               (oy + c[0], oy + c[1], ox + c[2], ox + c[3]))
         return None
-    if framed and (y1 - y0) * (x1 - x0) >= 0.2 * h * w:
+    if framed and (y1 - y0) * (x1 - x0) >= MIN_PLOT * h * w:
         inner = Inversion(inv.value[y0:y1, x0:x1], inv.distance[y0:y1, x0:x1])
-        if inner.mean_error <= FIT_OK:
+        if inner.mean_error <= FIT_OK and _spread(inner.value) >= MIN_SPREAD:
             pad = 1  # step inside anti-aliased frame lines
-            crop = (y0 + pad, y1 - pad, x0 + pad, x1 - pad)
+            crop = (oy + y0 + pad, oy + y1 - pad, ox + x0 + pad, ox + x1 - pad)
             return Problem("frame", "looks like it carries axes, margins or a colour bar: "
                                     f"{inv.off_fraction:.0%} of its pixels are not {name} colours, in whole "
-                                    f"rows/columns around rows {y0}..{y1 - 1}, columns {x0}..{x1 - 1}", crop)
+                                    f"rows/columns around rows {oy + y0}..{oy + y1 - 1}, columns "
+                                    f"{ox + x0}..{ox + x1 - 1}", crop)
     return Problem("colormap", f"does not fit the {name} colour map: mean inversion error "
                    f"{255 * inv.mean_error:.1f}/255, {inv.off_fraction:.0%} of pixels off the map")
 
@@ -217,14 +244,30 @@ def _crop_beside(run: tuple[int, int], axis: int, h: int, w: int) -> tuple[int, 
     return (0, h, lo, hi) if axis == 1 else (lo, hi, 0, w)
 
 
+def plot_fit(rgb: np.ndarray, name: str) -> float:
+    """Mean inversion error of a figure through `name` where a spectrogram would be: inside the plot area
+    that map finds (when >= MIN_PLOT of the image), without the pixels of the figure's margin colour (white
+    margins lie on maps that end in white, such as gist_ncar, and would make them look best)."""
+    inv = invert(rgb, name)
+    h, w = inv.value.shape
+    ring = ring_mask(rgb)
+    y0, y1, x0, x1 = _plot_box(inv.distance > OFF_MAP, margin_mask(inv))
+    if ((y1 - y0) * (x1 - x0) < MIN_PLOT * h * w or ring[y0:y1, x0:x1].mean() > MARGIN_MAX
+            or _spread(inv.value[y0:y1, x0:x1]) < MIN_SPREAD):  # not a plot: margin, labels, one colour
+        y0, y1, x0, x1 = 0, h, 0, w
+    dist, margin = inv.distance[y0:y1, x0:x1], ring[y0:y1, x0:x1]
+    return float(dist[~margin].mean()) if (~margin).mean() >= MIN_PLOT else float(dist.mean())
+
+
+def _spread(value: np.ndarray) -> float:
+    """How much of the map an image's values span (1st to 99th percentile): a spectrogram's noise floor and
+    lines span much of it, a margin, a label or a plain patch of noise floor hardly any."""
+    return float(np.subtract(*np.percentile(value, [99, 1]))) if value.size else 0.0
+
+
 def rank_candidates(rgb: np.ndarray, exclude: str = "", top: int = 3) -> list[tuple[str, float]]:
-    """The `top` maps of CANDIDATES with the smallest mean inversion error on `rgb`, as (name, error of
-    255)."""
-    scores = []
-    for name in CANDIDATES:
-        if name == exclude:
-            continue
-        scores.append((name, 255 * invert(rgb, name).mean_error))
+    """The `top` maps of CANDIDATES that fit `rgb` best (`plot_fit`), as (name, mean error of 255)."""
+    scores = [(name, 255 * plot_fit(rgb, name)) for name in CANDIDATES if name != exclude]
     return sorted(scores, key=lambda s: s[1])[:top]
 
 

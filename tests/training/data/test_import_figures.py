@@ -3,14 +3,16 @@ zero-Doppler line, axes, labels and a colour bar."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pytest
 
-from training.data.convert import crop_and_invert, read_source, resize_db
-from training.data.dataset import load_dataset
+from models.colormap import rank_candidates
+from training.data.convert import crop_and_invert, explain, read_source, resize_db
+from training.data.dataset import DatasetError, load_dataset
 from training.data.importer import ImportConfig, import_dataset
 from training.data.radar import simulate_walk
 
@@ -83,3 +85,27 @@ def test_the_zero_doppler_line_is_bridged_and_the_colour_bar_is_not(figures):
     assert y1 - y0 > 0.6 * h and x1 < 0.8 * w  # the whole plot's height, and left of the colour bar
     row = (inv.value.mean(axis=1)).argmax()  # the clutter line is inside the kept box, near its middle
     assert abs(row - (y1 - y0) / 2) < 0.1 * (y1 - y0)
+
+
+# ---- advice: the right map, and a crop in the file's own pixels --------------------------------------------
+def test_colour_map_advice_ranks_the_right_map_first_on_the_plot_area(figures, tmp_path):
+    with pytest.raises(DatasetError, match=r"not fit the viridis colour map.*Best-fitting colour maps: jet "):
+        import_dataset(figures[0], tmp_path / "out", ImportConfig(size=32, colormap="viridis", crop="auto"),
+                       progress=False)
+    for rel in list(figures[1])[:6]:  # white margins made gist_ncar look best; the noise floor fitted hsv
+        rgb = read_source(figures[0] / rel, rel)
+        assert rank_candidates(rgb)[0][0] == "jet", rel
+        for wrong in ("gist_ncar", "hsv", "gray", "turbo"):
+            assert crop_and_invert(rgb, wrong, "auto")[2] is not None, (rel, wrong)
+
+
+def test_crop_advice_is_in_the_files_pixels_and_pastes(figures):
+    rel = "p1/walk_s03.jpg"
+    rgb = read_source(figures[0] / rel, rel)
+    for given in (None, "10:-10,12:-12", "5:160,3:200"):
+        box, inv, problem = crop_and_invert(rgb, "jet", given)
+        advice = explain(rel, rgb, problem, "jet", given, box)
+        crop = re.search(r"--crop (\d+:\d+,\d+:\d+)", advice)[1]
+        assert crop != given
+        assert crop_and_invert(rgb, "jet", crop)[2] is None, (given, advice)  # pasting it works
+    assert crop_and_invert(rgb, "jet", "auto")[0] == crop_and_invert(rgb, "jet", crop)[0]
