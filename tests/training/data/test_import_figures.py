@@ -3,7 +3,9 @@ zero-Doppler line, axes, labels and a colour bar."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -11,8 +13,10 @@ import numpy as np
 import pytest
 
 from models.colormap import rank_candidates
+from service.axes import pipeline_axes
 from training.data.convert import crop_and_invert, explain, read_source, resize_db
 from training.data.dataset import DatasetError, load_dataset
+from training.data.figure_axes import parse_doppler_range, parse_time_range
 from training.data.importer import ImportConfig, import_dataset
 from training.data.radar import simulate_walk
 
@@ -20,6 +24,7 @@ matplotlib.use("Agg")
 DYN = 60.0
 SPAN_MPS = (-4.0, 4.0)  # the figures' velocity axis
 SECONDS = 2.0
+CARRIER = 24e9
 
 
 def walk_db(i: int, people: int = 3) -> np.ndarray:
@@ -61,7 +66,8 @@ def figures(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
 @pytest.fixture(scope="module")
 def imported(figures, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("out") / "ds"
-    import_dataset(figures[0], out, ImportConfig(size=32, crop="auto"), progress=False)
+    import_dataset(figures[0], out, ImportConfig(size=32, crop="auto", doppler_range="-4m/s:4m/s",
+                                                time_range="0:2", carrier_hz=CARRIER), progress=False)
     return out
 
 
@@ -109,3 +115,81 @@ def test_crop_advice_is_in_the_files_pixels_and_pastes(figures):
         assert crop != given
         assert crop_and_invert(rgb, "jet", crop)[2] is None, (given, advice)  # pasting it works
     assert crop_and_invert(rgb, "jet", "auto")[0] == crop_and_invert(rgb, "jet", crop)[0]
+
+
+# ---- --skip-bad --------------------------------------------------------------------------------------------
+def test_skip_bad_imports_the_rest_and_names_each_skipped_file(figures, tmp_path, capsys):
+    from training.cli import main
+
+    src = tmp_path / "src"
+    shutil.copytree(figures[0], src)
+    (src / "p0/walk_s10.jpg").write_bytes(b"not a jpeg")
+    save_figure(walk_db(3), src / "p1/walk_s10.jpg", quality=90, dpi=70, cmap="viridis")
+    with pytest.raises(DatasetError, match=r"(?s)2 of 32 file\(s\) could not be imported"):
+        import_dataset(src, tmp_path / "all", ImportConfig(size=32, crop="auto"), progress=False)
+    assert not (tmp_path / "all").exists()
+    assert main(["import", str(src), "--out", str(tmp_path / "out"), "--size", "32", "--crop", "auto",
+                 "--skip-bad"]) == 0
+    out, err = capsys.readouterr()
+    assert "import: skipped p0/walk_s10.jpg: cannot read" in err
+    assert "import: skipped p1/walk_s10.jpg: does not fit the jet colour map" in err
+    assert "import: 30 files of 3 people" in out and "(2 skipped" in out
+    skipped = json.loads((tmp_path / "out" / "meta.json").read_text())["import"]["skipped"]
+    assert [s["source"] for s in skipped] == ["p0/walk_s10.jpg", "p1/walk_s10.jpg"]
+    assert "Best-fitting colour maps: viridis" in skipped[1]["reason"]
+    assert len(load_dataset(tmp_path / "out")) == 30
+    (src / "p0/walk_s00.jpg").write_bytes(b"")  # every file bad: nothing to import is still an error
+    with pytest.raises(DatasetError, match="could not be imported"):
+        import_dataset(src, tmp_path / "none", ImportConfig(size=32, colormap="magma", crop="auto",
+                                                            skip_bad=True), progress=False)
+
+
+# ---- physical axes -----------------------------------------------------------------------------------------
+def test_doppler_and_time_ranges_give_physical_axes(imported):
+    meta = json.loads((imported / "meta.json").read_text())
+    hz_per_mps = 2 * CARRIER / 299_792_458.0
+    assert meta["carrier_hz"] == CARRIER and meta["doppler_axis"].startswith("descending (row 0")
+    assert meta["doppler_hz_per_bin"] == pytest.approx(8 * hz_per_mps / 32)
+    assert meta["doppler_hz_row0"] == pytest.approx(4 * hz_per_mps - meta["doppler_hz_per_bin"] / 2)
+    assert meta["seconds_per_frame"] == pytest.approx(SECONDS / 32)
+    # the clutter line sits at 0 Hz on these axes, within a bin
+    ds = load_dataset(imported)
+    row = ds.x[:, 0].mean(axis=(0, 2)).argmax()
+    assert abs(meta["doppler_hz_row0"] - row * meta["doppler_hz_per_bin"]) <= meta["doppler_hz_per_bin"]
+    axes = pipeline_axes({"dataset": {"meta": meta}}, (32, 32))  # what /info and the page show
+    assert axes["doppler_hz_row0"] == pytest.approx(meta["doppler_hz_row0"])
+    assert axes["seconds_per_frame"] == pytest.approx(SECONDS / 32) and axes["carrier_hz"] == CARRIER
+
+
+@pytest.mark.parametrize("text, carrier, hz", [
+    ("-400:400", None, (-400.0, 400.0)), ("-400Hz:400Hz", None, (-400.0, 400.0)), ("-1kHz:2kHz", None,
+                                                                                  (-1e3, 2e3)),
+    ("-4:4m/s", 24e9, (-4 * 160.1, 4 * 160.1)), ("4m/s:-4m/s", 24e9, (4 * 160.1, -4 * 160.1)),
+])
+def test_doppler_range_syntax(text, carrier, hz):
+    assert parse_doppler_range(text, carrier) == pytest.approx(hz, rel=1e-3)
+
+
+@pytest.mark.parametrize("text, carrier, message", [
+    ("-4m/s:4m/s", None, "pass --carrier-hz"), ("-4m/s:400Hz", None, "different units"),
+    ("400:400", None, "equal"), ("-4..4", None, "expected LO:HI"), ("a:b", None, "expected LO:HI"),
+])
+def test_doppler_range_errors_say_what_is_wrong(text, carrier, message):
+    with pytest.raises(ValueError, match=message):
+        parse_doppler_range(text, carrier)
+
+
+def test_time_range_and_the_cli_flags(figures, tmp_path, capsys):
+    from training.cli import main
+
+    assert parse_time_range("0s:2.5s") == (0.0, 2.5)
+    for bad, message in (("2:1", "before"), ("0:2Hz", "expected seconds"), ("0", "expected LO:HI")):
+        with pytest.raises(ValueError, match=message):
+            parse_time_range(bad)
+    assert main(["import", str(figures[0]), "--out", str(tmp_path / "a"), "--size", "16", "--crop", "auto",
+                 "--doppler-range=-4m/s:4m/s"]) == 2
+    assert "pass --carrier-hz" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main(["import", str(figures[0]), "--out", str(tmp_path / "b"), "--size", "16", "--crop", "auto",
+                 "--doppler-range=-640.5:640.5", "--time-range", "0:2"]) == 0
+    meta = json.loads((tmp_path / "b" / "meta.json").read_text())
+    assert meta["doppler_hz_per_bin"] == pytest.approx(1281 / 16) and "carrier_hz" not in meta
