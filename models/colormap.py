@@ -195,7 +195,9 @@ def _bar_run(value: np.ndarray, axis: int) -> tuple[int, int] | None:
 class Problem:
     """Why an image cannot be read through the map as it is, and the crop (y0, y1, x0, x1) that would help."""
 
-    kind: str  # "frame" (axes, margins, labels or a colour bar around the spectrogram) or "colormap"
+    # "frame" (axes, margins, labels or a colour bar around the spectrogram), "colormap" (a misfit), or
+    # "margin" (what fits the map is the figure's margin: a map ending in the margin's colour, or a misfit)
+    kind: str
     message: str
     crop: tuple[int, int, int, int] | None = None
 
@@ -212,7 +214,7 @@ def diagnose(inv: Inversion, name: str, origin: tuple[int, int] = (0, 0)) -> Pro
     framed = (y1 - y0, x1 - x0) != (h, w)
     clean = inv.mean_error <= FIT_OK and inv.off_fraction <= OFF_OK
     if y1 > y0 and x1 > x0 and margin[y0:y1, x0:x1].mean() > MARGIN_MAX:  # the figure's margin, not a plot
-        return Problem("colormap", f"has no plot area in the {name} colour map: what fits it is mostly the "
+        return Problem("margin", f"has no plot area in the {name} colour map: what fits it is mostly the "
                        f"figure's margin colour (which covers {margin.mean():.0%} of the image)")
     if clean and not framed:
         for axis in (1, 0):

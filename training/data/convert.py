@@ -123,6 +123,8 @@ def explain(rel: str, rgb: np.ndarray, problem: colormap.Problem, name: str, cro
     kept = rgb[y0:y1, x0:x1]
     best = colormap.rank_candidates(kept, exclude=name)
     names = ", ".join(f"{n} ({e:.1f}/255)" for n, e in best)
+    if problem.kind == "margin" and not (best and best[0][1] < 255 * colormap.plot_fit(kept, name)):
+        return f"{msg}. Crop to the spectrogram by hand: --crop Y0:Y1,X0:X1 (rows, then columns, in pixels)"
     if best and best[0][1] >= 255 * colormap.plot_fit(kept, name):
         return (f"{msg}, and no other map fits better ({names}): heavy JPEG compression, overlays (text, "
                 "markers) on the spectrogram, or a map matplotlib does not have")

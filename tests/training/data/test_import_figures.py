@@ -117,6 +117,15 @@ def test_crop_advice_is_in_the_files_pixels_and_pastes(figures):
     assert crop_and_invert(rgb, "jet", "auto")[0] == crop_and_invert(rgb, "jet", crop)[0]
 
 
+def test_a_figure_whose_map_ends_in_the_margin_colour_asks_for_a_crop_by_hand(tmp_path):
+    save_figure(walk_db(0), tmp_path / "grey.jpg", quality=90, dpi=70, cmap="gray")
+    rgb = read_source(tmp_path / "grey.jpg", "grey.jpg")
+    box, _, problem = crop_and_invert(rgb, "gray", "auto")  # white margins lie on the gray map (0 dB)
+    assert problem is not None and problem.kind == "margin"
+    assert explain("grey.jpg", rgb, problem, "gray", "auto", box).endswith(
+        "Crop to the spectrogram by hand: --crop Y0:Y1,X0:X1 (rows, then columns, in pixels)")
+
+
 # ---- --skip-bad --------------------------------------------------------------------------------------------
 def test_skip_bad_imports_the_rest_and_names_each_skipped_file(figures, tmp_path, capsys):
     from training.cli import main
