@@ -161,6 +161,22 @@ def adapt(pipeline: str | Path, data: str | Path, out: str | Path, cfg: AdaptCon
     return summary
 
 
+def domain_report(pipeline: str | Path, data: str | Path) -> None:
+    """`import --pipeline`: how far a dataset folder's recordings are from that pipeline's domain
+    (models/domain.py), in one line; a warning naming `dopplergen adapt` when out of domain."""
+    import numpy as np
+
+    from models import domain
+    from models.pipeline import DopplerPipeline
+    from training.data.dataset import load_dataset
+
+    pipe = DopplerPipeline.load(pipeline)
+    ds = load_dataset(data, channels=pipe.channels, size=pipe.image_size)
+    check = domain.check(pipe, ds.x[np.random.default_rng(0).permutation(len(ds.x))[:64]])
+    print(f"import: {'warning: ' if check.out_of_domain else ''}against {pipeline}: {check.line()}",
+          file=sys.stderr if check.out_of_domain else sys.stdout)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = AdaptConfig()
     p.add_argument("--pipeline", required=True, help="trained pipeline folder to adapt")

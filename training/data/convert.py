@@ -13,6 +13,8 @@ from PIL import Image
 from models import colormap, safe_files
 from training.data.dataset import DatasetError
 
+AUTO_PASSES = 3  # --crop auto: crops inside the first one while a frame line is still found
+
 
 def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
     """'Y0:Y1,X0:X1' (Python slice bounds, negative counts from the end) -> (y0, y1, x0, x1); 'auto' ->
@@ -61,19 +63,39 @@ def values_to_db(arr: np.ndarray, unit: str, dyn_range_db: float) -> np.ndarray:
 def colours_to_db(rgb: np.ndarray, name: str, crop: str | None,
                   dyn_range_db: float) -> tuple[np.ndarray, colormap.Inversion, colormap.Problem | None]:
     """Crop, invert the colour map `name`, diagnose: (dB image, inversion, problem or None)."""
+    _, inv, problem = crop_and_invert(rgb, name, crop)
+    return ((inv.value - 1.0) * dyn_range_db).astype(np.float32), inv, problem
+
+
+def crop_and_invert(rgb: np.ndarray, name: str, crop: str | None
+                    ) -> tuple[tuple[int, int, int, int], colormap.Inversion, colormap.Problem | None]:
+    """(box kept as (y0, y1, x0, x1) in `rgb`'s pixels, its inversion through `name`, problem or None).
+
+    'auto' crops to the detected plot area, again inside it while a frame line is still found (anti-aliased
+    spines leave a line or two), up to AUTO_PASSES times."""
+    h, w = rgb.shape[:2]
     box = parse_crop(crop)
     if box is not None:
-        y0, y1, x0, x1 = box
-        rgb = rgb[y0:y1, x0:x1]
-        if min(rgb.shape[:2]) < 4:
-            raise ValueError(f"--crop {crop} leaves {rgb.shape[0]}x{rgb.shape[1]} pixels of this image")
-    inv = colormap.invert(rgb, name)
-    problem = colormap.diagnose(inv, name)
-    if crop == "auto" and problem is not None and problem.kind == "frame" and problem.crop is not None:
+        y0, y1, x0, x1 = (slice(box[0], box[1]).indices(h)[:2] + slice(box[2], box[3]).indices(w)[:2])
+        if min(y1 - y0, x1 - x0) < 4:
+            raise ValueError(f"--crop {crop} leaves {max(y1 - y0, 0)}x{max(x1 - x0, 0)} pixels of this image")
+    else:
+        y0, y1, x0, x1 = 0, h, 0, w
+    return _refine(rgb, name, (y0, y1, x0, x1), AUTO_PASSES if crop == "auto" else 0)
+
+
+def _refine(rgb: np.ndarray, name: str, box: tuple[int, int, int, int], passes: int):
+    """Read `box` of `rgb`; while a frame is found and passes are left, crop to what it suggests."""
+    y0, y1, x0, x1 = box
+    inv = colormap.invert(rgb[y0:y1, x0:x1], name)
+    problem = colormap.diagnose(inv, name, (y0, x0))
+    for _ in range(passes):
+        if problem is None or problem.kind != "frame" or problem.crop is None:
+            break
         y0, y1, x0, x1 = problem.crop
         inv = colormap.invert(rgb[y0:y1, x0:x1], name)
-        problem = colormap.diagnose(inv, name)
-    return ((inv.value - 1.0) * dyn_range_db).astype(np.float32), inv, problem
+        problem = colormap.diagnose(inv, name, (y0, x0))
+    return (y0, y1, x0, x1), inv, problem
 
 
 def resize_db(db: np.ndarray, n: int, dyn_range_db: float) -> np.ndarray:
@@ -83,19 +105,24 @@ def resize_db(db: np.ndarray, n: int, dyn_range_db: float) -> np.ndarray:
     return np.clip(np.asarray(img, dtype=np.float32), -dyn_range_db, 0.0)
 
 
-def explain(rel: str, rgb: np.ndarray, problem: colormap.Problem, name: str, crop: str | None) -> str:
-    """A failure message that says what to do: the crop to pass, or the colour maps that fit better."""
+def explain(rel: str, rgb: np.ndarray, problem: colormap.Problem, name: str, crop: str | None,
+            box: tuple[int, int, int, int] | None = None) -> str:
+    """A failure message that says what to do: the crop to pass (in the file's pixels, never the one given),
+    or the colour maps that fit better. `box`: the part of `rgb` that was read (the crop applied)."""
     msg = f"{rel}: {problem.message}"
+    y0, y1, x0, x1 = box or (0, rgb.shape[0], 0, rgb.shape[1])
     if problem.kind == "frame" and problem.crop is not None:
-        y0, y1, x0, x1 = problem.crop
-        base = parse_crop(crop)
-        if base is not None:  # the suggestion is inside the already cropped image
-            y0, y1, x0, x1 = y0 + base[0] % rgb.shape[0], y1 + base[0] % rgb.shape[0], \
-                x0 + base[2] % rgb.shape[1], x1 + base[2] % rgb.shape[1]
-        return f"{msg}. Crop to the spectrogram: --crop {y0}:{y1},{x0}:{x1} (or --crop auto, per image)"
-    best = colormap.rank_candidates(rgb, exclude=name)
+        final, _, left = _refine(rgb, name, problem.crop, AUTO_PASSES - 1)  # the crop that reads clean
+        a, b, c, d = final if left is None else problem.crop
+        if (a, b, c, d) != (y0, y1, x0, x1):
+            how = "" if crop == "auto" else " (or --crop auto, per image)"
+            return f"{msg}. Crop to the spectrogram: --crop {a}:{b},{c}:{d}{how}"
+    kept = rgb[y0:y1, x0:x1]
+    best = colormap.rank_candidates(kept, exclude=name)
     names = ", ".join(f"{n} ({e:.1f}/255)" for n, e in best)
-    if best and best[0][1] >= 255 * colormap.invert(rgb, name).mean_error:
+    if problem.kind == "margin" and not (best and best[0][1] < 255 * colormap.plot_fit(kept, name)):
+        return f"{msg}. Crop to the spectrogram by hand: --crop Y0:Y1,X0:X1 (rows, then columns, in pixels)"
+    if best and best[0][1] >= 255 * colormap.plot_fit(kept, name):
         return (f"{msg}, and no other map fits better ({names}): heavy JPEG compression, overlays (text, "
                 "markers) on the spectrogram, or a map matplotlib does not have")
     return f"{msg}. Best-fitting colour maps: {names}; pass --colormap NAME"

@@ -26,9 +26,9 @@ from models import colormap, sessions
 from models.dataset_folder import manifest_path, read_manifest
 from models.paths import UnsafePathError, check_component, inside
 from models.raw import RAW_SUFFIXES, is_raw
-from training.data import raw_import
-from training.data.convert import colours_to_db, explain, parse_crop, read_source, resize_db, values_to_db
-from training.data.dataset import DatasetError, Record, load_dataset, write_dataset
+from training.data import figure_axes, raw_import
+from training.data.convert import crop_and_invert, explain, parse_crop, read_source, resize_db, values_to_db
+from training.data.dataset import DatasetError, Record, write_dataset
 from training.data.staging import check_free, staged_folder
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".npy", *RAW_SUFFIXES)
@@ -54,6 +54,11 @@ class ImportConfig:
     user_pattern: str | None = None  # regex whose first group, in the path under SRC, names the person
     activity_pattern: str | None = None  # regex whose first group is the manifest column "activity"
     raw: dict[str, Any] = field(default_factory=dict)  # raw recordings: radar flags, chain settings
+    skip_bad: bool = False  # import the files that can be, list the rest (else: all or nothing)
+    # "LO:HI" Doppler at the bottom:top edges of the kept image (Hz, kHz or m/s), "T0:T1" seconds left:right
+    doppler_range: str | None = None
+    time_range: str | None = None
+    carrier_hz: float | None = None  # the radar's carrier (Hz): meta.json, and m/s in --doppler-range
 
     def validate(self) -> None:
         if not 8 <= self.size <= 1024:
@@ -68,6 +73,7 @@ class ImportConfig:
         sessions.compile_group(self.group)
         parse_crop(self.crop)
         raw_import.validate(self)
+        figure_axes.check(self.doppler_range, self.time_range, self.carrier_hz)
 
 
 @dataclass(frozen=True)
@@ -177,15 +183,15 @@ def _convert(src: Path, sources: list[Source], splits, cfg: ImportConfig, stats:
             if arr.ndim == 2:
                 db, error = values_to_db(arr, cfg.npy_unit, cfg.dyn_range_db), 0.0
             else:
-                db, inv, problem = colours_to_db(arr, cfg.colormap, cfg.crop, cfg.dyn_range_db)
+                box, inv, problem = crop_and_invert(arr, cfg.colormap, cfg.crop)
                 if problem is not None:  # full advice (crop, candidate maps) for the first few only: it costs
                     advice = len(stats["failures"]) < 3
-                    stats["failures"].append(explain(s.rel, arr, problem, cfg.colormap, cfg.crop) if advice
-                                             else f"{s.rel}: {problem.message}")
+                    stats["failures"].append((s.rel, explain(s.rel, arr, problem, cfg.colormap, cfg.crop, box)
+                                              if advice else f"{s.rel}: {problem.message}"))
                     continue
-                error = 255 * inv.mean_error
+                db, error = ((inv.value - 1.0) * cfg.dyn_range_db).astype(np.float32), 255 * inv.mean_error
         except (DatasetError, ValueError) as e:
-            stats["failures"].append(str(e) if str(e).startswith(s.rel) else f"{s.rel}: {e}")
+            stats["failures"].append((s.rel, str(e) if str(e).startswith(s.rel) else f"{s.rel}: {e}"))
             continue
         stats["errors"].append(error)
         stats["medians"].append(float(np.median(db)))
@@ -208,6 +214,7 @@ def _meta(src: Path, cfg: ImportConfig) -> dict[str, Any]:
     if cfg.crop:
         # the crop changed them by an unknown amount
         meta = {k: v for k, v in meta.items() if k not in AXIS_KEYS}
+    meta.update(figure_axes.axes_meta(cfg.doppler_range, cfg.time_range, cfg.carrier_hz, cfg.size))
     return {**meta, "source": "imported", "image_size": [cfg.size, cfg.size], "channels": 1,
             "dyn_range_db": cfg.dyn_range_db, "import": {**asdict(cfg), "src": str(src)}}
 
@@ -223,36 +230,41 @@ def import_dataset(
     raw = raw_import.check_kinds(src, [s.rel for s in sources])
     splits = plan_splits(sources, cfg)
     meta = _meta(src, cfg)
-    first = None if raw else read_source(src / sources[0].rel, sources[0].rel)  # fail fast on a misfit
-    problem = colours_to_db(first, cfg.colormap, cfg.crop, cfg.dyn_range_db)[2] \
-        if first is not None and first.ndim == 3 else None
-    if problem is not None:
-        raise DatasetError(f"{explain(sources[0].rel, first, problem, cfg.colormap, cfg.crop)} (nothing was "
-                           f"written to {out})")
+    if not raw and not cfg.skip_bad:  # fail fast on a systematic misfit (map, frame); --skip-bad: one file
+        first = read_source(src / sources[0].rel, sources[0].rel)
+        box, _, problem = crop_and_invert(first, cfg.colormap, cfg.crop) if first.ndim == 3 else (None,) * 3
+        if problem is not None:
+            raise DatasetError(f"{explain(sources[0].rel, first, problem, cfg.colormap, cfg.crop, box)} "
+                               f"(nothing was written to {out})")
     stats: dict[str, Any] = {"failures": [], "errors": [], "report": [], "medians": []}
     with staged_folder(out) as tmp:
         write_dataset(tmp, _convert(src, sources, splits, cfg, stats, progress), meta)
-        if stats["failures"]:
-            n = len(stats["failures"])
-            shown = "\n  ".join(stats["failures"][:5])
+        failed = dict(stats["failures"])
+        if failed and (not cfg.skip_bad or len(failed) == len(sources)):
+            n, shown = len(failed), "\n  ".join(list(failed.values())[:5])
             raise DatasetError(f"{n} of {len(sources)} file(s) could not be imported (nothing was written to "
                                f"{out}):\n  {shown}" + (f"\n  ... and {n - 5} more" if n > 5 else ""))
         errors = np.asarray(stats["errors"] or [0.0])
         varying = raw_import.finish_meta(meta, cfg, stats)
         meta["import"].update(mean_inversion_error_255=round(float(errors.mean()), 4),
-                              max_inversion_error_255=round(float(errors.max()), 4))
+                              max_inversion_error_255=round(float(errors.max()), 4),
+                              skipped=[{"source": rel, "reason": msg.removeprefix(f"{rel}: ")}
+                                       for rel, msg in failed.items()])
         (tmp / "meta.json").write_text(json.dumps({**json.loads((tmp / "meta.json").read_text()), **meta},
                                                   indent=2, sort_keys=True) + "\n")
         with open(tmp / "import_report.csv", "w", newline="") as fh:
             csv.writer(fh, lineterminator="\n").writerows([("path", "source", "inversion_error_255"),
                                                            *stats["report"]])
-    per_split = {sp: sum(1 for s in sources if splits[(s.user, s.session)] == sp)
+    kept = [s for s in sources if s.rel not in failed]  # splits stay as planned; a skipped file drops out
+    per_split = {sp: sum(1 for s in kept if splits[(s.user, s.session)] == sp)
                  for sp in ("train", "val", "test")}
-    sess = {sp: sum(1 for v in splits.values() if v == sp) for sp in ("train", "val", "test")}
-    return {"files": len(sources), "people": len({s.user for s in sources}), "sessions": len(splits),
+    sessions_kept = {(s.user, s.session) for s in kept}
+    sess = {sp: sum(1 for k in sessions_kept if splits[k] == sp) for sp in ("train", "val", "test")}
+    return {"files": len(kept), "people": len({s.user for s in kept}), "sessions": len(sessions_kept),
             "per_split": per_split, "sessions_per_split": sess, "mean_error": float(errors.mean()),
             "max_error": float(errors.max()), "median_db": float(np.median(stats["medians"] or [-np.inf])),
-            "raw": raw, "windows": len(stats.get("raw_axes", [])), "varying": varying}
+            "raw": raw, "windows": len(stats.get("raw_axes", [])), "varying": varying,
+            "skipped": list(failed.items())}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -281,22 +293,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or 'auto' to crop each image to its detected plot area")
     p.add_argument("--npy-unit", default=d.npy_unit, choices=("db", "power", "amplitude"),
                    help="what 2-D .npy arrays hold (default db)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="import the files that can be and list each skipped one and why (stderr, "
+                        "meta.json import.skipped); default: one bad file stops the import")
     p.add_argument("--pipeline", default=None,
                    help="a pipeline folder: after importing, say how far the recordings are from its domain "
                         "(and when to run dopplergen adapt)")
+    figure_axes.add_arguments(p)
     raw_import.add_arguments(p)
-
-
-def domain_report(pipeline: str, out: Path) -> None:
-    """--pipeline: how far the imported recordings are from that pipeline's domain (models/domain.py)."""
-    from models import domain
-    from models.pipeline import DopplerPipeline
-
-    pipe = DopplerPipeline.load(pipeline)
-    ds = load_dataset(out, channels=pipe.channels, size=pipe.image_size)
-    check = domain.check(pipe, ds.x[np.random.default_rng(0).permutation(len(ds.x))[:64]])
-    print(f"import: {'warning: ' if check.out_of_domain else ''}against {pipeline}: {check.line()}",
-          file=sys.stderr if check.out_of_domain else sys.stdout)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -304,23 +308,30 @@ def run(args: argparse.Namespace) -> int:
                        dyn_range_db=args.dyn_range_db,
                        test_fraction=args.test_fraction, val_fraction=args.val_fraction, seed=args.seed,
                        crop=args.crop, npy_unit=args.npy_unit, user_pattern=args.user_pattern,
-                       activity_pattern=args.activity_pattern, raw=raw_import.options(args))
+                       activity_pattern=args.activity_pattern, raw=raw_import.options(args),
+                       skip_bad=args.skip_bad, doppler_range=args.doppler_range, time_range=args.time_range,
+                       carrier_hz=args.carrier_hz)
     t0 = time.perf_counter()
     try:
         s = import_dataset(args.src, args.out, cfg)
     except (DatasetError, ValueError) as e:
         print(f"dopplergen import: error: {e}", file=sys.stderr)
         return 2
+    for _, msg in s["skipped"]:
+        print(f"import: skipped {msg}", file=sys.stderr)
     n, k = s["per_split"], s["sessions_per_split"]
     if args.pipeline:
+        from training.adapt import domain_report
+
         domain_report(args.pipeline, args.out)
     if s["raw"]:
         return raw_import.report(s, args.out, cfg, time.perf_counter() - t0)
+    skipped = f" ({len(s['skipped'])} skipped, listed above)" if s["skipped"] else ""
     print(f"import: {s['files']} files of {s['people']} people in {s['sessions']} sessions -> {args.out} "
           f"({cfg.size}x{cfg.size}, {cfg.colormap}, {cfg.dyn_range_db:g} dB); train/val/test "
           f"{n['train']}/{n['val']}/{n['test']} files ({k['train']}/{k['val']}/{k['test']} sessions); mean "
           f"inversion error {s['mean_error']:.2f}/255 (worst {s['max_error']:.2f}) in "
-          f"{time.perf_counter() - t0:.1f} s")
+          f"{time.perf_counter() - t0:.1f} s{skipped}")
     # a map and its "_r" twin fit equally well; only the values tell
     if s["median_db"] > -cfg.dyn_range_db / 2:
         twin = cfg.colormap[:-2] if cfg.colormap.endswith("_r") else cfg.colormap + "_r"

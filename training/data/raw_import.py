@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--activity-pattern", default=None,
                    help="regex; its first group becomes the manifest column 'activity', e.g. '^(\\d+)P'")
     g.add_argument("--carrier-hz", type=float, default=None,
-                   help="radar carrier frequency, Hz (over the file's own; a .dat header has it)")
+                   help="radar carrier frequency, Hz: for raw recordings over the file's own (a .dat header "
+                        "has it); for images, recorded in meta.json and needed by --doppler-range in m/s")
     g.add_argument("--prf-hz", type=float, default=None, help="pulses (sweeps) per second")
     g.add_argument("--sweep-s", type=float, default=None, help="FMCW sweep time, s (PRF = 1 / sweep time)")
     g.add_argument("--bandwidth-hz", type=float, default=None, help="FMCW bandwidth, Hz (range axis only)")
