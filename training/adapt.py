@@ -130,19 +130,28 @@ def adapt(pipeline: str | Path, data: str | Path, out: str | Path, cfg: AdaptCon
             S.train_adapters(pipe, rows, lora, x_user, y_user, x_prior, torch.as_tensor(y_prior),
                              steps=cfg.unet_steps, lr=cfg.lr, row_lr=cfg.row_lr, batch_size=cfg.batch_size,
                              prior_weight=cfg.prior_weight, null_prob=cfg.null_prob, shifts=cfg.time_shifts,
-                             seed=cfg.seed,
+                             seed=cfg.seed, values_fn=S.condition_values(pipe, train.extra, cfg.null_prob),
                              log=_progress(cfg.unet_steps, "adapt: stage 2 (UNet LoRA)", logger))
             S.merge_lora(pipe.unet)
         pipe.unet.requires_grad_(False)
         pipe.user_encoder = pipe.user_encoder.with_rows(pipe.users, rows.table())
 
     owners = [ds.users[i] for i in train.labels]
+    named = [n for n in (pipe.condition_encoder.names if pipe.condition_encoder is not None else [])
+             if n in train.extra and n in (pipe.meta.get("conditions") or {})]
+    if named:  # the new people's own distributions of the conditions their manifest records
+        from models.condition_stats import describe_conditions
+
+        new = describe_conditions(train.extra, owners, named)
+        for n in named:
+            pipe.meta["conditions"][n].setdefault("per_user", {}).update(new[n].get("per_user", {}))
     if pipe.texture is not None:
         pipe.texture = build_bank(pipe.vae, norm, train.x, owners)
     after = domain.check(pipe, held.x if len(held) else train.x)
     source = f"{data} ({'val' if 'val' in set(ds.splits.tolist()) else 'test'} split)"
     pipe.meta = {**pipe.meta, "domain": domain.reference(pipe, held.x if len(held) else train.x, source),
-                 "dataset": {**(pipe.meta.get("dataset") or {}), "meta": ds.meta, "path": str(data)}}
+                 "dataset": {**(pipe.meta.get("dataset") or {}), "meta": ds.meta, "path": str(data),
+                             "fingerprint": ds.fingerprint}}
     summary = {"config": asdict(cfg), "pipeline": str(pipeline), "data": str(data), "users_added": new_users,
                "n_train": len(train), "recon_error_db_before": before.recon_error_db,
                "recon_error_db_after": after.recon_error_db, "scaling_factor_before": old_scaling,

@@ -167,3 +167,20 @@ def test_import_and_enroll_report_the_domain_check(tmp_path, capsys):
     assert rc == 0 and "enroll: warning:" in cap.err and "dopplergen adapt" in cap.err
     meta = json.loads((tmp_path / "enrolled" / "dopplergen.json").read_text())
     assert meta["enrolled_users"]["zed"]["domain"]["out_of_domain"] is True
+
+
+@pytest.mark.slow
+def test_adapt_of_a_conditioned_pipeline_trains_and_records_the_new_peoples_conditions(tmp_path):
+    """The demo conditions on speed and aspect: the data's speed column is used (and its per-person
+    distribution recorded); aspect, which the data lacks, is drawn as sampling will draw it."""
+    recs = [Record(u, f"r{n:02d}", db, "train" if n < 3 else "val", {"speed_mps": 1.0 + 0.1 * n})
+            for u, n, db in walks(2, 4, 64, other=True)]
+    data = write_dataset(tmp_path / "theirs", recs, {"image_size": [64, 64], "channels": 1,
+                                                     "dyn_range_db": 60.0})
+    out = tmp_path / "adapted"
+    assert cli(["adapt", "--pipeline", str(DEMO), "--data", str(data), "--out", str(out), "--vae-steps", "1",
+                "--unet-steps", "2", "--prior-per-user", "0", "--batch-size", "4"]) == 0
+    meta = json.loads((out / "dopplergen.json").read_text())
+    speed = meta["conditions"]["speed_mps"]["per_user"]
+    assert speed["p0"]["n"] == 3 and "p0" not in meta["conditions"]["aspect_deg"].get("per_user", {})
+    assert "user00" in speed  # the pipeline's own people keep theirs

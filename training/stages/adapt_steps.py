@@ -61,6 +61,27 @@ def finetune_vae(vae: Any, x_user: torch.Tensor, x_prior: torch.Tensor, *, steps
     vae.eval().requires_grad_(False)
 
 
+def condition_values(pipe: Any, extra: dict[str, np.ndarray], drop_prob: float) -> Callable | None:
+    """For a pipeline with conditions: the user's recordings' condition values as sampling gives a person the
+    pipeline has no per-person statistics for: a manifest column where the data has one (e.g. speed_mps),
+    else a draw from the pipeline's whole training distribution; each absent with `drop_prob` (classifier-
+    free guidance dropout, as in training). None for a pipeline without conditions."""
+    from models.condition_stats import draw_condition
+    from models.conditions import drop_conditions
+
+    enc, desc = pipe.condition_encoder, pipe.meta.get("conditions") or {}
+    if enc is None or not all(n in desc for n in enc.names):
+        return None
+    cols = {n: extra[n] for n in enc.names if n in extra}
+
+    def values(idx: np.ndarray, g: torch.Generator) -> torch.Tensor:
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+        rows = [{n: (cols[n][i].item() if n in cols else draw_condition(desc[n], "", rng)) for n in enc.names}
+                for i in idx]
+        return drop_conditions(enc.values_tensor(rows), drop_prob, g)
+    return values
+
+
 @torch.no_grad()
 def measured_scaling(vae: Any, x: torch.Tensor) -> float:
     """1 / std of the unscaled latent means of x: the scaling factor train-vae measures (never
@@ -105,11 +126,12 @@ class RowTrainer(nn.Module):
         full = torch.cat([table[:self.first_new], self.new, table[self.first_new + len(self.new):]])
         return full[idx]
 
-    def context(self, idx: torch.Tensor, condition_encoder: Any) -> torch.Tensor:
+    def context(self, idx: torch.Tensor, condition_encoder: Any, values: torch.Tensor | None = None
+                ) -> torch.Tensor:
         tokens = self.encoder.tokens(self.rows(idx))
         if condition_encoder is None:
             return tokens
-        return encode_context(_Fixed(tokens), condition_encoder, idx, None)
+        return encode_context(_Fixed(tokens), condition_encoder, idx, values)
 
     def table(self) -> torch.Tensor:
         with torch.no_grad():
@@ -130,9 +152,11 @@ class _Fixed(nn.Module):
 def train_adapters(pipe: Any, rows: RowTrainer, lora: list[nn.Parameter], x_user: torch.Tensor,
                    y_user: torch.Tensor, x_prior: torch.Tensor, y_prior: torch.Tensor, *, steps: int,
                    lr: float, row_lr: float, batch_size: int, prior_weight: float, null_prob: float,
-                   shifts: int, seed: int, log: Log) -> None:
+                   shifts: int, seed: int, log: Log, values_fn: Callable | None = None) -> None:
     """Stage 2: the diffusion loss on the user's latents + prior_weight x on the prior's, through the LoRA
-    UNet; trains the adapters and the new rows. Images are model-space (N, C, H, W); labels index `rows`."""
+    UNet; trains the adapters and the new rows. Images are model-space (N, C, H, W); labels index `rows`.
+    `values_fn(recording indices, generator) -> (B, K)`: the user's rows' condition values (None: absent), as
+    sampling will give them; the prior's samples were drawn with every condition absent, and train so."""
     vae, unet = pipe.vae, pipe.unet
     sched = DDPMScheduler.from_config(pipe.scheduler_config)
     num_t = sched.config.num_train_timesteps
@@ -143,24 +167,28 @@ def train_adapters(pipe: Any, rows: RowTrainer, lora: list[nn.Parameter], x_user
                             weight_decay=0.0)
     unet.train()
 
-    def loss_on(cache, labels, n: int, g: torch.Generator) -> torch.Tensor:
+    def loss_on(cache, labels, n: int, g: torch.Generator, values_fn=None) -> torch.Tensor:
         mean, std = cache
         idx = _batch(mean.shape[1], n, g)
         s = torch.randint(0, mean.shape[0], (n,), generator=g)
         z0 = ae.scale(vae, mean[s, idx] + std[s, idx] * torch.randn(mean[s, idx].shape, generator=g))
         user = labels[idx].clone()
         user[torch.rand(n, generator=g) < null_prob] = null
+        values = None
+        if values_fn is not None:
+            values = values_fn(idx.numpy(), g)
+            values[user == null] = float("nan")  # the guidance branch: every condition absent, as in training
         noise = torch.randn(z0.shape, generator=g)
         t = torch.randint(0, num_t, (n,), generator=g)
         z_t, target = noised(sched, z0.to(unet.device), noise.to(unet.device), t.to(unet.device))
-        pred = unet(z_t, t.to(unet.device), encoder_hidden_states=rows.context(user.to(unet.device),
-                                                                               pipe.condition_encoder)).sample
+        context = rows.context(user.to(unet.device), pipe.condition_encoder, values)
+        pred = unet(z_t, t.to(unet.device), encoder_hidden_states=context).sample
         return latent_loss(sched, pred, target, t.to(unet.device), 0.0).mean()
 
     params = lora + [rows.new]
     for step in range(steps):
         g = torch.Generator().manual_seed(seed * 100_003 + 7 + step)
-        user_loss = loss_on(caches[0], y_user, batch_size, g)
+        user_loss = loss_on(caches[0], y_user, batch_size, g, values_fn)
         loss = user_loss
         terms = {"unet_loss": user_loss.item()}
         if caches[1] is not None and prior_weight > 0:
