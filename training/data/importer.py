@@ -242,8 +242,11 @@ def import_dataset(
         failed = dict(stats["failures"])
         if failed and (not cfg.skip_bad or len(failed) == len(sources)):
             n, shown = len(failed), "\n  ".join(list(failed.values())[:5])
+            if n == 1:  # one bad file: one line, naming it and the rule
+                raise DatasetError(f"{shown} (nothing was written to {out}; --skip-bad imports the rest)")
             raise DatasetError(f"{n} of {len(sources)} file(s) could not be imported (nothing was written to "
-                               f"{out}):\n  {shown}" + (f"\n  ... and {n - 5} more" if n > 5 else ""))
+                               f"{out}; --skip-bad imports the rest):\n  {shown}"
+                               + (f"\n  ... and {n - 5} more" if n > 5 else ""))
         errors = np.asarray(stats["errors"] or [0.0])
         varying = raw_import.finish_meta(meta, cfg, stats)
         meta["import"].update(mean_inversion_error_255=round(float(errors.mean()), 4),
