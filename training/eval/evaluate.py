@@ -240,8 +240,9 @@ def run_targets(args: argparse.Namespace, st: EvalSettings, out: Path, log: Log,
               file=sys.stderr)
         return 2
     st = replace(st, k_values=tuple(k for k in st.k_values if k is not None and k <= 5) or (5,))
+    # the targets are enrolled people: sampled at the guidance the product gives them (ENROLLED_GUIDANCE)
     chosen = resolve(DopplerPipeline.load(args.pipeline), steps=args.steps, guidance=args.guidance,
-                     sampler=args.scheduler)
+                     sampler=args.scheduler, enrolled=True)
     res = ood.ood_section(args.pipeline, args.adapted, args.targets, st, steps=chosen.steps,
                           guidance=chosen.guidance, sampler=chosen.sampler, seed=args.seed,
                           device=args.device, out=out, log=log, threads=args.threads,

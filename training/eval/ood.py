@@ -21,6 +21,17 @@ from training.eval.augmentation import summarize_trials
 from training.eval.context import Context, Data, Log, Pool
 
 
+def enrol_config(seed: int, steps: int | None = None) -> Any:
+    """The targets are enrolled as `dopplergen enroll` and `POST /users` enrol a person (models/enrolment.py's
+    defaults: nearest-row start, 60 steps), not at the in-domain protocol's settings: on an adapted pipeline
+    the mean row would average two domains."""
+    from models.enrolment import EnrolConfig
+    from training.eval.fewshot import FewShotConfig
+
+    cfg = {**asdict(EnrolConfig()), "seed": seed}
+    return FewShotConfig(**(cfg if steps is None else {**cfg, "steps": steps}))
+
+
 def target_data(path: str, pipe: Any) -> Data:
     """The target set's train and test splits at the pipeline's size; its people need not be the
     pipeline's."""
@@ -50,11 +61,15 @@ def run_pipeline(label: str, path: str, targets: str, st: Any, *, steps: int, gu
     check = domain.check(pipe, data.train_x)
     log(f"{label}: {path} on {targets}: {check.line()}")
     seen: dict[str, Any] = {}
-    make, synth = runner.make_generator, runner.synthesize
+    synth = runner.synthesize
 
     def make_generator(k, seed, x_k, y_k):  # keeps what the trial saw, for the utility estimate below
+        from training.eval.fewshot import adapt_new_users
+
         seen.update(x_k=x_k, y_k=y_k)
-        return make(k, seed, x_k, y_k)
+        pipe_k, _ = adapt_new_users(pipe, x_k, y_k, data.users,
+                                    enrol_config(seed, st.fewshot_steps if st.quick else None))
+        return ("pipe", pipe_k, x_k, y_k), f"pipeline + {k}-shot rows (as dopplergen enroll)"
 
     def synthesize(handle, m, seed):
         x, y = synth(handle, m, seed)
