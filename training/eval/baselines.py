@@ -157,7 +157,8 @@ class BaselineTrials:
         for arm in self.arms:
             t0 = time.perf_counter()
             x_s, y_s, info = self.make(arm, k, seed, x_k, y_k)
-            secs = time.perf_counter() - t0
+            # an arm reusing its sibling's generator (ACGAN + sifting, ours + classic) is charged for it too
+            secs = time.perf_counter() - t0 + info.pop("shared_seconds", 0.0)
             if len(y_s) != n_syn:
                 raise RuntimeError(f"{arm} made {len(y_s)} recordings, not {n_syn}: budgets would differ")
             acc = sec.fit_score(np.concatenate([x_k] * reps + [x_s]), np.concatenate([y_k] * reps + [y_s]),
@@ -178,19 +179,23 @@ class BaselineTrials:
             return x, y, {}
         if arm in GAN_ARMS:
             return self.gan_arm(arm, k, seed, x_k, y_k)
+        shared = {"shared_seconds": self._cache["ours"][2]} if "ours" in self._cache else {}
         if "ours" not in self._cache:
+            t0 = time.perf_counter()
             handle, _ = self.sec.make_generator(k, seed, x_k, y_k)
-            self._cache["ours"] = self.sec.synthesize(handle, m, seed)
-        x, y = self._cache["ours"]
+            self._cache["ours"] = (*self.sec.synthesize(handle, m, seed), time.perf_counter() - t0)
+        x, y, _ = self._cache["ours"]
         if arm == "ours":
-            return x, y, {}
+            return x, y, shared
         x2, y2 = classic_aug.augment(x, y, m, self.classic.only("all"), seed, dyn)
-        return x2, y2, {}
+        return x2, y2, shared
 
     def gan_arm(self, arm, k, seed, x_k, y_k):
         d, m = self.ctx.data, self.ctx.st.synth_per_user
         norm, n_users = Normalization(d.dyn_range_db), len(d.users)
+        shared = {"shared_seconds": self._cache["gan"][3]} if "gan" in self._cache else {}
         if "gan" not in self._cache:  # fine-tune once per trial; both arms share its candidates
+            t0 = time.perf_counter()
             gan = acgan.build(self.n_pop + n_users, d.train_x.shape[-2:], d.train_x.shape[1], self.cfg.gan,
                               self.gan_state)
             acgan.init_classes_at_mean(gan, self.n_pop + np.arange(n_users), np.arange(self.n_pop))
@@ -200,13 +205,13 @@ class BaselineTrials:
             n = int(np.ceil(m * self.cfg.sift_factor))
             y = np.repeat(np.arange(n_users), n)
             x = norm.to_db(acgan.sample(gan, self.n_pop + y, seed=seed * 1000 + k + 7))
-            self._cache["gan"] = (x, y, log["seconds"])
-        x, y, ft_s = self._cache["gan"]
+            self._cache["gan"] = (x, y, log["seconds"], time.perf_counter() - t0)
+        x, y, ft_s, _ = self._cache["gan"]
         if arm == "acgan":
             keep = np.concatenate([np.flatnonzero(y == u)[:m] for u in range(n_users)])
-            return x[keep], y[keep], dict(finetune_seconds=ft_s)
+            return x[keep], y[keep], dict(finetune_seconds=ft_s, **shared)
         idx, info = sift(x, y, x_k, y_k, m, n_users, d.meta, self.cfg)
-        return x[idx], y[idx], dict(finetune_seconds=ft_s, **info)
+        return x[idx], y[idx], dict(finetune_seconds=ft_s, **info, **shared)
 
 
 def sift(x_db: np.ndarray, y: np.ndarray, x_k: np.ndarray, y_k: np.ndarray, m: int, n_users: int,

@@ -44,16 +44,22 @@ def protocol(res: dict[str, Any], st: Any) -> str:
         "ours minus it is a paired t-interval over the seeds.")
 
 
+def _ci(ci: dict[str, Any]) -> dict[str, Any]:
+    """An interval with report.json's nulls (non-finite numbers) back as NaN."""
+    return {k: math.nan if v is None else v for k, v in ci.items()}
+
+
 def _cell(row: dict[str, Any]) -> str:
-    ci = row["gain_ci95"]
-    return f"{format_ci(ci)} ({100 * row['acc']['mean']:.1f}%)"
+    return f"{format_ci(_ci(row['gain_ci95']))} ({100 * row['acc']['mean']:.1f}%)"
 
 
 def markdown(b: dict[str, Any], figures: str = "figures") -> list[str]:
     s = b["summary"]
     ks = list(s)
     L = ["## Versus the alternatives", "", "**Protocol.** " + b["protocol"], ""]
-    L += ["Gain over (a) in points, 95% CI over seeds (test accuracy in brackets); time on this machine:", "",
+    L += ["Gain over (a) in points, 95% CI over seeds (test accuracy in brackets). Time on this machine: per "
+          "trial = making the m per person (fine-tuning or adapting the generator, sampling, sifting, "
+          "transforms; not the classifier fits), one-off = what every trial shares.", "",
           "| arm | " + " | ".join(f"k = {k}" for k in ks) + " | per trial (s) | one-off (s) |",
           "| --- |" + " --- |" * (len(ks) + 2)]
     one_off = {"classic": b["classic"]["seconds"], "acgan": b["gan"]["pretrain"]["seconds"],
@@ -78,6 +84,7 @@ def markdown(b: dict[str, Any], figures: str = "figures") -> list[str]:
     for k in ks:
         best = s[k]["best_alternative"]
         for a, ci in s[k]["versus_best"].items():
+            ci = _ci(ci)
             verdict = ("lower bound above 0: ours wins" if ci.get("lo", math.nan) > 0 else
                        "upper bound below 0: ours loses" if ci.get("hi", math.nan) < 0 else "not resolved")
             L.append(f"- k = {k}: {NAMES[a]} minus the best alternative ({NAMES.get(best, best)}): "

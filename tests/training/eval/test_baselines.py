@@ -151,6 +151,9 @@ def test_each_baseline_runs_on_the_tiny_preset(sim, tmp_path):
         ctx.data.test_paths)
     assert set(t["arms"]) == set(res["arms"]) and all(0 <= a["acc"] <= 1 for a in t["arms"].values())
     assert 0 <= t["arms"]["acgan+sift"]["rejection_rate"] <= 1
+    # the sifted arm reuses the raw arm's fine-tuned GAN and is charged for it, as ours + classic for ours
+    assert t["arms"]["acgan+sift"]["seconds"] >= t["arms"]["acgan+sift"]["finetune_seconds"] > 0
+    assert t["arms"]["ours+classic"]["seconds"] >= t["arms"]["ours"]["seconds"] * 0.9
     s = res["summary"]["3"]
     assert s["best_alternative"] in ["real", *CLASSIC_ARMS, *GAN_ARMS]
     assert set(s["versus_best"]) == set(OURS_ARMS) and s["versus_best"]["ours"]["n"] == 1
