@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv: list[str] | None = None) -> int:
     from experiments.common import open_run
     from training.eval import acgan, baselines_report
-    from training.eval.baselines import BaselineConfig, baselines_section
-    from training.eval.classic_aug import GRID
+    from training.eval.baselines import BaselineConfig, baselines_section, summarize
+    from training.eval.classic_aug import GRID, ClassicConfig
     from training.eval.context import Pool
     from training.eval.report import _jsonable
 
@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="JSON path; the Markdown and figures go beside it")
     p.add_argument("--k", type=int, nargs="+", default=[5])
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed-list", type=int, nargs="+", default=None,
+                   help="these seeds instead of range(--seeds)")
+    p.add_argument("--merge", default=None,
+                   help="b.json of an earlier run with the same settings: its trials join these (the classic "
+                        "strengths it tuned are reused, not tuned again)")
     p.add_argument("--gan-pretrain", type=int, default=acgan.GanConfig.pretrain_steps)
     p.add_argument("--gan-finetune", type=int, default=acgan.GanConfig.finetune_steps)
     p.add_argument("--grid", choices=("full", "small"), default="full",
@@ -60,15 +65,27 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     pipe, data, ctx, log, out = open_run(args.pipeline, args.data, args.out, args.threads)
-    ctx.st = replace(ctx.st, k_values=tuple(args.k), seeds=tuple(range(args.seeds)))
+    ctx.st = replace(ctx.st, k_values=tuple(args.k), seeds=tuple(args.seed_list or range(args.seeds)))
+    earlier = json.loads(Path(args.merge).read_text()) if args.merge else None
     grid = GRID if args.grid == "full" else {k: (v[len(v) // 2],) for k, v in GRID.items()}
     cfg = BaselineConfig(gan=replace(acgan.GanConfig(), pretrain_steps=args.gan_pretrain,
                                      finetune_steps=args.gan_finetune), grid=grid)
     pool = Pool(np.zeros((0, *data.train_x.shape[1:]), np.float32), np.zeros(0, np.int64), [])
     aug = {"population": {"path": args.population_pipeline}} if args.population_pipeline else None
     log(f"load average at start {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} on {os.cpu_count()} cores")
+    classic = ClassicConfig(**{k: tuple(v) if k == "transforms" else v
+                               for k, v in earlier["classic"]["config"].items()}) if earlier else None
     res = baselines_section(ctx, pool, aug, population_seed=args.population_seed, workers=args.workers,
-                            cfg=cfg)
+                            cfg=cfg, classic=classic)
+    if earlier:
+        if earlier["gan"]["config"] != res["gan"]["config"]:
+            raise SystemExit(f"{args.merge} ran another ACGAN budget: {earlier['gan']['config']}")
+        res["merged_from"] = dict(path=args.merge, seeds=sorted({t["seed"] for t in earlier["trials"]}),
+                                  run=earlier.get("run"))
+        res["trials"] = earlier["trials"] + res["trials"]
+        res["summary"] = summarize(res["trials"], res["arms"])
+        res["classic"].update({k: earlier["classic"][k] for k in ("tuning", "seconds")})
+        baselines_report.figures(res, {}, data, data.test_x, data.test_y, ctx.out / "figures")
     load1 = os.getloadavg()
     res["run"] = dict(seconds=time.perf_counter() - t0, load_start=load0, load_end=load1,
                       cores=os.cpu_count(), threads=args.threads, workers=args.workers, argv=sys.argv[1:])

@@ -255,8 +255,10 @@ def summarize(records: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
 
 
 def baselines_section(ctx: Any, pool: Any, aug: dict[str, Any] | None, *, population_seed: int = 1,
-                      workers: int = 1, cfg: BaselineConfig | None = None) -> dict[str, Any]:
-    """The "Versus the alternatives" section: every arm at each small k of the settings and each seed."""
+                      workers: int = 1, cfg: BaselineConfig | None = None,
+                      classic: classic_aug.ClassicConfig | None = None) -> dict[str, Any]:
+    """The "Versus the alternatives" section: every arm at each small k of the settings and each seed.
+    `classic`: strengths tuned before (on the population), instead of tuning them here."""
     from training.eval import baselines_report
 
     st, d = ctx.st, ctx.data
@@ -267,7 +269,8 @@ def baselines_section(ctx: Any, pool: Any, aug: dict[str, Any] | None, *, popula
     fcfg = FilterConfig(filters=st.filters, factor=st.filter_factor, tau=st.filter_tau, fill=True)
     sec = SectionTrials(ctx, pool, None, pop_path, fcfg)
     t0 = time.perf_counter()
-    tuning = tune_classic(sec, pop, cfg, ctx.seed, ctx.log)
+    tuning = (tune_classic(sec, pop, cfg, ctx.seed, ctx.log) if classic is None
+              else dict(config=asdict(classic), scores=[], tuned=classic))
     tune_s = time.perf_counter() - t0
     classic = tuning.pop("tuned")
     gan = acgan.build(len(pop.users) + len(d.users), d.train_x.shape[-2:], d.train_x.shape[1], cfg.gan)
