@@ -125,6 +125,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ddpm-per-user", type=int, default=None,
                    help="samples per user for DDPM-1000 in the sweep (and the N of its equal-N FD column)")
     p.add_argument("--no-sweep", action="store_true", help="skip the sampler sweep")
+    p.add_argument("--baselines", action="store_true",
+                   help="add 'Versus the alternatives': classic augmentation, an ACGAN with and without "
+                        "kinematic sifting, and ours (with --fewshot) on the same few-shot protocol")
     p.add_argument("--seed", type=int, default=0,
                    help="evaluation seed (generated-sample seeds derive from it)")
     p.add_argument("--device", default="cpu",
@@ -212,6 +215,11 @@ def run(args: argparse.Namespace) -> int:
     res["augmentation"] = augmentation_section(ctx, pool, fewshot=args.fewshot,
                                                population=args.population_pipeline,
                                                population_seed=args.population_seed, workers=workers)
+    if args.baselines:
+        from training.eval.baselines import baselines_section
+
+        res["baselines"] = baselines_section(ctx, pool, res["augmentation"],
+                                             population_seed=args.population_seed, workers=workers)
 
     # ---- targets, figures, report files, optional summary in the pipeline ----------------------------------
     res["targets"] = report.targets(res, report.TARGETS)

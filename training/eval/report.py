@@ -55,6 +55,10 @@ def markdown(res: dict[str, Any], figures: str = "figures") -> str:
         if section == "conditions":
             L += conditions.markdown(res["conditions"], figures) if "conditions" in res else []
             continue
+        if section == "sweep" and "baselines" in res:
+            from training.eval import baselines_report
+
+            L += baselines_report.markdown(res["baselines"], figures)
         L += _SECTIONS[section](res)
         if section in pictures and res.get("figures", {}).get(pictures[section][1]):
             L += [f"![{pictures[section][0]}]({figures}/{pictures[section][1]})", ""]
