@@ -32,6 +32,7 @@ its training set's noise.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,10 @@ from models.normalization import Normalization
 
 DEFAULT_PER_USER = 20
 FALLBACK_POOL = 32  # a person without entries is matched against this many entries of the whole bank, drawn
+# Where a sample's residual comes from (docs/evaluation.md, "Privacy"): "own" = the person's own entries;
+# "population" = other people's entries (FALLBACK_POOL of them, drawn), so a sample carries no speckle of its
+# own person's recordings. Its shift: "fit" = the matched entry's best-fitting time shift; "random" = drawn.
+SOURCES, SHIFTS = ("own", "population"), ("fit", "random")
 
 
 class TextureBank(ModelMixin, ConfigMixin):
@@ -51,8 +56,11 @@ class TextureBank(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, users: Sequence[str] = (), count: int = 0, channels: int = 1, height: int = 64,
-                 width: int = 64, dyn_range_db: float = 60.0, roll_time: bool = True, choices: int = 3):
+                 width: int = 64, dyn_range_db: float = 60.0, roll_time: bool = True, choices: int = 3,
+                 source: str = "own", shift: str = "fit"):
         super().__init__()
+        if source not in SOURCES or shift not in SHIFTS:
+            raise ValueError(f"texture bank: source must be one of {SOURCES}, shift one of {SHIFTS}")
         self.register_buffer("means", torch.zeros(count, channels, height, width, dtype=torch.float16))
         self.register_buffer("residuals", torch.zeros(count, channels, height, width, dtype=torch.float16))
         self.register_buffer("owners", torch.zeros(count, dtype=torch.int64))
@@ -62,6 +70,7 @@ class TextureBank(ModelMixin, ConfigMixin):
     def from_pairs(
         cls, means_db: np.ndarray | torch.Tensor, residuals_db: np.ndarray | torch.Tensor,
         owners: Sequence[str], dyn_range_db: float, per_user: int = DEFAULT_PER_USER, seed: int = 0,
+        **options: Any,
     ) -> TextureBank:
         """Keep at most `per_user` (reconstruction, residual) pairs of each person (a seeded random
         choice)."""
@@ -77,7 +86,7 @@ class TextureBank(ModelMixin, ConfigMixin):
         keep = per_user_pick(owners, per_user, seed)
         _, c, h, w = r.shape
         bank = cls(users=names, count=len(keep), channels=c, height=h, width=w,
-                   dyn_range_db=float(dyn_range_db))
+                   dyn_range_db=float(dyn_range_db), **options)
         bank.means.copy_(m[keep].to(torch.float16))
         bank.residuals.copy_(r[keep].to(torch.float16))
         bank.owners.copy_(torch.as_tensor([names.index(u) for u in owners_a[keep]], dtype=torch.int64))
@@ -94,7 +103,8 @@ class TextureBank(ModelMixin, ConfigMixin):
         keep = torch.as_tensor(mine, dtype=torch.bool)
         m = torch.cat([self.means[keep], other.means]).float()
         r = torch.cat([self.residuals[keep], other.residuals]).float()
-        return TextureBank.from_pairs(m, r, owners, self.config.dyn_range_db, per_user=len(r))
+        return TextureBank.from_pairs(m, r, owners, self.config.dyn_range_db, per_user=len(r),
+                                      **self.options())
 
     def without(self, users: Sequence[str]) -> TextureBank | None:
         """This bank less `users`' entries; None when nothing would be left."""
@@ -107,8 +117,12 @@ class TextureBank(ModelMixin, ConfigMixin):
         owners = [self.config.users[int(i)] for i in self.owners[keep]]
         return TextureBank.from_pairs(
             self.means[keep].float(), self.residuals[keep].float(), owners, self.config.dyn_range_db,
-            per_user=int(keep.sum()),
+            per_user=int(keep.sum()), **self.options(),
         )
+
+    def options(self) -> dict[str, Any]:
+        """How this bank draws (roll_time, choices, source, shift): what a merged or reduced bank keeps."""
+        return {k: self.config[k] for k in ("roll_time", "choices", "source", "shift")}
 
     def entries(self, user: str | None) -> torch.Tensor:
         """Bank indices to draw from for `user`: theirs, or every entry when the bank has none of theirs."""
@@ -130,9 +144,15 @@ class TextureBank(ModelMixin, ConfigMixin):
         out = []
         for x, user, g in zip(x_db, users, generators, strict=True):
             pool = self.entries(user)
+            if self.config.source == "population" and user in self._by_user:
+                others = torch.nonzero(self.owners != self.config.users.index(user)).flatten()
+                pool = others if len(others) else pool
+                user = None  # drawn like a person without entries
             if (user is None or user not in self._by_user) and len(pool) > FALLBACK_POOL:
                 pool = pool[torch.randperm(len(pool), generator=g)[:FALLBACK_POOL]]
             j, shift = self._pick(x.float().cpu(), pool, g)
+            if self.config.shift == "random":
+                shift = int(torch.randint(self.residuals.shape[-1], (1,), generator=g))
             r = torch.roll(self.residuals[pool[j]].float(), shift, dims=-1)
             out.append(x.float() + r.to(x.device))
         return torch.stack(out).clamp(-float(self.config.dyn_range_db), 0.0).to(x_db.dtype)
