@@ -39,11 +39,19 @@ def bank_variant(bank, **opts):
                                   **{**bank.options(), **opts})
 
 
-def with_bank(bank, x_db, names, seeds):
+def with_bank(bank, x_db, names, seeds, pool=None):
+    """`pool`: how many of the population's entries a sample is matched against (models.texture.FALLBACK_POOL,
+    32; None: that default)."""
+    import models.texture as tex
+
     if bank is None:
         return x_db
     gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
-    return bank.add(torch.as_tensor(x_db), names, gens).numpy()
+    default, tex.FALLBACK_POOL = tex.FALLBACK_POOL, pool or tex.FALLBACK_POOL
+    try:
+        return bank.add(torch.as_tensor(x_db), names, gens).numpy()
+    finally:
+        tex.FALLBACK_POOL = default
 
 
 def bootstrap_ratio(dg, dr, n=1000, seed=0):
@@ -90,11 +98,13 @@ def trained(pipe, d, ctx, a, log):
                      ("own, fit, 10 choices", bank_variant(bank, choices=10)),
                      ("own, random shift", bank_variant(bank, shift="random")),
                      ("population, fit", bank_variant(bank, source="population")),
+                     ("population, fit, all others", (bank_variant(bank, source="population"), 10**6)),
                      ("population, random shift", bank_variant(bank, source="population", shift="random"))]
                     if g == a.guidance[0] else [("own, fit, 3 choices (default)", bank),
                                                 ("population, fit", bank_variant(bank, source="population"))])
         for name, b in variants:
-            rows.append(row(f"guidance {g}: {name}", stats(with_bank(b, plain, names, seeds)), dt, log))
+            b, pool = b if isinstance(b, tuple) else (b, None)
+            rows.append(row(f"guidance {g}: {name}", stats(with_bank(b, plain, names, seeds, pool)), dt, log))
     return rows
 
 
@@ -114,11 +124,11 @@ def enrolled(pipe, d, ctx, a, log):
     sub = replace(ctx, data=replace(d, users=names))
     y, seeds = sub.plan(a.enrolled_per_user, stream=31)
     gen_names = [names[int(c)] for c in y]
-    pop_bank = pipe.texture.without(names)
+    pop_bank = pipe.texture.without(names)  # None when every person is enrolled: the others enrolled are it
     rows = []
-    for steps in a.enrol_steps:
+    for steps, reg in [(n, r) for n in a.enrol_steps for r in a.enrol_reg]:
         t0 = time.perf_counter()
-        pipe_k, _ = adapt_new_users(pipe, x_k, y_k, names, FewShotConfig(steps=steps, seed=0))
+        pipe_k, _ = adapt_new_users(pipe, x_k, y_k, names, FewShotConfig(steps=steps, seed=0, reg=reg))
         own = pipe_k.texture
         pipe_k.texture = None
         t_enrol = time.perf_counter() - t0
@@ -127,10 +137,12 @@ def enrolled(pipe, d, ctx, a, log):
             plain = sub.sample(pipe_k, y, seeds, guidance=g, steps=a.enrolled_steps, desc=f"enrolled g {g}").x
             dt = t_enrol + time.perf_counter() - t1
             for name, b in (("own 5 recordings", own),
-                            ("population", bank_variant(pop_bank.merged(own), source="population"))):
+                            ("population", bank_variant(pop_bank.merged(own) if pop_bank else own,
+                                                        source="population"))):
                 x = with_bank(b, plain, gen_names, seeds)
                 st = group_stats(x, y, x_k, y_k, d.test_x[held], d.test_y[held], list(range(len(names))))
-                rows.append(row(f"{steps} steps, guidance {g}: {name}", st, dt, log))
+                label = f"{steps} steps{f', reg {reg:g}' if reg else ''}, guidance {g}: {name}"
+                rows.append(row(label, st, dt, log))
     return rows
 
 
@@ -154,9 +166,11 @@ def realism(pipe, d, ctx, a, log):
     rows = []
     for name, b in (("no bank", None), ("own, fit (default)", bank),
                     ("own, random shift", bank_variant(bank, shift="random")),
-                    ("population, fit", bank_variant(bank, source="population"))):
+                    ("population, fit", bank_variant(bank, source="population")),
+                    ("population, fit, all others", (bank_variant(bank, source="population"), 10**6))):
         t1 = time.perf_counter()
-        c = fm.two_sample_test(real, with_bank(b, plain, names, seeds), fit_cnn, seed=0)
+        b, pool = b if isinstance(b, tuple) else (b, None)
+        c = fm.two_sample_test(real, with_bank(b, plain, names, seeds, pool), fit_cnn, seed=0)
         rows.append(dict(setting=name, c2st=c["accuracy"], stderr=c["stderr"], n_test=c["n_test"],
                          seconds=round(dt + time.perf_counter() - t1, 1), load=os.getloadavg()[0]))
         log(f"{name:24s} two-sample accuracy {c['accuracy']:.3f} ± {c['stderr']:.3f} (n_test "
@@ -164,11 +178,31 @@ def realism(pipe, d, ctx, a, log):
     return rows
 
 
+def section(pipe, d, ctx, a, log):
+    """The evaluator's privacy section itself (training/eval/privacy.py) on a pool of --per-user samples per
+    person, with the bank's residual source set to --bank-source (the enrolled people's banks follow it)."""
+    from training.eval import privacy
+    from training.eval.report import TARGETS
+
+    if pipe.texture is not None:  # enrolled people's banks draw as the pipeline's (fewshot.adapt_new_users)
+        pipe.texture.register_to_config(source=a.bank_source)
+    (ctx.out / "figures").mkdir(parents=True, exist_ok=True)
+    y, seeds = ctx.plan(a.per_user)
+    pool = ctx.sample(pipe, y, seeds, desc="section pool")
+    res = {"privacy": privacy.privacy_section(ctx, pool)}
+    for name, v, k, op in privacy.targets(res):
+        met = v >= TARGETS[k] if op == ">=" else v <= TARGETS[k]
+        log(f"{name}: {v:.3f} (target {op} {TARGETS[k]}) {'met' if met else 'MISSED'}")
+    (ctx.out / f"privacy-{a.bank_source}.md").write_text("\n".join(privacy.markdown(res)) + "\n")
+    return {k: v for k, v in res["privacy"].items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipeline", default="checkpoints/demo")
     p.add_argument("--data", default="data/sim10c")
-    p.add_argument("--part", choices=("trained", "enrolled", "realism"), default="trained")
+    p.add_argument("--part", choices=("trained", "enrolled", "realism", "section"), default="trained")
+    p.add_argument("--bank-source", default="own", help="--part section: the texture bank's residual source")
     p.add_argument("--people", type=int, default=10, help="trained people measured")
     p.add_argument("--per-user", type=int, default=8, help="generated per trained person")
     p.add_argument("--guidance", type=float, nargs="+", default=[2.0, 1.0, 4.0],
@@ -176,6 +210,8 @@ def main() -> None:
     p.add_argument("--enrolled", type=int, default=3, help="people enrolled from 5 recordings")
     p.add_argument("--enrolled-per-user", type=int, default=20)
     p.add_argument("--enrol-steps", type=int, nargs="+", default=[50, 150])
+    p.add_argument("--enrol-reg", type=float, nargs="+", default=[0.0],
+                   help="pull of the new rows toward the population's mean row (EnrolConfig.reg)")
     p.add_argument("--enrolled-guidance", type=float, nargs="+", default=[2.0, 4.0])
     p.add_argument("--enrolled-steps", type=int, default=10, help="sampler steps of the enrolled rows")
     p.add_argument("--threads", type=int, default=1)
@@ -188,7 +224,8 @@ def main() -> None:
     pipe, d, ctx, log, out = open_run(a.pipeline, a.data, a.out, a.threads)
     out = Path(str(out).replace(".json", f"-{a.part}.json"))
     log(f"{a.part}: load average {os.getloadavg()}")
-    rows = dict(trained=trained, enrolled=enrolled, realism=realism)[a.part](pipe, d, ctx, a, log)
+    part = dict(trained=trained, enrolled=enrolled, realism=realism, section=section)[a.part]
+    rows = part(pipe, d, ctx, a, log)
     out.write_text(json.dumps(dict(args=vars(a), rows=rows), indent=1) + "\n")
     log(f"-> {out}")
 

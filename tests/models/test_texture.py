@@ -16,11 +16,11 @@ from tests.training.test_train import _write_dataset
 from training.cli import main as cli
 
 
-def _bank(per_user: int = 2) -> TextureBank:
+def _bank(per_user: int = 2, source: str = "own") -> TextureBank:
     # person a's residuals are +1 dB everywhere, b's -1 dB: a draw shows whose it was
     r = np.concatenate([np.full((3, 1, 8, 8), 1.0), np.full((3, 1, 8, 8), -1.0)]).astype(np.float32)
     return TextureBank.from_pairs(np.full_like(r, -30.0), r, ["a"] * 3 + ["b"] * 3, dyn_range_db=60.0,
-                                  per_user=per_user)
+                                  per_user=per_user, source=source)
 
 
 def _gens(seed: int, n: int) -> list[torch.Generator]:
@@ -80,8 +80,8 @@ def test_add_takes_the_residual_of_the_nearest_reconstruction_at_its_time_shift(
 
 
 def test_population_source_draws_other_peoples_residuals_and_random_shift_moves_it():
-    bank = _bank()
-    bank.register_to_config(source="population")
+    bank = _bank(source="population")
+    assert TextureBank().config.source == "population"  # the default since issue 35
     x = torch.full((4, 1, 8, 8), -30.0)
     out = bank.add(x, ["a", "b", "a", "b"], _gens(0, 4))
     assert out[:, 0, 0, 0].tolist() == [-31.0, -29.0, -31.0, -29.0]  # a gets b's residual, b gets a's

@@ -120,8 +120,9 @@ def group_stats(gen_x: np.ndarray, gen_y: np.ndarray, train_x: np.ndarray, train
 
 def enrolled_group(ctx: Any, people: int, per_user: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Enrol `people` of the data's people afresh from ENROL_K train recordings each (new rows on the
-    evaluated pipeline, training/eval/fewshot.py at the evaluator's few-shot settings, a bank of those
-    recordings' residuals), sample them, and measure them against those ENROL_K recordings."""
+    evaluated pipeline, training/eval/fewshot.py at the evaluator's few-shot settings; the pipeline's bank
+    with those recordings' residuals in place of the person's, as `dopplergen enroll` leaves it), sample
+    them, and measure them against those ENROL_K recordings."""
     from training.eval.augmentation import fewshot_steps_for, select_k_per_user
     from training.eval.fewshot import FewShotConfig, adapt_new_users
 
@@ -133,6 +134,9 @@ def enrolled_group(ctx: Any, people: int, per_user: int) -> tuple[dict[str, Any]
     x_k, y_k = d.train_x[pick], d.train_y[pick]
     pipe_k, log = adapt_new_users(ctx.pipe, x_k, y_k, names,
                                   FewShotConfig(steps=ctx.st.fewshot_steps, seed=ctx.seed))
+    rest = ctx.pipe.texture.without(names) if ctx.pipe.texture is not None else None
+    if rest is not None and pipe_k.texture is not None:  # others' entries stay, as `dopplergen enroll` does
+        pipe_k.texture = rest.merged(pipe_k.texture)
     sub = replace(ctx, data=replace(d, users=names))
     y, seeds = sub.plan(per_user, stream=31)
     pool = sub.sample(pipe_k, y, seeds, steps=fewshot_steps_for(ctx, ctx.pipe), desc="privacy: enrolled")
