@@ -40,18 +40,18 @@ def bank_variant(bank, **opts):
 
 
 def with_bank(bank, x_db, names, seeds, pool=None):
-    """`pool`: how many of the population's entries a sample is matched against (models.texture.FALLBACK_POOL,
-    32; None: that default)."""
+    """`pool`: how many of the other people's entries a sample is matched against with source="population"
+    (models.texture.POPULATION_POOL, 256; None: that default)."""
     import models.texture as tex
 
     if bank is None:
         return x_db
     gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
-    default, tex.FALLBACK_POOL = tex.FALLBACK_POOL, pool or tex.FALLBACK_POOL
+    default, tex.POPULATION_POOL = tex.POPULATION_POOL, pool or tex.POPULATION_POOL
     try:
         return bank.add(torch.as_tensor(x_db), names, gens).numpy()
     finally:
-        tex.FALLBACK_POOL = default
+        tex.POPULATION_POOL = default
 
 
 def bootstrap_ratio(dg, dr, n=1000, seed=0):
@@ -94,14 +94,15 @@ def trained(pipe, d, ctx, a, log):
         t0 = time.perf_counter()
         plain = ctx.sample(pipe, y, seeds, guidance=g, desc=f"guidance {g}").x
         dt = time.perf_counter() - t0
-        variants = ([("no bank", None), ("own, fit, 3 choices (default)", bank),
-                     ("own, fit, 10 choices", bank_variant(bank, choices=10)),
-                     ("own, random shift", bank_variant(bank, shift="random")),
-                     ("population, fit", bank_variant(bank, source="population")),
-                     ("population, fit, all others", (bank_variant(bank, source="population"), 10**6)),
-                     ("population, random shift", bank_variant(bank, source="population", shift="random"))]
-                    if g == a.guidance[0] else [("own, fit, 3 choices (default)", bank),
-                                                ("population, fit", bank_variant(bank, source="population"))])
+        own, pop = bank_variant(bank, source="own"), bank_variant(bank, source="population")
+        variants = ([("no bank", None), ("own, fit, 3 choices (before issue 35)", own),
+                     ("own, fit, 10 choices", bank_variant(own, choices=10)),
+                     ("own, random shift", bank_variant(own, shift="random")),
+                     ("population, fit, 32 drawn", (pop, 32)),
+                     ("population, fit, up to 256 (the default)", pop),
+                     ("population, random shift, 32 drawn", (bank_variant(pop, shift="random"), 32))]
+                    if g == a.guidance[0] else [("own, fit, 3 choices (before issue 35)", own),
+                                                ("population, fit, up to 256 (the default)", pop)])
         for name, b in variants:
             b, pool = b if isinstance(b, tuple) else (b, None)
             rows.append(row(f"guidance {g}: {name}", stats(with_bank(b, plain, names, seeds, pool)), dt, log))
@@ -115,12 +116,21 @@ def enrolled(pipe, d, ctx, a, log):
     from training.eval.fewshot import FewShotConfig, adapt_new_users
     from training.eval.privacy import ENROL_K, group_stats
 
-    chosen = list(range(a.enrolled))
-    keep = np.isin(d.train_y, chosen)
-    pick = np.flatnonzero(keep)[select_k_per_user(d.train_y[keep], ENROL_K, seed=0)]
-    names = [d.users[i] for i in chosen]
-    x_k, y_k = d.train_x[pick], d.train_y[pick]
-    held = np.isin(d.test_y, chosen)
+    if a.enrol_data:  # people the pipeline never saw: held out = every other recording of theirs
+        from training.data.dataset import load_dataset
+
+        ds = load_dataset(a.enrol_data, channels=pipe.channels, size=pipe.image_size)
+        names = [f"new-{u}" for u in ds.users[:a.enrolled]]
+        x_all, y_all, in_train = ds.x, ds.labels, ds.splits == "train"
+    else:  # the data's people, enrolled afresh: held out = their other train recordings (as the section)
+        names = [d.users[i] for i in range(a.enrolled)]
+        x_all, y_all, in_train = d.train_x, d.train_y, np.ones(len(d.train_y), bool)
+    chosen = list(range(len(names)))
+    keep = np.isin(y_all, chosen) & in_train
+    pick = np.flatnonzero(keep)[select_k_per_user(y_all[keep], ENROL_K, seed=0)]
+    x_k, y_k = x_all[pick], y_all[pick]
+    held = np.setdiff1d(np.flatnonzero(np.isin(y_all, chosen)), pick)
+    held_x, held_y = x_all[held], y_all[held]
     sub = replace(ctx, data=replace(d, users=names))
     y, seeds = sub.plan(a.enrolled_per_user, stream=31)
     gen_names = [names[int(c)] for c in y]
@@ -136,11 +146,11 @@ def enrolled(pipe, d, ctx, a, log):
             t1 = time.perf_counter()
             plain = sub.sample(pipe_k, y, seeds, guidance=g, steps=a.enrolled_steps, desc=f"enrolled g {g}").x
             dt = t_enrol + time.perf_counter() - t1
-            for name, b in (("own 5 recordings", own),
+            for name, b in (("own 5 recordings", bank_variant(own, source="own")),
                             ("population", bank_variant(pop_bank.merged(own) if pop_bank else own,
                                                         source="population"))):
                 x = with_bank(b, plain, gen_names, seeds)
-                st = group_stats(x, y, x_k, y_k, d.test_x[held], d.test_y[held], list(range(len(names))))
+                st = group_stats(x, y, x_k, y_k, held_x, held_y, chosen)
                 label = f"{steps} steps{f', reg {reg:g}' if reg else ''}, guidance {g}: {name}"
                 rows.append(row(label, st, dt, log))
     return rows
@@ -164,10 +174,11 @@ def realism(pipe, d, ctx, a, log):
         return ctx.fit(x, yy, seed=seed, num_classes=2).predict
 
     rows = []
-    for name, b in (("no bank", None), ("own, fit (default)", bank),
-                    ("own, random shift", bank_variant(bank, shift="random")),
-                    ("population, fit", bank_variant(bank, source="population")),
-                    ("population, fit, all others", (bank_variant(bank, source="population"), 10**6))):
+    own, pop = bank_variant(bank, source="own"), bank_variant(bank, source="population")
+    for name, b in (("no bank", None), ("own, fit (before issue 35)", own),
+                    ("own, random shift", bank_variant(own, shift="random")),
+                    ("population, fit, 32 drawn", (pop, 32)),
+                    ("population, fit, up to 256 (the default)", pop)):
         t1 = time.perf_counter()
         b, pool = b if isinstance(b, tuple) else (b, None)
         c = fm.two_sample_test(real, with_bank(b, plain, names, seeds, pool), fit_cnn, seed=0)
@@ -209,6 +220,8 @@ def main() -> None:
                    help="sampler guidance of the trained rows (the first gets every bank variant)")
     p.add_argument("--enrolled", type=int, default=3, help="people enrolled from 5 recordings")
     p.add_argument("--enrolled-per-user", type=int, default=20)
+    p.add_argument("--enrol-data", default=None,
+                   help="enrol this data set's people (unseen by the pipeline) instead of the data's")
     p.add_argument("--enrol-steps", type=int, nargs="+", default=[50, 150])
     p.add_argument("--enrol-reg", type=float, nargs="+", default=[0.0],
                    help="pull of the new rows toward the population's mean row (EnrolConfig.reg)")

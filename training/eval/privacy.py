@@ -10,7 +10,8 @@ c = irfft(rfft(x) conj(rfft(r))) summed over the Doppler rows.
 For two row groups, the evaluated pipeline's trained people (the main generated pool) and people enrolled from
 k = 5 of their train recordings (the few-shot machinery, training/eval/fewshot.py, on the evaluated pipeline),
 the section reports:
-- the 5th percentile and the median of the DCR, generated vs held-out real (the test split), as ratios;
+- the 5th percentile and the median of the DCR, generated vs held-out real (trained people: the test split;
+  enrolled people: their other train recordings), as ratios;
 - the share of copies: generated samples whose nearest / second-nearest training distance is below 1/3;
 - a membership-inference test: a threshold on a real recording's distance to the nearest generated sample of
   its person, telling training recordings (members) from held-out ones; ROC AUC and TPR at 1% FPR.
@@ -140,8 +141,10 @@ def enrolled_group(ctx: Any, people: int, per_user: int) -> tuple[dict[str, Any]
     sub = replace(ctx, data=replace(d, users=names))
     y, seeds = sub.plan(per_user, stream=31)
     pool = sub.sample(pipe_k, y, seeds, steps=fewshot_steps_for(ctx, ctx.pipe), desc="privacy: enrolled")
-    held = np.isin(d.test_y, chosen)
-    stats = group_stats(pool.x, pool.y, x_k, y_k, d.test_x[held], d.test_y[held], list(range(len(names))))
+    # held out: the people's other train recordings, which the evaluated pipeline's networks saw as much as
+    # the ENROL_K (its test split would also measure how the UNet tells its training data from new data)
+    held = np.setdiff1d(np.flatnonzero(keep), pick)
+    stats = group_stats(pool.x, pool.y, x_k, y_k, d.train_x[held], d.train_y[held], list(range(len(names))))
     return stats, dict(people=names, k=ENROL_K, fewshot_steps=ctx.st.fewshot_steps,
                        sample_steps=fewshot_steps_for(ctx, ctx.pipe) or ctx.steps,
                        per_user=per_user, loss_first=log["loss_first"], loss_last=log["loss_last"],
@@ -177,7 +180,8 @@ METHOD = ("Distance to the closest record (DCR): RMS difference in dB at the bes
           "Membership inference: a threshold on a real recording's distance to the nearest generated "
           "sample of its person, members = the training recordings, non-members = the test recordings. "
           f"Enrolled: people of the data enrolled afresh from {ENROL_K} train recordings each on the "
-          "evaluated pipeline (training/eval/fewshot.py), those recordings being their training set.")
+          "evaluated pipeline (training/eval/fewshot.py), those recordings being their training set and "
+          "their other train recordings the held-out ones (the networks saw both alike).")
 
 
 # ---- report ------------------------------------------------------------------------------------------------
