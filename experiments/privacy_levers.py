@@ -142,16 +142,19 @@ def enrolled(pipe, d, ctx, a, log):
         own = pipe_k.texture
         pipe_k.texture = None
         t_enrol = time.perf_counter() - t0
-        for g in a.enrolled_guidance:
+        for g, gc in [(g, gc) for g in a.enrolled_guidance for gc in a.enrolled_condition_guidance]:
             t1 = time.perf_counter()
-            plain = sub.sample(pipe_k, y, seeds, guidance=g, steps=a.enrolled_steps, desc=f"enrolled g {g}").x
+            sub_c = replace(sub, condition_guidance=gc)  # None: plain guidance (the drawn conditions with it)
+            plain = sub_c.sample(pipe_k, y, seeds, guidance=g, steps=a.enrolled_steps,
+                                 desc=f"enrolled g {g}").x
             dt = t_enrol + time.perf_counter() - t1
             for name, b in (("own 5 recordings", bank_variant(own, source="own")),
                             ("population", bank_variant(pop_bank.merged(own) if pop_bank else own,
                                                         source="population"))):
                 x = with_bank(b, plain, gen_names, seeds)
                 st = group_stats(x, y, x_k, y_k, held_x, held_y, chosen)
-                label = f"{steps} steps{f', reg {reg:g}' if reg else ''}, guidance {g}: {name}"
+                label = (f"{steps} steps{f', reg {reg:g}' if reg else ''}, guidance {g}"
+                         f"{f', condition guidance {gc:g}' if gc is not None else ''}: {name}")
                 rows.append(row(label, st, dt, log))
     return rows
 
@@ -227,6 +230,8 @@ def main() -> None:
                    help="pull of the new rows toward the population's mean row (EnrolConfig.reg)")
     p.add_argument("--enrolled-guidance", type=float, nargs="+", default=[2.0, 4.0])
     p.add_argument("--enrolled-steps", type=int, default=10, help="sampler steps of the enrolled rows")
+    p.add_argument("--enrolled-condition-guidance", type=float, nargs="+", default=[None],
+                   help="compose the enrolled rows' guidance with this pull toward the drawn conditions")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/privacy-levers/levers.json")
     a = p.parse_args()

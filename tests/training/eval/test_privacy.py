@@ -142,3 +142,20 @@ def test_generate_min_distance_drops_copies(tiny_pipeline_dir, tmp_path, capsys)
                  "--no-texture", "--min-distance-db", "0.5"]) == 0
     rep = json.loads((plain / "meta.json").read_text())["generation"]["min_distance_report"]
     assert rep["rejected"] == n and "texture bank" in rep["reference"]
+
+
+def test_enrolled_banks_draw_as_the_pipelines_bank(tiny_pipeline_dir):
+    """The bank's options (source, shift, ...) carry over to the few-shot/enrolled bank of a pipeline."""
+    from models.pipeline import DopplerPipeline
+    from models.texture import build_bank
+    from training.eval.fewshot import FewShotConfig, adapt_new_users
+
+    pipe = DopplerPipeline.load(tiny_pipeline_dir)
+    h, w = pipe.image_size
+    x = np.random.default_rng(0).uniform(-60, 0, (6, 1, h, w)).astype(np.float32)
+    pipe.texture = build_bank(pipe.vae, pipe.normalization, x, pipe.users[:3] * 2, source="own",
+                              shift="random")
+    assert pipe.texture.config.source == "own"
+    pipe_k, _ = adapt_new_users(pipe, x[:4], np.array([0, 0, 1, 1]), ["n0", "n1"],
+                                FewShotConfig(steps=1, batch_size=2, time_shifts=1))
+    assert pipe_k.texture.options() == pipe.texture.options()
