@@ -20,8 +20,8 @@ Measured on the demo (docs/evaluation.md, "The texture bank"), a fresh CNN's two
 recordings fell from 0.992 to 0.833 with a bank of one half of the train split, tested on the other half. In
 the evaluator's report, where the bank holds 20 per person, it fell from 1.000 to 0.891. With the person's own
 residuals, samples sat nearer to that person's training recordings than new recordings of them do (5th
-percentile of the distance to the closest record 0.87x, membership AUC 0.76 for people enrolled from 5
-recordings); other people's residuals remove that (docs/evaluation.md, "Privacy").
+percentile of the distance to the closest record 0.93x for the demo's people, membership AUC 0.75 for people
+enrolled from 5 recordings); other people's residuals remove most of that (docs/evaluation.md, "Privacy").
 
 The draw comes from the row's own generator, after its denoising noise, so a sample stays a function of its
 seed.
