@@ -9,17 +9,19 @@ the residuals' spectrum and quantiles scored 0.986, and an adversarially trained
 The bank does not model the texture; it keeps it. It stores, for real training recordings x, the
 reconstruction D(E(x)) and the residual x - D(E(x)): the part of the recording that stage 1 cannot carry (its
 speckle, the noise floor, and the decoder's own blur of its limb traces). `add` puts one residual on each
-decoded sample, the one that fits it. Among the sample's own person's entries (or 32 drawn from the whole
-bank, when it has none of theirs), over every circular shift in time, it takes the `choices` reconstructions
-nearest to the sample (L2, via an FFT cross-correlation). It draws one of them and adds that recording's
-residual, shifted the same way, so the corrections land on the traces they belong to. The result is clipped to
-the data's dB range.
+decoded sample, the one that fits it. Among the entries of other people (`source="population"`, the default;
+up to POPULATION_POOL of them, drawn), or of the sample's own person (`source="own"`), or 32 drawn from the
+whole bank for a person without entries, over every circular shift in time, it takes the `choices`
+reconstructions nearest to the sample (L2, via an FFT cross-correlation). It draws one of them and adds that
+recording's residual, shifted the same way, so the corrections land on the traces they belong to. The result
+is clipped to the data's dB range.
 
 Measured on the demo (docs/evaluation.md, "The texture bank"), a fresh CNN's two-sample accuracy against real
 recordings fell from 0.992 to 0.833 with a bank of one half of the train split, tested on the other half. In
-the evaluator's report, where the bank holds 20 per person, it fell from 1.000 to 0.891. The outputs are no
-nearer to a training recording than real recordings are: the median nearest-neighbour distance is 6.3 dB,
-against 6.5 dB between real recordings.
+the evaluator's report, where the bank holds 20 per person, it fell from 1.000 to 0.891. With the person's own
+residuals, samples sat nearer to that person's training recordings than new recordings of them do (5th
+percentile of the distance to the closest record 0.93x for the demo's people, membership AUC 0.75 for people
+enrolled from 5 recordings); other people's residuals remove most of that (docs/evaluation.md, "Privacy").
 
 The draw comes from the row's own generator, after its denoising noise, so a sample stays a function of its
 seed.
@@ -32,6 +34,7 @@ its training set's noise.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +46,14 @@ from models.normalization import Normalization
 
 DEFAULT_PER_USER = 20
 FALLBACK_POOL = 32  # a person without entries is matched against this many entries of the whole bank, drawn
+# Where a sample's residual comes from (docs/evaluation.md, "Privacy"). "population" (the default since
+# issue 35): other people's entries (up to POPULATION_POOL of them, drawn), so a sample carries no recorded
+# speckle of its own person and sits no nearer to their recordings than a new recording does; "own": the
+# person's own entries (before issue 35; samples sat nearer to those recordings). A person without entries,
+# or alone in the bank, draws from every entry. The shift: "fit" = the matched entry's best-fitting time
+# shift; "random" = drawn.
+SOURCES, SHIFTS = ("population", "own"), ("fit", "random")
+POPULATION_POOL = 256  # the demo's bank has 180 other entries per person: all of them
 
 
 class TextureBank(ModelMixin, ConfigMixin):
@@ -51,8 +62,11 @@ class TextureBank(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, users: Sequence[str] = (), count: int = 0, channels: int = 1, height: int = 64,
-                 width: int = 64, dyn_range_db: float = 60.0, roll_time: bool = True, choices: int = 3):
+                 width: int = 64, dyn_range_db: float = 60.0, roll_time: bool = True, choices: int = 3,
+                 source: str = "population", shift: str = "fit"):
         super().__init__()
+        if source not in SOURCES or shift not in SHIFTS:
+            raise ValueError(f"texture bank: source must be one of {SOURCES}, shift one of {SHIFTS}")
         self.register_buffer("means", torch.zeros(count, channels, height, width, dtype=torch.float16))
         self.register_buffer("residuals", torch.zeros(count, channels, height, width, dtype=torch.float16))
         self.register_buffer("owners", torch.zeros(count, dtype=torch.int64))
@@ -62,6 +76,7 @@ class TextureBank(ModelMixin, ConfigMixin):
     def from_pairs(
         cls, means_db: np.ndarray | torch.Tensor, residuals_db: np.ndarray | torch.Tensor,
         owners: Sequence[str], dyn_range_db: float, per_user: int = DEFAULT_PER_USER, seed: int = 0,
+        **options: Any,
     ) -> TextureBank:
         """Keep at most `per_user` (reconstruction, residual) pairs of each person (a seeded random
         choice)."""
@@ -77,7 +92,7 @@ class TextureBank(ModelMixin, ConfigMixin):
         keep = per_user_pick(owners, per_user, seed)
         _, c, h, w = r.shape
         bank = cls(users=names, count=len(keep), channels=c, height=h, width=w,
-                   dyn_range_db=float(dyn_range_db))
+                   dyn_range_db=float(dyn_range_db), **options)
         bank.means.copy_(m[keep].to(torch.float16))
         bank.residuals.copy_(r[keep].to(torch.float16))
         bank.owners.copy_(torch.as_tensor([names.index(u) for u in owners_a[keep]], dtype=torch.int64))
@@ -94,7 +109,8 @@ class TextureBank(ModelMixin, ConfigMixin):
         keep = torch.as_tensor(mine, dtype=torch.bool)
         m = torch.cat([self.means[keep], other.means]).float()
         r = torch.cat([self.residuals[keep], other.residuals]).float()
-        return TextureBank.from_pairs(m, r, owners, self.config.dyn_range_db, per_user=len(r))
+        return TextureBank.from_pairs(m, r, owners, self.config.dyn_range_db, per_user=len(r),
+                                      **self.options())
 
     def without(self, users: Sequence[str]) -> TextureBank | None:
         """This bank less `users`' entries; None when nothing would be left."""
@@ -107,8 +123,12 @@ class TextureBank(ModelMixin, ConfigMixin):
         owners = [self.config.users[int(i)] for i in self.owners[keep]]
         return TextureBank.from_pairs(
             self.means[keep].float(), self.residuals[keep].float(), owners, self.config.dyn_range_db,
-            per_user=int(keep.sum()),
+            per_user=int(keep.sum()), **self.options(),
         )
+
+    def options(self) -> dict[str, Any]:
+        """How this bank draws (roll_time, choices, source, shift): what a merged or reduced bank keeps."""
+        return {k: self.config[k] for k in ("roll_time", "choices", "source", "shift")}
 
     def entries(self, user: str | None) -> torch.Tensor:
         """Bank indices to draw from for `user`: theirs, or every entry when the bank has none of theirs."""
@@ -130,9 +150,15 @@ class TextureBank(ModelMixin, ConfigMixin):
         out = []
         for x, user, g in zip(x_db, users, generators, strict=True):
             pool = self.entries(user)
-            if (user is None or user not in self._by_user) and len(pool) > FALLBACK_POOL:
-                pool = pool[torch.randperm(len(pool), generator=g)[:FALLBACK_POOL]]
+            cap = FALLBACK_POOL if user is None or user not in self._by_user else len(pool)
+            if self.config.source == "population" and user is not None and user in self._by_user:
+                others = torch.nonzero(self.owners != self.config.users.index(user)).flatten()
+                pool, cap = (others, POPULATION_POOL) if len(others) else (pool, cap)
+            if len(pool) > cap:
+                pool = pool[torch.randperm(len(pool), generator=g)[:cap]]
             j, shift = self._pick(x.float().cpu(), pool, g)
+            if self.config.shift == "random":
+                shift = int(torch.randint(self.residuals.shape[-1], (1,), generator=g))
             r = torch.roll(self.residuals[pool[j]].float(), shift, dims=-1)
             out.append(x.float() + r.to(x.device))
         return torch.stack(out).clamp(-float(self.config.dyn_range_db), 0.0).to(x_db.dtype)
@@ -173,11 +199,12 @@ def reconstructions(vae: ae.Autoencoder, norm: Normalization, x_db: np.ndarray |
 
 
 def build_bank(vae: ae.Autoencoder, norm: Normalization, x_db: np.ndarray, owners: Sequence[str],
-               per_user: int = DEFAULT_PER_USER, seed: int = 0) -> TextureBank:
-    """A bank of `per_user` residuals per person from their recordings, through this stage 1."""
+               per_user: int = DEFAULT_PER_USER, seed: int = 0, **options: Any) -> TextureBank:
+    """A bank of `per_user` residuals per person from their recordings, through this stage 1 (`options`: how
+    it draws, TextureBank's roll_time, choices, source, shift)."""
     owners_a = np.asarray(list(owners))
     pick = per_user_pick(owners, per_user, seed)
     return TextureBank.from_pairs(
         *reconstructions(vae, norm, np.asarray(x_db)[pick]), list(owners_a[pick]), norm.dyn_range_db,
-        per_user=per_user, seed=seed,
+        per_user=per_user, seed=seed, **options,
     )

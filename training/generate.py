@@ -74,7 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="candidates per kept sample with --filter")
     p.add_argument("--filter-tau", type=float, default=0.5, help="confidence filter threshold")
     p.add_argument("--reference", default=None,
-                   help="real dataset folder whose train split the filters compare with")
+                   help="real dataset folder whose train split the filters "
+                        "(and --min-distance-db) compare with")
     p.add_argument("--no-texture", action="store_true",
                    help="leave out the pipeline's texture bank: the decoder's smooth mean")
     p.add_argument("--check-with", default=None, metavar="DIR",
@@ -82,6 +83,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "by leave-one-out whether the samples help a classifier before exporting; a negative "
                         "estimate refuses the export unless --force")
     p.add_argument("--force", action="store_true", help="export even when --check-with estimates a loss")
+    p.add_argument("--min-distance-db", type=float, default=None, metavar="D",
+                   help="drop samples nearer than D dB (RMS, best circular time shift) to any training "
+                        "recording the pipeline holds (its texture bank's) or, with --reference, to that "
+                        "folder's train split; rejected files go to <out>/.rejected/, the rate to meta.json "
+                        "(training/min_distance.py)")
     p.add_argument("--device", default="cpu",
                    help="torch device; 'auto' = the one accelerate "
                         "assigns to this process (cuda:<rank> on GPUs)")
@@ -161,6 +167,10 @@ def run(args: argparse.Namespace) -> int:
     state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
     device = state.device if args.device == "auto" else args.device
     pipe = DopplerPipeline.load(args.pipeline, device=device)
+    if args.min_distance_db is not None:  # the bank counts with --no-texture too; refused before generating
+        from training.min_distance import apply_min_distance, reference_recordings
+
+        ref_recordings = reference_recordings(pipe, args.reference)
     texture = pipe.texture is not None and not args.no_texture
     if not texture:
         pipe.texture = None
@@ -250,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
         present = [it for it in every if written(out, it)]
         if fcfg.filters:
             present = apply_filter(out, present, fcfg, int(g["per_user"]), meta, args.reference)
+        if args.min_distance_db is not None:
+            present = apply_min_distance(out, present, args.min_distance_db, *ref_recordings, meta, REJECTED)
         write_manifest(out, present, args.split, settings,
                        [resolved(pipe, it.user, it.seed, grid[it.setting]) for it in present])
         dt = time.perf_counter() - t0

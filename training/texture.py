@@ -28,6 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"residuals kept per person (default {DEFAULT_PER_USER}; ~8 KB each at 64x64)")
     p.add_argument("--split", default="train", help="dataset split to take recordings from (default train)")
     p.add_argument("--seed", type=int, default=0, help="seed of the choice of recordings (default 0)")
+    p.add_argument("--source", default=None, choices=("own", "population"),
+                   help="whose residual a sample gets: 'population' (default: other people's, so no sample "
+                        "carries its own person's recorded speckle; docs/evaluation.md, Privacy) or 'own'")
+    p.add_argument("--shift", default=None, choices=("fit", "random"),
+                   help="the residual's time shift: 'fit' (default: the matched reconstruction's) or "
+                        "'random'")
     p.add_argument("--remove", action="store_true", help="delete the pipeline's texture bank instead")
 
 
@@ -74,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
               f"pipeline serves ({', '.join(pipe.users[:5])}...)", file=sys.stderr)
         return 2
     owners = [rows_users[i] for i in keep]
+    options = {k: v for k, v in (("source", args.source), ("shift", args.shift)) if v is not None}
     bank = build_bank(pipe.vae, pipe.normalization, ds.x[keep], owners,
-                      per_user=args.per_user, seed=args.seed)
+                      per_user=args.per_user, seed=args.seed, **options)
     tmp = folder / "texture.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     bank.save_pretrained(tmp, safe_serialization=True)
@@ -84,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     r = bank.residuals.float()
     meta["texture"] = dict(data=str(args.data), split=args.split, per_user=int(args.per_user),
                            seed=int(args.seed),
-                           count=int(len(r)), people=len(bank.config.users),
+                           count=int(len(r)), people=len(bank.config.users), source=bank.config.source,
+                           shift=bank.config.shift,
                            residual_rms_db=round(float(r.pow(2).mean().sqrt()), 3))
     meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     skipped = sorted(set(rows_users) - served)

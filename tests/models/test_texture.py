@@ -16,11 +16,11 @@ from tests.training.test_train import _write_dataset
 from training.cli import main as cli
 
 
-def _bank(per_user: int = 2) -> TextureBank:
+def _bank(per_user: int = 2, source: str = "own") -> TextureBank:
     # person a's residuals are +1 dB everywhere, b's -1 dB: a draw shows whose it was
     r = np.concatenate([np.full((3, 1, 8, 8), 1.0), np.full((3, 1, 8, 8), -1.0)]).astype(np.float32)
     return TextureBank.from_pairs(np.full_like(r, -30.0), r, ["a"] * 3 + ["b"] * 3, dyn_range_db=60.0,
-                                  per_user=per_user)
+                                  per_user=per_user, source=source)
 
 
 def _gens(seed: int, n: int) -> list[torch.Generator]:
@@ -77,6 +77,30 @@ def test_add_takes_the_residual_of_the_nearest_reconstruction_at_its_time_shift(
     assert torch.allclose(out[0], want)
     bank.register_to_config(roll_time=False)
     assert not torch.allclose(bank.add(x, ["a"], _gens(0, 1))[0], want)  # without shifts it cannot line up
+
+
+def test_population_source_draws_other_peoples_residuals_and_random_shift_moves_it():
+    bank = _bank(source="population")
+    assert TextureBank().config.source == "population"  # the default since issue 35
+    x = torch.full((4, 1, 8, 8), -30.0)
+    out = bank.add(x, ["a", "b", "a", "b"], _gens(0, 4))
+    assert out[:, 0, 0, 0].tolist() == [-31.0, -29.0, -31.0, -29.0]  # a gets b's residual, b gets a's
+    assert _bank().merged(bank).config.source == "own" and bank.merged(_bank()).config.source == "population"
+    rng = np.random.default_rng(0)
+    means = rng.uniform(-60, -20, (1, 1, 8, 16)).astype(np.float32)
+    fit = TextureBank.from_pairs(means, rng.normal(0, 3, (1, 1, 8, 16)), ["a"], 60.0, choices=1)
+    rand = TextureBank.from_pairs(means, rng.normal(0, 3, (1, 1, 8, 16)), ["a"], 60.0, choices=1,
+                                  shift="random")
+    rand.residuals.copy_(fit.residuals)
+    x = fit.means.float()
+    def landed(out):  # the shifts k at which the residual lines up with the output
+        return [k for k in range(16) if torch.allclose(
+            out, (x[0] + torch.roll(fit.residuals[0].float(), k, -1)).clamp(-60, 0), atol=1e-3)]
+
+    assert landed(fit.add(x, ["a"], _gens(0, 1))[0]) == [0]  # the fitted shift: its own reconstruction's
+    assert len({k for s in range(12) for k in landed(rand.add(x, ["a"], _gens(s, 1))[0])}) > 2
+    with pytest.raises(ValueError, match="source"):
+        TextureBank(source="mine")
 
 
 def test_merged_replaces_a_persons_entries():

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from models.sampling import resolve
-from training.eval import report, sections, sweep
+from training.eval import privacy, report, sections, sweep
 from training.eval.augmentation import MIXES
 from training.eval.conditions import condition_following
 from training.eval.context import Context, Log, load_data
@@ -220,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
 
         res["baselines"] = baselines_section(ctx, pool, res["augmentation"],
                                              population_seed=args.population_seed, workers=workers)
+    res["privacy"] = privacy.privacy_section(ctx, pool)  # docs/evaluation.md, "Privacy"
 
     # ---- targets, figures, report files, optional summary in the pipeline ----------------------------------
     res["targets"] = report.targets(res, report.TARGETS)

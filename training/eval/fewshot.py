@@ -57,7 +57,7 @@ def adapt_new_users(pop_pipe: Any, x_db: np.ndarray, labels: np.ndarray, users: 
         from models.texture import build_bank
 
         texture = build_bank(pop_pipe.vae, pop_pipe.normalization, np.asarray(x_db, np.float32),
-                             [users[int(k)] for k in labels])
+                             [users[int(k)] for k in labels], **pop_pipe.texture.options())
     pipe = DopplerPipeline(vae=pop_pipe.vae, denoiser=pop_pipe.denoiser, user_encoder=enc,
                            scheduler_config=dict(pop_pipe.scheduler_config), meta=meta,
                            condition_encoder=pop_pipe.condition_encoder, texture=texture)
