@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(DOPPLERGEN_USERS_DIR=none)")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false", default=True,
                         help="do not log one line per HTTP request")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: torch's, one per core; on a machine other jobs "
+                             "share, 1 is several times faster: benchmarks/RESULTS.md 'Threads')")
     parser.epilog = "The API key is read from DOPPLERGEN_API_KEY only (a flag would show in `ps`)."
 
 
@@ -77,24 +80,28 @@ def run(args: argparse.Namespace) -> int:
         device = settings.resolved_device()
         settings.resolved_dtype(device)
         settings.resolved_users_dir()
-    except (ValidationError, ValueError) as exc:
-        print(f"dopplergen serve: invalid settings: {exc}", file=sys.stderr)
-        return 2
+    except ValidationError as exc:  # one line: "max_batch_size: Input should be greater than 0; ..."
+        return refuse("invalid settings: " + "; ".join(
+            ("".join(f"{x}: " for x in e["loc"][:1]) + e["msg"].removeprefix("Value error, "))
+            for e in exc.errors()))
+    except ValueError as exc:
+        return refuse(f"invalid settings: {exc}")
+    if args.threads is not None:
+        if args.threads < 1:
+            return refuse(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     if not (settings.pipeline / "dopplergen.json").is_file():
-        print(
-            f"dopplergen serve: no pipeline folder at {settings.pipeline} (missing dopplergen.json).\n  "
-            "Train one (dopplergen train-unet ...) or point --pipeline / DOPPLERGEN_PIPELINE at an exported "
-            "pipeline.",
-            file=sys.stderr,
-        )
-        return 2
+        return refuse(f"no pipeline folder at {settings.pipeline} (missing dopplergen.json): train one "
+                      "(dopplergen train-unet ...) or point --pipeline / DOPPLERGEN_PIPELINE at an exported "
+                      "pipeline")
     from models.pipeline_meta import MetaError, check_folder, read_meta
 
     try:  # metadata and layout now: a fault ends `serve` at once, naming the field, instead of a failed start
         check_folder(settings.pipeline, read_meta(settings.pipeline)[1].route)
     except MetaError as exc:
-        print(f"dopplergen serve: {settings.pipeline} cannot be served:\n  {exc}", file=sys.stderr)
-        return 2
+        return refuse(f"{settings.pipeline} cannot be served: {exc}")
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr
@@ -105,9 +112,14 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(settings)
     except (ValueError, OSError) as exc:
         # e.g. --data has neither manifest.csv nor user folders; the users folder cannot be created
-        print(f"dopplergen serve: {exc}", file=sys.stderr)
-        return 2
+        return refuse(str(exc))
     return serve(app, access_log=getattr(args, "access_log", True))
+
+
+def refuse(message: str) -> int:
+    """One line on stderr, as the rest of the command line (training/cli.py's boundary), and exit 2."""
+    print("dopplergen serve: error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
 
 
 def serve(app, access_log: bool = True) -> int:

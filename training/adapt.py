@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from training.cli_types import non_negative_float, non_negative_int, positive_int
+
 PARTS = ("decoder", "all")
 
 
@@ -56,9 +58,9 @@ class AdaptConfig:
 
 
 def _progress(total: int, desc: str, logger) -> Any:
-    from tqdm.auto import tqdm
+    from training.progress import progress
 
-    bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
+    bar = progress(total=total, desc=desc, unit="step", file=sys.stderr)
 
     def log(step: int, terms: dict[str, float]) -> None:
         logger.write(json.dumps({"stage": desc, "step": step, **terms}) + "\n")
@@ -193,21 +195,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dataset folder of the user's radar (e.g. from dopplergen import)")
     p.add_argument("--out", required=True, help="pipeline folder to write (must not exist or be empty)")
     p.add_argument("--run-dir", default=None, help="log and loss curve (default: <out>-run)")
-    p.add_argument("--vae-steps", type=int, default=d.vae_steps,
+    p.add_argument("--vae-steps", type=non_negative_int, default=d.vae_steps,
                    help=f"stage 1 steps (default {d.vae_steps})")
     p.add_argument("--vae-part", choices=PARTS, default=d.vae_part,
                    help="fine-tune the decoder only (default) or the whole autoencoder")
-    p.add_argument("--unet-steps", type=int, default=d.unet_steps,
+    p.add_argument("--unet-steps", type=non_negative_int, default=d.unet_steps,
                    help=f"stage 2 steps (default {d.unet_steps})")
-    p.add_argument("--rank", type=int, default=d.rank, help=f"LoRA rank (default {d.rank})")
+    p.add_argument("--rank", type=positive_int, default=d.rank, help=f"LoRA rank (default {d.rank})")
     p.add_argument("--lora-conv", action="store_true", help="adapters on the convolutions too")
-    p.add_argument("--prior-weight", type=float, default=d.prior_weight,
+    p.add_argument("--prior-weight", type=non_negative_float, default=d.prior_weight,
                    help=f"prior-preservation weight (default {d.prior_weight}; 0 = none)")
-    p.add_argument("--prior-per-user", type=int, default=d.prior_per_user,
+    p.add_argument("--prior-per-user", type=non_negative_int, default=d.prior_per_user,
                    help=f"samples per own person for the prior term (default {d.prior_per_user})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"default {d.batch_size}")
     p.add_argument("--seed", type=int, default=d.seed, help="default 0")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from training import cli_errors as errors
+
 # name -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
 # A command's module is named by the command, '-' read as '_' (`train-vae` -> training/stages/train_vae.py,
 # `enroll` -> training/enroll.py); `import`, a Python keyword, is the one exception
@@ -84,15 +86,33 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's usage errors on one line, as every other error of the command line (exit 2)."""
+
+    command: str | None = None  # the subcommand named, for options the top parser reports as unknown
+
+    def error(self, message: str):
+        prog = f"dopplergen {self.command}" if self.prog == "dopplergen" and self.command else self.prog
+        self.exit(2, f"{prog}: error: {message} (see {prog} --help)\n")
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The subcommand named in `argv`: its first word that is not a top-level flag."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dopplergen", description=DESCRIPTION)
+    parser = Parser(prog="dopplergen", description=DESCRIPTION)
     parser.add_argument("--version", action=_Version, nargs=0,
                         help="print the package version and the pipeline format, and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full Python traceback of an error instead of its one-line message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    named = parser.command = command_of(argv) if command_of(argv) in COMMANDS else None
     for name, (_module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         # Only the requested subcommand's module is imported to register its options.
-        if argv and argv[0] == name:
+        if named == name:
             _load(name).add_arguments(p)
     return parser
 
@@ -100,12 +120,18 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    module = _load(args.command)
+    debug = vars(args).pop("debug", False)  # not an option of any subcommand (training configs read args)
     try:
-        return int(module.run(args) or 0)
+        return int(_load(args.command).run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (SystemExit, Exception) as exc:
+        code = errors.exit_code(exc)
+        if code is None or debug:  # a bug (or --debug): the traceback; argparse's own exits pass through
+            raise
+        print(errors.one_line(args.command, exc), file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

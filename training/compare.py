@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from training.cli_types import positive_int
 from training.compare_report import fewest_steps, figures, row_of, verdicts, write_markdown
 
 ROUTES = ("kl", "vq-latent", "vq-diffusion")
@@ -53,12 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluate with --quick (a smoke test, not a measurement)")
     p.add_argument("--evaluate-args", default="",
                    help="extra flags for every `dopplergen evaluate`, e.g. '--seeds 2'")
-    p.add_argument("--timing-batch", type=int, default=16, help="batch of the side-by-side sampling timing")
-    p.add_argument("--timing-repeats", type=int, default=3,
+    p.add_argument("--timing-batch", type=positive_int, default=16,
+                   help="batch of the side-by-side sampling timing")
+    p.add_argument("--timing-repeats", type=positive_int, default=3,
                    help="timed repeats per route and setting (median)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (1 is fastest on a busy machine)")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=positive_int, default=1,
                    help="run up to this many training stages / evaluations at once, "
                         "as subprocesses logging to <out>/logs/ (each with --threads "
                         "or 1 thread); 1 = one after another in this process")

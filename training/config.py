@@ -185,7 +185,7 @@ NON_NEGATIVE = {"lr_warmup_steps", "weight_decay", "max_grad_norm", "l1_weight",
                 "snr_gamma", "image_every", "guidance_scale", "condition_guidance_scale",
                 "identity_guidance_scale",
                 "codebook_weight", "dead_code_every", "dead_code_probe"}
-NOT_OPTIONS = {"config", "dry_run", "command"}  # argparse names that are not config fields
+NOT_OPTIONS = {"config", "dry_run", "command", "threads"}  # argparse names that are not config fields
 
 
 def _types(cls: type) -> dict[str, type]:
@@ -334,17 +334,17 @@ def write_options(cfg: TrainConfig, run_dir: str | Path) -> Path:
 
 def run_stage(stage: str, args: argparse.Namespace, main: typing.Callable[[TrainConfig], Any],
               *required: str) -> int:
-    """The `run(args)` of a training subcommand: resolve, --dry-run or train; config errors exit 2."""
-    import sys
+    """The `run(args)` of a training subcommand: resolve, check --data's size against the preset (--dry-run
+    too), then --dry-run or train. Errors reach the CLI's error boundary: one line, exit 2."""
+    from training.data.sizes import check_preset_size
 
-    try:
-        cfg = resolve(stage, args)
-        if args.dry_run:
-            print(json.dumps(to_dict(cfg), indent=2))
-            return 0
+    cfg = resolve(stage, args)
+    if not args.dry_run:
         require(cfg, *required)
-        main(cfg)
-    except ConfigError as err:
-        print(f"dopplergen train-{stage}: error: {err}", file=sys.stderr)
-        return 2
+    if cfg.data:
+        check_preset_size(cfg.data, cfg.preset)
+    if args.dry_run:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    main(cfg)
     return 0

@@ -23,6 +23,8 @@ from typing import Any
 
 from models.paths import USER_ID_RULE, is_new_user_id
 from models.recording import IMAGE_SUFFIXES, DatasetError, read_file
+from training.cli_types import add_threads_argument, positive_float, positive_int, set_threads
+from training.progress import progress
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,10 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pipeline folder to write: a new folder, or --pipeline itself (in place); another "
                         "existing pipeline folder only with --force; never a folder that is not a pipeline, "
                         "nor --data or a folder inside it")
-    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps on the new row (default "
-                                                              f"{d.steps})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="latents per step (default "
+    p.add_argument("--steps", type=positive_int, default=d.steps,
+                   help=f"optimiser steps on the new row (default {d.steps})")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="latents per step (default "
                                                                         f"{d.batch_size})")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial row and the noise draws (default "
                                                        "0)")
@@ -53,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace an existing pipeline folder named by --out")
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when present), cpu, cuda")
+    add_threads_argument(p)
 
 
 def read_person(folder: Path, channels: int, dyn_range_db: float, size: tuple[int, int],
@@ -149,6 +152,19 @@ def colormap_refused(name: str | None) -> str | None:
     return None
 
 
+def cast_quietly(module: Any, dtype: Any) -> Any:
+    """module.to("cpu", dtype) without diffusers' warning about modules "to be kept in float32" (it warns
+    even when that list is empty, as for the user encoder)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        return module.to("cpu", dtype)
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
 def stored_dtype(pipeline: Path) -> Any:
     """The dtype user_encoder/ was saved in (the demo exports fp16), so the copy keeps it."""
     from safetensors import safe_open
@@ -159,12 +175,12 @@ def stored_dtype(pipeline: Path) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
     from models.enrolment import EnrolConfig, Enrolment
     from models.pipeline import META_FILE, DopplerPipeline
 
     t0 = time.perf_counter()
+    set_threads(args.threads)
     if not is_new_user_id(args.user):
         raise SystemExit(f"--user {args.user!r}: {USER_ID_RULE}")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -190,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr if check.out_of_domain else sys.stdout)
     cfg = EnrolConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     job = Enrolment(pipe, x_db, [0] * len(x_db), 1, cfg)
-    with tqdm(total=cfg.steps, desc=f"enroll {args.user}", unit="step") as bar:
+    with progress(total=cfg.steps, desc=f"enroll {args.user}", unit="step") as bar:
         while not job.done:
             bar.set_postfix(loss=f"{job.step():.4f}", refresh=False)
             bar.update()
@@ -213,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         from models.texture import build_bank
 
         texture = pipe.texture.merged(build_bank(pipe.vae, pipe.normalization, x_db, [args.user] * len(x_db)))
-    write_pipeline_atomically(src, Path(args.out), enc.to("cpu", stored_dtype(src)), meta, texture)
+    write_pipeline_atomically(src, Path(args.out), cast_quietly(enc, stored_dtype(src)), meta, texture)
     print(f"enroll: {args.user} from {len(hashes)} recordings, {cfg.steps} steps, final loss "
           f"{job.final_loss():.4f}, {seconds:.1f} s -> {args.out} ({len(enc.users)} users)")
     return 0

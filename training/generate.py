@@ -23,6 +23,7 @@ import numpy as np
 
 from models.pipeline import pipeline_fingerprint
 from models.sampling import is_enrolled, resolve
+from training.cli_types import DEFAULT_THREADS, fraction, positive_float, positive_int
 from training.condition_grid import condition_grid, parse_values, resolved
 from training.data.generated import (
     REJECTED,
@@ -34,17 +35,18 @@ from training.data.generated import (
     plan_items,
     write_manifest,
 )
-from training.sampling_options import add_sampling_arguments
+from training.progress import progress
+from training.sampling_options import add_sampling_arguments, check_steps
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", required=True, help="pipeline folder (e.g. checkpoints/demo)")
-    p.add_argument("--per-user", type=int, required=True, help="samples to generate for each user")
+    p.add_argument("--per-user", type=positive_int, required=True, help="samples to generate for each user")
     p.add_argument("--users", default=None,
                    help="comma-separated user IDs (default: all users of the pipeline)")
     p.add_argument("--out", required=True, help="output dataset folder (re-running resumes it)")
     add_sampling_arguments(p)
-    p.add_argument("--batch-size", type=int, default=16,
+    p.add_argument("--batch-size", type=positive_int, default=16,
                    help="samples per network call (fixed shape; part of the bytes)")
     p.add_argument("--seed", type=int, default=0,
                    help="run seed; sample i of user u gets derive_seed(seed, u, i)")
@@ -52,10 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="split written in manifest.csv: 'train' (default) loads anywhere a dataset does, "
                         "e.g. as training data; 'synthetic' marks rows to be merged with real data "
                         "(`dopplergen merge REAL SYNTH --out DST`)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads per process (default: torch's). CPU kernels may round differently with "
-                        "another thread count, so compare bytes across runs at equal threads "
-                        "(torchrun/accelerate use 1)")
+    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                   help="CPU threads per process (default 1, as torchrun/accelerate; benchmarks/RESULTS.md "
+                        "'Threads'). CPU kernels may round differently with another thread count, so compare "
+                        "bytes across runs at equal threads")
     p.add_argument("--speed-mps", default=None,
                    help="walking speed: a value, a list a,b,c or a sweep start:stop:count (e.g. 0.8:1.6:5); "
                         "default: drawn per sample from the user's training distribution")
@@ -70,9 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "confidence (a CNN trained on --reference gives the person p >= --filter-tau), "
                         "diversity (k-center in that CNN's features); rejected files go to <out>/.rejected/, "
                         "rates to meta.json (default: none)")
-    p.add_argument("--filter-factor", type=float, default=3.0,
+    p.add_argument("--filter-factor", type=positive_float, default=3.0,
                    help="candidates per kept sample with --filter")
-    p.add_argument("--filter-tau", type=float, default=0.5, help="confidence filter threshold")
+    p.add_argument("--filter-tau", type=fraction, default=0.5, help="confidence filter threshold")
     p.add_argument("--reference", default=None,
                    help="real dataset folder whose train split the filters "
                         "(and --min-distance-db) compare with")
@@ -151,16 +153,31 @@ def run_check(pipe: Any, users: list[str], args: argparse.Namespace,
 
 
 def run(args: argparse.Namespace) -> int:
+    """export(), and no half-written output: a run that fails before its first sample lands takes back the
+    meta.json (and the folder) it made, so the next run into --out, with any settings, is not refused."""
+    out = Path(args.out)
+    existed, had_meta = out.exists(), (out / "meta.json").exists()
+    try:
+        return export(args)
+    except BaseException:
+        if out.is_dir() and not had_meta and not any(out.rglob("*.npy")):
+            (out / "meta.json").unlink(missing_ok=True)
+            if not existed and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+        raise
+
+
+def export(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
-    from tqdm import tqdm
 
     from models.pipeline import DopplerPipeline
     from models.sampling import sample
     from training.eval.filters import FilterConfig, parse_filters
 
-    if args.per_user < 1 or args.batch_size < 1 or (args.steps is not None and args.steps < 1):
-        raise SystemExit("--per-user, --batch-size and --steps must be >= 1")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise SystemExit(f"--out {args.out}: a file is there; --out names a dataset folder (a new one, or an "
+                         "earlier export to resume)")
     if args.threads:
         torch.set_num_threads(args.threads)
     # PartialState only forms a CPU process group (gloo) when told it runs on the CPU.
@@ -191,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
                                 enrolled=enrolled) for enrolled in (False, True)}
     guidance_of = {u: chosen[is_enrolled(pipe, u)].guidance for u in users}
     base = chosen[False]
+    check_steps(pipe, base.steps)
     args.steps, args.guidance, args.scheduler = base.steps, base.guidance, base.sampler
     args.condition_guidance = base.condition_guidance
     enrolled_guidance = {u: g for u, g in guidance_of.items() if g != base.guidance}
@@ -236,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     desc = "generate" if state.num_processes == 1 else f"generate (process 0 of {state.num_processes})"
-    bar = tqdm(total=sum(map(len, mine)), desc=desc, unit="sample", disable=not state.is_main_process)
+    bar = progress(total=sum(map(len, mine)), desc=desc, unit="sample", disable=not state.is_main_process)
     for batch in mine:
         x = sample(
             pipe, [pipe.user_encoder.index_of(it.user) for it in batch], [it.seed for it in batch],

@@ -18,13 +18,15 @@ import sys
 import time
 from pathlib import Path
 
+from training.cli_types import positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from models.texture import DEFAULT_PER_USER
 
     p.add_argument("--pipeline", required=True, help="pipeline folder to add the bank to (in place)")
     p.add_argument("--data", help="dataset folder of real recordings (its train split is used)")
-    p.add_argument("--per-user", type=int, default=DEFAULT_PER_USER,
+    p.add_argument("--per-user", type=positive_int, default=DEFAULT_PER_USER,
                    help=f"residuals kept per person (default {DEFAULT_PER_USER}; ~8 KB each at 64x64)")
     p.add_argument("--split", default="train", help="dataset split to take recordings from (default train)")
     p.add_argument("--seed", type=int, default=0, help="seed of the choice of recordings (default 0)")
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         pipe = DopplerPipeline.load(folder)
     except (PipelineError, OSError) as exc:
-        print(f"dopplergen texture: {exc}", file=sys.stderr)
+        print(f"dopplergen texture: error: {exc}", file=sys.stderr)
         return 2
     meta_path = folder / META_FILE
     meta = json.loads(meta_path.read_text())
@@ -58,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{folder}: texture bank removed")
         return 0
     if not args.data:
-        print("dopplergen texture: --data is required (or --remove)", file=sys.stderr)
+        print("dopplergen texture: error: --data is required (or --remove)", file=sys.stderr)
         return 2
     if args.per_user < 1:
-        print("dopplergen texture: --per-user must be >= 1", file=sys.stderr)
+        print("dopplergen texture: error: --per-user must be >= 1", file=sys.stderr)
         return 2
     from training.data.dataset import load_dataset
 
@@ -70,13 +72,13 @@ def run(args: argparse.Namespace) -> int:
         ds = load_dataset(args.data, split=args.split, channels=pipe.channels, size=pipe.image_size,
                           dyn_range_db=pipe.normalization.dyn_range_db)
     except (DatasetError, OSError, ValueError) as exc:
-        print(f"dopplergen texture: {exc}", file=sys.stderr)
+        print(f"dopplergen texture: error: {exc}", file=sys.stderr)
         return 2
     served = set(pipe.users)
     rows_users = [ds.users[int(k)] for k in ds.labels]
     keep = [i for i, u in enumerate(rows_users) if u in served]
     if not keep:
-        print(f"dopplergen texture: no {args.split} recording of {args.data} belongs to a person the "
+        print(f"dopplergen texture: error: no {args.split} recording of {args.data} belongs to a person the "
               f"pipeline serves ({', '.join(pipe.users[:5])}...)", file=sys.stderr)
         return 2
     owners = [rows_users[i] for i in keep]

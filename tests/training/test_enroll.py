@@ -12,6 +12,7 @@ import torch
 
 from models.pipeline import DopplerPipeline
 from models.sampling import sample
+from tests.refusals import refused
 from tests.uploads import DYN, bad_uploads, coloured_png, true_db
 from training.cli import main
 
@@ -52,13 +53,12 @@ def test_enroll_appends_the_person_and_keeps_existing_users_bytes(
     assert not list(tmp_path.glob(".with_dave*"))  # no temporary folder left behind
 
 
-def test_reusing_a_name_needs_replace_and_keeps_the_index(tiny_pipeline_dir, person, tmp_path):
+def test_reusing_a_name_needs_replace_and_keeps_the_index(tiny_pipeline_dir, person, tmp_path, capsys):
     p = tmp_path / "p"
     shutil.copytree(tiny_pipeline_dir, p)
     assert _enrol(p, person, p) == 0  # --out = --pipeline: in place
     first = DopplerPipeline.load(p).user_encoder.embedding.weight.clone()
-    with pytest.raises(SystemExit, match="--replace"):
-        _enrol(p, person, p)
+    refused(capsys, "--replace", _enrol(p, person, p))
     assert main(["enroll", "--pipeline", str(p), "--user", "dave", "--data", str(person), "--out", str(p),
                  "--device", "cpu", "--steps", "2", "--batch-size", "2", "--seed", "4", "--replace"]) == 0
     again = DopplerPipeline.load(p)
@@ -90,35 +90,33 @@ def test_enroll_adds_the_persons_residuals_to_a_texture_bank(tiny_pipeline_dir, 
 
 
 @pytest.mark.parametrize("user", ["nlx\n", "dave/x", "..", "-dave", "d" * 65, ""])
-def test_a_user_id_must_match_the_rule_in_full(tiny_pipeline_dir, person, tmp_path, user):
+def test_a_user_id_must_match_the_rule_in_full(tiny_pipeline_dir, person, tmp_path, user, capsys):
     """The rule lives in models/paths.py (is_new_user_id), shared with POST /users; a trailing newline used to
     pass `^...$` and name a file `users/nlx\\n.json`."""
-    with pytest.raises(SystemExit, match="letters, digits"):
-        main(["enroll", "--pipeline", tiny_pipeline_dir, f"--user={user}", "--data", str(person), "--out",
-              str(tmp_path / "out"), "--device", "cpu", *FAST])
+    refused(capsys, "letters, digits",
+            main(["enroll", "--pipeline", tiny_pipeline_dir, f"--user={user}", "--data", str(person), "--out",
+                  str(tmp_path / "out"), "--device", "cpu", *FAST]))
     assert not (tmp_path / "out").exists()
 
 
-def test_out_never_replaces_recordings_or_a_non_pipeline_folder(tiny_pipeline_dir, person, tmp_path):
+def test_out_never_replaces_recordings_or_a_non_pipeline_folder(tiny_pipeline_dir, person, tmp_path,
+                                                                   capsys):
     """--out equal to or inside --data, or an existing non-pipeline folder, is refused and nothing is touched;
     another pipeline folder needs --force; --out equal to --pipeline is the in-place update."""
     (person / "notes.txt").write_text("keep me")
     (person / "raw").mkdir()
     before = sorted(p.name for p in person.iterdir())
     for out in (person, person / "sub"):
-        with pytest.raises(SystemExit, match="--data"):
-            _enrol(tiny_pipeline_dir, person, out)
+        refused(capsys, "--data", _enrol(tiny_pipeline_dir, person, out))
     assert sorted(p.name for p in person.iterdir()) == before
     stuff = tmp_path / "stuff"
     stuff.mkdir()
     (stuff / "keep.txt").write_text("x")
-    with pytest.raises(SystemExit, match="not a pipeline folder"):
-        _enrol(tiny_pipeline_dir, person, stuff)
+    refused(capsys, "not a pipeline folder", _enrol(tiny_pipeline_dir, person, stuff))
     assert (stuff / "keep.txt").read_text() == "x"
     other = tmp_path / "other"
     shutil.copytree(tiny_pipeline_dir, other)
-    with pytest.raises(SystemExit, match="--force"):
-        _enrol(tiny_pipeline_dir, person, other)
+    refused(capsys, "--force", _enrol(tiny_pipeline_dir, person, other))
     assert "dave" not in DopplerPipeline.load(other).users
     assert _enrol(tiny_pipeline_dir, person, other, "--force") == 0
     assert "dave" in DopplerPipeline.load(other).users
@@ -152,8 +150,8 @@ def test_a_colour_image_that_fits_no_map_or_an_unknown_map_is_refused(tiny_pipel
     err = capsys.readouterr().err.strip()
     assert err.startswith("dopplergen enroll: error: x.png: does not fit the jet colour map")
     assert "viridis" in err and "\n" not in err
-    with pytest.raises(SystemExit, match="--colormap: unknown colour map 'parula'"):
-        _enrol(tiny_pipeline_dir, person, tmp_path / "out", "--colormap", "parula")
+    refused(capsys, "--colormap: unknown colour map 'parula'",
+            _enrol(tiny_pipeline_dir, person, tmp_path / "out", "--colormap", "parula"))
     assert not (tmp_path / "out").exists()
 
 

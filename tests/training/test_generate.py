@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.refusals import refused
 from training.cli import main
 from training.data.generated import derive_seed
 
@@ -76,16 +77,16 @@ def test_resume_regenerates_only_missing_files_identically(tiny_pipeline_dir, tm
                                              v in before.items() if k.endswith(".npy"))
 
 
-def test_resume_refuses_other_settings(tiny_pipeline_dir, tmp_path):
+def test_resume_refuses_other_settings(tiny_pipeline_dir, tmp_path, capsys):
     out = tmp_path / "gen"
     _generate(tiny_pipeline_dir, out, "--users", "carol")
-    with pytest.raises(SystemExit, match="other settings"):
-        _generate(tiny_pipeline_dir, out, "--users", "carol", "--guidance", "3.0")
+    refused(capsys, "other settings", main(["generate", "--pipeline", tiny_pipeline_dir, "--out", str(out),
+                                            *BASE, "--users", "carol", "--guidance", "3.0"]))
 
 
-def test_unknown_user_is_a_clear_error(tiny_pipeline_dir, tmp_path):
-    with pytest.raises(SystemExit, match="unknown users"):
-        _generate(tiny_pipeline_dir, tmp_path / "gen", "--users", "mallory")
+def test_unknown_user_is_a_clear_error(tiny_pipeline_dir, tmp_path, capsys):
+    refused(capsys, "unknown users", main(["generate", "--pipeline", tiny_pipeline_dir, "--out",
+                                           str(tmp_path / "gen"), *BASE, "--users", "mallory"]))
 
 
 def _free_port() -> int:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.models.test_conditions import save_conditioned_pipeline
+from tests.refusals import refused
 from tests.training.test_generate import BASE, _manifest
 from training.cli import main
 from training.condition_grid import parse_values
@@ -69,14 +70,14 @@ def test_omitted_conditions_are_drawn_from_each_users_distribution(cond_pipeline
 
 
 def test_out_of_range_and_unconditioned_pipelines_are_clear_errors(
-    cond_pipeline, tiny_pipeline_dir, tmp_path
+    cond_pipeline, tiny_pipeline_dir, tmp_path, capsys
 ):
-    with pytest.raises(SystemExit, match=r"--speed-mps: speed_mps must be within the trained range"):
-        main(["generate", "--pipeline", cond_pipeline, "--out", str(tmp_path / "a"), *BASE, "--speed-mps",
-              "3"])
-    with pytest.raises(SystemExit, match="trained without conditions"):
-        main(["generate", "--pipeline", tiny_pipeline_dir, "--out", str(tmp_path / "b"), *BASE,
-              "--aspect-deg", "0"])
+    refused(capsys, r"--speed-mps: speed_mps must be within the trained range",
+            main(["generate", "--pipeline", cond_pipeline, "--out", str(tmp_path / "a"), *BASE, "--speed-mps",
+                  "3"]))
+    refused(capsys, "trained without conditions",
+            main(["generate", "--pipeline", tiny_pipeline_dir, "--out", str(tmp_path / "b"), *BASE,
+                  "--aspect-deg", "0"]))
     out = tmp_path / "plain"  # no flags, no conditions: the manifest is the old one
     assert main(["generate", "--pipeline", tiny_pipeline_dir, "--out", str(out), *BASE]) == 0
     assert list(_manifest(out)[0]) == ["path", "user", "split", "seed", "steps", "guidance", "scheduler"]

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from tests.refusals import refused
 from training.cli import main
 
 BASE = ["--per-user", "2", "--steps", "2", "--batch-size", "4", "--seed", "3", "--threads", "1"]
@@ -61,17 +62,16 @@ def test_generate_with_filter_keeps_per_user_and_reports_the_rejection_rate(
     assert "generated 0 new samples" in capsys.readouterr().out
     assert {r["path"] for r in _rows(out)} == kept
     # Other filter settings refuse to mix into the folder.
-    with pytest.raises(SystemExit, match="other settings"):
-        main([*args[:-6], "--filter", "confidence", "--filter-tau", "0", "--filter-factor", "2",
-              "--reference", reference])
+    refused(capsys, "other settings",
+            main([*args[:-6], "--filter", "confidence", "--filter-tau", "0", "--filter-factor", "2",
+                  "--reference", reference]))
 
 
-def test_generate_filter_options_are_checked(tiny_pipeline_dir, tmp_path):
+def test_generate_filter_options_are_checked(tiny_pipeline_dir, tmp_path, capsys):
     base = ["generate", "--pipeline", tiny_pipeline_dir, *BASE]
-    with pytest.raises(SystemExit, match="unknown filter"):
-        main([*base, "--out", str(tmp_path / "a"), "--filter", "sharpness"])
-    with pytest.raises(SystemExit, match="needs --reference"):
-        main([*base, "--out", str(tmp_path / "b"), "--filter", "confidence"])
+    refused(capsys, "unknown filter", main([*base, "--out", str(tmp_path / "a"), "--filter", "sharpness"]))
+    refused(capsys, "needs --reference",
+            main([*base, "--out", str(tmp_path / "b"), "--filter", "confidence"]))
 
 
 def test_generate_physics_filter_against_the_reference(tiny_pipeline_dir, reference, tmp_path, capsys):

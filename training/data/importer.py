@@ -169,10 +169,10 @@ def _convert(src: Path, sources: list[Source], splits, cfg: ImportConfig, stats:
              progress: bool):
     """Yield a Record per readable, well-fitting file; collect the failures and inversion errors in
     `stats`."""
-    from tqdm import tqdm
+    from training.progress import progress as progress_bar
 
     taken: dict[str, set[str]] = {}
-    for s in tqdm(sources, desc="import", unit="file", disable=not progress):
+    for s in progress_bar(sources, desc="import", unit="file", disable=not progress):
         try:
             if is_raw(src / s.rel):  # a recording: its windows through the field's chain
                 base = rec_id(s.user, s.rel, taken.setdefault(s.user, set()))

@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from training.cli_types import non_negative_int, positive_float, positive_int
 from training.data import simulate_raw
 from training.data.dataset import Record, assign_splits, write_dataset
 from training.data.radar import DEFAULT_DURATION_S, DEFAULT_DYN_RANGE_DB
 from training.data.users import UserProfile, Variation, make_user, simulate_recording, user_ids
 from training.data.walker import SEGMENT_NAMES
 from training.eval.plots import spectrogram_grid
+from training.progress import progress as progress_bar
 
 SIMULATOR_VERSION = 1  # bump when the physics changes the output for a given seed
 # --cover-conditions: 0..70 deg both sides, 0.7-1.3x own
@@ -64,19 +65,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = SimulateConfig()
     p.add_argument("--out", type=Path, default=Path("data/sim10"),
                    help="dataset folder to write (default: data/sim10)")
-    p.add_argument("--users", type=int, default=d.users, help=f"simulated users (default {d.users})")
-    p.add_argument("--per-user", type=int, default=d.per_user,
+    p.add_argument("--users", type=positive_int, default=d.users, help=f"simulated users (default {d.users})")
+    p.add_argument("--per-user", type=positive_int, default=d.per_user,
                    help=f"recordings per user (default {d.per_user})")
     p.add_argument("--size", type=int, default=d.size, help=f"image size, doppler = time (default {d.size})")
-    p.add_argument("--carrier-ghz", type=float, default=d.carrier_ghz,
+    p.add_argument("--carrier-ghz", type=positive_float, default=d.carrier_ghz,
                    help="carrier frequency in GHz (default 24)")
     p.add_argument("--seed", type=int, default=d.seed, help="master seed (default 0)")
-    p.add_argument("--dyn-range-db", type=float, default=d.dyn_range_db,
+    p.add_argument("--dyn-range-db", type=positive_float, default=d.dyn_range_db,
                    help="dynamic range kept, dB (default 60)")
-    p.add_argument("--duration-s", type=float, default=d.duration_s, help="seconds per recording (default 3)")
-    p.add_argument("--preview-per-user", type=int, default=d.preview_per_user,
+    p.add_argument("--duration-s", type=positive_float, default=d.duration_s,
+                   help="seconds per recording (default 3)")
+    p.add_argument("--preview-per-user", type=non_negative_int, default=d.preview_per_user,
                    help="examples per row in preview.png")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; output is identical)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="worker processes (default 1; output is identical)")
     v = Variation()
     p.add_argument("--aspect-deg", type=float, default=v.aspect_deg,
                    help=f"aspect angle drawn uniformly in +-this many degrees (default {v.aspect_deg:g})")
@@ -130,7 +133,7 @@ def simulate_dataset(
     jobs = [(p, j, cfg) for p in profiles for j in range(cfg.per_user)]
     splits = {p.user_id: assign_splits(cfg.per_user, seed=p.seed) for p in profiles}
     previews: dict[str, list[np.ndarray]] = {p.user_id: [] for p in profiles}
-    bar = tqdm(total=len(jobs), desc="simulate", unit="spec", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="simulate", unit="spec", disable=not progress)
 
     def records(results: Iterator[tuple[np.ndarray, dict[str, Any]]]) -> Iterator[Record]:
         for (profile, j, _), (db, m) in zip(jobs, results, strict=True):
@@ -165,8 +168,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg.validate()
     except ValueError as e:
-        print(f"dopplergen simulate: error: {e}")
-        return 2
+        raise SystemExit(str(e)) from None  # the CLI's boundary: one line on stderr, exit 2
     t0 = time.perf_counter()
     if getattr(args, "raw", None):
         print(f"simulate: writing {cfg.users * cfg.per_user} raw {args.raw} recordings of "

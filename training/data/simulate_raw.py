@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from models.dataset_folder import manifest_path
 from models.raw import SPEED_OF_LIGHT, format_dat
 from training.data.radar import default_prf, slow_time_return, walk_echoes
 from training.data.users import MAX_SPEED_MPS, UserProfile, Variation, recording_kwargs
+from training.progress import progress as progress_bar
 
 KINDS = ("fmcw-dat", "slow-time")
 SAMPLES_PER_SWEEP = 128  # the Glasgow set's Ancortek settings
@@ -95,8 +95,8 @@ def write_raw(out: Path, cfg, profiles: list[UserProfile], kind: str,
     suffix = ".dat" if kind == "fmcw-dat" else ".npy"
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    bar = tqdm(total=len(profiles) * cfg.per_user, desc=f"simulate --raw {kind}", unit="rec",
-               disable=not progress)
+    bar = progress_bar(total=len(profiles) * cfg.per_user, desc=f"simulate --raw {kind}", unit="rec",
+                       disable=not progress)
     for p in profiles:
         (out / p.user_id).mkdir(exist_ok=True)
         for j in range(cfg.per_user):

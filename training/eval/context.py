@@ -110,10 +110,9 @@ class Context:
         sample's speed, aspect, ... drawn from its person's training distribution, seeded by the sample's
         seed.
         """
-        from tqdm import tqdm
-
         from models.condition_stats import resolve_conditions
         from models.sampling import resolve, sample
+        from training.progress import progress
 
         names = [self.data.users[int(c)] for c in y]
         idx = [pipe.user_encoder.index_of(u) for u in names]
@@ -130,7 +129,7 @@ class Context:
         chosen = resolve(pipe, guidance=self.guidance if guidance is None else guidance,
                          condition_guidance=getattr(self, "condition_guidance", None))
         g, gc = chosen.guidance, chosen.condition_guidance
-        for i in tqdm(range(0, len(idx), b), desc=desc, unit="batch", leave=False,
+        for i in progress(range(0, len(idx), b), desc=desc, unit="batch", leave=False,
                       disable=getattr(self, "quiet", False)):
             outs.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=steps or self.steps,
                                guidance_scale=g, condition_guidance_scale=gc, sampler=sampler or self.sampler,

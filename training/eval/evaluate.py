@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from models.sampling import resolve
+from training.cli_types import fraction, non_negative_int, positive_float, positive_int
 from training.eval import privacy, report, sections, sweep
 from training.eval.augmentation import MIXES
 from training.eval.conditions import condition_following
@@ -99,30 +100,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--population-seed", type=int, default=1,
                    help="simulate seed of the population that --fewshot trains (must differ from the data's)")
     add_sampling_arguments(p)
-    p.add_argument("--gen-per-user", type=int, default=None, help="override generated samples per user")
-    p.add_argument("--seeds", type=int, default=None,
+    p.add_argument("--gen-per-user", type=positive_int, default=None,
+                   help="override generated samples per user")
+    p.add_argument("--seeds", type=positive_int, default=None,
                    help="augmentation repeats per k (default 5); gains get a 95%% t-interval over the seeds")
     p.add_argument("--filter", default=None,
                    help="filter the synthetic samples of the augmentation runs: "
                         "comma-separated physics, confidence, diversity (references: "
                         "the classifier's own k real recordings), or none (default)")
-    p.add_argument("--filter-factor", type=float, default=None, help="candidates per kept sample (default 3)")
-    p.add_argument("--filter-tau", type=float, default=None, help="confidence filter threshold (default 0.5)")
-    p.add_argument("--synth-per-user", type=int, default=None,
+    p.add_argument("--filter-factor", type=positive_float, default=None,
+                   help="candidates per kept sample (default 3)")
+    p.add_argument("--filter-tau", type=fraction, default=None,
+                   help="confidence filter threshold (default 0.5)")
+    p.add_argument("--synth-per-user", type=positive_int, default=None,
                    help="m: synthetic per user in augmentation runs")
-    p.add_argument("--fewshot-steps", type=int, default=None,
+    p.add_argument("--fewshot-steps", type=positive_int, default=None,
                    help="optimiser steps of the few-shot adaptation (50)")
-    p.add_argument("--fewshot-sample-steps", type=int, default=None,
+    p.add_argument("--fewshot-sample-steps", type=non_negative_int, default=None,
                    help="DPM-Solver++ steps of the few-shot generators' synthetic data (default 10, at most "
                         "--steps; 0 = the evaluator's steps; DDPM and DDIM always keep the evaluator's)")
-    p.add_argument("--population-steps", type=int, default=None,
+    p.add_argument("--population-steps", type=positive_int, default=None,
                    help="stage-2 steps of the population generator that --fewshot trains (default: 3000 for "
                         "the demo preset, else the preset's training default)")
     p.add_argument("--augment-mix", default=None, choices=MIXES,
                    help="augmented classifier's training set: 'balanced' (default) "
                         "repeats the k real to about m per user so real and synthetic "
                         "are equally frequent; 'concat' uses them as they are")
-    p.add_argument("--ddpm-per-user", type=int, default=None,
+    p.add_argument("--ddpm-per-user", type=positive_int, default=None,
                    help="samples per user for DDPM-1000 in the sweep (and the N of its equal-N FD column)")
     p.add_argument("--no-sweep", action="store_true", help="skip the sampler sweep")
     p.add_argument("--baselines", action="store_true",
@@ -132,10 +136,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluation seed (generated-sample seeds derive from it)")
     p.add_argument("--device", default="cpu",
                    help="torch device for sampling (the reference CNN trains on the CPU)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's); 1 is "
                         "far faster on a machine busy with other jobs")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="processes for the augmentation trials (default: one per core, at most 8, on the "
                         "CPU; 1 on an accelerator); they split --threads. 1 = in this process, as before")
     p.add_argument("--markdown", default=None,
@@ -232,8 +236,9 @@ def run(args: argparse.Namespace) -> int:
         report.write_summary(Path(args.pipeline), out, res)
     met = sum(1 for t in res["targets"] if t["pass"])
     judged = sum(1 for t in res["targets"] if t["pass"] is not None)
-    log(f"evaluate: {met}/{judged} targets met | affinity {res['gan']['affinity_ratio']:.2f}x real | TSTR "
-        f"{res['gan']['tstr_ratio']:.2f}x TRTR | C2ST {res['fidelity']['c2st']['accuracy']:.2f} | "
+    weak = " (reference classifier at chance: not evidence)" if report.at_chance(res) else ""
+    log(f"evaluate: {met}/{judged} targets met{weak} | affinity {res['gan']['affinity_ratio']:.2f}x real | "
+        f"TSTR {res['gan']['tstr_ratio']:.2f}x TRTR | C2ST {res['fidelity']['c2st']['accuracy']:.2f} | "
         f"{res['runtime_s']:.0f} s -> {md}")
     return 0
 

@@ -16,6 +16,21 @@ from training.eval import conditions, plots, privacy
 # The headline targets the report judges a pipeline by (docs/evaluation.md says why each).
 TARGETS = dict(affinity_ratio=0.90, tstr_ratio=0.80, gain_k5=0.05, c2st=0.75, physics=0.10,
                privacy_ratio=0.95, copies=0.01, membership_auc=0.55)
+# A reference classifier within this many points of chance (or 2 binomial s.e. at chance, if more) has learnt
+# nothing: the targets measured with classifiers (ratios of chance to chance) are then not measurable.
+CHANCE_MARGIN = 0.05
+BY_CLASSIFIERS = ("affinity", "TSTR", "augmentation gain", "two-sample")
+
+
+def at_chance(res: dict[str, Any]) -> dict[str, float] | None:
+    """{trtr, chance, margin} when the reference classifier is within `margin` of chance, else None."""
+    trtr, users, n = (res.get("gan") or {}).get("trtr"), res["data"].get("users") or [], res["data"].get(
+        "n_test")
+    if trtr is None or len(users) < 2:
+        return None
+    chance = 1.0 / len(users)
+    margin = max(CHANCE_MARGIN, 2 * math.sqrt(chance * (1 - chance) / n) if n else 0.0)
+    return dict(trtr=trtr, chance=chance, margin=margin) if trtr - chance < margin else None
 
 
 def _f(v: Any, nd: int = 3, pct: bool = False) -> str:
@@ -43,8 +58,14 @@ def markdown(res: dict[str, Any], figures: str = "figures") -> str:
           f"- evaluation run time: {res['runtime_s']:.0f} s", ""]
     L += ["## Headline metrics against targets", "", "| metric | measured | target | met | margin |",
           "| --- | --- | --- | --- | --- |"]
+    if chance := at_chance(res):
+        L += [f"**Not evidence.** The reference classifier is at chance (real test accuracy "
+              f"{_f(chance['trtr'], pct=True)} against {_f(chance['chance'], pct=True)} for "
+              f"{len(d['users'])} people, within {100 * chance['margin']:.0f} points): the targets measured "
+              "with classifiers are not measurable in this run. Use more data or the full evaluation.", ""]
     for t in res["targets"]:
-        met = "n/a" if t["pass"] is None else ("yes" if t["pass"] else "**no**")
+        met = ("not measurable" if t.get("measurable") is False
+               else "n/a" if t["pass"] is None else ("yes" if t["pass"] else "**no**"))
         L.append(f"| {t['name']} | {t['display']} | {t['op']} {t['target_display']} | {met} | "
                  f"{t.get('margin', '')} |")
     L += ["", f"![headline metrics]({figures}/metrics.png)", ""]
@@ -178,11 +199,13 @@ _SECTIONS = dict(reconstruction=_reconstruction, gan=_gan, fidelity=_fidelity, p
 # ---- targets and report files ------------------------------------------------------------------------------
 def targets(res: dict[str, Any], tg: dict[str, float]) -> list[dict[str, Any]]:
     """Headline metrics against their fixed targets; pass None when a metric was not measured."""
-    out = []
+    out, weak = [], at_chance(res)
 
     def add(name, value, target, op, pct=False, points=False):
         ok = (None if value is None or not math.isfinite(value)
               else (value >= target if op == ">=" else value <= target))
+        if weak and name.startswith(BY_CLASSIFIERS):  # measured, but by a classifier that learnt nothing
+            ok = None
         fmt = ((lambda v: f"{100 * v:+.1f} points") if points
                else ((lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3f}")))
         margin = "" if ok is None else (f"{100 * (value - target):+.1f} points" if (points or pct)
@@ -191,6 +214,8 @@ def targets(res: dict[str, Any], tg: dict[str, float]) -> list[dict[str, Any]]:
                         display="n/a" if ok is None else fmt(value),
                         target_display=fmt(target), margin=margin))
         out[-1]["pass"] = out[-1].pop("pass_")
+        if weak and name.startswith(BY_CLASSIFIERS):
+            out[-1].update(measurable=False, margin="not measurable")
 
     g, f = res["gan"], res["fidelity"]
     add("affinity / real-test accuracy", g["affinity_ratio"], tg["affinity_ratio"], ">=")

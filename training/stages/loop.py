@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,13 +18,13 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from diffusers.training_utils import EMAModel
 from torch import nn
-from tqdm.auto import tqdm
 
 from models import autoencoder as ae
 from models.normalization import Normalization
 from models.presets import Preset
 from training.config import ConfigError, TrainConfig, write_options
 from training.data.dataset import load_dataset
+from training.progress import progress
 from training.stages import checkpoints
 from training.stages.logs import JsonlLogger, Throughput, read_jsonl
 
@@ -92,8 +93,8 @@ def load_split(data: str, split: str | None, channels: int, image_size: int):
         raise ValueError(f"{data}: split {split!r} is empty")
     if tuple(ds.x.shape[-2:]) != (image_size, image_size):
         raise ValueError(f"{data}: images are {tuple(ds.x.shape[-2:])} but the preset expects "
-                         f"{image_size}x{image_size}; simulate with --size {image_size} or pick "
-                         "another preset")
+                         f"{image_size}x{image_size}; pick the preset of the data's size, or re-import the "
+                         f"data with `dopplergen import ... --size {image_size}`")
     norm = Normalization.from_meta(ds.meta)
     x = torch.from_numpy(np.ascontiguousarray(norm.to_model(ds.x)))
     return x, torch.as_tensor(np.asarray(ds.labels), dtype=torch.long), ds
@@ -164,7 +165,7 @@ class TrainLoop:
         self.meter, self.t0, self.last = Throughput(), time.perf_counter(), {}
         self.after_optimizer_step: Callable[[int], None] | None = None
         self.figure: Callable[[int], None] | None = None
-        self._bar: tqdm | None = None
+        self._bar: Any = None
 
     def tracked(self) -> nn.Module:
         """The (unwrapped) module whose weights the EMA tracks."""
@@ -172,11 +173,11 @@ class TrainLoop:
         return getattr(model, self.ema_of) if self.ema_of else model
 
     @property
-    def bar(self) -> tqdm:
+    def bar(self) -> Any:
         """The progress bar, created on first use (so update() works outside steps() too)."""
         if self._bar is None:
-            self._bar = tqdm(total=self.cfg.max_steps, initial=self.start, desc=self.desc, dynamic_ncols=True,
-                             disable=not self.accelerator.is_main_process)
+            self._bar = progress(total=self.cfg.max_steps, initial=self.start, desc=self.desc,
+                                 dynamic_ncols=True, disable=not self.accelerator.is_main_process)
         return self._bar
 
     def close_bar(self) -> None:

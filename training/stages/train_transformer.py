@@ -19,6 +19,7 @@ from models.builders import build_transformer, build_user_encoder, build_vq_sche
 from models.losses import cache_codes, code_loss, corrupt, time_shifts
 from models.normalization import Normalization
 from models.presets import Preset, get_preset
+from training.cli_types import add_threads_argument, set_threads
 from training.config import ConfigError, VQDConfig, add_config_arguments, run_stage
 from training.stages.export import PipelineExport
 from training.stages.loop import TrainLoop, load_frozen_autoencoder, load_split, start_run
@@ -105,7 +106,9 @@ def main(cfg: VQDConfig) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, VQDConfig)
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     return run_stage("transformer", args, main, "data", "out", "vae")

@@ -22,6 +22,7 @@ from models.losses import cache_latents, latent_loss, noised, time_shifts
 from models.normalization import Normalization
 from models.pipeline import DopplerPipeline, route_of
 from models.presets import Preset, get_preset
+from training.cli_types import add_threads_argument, set_threads
 from training.config import ConfigError, UNetConfig, add_config_arguments, run_stage
 from training.stages.export import PipelineExport
 from training.stages.loop import TrainLoop, load_frozen_autoencoder, load_split, start_run
@@ -163,7 +164,9 @@ def main(cfg: UNetConfig) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, UNetConfig)
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     return run_stage("unet", args, main, "data", "out", "vae")

@@ -18,6 +18,7 @@ from models import autoencoder as ae
 from models.builders import build_autoencoder
 from models.normalization import Normalization
 from models.presets import get_preset
+from training.cli_types import add_threads_argument, set_threads
 from training.config import (
     ConfigError,
     VAEConfig,
@@ -246,7 +247,9 @@ def export_vae(loop: TrainLoop, last: dict, *, preset, x: torch.Tensor, x_test: 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, VAEConfig)
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     return run_stage("vae", args, main, "data", "out")
