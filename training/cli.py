@@ -46,7 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 # What `pip install 'dopplergen[train]'` adds; the serving image (requirements/serve.txt) has none of them.
-TRAIN_ONLY = ("accelerate", "torchmetrics", "tqdm", "yaml", "peft", "h5py")
+TRAIN_ONLY = ("accelerate", "torchmetrics", "tqdm", "yaml", "peft")
 
 
 def _load(name: str):

@@ -30,7 +30,7 @@ LOCKS = {  # file -> (extras locked beside the base dependencies, torch build)
     "train.txt": (("train",), "cuda"),
     "train-cpu.txt": (("train",), "cpu"),
 }
-TRAINING_ONLY = {"accelerate", "torchmetrics", "peft", "h5py"}  # imported by training/ only
+TRAINING_ONLY = {"accelerate", "torchmetrics", "peft"}  # imported by training/ only
 
 
 def read_lock(path: Path) -> dict[str, tuple[Version, list[str]]]:

@@ -83,10 +83,10 @@ async def test_a_delete_while_the_upload_is_read_cancels_the_enrolment(app_for, 
     reading, go_on = asyncio.Event(), asyncio.Event()
     read = users_routes._read
 
-    async def slow_read(files, service):
+    async def slow_read(files, service, *rest):
         reading.set()
         await go_on.wait()
-        return await read(files, service)
+        return await read(files, service, *rest)
 
     monkeypatch.setattr(users_routes, "_read", slow_read)
     app = app_for()
