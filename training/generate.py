@@ -129,7 +129,7 @@ def run_check(pipe: Any, users: list[str], args: argparse.Namespace,
               guidance_of: dict[str, float]) -> int | None:
     """--check-with: print the estimate; 2 when it is negative (and not --force), else None (go on)."""
     from models.sampling import sample
-    from training.eval.utility import check_with, report_lines
+    from training.eval.utility import check_with, points, report_lines
 
     def rows(items):
         return sample(pipe, [pipe.user_encoder.index_of(it.user) for it in items], [it.seed for it in items],
@@ -143,9 +143,9 @@ def run_check(pipe: Any, users: list[str], args: argparse.Namespace,
         return 2
     for line in report_lines(est, requested):
         print(line)
-    gain = est.gains[requested]["mean"]
+    gain = round(est.gains[requested]["mean"], 9)  # a mean of equal folds may come out at -1e-17
     if gain < 0 and not args.force:
-        print(f"dopplergen generate: error: --check-with estimates {100 * gain:+.1f} points for --per-user "
+        print(f"dopplergen generate: error: --check-with estimates {points(gain)} points for --per-user "
               f"{args.per_user}; nothing was exported. Use the recommended ratio, or --force",
               file=sys.stderr)
         return 2

@@ -83,17 +83,22 @@ def loo_utility(real_x: np.ndarray, real_y: np.ndarray, syn_x: np.ndarray, syn_y
                            gains={r: t_interval(v) for r, v in gains.items()})
 
 
+def points(v: float) -> str:
+    """A gain in signed points, one decimal; a float's -1e-17 reads +0.0, not -0.0."""
+    return f"{round(100 * v, 1) + 0.0:+.1f}"
+
+
 def report_lines(est: UtilityEstimate, requested: float) -> list[str]:
     """What the check prints: each ratio's estimate, then the recommendation."""
     lines = [f"check: leave-one-out over {est.folds} folds, {est.k} real recordings of each of {est.people} "
              f"people; real only {100 * est.acc_real:.1f}%"]
     for r, v in sorted(est.gains.items()):
         mark = "  <- requested" if abs(r - requested) < 1e-9 else ""
-        lines.append(f"check:   {r:g} synthetic per real: {100 * v['mean']:+.1f} points "
-                     f"[{100 * v['lo']:+.1f}, {100 * v['hi']:+.1f}]{mark}")
+        lines.append(f"check:   {r:g} synthetic per real: {points(v['mean'])} points "
+                     f"[{points(v['lo'])}, {points(v['hi'])}]{mark}")
     ratio, gain = est.best()
     lines.append("check: recommended: " + (f"{ratio:g} synthetic per real recording (estimated "
-                                           f"{100 * gain:+.1f} points), no filter" if ratio else
+                                           f"{points(gain)} points), no filter" if ratio else
                                            "no synthetic data: no ratio is estimated to help"))
     return lines
 
