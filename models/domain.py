@@ -23,7 +23,8 @@ from models.texture import reconstructions
 # of its own simulator it never saw 0.99x (2.23 dB); the same simulator's walkers as another radar renders
 # them (experiments/other_radar.py: 5.8 GHz, +-5 m/s, strong clutter) 1.56-1.57x (3.49-3.52 dB).
 WARN_RATIO = 1.3
-ADAPT_HINT = "dopplergen adapt --pipeline P --data YOUR_DATASET --out P_ADAPTED (docs/adapt.md)"
+ADAPT_HINT = ("dopplergen adapt --pipeline P --data YOUR_DATASET --out P_ADAPTED, and check the samples with "
+              "dopplergen generate --check-with (docs/adapt.md)")
 
 
 @dataclass(frozen=True)
