@@ -25,7 +25,7 @@ from PIL import Image
 
 from models import colormap as cmaps
 from models.raw.files import RAW_SUFFIXES, npy_is_complex
-from models.safe_files import MAX_PIXELS, DatasetError, load_image, load_npy
+from models.safe_files import MAX_PIXELS, DatasetError, load_image, load_npy, read_bytes
 
 __all__ = ["DatasetError", "IMAGE_SUFFIXES", "MAX_PIXELS", "Reading", "read_file", "read_recording"]
 
@@ -54,20 +54,9 @@ class Reading:
         return f"colours read through the {self.colormap} colour map ({how}; error {self.error_255:.1f}/255)"
 
 
-def _bytes(src: Path | bytes, rel: str) -> bytes:
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        return bytes(src)
-    try:
-        return Path(src).read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"{rel}: the file is missing") from None
-    except OSError as e:
-        raise DatasetError(f"{rel}: cannot read ({e.strerror or e})") from None
-
-
 def read_npy(src: Path | bytes, rel: str) -> np.ndarray:
     """A .npy of dB relative to the peak (<= 0): numeric, finite, non-empty, never pickled."""
-    arr = load_npy(_bytes(src, rel), rel).astype(np.float32)
+    arr = load_npy(read_bytes(src, rel), rel).astype(np.float32)
     if arr.max() > 1e-3:
         raise DatasetError(
             f"{rel}: values up to {arr.max():.3g} > 0; expected dB relative to the peak (<= 0)"
@@ -132,7 +121,7 @@ def read_image(src: Path | bytes, rel: str, channels: int, dyn_range_db: float,
                colormap: str | None = None) -> Reading:
     """A PNG or JPEG -> dB. Row 0 = the top = most positive Doppler. Grey: 0..max -> -dyn_range_db..0;
     colour: its colour map inverted (1 channel), or each RGB channel as grey (3 channels)."""
-    img = load_image(_bytes(src, rel), rel)
+    img = load_image(read_bytes(src, rel), rel)
     if img.ndim == 2:  # grey
         if colormap is not None and colormap.lower() not in AUTO and colormap != "gray":
             db, name, detected, err = colours_to_db(cmaps.to_rgb_uint8(img), rel, dyn_range_db, colormap)

@@ -18,6 +18,7 @@ import io
 import math
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +36,18 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 _OTHER = ((b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"GIF8", "a GIF image"),
           (b"BM", "a BMP image"), (b"\x93NUMPY", "a .npy array"), (b"RIFF", "a WebP/RIFF file"),
           (b"%PDF", "a PDF"), (b"\x89HDF", "an HDF5 file"))
+
+
+def read_bytes(src: Path | bytes, rel: str) -> bytes:
+    """An upload's bytes, or a file's; DatasetError naming `rel` when it is missing or unreadable."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return bytes(src)
+    try:
+        return Path(src).read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{rel}: the file is missing") from None
+    except OSError as e:
+        raise DatasetError(f"{rel}: cannot read ({e.strerror or e})") from None
 
 
 def _what(data: bytes) -> str:

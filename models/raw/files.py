@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from models.raw.params import LAYOUTS, PARAM_VARIABLES, RadarParams, RawRecording
-from models.safe_files import DatasetError
+from models.safe_files import DatasetError, read_bytes
 
 RAW_SUFFIXES = (".dat", ".mat", ".h5", ".hdf5", ".npz")  # and .npy holding a complex array
 MAX_SAMPLES = 1 << 26  # complex samples in one recording (512 MiB as complex64): a bigger one is refused
@@ -27,17 +27,6 @@ _HEADER = re.compile(rb"\s*(\S+)\s+(\S+)\s+(\S+)\s+(\S+)")
 # MATLAB writes 1+2i, numpy's parser reads 1+2j; one number per line whatever the file's whitespace
 _TOKENS = bytes.maketrans(b"iI \t\r\v\f", b"jj\n\n\n\n\n")
 _NPY_MAGIC = b"\x93NUMPY"
-
-
-def _bytes(src: Path | bytes, name: str) -> bytes:
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        return bytes(src)
-    try:
-        return Path(src).read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"{name}: the file is missing") from None
-    except OSError as e:
-        raise DatasetError(f"{name}: cannot read ({e})") from None
 
 
 # ------------------------------------------------------------------------------------------------ .dat
@@ -219,7 +208,7 @@ def read_raw(src: Path | bytes, name: str, params: RadarParams | None = None,
     """A raw recording (by `name`'s suffix) as complex samples and the radar's parameters: `params` (the
     caller's flags) over the file's own. DatasetError naming the file for anything unusable."""
     suffix = Path(name).suffix.lower()
-    data = _bytes(src, name)
+    data = read_bytes(src, name)
     flags = params or RadarParams()
     if suffix == ".dat":
         rec = parse_dat(data, name)
