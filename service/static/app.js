@@ -202,7 +202,9 @@ async function loadExamples(userId, n, run) {
       const name = item.path.startsWith(`${userId}/`) ? item.path.slice(userId.length + 1) : item.path;
       return { title: `real ${name}${cond ? ` · ${cond}` : ""}`, fileStem: `real_${stem}` };
     });
-    note.textContent = `${res.items.length} of ${res.total} recordings of ${userId} in the server's dataset.`;
+    note.textContent = res.items.length && res.items[0].split === "enrolled"
+      ? `${res.items.length} of the ${res.total} recordings ${userId} was enrolled from.`
+      : `${res.items.length} of ${res.total} recordings of ${userId} in the server's dataset.`;
   } catch (exc) {
     if (run !== page.run) return;
     page.real = [];

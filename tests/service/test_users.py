@@ -2,6 +2,7 @@
 errors."""
 
 import asyncio
+import base64
 import io
 import time
 
@@ -208,6 +209,15 @@ async def test_an_enrolled_person_joins_the_texture_bank_and_leaves_it(make_app,
         assert (await _wait_ready(client, "dave"))["status"] == "ready"
         assert list(served.texture.config.users) == ["alice", "bob", "dave"]
         assert int((served.texture.owners == 2).sum()) == 5  # dave's five recordings
+        # the page's "Real recordings" of an enrolled person: the recordings they were enrolled from
+        ex = await client.get("/users/dave/examples", params={"n": 2})
+        assert ex.status_code == 200, ex.text
+        body = ex.json()
+        assert body["total"] == 5 and [i["split"] for i in body["items"]] == ["enrolled", "enrolled"]
+        got = np.load(io.BytesIO(base64.b64decode(body["items"][0]["data"])))
+        uploaded = [np.load(io.BytesIO(_npy(i))) for i in range(5)]
+        assert min(float(np.abs(got.reshape(32, 32) - u.reshape(32, 32)).max()) for u in uploaded) < 0.1
+        assert (await client.get("/users/alice/examples")).json()["error"] == "no_dataset"  # trained
         gen = await client.post("/generate", json={"user_id": "dave", "num_samples": 1, "seed": 1,
                                                    "num_inference_steps": 2, "format": "npy"})
         assert gen.status_code == 200, gen.text
