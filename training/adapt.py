@@ -88,7 +88,8 @@ def adapt(pipeline: str | Path, data: str | Path, out: str | Path, cfg: AdaptCon
     out = Path(out)
     check_free(out)
     run = Path(run_dir) if run_dir else out.with_name(out.name + "-run")
-    run.mkdir(parents=True, exist_ok=True)
+    if not Path(data).is_dir():
+        raise ValueError(f"--data {data}: not a directory (give a dataset folder of your radar)")
     torch.manual_seed(cfg.seed)
     pipe = DopplerPipeline.load(pipeline)
     if pipe.route != "kl":
@@ -110,6 +111,7 @@ def adapt(pipeline: str | Path, data: str | Path, out: str | Path, cfg: AdaptCon
     say(f"adapt: {len(train)} train recordings of {len(new_users)} people from {data}; before: "
         f"{before.line()}")
 
+    run.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves nothing behind
     x_prior_db, y_prior = S.prior_samples(pipe, cfg.prior_per_user, cfg.prior_steps, cfg.seed)
     x_user = torch.as_tensor(norm.to_model(train.x))
     x_prior = torch.as_tensor(norm.to_model(x_prior_db))

@@ -66,7 +66,7 @@ def read_person(folder: Path, channels: int, dyn_range_db: float, size: tuple[in
     import numpy as np
 
     if not folder.is_dir():
-        raise DatasetError(f"{folder}: not a directory")
+        raise DatasetError(f"--data {folder}: not a directory (give the folder of the person's recordings)")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DatasetError(f"{folder}: user folder has no {', '.join(IMAGE_SUFFIXES)} files")

@@ -184,3 +184,18 @@ def test_adapt_of_a_conditioned_pipeline_trains_and_records_the_new_peoples_cond
     speed = meta["conditions"]["speed_mps"]["per_user"]
     assert speed["p0"]["n"] == 3 and "p0" not in meta["conditions"]["aspect_deg"].get("per_user", {})
     assert "user00" in speed  # the pipeline's own people keep theirs
+
+
+def test_refused_inputs_leave_no_folder_behind(tiny_pipeline_dir, tmp_path, capsys):
+    """A typo in --data is one line naming the flag, and neither adapt nor evaluate leaves a folder."""
+    missing = str(tmp_path / "nope")
+    assert cli(["adapt", "--pipeline", tiny_pipeline_dir, "--data", missing, "--out",
+                str(tmp_path / "a")]) == 2
+    assert f"--data {missing}: not a directory" in capsys.readouterr().err
+    assert cli(["evaluate", "--pipeline", tiny_pipeline_dir, "--data", missing, "--out",
+                str(tmp_path / "r")]) == 2
+    assert f"--data {missing}: not a directory" in capsys.readouterr().err
+    assert cli(["enroll", "--pipeline", tiny_pipeline_dir, "--user", "zed", "--data", missing, "--out",
+                str(tmp_path / "e")]) == 2
+    assert f"--data {missing}: not a directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

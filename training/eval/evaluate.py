@@ -169,6 +169,11 @@ def run(args: argparse.Namespace) -> int:
                 "population_steps", "filter_factor", "filter_tau"):
         if getattr(args, opt) is not None:
             st = replace(st, **{opt: getattr(args, opt)})
+    for flag in ("data", "targets", "pipeline", "adapted"):  # checked before --out is made
+        value = getattr(args, flag, None)
+        if value and not Path(value).is_dir():
+            print(f"dopplergen evaluate: error: --{flag} {value}: not a directory", file=sys.stderr)
+            return 2
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     log = Log(out / "evaluate.log")
