@@ -151,6 +151,9 @@ def adapt(pipeline: str | Path, data: str | Path, out: str | Path, cfg: AdaptCon
             pipe.meta["conditions"][n].setdefault("per_user", {}).update(new[n].get("per_user", {}))
     if pipe.texture is not None:
         pipe.texture = build_bank(pipe.vae, norm, train.x, owners, **pipe.texture.options())
+        pipe.meta["texture"] = {**(pipe.meta.get("texture") or {}), "data": str(data), "split": "train",
+                                "count": int(len(pipe.texture.owners)),
+                                "people": len(pipe.texture.config.users)}
     after = domain.check(pipe, held.x if len(held) else train.x)
     source = f"{data} ({'val' if 'val' in set(ds.splits.tolist()) else 'test'} split)"
     pipe.meta = {**pipe.meta, "domain": domain.reference(pipe, held.x if len(held) else train.x, source),
