@@ -44,17 +44,23 @@ def session_of(rel: str, pattern: re.Pattern[str] | None) -> str:
     return m.group(1)
 
 
-def compile_group(regex: str | None) -> re.Pattern[str] | None:
-    """The --group regex, checked to have a capturing group."""
+def compile_capturing(regex: str | None, flag: str, hint: str) -> re.Pattern[str] | None:
+    """A user's regex (`flag` names it in errors), checked to compile and to have a capturing group; `hint`
+    ends the message of one without."""
     if not regex:
         return None
     try:
         pattern = re.compile(regex)
     except re.error as e:
-        raise ValueError(f"--group {regex!r} is not a valid regular expression ({e})") from None
+        raise ValueError(f"{flag} {regex!r} is not a valid regular expression ({e})") from None
     if pattern.groups < 1:
-        raise ValueError(f"--group {regex!r} needs a capturing group naming the session, e.g. '^(.*)_w\\d+'")
+        raise ValueError(f"{flag} {regex!r} needs a capturing group{hint}")
     return pattern
+
+
+def compile_group(regex: str | None) -> re.Pattern[str] | None:
+    """The --group regex, checked to have a capturing group."""
+    return compile_capturing(regex, "--group", " naming the session, e.g. '^(.*)_w\\d+'")
 
 
 def needed_sessions(test_fraction: float, val_fraction: float) -> int:

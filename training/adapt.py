@@ -98,7 +98,9 @@ def adapt(pipeline: str | Path, data: str | Path, out: str | Path, cfg: AdaptCon
     h, w = pipe.image_size
     ds = load_dataset(data, channels=pipe.channels, size=(h, w), dyn_range_db=pipe.normalization.dyn_range_db)
     train = ds.filter(split="train")
-    held = ds.filter(split="val") if "val" in set(ds.splits.tolist()) else ds.filter(split="test")
+    held_split = "val" if "val" in set(ds.splits.tolist()) else "test"
+    held = ds.filter(split=held_split)
+    held_x = held.x if len(held) else train.x  # what the domain check and the new reference are measured on
     if len(train) == 0:
         raise ValueError(f"{data}: its train split is empty")
     taken = sorted(set(ds.users) & set(pipe.users))
@@ -107,7 +109,7 @@ def adapt(pipeline: str | Path, data: str | Path, out: str | Path, cfg: AdaptCon
                          "(or adapt a pipeline without them)")
     new_users = sorted({ds.users[i] for i in train.labels})
     norm = pipe.normalization
-    before = domain.check(pipe, held.x if len(held) else train.x)
+    before = domain.check(pipe, held_x)
     say(f"adapt: {len(train)} train recordings of {len(new_users)} people from {data}; before: "
         f"{before.line()}")
 
@@ -154,9 +156,10 @@ def adapt(pipeline: str | Path, data: str | Path, out: str | Path, cfg: AdaptCon
         pipe.meta["texture"] = {**(pipe.meta.get("texture") or {}), "data": str(data), "split": "train",
                                 "count": int(len(pipe.texture.owners)),
                                 "people": len(pipe.texture.config.users)}
-    after = domain.check(pipe, held.x if len(held) else train.x)
-    source = f"{data} ({'val' if 'val' in set(ds.splits.tolist()) else 'test'} split)"
-    pipe.meta = {**pipe.meta, "domain": domain.reference(pipe, held.x if len(held) else train.x, source),
+    reference = domain.reference(pipe, held_x, f"{data} ({held_split if len(held) else 'train'} split)")
+    # the same held-out error against the source pipeline's reference: one reconstruction pass, not two
+    after = domain.DomainCheck(reference["heldout_recon_error_db"], before.reference_db)
+    pipe.meta = {**pipe.meta, "domain": reference,
                  "dataset": {**(pipe.meta.get("dataset") or {}), "meta": ds.meta, "path": str(data),
                              "fingerprint": ds.fingerprint}}
     summary = {"config": asdict(cfg), "pipeline": str(pipeline), "data": str(data), "users_added": new_users,

@@ -80,15 +80,7 @@ def params_of(cfg) -> RadarParams:
 
 
 def compile_pattern(regex: str | None, flag: str) -> re.Pattern[str] | None:
-    if not regex:
-        return None
-    try:
-        pattern = re.compile(regex)
-    except re.error as e:
-        raise ValueError(f"{flag} {regex!r} is not a valid regular expression ({e})") from None
-    if pattern.groups < 1:
-        raise ValueError(f"{flag} {regex!r} needs a capturing group, e.g. 'P(\\d+)'")
-    return pattern
+    return sessions.compile_capturing(regex, flag, ", e.g. 'P(\\d+)'")
 
 
 def validate(cfg) -> None:

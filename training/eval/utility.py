@@ -128,8 +128,7 @@ def check_with(pipe: Any, users: list[str], folder: str, *, per_user: int, seed:
     items = plan_items(named, m, seed)
     syn_x = np.asarray(sample_rows(items), np.float32)
     syn_y = np.array([named.index(it.user) for it in items])
-    requested = per_user / max(1, k)
-    ratios = tuple(sorted({*RATIOS, round(min(requested, m / max(1, k - 1)), 3)}))
+    requested = round(min(per_user / max(1, k), m / max(1, k - 1)), 3)  # as many as were drawn
     est = loo_utility(real_x, real_y, syn_x, syn_y, dyn_range_db=pipe.normalization.dyn_range_db,
-                      ratios=ratios, seed=seed, threads=threads)
-    return est, round(min(requested, m / max(1, k - 1)), 3)
+                      ratios=tuple(sorted({*RATIOS, requested})), seed=seed, threads=threads)
+    return est, requested
