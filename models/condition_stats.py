@@ -12,6 +12,11 @@ The block written into dopplergen.json, one entry per condition:
                   "per_user": {"user00": {"n": 98, "counts": {"walk": 60, "run": 38}}}, "all": {...}}
 
 A user without recorded stats (e.g. enrolled from recordings without condition columns) draws from "all".
+
+With an "activity" condition, each numeric one also records "per_activity": {activity: {"all", "per_user"}}
+(or {"absent": true} where that activity has no value, e.g. no walking speed for a fall, which the manifest
+leaves empty), and an omitted numeric condition is drawn for the request's activity: a fall is never given a
+walking speed, a run never a walking one. Empty (NaN) cells train as "absent".
 Drawing from the user's own distribution, rather than feeding the model "absent", keeps the value that was
 used known: it is echoed with the sample, and the same (user, seed, given conditions) always resolves the same
 way.
@@ -49,6 +54,16 @@ def _categorical_stats(x: np.ndarray, values: list[str]) -> dict[str, Any]:
     return {"n": len(labels), "counts": {v: labels.count(v) for v in values if v in labels}}
 
 
+def _numeric_block(col: np.ndarray, users: np.ndarray) -> dict[str, Any]:
+    """{"all", "per_user"} stats over the finite values, or {"absent": True} when there are none."""
+    ok = np.isfinite(col)
+    if not ok.any():
+        return {"absent": True}
+    return {"all": _numeric_stats(col[ok]),
+            "per_user": {str(u): _numeric_stats(col[ok & (users == u)])
+                         for u in sorted(set(users[ok]))}}
+
+
 def describe_conditions(columns: Mapping[str, np.ndarray], row_users: Sequence[str],
                         names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The dopplergen.json "conditions" block from the training rows' condition columns and users."""
@@ -61,14 +76,18 @@ def describe_conditions(columns: Mapping[str, np.ndarray], row_users: Sequence[s
         if len(col) != len(users) or len(col) == 0:
             raise ValueError(f"column {name!r} has {len(col)} rows for {len(users)} users")
         if is_numeric(col):
-            if not np.isfinite(col).all():
-                raise ValueError(f"condition column {name!r} has missing or non-finite values")
-            lo, hi = math.floor(col.min() * ROUND) / ROUND, math.ceil(col.max() * ROUND) / ROUND
+            ok = np.isfinite(col)
+            if not ok.any() or np.isinf(col).any():
+                raise ValueError(f"condition column {name!r} has no finite values, or infinite ones")
+            lo, hi = math.floor(col[ok].min() * ROUND) / ROUND, math.ceil(col[ok].max() * ROUND) / ROUND
             hi = hi if hi > lo else lo + 1.0 / ROUND
-            entry = {
-                "type": NUMERIC, "range": [lo, hi], "all": _numeric_stats(col),
-                "per_user": {str(u): _numeric_stats(col[users == u]) for u in sorted(set(users))},
-            }
+            entry = {"type": NUMERIC, "range": [lo, hi], **_numeric_block(col, users)}
+            if not ok.all():
+                entry["missing"] = int((~ok).sum())
+            if "activity" in names and "activity" in columns and name != "activity":
+                act = np.asarray([str(a) for a in columns["activity"]])
+                entry["per_activity"] = {a: _numeric_block(col[act == a], users[act == a])
+                                         for a in sorted(set(act))}
         else:
             values = sorted({str(v) for v in col})
             entry = {
@@ -117,8 +136,15 @@ def user_stats(desc_entry: Mapping[str, Any], user_id: str) -> dict[str, Any]:
     return desc_entry.get("per_user", {}).get(user_id) or desc_entry["all"]
 
 
-def draw_condition(desc_entry: Mapping[str, Any], user_id: str, rng: np.random.Generator) -> float | str:
-    """One value from the user's training distribution (inverse-CDF through the recorded quantiles)."""
+def draw_condition(desc_entry: Mapping[str, Any], user_id: str, rng: np.random.Generator,
+                   activity: str | None = None) -> float | str | None:
+    """One value from the user's training distribution (inverse-CDF through the recorded quantiles), for
+    `activity` where the entry records per-activity stats; None where that activity has no value."""
+    per_activity = desc_entry.get("per_activity") or {}
+    if activity is not None and activity in per_activity:
+        desc_entry = {**per_activity[activity], "type": desc_entry["type"]}
+        if desc_entry.get("absent"):
+            return None
     stats = user_stats(desc_entry, user_id)
     u = float(rng.uniform())
     if desc_entry["type"] == NUMERIC:
@@ -135,11 +161,13 @@ def resolve_conditions(desc: Mapping[str, Mapping[str, Any]], names: Sequence[st
     distribution. Deterministic in (user, seed, given): each condition has its own stream, so giving one
     condition never changes the draw of another."""
     given = {k: v for k, v in (given or {}).items() if v is not None}
-    out: dict[str, float | str] = {}
-    for name in names:
+    out: dict[str, float | str | None] = {}
+    # the activity first: the numeric conditions are drawn for it
+    for name in sorted(names, key=lambda n: n != "activity"):
         if name in given:
             out[name] = given[name]
         else:
             rng = np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, 0xC0DD, zlib.crc32(name.encode())])
-            out[name] = draw_condition(desc[name], user_id, rng)
-    return out
+            act = out.get("activity")
+            out[name] = draw_condition(desc[name], user_id, rng, None if act is None else str(act))
+    return {name: out[name] for name in names}

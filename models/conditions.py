@@ -143,7 +143,7 @@ class ConditionEncoder(ModelMixin, ConfigMixin):
         return v
 
     def values_tensor(self, rows: Sequence[Mapping[str, Any] | None]) -> torch.Tensor:
-        """Per-row {name: value} (missing or None = absent) -> the (N, K) float tensor forward() takes."""
+        """Per-row {name: value} (missing, None or NaN = absent) -> the (N, K) tensor forward() takes."""
         out = torch.full((len(rows), len(self.names)), float("nan"))
         for i, row in enumerate(rows):
             unknown = set(row or {}) - set(self.names)
@@ -151,8 +151,9 @@ class ConditionEncoder(ModelMixin, ConfigMixin):
                 name = sorted(unknown)[0]
                 raise ConditionError(name, f"unknown condition {name!r}; this pipeline takes {self.names}")
             for k, name in enumerate(self.names):
-                if (row or {}).get(name) is not None:
-                    out[i, k] = self.check_value(name, row[name])
+                v = (row or {}).get(name)
+                if v is not None and not (isinstance(v, float) and math.isnan(v)):  # NaN: an empty cell
+                    out[i, k] = self.check_value(name, v)
         return out
 
     def absent_values(self, n: int) -> torch.Tensor:

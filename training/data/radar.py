@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.fft
 
+from training.data.activities import EVENTS, check_activity, event_points
 from training.data.walker import SEGMENT_NAMES, SEGMENTS, TORSO_WIDTH, Gait, body_points
 
 SPEED_OF_LIGHT = 299_792_458.0
@@ -114,13 +115,19 @@ def slow_time_return(rng: np.ndarray, amp: np.ndarray, wavelength: float, decim:
 
 
 def walk_echoes(prf: float, n_pulses: int, height_m: float, speed_mps: float, gait: Gait, start_phase: float,
-                duration_s: float, aspect_deg: float, range_m: float
+                duration_s: float, aspect_deg: float, range_m: float, activity: str = "walk",
+                onset_s: float = 0.0, tempo: float = 1.0
                 ) -> tuple[np.ndarray, np.ndarray, int, dict[str, float]]:
     """Per-segment range and amplitude (K, G) on the kinematic grid (every `decim` pulses, covering the last
-    pulse), `decim`, and the gait timing: the body a radar at `range_m`, `aspect_deg` sees walking."""
+    pulse), `decim`, and the gait or event timing: the body a radar at `range_m`, `aspect_deg` sees doing
+    `activity` (a gait at `speed_mps` with `gait`'s variant, or an event from `onset_s`, `tempo` x its
+    duration)."""
     decim = max(1, int(prf // KINEMATICS_HZ))
     t = np.arange(-(-n_pulses // decim) + 1) * (decim / prf)  # kinematic grid; covers the last pulse
-    a, b, timing = body_points(t, height_m, speed_mps, gait, start_phase, duration_s)
+    if check_activity(activity) in EVENTS:
+        a, b, timing = event_points(t, height_m, gait, activity, onset_s, tempo)
+    else:
+        a, b, timing = body_points(t, height_m, speed_mps, gait, start_phase, duration_s)
     th = np.deg2rad(aspect_deg)
     radar = np.array([range_m * np.cos(th), range_m * np.sin(th), RADAR_HEIGHT_M])
     radii = np.array([r for _, r, _ in SEGMENTS]) * height_m * gait.girth
@@ -172,12 +179,15 @@ def simulate_walk(height_m: float = 1.65, speed_mps: float = 1.4, carrier_hz: fl
                   size: int | tuple[int, int] | None = None,
                   *, gait: Gait | None = None, range_m: float = DEFAULT_RANGE_M, start_phase: float = 0.0,
                   clutter_db: float | None = DEFAULT_CLUTTER_DB, dyn_range_db: float = DEFAULT_DYN_RANGE_DB,
-                  velocity_span_mps: tuple[float, float] = DEFAULT_VELOCITY_SPAN_MPS) -> Spectrogram:
+                  velocity_span_mps: tuple[float, float] = DEFAULT_VELOCITY_SPAN_MPS, activity: str = "walk",
+                  onset_s: float = 0.0, tempo: float = 1.0) -> Spectrogram:
     """Simulate one walk (Boulic-Thalmann kinematics, V.C. Chen's ellipsoid radar model) as a dB spectrogram.
 
     `size=None` returns the native STFT grid (full +-PRF/2 band); an int or (doppler, time) crops the
     Doppler axis to `velocity_span_mps` and averages power onto that grid. `snr_db=None` / `clutter_db=None`
-    turn noise / clutter off. `seed` drives the noise and clutter phase only.
+    turn noise / clutter off. `seed` drives the noise and clutter phase only. `activity` (training/data/
+    activities.py) picks a gait (`gait` is then that gait's variant) or an event starting at `onset_s`, whose
+    keyframed duration is scaled by `tempo`; an event ignores `speed_mps` and `start_phase`.
     """
     gait = gait or Gait()
     if not 0 < height_m < 3 or speed_mps <= 0 or duration_s <= 0 or range_m <= 0:
@@ -202,7 +212,8 @@ def simulate_walk(height_m: float = 1.65, speed_mps: float = 1.4, carrier_hz: fl
 
     # Kinematics -> slow-time return.
     ranges, amps, decim, timing = walk_echoes(prf, n_pulses, height_m, speed_mps, gait, start_phase,
-                                              duration_s, aspect_deg, range_m)
+                                              duration_s, aspect_deg, range_m, activity, onset_s, tempo)
+    event = activity in EVENTS
     x = slow_time_return(ranges, amps, wavelength, decim, n_pulses)
     p_sig = float(np.mean(np.abs(x) ** 2))
     if clutter_db is not None:
@@ -240,7 +251,9 @@ def simulate_walk(height_m: float = 1.65, speed_mps: float = 1.4, carrier_hz: fl
         range_m=float(range_m),
         duration_s=float(duration_s), snr_db=snr_db, clutter_db=clutter_db, start_phase=float(start_phase),
         seed=int(seed), torso_doppler_hz=float(2 * speed_mps * np.cos(np.deg2rad(aspect_deg)) / wavelength),
-        gait=gait.to_dict(), **{k: float(v) for k, v in timing.items()},
+        gait=gait.to_dict(), **{k: float(v) for k, v in timing.items()}, activity=activity,
     )
+    if event:  # no walking speed or gait cycle: NaN, which a manifest writes as an empty cell
+        meta.update(speed_mps=float("nan"), torso_doppler_hz=float("nan"), cycle_s=float("nan"))
     return Spectrogram(db=db, doppler_hz=doppler.astype(np.float64),
                        time_s=times.astype(np.float64), meta=meta)

@@ -15,6 +15,7 @@ import numpy as np
 
 from training.cli_types import non_negative_int, positive_float, positive_int
 from training.data import simulate_raw
+from training.data.activities import ACTIVITIES, parse_activities
 from training.data.dataset import Record, assign_splits, write_dataset
 from training.data.radar import DEFAULT_DURATION_S, DEFAULT_DYN_RANGE_DB
 from training.data.users import UserProfile, Variation, make_user, simulate_recording, user_ids
@@ -27,6 +28,8 @@ SIMULATOR_VERSION = 1  # bump when the physics changes the output for a given se
 COVER_CONDITIONS = dict(aspect_deg=70.0, speed_span=0.3)
 MANIFEST_EXTRAS = ("speed_mps", "aspect_deg", "range_m", "snr_db", "clutter_db", "start_phase", "height_m",
                    "cycle_s")
+# with --activities: the activity, and for the events what the kinematics did (NaN = empty for the gaits)
+ACTIVITY_EXTRAS = ("activity", "event_onset_s", "event_duration_s", "torso_peak_mps")
 
 
 @dataclass
@@ -42,6 +45,20 @@ class SimulateConfig:
     duration_s: float = DEFAULT_DURATION_S  # seconds per recording
     preview_per_user: int = 6  # examples per user row in preview.png (0 = no preview)
     variation: dict[str, Any] = field(default_factory=lambda: Variation().to_dict())  # per-recording spread
+    activities: tuple[str, ...] = ("walk",)  # recording j of a person does activities[j % len(activities)]
+
+    def activity(self, j: int) -> str:
+        return self.activities[j % len(self.activities)]
+
+    def describe(self) -> dict[str, Any]:
+        """meta.json["simulate"]: the options (a walking-only dataset's meta stays as it was before
+        activities)."""
+        d = dict(vars(self))
+        if tuple(self.activities) == ("walk",):
+            del d["activities"]
+        else:
+            d["activities"] = list(self.activities)
+        return d
 
     def validate(self) -> None:
         if self.users < 1:
@@ -59,6 +76,10 @@ class SimulateConfig:
                              "(at 90 deg the walk is tangential: no torso Doppler)")
         if not 0.0 <= self.variation.get("speed_span", 0.0) <= 0.6:
             raise ValueError("--speed-span must be within 0..0.6")
+        parse_activities(",".join(self.activities))
+        if self.per_user < 3 * len(self.activities):
+            raise ValueError(f"--per-user must be >= 3 x the {len(self.activities)} activities (every "
+                             "activity needs train, val and test recordings)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -86,6 +107,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed-span", type=float, default=v.speed_span,
                    help="> 0: speed uniform in the person's preferred speed x [1 - span, 1 + span] (default "
                         f"0: normal with {v.speed_rel:g} relative spread)")
+    p.add_argument("--activities", default="walk",
+                   help="comma-separated activities each person does, in turn over their recordings: "
+                        f"{','.join(ACTIVITIES)} (default walk); writes the manifest column 'activity'")
     p.add_argument("--raw", choices=simulate_raw.KINDS, default=None,
                    help="write raw recordings instead, for `dopplergen import`: fmcw-dat (Ancortek/Glasgow "
                         ".dat beat signal) or slow-time (complex .npy); prints the import command")
@@ -103,7 +127,8 @@ def _simulate_one(job: tuple[UserProfile, int, SimulateConfig]) -> tuple[np.ndar
     profile, j, cfg = job
     s = simulate_recording(profile, j, carrier_hz=cfg.carrier_ghz * 1e9, size=cfg.size,
                            duration_s=cfg.duration_s,
-                           dyn_range_db=cfg.dyn_range_db, variation=Variation(**cfg.variation))
+                           dyn_range_db=cfg.dyn_range_db, variation=Variation(**cfg.variation),
+                           activity=cfg.activity(j))
     return s.db, s.meta
 
 
@@ -117,7 +142,7 @@ def dataset_meta(cfg: SimulateConfig, profiles: list[UserProfile]) -> dict[str, 
     meta.update(
         doppler_hz_row0=m["velocity_span_mps"][1] * 2 / m["wavelength_m"] - m["doppler_hz_per_bin"] / 2,
         image_size=[cfg.size, cfg.size], channels=1, source="simulated", users=[p.user_id for p in profiles],
-        simulate={**vars(cfg), "simulator_version": SIMULATOR_VERSION, "segments": list(SEGMENT_NAMES),
+        simulate={**cfg.describe(), "simulator_version": SIMULATOR_VERSION, "segments": list(SEGMENT_NAMES),
                   "profiles": [p.to_dict() for p in profiles]},
     )
     return meta
@@ -140,6 +165,8 @@ def simulate_dataset(
             if len(previews[profile.user_id]) < cfg.preview_per_user:
                 previews[profile.user_id].append(db)
             extra = {k: m[k] for k in MANIFEST_EXTRAS}
+            if cfg.activities != ("walk",):
+                extra.update({k: m.get(k, float("nan")) for k in ACTIVITY_EXTRAS})
             yield Record(profile.user_id, f"{j:04d}", db, splits[profile.user_id][j], extra)
             bar.update(1)
 
@@ -151,9 +178,17 @@ def simulate_dataset(
     bar.close()
     if cfg.preview_per_user > 0:
         rows = [(uid, imgs) for uid, imgs in previews.items()]
+        what = "walks" if cfg.activities == ("walk",) else ", ".join(cfg.activities)
         spectrogram_grid(rows, meta, out / "preview.png",
-                         title=f"simulated walks, {cfg.carrier_ghz:g} GHz, seed {cfg.seed}")
+                         title=f"simulated {what}, {cfg.carrier_ghz:g} GHz, seed {cfg.seed}")
     return meta
+
+
+def _activities(text: str) -> tuple[str, ...]:
+    try:
+        return parse_activities(text)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None  # the CLI's boundary: one line on stderr, exit 2
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, dyn_range_db=args.dyn_range_db, duration_s=args.duration_s,
                          preview_per_user=args.preview_per_user,
                          variation=Variation(aspect_deg=args.aspect_deg,
-                                             speed_span=args.speed_span).to_dict())
+                                             speed_span=args.speed_span).to_dict(),
+                         activities=_activities(args.activities))
     if args.cover_conditions:
         cfg.variation.update(COVER_CONDITIONS)
     try:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from training.data.activities import ACTIVITIES, EVENTS, KEYFRAMES, check_activity, gait_speed, gait_variant
 from training.data.radar import (
     DEFAULT_CARRIER_HZ,
     DEFAULT_DURATION_S,
@@ -15,7 +16,7 @@ from training.data.radar import (
     default_prf,
     simulate_walk,
 )
-from training.data.walker import Gait
+from training.data.walker import VARIANT_FIELDS, Gait
 
 MAX_SPEED_MPS = 2.0  # dataset PRF is sized for this walk speed, so every recording shares one PRF
 
@@ -93,6 +94,8 @@ def _jitter_gait(gait: Gait, r: np.random.Generator, rel: float) -> Gait:
     share."""
     changes: dict[str, Any] = {}
     for f in fields(Gait):
+        if f.name in VARIANT_FIELDS:  # set by an activity after the jitter (walker.Gait); no draw
+            continue
         val = getattr(gait, f.name)
         if isinstance(val, tuple):
             changes[f.name] = tuple(float(v * np.exp(r.normal(0, rel))) for v in val)
@@ -111,13 +114,15 @@ def _speed(preferred: float, v: Variation, r: np.random.Generator) -> float:
     return float(preferred * max(0.7, 1 + r.normal(0, v.speed_rel)))
 
 
-def recording_kwargs(
-    profile: UserProfile, rec_seed: int, variation: Variation | None = None
-) -> dict[str, Any]:
-    """simulate_walk keyword arguments for one recording of `profile` (reproducible from rec_seed)."""
+def recording_kwargs(profile: UserProfile, rec_seed: int, variation: Variation | None = None,
+                     activity: str = "walk", duration_s: float = DEFAULT_DURATION_S) -> dict[str, Any]:
+    """simulate_walk keyword arguments for one recording of `profile` doing `activity` (reproducible from
+    rec_seed; a walk draws exactly what it drew before activities existed)."""
     v = variation or Variation()
-    r = np.random.default_rng([profile.seed, rec_seed, 0xD0])
-    return dict(
+    key = [profile.seed, rec_seed, 0xD0] + ([] if check_activity(activity) == "walk"
+                                            else [1 + ACTIVITIES.index(activity)])
+    r = np.random.default_rng(key)
+    kw = dict(
         height_m=profile.height_m,
         speed_mps=_speed(profile.speed_mps, v, r),
         aspect_deg=float(r.uniform(-v.aspect_deg, v.aspect_deg)),
@@ -128,14 +133,28 @@ def recording_kwargs(
         gait=_jitter_gait(profile.gait, r, v.gait_rel),
         seed=int(r.integers(2**31)),
     )
+    if activity == "walk":
+        return kw
+    kw["activity"] = activity
+    if activity in EVENTS:  # the person's own tempo (slower walkers move slower), the event inside the window
+        if activity == "fall":  # gravity sets a fall's pace, not the person
+            kw["tempo"] = float(np.clip(np.exp(r.normal(0, 0.04)), 0.92, 1.08))
+        else:
+            kw["tempo"] = float(np.clip(kw["gait"].cadence_scale * np.exp(r.normal(0, 0.1)), 0.7, 1.4))
+        room = duration_s - KEYFRAMES[activity]["duration_s"] * kw["tempo"] - 0.4
+        kw["onset_s"] = float(0.2 + r.uniform(0, max(room, 0.0)))
+    else:
+        kw["speed_mps"] = gait_speed(activity, kw["speed_mps"])
+        kw["gait"] = gait_variant(activity, kw["gait"], kw["speed_mps"], r)
+    return kw
 
 
 def simulate_recording(profile: UserProfile, rec_seed: int, *, carrier_hz: float = DEFAULT_CARRIER_HZ,
                        size: int | tuple[int, int] | None = 64, duration_s: float = DEFAULT_DURATION_S,
                        dyn_range_db: float = DEFAULT_DYN_RANGE_DB, prf_hz: float | None = None,
-                       variation: Variation | None = None) -> Spectrogram:
-    """One recording of `profile`: its per-recording draw fed to simulate_walk."""
-    kw = recording_kwargs(profile, rec_seed, variation)
+                       variation: Variation | None = None, activity: str = "walk") -> Spectrogram:
+    """One recording of `profile` doing `activity`: its per-recording draw fed to simulate_walk."""
+    kw = recording_kwargs(profile, rec_seed, variation, activity, duration_s)
     # One PRF for the whole dataset (sized for the fastest plausible walk) keeps meta.json exact.
     prf = prf_hz or default_prf(carrier_hz, MAX_SPEED_MPS)
     return simulate_walk(carrier_hz=carrier_hz, prf_hz=prf, duration_s=duration_s, size=size,

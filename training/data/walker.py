@@ -43,11 +43,25 @@ class Gait:
     # formula's broadside RCS (pi c^2) ignores radius and overstates thin limbs; at -3 dB the torso line
     # stays the strongest persistent return at oblique aspects too, as in measured spectrograms.
     rcs_scale: tuple[float, float, float, float, float] = (1.0, 1.0, 0.5, 0.5, 1.0)
+    # Activity variants (training/data/activities.py); 0 = plain walking, and then they are left out of
+    # to_dict() and of the day-to-day jitter, so a walking dataset stays byte-identical.
+    cycle_s: float = 0.0  # > 0: gait cycle duration instead of Boulic's (running)
+    support_fraction: float = 0.0  # > 0: stance share of the cycle instead of Boulic's (< 0.5 = flight phase)
+    left_stance_shift: float = 0.0  # added to the left leg's stance share (< 0: antalgic limp)
+    hold_left: float = 0.0  # 0..1: the left arm holds a load in front (no swing, elbow at 90 deg)
+    hold_right: float = 0.0  # 0..1: the same for the right arm
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["rcs_scale"] = list(self.rcs_scale)
+        for name in VARIANT_FIELDS:
+            if not d[name]:
+                del d[name]
         return d
+
+
+VARIANT_FIELDS = ("cycle_s", "support_fraction", "left_stance_shift", "hold_left", "hold_right")
+HOLD_SHOULDER_DEG, HOLD_ELBOW_DEG = 20.0, 90.0  # a load carried in front with both forearms level
 
 
 # Boulic-Thalmann segment lengths as fractions of height (Boulic, Magnenat-Thalmann & Thalmann 1990, as in
@@ -129,11 +143,18 @@ def body_points(t: np.ndarray, height_m: float, speed_mps: float, gait: Gait, st
                 duration_s: float) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Segment endpoints over time: returns (A, B) each (K, T, 3) and the gait timing."""
     h, v = height_m, speed_mps
-    cyc = boulic_cycle(h, v)
-    dc = cyc["cycle_s"] * gait.cadence_scale
-    s_frac = float(np.clip(cyc["support_s"] / cyc["cycle_s"] + gait.support_shift, 0.5, 0.75))
+    if gait.cycle_s > 0:  # an activity's own timing (running: outside Boulic's walking model)
+        leg = (FRAC["upper_leg"] + FRAC["lower_leg"]) * h
+        cyc = dict(leg_m=leg, rv=v / leg, cycle_s=gait.cycle_s,
+                   support_s=gait.support_fraction * gait.cycle_s)
+        dc = gait.cycle_s
+        s_frac = float(np.clip(gait.support_fraction + gait.support_shift, 0.2, 0.75))
+    else:
+        cyc = boulic_cycle(h, v)
+        dc = cyc["cycle_s"] * gait.cadence_scale
+        s_frac = float(np.clip(cyc["support_s"] / cyc["cycle_s"] + gait.support_shift, 0.5, 0.75))
+        leg = cyc["leg_m"]
     stride = v * dc  # distance covered per gait cycle
-    leg = cyc["leg_m"]
     l1, l2 = FRAC["upper_leg"] * h, FRAC["lower_leg"] * h
     ankle_h = FRAC["ankle"] * h
     q_r = t / dc + start_phase  # right-leg cycle count (0 = right heel strike)
@@ -161,7 +182,8 @@ def body_points(t: np.ndarray, height_m: float, speed_mps: float, gait: Gait, st
                                         lift=gait.clearance * h, shape=gait.swing_shape,
                                         toe_off=gait.toe_off_deg, offset=0.0, **common)
     knee_l, ank_l, heel_l, toe_l = _leg(q_l, hip_l,
-                                        s_frac=float(np.clip(s_frac + 0.1 * gait.asymmetry, 0.5, 0.8)),
+                                        s_frac=float(np.clip(s_frac + 0.1 * gait.asymmetry,
+                                                             min(s_frac, 0.5), 0.8) + gait.left_stance_shift),
                                         lift=gait.clearance * h * asym, shape=gait.swing_shape * asym,
                                         toe_off=gait.toe_off_deg * asym,
                                         offset=0.5 + gait.phase_skew, **common)
@@ -179,16 +201,20 @@ def body_points(t: np.ndarray, height_m: float, speed_mps: float, gait: Gait, st
     sh_r[:, :2] -= sh_off
 
     # Arms swing opposite their own leg: PCHIP through control points (back at own heel strike).
-    def arm(shoulder: np.ndarray, q: np.ndarray, amp: float) -> tuple[np.ndarray, np.ndarray]:
+    def arm(shoulder: np.ndarray, q: np.ndarray, amp: float, hold: float) -> tuple[np.ndarray, np.ndarray]:
         c = _pchip_periodic([0.0, 0.25, 0.5, 0.75, 1.0], [-1.0, 0.0, 1.0, 0.0, -1.0], q)
-        a = np.deg2rad(gait.arm_offset_deg + amp * gait.arm_swing_deg * c) + pitch * 0.5
-        b = a + np.deg2rad(gait.elbow_flex_deg + amp * gait.elbow_swing_deg * 0.5 * (1 + c))
+        hold = float(np.clip(hold, 0.0, 1.0))
+        amp = amp * (1.0 - hold)
+        offset = gait.arm_offset_deg + hold * (HOLD_SHOULDER_DEG - gait.arm_offset_deg)
+        flex = gait.elbow_flex_deg + hold * (HOLD_ELBOW_DEG - gait.elbow_flex_deg)
+        a = np.deg2rad(offset + amp * gait.arm_swing_deg * c) + pitch * 0.5
+        b = a + np.deg2rad(flex + amp * gait.elbow_swing_deg * 0.5 * (1 + c))
         elbow = shoulder + FRAC["upper_arm"] * h * np.stack([np.sin(a), np.zeros_like(a), -np.cos(a)], -1)
         hand = elbow + FRAC["lower_arm"] * h * np.stack([np.sin(b), np.zeros_like(b), -np.cos(b)], -1)
         return elbow, hand
 
-    elb_l, hand_l = arm(sh_l, q_l, asym)
-    elb_r, hand_r = arm(sh_r, q_r, 1.0)
+    elb_l, hand_l = arm(sh_l, q_l, asym, gait.hold_left)
+    elb_r, hand_r = arm(sh_r, q_r, 1.0, gait.hold_right)
 
     a = np.stack([neck, top, pel, hip_l, top, top, sh_l, sh_r, elb_l, elb_r, hip_l, hip_r, knee_l, knee_r,
                   heel_l, heel_r])
