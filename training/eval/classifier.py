@@ -90,32 +90,34 @@ class Classifier:
         return self._batched(self.net.features, x_db).numpy()
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _augment(x: torch.Tensor, gen: torch.Generator, time_flip: bool = True) -> torch.Tensor:
     """Random circular time shift per sample (gait phase is arbitrary) and a random left-right flip of
-    time."""
+    time (off for activity labels: sitting down reversed is not standing up, but it is not sitting either)."""
     n, t = x.shape[0], x.shape[-1]
     shifts = torch.randint(0, t, (n,), generator=gen)
     idx = (torch.arange(t)[None] + shifts[:, None]) % t  # (N, T)
     x = torch.gather(x, 3, idx[:, None, None, :].expand_as(x))
     flip = torch.rand(n, generator=gen) < 0.5
+    if not time_flip:  # the draw is kept, so the rest of the run's stream is the same
+        return x
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
 def train_classifier(x_db: np.ndarray, labels: np.ndarray, num_classes: int, *, dyn_range_db: float,
                      epochs: int = 20, seed: int = 0, batch_size: int = 64, lr: float = 3e-3,
                      weight_decay: float = 1e-3, augment: bool = True, threads: int | None = None,
-                     min_steps: int = 150) -> Classifier:
+                     min_steps: int = 150, time_flip: bool = True) -> Classifier:
     """Train the reference CNN (AdamW + one-cycle LR, label smoothing); deterministic for a seed on the CPU.
 
     At least `min_steps` optimiser steps are taken (epochs are raised for tiny sets, e.g. 5 per user).
     """
     with single_thread(threads or 1):
         return _train(x_db, labels, num_classes, dyn_range_db, epochs, seed, batch_size, lr, weight_decay,
-                      augment, min_steps)
+                      augment, min_steps, time_flip)
 
 
 def _train(x_db, labels, num_classes, dyn_range_db, epochs, seed, batch_size, lr, weight_decay, augment,
-           min_steps) -> Classifier:
+           min_steps, time_flip=True) -> Classifier:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     norm = Normalization(dyn_range_db)
@@ -134,7 +136,7 @@ def _train(x_db, labels, num_classes, dyn_range_db, epochs, seed, batch_size, lr
         perm = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), batch_size):
             b = perm[i:i + batch_size]
-            xb = _augment(x[b], gen) if augment else x[b]
+            xb = _augment(x[b], gen, time_flip) if augment else x[b]
             loss = F.cross_entropy(net(xb), y[b], label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -144,11 +144,11 @@ class Context:
         return y, [derive_seed(base, self.data.users[c], i % per_user) for i, c in enumerate(y)]
 
     def fit(self, x: np.ndarray, y: np.ndarray, seed: int, num_classes: int | None = None,
-            epochs: int | None = None):
+            epochs: int | None = None, time_flip: bool = True):
         kw: dict[str, Any] = ({"epochs": epochs or self.st.classifier_epochs}
                               if (epochs or self.st.classifier_epochs) else {})
         if self.st.classifier_min_steps:
             kw["min_steps"] = self.st.classifier_min_steps
         return train_classifier(x, y, num_classes or len(self.data.users),
                                 dyn_range_db=self.data.dyn_range_db,
-                                seed=seed, threads=self.threads, **kw)
+                                seed=seed, threads=self.threads, time_flip=time_flip, **kw)

@@ -129,6 +129,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ddpm-per-user", type=positive_int, default=None,
                    help="samples per user for DDPM-1000 in the sweep (and the N of its equal-N FD column)")
     p.add_argument("--no-sweep", action="store_true", help="skip the sampler sweep")
+    p.add_argument("--no-activities", action="store_true",
+                   help="skip the activities section (a pipeline conditioned on activity, data with an "
+                        "activity column)")
     p.add_argument("--baselines", action="store_true",
                    help="add 'Versus the alternatives': classic augmentation, an ACGAN with and without "
                         "kinematic sifting, and ours (with --fewshot) on the same few-shot protocol")
@@ -230,6 +233,10 @@ def run(args: argparse.Namespace) -> int:
         res["baselines"] = baselines_section(ctx, pool, res["augmentation"],
                                              population_seed=args.population_seed, workers=workers)
     res["privacy"] = privacy.privacy_section(ctx, pool)  # docs/evaluation.md, "Privacy"
+    if not args.no_activities:  # docs/evaluation.md, "Activities"; {"skipped": why} without an activity
+        from training.eval.activities import activity_section
+
+        res["activities"] = activity_section(ctx, ref, args.data, population_seed=args.population_seed)
 
     # ---- targets, figures, report files, optional summary in the pipeline ----------------------------------
     res["targets"] = report.targets(res, report.TARGETS)

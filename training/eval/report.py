@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from training.eval import conditions, plots, privacy
+from training.eval import activities_report, conditions, plots, privacy
 
 # The headline targets the report judges a pipeline by (docs/evaluation.md says why each).
 TARGETS = dict(affinity_ratio=0.90, tstr_ratio=0.80, gain_k5=0.05, c2st=0.75, physics=0.10,
@@ -76,6 +76,7 @@ def markdown(res: dict[str, Any], figures: str = "figures") -> str:
                     "sweep", "privacy", "appendix"):
         if section == "privacy":
             L += privacy.markdown(res, figures)
+            L += activities_report.markdown(res, figures)
             continue
         if section == "conditions":
             L += conditions.markdown(res["conditions"], figures) if "conditions" in res else []
@@ -227,6 +228,8 @@ def targets(res: dict[str, Any], tg: dict[str, float]) -> list[dict[str, Any]]:
         add(f"physics rel. error: {q} (mean over users)", v, tg["physics"], "<=", pct=True)
     for name, value, key, op in privacy.targets(res):
         add(name, value, tg[key], op, pct=key == "copies")
+    for name, value, key, op in activities_report.targets(res):
+        add(name, value, activities_report.TARGETS[key], op)
     return out
 
 
