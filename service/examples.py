@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,13 @@ class Recording:
 
 
 def _value(text: str) -> Any:
+    """A manifest cell: a number as float, else the text; None for a non-finite number (an event's `nan`
+    walking speed in a `simulate --activities` dataset), which the recording's conditions leave out."""
     try:
-        return float(text)
+        v = float(text)
     except ValueError:
         return text
+    return v if math.isfinite(v) else None
 
 
 def _inside(root: Path, rel: str) -> Path | None:
@@ -90,7 +94,8 @@ class ExampleStore:
         rows = read_manifest(self.root, required=("path", "user"), empty_ok=True)
         return [
             Recording(path=r["path"], user=r["user"], split=r.get("split") or None,
-                      conditions={k: _value(v) for k, v in r.items() if k not in BASE_COLUMNS and k and v})
+                      conditions={k: x for k, v in r.items() if k not in BASE_COLUMNS and k and v
+                                  and (x := _value(v)) is not None})
             for r in rows if r.get("path") and r.get("user")
         ]
 

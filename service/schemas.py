@@ -98,8 +98,9 @@ class SampleItem(BaseModel):
     mapping: str = Field(description="how stored values map to dB")
     colormap: str | None = None
     data: str = Field(description="base64 of the .png or .npy file bytes")
-    conditions: dict[str, float | str] | None = Field(
-        None, description="the conditions this sample was generated with (omitted ones as drawn); null: none")
+    conditions: dict[str, float | str | None] | None = Field(
+        None, description="the conditions this sample was generated with (omitted ones as drawn; null where "
+        "the activity has none, e.g. no walking speed for a fall); null: none")
 
 
 class GenerateResponse(BaseModel):

@@ -70,7 +70,7 @@ function fillControls(info) {
     let input;
     if (c.type === "categorical") {
       input = document.createElement("select");
-      input.append(option("", "(any)"), ...c.values.map((v) => option(v)));
+      input.append(option("", "any (drawn)"), ...c.values.map((v) => option(v)));
       label.textContent = c.name;
     } else {
       input = document.createElement("input");
@@ -185,8 +185,9 @@ const CONDITION_TEXT = {
   speed_mps: (v) => `${v.toFixed(2)} m/s`, aspect_deg: (v) => `${v.toFixed(0)}°`, activity: (v) => `${v}`,
 };
 
+// null: the condition does not apply (a fall has no walking speed), so it is left out of the caption
 function describeConditions(conditions) {
-  return Object.entries(conditions || {}).filter(([k]) => k in CONDITION_TEXT)
+  return Object.entries(conditions || {}).filter(([k, v]) => k in CONDITION_TEXT && v !== null)
     .map(([k, v]) => (typeof v === "number" || k === "activity" ? CONDITION_TEXT[k](v) : `${v}`)).join(", ");
 }
 
@@ -232,10 +233,13 @@ async function generate() {
   try {
     const res = await api("/generate", { method: "POST", body });
     if (run !== page.run) return;
-    page.generated = panelsFrom(res.items, (item) => ({
-      title: `${body.user_id} · seed ${item.seed}`,
-      fileStem: `${body.user_id}_seed${item.seed}_${res.num_inference_steps}steps_${res.scheduler}`,
-    }));
+    page.generated = panelsFrom(res.items, (item) => {
+      const cond = describeConditions(item.conditions); // what was used, a drawn activity included
+      return {
+        title: `${body.user_id} · seed ${item.seed}${cond ? ` · ${cond}` : ""}`,
+        fileStem: `${body.user_id}_seed${item.seed}_${res.num_inference_steps}steps_${res.scheduler}`,
+      };
+    });
     redraw();
     const t = res.timings;
     const cg = res.condition_guidance_scale == null ? "" : ` (conditions ${res.condition_guidance_scale})`;

@@ -205,9 +205,20 @@ def test_conditions_listed_by_info_become_labelled_inputs_and_request_fields(web
     ) == ["", "walk", "run"]
     page.select_option("#cond-activity", "")  # empty = omitted
     page.fill("#cond-speed_mps", "")
+
+    def drawn_fall(route) -> None:  # as a pipeline with activities answers a drawn fall: no walking speed
+        response = route.fetch()
+        out = response.json()
+        for item in out["items"]:
+            item["conditions"] = {"speed_mps": None, "activity": "fall"}
+        route.fulfill(response=response, json=out)
+
+    page.route("**/generate", drawn_fall)
     with page.expect_request(lambda r: r.url.endswith("/generate"), timeout=WAIT_MS) as sent:
         page.press("#seed", "Enter")
     assert "speed_mps" not in sent.value.post_data_json and "activity" not in sent.value.post_data_json
+    page.wait_for_function("document.querySelector('#generated figcaption span')?.textContent === "
+                           "'bob · seed 1 · fall'", timeout=WAIT_MS)  # what was drawn; null speed left out
 
 
 def npy_b64(arr: np.ndarray) -> str:

@@ -13,7 +13,7 @@ from tests.refusals import refused
 from tests.training.test_generate import BASE, _manifest
 from training.cli import main
 from training.condition_grid import parse_values
-from training.data.generated import derive_seed
+from training.data.generated import Item, derive_seed, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +81,15 @@ def test_out_of_range_and_unconditioned_pipelines_are_clear_errors(
     out = tmp_path / "plain"  # no flags, no conditions: the manifest is the old one
     assert main(["generate", "--pipeline", tiny_pipeline_dir, "--out", str(out), *BASE]) == 0
     assert list(_manifest(out)[0]) == ["path", "user", "split", "seed", "steps", "guidance", "scheduler"]
+
+
+def test_an_absent_condition_is_written_nan_so_the_column_loads_as_numbers(tmp_path):
+    """A fall drawn or asked for has no walking speed (None): the export writes `nan`, as the simulator does,
+    not an empty cell that would turn the whole speed_mps column into text when the export is loaded."""
+    items = [Item("alice", i, 10 + i, f"alice/alice_gen{i:05d}.npy") for i in range(2)]
+    settings = {"steps": 2, "guidance": 2.0, "scheduler": "dpmsolver++"}
+    write_manifest(tmp_path, items, "train", settings,
+                   [{"speed_mps": 1.2, "activity": "walk"}, {"speed_mps": None, "activity": "fall"}])
+    rows = _manifest(tmp_path)
+    assert [(r["speed_mps"], r["activity"]) for r in rows] == [("1.2", "walk"), ("nan", "fall")]
+    assert np.isnan(float(rows[1]["speed_mps"]))

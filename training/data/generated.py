@@ -98,12 +98,13 @@ def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
 def write_manifest(out: Path, items: list[Item], split: str, settings: dict[str, Any],
                    conditions: list[dict[str, Any]] | None = None) -> None:
     """manifest.csv; `conditions` (one dict per item) become condition columns (speed_mps, aspect_deg,
-    ...)."""
+    ...). A None (no walking speed for a fall) is written `nan`, as `simulate --activities` writes it, so the
+    column still loads as numbers."""
     conditions = conditions or [{} for _ in items]
     rows = [
         dict(path=it.relpath, user=it.user, split=split, seed=it.seed, steps=settings["steps"],
              guidance=settings.get("guidance_by_user", {}).get(it.user, settings["guidance"]),
-             scheduler=settings["scheduler"], **c)
+             scheduler=settings["scheduler"], **{k: float("nan") if v is None else v for k, v in c.items()})
         for it, c in zip(items, conditions, strict=True)
     ]
     tmp = out / f".{MANIFEST}.tmp"
