@@ -11,7 +11,7 @@ PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PIPELINE ?= checkpoints/demo
-DATA ?= data/sim10c
+DATA ?= data/sim10act
 export HF_HUB_OFFLINE := 1
 
 .PHONY: install serve test test-fast lint lock bench demo-checkpoint simulate evaluate clean
@@ -50,7 +50,8 @@ lock: install
 	UV="$(BIN)/python -m uv" PYTHON=$(BIN)/python sh scripts/lock.sh
 
 simulate: install
-	$(BIN)/dopplergen simulate --cover-conditions --out $(DATA)
+	$(BIN)/dopplergen simulate --cover-conditions --activities walk,run,limp,carry,sit,stand,fall,pickup \
+		--per-user 240 --out $(DATA)
 
 demo-checkpoint: install
 	bash scripts/make_demo_checkpoint.sh

@@ -22,6 +22,7 @@ activity:
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,18 @@ import numpy as np
 from training.eval.classifier import accuracy
 from training.eval.stats import t_interval
 
-NEW_PEOPLE = 4  # enrolled people of the second part
-NEW_PER_ACTIVITY = 12  # their recordings per activity (about 8 train / 2 val / 2 test)
 K = 5  # real recordings per (person, activity), and walking recordings per enrolment
-SYNTH_PER_PAIR = 10  # m: generated per (person, activity) in the few-shot runs
+
+
+@dataclass(frozen=True)
+class Sizes:
+    per_user: int = 6  # generated per trained person and activity
+    new_people: int = 4  # enrolled people of the second part
+    new_per_activity: int = 12  # their recordings per activity (about 8 train / 2 val / 2 test)
+    synth_per_pair: int = 10  # m: generated per (person, activity) in the few-shot runs
+
+
+QUICK_SIZES = Sizes(per_user=2, new_people=2, new_per_activity=6, synth_per_pair=2)
 
 
 def applies(pipe: Any, data_extra: dict[str, np.ndarray]) -> bool:
@@ -122,14 +131,16 @@ def _ratio(a: float | None, b: float | None) -> float:
     return float(a / b) if a is not None and b and np.isfinite(a) and np.isfinite(b) else float("nan")
 
 
-def new_people_data(meta: dict[str, Any], seed: int, size: tuple[int, int]) -> Any:
-    """NEW_PEOPLE people simulated like the data (same activities, variation, radar), another seed."""
+def new_people_data(meta: dict[str, Any], seed: int, size: tuple[int, int], sizes: Sizes) -> Any:
+    """`sizes.new_people` people simulated like the data (same activities, variation, radar), another
+    seed."""
     from training.data.dataset import load_dataset
     from training.data.simulate import SimulateConfig, simulate_dataset
 
     sim = dict(meta["simulate"])
     acts = tuple(sim.get("activities") or ("walk",))
-    cfg = SimulateConfig(users=NEW_PEOPLE, per_user=NEW_PER_ACTIVITY * len(acts), size=int(sim["size"]),
+    cfg = SimulateConfig(users=sizes.new_people, per_user=sizes.new_per_activity * len(acts),
+                         size=int(sim["size"]),
                          carrier_ghz=float(sim["carrier_ghz"]), seed=seed,
                          dyn_range_db=float(sim["dyn_range_db"]),
                          duration_s=float(sim["duration_s"]), preview_per_user=0,
@@ -150,13 +161,14 @@ def _pick(labels: np.ndarray, act: np.ndarray, vocab: list[str], k: int, seed: i
     return np.sort(np.concatenate(out))
 
 
-def new_people(ctx: Any, ds: Any, vocab: list[str], seed_people: int) -> dict[str, Any]:
+def new_people(ctx: Any, ds: Any, vocab: list[str], seed_people: int, sizes: Sizes) -> dict[str, Any]:
     """Enrol new people from 5 walking recordings; identity per activity and the two few-shot gains."""
     from training.data.generated import derive_seed
     from training.eval.fewshot import adapt_new_users
     from training.eval.ood import enrol_config
 
-    new = new_people_data(ds.meta, seed_people, tuple(ctx.pipe.image_size))
+    new = new_people_data(ds.meta, seed_people, tuple(ctx.pipe.image_size), sizes)
+    m = sizes.synth_per_pair
     names = [f"new{i:02d}" for i in range(len(new.users))]
     tr, te = new.filter("train"), new.filter("test")
     act_tr, act_te = _activity(tr), _activity(te)
@@ -177,15 +189,15 @@ def new_people(ctx: Any, ds: Any, vocab: list[str], seed_people: int) -> dict[st
         pipe_k, _ = adapt_new_users(ctx.pipe, tr.x[walk], tr.labels[walk], names, enrol_config(s))
         xs, ys, acts = [], [], []
         for a in vocab:
-            who = [n for n in names for _ in range(SYNTH_PER_PAIR)]
+            who = [n for n in names for _ in range(m)]
             seeds = [derive_seed(s * 1_000_003 + 78, f"{n}:{a}", i) for i, n in enumerate(who)]
             xs.append(sample_activity(pipe_k, who, seeds, a, steps=steps, sampler=ctx.sampler,
                                       guidance=ctx.guidance_arg, enrolled=True, batch=ctx.st.batch_size))
-            ys.append(np.repeat(np.arange(len(names)), SYNTH_PER_PAIR))
+            ys.append(np.repeat(np.arange(len(names)), m))
             acts += [a] * len(who)
             gen_id[a].append(accuracy(clf_id, xs[-1], n_old + ys[-1]))
         x_syn, y_syn, a_syn = np.concatenate(xs), np.concatenate(ys), np.asarray(acts)
-        rep = max(1, SYNTH_PER_PAIR // K)  # real repeated to about m per pair: as frequent as the synthetic
+        rep = max(1, m // K)  # real repeated to about m per pair: as frequent as the synthetic
         # (i) activity classifier, k per (person, activity)
         y_real = _labels(act_tr[pick], vocab)
         real = ctx.fit(tr.x[pick], y_real, seed=s, num_classes=len(vocab), time_flip=False)
@@ -195,7 +207,7 @@ def new_people(ctx: Any, ds: Any, vocab: list[str], seed_people: int) -> dict[st
         accs["activity_real"].append(accuracy(real, te.x, _labels(act_te, vocab)))
         accs["activity_aug"].append(accuracy(aug, te.x, _labels(act_te, vocab)))
         # (ii) person classifier, walking-only enrolment recordings + generated activities
-        rep_w = max(1, len(vocab) * SYNTH_PER_PAIR // K)
+        rep_w = max(1, len(vocab) * m // K)
         real_p = ctx.fit(tr.x[walk], tr.labels[walk], seed=s, num_classes=len(names))
         aug_p = ctx.fit(np.concatenate([np.repeat(tr.x[walk], rep_w, 0), x_syn]),
                         np.concatenate([np.repeat(tr.labels[walk], rep_w), y_syn]), seed=s,
@@ -209,7 +221,7 @@ def new_people(ctx: Any, ds: Any, vocab: list[str], seed_people: int) -> dict[st
                 f"{accs['person_aug'][-1]:.3f}")
     identity = [dict(activity=a, real=real_id.get(a), generated=float(np.mean(gen_id[a])),
                      ratio=_ratio(float(np.mean(gen_id[a])), real_id.get(a))) for a in vocab]
-    return dict(people=len(names), seed=seed_people, k=K, synth_per_pair=SYNTH_PER_PAIR, sample_steps=steps,
+    return dict(people=len(names), seed=seed_people, k=K, synth_per_pair=m, sample_steps=steps,
                 identity=identity, seeds=list(ctx.st.seeds),
                 accuracy={key: t_interval(v) for key, v in accs.items()},
                 gain={key: t_interval(v) for key, v in gains.items()}, gains=gains)
@@ -223,12 +235,12 @@ def activity_section(ctx: Any, ref: Any, data_path: str, *, population_seed: int
     if not applies(ctx.pipe, ds.extra):
         return {"skipped": "the pipeline is not conditioned on activity, or the data has no activity column"}
     vocab = list(ctx.pipe.condition_encoder.spec("activity")["values"])
-    per_user = 2 if ctx.st.quick else 6
-    out = {"activities": vocab, "trained": trained_people(ctx, ref, ds, vocab, per_user)}
+    sizes = QUICK_SIZES if ctx.st.quick else Sizes()
+    out = {"activities": vocab, "trained": trained_people(ctx, ref, ds, vocab, sizes.per_user)}
     if "simulate" not in ds.meta:
         out["new_people"] = {"skipped": "the data was not simulated: no new people to simulate like it"}
         return out
     seed_people = population_seed + 1 + int(ds.meta["simulate"].get("seed", 0))
-    out["new_people"] = new_people(ctx, ds, vocab, seed_people)
+    out["new_people"] = new_people(ctx, ds, vocab, seed_people, sizes)
     return out
 
