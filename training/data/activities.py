@@ -9,9 +9,10 @@ Gaits (the walker with other parameters; each person's quirks, proportions and R
   leg's stance is shortened and its swing lower and slower, the left arm swings less, cadence slower;
 - carry: both forearms hold a load in front (shoulder 20 deg, elbow 90 deg, no swing), or only the right.
 
-Events (joint-angle keyframes over the event, PCHIP-interpolated, from standing or sitting still, feet
-fixed; angles in degrees: ankle dorsiflexion a (shank tilt forward), knee flexion k, hip flexion h, so the
-thigh tilts a - k and the trunk a - k + h from vertical; arms in world angles from hanging down):
+Events (joint-angle keyframes over the event, PCHIP-interpolated, from rest (standing or sitting still) to
+rest (but for the fall's impact), feet fixed; angles in degrees: ankle dorsiflexion a (shank tilt forward),
+knee flexion k, hip flexion h, so the thigh tilts a - k and the trunk a - k + h from vertical; arms in world
+angles from hanging down):
 - stand (sit-to-stand, 1.8 s): Schenkman et al., Phys Ther 1990 and Kerr et al., Clin Biomech 1997: trunk
   flexes to ~45 deg before seat-off at ~35 % of the movement, then hip and knee extend together;
 - sit (stand-to-sit, 2.0 s): the same path reversed, a little slower (Kralj et al., 1990);
@@ -28,7 +29,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from scipy.interpolate import PchipInterpolator
+from scipy.interpolate import CubicHermiteSpline, PchipInterpolator
 
 from training.data.walker import FRAC, Gait
 
@@ -104,7 +105,14 @@ def event_angles(activity: str, tau: np.ndarray) -> np.ndarray:
     """Joint angles (5, T) in radians [a, k, h, shoulder, elbow] at normalised event times tau (clipped to
     0..1: before the event the first pose holds, after it the last)."""
     frames = np.asarray(KEYFRAMES[activity]["frames"], dtype=np.float64)
-    f = PchipInterpolator(frames[:, 0], frames[:, 1:], axis=0)
+    x, y = frames[:, 0], frames[:, 1:]
+    slopes = PchipInterpolator(x, y, axis=0).derivative()(x)
+    # From rest (and, but for a fall's impact, to rest): PCHIP's end slopes would start the body at full
+    # speed. A zero end slope keeps the curve shape-preserving (Fritsch & Carlson 1980).
+    slopes[0] = 0.0
+    if activity != "fall":
+        slopes[-1] = 0.0
+    f = CubicHermiteSpline(x, y, slopes, axis=0)
     return np.deg2rad(f(np.clip(tau, 0.0, 1.0))).T
 
 

@@ -134,6 +134,9 @@ def walk_echoes(prf: float, n_pulses: int, height_m: float, speed_mps: float, ga
     scale = np.asarray(gait.rcs_scale, dtype=float)[[g for _, _, g in SEGMENTS]]
     widths = np.where(np.array(SEGMENT_NAMES) == "torso", TORSO_WIDTH, 1.0)
     rng, amp = segment_echoes(a, b, radii, widths, scale, radar, range_m)
+    if activity in EVENTS:  # what the radar can see of the torso's peak speed: along the line of sight
+        torso = rng[SEGMENT_NAMES.index("torso")]
+        timing["torso_peak_radial_mps"] = float(np.abs(np.gradient(torso, t)).max())
     return rng, amp, decim, timing
 
 

@@ -28,8 +28,10 @@ SIMULATOR_VERSION = 1  # bump when the physics changes the output for a given se
 COVER_CONDITIONS = dict(aspect_deg=70.0, speed_span=0.3)
 MANIFEST_EXTRAS = ("speed_mps", "aspect_deg", "range_m", "snr_db", "clutter_db", "start_phase", "height_m",
                    "cycle_s")
-# with --activities: the activity, and for the events what the kinematics did (NaN = empty for the gaits)
-ACTIVITY_EXTRAS = ("activity", "event_onset_s", "event_duration_s", "torso_peak_mps")
+# with --activities: the activity, and for the events what the kinematics did (NaN = empty for the gaits;
+# torso_peak_radial_mps: the torso's peak speed along the radar's line of sight, what a spectrogram shows)
+ACTIVITY_EXTRAS = ("activity", "event_onset_s", "event_duration_s", "torso_peak_mps",
+                   "torso_peak_radial_mps")
 
 
 @dataclass

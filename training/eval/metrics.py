@@ -9,6 +9,9 @@ apply.
 - Kinematic read-outs of one (doppler, time) dB image with its axes: torso line, upper envelope, gait
   periodicity (the envelope/cadence features of Erol, Gurbuz & Amin, "Kinematic fidelity", TAES 2020). The
   simulator's tests and the evaluator (generated images, axes from the dataset's meta.json) use the same ones.
+- Per activity (training/data/activities.py; the event and gait-symmetry read-outs live in
+  training/eval/activity_metrics.py and are re-exported here): a gait's torso speed, envelope and cadence,
+  an event's peak torso speed and duration (`activity_readouts`).
 - Kinematic consistency: relative errors of those read-outs between real and generated sets.
 All functions are pure: arrays in, numbers out.
 """
@@ -25,7 +28,15 @@ import torch
 from scipy import linalg
 
 from models.dataset_folder import axes_from_meta
+from training.data.activities import EVENTS
 from training.data.radar import SPEED_OF_LIGHT
+from training.eval.activity_metrics import (  # noqa: F401 (arm_band_db, step_asymmetry: re-exported)
+    arm_band_db,
+    descending,
+    event_kinematics,
+    gait_cycle_s,
+    step_asymmetry,
+)
 
 # fit(x, y, seed) -> predict(x) -> labels; the two-sample test is generic over the classifier.
 FitFn = Callable[[np.ndarray, np.ndarray, int], Callable[[np.ndarray], np.ndarray]]
@@ -193,16 +204,6 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
 
 
 # ---- kinematic read-outs ----------------------------------------------------------------------------------
-def _descending(db: np.ndarray, doppler_hz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return the image with row 0 = most positive Doppler, whatever its orientation."""
-    db = np.asarray(db, dtype=np.float64)
-    if db.ndim != 2 or db.shape[0] != len(doppler_hz):
-        raise ValueError(f"expected a (doppler, time) image with {len(doppler_hz)} rows, got {db.shape}")
-    if doppler_hz[0] < doppler_hz[-1]:
-        return db[::-1], np.asarray(doppler_hz)[::-1]
-    return db, np.asarray(doppler_hz)
-
-
 def torso_line_hz(db: np.ndarray, doppler_hz: np.ndarray, exclude_hz: float | None = None,
                   band: float = 0.2) -> np.ndarray:
     """Per-frame Doppler of the strongest persistent line (the torso).
@@ -212,7 +213,7 @@ def torso_line_hz(db: np.ndarray, doppler_hz: np.ndarray, exclude_hz: float | No
     parabolic interpolation of the dB peak. Bins with |f| < exclude_hz (default: one bin) are ignored
     (clutter).
     """
-    db, f = _descending(db, doppler_hz)
+    db, f = descending(db, doppler_hz)
     step = abs(f[1] - f[0])
     exclude_hz = step if exclude_hz is None else exclude_hz
     p = np.where(np.abs(f)[:, None] < exclude_hz, 0.0, 10 ** (db / 10))
@@ -231,7 +232,7 @@ def torso_line_hz(db: np.ndarray, doppler_hz: np.ndarray, exclude_hz: float | No
 def upper_envelope_hz(db: np.ndarray, doppler_hz: np.ndarray, threshold_db: float = -40.0) -> np.ndarray:
     """Per-frame highest Doppler whose level is >= threshold_db (relative to the image peak) in two
     adjacent bins; the two-bin rule keeps isolated noise pixels from setting the envelope."""
-    db, f = _descending(db, doppler_hz)
+    db, f = descending(db, doppler_hz)
     above = db >= db.max() + threshold_db
     pair = above[:-1] & above[1:]  # (D-1, T): bin and the one just below it
     first = np.where(pair.any(axis=0), pair.argmax(axis=0), len(f) - 1)
@@ -290,4 +291,42 @@ def kinematic_readouts(x: np.ndarray, y: np.ndarray, users: list[str], meta: dic
         r["envelope_mps"].append(k["envelope_mps"])
         r["cadence_spm"].append(60.0 / k["step_s"] if k["step_s"] and math.isfinite(k["step_s"])
                                 else math.nan)
+    return out
+
+
+def activity_kinematics(db: np.ndarray, doppler_hz: np.ndarray, seconds_per_frame: float, wavelength_m: float,
+                        activity: str = "walk") -> dict[str, float]:
+    """The read-outs that apply to `activity`: an event (training/data/activities.EVENTS) -> its peak torso
+    speed along the line of sight and its duration (activity_metrics.event_kinematics); any other name, a
+    gait -> torso speed, upper envelope and cadence (`kinematics`; a limp's cadence from its gait cycle, as
+    its envelope repeats once per cycle, not per step)."""
+    if activity in EVENTS:
+        k = event_kinematics(db, doppler_hz, seconds_per_frame, wavelength_m)
+        return dict(event_peak_mps=k["event_peak_mps"], event_duration_s=k["event_duration_s"])
+    k = kinematics(db, doppler_hz, seconds_per_frame, wavelength_m)
+    if activity == "limp":
+        cycle = gait_cycle_s(upper_envelope_hz(db, doppler_hz), seconds_per_frame)
+        cadence = 120.0 / cycle if math.isfinite(cycle) else math.nan
+    else:
+        cadence = 60.0 / k["step_s"] if k["step_s"] and math.isfinite(k["step_s"]) else math.nan
+    return dict(torso_mps=k["torso_mps"], envelope_mps=k["envelope_mps"], cadence_spm=cadence)
+
+
+def activity_readouts(x: np.ndarray, y: np.ndarray, users: list[str], meta: dict[str, Any],
+                      activities: Sequence[str] | None = None
+                      ) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Per activity, per user: the `activity_kinematics` read-outs of each (N, C, H, W) dB image whose
+    activity is activities[i] (None: all walks), with the radar axes of the dataset's meta.json. Each
+    activity's block is what physics_consistency compares: physics_consistency(real[a], generated[a])."""
+    doppler, _ = axes_from_meta(meta, x.shape[-2:])
+    wavelength = float(meta.get("wavelength_m") or SPEED_OF_LIGHT / float(meta["carrier_hz"]))
+    spf = float(meta["seconds_per_frame"])
+    acts = ["walk"] * len(x) if activities is None else [str(a) for a in activities]
+    if len(acts) != len(x):
+        raise ValueError(f"{len(acts)} activities for {len(x)} images")
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for img, c, act in zip(x, y, acts, strict=True):
+        per_user = out.setdefault(act, {})
+        for q, v in activity_kinematics(img[0], doppler, spf, wavelength, act).items():
+            per_user.setdefault(users[int(c)], {}).setdefault(q, []).append(v)
     return out
