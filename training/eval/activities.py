@@ -107,9 +107,9 @@ def trained_people(ctx: Any, ref: Any, ds: Any, vocab: list[str], per_user: int)
         first = np.flatnonzero(keep & (remap[te.labels] == 0))
         if len(first):  # the figure: the first person's real test recording and first sample
             examples[a] = (te.x[first[0], 0], x[0, 0])
-        real_r = activity_readouts(te.x[keep], remap[te.labels][keep], users, ds.meta, a)
-        gen_r = activity_readouts(x, y, users, ds.meta, a)
-        physics[a] = physics_consistency(real_r, gen_r)
+        real_r = activity_readouts(te.x[keep], remap[te.labels][keep], users, ds.meta, [a] * int(keep.sum()))
+        gen_r = activity_readouts(x, y, users, ds.meta, [a] * len(x))
+        physics[a] = physics_consistency(real_r.get(a, {}), gen_r.get(a, {}))
         rows.append(dict(activity=a, n_generated=len(x), activity_real=real_act.get(a),
                          activity_generated=acc_act,
                          activity_ratio=_ratio(acc_act, real_act.get(a)), identity_real=real_id.get(a),
