@@ -69,6 +69,13 @@ def test_make_serve_answers_generate_with_the_demo_checkpoint(tmp_path):
         assert r.json()["items"][0]["conditions"]["aspect_deg"] == 30
         r = httpx.post(f"{url}/generate", json={"user_id": user, "speed_mps": hi + 1}, timeout=30)
         assert r.status_code == 422 and "speed_mps" in r.text
+        # ... and with activities (issue 34): the README's fall request answers, with no walking speed
+        assert "fall" in info["conditions"]["activity"]["values"]
+        r = httpx.post(f"{url}/generate", json={"user_id": "user03", "activity": "fall", "format": "npy",
+                                                "num_inference_steps": 5}, timeout=300)
+        assert r.status_code == 200, r.text
+        cond = r.json()["items"][0]["conditions"]
+        assert cond["activity"] == "fall" and cond["speed_mps"] is None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

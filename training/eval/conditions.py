@@ -29,10 +29,24 @@ ASPECT_BINS_DEG = (0.0, 20.0, 40.0, 90.0)  # |aspect| bins of the affinity table
 def settings_for(desc: dict[str, Any], user: str) -> list[tuple[str, float, float]]:
     """(label, speed, aspect) settings of one user: own slow / mid / fast speed x aspects in the trained
     range."""
-    q = (desc[SPEED]["per_user"].get(user) or desc[SPEED]["all"])["quantiles"]
+    speed = _walking(desc[SPEED])
+    q = (speed["per_user"].get(user) or speed["all"])["quantiles"]
     lo, hi = desc[ASPECT]["range"]
     aspects = sorted({float(np.clip(a, lo, hi)) for a in ASPECTS_DEG})
     return [(f"{name}, {a:g} deg", float(q[i]), a) for name, i in SPEED_LEVELS for a in aspects]
+
+
+def _walking(entry: dict[str, Any]) -> dict[str, Any]:
+    """A condition's statistics over the walks, where the pipeline also takes an activity (the read-out is a
+    walking torso's), else over everything."""
+    return (entry.get("per_activity") or {}).get("walk") or entry
+
+
+def _walk(pipe: Any) -> dict[str, str]:
+    """{"activity": "walk"} for a pipeline conditioned on activity (every setting is a walk), else {}."""
+    if "activity" in pipe.conditions and "walk" in pipe.condition_encoder.spec("activity")["values"]:
+        return {"activity": "walk"}
+    return {}
 
 
 def _named_guidance(ctx: Any) -> tuple[float, float | None]:
@@ -82,7 +96,7 @@ def condition_following(ctx: Any, ref: Any, per_setting: int) -> dict[str, Any]:
         for s_i, (label, v, a) in enumerate(settings_for(desc, user)):
             for j in range(per_setting):
                 users.append(u)
-                values.append({SPEED: v, ASPECT: a})
+                values.append({SPEED: v, ASPECT: a, **_walk(pipe)})
                 seeds.append(ctx.seed * 1_000_003 + 7919 * u + 101 * s_i + j)
                 labels.append(label)
     x = _generate(ctx, users, values, seeds)
@@ -121,10 +135,12 @@ def condition_following(ctx: Any, ref: Any, per_setting: int) -> dict[str, Any]:
 def _sweep_figure(ctx: Any, desc: dict[str, Any]) -> None:
     """One person (the first user), one seed, swept over speed (rows) and aspect (columns)."""
     user = ctx.data.users[0]
-    lo, hi = desc[SPEED]["per_user"].get(user, desc[SPEED]["all"])["quantiles"][::20]
+    speed = _walking(desc[SPEED])
+    lo, hi = speed["per_user"].get(user, speed["all"])["quantiles"][::20]
     a_lo, a_hi = desc[ASPECT]["range"]
     speeds, aspects = np.linspace(lo, hi, 4), np.linspace(max(a_lo, 0.0), min(a_hi, 70.0), 5)
-    grid = [(0, {SPEED: float(v), ASPECT: float(a)}, ctx.seed) for v in speeds for a in aspects]
+    walk = _walk(ctx.pipe)
+    grid = [(0, {SPEED: float(v), ASPECT: float(a), **walk}, ctx.seed) for v in speeds for a in aspects]
     x = _generate(ctx, [g[0] for g in grid], [g[1] for g in grid], [g[2] for g in grid])
     rows = [(f"{user} {v:.2f} m/s", [x[r * len(aspects) + c] for c in range(len(aspects))])
             for r, v in enumerate(speeds)]
