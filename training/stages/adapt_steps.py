@@ -64,8 +64,9 @@ def finetune_vae(vae: Any, x_user: torch.Tensor, x_prior: torch.Tensor, *, steps
 def condition_values(pipe: Any, extra: dict[str, np.ndarray], drop_prob: float) -> Callable | None:
     """For a pipeline with conditions: the user's recordings' condition values as sampling gives a person the
     pipeline has no per-person statistics for: a manifest column where the data has one (e.g. speed_mps),
-    else a draw from the pipeline's whole training distribution; each absent with `drop_prob` (classifier-
-    free guidance dropout, as in training). None for a pipeline without conditions."""
+    else a draw from the pipeline's whole training distribution, but for the activity, which is left absent
+    (a drawn "fall" would label a walk); each absent with `drop_prob` (classifier-free guidance dropout, as in
+    training). None for a pipeline without conditions."""
     from models.condition_stats import draw_condition
     from models.conditions import drop_conditions
 
@@ -76,8 +77,8 @@ def condition_values(pipe: Any, extra: dict[str, np.ndarray], drop_prob: float) 
 
     def values(idx: np.ndarray, g: torch.Generator) -> torch.Tensor:
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
-        rows = [{n: (cols[n][i].item() if n in cols else draw_condition(desc[n], "", rng)) for n in enc.names}
-                for i in idx]
+        rows = [{n: (cols[n][i].item() if n in cols else None if n == "activity"
+                     else draw_condition(desc[n], "", rng)) for n in enc.names} for i in idx]
         return drop_conditions(enc.values_tensor(rows), drop_prob, g)
     return values
 
