@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from training.data.activities import ACTIVITIES  # noqa: E402
 from training.data.radar import default_prf, simulate_walk  # noqa: E402
 from training.data.walker import SEGMENT_NAMES, SEGMENTS, TORSO_WIDTH, Gait, body_points  # noqa: E402
 
@@ -74,13 +75,14 @@ def reference_walk(size: int) -> np.ndarray:
     return np.clip(db[np.ix_(rows, cols)], -60, 0)
 
 
-def rate(size: int, batch: int, repeats: int) -> float:
+def rate(size: int, batch: int, repeats: int, activity: str = "walk") -> float:
     """Median spectrograms per second of the vectorised simulator (varying seed and speed)."""
     times = []
     for r in range(repeats):
         t0 = time.perf_counter()
         for i in range(batch):
-            simulate_walk(HEIGHT, SPEED + 0.01 * i, carrier_hz=CARRIER, size=size, seed=r * batch + i)
+            simulate_walk(HEIGHT, SPEED + 0.01 * i, carrier_hz=CARRIER, size=size, seed=r * batch + i,
+                          activity=activity, onset_s=0.5)
         times.append((time.perf_counter() - t0) / batch)
     return 1.0 / statistics.median(times)
 
@@ -94,6 +96,8 @@ def main() -> int:
     simulate_walk(HEIGHT, SPEED, size=64)  # warm-up (imports, caches)
     r64 = rate(64, a.batch, a.repeats)
     r256 = rate(256, a.batch, a.repeats)
+    # the other activities run the same vectorised radar path (training/data/activities.py)
+    others = {act: rate(64, a.batch, a.repeats, act) for act in ACTIVITIES if act != "walk"}
     ref = []
     for _ in range(a.ref_repeats):
         t0 = time.perf_counter()
@@ -106,6 +110,8 @@ def main() -> int:
           f"{a.ref_repeats}, {len(SEGMENT_NAMES)} segments x {int(DURATION * default_prf(CARRIER, SPEED))} "
           "pulses)")
     print(f"speed-up 64x64: {r64 * ref_s:.0f}x the loop")
+    print("other activities 64x64 (spectrograms/s, same medians): "
+          + ", ".join(f"{act} {r:.1f} ({r * ref_s:.0f}x the loop)" for act, r in others.items()))
     return 0
 
 
