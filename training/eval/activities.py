@@ -11,8 +11,8 @@ Trained people, per activity (samples requested with that activity, the other co
 New people (simulated like the data, with another seed: people the pipeline never saw), enrolled from k = 5
 *walking* recordings each (models.enrolment at `dopplergen enroll`'s defaults) and generated doing every
 activity:
-- identity per activity: a person classifier over the trained and the new people (real train split) names
-  the new person for their generated samples, against their real test recordings (target >= 0.7x);
+- identity per activity: a person classifier over the new people (their real train split, every activity)
+  names the new person for their generated samples, against their real test recordings (target >= 0.7x);
 - few-shot gains over `seeds`, with 95% t-intervals: an activity classifier from k = 5 real per (person,
   activity) vs the same plus m generated per (person, activity); and a person classifier from the 5 walking
   recordings alone vs plus m generated per activity, both scored on the new people's real test recordings of
@@ -38,7 +38,7 @@ K = 5  # real recordings per (person, activity), and walking recordings per enro
 class Sizes:
     per_user: int = 6  # generated per trained person and activity
     new_people: int = 4  # enrolled people of the second part
-    new_per_activity: int = 12  # their recordings per activity (about 8 train / 2 val / 2 test)
+    new_per_activity: int = 24  # their recordings per activity (about 17 train / 3-4 val / 3-4 test)
     synth_per_pair: int = 10  # m: generated per (person, activity) in the few-shot runs
 
 
@@ -123,7 +123,7 @@ def trained_people(ctx: Any, ref: Any, ds: Any, vocab: list[str], per_user: int)
 
         draw(ctx.out / "figures" / "activities.png", examples, ds.meta)
         figure = "activities.png"
-    return dict(rows=rows, physics=physics, per_user=per_user, figure=figure,
+    return dict(rows=rows, physics=physics, per_user=per_user, figure=figure, chance=1.0 / len(users),
                 activity_classifier_real_test=float(accuracy(clf_act, te.x, _labels(act_te, vocab))))
 
 
@@ -172,12 +172,9 @@ def new_people(ctx: Any, ds: Any, vocab: list[str], seed_people: int, sizes: Siz
     names = [f"new{i:02d}" for i in range(len(new.users))]
     tr, te = new.filter("train"), new.filter("test")
     act_tr, act_te = _activity(tr), _activity(te)
-    n_old = len(ctx.data.users)
-    # identity: a person classifier over the trained and the new people, on their real train recordings
-    clf_id = ctx.fit(np.concatenate([ctx.data.train_x, tr.x]),
-                     np.concatenate([ctx.data.train_y, n_old + tr.labels]), seed=ctx.seed,
-                     num_classes=n_old + len(names))
-    real_id = _per_activity_accuracy(clf_id, te.x, n_old + te.labels, act_te, vocab)
+    # identity: a person classifier over the new people, on their real train recordings of every activity
+    clf_id = ctx.fit(tr.x, tr.labels, seed=ctx.seed, num_classes=len(names))
+    real_id = _per_activity_accuracy(clf_id, te.x, te.labels, act_te, vocab)
     steps = ctx.st.fewshot_sample_steps or ctx.steps
     gen_id: dict[str, list[float]] = {a: [] for a in vocab}
     gains: dict[str, list[float]] = {"activity": [], "person": []}
@@ -195,7 +192,7 @@ def new_people(ctx: Any, ds: Any, vocab: list[str], seed_people: int, sizes: Siz
                                       guidance=ctx.guidance_arg, enrolled=True, batch=ctx.st.batch_size))
             ys.append(np.repeat(np.arange(len(names)), m))
             acts += [a] * len(who)
-            gen_id[a].append(accuracy(clf_id, xs[-1], n_old + ys[-1]))
+            gen_id[a].append(accuracy(clf_id, xs[-1], ys[-1]))
         x_syn, y_syn, a_syn = np.concatenate(xs), np.concatenate(ys), np.asarray(acts)
         rep = max(1, m // K)  # real repeated to about m per pair: as frequent as the synthetic
         # (i) activity classifier, k per (person, activity)
@@ -221,7 +218,8 @@ def new_people(ctx: Any, ds: Any, vocab: list[str], seed_people: int, sizes: Siz
                 f"{accs['person_aug'][-1]:.3f}")
     identity = [dict(activity=a, real=real_id.get(a), generated=float(np.mean(gen_id[a])),
                      ratio=_ratio(float(np.mean(gen_id[a])), real_id.get(a))) for a in vocab]
-    return dict(people=len(names), seed=seed_people, k=K, synth_per_pair=m, sample_steps=steps,
+    return dict(people=len(names), seed=seed_people, k=K, chance=1.0 / len(names), synth_per_pair=m,
+                sample_steps=steps,
                 identity=identity, seeds=list(ctx.st.seeds),
                 accuracy={key: t_interval(v) for key, v in accs.items()},
                 gain={key: t_interval(v) for key, v in gains.items()}, gains=gains)
