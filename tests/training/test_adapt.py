@@ -97,7 +97,7 @@ def test_domain_check_tells_another_radar_from_the_demos_own():
     own = np.stack([db for _, _, db in walks(2, 4, 64, other=False)])[:, None]
     other = np.stack([db for _, _, db in walks(2, 4, 64, other=True)])[:, None]
     a, b = domain.check(pipe, own), domain.check(pipe, other)
-    assert a.reference_db == pytest.approx(2.24, abs=0.01)
+    assert a.reference_db == pytest.approx(2.16, abs=0.01)  # the activity demo's held-out walks
     assert not a.out_of_domain and a.ratio < 1.2, a
     assert b.out_of_domain and "dopplergen adapt" in b.line(), b
 
