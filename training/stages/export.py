@@ -142,8 +142,8 @@ def domain_reference(pipe: DopplerPipeline, data: str, x_train_db) -> dict:
     val = load_dataset(data, split="val", channels=pipe.channels, size=pipe.image_size)
     walks = np.asarray(val.extra.get("activity", np.zeros(0))).astype(str) == "walk"
     if walks.any():  # data with activities: the walks, what people enrol from and other radars' sets hold
-        # (measured on the activity demo: against all activities, 2.68 dB, another radar's walks read 1.29x and
-        # passed; against the walks, 2.16 dB)
+        # (measured on the activity demo: against all activities, 2.68 dB, another radar's walks read 1.29x
+        # and passed; against the walks, 2.16 dB)
         return domain.reference(pipe, val.x[walks], f"{data} (val split, walks)")
     if len(val):
         return domain.reference(pipe, val.x, f"{data} (val split)")
