@@ -70,6 +70,19 @@ def load_data(path: str, pipe: Any, log: Log) -> Data:
                 ds.fingerprint)
 
 
+def fixed_conditions(pipe: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """Conditions that every recording of a data set shares, for a pipeline conditioned on them: the activity
+    of a simulated data set made with one activity (walking, unless `simulate --activities` named another).
+    Samples for its people request it rather than drawing one from all the pipeline learnt (an activity
+    pipeline would otherwise give walking-only targets falls and runs). None: nothing fixed, all drawn."""
+    enc = getattr(pipe, "condition_encoder", None)
+    sim = meta.get("simulate")
+    if enc is None or "activity" not in enc.names or not isinstance(sim, dict):
+        return None
+    acts = list(sim.get("activities") or ["walk"])
+    return {"activity": acts[0]} if len(acts) == 1 else None
+
+
 @dataclass
 class Pool:
     x: np.ndarray  # (N, C, H, W) dB
@@ -103,34 +116,40 @@ class Context:
 
     def sample(self, pipe: Any, y: np.ndarray, seeds: list[int], *, steps: int | None = None,
                guidance: float | None = None, sampler: str | None = None, desc: str = "sample",
-               batch_size: int | None = None) -> Pool:
-        """Batched, batch-invariant sampling (pad_to) for dataset labels y with explicit seeds.
+               batch_size: int | None = None, users: list[str] | None = None,
+               given: dict[str, Any] | None = None, enrolled: bool = False) -> Pool:
+        """Batched, batch-invariant sampling (pad_to) for labels y (indices into `users`, default the data's
+        people) with explicit seeds: the one sampling loop of the evaluator.
 
-        A pipeline with conditions gets what `POST /generate` gives a request that leaves them out: each
-        sample's speed, aspect, ... drawn from its person's training distribution, seeded by the sample's
-        seed.
+        A pipeline with conditions gets what `POST /generate` gives a request: the conditions in `given`
+        (e.g. {"activity": "fall"}) as named, the rest drawn from each person's training distribution, seeded
+        by the sample's seed. Guidance as the service resolves it (models.sampling.resolve): a request naming
+        a condition, or for an `enrolled` person, takes the pipeline's own guidance unless --guidance (or
+        `guidance`) gives one; a request naming none takes the evaluator's guidance.
         """
         from models.condition_stats import resolve_conditions
         from models.sampling import resolve, sample
         from training.progress import progress
 
-        names = [self.data.users[int(c)] for c in y]
+        names = [(users or self.data.users)[int(c)] for c in y]
         idx = [pipe.user_encoder.index_of(u) for u in names]
         cond = None
         enc = getattr(pipe, "condition_encoder", None)
         desc_c = (getattr(pipe, "meta", None) or {}).get("conditions") or {}
         if enc is not None and all(n in desc_c for n in enc.names):  # else every condition absent
-            cond = enc.values_tensor([resolve_conditions(desc_c, enc.names, u, None, s)
+            cond = enc.values_tensor([resolve_conditions(desc_c, enc.names, u, given, s)
                                       for u, s in zip(names, seeds, strict=True)])
         b = batch_size or self.st.batch_size
         outs, t0 = [], time.perf_counter()
-        # drawn conditions, as a request that names none: plain guidance unless --condition-guidance composes
-        # it
-        chosen = resolve(pipe, guidance=self.guidance if guidance is None else guidance,
+        named = bool(given)
+        if guidance is None:
+            guidance = getattr(self, "guidance_arg", None) if (named or enrolled) else self.guidance
+        # plain guidance unless a condition is named or --condition-guidance composes it
+        chosen = resolve(pipe, guidance=guidance, named=named, enrolled=enrolled,
                          condition_guidance=getattr(self, "condition_guidance", None))
         g, gc = chosen.guidance, chosen.condition_guidance
         for i in progress(range(0, len(idx), b), desc=desc, unit="batch", leave=False,
-                      disable=getattr(self, "quiet", False)):
+                          disable=getattr(self, "quiet", False)):
             outs.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=steps or self.steps,
                                guidance_scale=g, condition_guidance_scale=gc, sampler=sampler or self.sampler,
                                pad_to=b, conditions=None if cond is None else cond[i:i + b]).numpy())

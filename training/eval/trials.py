@@ -25,6 +25,7 @@ from training.eval.augmentation import (
     trial_line,
 )
 from training.eval.classifier import accuracy, train_classifier
+from training.eval.context import fixed_conditions
 from training.eval.fewshot import FewShotConfig, adapt_new_users
 from training.eval.filters import FilterConfig, filter_candidates, readouts, summary_line
 from training.eval.population import population_pipeline
@@ -107,7 +108,9 @@ class SectionTrials:
                                              replace=False) for c in range(len(self.ctx.data.users))])
             return self.keep(self.pool_x[idx], py[idx], m, seed, x_k, y_k)
         y, seeds = self.ctx.plan(n, stream=100 + seed)
+        # the section's guidance, also where the data fixes a condition (composed with the pipeline's g_c)
         p = self.ctx.sample(pipe_k, y, seeds, steps=fewshot_steps_for(self.ctx, self.population()),
+                            guidance=self.ctx.guidance, given=fixed_conditions(pipe_k, self.ctx.data.meta),
                             desc=f"few-shot synth seed {seed}")
         return self.keep(p.x, p.y, m, seed, x_k, y_k)
 

@@ -82,3 +82,20 @@ def test_pick_draws_k_per_person_and_activity_by_seed():
             assert ((labels[a] == c) & (act[a] == name)).sum() == 5
     assert np.array_equal(a, _pick(labels, act, ["fall", "walk"], 5, seed=0))
     assert not np.array_equal(a, _pick(labels, act, ["fall", "walk"], 5, seed=1))
+
+
+def test_walking_targets_request_walking_from_an_activity_pipeline():
+    """Few-shot samples for a one-activity simulated set request that activity; anything else draws."""
+    from types import SimpleNamespace
+
+    from training.eval.context import fixed_conditions
+
+    acts = SimpleNamespace(condition_encoder=SimpleNamespace(names=["speed_mps", "activity"]))
+    walking = {"simulate": {"seed": 3}}  # a walking-only simulate writes no "activities"
+    assert fixed_conditions(acts, walking) == {"activity": "walk"}
+    assert fixed_conditions(acts, {"simulate": {"activities": ["run"]}}) == {"activity": "run"}
+    assert fixed_conditions(acts, {"simulate": {"activities": ["walk", "fall"]}}) is None
+    assert fixed_conditions(acts, {"import": {"format": "png"}}) is None  # imported: nothing known
+    speed_only = SimpleNamespace(condition_encoder=SimpleNamespace(names=["speed_mps"]))
+    assert fixed_conditions(speed_only, walking) is None
+    assert fixed_conditions(SimpleNamespace(condition_encoder=None), walking) is None
