@@ -1,7 +1,7 @@
 """Screenshot the web page as a browser shows it: docs/web-screenshot.png.
 
-    dopplergen serve --pipeline checkpoints/demo --data data/sim10c --port 8765 &
-    python scripts/web_screenshot.py "http://127.0.0.1:8765/?user=user03&seed=1&n=4" docs/web-screenshot.png
+    dopplergen serve --pipeline checkpoints/demo --data data/sim10act --port 8765 &
+    python scripts/web_screenshot.py "http://127.0.0.1:8765/?user=user03&seed=1&n=4&activity=fall" docs/web-screenshot.png
 
 Drives Debian's Chromium (scripts/install_chromium.sh) through Playwright, with the flags the browser test uses.
 """
