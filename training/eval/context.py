@@ -112,7 +112,8 @@ class Context:
 
     @property
     def gen_per_user(self) -> int:
-        return self.st.gen_per_user or int(np.median(np.bincount(self.data.train_y)))
+        return self.st.gen_per_user or min(int(np.median(np.bincount(self.data.train_y))),
+                                           getattr(self.st, "max_gen_per_user", 0) or 10**9)
 
     def sample(self, pipe: Any, y: np.ndarray, seeds: list[int], *, steps: int | None = None,
                guidance: float | None = None, sampler: str | None = None, desc: str = "sample",

@@ -33,8 +33,10 @@ class EvalSettings:
     """How much work each section does; --quick swaps in QUICK."""
 
     quick: bool = False
-    # generated per user for affinity/TSTR/FD/C2ST/physics; 0 = as many as real train per user
+    # generated per user for affinity/TSTR/FD/C2ST/physics/privacy; 0 = as many as real train per user, at
+    # most max_gen_per_user (the activity demo's 180 per user would take 16 of the 30 minutes)
     gen_per_user: int = 0
+    max_gen_per_user: int = 60
     classifier_epochs: int = 0  # reference classifier epochs; 0 = training.eval.classifier's default
     # floor on its optimiser steps; 0 = training.eval.classifier's default (150)
     classifier_min_steps: int = 0
@@ -101,7 +103,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="simulate seed of the population that --fewshot trains (must differ from the data's)")
     add_sampling_arguments(p)
     p.add_argument("--gen-per-user", type=positive_int, default=None,
-                   help="override generated samples per user")
+                   help="generated samples per user (default: as many as real train recordings, at most 60)")
     p.add_argument("--seeds", type=positive_int, default=None,
                    help="augmentation repeats per k (default 5); gains get a 95%% t-interval over the seeds")
     p.add_argument("--filter", default=None,
@@ -134,7 +136,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "activity column)")
     p.add_argument("--baselines", action="store_true",
                    help="add 'Versus the alternatives': classic augmentation, an ACGAN with and without "
-                        "kinematic sifting, and ours (with --fewshot) on the same few-shot protocol")
+                        "kinematic sifting, and ours (with --fewshot) on the same few-shot protocol; with "
+                        "--targets: on the targets, ours = the pipeline + enrolment, its training data = the "
+                        "alternatives' population")
     p.add_argument("--seed", type=int, default=0,
                    help="evaluation seed (generated-sample seeds derive from it)")
     p.add_argument("--device", default="cpu",
@@ -272,7 +276,8 @@ def run_targets(args: argparse.Namespace, st: EvalSettings, out: Path, log: Log,
     res = ood.ood_section(args.pipeline, args.adapted, args.targets, st, steps=chosen.steps,
                           guidance=chosen.guidance, sampler=chosen.sampler, seed=args.seed,
                           device=args.device, out=out, log=log, threads=args.threads,
-                          estimate_folds=0 if st.quick else 3)
+                          estimate_folds=0 if st.quick else 3, baselines=args.baselines,
+                          population_seed=args.population_seed)
     res["runtime_s"] = round(time.perf_counter() - t_start, 1)
     (out / "ood.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
     (out / "ood.md").write_text(ood.markdown(res))
