@@ -154,6 +154,26 @@ def test_evaluate_fewshot_targets_runs_both_pipelines_side_by_side(tiny_pipeline
                 "--out", str(out)]) == 2
 
 
+@pytest.mark.slow
+def test_evaluate_targets_baselines_puts_enrolment_next_to_the_alternatives(tiny_pipeline_dir, tmp_path):
+    """`--fewshot --targets T --baselines`: ours = the pipeline + enrolment on the targets' k, the same k and
+    seed as the few-shot trials (its gain reproduces theirs), beside classic augmentation and the ACGAN."""
+    targets = write_set(tmp_path / "targets", people=3, per=6, size=32, other=True, test_from=3)
+    out = tmp_path / "report"
+    rc = cli(["evaluate", "--pipeline", tiny_pipeline_dir, "--fewshot", "--targets", str(targets),
+              "--baselines", "--quick", "--out", str(out), "--steps", "2", "--threads", "1"])
+    assert rc == 0
+    run = json.loads((out / "ood.json").read_text())["runs"]["as given"]
+    b = run["baselines"]
+    assert b["ours"]["measured"] and "dopplergen enroll" in b["ours"]["how"]
+    assert {"ours", "acgan", "classic:all"} <= set(b["arms"])
+    (trial,), (rec,) = run["trials"], b["trials"]
+    assert rec["generator_saw"] == trial["generator_saw"] and rec["acc_real"] == trial["acc_real"]
+    assert rec["arms"]["ours"]["acc"] == trial["acc_augmented"]
+    md = (out / "ood.md").read_text()
+    assert "## Versus the alternatives" in md and "as `dopplergen enroll` does" in md
+
+
 def test_import_and_enroll_report_the_domain_check(tmp_path, capsys):
     src = write_set(tmp_path / "theirs", people=1, per=4, size=64, other=True, test_from=4)
     rc = cli(["import", str(src), "--out", str(tmp_path / "imp"), "--size", "64", "--group", "(.*)",

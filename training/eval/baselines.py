@@ -29,6 +29,7 @@ import numpy as np
 from models.normalization import Normalization
 from training.eval import acgan, classic_aug
 from training.eval.augmentation import k_label, select_k_per_user
+from training.eval.context import fixed_conditions
 from training.eval.filters import FilterConfig, filter_candidates, readouts
 from training.eval.metrics import mean_std
 from training.eval.stats import paired_difference, t_interval
@@ -93,15 +94,19 @@ def population_data(ctx: Any, pop_path: str | None, population_seed: int) -> Pop
                 quick=ctx.st.quick, cover_conditions=covers_conditions(ctx.data.meta))[0]
             run_commands([cmd], ctx.log, ctx.threads)
     ds = load_dataset(path, channels=ctx.pipe.channels, size=tuple(ctx.pipe.image_size))
+    keep = np.ones(len(ds.labels), bool)
+    fixed = fixed_conditions(ctx.pipe, ctx.data.meta)  # walking targets: the population's walks only
+    if fixed and "activity" in ds.extra:
+        keep = np.asarray(ds.extra["activity"]).astype(str) == fixed["activity"]
     seeds = {p["seed"] for p in (ds.meta.get("simulate") or {}).get("profiles", [])}
     shared = seeds & {p["seed"] for p in (ctx.data.meta.get("simulate") or {}).get("profiles", [])}
     if shared or ds.fingerprint == ctx.data.fingerprint:
         raise SystemExit(f"population data {path} shares people with the evaluated data (profile seeds "
                          f"{sorted(shared)[:5]}): the baselines need a disjoint population")
-    info = dict(path=str(path), users=len(ds.users), recordings=int(len(ds.labels)),
-                fingerprint=ds.fingerprint)
-    return PopData(ds.x.astype(np.float32), np.asarray(ds.labels, np.int64), np.asarray(ds.splits),
-                   list(ds.users), info)
+    info = dict(path=str(path), users=len(ds.users), recordings=int(keep.sum()), fingerprint=ds.fingerprint,
+                **({"activity": fixed["activity"]} if not keep.all() else {}))
+    return PopData(ds.x[keep].astype(np.float32), np.asarray(ds.labels, np.int64)[keep],
+                   np.asarray(ds.splits)[keep], list(ds.users), info)
 
 
 def tune_classic(sec: SectionTrials, pop: PopData, cfg: BaselineConfig, seed: int,
@@ -229,6 +234,17 @@ def sift(x_db: np.ndarray, y: np.ndarray, x_k: np.ndarray, y_k: np.ndarray, m: i
                            topped_up=sel.report["topped_up"], candidates=sel.report["candidates"])
 
 
+def has_axes(meta: dict[str, Any]) -> bool:
+    """Whether a dataset's meta gives the time and Doppler axes (kinematic sifting reads speeds off them)."""
+    from models.dataset_folder import axes_from_meta
+
+    try:
+        axes_from_meta(meta, (2, 2))
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
+
+
 def summarize(records: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
     """Per k: each arm's accuracy and paired gain over real only (95% t-interval); the best alternative (real
     only included, gain 0) by mean gain; ours (and ours + classic) minus it, paired per seed."""
@@ -256,9 +272,12 @@ def summarize(records: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
 
 def baselines_section(ctx: Any, pool: Any, aug: dict[str, Any] | None, *, population_seed: int = 1,
                       workers: int = 1, cfg: BaselineConfig | None = None,
-                      classic: classic_aug.ClassicConfig | None = None) -> dict[str, Any]:
+                      classic: classic_aug.ClassicConfig | None = None,
+                      sec: SectionTrials | None = None, ours: str = "") -> dict[str, Any]:
     """The "Versus the alternatives" section: every arm at each small k of the settings and each seed.
-    `classic`: strengths tuned before (on the population), instead of tuning them here."""
+    `classic`: strengths tuned before (on the population), instead of tuning them here. `sec`: the trials
+    whose generator is "ours" (default: the augmentation section's, the population pipeline + k-shot rows),
+    and `ours` how the protocol text names it."""
     from training.eval import baselines_report
 
     st, d = ctx.st, ctx.data
@@ -267,7 +286,7 @@ def baselines_section(ctx: Any, pool: Any, aug: dict[str, Any] | None, *, popula
     pop_path = ((aug or {}).get("population") or {}).get("path")
     pop = population_data(ctx, pop_path, population_seed)
     fcfg = FilterConfig(filters=st.filters, factor=st.filter_factor, tau=st.filter_tau, fill=True)
-    sec = SectionTrials(ctx, pool, None, pop_path, fcfg)
+    sec = sec or SectionTrials(ctx, pool, None, pop_path, fcfg)
     t0 = time.perf_counter()
     tuning = (tune_classic(sec, pop, cfg, ctx.seed, ctx.log) if classic is None
               else dict(config=asdict(classic), scores=[], tuned=classic))
@@ -278,8 +297,12 @@ def baselines_section(ctx: Any, pool: Any, aug: dict[str, Any] | None, *, popula
                           cfg.gan, seed=ctx.seed)
     ctx.log(f"baselines: classic strengths tuned on the population in {tune_s:.0f} s ({classic.describe()}); "
             f"ACGAN pretrained {cfg.gan.pretrain_steps} steps in {gan_log['seconds']:.0f} s")
-    arms = ([a for a in CLASSIC_ARMS if cfg.classic_alone or a == "classic:all"] + list(GAN_ARMS)
-            + (list(OURS_ARMS) if pop_path else []))
+    skipped = {} if has_axes(d.meta) else {
+        "acgan+sift": "the data's meta.json has no time and Doppler axes, which the kinematic read-outs need"}
+    for arm, why in skipped.items():
+        ctx.log(f"baselines: {arm} skipped: {why}")
+    arms = ([a for a in CLASSIC_ARMS if cfg.classic_alone or a == "classic:all"]
+            + [a for a in GAN_ARMS if a not in skipped] + (list(OURS_ARMS) if pop_path else []))
     jobs = [(k, seed) for k in k_values for seed in st.seeds]
     runner = BaselineTrials(sec, pop, cfg, classic, gan.state(), arms, jobs[0] if jobs else None)
     n_proc, n_threads = plan_workers(workers, len(jobs), ctx.threads)
@@ -296,10 +319,10 @@ def baselines_section(ctx: Any, pool: Any, aug: dict[str, Any] | None, *, popula
                             seconds=tune_s, tune_k=cfg.tune_k),
                gan=dict(config=asdict(cfg.gan), pretrain=gan_log, sift_z=cfg.sift_z,
                         sift_factor=cfg.sift_factor),
-               ours=dict(measured=bool(pop_path), population_pipeline=pop_path,
+               ours=dict(measured=bool(pop_path), population_pipeline=pop_path, how=ours,
                          population_train_s=((pop_meta.get("training") or {}).get("final") or {}).get(
                              "elapsed_s")),
-               workers=dict(processes=n_proc, threads_each=n_threads))
+               workers=dict(processes=n_proc, threads_each=n_threads), skipped=skipped)
     res["protocol"] = baselines_report.protocol(res, st)
     baselines_report.figures(res, examples, ctx.data, d.test_x, d.test_y, ctx.out / "figures")
     return res

@@ -28,7 +28,9 @@ def protocol(res: dict[str, Any], st: Any) -> str:
         f"(b) classic augmentation of the k ({c['described']}; masks filled with the spectrogram's mean, "
         "SpecAugment-style, written in torch because torchaudio has no build for the pinned torch; mixup "
         "between two recordings of the same person, as the classifier takes hard labels), strengths tuned "
-        f"once on the population ({p['users']} simulated people disjoint from the targets: k = {c['tune_k']} "
+        f"once on the population ({p['users']} simulated people disjoint from the targets"
+        + (f", their {p['activity']} recordings only, as the targets'" if p.get("activity") else "")
+        + f": k = {c['tune_k']} "
         "per person from its train split, scored on its test split), never on the targets. (c) ACGAN "
         f"(DCGAN layers, width {g['config']['width']}, batch {g['config']['batch_size']}) pretrained "
         f"{g['config']['pretrain_steps']} steps on the population, then fine-tuned "
@@ -36,9 +38,9 @@ def protocol(res: dict[str, Any], st: Any) -> str:
         "started at the population's mean embedding); kinematic sifting draws "
         f"{g['sift_factor']:g} x m candidates per person and keeps those whose torso speed, envelope speed "
         f"and cadence lie within {g['sift_z']:g} robust z of the person's k real recordings "
-        "(training.eval.filters physics filter; topped up by z when too few pass). (d) ours: the "
-        "population pipeline adapted to the k by new user rows (as the augmentation section), and ours + "
-        "classic: ours' samples through the "
+        "(training.eval.filters physics filter; topped up by z when too few pass). (d) ours: "
+        + (res["ours"].get("how") or "the population pipeline adapted to the k by new user rows (as the "
+           "augmentation section)") + ", and ours + classic: ours' samples through the "
         "combined classic transforms. Gains are paired per seed against (a); the best alternative is the arm "
         "of (a)-(c) with the highest mean gain at that k, picked on the same seeds (which favours it), and "
         "ours minus it is a paired t-interval over the seeds.")
@@ -71,7 +73,9 @@ def markdown(b: dict[str, Any], figures: str = "figures") -> list[str]:
         once = next((v for key, v in one_off.items() if a.startswith(key)), None)
         once_s = ("n/a" if once is None else f"{once:.0f}") + (" (tuning)" if a.startswith("classic") else
                                                               " (pretrain)" if a.startswith("acgan") else
-                                                              " (population, stage 2)" if a.startswith("ours")
+                                                              (" (its training)" if b["ours"].get("how")
+                                                               else " (population, stage 2)")
+                                                              if a.startswith("ours")
                                                               else "")
         L.append(f"| {NAMES.get(a, a)} | " + " | ".join(cells) + " | "
                  + ("—" if not math.isfinite(per) else f"{per:.1f}") + " | "
@@ -89,6 +93,8 @@ def markdown(b: dict[str, Any], figures: str = "figures") -> list[str]:
                        "upper bound below 0: ours loses" if ci.get("hi", math.nan) < 0 else "not resolved")
             L.append(f"- k = {k}: {NAMES[a]} minus the best alternative ({NAMES.get(best, best)}): "
                      f"{format_ci(ci)} points over {ci['n']} seeds ({verdict}).")
+    for arm, why in (b.get("skipped") or {}).items():
+        L.append(f"- {NAMES.get(arm, arm)}: not run, {why}.")
     if not b["ours"]["measured"]:
         L.append("- (d) ours: not measured in this run (needs `--fewshot` and its population pipeline).")
     L += ["", f"![versus the alternatives]({figures}/baselines.png)", "",

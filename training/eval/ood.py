@@ -44,8 +44,11 @@ def target_data(path: str, pipe: Any) -> Data:
 
 def run_pipeline(label: str, path: str, targets: str, st: Any, *, steps: int, guidance: float, sampler: str,
                  seed: int, device: str, out: Path, log: Log, threads: int | None,
-                 estimate_folds: int = 0) -> dict[str, Any]:
-    """The protocol's trials for one starting pipeline: summary per k, trials, domain check on the k."""
+                 estimate_folds: int = 0, baselines: bool = False,
+                 population_seed: int = 1) -> dict[str, Any]:
+    """The protocol's trials for one starting pipeline: summary per k, trials, domain check on the k.
+    `baselines`: also "Versus the alternatives" (training/eval/baselines.py) on the same targets and k, with
+    this pipeline + enrolment as ours and its training data as the alternatives' population."""
     from models import domain
     from models.pipeline import DopplerPipeline
     from training.eval.filters import FilterConfig
@@ -92,15 +95,25 @@ def run_pipeline(label: str, path: str, targets: str, st: Any, *, steps: int, gu
                                       measured_gain=t.gain))
                 log(f"{label}: k={k} seed={s}: leave-one-out estimate {est.gains[ratio]['mean']:+.3f}, "
                     f"measured {t.gain:+.3f}")
-    return {"pipeline": path, "domain": check.to_dict(), "summary": summarize_trials(trials),
-            "trials": [asdict(t) for t in trials], "utility_estimates": estimates}
+    res = {"pipeline": path, "domain": check.to_dict(), "summary": summarize_trials(trials),
+           "trials": [asdict(t) for t in trials], "utility_estimates": estimates}
+    if baselines:
+        from training.eval.baselines import baselines_section
+
+        # in this process: the runner's generator is a closure over this run (worker processes pickle it)
+        res["baselines"] = baselines_section(
+            ctx, empty, {"population": {"path": path}}, population_seed=population_seed, workers=1,
+            sec=runner, ours=f"`{path}` with each target enrolled from the k as `dopplergen enroll` does")
+    return res
 
 
-def ood_section(pipeline: str, adapted: str | None, targets: str, st: Any, **kw: Any) -> dict[str, Any]:
-    """Both runs (as given, adapted) and the paired difference of their gains per k."""
+def ood_section(pipeline: str, adapted: str | None, targets: str, st: Any, *, baselines: bool = False,
+                **kw: Any) -> dict[str, Any]:
+    """Both runs (as given, adapted) and the paired difference of their gains per k; `baselines` on the
+    first."""
     from training.eval.stats import t_interval
 
-    first = run_pipeline("as given", pipeline, targets, st, **kw)
+    first = run_pipeline("as given", pipeline, targets, st, baselines=baselines, **kw)
     res: dict[str, Any] = {"targets": targets, "runs": {"as given": first}}
     if adapted:
         res["runs"]["adapted"] = run_pipeline("adapted", adapted, targets, st, **kw)
@@ -151,4 +164,10 @@ def markdown(res: dict[str, Any]) -> str:
                        f"its synthetic samples alone) against the gain measured on the test sessions, over "
                        f"{evm['n']} trials: Pearson r {r}, same sign {100 * evm['sign_agreement']:.0f}%, "
                        f"mean absolute error {100 * evm['mean_abs_error']:.1f} points.")
-    return "\n".join(lines + [""] + verdict) + "\n"
+    extra = []
+    for r in res["runs"].values():
+        if r.get("baselines"):
+            from training.eval import baselines_report
+
+            extra += ["", *baselines_report.markdown(r["baselines"])]
+    return "\n".join(lines + [""] + verdict + extra) + "\n"
