@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -22,8 +23,8 @@ def main() -> None:
     from models.pipeline import DopplerPipeline
     from training.data.dataset import load_dataset
     from training.data.generated import derive_seed
-    from training.eval.activities import sample_activity
     from training.eval.classifier import accuracy, train_classifier
+    from training.eval.context import Context
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipeline", default="checkpoints/demo")
@@ -46,6 +47,10 @@ def main() -> None:
     real_act = accuracy(clf_act, te.x, lab(act_te))
     real_id = accuracy(clf_id, te.x, te.labels)
     print(f"real test: activity {real_act:.3f}, identity {real_id:.3f}")
+    # the evaluator's sampling loop (Context.sample) on what it reads of a Context
+    sampling = SimpleNamespace(data=SimpleNamespace(users=users), st=SimpleNamespace(batch_size=20),
+                               steps=a.steps, sampler="dpmsolver++", guidance=None, guidance_arg=None,
+                               condition_guidance=None, quiet=True)
     rows = []
     for setting in a.settings.split(","):
         g, gc = (float(v) for v in setting.split(":"))
@@ -54,8 +59,8 @@ def main() -> None:
         for act in vocab:
             names = [u for u in users for _ in range(a.per_user)]
             seeds = [derive_seed(11, f"{u}:{act}", i % a.per_user) for i, u in enumerate(names)]
-            x = sample_activity(pipe, names, seeds, act, steps=a.steps, sampler="dpmsolver++", guidance=g,
-                                enrolled=False, batch=20)
+            y = np.repeat(np.arange(len(users)), a.per_user)
+            x = Context.sample(sampling, pipe, y, seeds, guidance=g, given={"activity": act}).x
             per_act[act] = accuracy(clf_act, x, np.full(len(x), vocab.index(act)))
             per_id[act] = accuracy(clf_id, x, np.asarray([ds.users.index(u) for u in names]))
         row = dict(guidance=g, condition_guidance=gc, activity=per_act, identity=per_id,
