@@ -52,12 +52,16 @@ def route_of(vae: ae.Autoencoder, denoiser: torch.nn.Module) -> str:
 
 
 def pipeline_fingerprint(path: str | Path) -> str:
-    """Hash of the pipeline's weights and metadata files: the identity of the generator behind the files."""
+    """Hash of the pipeline's weights and metadata files: the identity of the generator behind the files.
+    An evaluation report written into the folder (`evaluate --out P/report`: a folder with a report.json) is
+    not part of the generator, nor is dopplergen.json, whose "evaluation" field may change without changing
+    it."""
     h = hashlib.sha256()
     path = Path(path)
+    reports = {r.parent for r in path.rglob("report.json")}
     for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")):
-        if f.name == "dopplergen.json":
-            continue  # its "evaluation" field may change without changing the generator
+        if f.name == "dopplergen.json" or reports.intersection(f.parents):
+            continue
         h.update(str(f.relative_to(path)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]

@@ -61,3 +61,21 @@ def test_load_round_trip_and_clear_errors(tiny_pipeline_dir, tmp_path):
     (tmp_path / "dopplergen.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(PipelineError, match="format_version"):
         DopplerPipeline.load(tmp_path)
+
+
+def test_fingerprint_ignores_a_report_written_into_the_folder(tiny_pipeline_dir, tmp_path):
+    """`evaluate --out P/report` must not change P's identity (compare and generate record it); weights do."""
+    import shutil
+
+    from models.pipeline import pipeline_fingerprint
+
+    p = tmp_path / "pipe"
+    shutil.copytree(tiny_pipeline_dir, p)
+    before = pipeline_fingerprint(p)
+    (p / "report" / "figures").mkdir(parents=True)
+    (p / "report" / "report.json").write_text(json.dumps({"runtime_s": 1.0}))
+    (p / "report" / "figures" / "extra.json").write_text("{}")
+    assert pipeline_fingerprint(p) == before
+    cfg = p / "unet" / "config.json"
+    cfg.write_text(cfg.read_text().replace("{", '{"_note": 1, ', 1))
+    assert pipeline_fingerprint(p) != before
