@@ -34,7 +34,7 @@ class EvalSettings:
 
     quick: bool = False
     # generated per user for affinity/TSTR/FD/C2ST/physics/privacy; 0 = as many as real train per user, at
-    # most max_gen_per_user (the activity demo's 168 per user took 16 of the 30 minutes at load 2-3)
+    # most max_gen_per_user (the activity demo has 168 per user; 100 took 547 s at load 2-3)
     gen_per_user: int = 0
     max_gen_per_user: int = 60
     classifier_epochs: int = 0  # reference classifier epochs; 0 = training.eval.classifier's default
