@@ -80,7 +80,9 @@ def fixed_conditions(pipe: Any, meta: dict[str, Any]) -> dict[str, Any] | None:
     if enc is None or "activity" not in enc.names or not isinstance(sim, dict):
         return None
     acts = list(sim.get("activities") or ["walk"])
-    return {"activity": acts[0]} if len(acts) == 1 else None
+    if len(acts) != 1 or acts[0] not in (enc.spec("activity").get("values") or []):
+        return None  # several, or one the pipeline never learnt: drawn
+    return {"activity": acts[0]}
 
 
 @dataclass

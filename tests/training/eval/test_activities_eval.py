@@ -90,11 +90,13 @@ def test_walking_targets_request_walking_from_an_activity_pipeline():
 
     from training.eval.context import fixed_conditions
 
-    acts = SimpleNamespace(condition_encoder=SimpleNamespace(names=["speed_mps", "activity"]))
+    spec = {"activity": {"values": ["fall", "run", "walk"]}}
+    acts = SimpleNamespace(condition_encoder=SimpleNamespace(names=["speed_mps", "activity"], spec=spec.get))
     walking = {"simulate": {"seed": 3}}  # a walking-only simulate writes no "activities"
     assert fixed_conditions(acts, walking) == {"activity": "walk"}
     assert fixed_conditions(acts, {"simulate": {"activities": ["run"]}}) == {"activity": "run"}
     assert fixed_conditions(acts, {"simulate": {"activities": ["walk", "fall"]}}) is None
+    assert fixed_conditions(acts, {"simulate": {"activities": ["sit"]}}) is None  # not in the vocabulary
     assert fixed_conditions(acts, {"import": {"format": "png"}}) is None  # imported: nothing known
     speed_only = SimpleNamespace(condition_encoder=SimpleNamespace(names=["speed_mps"]))
     assert fixed_conditions(speed_only, walking) is None
