@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from models.dataset_folder import spectrogram_axes
 from models.normalization import Normalization
 from training.eval import acgan, classic_aug
 from training.eval.augmentation import k_label, select_k_per_user
@@ -234,17 +235,6 @@ def sift(x_db: np.ndarray, y: np.ndarray, x_k: np.ndarray, y_k: np.ndarray, m: i
                            topped_up=sel.report["topped_up"], candidates=sel.report["candidates"])
 
 
-def has_axes(meta: dict[str, Any]) -> bool:
-    """Whether a dataset's meta gives the time and Doppler axes (kinematic sifting reads speeds off them)."""
-    from models.dataset_folder import axes_from_meta
-
-    try:
-        axes_from_meta(meta, (2, 2))
-    except (KeyError, TypeError, ValueError):
-        return False
-    return True
-
-
 def summarize(records: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
     """Per k: each arm's accuracy and paired gain over real only (95% t-interval); the best alternative (real
     only included, gain 0) by mean gain; ours (and ours + classic) minus it, paired per seed."""
@@ -297,7 +287,9 @@ def baselines_section(ctx: Any, pool: Any, aug: dict[str, Any] | None, *, popula
                           cfg.gan, seed=ctx.seed)
     ctx.log(f"baselines: classic strengths tuned on the population in {tune_s:.0f} s ({classic.describe()}); "
             f"ACGAN pretrained {cfg.gan.pretrain_steps} steps in {gan_log['seconds']:.0f} s")
-    skipped = {} if has_axes(d.meta) else {
+    axes = spectrogram_axes(d.meta)  # kinematic sifting reads speeds off the time and Doppler axes
+    has_axes = axes["doppler_hz_row0"] is not None and axes["seconds_per_frame"] is not None
+    skipped = {} if has_axes else {
         "acgan+sift": "the data's meta.json has no time and Doppler axes, which the kinematic read-outs need"}
     for arm, why in skipped.items():
         ctx.log(f"baselines: {arm} skipped: {why}")
