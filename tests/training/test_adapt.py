@@ -149,7 +149,7 @@ def test_evaluate_fewshot_targets_runs_both_pipelines_side_by_side(tiny_pipeline
         (t,) = run["trials"]
         assert t["k"] == "3" and t["n_real"] == 9
         assert all("/r0" in p and int(p.split("/r")[1][:2]) < 3 for p in t["generator_saw"])
-    assert "Out-of-domain few-shot" in (out / "ood.md").read_text()
+    assert "Few-shot on people the pipeline never saw" in (out / "ood.md").read_text()
     assert cli(["evaluate", "--pipeline", tiny_pipeline_dir, "--targets", str(targets),
                 "--out", str(out)]) == 2
 

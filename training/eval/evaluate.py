@@ -83,7 +83,8 @@ QUICK = EvalSettings(quick=True, gen_per_user=6, classifier_epochs=2, classifier
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", required=True, help="pipeline folder to evaluate (e.g. checkpoints/demo)")
     p.add_argument("--data", default=None,
-                   help="dataset folder with train and test splits (e.g. data/sim10); not with --targets")
+                   help="dataset folder with train and test splits (e.g. data/sim10); with --targets, the "
+                        "whole report plus the few-shot section on the targets")
     p.add_argument("--out", required=True, help="report folder: report.json, report.md, figures")
     p.add_argument("--quick", action="store_true",
                    help="tiny sample counts and epochs: a smoke test, not a measurement")
@@ -91,8 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure augmentation gain at small k with "
                         "generators adapted from a disjoint population")
     p.add_argument("--targets", default=None,
-                   help="with --fewshot: run only the few-shot protocol, on this other data set's people "
-                        "(k from its train split, scored on its test split), starting from --pipeline")
+                   help="with --fewshot: the few-shot protocol on this other data set's people (k from its "
+                        "train split, scored on its test split), starting from --pipeline; alone without "
+                        "--data, else as a section of the report (instead of the population protocol)")
     p.add_argument("--adapted", default=None,
                    help="with --targets: the same protocol from this adapted pipeline (dopplergen adapt), "
                         "side by side on the same k selections and seeds")
@@ -184,7 +186,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     log = Log(out / "evaluate.log")
-    if args.targets or args.adapted:
+    if (args.targets or args.adapted) and not (args.fewshot and args.targets):
+        print("dopplergen evaluate: error: --targets needs --fewshot, and --adapted needs --targets",
+              file=sys.stderr)
+        return 2
+    if args.targets and not args.data:
         return run_targets(args, st, out, log, t_start)
     if not args.data:
         print("dopplergen evaluate: error: --data is required (unless --fewshot --targets)", file=sys.stderr)
@@ -228,10 +234,11 @@ def run(args: argparse.Namespace) -> int:
     res["sweep"] = (sweep.sweep(ctx, ref, pool) if not args.no_sweep
                     else dict(note="skipped (--no-sweep)", rows=[]))
     workers = args.workers if args.workers is not None else default_workers(args.device, args.threads)
-    res["augmentation"] = augmentation_section(ctx, pool, fewshot=args.fewshot,
+    # with --targets, the few-shot protocol (and --baselines) runs on the targets' people, below
+    res["augmentation"] = augmentation_section(ctx, pool, fewshot=args.fewshot and not args.targets,
                                                population=args.population_pipeline,
                                                population_seed=args.population_seed, workers=workers)
-    if args.baselines:
+    if args.baselines and not args.targets:
         from training.eval.baselines import baselines_section
 
         res["baselines"] = baselines_section(ctx, pool, res["augmentation"],
@@ -241,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
         from training.eval.activities import activity_section
 
         res["activities"] = activity_section(ctx, ref, args.data, population_seed=args.population_seed)
+    if args.targets:  # docs/evaluation.md, "Few-shot on people the pipeline never saw"
+        res["ood"] = targets_section(args, st, out, log)
 
     # ---- targets, figures, report files, optional summary in the pipeline ----------------------------------
     res["targets"] = report.targets(res, report.TARGETS)
@@ -259,25 +268,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_targets(args: argparse.Namespace, st: EvalSettings, out: Path, log: Log, t_start: float) -> int:
-    """`--fewshot --targets DATASET [--adapted P2]`: only the out-of-domain few-shot section
-    (training/eval/ood.py)."""
+def targets_section(args: argparse.Namespace, st: EvalSettings, out: Path, log: Log) -> dict[str, Any]:
+    """The few-shot protocol on --targets' people (training/eval/ood.py), k <= 5."""
     from models.pipeline import DopplerPipeline
     from training.eval import ood
 
-    if not (args.fewshot and args.targets):
-        print("dopplergen evaluate: error: --targets needs --fewshot, and --adapted needs --targets",
-              file=sys.stderr)
-        return 2
     st = replace(st, k_values=tuple(k for k in st.k_values if k is not None and k <= 5) or (5,))
     # the targets are enrolled people: sampled at the guidance the product gives them (ENROLLED_GUIDANCE)
     chosen = resolve(DopplerPipeline.load(args.pipeline), steps=args.steps, guidance=args.guidance,
                      sampler=args.scheduler, enrolled=True)
-    res = ood.ood_section(args.pipeline, args.adapted, args.targets, st, steps=chosen.steps,
-                          guidance=chosen.guidance, sampler=chosen.sampler, seed=args.seed,
-                          device=args.device, out=out, log=log, threads=args.threads,
-                          estimate_folds=0 if st.quick else 3, baselines=args.baselines,
-                          population_seed=args.population_seed)
+    return ood.ood_section(args.pipeline, args.adapted, args.targets, st, steps=chosen.steps,
+                           guidance=chosen.guidance, sampler=chosen.sampler, seed=args.seed,
+                           device=args.device, out=out, log=log, threads=args.threads,
+                           estimate_folds=0 if st.quick else 3, baselines=args.baselines,
+                           population_seed=args.population_seed)
+
+
+def run_targets(args: argparse.Namespace, st: EvalSettings, out: Path, log: Log, t_start: float) -> int:
+    """`--fewshot --targets DATASET [--adapted P2]` without --data: only the few-shot section on the targets
+    (ood.json, ood.md)."""
+    from training.eval import ood
+
+    res = targets_section(args, st, out, log)
     res["runtime_s"] = round(time.perf_counter() - t_start, 1)
     (out / "ood.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
     (out / "ood.md").write_text(ood.markdown(res))

@@ -196,3 +196,40 @@ def test_evaluate_baselines_adds_the_section_to_the_report(sim, tmp_path):
     md = (out / "report.md").read_text()
     assert md.index("## Augmentation gain") < md.index("## Versus the alternatives") < md.index("## Sampler")
     assert (out / "figures" / "baselines.png").is_file()
+
+
+@pytest.mark.slow
+def test_evaluate_with_data_and_targets_reports_the_new_people_beside_the_alternatives(sim, tmp_path,
+                                                                                       monkeypatch):
+    """`evaluate --data D --fewshot --targets T --baselines`: the whole report of D, plus the few-shot
+    protocol on T's people with the alternatives beside it. The "ours" arm takes the few-shot trial's
+    enrolment, samples and fits instead of repeating them, and is charged the seconds they took."""
+    import time
+
+    from training.cli import main
+    from training.eval import fewshot
+
+    calls, enrol = [], fewshot.adapt_new_users
+
+    def slow_enrol(pipe, x_k, *a, **kw):  # 0.3 s that the "ours" arm must be charged for
+        calls.append(x_k.tobytes())
+        time.sleep(0.3)
+        return enrol(pipe, x_k, *a, **kw)
+
+    monkeypatch.setattr(fewshot, "adapt_new_users", slow_enrol)
+    out = tmp_path / "report"
+    rc = main(["evaluate", "--pipeline", sim.pop, "--data", str(sim.root / "popdata"), "--fewshot",
+               "--targets", sim.data, "--baselines", "--quick", "--out", str(out), "--threads", "1",
+               "--workers", "1", "--steps", "3", "--no-sweep", "--no-activities"])
+    assert rc == 0
+    res = json.loads((out / "report.json").read_text())
+    assert {t["k"] for t in res["augmentation"]["trials"]} == {"all"}  # no population protocol: T's instead
+    run = res["ood"]["runs"]["as given"]
+    (trial,), (rec,) = run["trials"], run["baselines"]["trials"]
+    assert len(set(calls)) == len(calls), "the baselines' ours arm enrolled the same k a second time"
+    assert rec["generator_saw"] == trial["generator_saw"] and rec["acc_real"] == trial["acc_real"]
+    assert rec["arms"]["ours"]["acc"] == trial["acc_augmented"] and rec["arms"]["ours"]["seconds"] >= 0.3
+    md = (out / "report.md").read_text()
+    assert (md.index("## Augmentation gain") < md.index("## Few-shot on people the pipeline never saw")
+            < md.index("## Versus the alternatives") < md.index("## Sampler"))
+    assert "(figures/baselines.png)" in md and (out / "figures" / "baselines.png").is_file()
