@@ -159,13 +159,17 @@ def start_row(
     pipe: DopplerPipeline, user_index: int, seed: int, steps: int = DEFAULT_STEPS,
     guidance: float = DEFAULT_GUIDANCE,
     sampler: str | None = None, conditions: torch.Tensor | None = None,
-    condition_guidance: float | None = None,
+    condition_guidance: float | None = None, init: torch.Tensor | None = None, strength: float = 1.0,
 ) -> Row:
     """A new row at step 0: the conditioning of `pipe.encode_context` and the seed's own initial noise.
 
     `conditions` (K,) are the row's condition values (NaN = absent), for pipelines with a condition encoder.
     `condition_guidance` (g_c) != `guidance` composes the guidance from three branches (see the module top);
     it applies only to a row with some condition present.
+    `init` (C, h, w): a recording's scaled latent (`encode_init`) to start from instead of pure noise
+    (SDEdit, Meng et al. 2022; DA-Fusion's few-shot augmentation, Trabucco et al. 2024): the row skips the
+    first 1 - `strength` of its schedule and starts from the latent noised to that step's level with the
+    seed's noise. strength 1 = pure noise, as without `init`.
     """
     sampler = sampler_for(pipe, sampler)
     if steps < 1:
@@ -195,8 +199,25 @@ def start_row(
         plan = S.make_schedule(sampler, pipe.scheduler_config, steps)
         # init_noise_sigma is 1 for all three
         x = torch.randn(pipe.latent_shape, generator=gen).to(pipe.device)
-    return Row(sampler, int(steps), float(guidance), cond, uncond, gen, x, plan, mid=mid,
+    first = 0
+    if init is not None and float(strength) != 1.0:
+        if sampler == "vq-diffusion":
+            raise ValueError("starting from a recording (init) needs a continuous route, not vq-diffusion")
+        if not 0.0 < float(strength) <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if tuple(init.shape) != tuple(pipe.latent_shape):
+            raise ValueError(f"init latent of shape {tuple(init.shape)}, pipeline's {pipe.latent_shape}")
+        first = steps - max(1, round(float(strength) * steps))  # DPM-Solver++ takes a first-order step there
+        x = float(plan.alpha[first]) * init.float().to(pipe.device) + float(plan.sigma[first]) * x
+    return Row(sampler, int(steps), float(guidance), cond, uncond, gen, x, plan, i=first, mid=mid,
                condition_guidance=float(condition_guidance) if composed else None, user=int(user_index))
+
+
+@torch.no_grad()
+def encode_init(pipe: DopplerPipeline, x_db: torch.Tensor) -> torch.Tensor:
+    """Recordings (N, C, H, W) dB -> the scaled latents (posterior means) that rows start from (`init`)."""
+    mean, _ = ae.posterior(pipe.vae, pipe.normalization.to_model(torch.as_tensor(x_db).float()))
+    return ae.scale(pipe.vae, mean).float().cpu()
 
 
 @torch.no_grad()
@@ -261,6 +282,8 @@ def sample(
     pad_to: int | None = None,
     conditions: torch.Tensor | None = None,
     condition_guidance_scale: float | None = None,
+    init: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Classifier-free guided sampling (Ho & Salimans 2022) in the stage-1 latent space; returns (N, C, H, W)
     dB on the CPU.
@@ -271,7 +294,8 @@ def sample(
     batch-invariant on the CPU. `conditions` (N, K): each row's condition values
     (`pipe.condition_encoder.values_tensor`), NaN = absent; None = all absent (and no extra tokens at all
     for a pipeline without a condition encoder). `condition_guidance_scale` != `guidance_scale` composes the
-    guidance of rows with conditions from three branches (module top).
+    guidance of rows with conditions from three branches (module top). `init` (N, C, h, w): scaled latents to
+    start each row from at `strength` (start_row).
     """
     sampler = sampler_for(pipe, sampler)
     if len(user_indices) != len(seeds):
@@ -285,8 +309,11 @@ def sample(
     )
     if len(scales) != len(seeds):
         raise ValueError(f"got {len(scales)} guidance scales for {len(seeds)} samples")
+    if init is not None and len(init) != len(seeds):
+        raise ValueError(f"got {len(init)} init latents for {len(seeds)} samples")
     rows = [start_row(pipe, u, s, num_inference_steps, g, sampler,
-                      None if conditions is None else conditions[k], condition_guidance_scale)
+                      None if conditions is None else conditions[k], condition_guidance_scale,
+                      None if init is None else init[k], strength)
             for k, (u, s, g) in enumerate(zip(user_indices, seeds, scales, strict=True))]
     while not rows[0].done:
         step_rows(pipe, rows, pad_to)

@@ -68,6 +68,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def strength(text: str) -> float:
+    """A number within (0, 1]: how much of the sampling schedule a sample started from a recording runs."""
+    value = _number(float, text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within (0, 1], got {value}")
+    return value
+
+
 # --threads' default on the heavy commands: one thread. On a CPU other jobs share, torch's default (one per
 # core) measured 1.9x (autoencoder step) to 9x (UNet step) slower than one thread (benchmarks/threads.py,
 # benchmarks/RESULTS.md "Threads"): the extra OpenMP threads wait at barriers for cores that are busy.

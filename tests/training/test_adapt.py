@@ -154,6 +154,38 @@ def test_evaluate_fewshot_targets_runs_both_pipelines_side_by_side(tiny_pipeline
                 "--out", str(out)]) == 2
 
 
+def test_evaluate_fewshot_init_strength_starts_the_samples_from_the_k(tiny_pipeline_dir, tmp_path,
+                                                                     monkeypatch):
+    """`--init-strength 0.5`: each few-shot sample starts from one of its person's k recordings (and only
+    those), and the section says so."""
+    from training.eval.context import Context
+
+    targets = write_set(tmp_path / "targets", people=3, per=6, size=32, other=True, test_from=3)
+    seen, real_sample = [], Context.sample
+
+    def spy(self, *a, init_db=None, strength=1.0, **kw):
+        seen.append((None if init_db is None else init_db.copy(), strength))
+        return real_sample(self, *a, init_db=init_db, strength=strength, **kw)
+
+    monkeypatch.setattr(Context, "sample", spy)
+    out = tmp_path / "report"
+    assert cli(["evaluate", "--pipeline", tiny_pipeline_dir, "--fewshot", "--targets", str(targets),
+                "--init-strength", "0.5", "--quick", "--out", str(out), "--steps", "2",
+                "--threads", "1"]) == 0
+    (init, strength), = seen
+    res = json.loads((out / "ood.json").read_text())
+    (t,) = res["runs"]["as given"]["trials"]
+    from training.data.dataset import load_dataset
+
+    ds = load_dataset(targets, channels=1, size=(32, 32))
+    k_rows = {ds.x[i].tobytes() for i, p in enumerate(ds.paths) if p in set(t["generator_saw"])}
+    assert strength == 0.5 and len(init) and {x.tobytes() for x in init} <= k_rows
+    assert res["settings"]["init_strength"] == 0.5 and "noised to 0.5" in (out / "ood.md").read_text()
+    with pytest.raises(SystemExit, match="2"):
+        cli(["evaluate", "--pipeline", tiny_pipeline_dir, "--fewshot", "--targets", str(targets),
+             "--init-strength", "0", "--out", str(out)])
+
+
 @pytest.mark.slow
 def test_evaluate_targets_baselines_puts_enrolment_next_to_the_alternatives(tiny_pipeline_dir, tmp_path):
     """`--fewshot --targets T --baselines`: ours = the pipeline + enrolment on the targets' k, the same k and

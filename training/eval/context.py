@@ -120,7 +120,8 @@ class Context:
     def sample(self, pipe: Any, y: np.ndarray, seeds: list[int], *, steps: int | None = None,
                guidance: float | None = None, sampler: str | None = None, desc: str = "sample",
                batch_size: int | None = None, users: list[str] | None = None,
-               given: dict[str, Any] | None = None, enrolled: bool = False) -> Pool:
+               given: dict[str, Any] | None = None, enrolled: bool = False,
+               init_db: np.ndarray | None = None, strength: float = 1.0) -> Pool:
         """Batched, batch-invariant sampling (pad_to) for labels y (indices into `users`, default the data's
         people) with explicit seeds: the one sampling loop of the evaluator.
 
@@ -128,10 +129,11 @@ class Context:
         (e.g. {"activity": "fall"}) as named, the rest drawn from each person's training distribution, seeded
         by the sample's seed. Guidance as the service resolves it (models.sampling.resolve): a request naming
         a condition, or for an `enrolled` person, takes the pipeline's own guidance unless --guidance (or
-        `guidance`) gives one; a request naming none takes the evaluator's guidance.
+        `guidance`) gives one; a request naming none takes the evaluator's guidance. `init_db` (N, C, H, W):
+        one recording per sample to start from at `strength` (models.sampling.start_row).
         """
         from models.condition_stats import resolve_conditions
-        from models.sampling import resolve, sample
+        from models.sampling import encode_init, resolve, sample
         from training.progress import progress
 
         names = [(users or self.data.users)[int(c)] for c in y]
@@ -153,9 +155,11 @@ class Context:
         g, gc = chosen.guidance, chosen.condition_guidance
         for i in progress(range(0, len(idx), b), desc=desc, unit="batch", leave=False,
                           disable=getattr(self, "quiet", False)):
+            init = None if init_db is None else encode_init(pipe, init_db[i:i + b])
             outs.append(sample(pipe, idx[i:i + b], seeds[i:i + b], num_inference_steps=steps or self.steps,
                                guidance_scale=g, condition_guidance_scale=gc, sampler=sampler or self.sampler,
-                               pad_to=b, conditions=None if cond is None else cond[i:i + b]).numpy())
+                               pad_to=b, conditions=None if cond is None else cond[i:i + b], init=init,
+                               strength=strength).numpy())
         return Pool(np.concatenate(outs).astype(np.float32), np.asarray(y, np.int64), list(seeds),
                     time.perf_counter() - t0)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from models.sampling import resolve
-from training.cli_types import fraction, non_negative_int, positive_float, positive_int
+from training.cli_types import fraction, non_negative_int, positive_float, positive_int, strength
 from training.eval import privacy, report, sections, sweep
 from training.eval.augmentation import MIXES
 from training.eval.conditions import condition_following
@@ -53,6 +53,9 @@ class EvalSettings:
     # sampler steps of the few-shot generators' synthetic data (0 = the pipeline's); 10 measured as useful as
     # 20 at half the cost (same section), which keeps `evaluate --fewshot` within 30 minutes on two CPU cores
     fewshot_sample_steps: int = 10
+    # < 1: the few-shot generators start each sample from one of its person's k recordings, noised to this
+    # fraction of the schedule (SDEdit; models.sampling.start_row); 1 = from pure noise
+    init_strength: float = 1.0
     # how the augmented classifier combines real and synthetic (augmentation.MIXES)
     augment_mix: str = "balanced"
     # stage-2 steps of the population --fewshot trains; 0 = population.POPULATION_STAGE2_STEPS
@@ -123,6 +126,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fewshot-sample-steps", type=non_negative_int, default=None,
                    help="DPM-Solver++ steps of the few-shot generators' synthetic data (default 10, at most "
                         "--steps; 0 = the evaluator's steps; DDPM and DDIM always keep the evaluator's)")
+    p.add_argument("--init-strength", type=strength, default=None,
+                   help="few-shot generators: start each synthetic sample from one of its person's k real "
+                        "recordings, noised to this fraction of the schedule (SDEdit; 1 = from noise, the "
+                        "default)")
     p.add_argument("--population-steps", type=positive_int, default=None,
                    help="stage-2 steps of the population generator that --fewshot trains (default: 3000 for "
                         "the demo preset, else the preset's training default)")
@@ -175,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     if args.filter is not None:
         st = replace(st, filters=parse_filters(args.filter))
     for opt in ("synth_per_user", "fewshot_steps", "fewshot_sample_steps", "ddpm_per_user", "augment_mix",
-                "population_steps", "filter_factor", "filter_tau"):
+                "population_steps", "filter_factor", "filter_tau", "init_strength"):
         if getattr(args, opt) is not None:
             st = replace(st, **{opt: getattr(args, opt)})
     for flag in ("data", "targets", "pipeline", "adapted"):  # checked before --out is made

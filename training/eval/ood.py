@@ -132,7 +132,9 @@ def ood_section(pipeline: str, adapted: str | None, targets: str, st: Any, *, ba
     from training.eval.stats import t_interval
 
     first = run_pipeline("as given", pipeline, targets, st, baselines=baselines, **kw)
-    res: dict[str, Any] = {"targets": targets, "runs": {"as given": first}}
+    res: dict[str, Any] = {"targets": targets, "runs": {"as given": first},
+                           "settings": dict(seeds=list(st.seeds), synth_per_user=st.synth_per_user,
+                                            init_strength=st.init_strength)}
     if adapted:
         res["runs"]["adapted"] = run_pipeline("adapted", adapted, targets, st, **kw)
         a, b = res["runs"]["as given"]["trials"], res["runs"]["adapted"]["trials"]
@@ -154,7 +156,11 @@ def ood_section(pipeline: str, adapted: str | None, targets: str, st: Any, *, ba
 def markdown(res: dict[str, Any], figures: str = "figures") -> str:
     """The few-shot section on another set's people (in or out of the pipeline's domain: its domain check
     says which); `figures`: the figure folder relative to the Markdown file."""
+    strength = (res.get("settings") or {}).get("init_strength", 1.0)
     lines = [f"## Few-shot on people the pipeline never saw: `{res['targets']}`", "",
+             *([f"Each synthetic sample starts from one of its person's k recordings, noised to {strength:g} "
+                "of the sampling schedule (`--init-strength`, SDEdit), instead of from pure noise.", ""]
+               if strength < 1 else []),
              "| generator start | domain check | k | real only | real + synthetic | gain [95% CI] |",
              "|---|---|---|---|---|---|"]
     for label, r in res["runs"].items():

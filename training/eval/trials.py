@@ -108,10 +108,12 @@ class SectionTrials:
                                              replace=False) for c in range(len(self.ctx.data.users))])
             return self.keep(self.pool_x[idx], py[idx], m, seed, x_k, y_k)
         y, seeds = self.ctx.plan(n, stream=100 + seed)
+        strength = self.ctx.st.init_strength  # < 1: each sample starts from one of its person's k (SDEdit)
         # the section's guidance, also where the data fixes a condition (composed with the pipeline's g_c)
         p = self.ctx.sample(pipe_k, y, seeds, steps=fewshot_steps_for(self.ctx, self.population()),
                             guidance=self.ctx.guidance, given=fixed_conditions(pipe_k, self.ctx.data.meta),
-                            desc=f"few-shot synth seed {seed}")
+                            desc=f"few-shot synth seed {seed}", strength=strength,
+                            init_db=starts(x_k, y_k, y) if strength < 1 else None)
         return self.keep(p.x, p.y, m, seed, x_k, y_k)
 
     def budget_for(self, n_total):  # optimiser steps of the augmented run, never below the CNN's own minimum
@@ -121,6 +123,20 @@ class SectionTrials:
         d = self.ctx.data
         clf = self.ctx.fit(x, y, seed=seed, epochs=max(1, -(-steps // -(-len(x) // self.batch))))
         return accuracy(clf, d.test_x, d.test_y)
+
+
+def starts(x_k: np.ndarray, y_k: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """One of the k real recordings of each sample's person to start from, in turn: the j-th sample of a
+    person starts from their (j mod k)-th recording."""
+    own = {c: np.flatnonzero(y_k == c) for c in np.unique(y)}
+    if any(not len(v) for v in own.values()):
+        raise ValueError("a person to sample has none of the k recordings to start from")
+    turn = np.zeros(int(max(own)) + 1, np.int64)
+    out = []
+    for c in y:
+        out.append(own[c][turn[c] % len(own[c])])
+        turn[c] += 1
+    return x_k[np.asarray(out)]
 
 
 _WORKER: SectionTrials | None = None

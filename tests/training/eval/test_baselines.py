@@ -233,3 +233,14 @@ def test_evaluate_with_data_and_targets_reports_the_new_people_beside_the_altern
     assert (md.index("## Augmentation gain") < md.index("## Few-shot on people the pipeline never saw")
             < md.index("## Versus the alternatives") < md.index("## Sampler"))
     assert "(figures/baselines.png)" in md and (out / "figures" / "baselines.png").is_file()
+
+
+def test_few_shot_samples_start_from_their_own_persons_recordings_in_turn():
+    from training.eval.trials import starts
+
+    x_k = np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1)
+    y_k = np.array([0, 1, 0, 1, 1])
+    got = starts(x_k, y_k, np.array([0, 0, 0, 1, 1, 1, 1]))[:, 0, 0, 0]
+    assert got.tolist() == [0, 2, 0, 1, 3, 4, 1]
+    with pytest.raises(ValueError, match="none of the k"):
+        starts(x_k, y_k, np.array([2]))
