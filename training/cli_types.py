@@ -68,6 +68,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def k_list(text: str) -> tuple[int, ...]:
+    """Comma-separated positive integers, e.g. few-shot k values "5,10,20"."""
+    values = tuple(positive_int(v) for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
 def strength(text: str) -> float:
     """A number within (0, 1]: how much of the sampling schedule a sample started from a recording runs."""
     value = _number(float, text)

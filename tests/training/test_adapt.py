@@ -186,6 +186,19 @@ def test_evaluate_fewshot_init_strength_starts_the_samples_from_the_k(tiny_pipel
              "--init-strength", "0", "--out", str(out)])
 
 
+def test_evaluate_targets_runs_the_k_values_asked_for(tiny_pipeline_dir, tmp_path):
+    targets = write_set(tmp_path / "targets", people=3, per=6, size=32, other=True, test_from=3)
+    out = tmp_path / "report"
+    assert cli(["evaluate", "--pipeline", tiny_pipeline_dir, "--fewshot", "--targets", str(targets),
+                "--k", "1,2", "--quick", "--out", str(out), "--steps", "2", "--threads", "1"]) == 0
+    res = json.loads((out / "ood.json").read_text())
+    assert [t["k"] for t in res["runs"]["as given"]["trials"]] == ["1", "2"]
+    assert set(res["runs"]["as given"]["summary"]) == {"1", "2"}
+    with pytest.raises(SystemExit, match="2"):
+        cli(["evaluate", "--pipeline", tiny_pipeline_dir, "--fewshot", "--targets", str(targets),
+             "--k", "0,5", "--out", str(out)])
+
+
 @pytest.mark.slow
 def test_evaluate_targets_baselines_puts_enrolment_next_to_the_alternatives(tiny_pipeline_dir, tmp_path):
     """`--fewshot --targets T --baselines`: ours = the pipeline + enrolment on the targets' k, the same k and

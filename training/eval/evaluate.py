@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from models.sampling import resolve
-from training.cli_types import fraction, non_negative_int, positive_float, positive_int, strength
+from training.cli_types import fraction, k_list, non_negative_int, positive_float, positive_int, strength
 from training.eval import privacy, report, sections, sweep
 from training.eval.augmentation import MIXES
 from training.eval.conditions import condition_following
@@ -109,6 +109,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_sampling_arguments(p)
     p.add_argument("--gen-per-user", type=positive_int, default=None,
                    help="generated samples per user (default: as many as real train recordings, at most 60)")
+    p.add_argument("--k", type=k_list, default=None,
+                   help="few-shot k values: real recordings per person, comma-separated (default 5,10,20; "
+                        "with --targets 5)")
     p.add_argument("--seeds", type=positive_int, default=None,
                    help="augmentation repeats per k (default 5); gains get a 95%% t-interval over the seeds")
     p.add_argument("--filter", default=None,
@@ -179,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
         st = replace(st, gen_per_user=args.gen_per_user)
     if args.seeds is not None:
         st = replace(st, seeds=tuple(range(args.seeds)))
+    if args.k is not None:  # None (k = all) stays: the population protocol's reference row
+        st = replace(st, k_values=(*args.k, *(k for k in st.k_values if k is None)))
     if args.filter is not None:
         st = replace(st, filters=parse_filters(args.filter))
     for opt in ("synth_per_user", "fewshot_steps", "fewshot_sample_steps", "ddpm_per_user", "augment_mix",
@@ -276,11 +281,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def targets_section(args: argparse.Namespace, st: EvalSettings, out: Path, log: Log) -> dict[str, Any]:
-    """The few-shot protocol on --targets' people (training/eval/ood.py), k <= 5."""
+    """The few-shot protocol on --targets' people (training/eval/ood.py): k = 5 unless --k names others."""
     from models.pipeline import DopplerPipeline
     from training.eval import ood
 
-    st = replace(st, k_values=tuple(k for k in st.k_values if k is not None and k <= 5) or (5,))
+    st = replace(st, k_values=tuple(args.k) if args.k else
+                 (tuple(k for k in st.k_values if k is not None and k <= 5) or (5,)))
     # the targets are enrolled people: sampled at the guidance the product gives them (ENROLLED_GUIDANCE)
     chosen = resolve(DopplerPipeline.load(args.pipeline), steps=args.steps, guidance=args.guidance,
                      sampler=args.scheduler, enrolled=True)
