@@ -14,7 +14,7 @@ PIPELINE ?= checkpoints/demo
 DATA ?= data/sim10act
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install serve test test-fast lint lock bench demo-checkpoint simulate evaluate clean
+.PHONY: install serve test test-fast lint lock bench demo-checkpoint demo-report simulate evaluate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,15 @@ demo-checkpoint: install
 
 evaluate: install
 	$(BIN)/dopplergen evaluate --pipeline $(PIPELINE) --data $(DATA) --out out/report
+
+# The shipped demo's report: its data, six walkers it never saw (few-shot and the alternatives on them); ~37 min.
+TARGETS ?= data/targets-new6
+demo-report: install
+	test -f $(DATA)/manifest.csv || $(MAKE) simulate
+	test -f $(TARGETS)/manifest.csv || $(BIN)/dopplergen simulate --cover-conditions --users 6 --per-user 120 \
+		--seed 7 --out $(TARGETS)
+	$(BIN)/dopplergen evaluate --pipeline checkpoints/demo --data $(DATA) --fewshot --targets $(TARGETS) \
+		--baselines --no-sweep --out checkpoints/demo/report --markdown checkpoints/demo/report.md
 
 bench: install
 	$(BIN)/python benchmarks/simulate.py

@@ -170,9 +170,13 @@ def _augmentation(res: dict[str, Any]) -> list[str]:
                  f"{_f(100 * v['acc_real']['std'], 1)} | {_f(v['acc_augmented']['mean'], pct=True)} ± "
                  f"{_f(100 * v['acc_augmented']['std'], 1)} | {100 * v['gain']['mean']:+.1f} ± "
                  f"{100 * v['gain']['std']:.1f} | {ci_s} |")
+    ood = res.get("ood") or {}
+    on_targets = set((ood.get("runs") or {}).get("as given", {}).get("summary", {}))
     for k in a.get("not_measured", []):
-        L.append(f"| {k} | not measured: needs `--fewshot` (the evaluated pipeline saw every train "
-                 "recording) | | | | | |")
+        why = ("not measured: needs `--fewshot` (the evaluated pipeline saw every train recording)" if not ood
+               else f"on people the pipeline never saw instead (`--targets {ood['targets']}`, next section)"
+               if k in on_targets else "not measured: `--targets` runs k = 5 unless `--k` names others")
+        L.append(f"| {k} | {why} | | | | | |")
     return L + [""]
 
 

@@ -233,6 +233,7 @@ def test_evaluate_with_data_and_targets_reports_the_new_people_beside_the_altern
     assert (md.index("## Augmentation gain") < md.index("## Few-shot on people the pipeline never saw")
             < md.index("## Versus the alternatives") < md.index("## Sampler"))
     assert "(figures/baselines.png)" in md and (out / "figures" / "baselines.png").is_file()
+    assert f"| 3 | on people the pipeline never saw instead (`--targets {sim.data}`" in md
 
 
 def test_few_shot_samples_start_from_their_own_persons_recordings_in_turn():
