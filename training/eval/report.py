@@ -171,13 +171,18 @@ def _augmentation(res: dict[str, Any]) -> list[str]:
                  f"{_f(100 * v['acc_augmented']['std'], 1)} | {100 * v['gain']['mean']:+.1f} ± "
                  f"{100 * v['gain']['std']:.1f} | {ci_s} |")
     ood = res.get("ood") or {}
-    on_targets = set((ood.get("runs") or {}).get("as given", {}).get("summary", {}))
+    on_targets = set(_targets_summary(res))
     for k in a.get("not_measured", []):
         why = ("not measured: needs `--fewshot` (the evaluated pipeline saw every train recording)" if not ood
                else f"on people the pipeline never saw instead (`--targets {ood['targets']}`, next section)"
                if k in on_targets else "not measured: `--targets` runs k = 5 unless `--k` names others")
         L.append(f"| {k} | {why} | | | | | |")
     return L + [""]
+
+
+def _targets_summary(res: dict[str, Any]) -> dict[str, Any]:
+    """Per k, the few-shot summary on --targets' people (the pipeline as given); {} without --targets."""
+    return ((res.get("ood") or {}).get("runs") or {}).get("as given", {}).get("summary", {})
 
 
 def _sweep(res: dict[str, Any]) -> list[str]:
@@ -230,7 +235,7 @@ def targets(res: dict[str, Any], tg: dict[str, float]) -> list[dict[str, Any]]:
     add("affinity / real-test accuracy", g["affinity_ratio"], tg["affinity_ratio"], ">=")
     add("TSTR / TRTR", g["tstr_ratio"], tg["tstr_ratio"], ">=")
     k5 = res["augmentation"]["summary"].get("5", {}).get("gain", {}).get("mean")
-    new_people = ((res.get("ood") or {}).get("runs") or {}).get("as given", {}).get("summary", {}).get("5")
+    new_people = _targets_summary(res).get("5")
     if k5 is None and new_people:  # --targets: the k = 5 gain on the targets' people, enrolled
         add(f"augmentation gain at k=5 (people of {res['ood']['targets']})", new_people["gain"]["mean"],
             tg["gain_k5"], ">=", points=True)
