@@ -45,8 +45,9 @@ def person_records(i: int, sessions: int, per_session: int, splits: list[str], s
             kw = recording_kwargs(day, s * 1000 + n, VARIATION)
             kw["range_m"] = range_m + float(r.normal(0, 0.5))
             spec = simulate_walk(**kw, size=size, **RADAR)
+            cols = {"group": f"s{s}", "activity": "walk", "speed_mps": round(kw["speed_mps"], 4)}
             yield Record(uid, f"s{s}_{n:02d}", spec.db, splits[s] if s < len(splits) else splits[-1],
-                         {"group": f"s{s}", "speed_mps": round(kw["speed_mps"], 4)}), spec.meta
+                         cols), spec.meta
 
 
 def write(out: Path, people: range, sessions: int, per_session: int, splits: list[str], size: int) -> None:

@@ -171,3 +171,71 @@ def resolve_conditions(desc: Mapping[str, Mapping[str, Any]], names: Sequence[st
             act = out.get("activity")
             out[name] = draw_condition(desc[name], user_id, rng, None if act is None else str(act))
     return {name: out[name] for name in names}
+
+
+def known_columns(encoder: Any, columns: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """The recordings' condition columns that the pipeline takes, as values it accepts: numeric ones finite
+    and clipped into the trained range (NaN stays NaN: absent), categorical ones among the trained values
+    (others become None: absent). Conditions the columns lack are left out."""
+    out: dict[str, np.ndarray] = {}
+    for spec in encoder.specs if encoder is not None else []:
+        name = spec["name"]
+        if name not in columns:
+            continue
+        col = np.asarray(columns[name])
+        if len(col) != n:
+            raise ValueError(f"column {name!r} has {len(col)} rows for {n} recordings")
+        if spec["type"] == NUMERIC:
+            if not is_numeric(col):
+                continue
+            v = np.asarray(col, np.float64)
+            v = np.where(np.isfinite(v), v, np.nan)
+            out[name] = np.clip(v, *spec["range"])
+        else:
+            out[name] = np.asarray([str(c) if str(c) in spec["values"] else None for c in col], dtype=object)
+    return out
+
+
+def value_rows(encoder: Any, columns: Mapping[str, np.ndarray], n: int) -> list[dict[str, Any]]:
+    """Per recording, {condition: value} of `known_columns` (absent ones left out): what
+    ConditionEncoder.values_tensor takes."""
+    cols = known_columns(encoder, columns, n)
+    rows: list[dict[str, Any]] = [{} for _ in range(n)]
+    for name, col in cols.items():
+        for i, v in enumerate(col):
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                rows[i][name] = v
+    return rows
+
+
+def add_people(desc: Mapping[str, Mapping[str, Any]], encoder: Any, columns: Mapping[str, np.ndarray],
+               row_users: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`desc` (a pipeline's "conditions" block) with per-user entries for the people of `row_users` from
+    their recordings' condition columns (`known_columns`), per activity too where the columns have one, so
+    that a condition a request leaves out is drawn from the person's own recordings, not from everyone's.
+    The pipeline's ranges, values and "all" stay; a person's entry replaces an older one of the same name."""
+    users = np.asarray([str(u) for u in row_users])
+    cols = known_columns(encoder, columns, len(users))
+    out = {n: {**e} for n, e in desc.items()}
+    acts = cols.get("activity")
+    for name, col in cols.items():
+        if name not in out:
+            continue
+        e = out[name]
+        if e["type"] == NUMERIC:
+            block = _numeric_block(col, users)
+            e["per_user"] = {**e.get("per_user", {}), **block.get("per_user", {})}
+            if acts is not None and "per_activity" in e:
+                per_act = {a: {**b} for a, b in e["per_activity"].items()}
+                for a in sorted({a for a in acts if a is not None}):
+                    blk = _numeric_block(col[acts == a], users[acts == a])
+                    if a in per_act and not blk.get("absent") and not per_act[a].get("absent"):
+                        per_act[a]["per_user"] = {**per_act[a].get("per_user", {}), **blk["per_user"]}
+                e["per_activity"] = per_act
+        else:
+            ok = np.asarray([v is not None for v in col])
+            if ok.any():
+                e["per_user"] = {**e.get("per_user", {}), **{
+                    str(u): _categorical_stats(col[ok & (users == u)], list(e["values"]))
+                    for u in sorted(set(users[ok]))}}
+    return out

@@ -118,8 +118,12 @@ class Enrolment:
 
     def __init__(self, pipe: DopplerPipeline, x_db: np.ndarray | torch.Tensor, labels: np.ndarray | list[int],
                  n_users: int, cfg: EnrolConfig | None = None, loss_fn: LossFn | None = None,
-                 exclude: Collection[str] = (), lazy: bool = False) -> None:
-        """`exclude`: enrolled people beyond dopplergen.json's list (the service's), kept out of the prior."""
+                 exclude: Collection[str] = (), lazy: bool = False,
+                 values: torch.Tensor | None = None) -> None:
+        """`exclude`: enrolled people beyond dopplergen.json's list (the service's), kept out of the prior.
+        `values`: a pipeline with conditions: the recordings' own condition values (N, K) as
+        ConditionEncoder.values_tensor makes them (NaN = not known), so that the rows learn the person and
+        not their recordings' activity or speed; None: every condition absent."""
         self.pipe, self.cfg = pipe, cfg or EnrolConfig()
         labels = torch.as_tensor(np.asarray(labels, np.int64))
         x_db = torch.as_tensor(np.asarray(x_db, np.float32))
@@ -136,6 +140,13 @@ class Enrolment:
         spread = pop.std(0, keepdim=True) if len(pop) > 1 else torch.zeros_like(self.prior)
         noise = self.cfg.init_noise * spread * torch.randn(n_users, pop.shape[1], generator=self.g)
         self.lat_labels = labels.repeat(self.cfg.time_shifts)  # (S * N,): the caches' shift-major order
+        self.lat_values = None
+        if values is not None and getattr(pipe, "condition_encoder", None) is not None:
+            values = torch.as_tensor(values, dtype=torch.float32)
+            if values.shape != (len(labels), len(pipe.condition_encoder.names)):
+                raise ValueError(f"values have shape {tuple(values.shape)}, expected "
+                                 f"{(len(labels), len(pipe.condition_encoder.names))}")
+            self.lat_values = values.repeat(self.cfg.time_shifts, 1)
         self.loss_fn = loss_fn
         self.losses: list[float] = []
         self._setup = self._prepare(x_db, pop, noise, n_users)
@@ -188,13 +199,15 @@ class Enrolment:
     def done(self) -> bool:
         return self.ready and len(self.losses) >= self.cfg.steps
 
-    def _context(self, rows: torch.Tensor) -> torch.Tensor:
-        """Rows (B, T*D) -> the denoiser's context, as pipe.encode_context builds it for a user row."""
+    def _context(self, rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Rows (B, T*D) of latents `idx` -> the denoiser's context, as pipe.encode_context builds it for a
+        user row: with those recordings' condition values where known, else every condition absent."""
         enc = self.pipe.user_encoder
         context = enc.tokens(rows.to(enc.device, enc.dtype))  # (B, T, D)
         cond = getattr(self.pipe, "condition_encoder", None)
-        if cond is not None:  # a person's recordings carry no condition labels: every condition absent
-            context = torch.cat([context, cond(cond.absent_values(len(rows))).to(context.dtype)], dim=1)
+        if cond is not None:
+            values = cond.absent_values(len(rows)) if self.lat_values is None else self.lat_values[idx]
+            context = torch.cat([context, cond(values).to(context.dtype)], dim=1)
         return context
 
     def _nearest(self, pop: torch.Tensor, n_users: int, best: list[torch.Tensor],
@@ -211,7 +224,7 @@ class Enrolment:
             for row in pop:
                 g.set_state(state)
                 with torch.no_grad():
-                    losses.append(float(self.loss_fn(idx, self._context(row.expand(batch, -1)), g)))
+                    losses.append(float(self.loss_fn(idx, self._context(row.expand(batch, -1), idx), g)))
                 yield
             losses = np.where(np.isfinite(losses), losses, np.inf)  # a non-finite loss is never "nearest"
             if not np.isfinite(losses).any():
@@ -226,7 +239,7 @@ class Enrolment:
         idx = torch.randint(0, len(self.lat_labels), (cfg.batch_size,), generator=self.g)
         rows = self.rows[self.lat_labels[idx].to(self.rows.device)]  # (B, T*D)
         with torch.enable_grad():
-            loss = self.loss_fn(idx, self._context(rows), self.g)
+            loss = self.loss_fn(idx, self._context(rows, idx), self.g)
             total = loss + cfg.reg * (self.rows - self.prior).pow(2).mean() if cfg.reg else loss
             self.opt.zero_grad(set_to_none=True)
             total.backward()
@@ -255,9 +268,10 @@ class Enrolment:
 def enrol(pipe: DopplerPipeline, x_db: np.ndarray | torch.Tensor, labels: np.ndarray | list[int],
           n_users: int,
           cfg: EnrolConfig | None = None, loss_fn: LossFn | None = None,
-          progress: Callable[[int, float], None] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+          progress: Callable[[int, float], None] | None = None,
+          values: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Run an Enrolment to the end: the new rows and a log (first and final loss, steps)."""
-    job = Enrolment(pipe, x_db, labels, n_users, cfg, loss_fn)
+    job = Enrolment(pipe, x_db, labels, n_users, cfg, loss_fn, values=values)
     while not job.done:
         loss = job.step()
         if progress is not None:

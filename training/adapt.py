@@ -143,14 +143,12 @@ def adapt(pipeline: str | Path, data: str | Path, out: str | Path, cfg: AdaptCon
         pipe.user_encoder = pipe.user_encoder.with_rows(pipe.users, rows.table())
 
     owners = [ds.users[i] for i in train.labels]
-    named = [n for n in (pipe.condition_encoder.names if pipe.condition_encoder is not None else [])
-             if n in train.extra and n in (pipe.meta.get("conditions") or {})]
-    if named:  # the new people's own distributions of the conditions their manifest records
-        from models.condition_stats import describe_conditions
+    if pipe.condition_encoder is not None and pipe.meta.get("conditions"):
+        # the new people's own distributions of the conditions their manifest records (per activity too)
+        from models.condition_stats import add_people
 
-        new = describe_conditions(train.extra, owners, named)
-        for n in named:
-            pipe.meta["conditions"][n].setdefault("per_user", {}).update(new[n].get("per_user", {}))
+        pipe.meta["conditions"] = add_people(pipe.meta["conditions"], pipe.condition_encoder, train.extra,
+                                             owners)
     if pipe.texture is not None:
         pipe.texture = build_bank(pipe.vae, norm, train.x, owners, **pipe.texture.options())
         pipe.meta["texture"] = {**(pipe.meta.get("texture") or {}), "data": str(data), "split": "train",

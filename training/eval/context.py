@@ -13,7 +13,7 @@ import numpy as np
 from models.normalization import Normalization
 from training.data.dataset import load_dataset
 from training.data.generated import derive_seed
-from training.eval.augmentation import check_disjoint
+from training.eval.augmentation import check_disjoint, select_k_per_user
 from training.eval.classifier import train_classifier
 
 
@@ -44,10 +44,24 @@ class Data:
     users: list[str]
     meta: dict[str, Any]
     fingerprint: str
+    train_extra: dict[str, np.ndarray] = field(default_factory=dict)  # the train rows' other manifest columns
 
     @property
     def dyn_range_db(self) -> float:
         return Normalization.from_meta(self.meta).dyn_range_db
+
+    def k_columns(self, pipe: Any, k: int, seed: int, x_k: np.ndarray) -> dict[str, np.ndarray]:
+        """The condition columns of the k recordings a trial drew (select_k_per_user's rows), with the
+        data set's fixed activity filled in where it has no activity column: what the few-shot enrolment
+        and sampling know of the targets' recordings (training/eval/fewshot.py)."""
+        idx = select_k_per_user(self.train_y, k, seed)
+        if not np.array_equal(self.train_x[idx], x_k):
+            raise ValueError("the trial's k recordings are not select_k_per_user's")
+        cols = {n: np.asarray(v)[idx] for n, v in self.train_extra.items()}
+        fixed = fixed_conditions(pipe, self.meta) or {}
+        if "activity" in fixed and "activity" not in cols:
+            cols["activity"] = np.asarray([fixed["activity"]] * len(idx), dtype=object)
+        return cols
 
 
 def load_data(path: str, pipe: Any, log: Log) -> Data:
@@ -67,7 +81,7 @@ def load_data(path: str, pipe: Any, log: Log) -> Data:
     tr, te = ds.filter("train", users=users), ds.filter("test", users=users)
     check_disjoint(tr.paths, te.paths)  # the protocol's first rule: no test recording is a train recording
     return Data(tr.x, remap[tr.labels], tr.paths, te.x, remap[te.labels], te.paths, users, ds.meta,
-                ds.fingerprint)
+                ds.fingerprint, tr.extra)
 
 
 def fixed_conditions(pipe: Any, meta: dict[str, Any]) -> dict[str, Any] | None:

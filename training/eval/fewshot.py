@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.condition_stats import add_people, value_rows
 from models.enrolment import EnrolConfig, enrol
 from models.pipeline import DopplerPipeline
 
@@ -32,18 +33,26 @@ class FewShotConfig(EnrolConfig):
 
 
 def adapt_new_users(pop_pipe: Any, x_db: np.ndarray, labels: np.ndarray, users: list[str],
-                    cfg: FewShotConfig | None = None) -> tuple[Any, dict[str, Any]]:
+                    cfg: FewShotConfig | None = None,
+                    columns: dict[str, np.ndarray] | None = None) -> tuple[Any, dict[str, Any]]:
     """A pipeline for `users` from a population pipeline: frozen VAE + UNet, new user rows learnt from x_db
     only.
 
     The population's users are dropped; the new rows start at the mean of theirs (models.enrolment), the null
     row (classifier-free guidance) and the token positions are the population's. A population with a texture
     bank gives the targets a bank of their own recordings' residuals (models/texture.py), as `dopplergen
-    enroll` does. Returns the pipeline and a log.
+    enroll` does. `columns`: the recordings' manifest columns (aligned with x_db); for a pipeline with
+    conditions, those it takes are the recordings' known conditions while the rows are learnt, and the
+    targets' omitted conditions are then drawn from their own recordings (models.condition_stats.add_people).
+    Returns the pipeline and a log.
     """
     cfg = cfg or FewShotConfig()
     x = torch.as_tensor(np.asarray(x_db, np.float32))
-    rows, log = enrol(pop_pipe, x, labels, len(users), cfg)
+    cond = pop_pipe.condition_encoder
+    values = None
+    if columns and cond is not None:
+        values = cond.values_tensor(value_rows(cond, columns, len(x)))
+    rows, log = enrol(pop_pipe, x, labels, len(users), cfg, values=values)
     enc = pop_pipe.user_encoder.with_rows(list(users), rows)
     meta = {**pop_pipe.meta, "fewshot": dict(asdict(cfg), users=list(users), n_recordings=int(len(x)))}
     # the population's per-person distributions belong to other people, whose names
@@ -52,6 +61,13 @@ def adapt_new_users(pop_pipe: Any, x_db: np.ndarray, labels: np.ndarray, users: 
         # population's whole
         meta["conditions"] = {n: {k: v for k, v in e.items() if k != "per_user"} for n,
                               e in meta["conditions"].items()}
+        for e in meta["conditions"].values():  # ... per activity too
+            if "per_activity" in e:
+                e["per_activity"] = {a: {k: v for k, v in b.items() if k != "per_user"}
+                                     for a, b in e["per_activity"].items()}
+        if columns and cond is not None:  # the targets' own, from their recordings
+            owners = [users[int(k)] for k in labels]
+            meta["conditions"] = add_people(meta["conditions"], cond, columns, owners)
     texture = None
     if pop_pipe.texture is not None:
         from models.texture import build_bank

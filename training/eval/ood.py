@@ -41,7 +41,8 @@ def target_data(path: str, pipe: Any) -> Data:
     tr, te = ds.filter("train"), ds.filter("test")
     if not len(tr) or not len(te):
         raise SystemExit(f"{path}: the targets need a train and a test split (got {len(tr)} and {len(te)})")
-    return Data(tr.x, tr.labels, tr.paths, te.x, te.labels, te.paths, ds.users, ds.meta, ds.fingerprint)
+    return Data(tr.x, tr.labels, tr.paths, te.x, te.labels, te.paths, ds.users, ds.meta, ds.fingerprint,
+                tr.extra)
 
 
 def run_pipeline(label: str, path: str, targets: str, st: Any, *, steps: int, guidance: float, sampler: str,
@@ -79,7 +80,8 @@ def run_pipeline(label: str, path: str, targets: str, st: Any, *, steps: int, gu
             return ("made", (k, seed), made[k, seed][3]), f"pipeline + {k}-shot rows (as dopplergen enroll)"
         seen.update(x_k=x_k, y_k=y_k, key=(k, seed), t0=time.perf_counter())
         pipe_k, _ = adapt_new_users(pipe, x_k, y_k, data.users,
-                                    enrol_config(seed, st.fewshot_steps if st.quick else None))
+                                    enrol_config(seed, st.fewshot_steps if st.quick else None),
+                                    columns=data.k_columns(pipe, k, seed, x_k))
         return ("pipe", pipe_k, x_k, y_k), f"pipeline + {k}-shot rows (as dopplergen enroll)"
 
     def synthesize(handle, m, seed):
@@ -153,11 +155,12 @@ def ood_section(pipeline: str, adapted: str | None, targets: str, st: Any, *, ba
     return res
 
 
-def markdown(res: dict[str, Any], figures: str = "figures") -> str:
+def markdown(res: dict[str, Any], figures: str = "figures",
+             title: str = "Few-shot on people the pipeline never saw") -> str:
     """The few-shot section on another set's people (in or out of the pipeline's domain: its domain check
     says which); `figures`: the figure folder relative to the Markdown file."""
     strength = (res.get("settings") or {}).get("init_strength", 1.0)
-    lines = [f"## Few-shot on people the pipeline never saw: `{res['targets']}`", "",
+    lines = [f"## {title}: `{res['targets']}`", "",
              *([f"Each synthetic sample starts from one of its person's k recordings, noised to {strength:g} "
                 "of the sampling schedule (`--init-strength`, SDEdit), instead of from pure noise.", ""]
                if strength < 1 else []),

@@ -94,7 +94,8 @@ class SectionTrials:
         if k is None:
             return ("pool", None, x_k, y_k), "evaluated pipeline (full train split)"
         pipe_k, log = adapt_new_users(self.population(), x_k, y_k, self.ctx.data.users,
-                                      FewShotConfig(steps=self.ctx.st.fewshot_steps, seed=seed))
+                                      FewShotConfig(steps=self.ctx.st.fewshot_steps, seed=seed),
+                                      columns=self.ctx.data.k_columns(self.population(), k, seed, x_k))
         self.fewshot_log = dict(k=k, seed=seed, n_seen=int(len(y_k)), **log)
         return ("pipe", pipe_k, x_k, y_k), f"population + {k}-shot user rows"
 
