@@ -61,12 +61,18 @@ evaluate: install
 
 # The shipped demo's report: its data, six walkers it never saw (few-shot and the alternatives on them); ~37 min.
 TARGETS ?= data/targets-new6
+OTHER ?= data/other
+ADAPTED ?= out/demo-other
 demo-report: install
 	test -f $(DATA)/manifest.csv || $(MAKE) simulate
 	test -f $(TARGETS)/manifest.csv || $(BIN)/dopplergen simulate --cover-conditions --users 6 --per-user 120 \
 		--seed 7 --out $(TARGETS)
+	test -f $(OTHER)/targets/manifest.csv || $(BIN)/python -m experiments.other_radar --out $(OTHER)
+	test -f $(ADAPTED)/dopplergen.json || $(BIN)/dopplergen adapt --pipeline checkpoints/demo \
+		--data $(OTHER)/adapt --out $(ADAPTED)
 	$(BIN)/dopplergen evaluate --pipeline checkpoints/demo --data $(DATA) --fewshot --targets $(TARGETS) \
-		--baselines --no-sweep --out checkpoints/demo/report --markdown checkpoints/demo/report.md
+		--baselines --ood-targets $(OTHER)/targets --adapted $(ADAPTED) --no-sweep \
+		--out checkpoints/demo/report --markdown checkpoints/demo/report.md
 
 bench: install
 	$(BIN)/python benchmarks/simulate.py

@@ -152,6 +152,9 @@ def test_evaluate_fewshot_targets_runs_both_pipelines_side_by_side(tiny_pipeline
     assert "Few-shot on people the pipeline never saw" in (out / "ood.md").read_text()
     assert cli(["evaluate", "--pipeline", tiny_pipeline_dir, "--targets", str(targets),
                 "--out", str(out)]) == 2
+    # --ood-targets is a section of the whole report: it needs --data (and --fewshot)
+    assert cli(["evaluate", "--pipeline", tiny_pipeline_dir, "--fewshot", "--ood-targets", str(targets),
+                "--out", str(out)]) == 2
 
 
 def test_evaluate_fewshot_init_strength_starts_the_samples_from_the_k(tiny_pipeline_dir, tmp_path,

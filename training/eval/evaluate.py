@@ -98,9 +98,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --fewshot: the few-shot protocol on this other data set's people (k from its "
                         "train split, scored on its test split), starting from --pipeline; alone without "
                         "--data, else as a section of the report (instead of the population protocol)")
+    p.add_argument("--ood-targets", default=None, metavar="DATASET",
+                   help="with --data --fewshot: a section on another domain's people (another radar's: "
+                        "python -m experiments.other_radar, or your own import): the few-shot protocol from "
+                        "--pipeline and, with --adapted, from the adapted pipeline, judged against the +5 "
+                        "point target (docs/adapt.md)")
     p.add_argument("--adapted", default=None,
-                   help="with --targets: the same protocol from this adapted pipeline (dopplergen adapt), "
-                        "side by side on the same k selections and seeds")
+                   help="with --ood-targets, else --targets: the same protocol from this adapted pipeline "
+                        "(dopplergen adapt), side by side on the same k selections and seeds")
     p.add_argument("--population-pipeline", default=None,
                    help="pipeline trained on a disjoint simulated "
                         "population (default: train one under --out)")
@@ -190,17 +195,22 @@ def run(args: argparse.Namespace) -> int:
                 "population_steps", "filter_factor", "filter_tau", "init_strength"):
         if getattr(args, opt) is not None:
             st = replace(st, **{opt: getattr(args, opt)})
-    for flag in ("data", "targets", "pipeline", "adapted"):  # checked before --out is made
+    for flag in ("data", "targets", "ood_targets", "pipeline", "adapted"):  # checked before --out is made
         value = getattr(args, flag, None)
         if value and not Path(value).is_dir():
-            print(f"dopplergen evaluate: error: --{flag} {value}: not a directory", file=sys.stderr)
+            print(f"dopplergen evaluate: error: --{flag.replace('_', '-')} {value}: not a directory",
+                  file=sys.stderr)
             return 2
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     log = Log(out / "evaluate.log")
-    if (args.targets or args.adapted) and not (args.fewshot and args.targets):
-        print("dopplergen evaluate: error: --targets needs --fewshot, and --adapted needs --targets",
-              file=sys.stderr)
+    if (args.targets or args.adapted) and not (args.fewshot and (args.targets or args.ood_targets)):
+        print("dopplergen evaluate: error: --targets needs --fewshot, and --adapted needs --targets or "
+              "--ood-targets", file=sys.stderr)
+        return 2
+    if args.ood_targets and not (args.fewshot and args.data):
+        print("dopplergen evaluate: error: --ood-targets needs --data and --fewshot (it is a section of the "
+              "report; alone: --fewshot --targets DATASET)", file=sys.stderr)
         return 2
     if args.targets and not args.data:
         return run_targets(args, st, out, log, t_start)
@@ -261,7 +271,10 @@ def run(args: argparse.Namespace) -> int:
 
         res["activities"] = activity_section(ctx, ref, args.data, population_seed=args.population_seed)
     if args.targets:  # docs/evaluation.md, "Few-shot on people the pipeline never saw"
-        res["ood"] = targets_section(args, st, out, log)
+        res["ood"] = targets_section(args, st, out, log, adapted=None if args.ood_targets else args.adapted)
+    if args.ood_targets:  # docs/adapt.md, section 5: another domain's people, as given and adapted
+        res["ood_other"] = targets_section(args, st, out, log, targets=args.ood_targets, adapted=args.adapted,
+                                           baselines=False)
 
     # ---- targets, figures, report files, optional summary in the pipeline ----------------------------------
     res["targets"] = report.targets(res, report.TARGETS)
@@ -280,8 +293,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def targets_section(args: argparse.Namespace, st: EvalSettings, out: Path, log: Log) -> dict[str, Any]:
-    """The few-shot protocol on --targets' people (training/eval/ood.py): k = 5 unless --k names others."""
+def targets_section(args: argparse.Namespace, st: EvalSettings, out: Path, log: Log, *,
+                    targets: str | None = None, adapted: str | None = None,
+                    baselines: bool | None = None) -> dict[str, Any]:
+    """The few-shot protocol on --targets' people, or `targets`' (training/eval/ood.py): k = 5 unless --k
+    names others; from --pipeline and, given `adapted`, from that adapted pipeline too."""
     from models.pipeline import DopplerPipeline
     from training.eval import ood
 
@@ -290,10 +306,11 @@ def targets_section(args: argparse.Namespace, st: EvalSettings, out: Path, log: 
     # the targets are enrolled people: sampled at the guidance the product gives them (ENROLLED_GUIDANCE)
     chosen = resolve(DopplerPipeline.load(args.pipeline), steps=args.steps, guidance=args.guidance,
                      sampler=args.scheduler, enrolled=True)
-    return ood.ood_section(args.pipeline, args.adapted, args.targets, st, steps=chosen.steps,
+    return ood.ood_section(args.pipeline, adapted, targets or args.targets, st, steps=chosen.steps,
                            guidance=chosen.guidance, sampler=chosen.sampler, seed=args.seed,
                            device=args.device, out=out, log=log, threads=args.threads,
-                           estimate_folds=0 if st.quick else 3, baselines=args.baselines,
+                           estimate_folds=0 if st.quick else 3,
+                           baselines=args.baselines if baselines is None else baselines,
                            population_seed=args.population_seed)
 
 
@@ -302,7 +319,7 @@ def run_targets(args: argparse.Namespace, st: EvalSettings, out: Path, log: Log,
     (ood.json, ood.md)."""
     from training.eval import ood
 
-    res = targets_section(args, st, out, log)
+    res = targets_section(args, st, out, log, adapted=args.adapted)
     res["runtime_s"] = round(time.perf_counter() - t_start, 1)
     (out / "ood.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
     (out / "ood.md").write_text(ood.markdown(res))

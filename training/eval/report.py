@@ -85,6 +85,10 @@ def markdown(res: dict[str, Any], figures: str = "figures") -> str:
             from training.eval import ood
 
             L += [*ood.markdown(res["ood"], figures).splitlines(), ""]
+        if section == "sweep" and "ood_other" in res:  # --ood-targets: another domain's people
+            from training.eval import ood
+
+            L += [*ood.markdown(res["ood_other"], figures, title=OOD_TITLE).splitlines(), ""]
         if section == "sweep" and "baselines" in res:
             from training.eval import baselines_report
 
@@ -178,6 +182,9 @@ def _augmentation(res: dict[str, Any]) -> list[str]:
                if k in on_targets else "not measured: `--targets` runs k = 5 unless `--k` names others")
         L.append(f"| {k} | {why} | | | | | |")
     return L + [""]
+
+
+OOD_TITLE = "Out of domain: another radar's people"
 
 
 def _targets_summary(res: dict[str, Any]) -> dict[str, Any]:

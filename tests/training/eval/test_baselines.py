@@ -2,6 +2,7 @@
 section on the tiny preset."""
 
 import json
+from collections import Counter
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -220,13 +221,20 @@ def test_evaluate_with_data_and_targets_reports_the_new_people_beside_the_altern
     out = tmp_path / "report"
     rc = main(["evaluate", "--pipeline", sim.pop, "--data", str(sim.root / "popdata"), "--fewshot",
                "--targets", sim.data, "--baselines", "--quick", "--out", str(out), "--threads", "1",
-               "--workers", "1", "--steps", "3", "--no-sweep", "--no-activities"])
+               "--workers", "1", "--steps", "3", "--no-sweep", "--no-activities",
+               "--ood-targets", str(sim.root / "popdata"), "--adapted", sim.pop])
     assert rc == 0
     res = json.loads((out / "report.json").read_text())
+    # --adapted goes with --ood-targets: another domain's section, as given and adapted, no alternatives
+    assert set(res["ood"]["runs"]) == {"as given"}
+    assert set(res["ood_other"]["runs"]) == {"as given", "adapted"}
+    assert not any(r.get("baselines") for r in res["ood_other"]["runs"].values())
     assert {t["k"] for t in res["augmentation"]["trials"]} == {"all"}  # no population protocol: T's instead
     run = res["ood"]["runs"]["as given"]
     (trial,), (rec,) = run["trials"], run["baselines"]["trials"]
-    assert len(set(calls)) == len(calls), "the baselines' ours arm enrolled the same k a second time"
+    # privacy's enrolment, the targets' trial, and the same k of --ood-targets from both of its pipelines;
+    # the baselines' ours arm would make the targets' count 2
+    assert sorted(Counter(calls).values()) == [1, 1, 2], "the baselines' ours arm enrolled the k again"
     assert rec["generator_saw"] == trial["generator_saw"] and rec["acc_real"] == trial["acc_real"]
     assert rec["arms"]["ours"]["acc"] == trial["acc_augmented"] and rec["arms"]["ours"]["seconds"] >= 0.3
     md = (out / "report.md").read_text()
@@ -234,6 +242,9 @@ def test_evaluate_with_data_and_targets_reports_the_new_people_beside_the_altern
             < md.index("## Versus the alternatives") < md.index("## Sampler"))
     assert "(figures/baselines.png)" in md and (out / "figures" / "baselines.png").is_file()
     assert f"| 3 | on people the pipeline never saw instead (`--targets {sim.data}`" in md
+    other = md.index("## Out of domain: another radar's people")
+    assert md.index("## Versus the alternatives") < other < md.index("## Sampler")
+    assert "- adapted, k = 3: gain" in md[other:]
 
 
 def test_few_shot_samples_start_from_their_own_persons_recordings_in_turn():
