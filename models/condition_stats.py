@@ -239,3 +239,22 @@ def add_people(desc: Mapping[str, Mapping[str, Any]], encoder: Any, columns: Map
                     str(u): _categorical_stats(col[ok & (users == u)], list(e["values"]))
                     for u in sorted(set(users[ok]))}}
     return out
+
+
+def forget_people(desc: Mapping[str, Mapping[str, Any]], users: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`desc` without the per-user entries of `users` (per activity too): a person enrolled again starts
+    from no recorded conditions."""
+    gone = set(users)
+
+    def keep(block: Mapping[str, Any]) -> dict[str, Any]:
+        out = {**block}
+        if "per_user" in out:
+            out["per_user"] = {u: v for u, v in out["per_user"].items() if u not in gone}
+        return out
+
+    out = {}
+    for name, e in desc.items():
+        out[name] = keep(e)
+        if "per_activity" in e:
+            out[name]["per_activity"] = {a: keep(b) for a, b in e["per_activity"].items()}
+    return out

@@ -44,6 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pipeline folder to write: a new folder, or --pipeline itself (in place); another "
                         "existing pipeline folder only with --force; never a folder that is not a pipeline, "
                         "nor --data or a folder inside it")
+    p.add_argument("--activity", default=None, metavar="NAME",
+                   help="what the recordings are of, for a pipeline conditioned on activity (one of "
+                        "its activities, e.g. walk): the person is enrolled under it, and their samples are "
+                        "of it when a request names no activity (default: unknown; samples then draw from "
+                        "every activity the pipeline learnt)")
     p.add_argument("--steps", type=positive_int, default=d.steps,
                    help=f"optimiser steps on the new row (default {d.steps})")
     p.add_argument("--lr", type=positive_float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
@@ -173,9 +178,33 @@ def stored_dtype(pipeline: Path) -> Any:
         return f.get_tensor("embedding.weight").dtype
 
 
+def known_activity(pipe: Any, activity: str | None, n: int) -> dict[str, Any] | None:
+    """--activity as the n recordings' activity column (None when not given); refused (SystemExit) where the
+    pipeline takes no such activity. Without it, an activity pipeline says what the samples will draw."""
+    import numpy as np
+
+    enc = pipe.condition_encoder
+    names = enc.names if enc is not None else []
+    if activity is None:
+        if "activity" in names:
+            acts = ", ".join(enc.spec("activity")["values"])
+            print(f"enroll: the recordings' activity is not known: their samples draw from every activity "
+                  f"the pipeline learnt ({acts}) unless a request names one; give --activity (e.g. "
+                  "--activity walk) to enrol them as that")
+        return None
+    if "activity" not in names:
+        raise SystemExit(f"--activity {activity}: {pipe.meta.get('name', 'this pipeline')} is not "
+                         "conditioned on activity")
+    values = enc.spec("activity")["values"]
+    if activity not in values:
+        raise SystemExit(f"--activity {activity!r}: the pipeline's activities are {', '.join(values)}")
+    return {"activity": np.asarray([activity] * n, dtype=object)}
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from models.condition_stats import add_people, forget_people, value_rows
     from models.enrolment import EnrolConfig, Enrolment
     from models.pipeline import META_FILE, DopplerPipeline
 
@@ -204,8 +233,11 @@ def run(args: argparse.Namespace) -> int:
     check = domain.check(pipe, x_db)
     print(f"enroll: {'warning: ' if check.out_of_domain else ''}{check.line()}",
           file=sys.stderr if check.out_of_domain else sys.stdout)
+    known = known_activity(pipe, args.activity, len(x_db))
+    values = None if known is None else pipe.condition_encoder.values_tensor(
+        value_rows(pipe.condition_encoder, known, len(x_db)))
     cfg = EnrolConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-    job = Enrolment(pipe, x_db, [0] * len(x_db), 1, cfg)
+    job = Enrolment(pipe, x_db, [0] * len(x_db), 1, cfg, values=values)
     with progress(total=cfg.steps, desc=f"enroll {args.user}", unit="step") as bar:
         while not job.done:
             bar.set_postfix(loss=f"{job.step():.4f}", refresh=False)
@@ -222,8 +254,13 @@ def run(args: argparse.Namespace) -> int:
     meta.setdefault("enrolled_users", {})[args.user] = dict(
         files=hashes, k=len(hashes), steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
         final_loss=job.final_loss(), seconds=round(seconds, 2), method="models.enrolment (user row only)",
-        domain=check.to_dict(),
+        domain=check.to_dict(), activity=args.activity,
         enrolled_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    if meta.get("conditions") and pipe.condition_encoder is not None:  # the person's own, else everyone's
+        meta["conditions"] = forget_people(meta["conditions"], [args.user])
+        if known is not None:
+            meta["conditions"] = add_people(meta["conditions"], pipe.condition_encoder, known,
+                                            [args.user] * len(x_db))
     texture = None
     if pipe.texture is not None:  # the person's own residuals join the bank (models/texture.py)
         from models.texture import build_bank

@@ -164,3 +164,46 @@ def test_each_bad_upload_is_one_clean_line_naming_it(tiny_pipeline_dir, person, 
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert re.match(rf"dopplergen enroll: error: {re.escape(name)}: .*{rule}", err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_enroll_activity_makes_the_persons_samples_of_it(tiny_pipeline_dir, tmp_path, person, capsys):
+    """`--activity walk` on an activity pipeline: the person is enrolled under it and their samples draw it;
+    without it the command says they draw every activity; an activity the pipeline lacks is refused."""
+    from models.condition_stats import describe_conditions, encoder_specs, resolve_conditions
+    from models.conditions import ConditionEncoder
+    from models.pipeline import build_untrained_pipeline
+    from tests.conftest import TINY_USERS
+
+    users = np.repeat(TINY_USERS, 10)
+    cols = {"speed_mps": np.tile([1.2, 2.8], 5 * len(TINY_USERS)),
+            "activity": np.tile(["walk", "run"], 5 * len(TINY_USERS))}
+    torch.manual_seed(0)
+    pipe = build_untrained_pipeline("tiny", TINY_USERS, version="test")
+    pipe.meta["conditions"] = describe_conditions(cols, users, ["speed_mps", "activity"])
+    pipe.condition_encoder = ConditionEncoder(conditions=encoder_specs(pipe.meta["conditions"],
+                                                                       ["speed_mps", "activity"]),
+                                              cross_attention_dim=32)
+    src = tmp_path / "act"
+    pipe.save(src)
+    assert _enrol(src, person, tmp_path / "plain") == 0
+    assert "activity is not known" in capsys.readouterr().out
+    assert _enrol(src, person, tmp_path / "walk", "--activity", "walk") == 0
+    plain, walk = (json.loads((tmp_path / p / "dopplergen.json").read_text()) for p in ("plain", "walk"))
+    assert "dave" not in plain["conditions"]["activity"].get("per_user", {})
+    assert walk["conditions"]["activity"]["per_user"]["dave"]["counts"] == {"walk": 3}
+    assert walk["enrolled_users"]["dave"]["activity"] == "walk"
+    draws = [resolve_conditions(walk["conditions"], ["activity"], "dave", None, s) for s in range(30)]
+    assert {d["activity"] for d in draws} == {"walk"}
+    # the walk is given to the enrolment: another row than enrolled with the activity unknown
+    assert not torch.equal(DopplerPipeline.load(tmp_path / "plain").user_encoder.embedding.weight,
+                           DopplerPipeline.load(tmp_path / "walk").user_encoder.embedding.weight)
+    # enrolled again without it, the person no longer has a recorded activity
+    assert _enrol(tmp_path / "walk", person, tmp_path / "walk", "--replace") == 0
+    again = json.loads((tmp_path / "walk" / "dopplergen.json").read_text())
+    assert "dave" not in again["conditions"]["activity"].get("per_user", {})
+    capsys.readouterr()
+    assert _enrol(src, person, tmp_path / "x", "--activity", "crawl") == 2
+    assert "the pipeline's activities are run, walk" in capsys.readouterr().err
+    assert _enrol(tiny_pipeline_dir, person, tmp_path / "y", "--activity", "walk") == 2
+    assert "is not conditioned on activity" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
