@@ -11,7 +11,8 @@ per session).
 
 Two folders: <out>/adapt (people with many recordings, train/val: what a lab has of its own radar) and
 <out>/targets (other people; session 0 is their train split, the rest their test split: k recordings from one
-session, tested on other sessions).
+session, tested on other sessions). The manifest records each recording's session (group), activity (walk,
+as an import names it) and walking speed.
 
     .venv/bin/python -m experiments.other_radar --out data/other --adapt-people 6 --targets 6
 """
