@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.eval import acgan, classic_aug
+from training.eval import acgan, classic_aug, report
 from training.eval.baselines import (
     CLASSIC_ARMS,
     GAN_ARMS,
@@ -245,6 +245,11 @@ def test_evaluate_with_data_and_targets_reports_the_new_people_beside_the_altern
     other = md.index("## Out of domain: another radar's people")
     assert md.index("## Versus the alternatives") < other < md.index("## Sampler")
     assert "- adapted, k = 3: gain" in md[other:]
+    assert not any(t["name"].startswith("out-of-domain gain at k=5") for t in res["targets"])  # k = 3 here
+    res["ood_other"]["runs"]["adapted"]["summary"]["5"] = {"gain": {"mean": 0.02}}
+    (row,) = [t for t in report.targets(res, report.TARGETS) if t["name"].startswith("out-of-domain")]
+    assert row["name"] == f"out-of-domain gain at k=5, adapted (people of {sim.root / 'popdata'})"
+    assert row["pass"] is False and row["margin"] == "-3.0 points"
 
 
 def test_few_shot_samples_start_from_their_own_persons_recordings_in_turn():
