@@ -241,15 +241,19 @@ def add_people(desc: Mapping[str, Mapping[str, Any]], encoder: Any, columns: Map
     return out
 
 
-def forget_people(desc: Mapping[str, Mapping[str, Any]], users: Sequence[str]) -> dict[str, dict[str, Any]]:
+def forget_people(desc: Mapping[str, Mapping[str, Any]],
+                  users: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     """`desc` without the per-user entries of `users` (per activity too): a person enrolled again starts
-    from no recorded conditions."""
-    gone = set(users)
+    from no recorded conditions. None: without anyone's (only "all" and the ranges stay)."""
+    gone = None if users is None else set(users)
 
     def keep(block: Mapping[str, Any]) -> dict[str, Any]:
         out = {**block}
         if "per_user" in out:
-            out["per_user"] = {u: v for u, v in out["per_user"].items() if u not in gone}
+            if gone is None:
+                del out["per_user"]
+            else:
+                out["per_user"] = {u: v for u, v in out["per_user"].items() if u not in gone}
         return out
 
     out = {}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.condition_stats import add_people, value_rows
+from models.condition_stats import add_people, forget_people, value_rows
 from models.enrolment import EnrolConfig, enrol
 from models.pipeline import DopplerPipeline
 
@@ -59,12 +59,7 @@ def adapt_new_users(pop_pipe: Any, x_db: np.ndarray, labels: np.ndarray, users: 
     if meta.get("conditions"):
         # may repeat the targets' (user00, ...): the targets' omitted conditions are drawn from the
         # population's whole
-        meta["conditions"] = {n: {k: v for k, v in e.items() if k != "per_user"} for n,
-                              e in meta["conditions"].items()}
-        for e in meta["conditions"].values():  # ... per activity too
-            if "per_activity" in e:
-                e["per_activity"] = {a: {k: v for k, v in b.items() if k != "per_user"}
-                                     for a, b in e["per_activity"].items()}
+        meta["conditions"] = forget_people(meta["conditions"])  # per activity too
         if columns and cond is not None:  # the targets' own, from their recordings
             owners = [users[int(k)] for k in labels]
             meta["conditions"] = add_people(meta["conditions"], cond, columns, owners)

@@ -81,14 +81,12 @@ def markdown(res: dict[str, Any], figures: str = "figures") -> str:
         if section == "conditions":
             L += conditions.markdown(res["conditions"], figures) if "conditions" in res else []
             continue
-        if section == "sweep" and "ood" in res:  # --targets: few-shot (and --baselines) on the targets
-            from training.eval import ood
+        # --targets: few-shot (and --baselines) on the targets; --ood-targets: another domain's people
+        for key, kw in (("ood", {}), ("ood_other", {"title": OOD_TITLE})):
+            if section == "sweep" and key in res:
+                from training.eval import ood
 
-            L += [*ood.markdown(res["ood"], figures).splitlines(), ""]
-        if section == "sweep" and "ood_other" in res:  # --ood-targets: another domain's people
-            from training.eval import ood
-
-            L += [*ood.markdown(res["ood_other"], figures, title=OOD_TITLE).splitlines(), ""]
+                L += [*ood.markdown(res[key], figures, **kw).splitlines(), ""]
         if section == "sweep" and "baselines" in res:
             from training.eval import baselines_report
 
@@ -187,9 +185,10 @@ def _augmentation(res: dict[str, Any]) -> list[str]:
 OOD_TITLE = "Out of domain: another radar's people"
 
 
-def _targets_summary(res: dict[str, Any]) -> dict[str, Any]:
-    """Per k, the few-shot summary on --targets' people (the pipeline as given); {} without --targets."""
-    return ((res.get("ood") or {}).get("runs") or {}).get("as given", {}).get("summary", {})
+def _targets_summary(res: dict[str, Any], key: str = "ood", label: str = "as given") -> dict[str, Any]:
+    """Per k, the few-shot summary on --targets' people (`key` "ood_other": --ood-targets'), from the
+    pipeline `label` ("as given", "adapted"); {} where that was not run."""
+    return (((res.get(key) or {}).get("runs") or {}).get(label) or {}).get("summary", {})
 
 
 def _sweep(res: dict[str, Any]) -> list[str]:
@@ -248,12 +247,11 @@ def targets(res: dict[str, Any], tg: dict[str, float]) -> list[dict[str, Any]]:
             tg["gain_k5"], ">=", points=True)
     else:
         add("augmentation gain at k=5", k5, tg["gain_k5"], ">=", points=True)
-    other = res.get("ood_other") or {}
     for label in ("adapted", "as given"):  # --ood-targets: issue 32's target is the gain after adapt
-        s5 = ((other.get("runs") or {}).get(label) or {}).get("summary", {}).get("5")
+        s5 = _targets_summary(res, "ood_other", label).get("5")
         if s5:
-            add(f"out-of-domain gain at k=5, {label} (people of {other['targets']})", s5["gain"]["mean"],
-                tg["gain_k5"], ">=", points=True)
+            add(f"out-of-domain gain at k=5, {label} (people of {res['ood_other']['targets']})",
+                s5["gain"]["mean"], tg["gain_k5"], ">=", points=True)
             break
     add("two-sample test accuracy", f["c2st"]["accuracy"], tg["c2st"], "<=")
     for q, v in res["physics"].get("mean_rel_error", {}).items():
